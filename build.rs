@@ -1,0 +1,20 @@
+// Build script of the nginx module: passes nginx-sys metadata (feature flags,
+// the build directory of the nginx it was built against) to the crate and to
+// the integration tests, which run that very nginx binary.
+fn main() {
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES_CHECK");
+    println!(
+        "cargo::rustc-check-cfg=cfg(ngx_feature, values({}))",
+        std::env::var("DEP_NGINX_FEATURES_CHECK").unwrap_or("any()".to_string())
+    );
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES");
+    if let Ok(features) = std::env::var("DEP_NGINX_FEATURES") {
+        for feature in features.split(',').map(str::trim) {
+            println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
+        }
+    }
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
+    if let Ok(dir) = std::env::var("DEP_NGINX_BUILD_DIR") {
+        println!("cargo::rustc-env=DEP_NGINX_BUILD_DIR={dir}");
+    }
+}

@@ -1,0 +1,618 @@
+//! Parsing of the module's directive arguments, free of nginx types so it is
+//! unit-tested on its own. The nginx glue passes the words of a directive
+//! (without the directive name) and reports an `Err` with `nginx -t`'s file
+//! and line.
+//!
+//! ```text
+//! dwepc_vsphere NAME url=URL user=USER password_file=PATH
+//!               [ca_file=PATH] [tls_verify=on|off] [timeout=TIME] [default];
+//! dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
+//!       [min_samples=N] [mode=paper]
+//!       [cpu_ratio=F] [cpu_reserved=N] ... (same for mem, net, disk);
+//! dwepc_node ADDRESS [vm=NAME] [cpu=MHZ] [mem=MB] [net=KBPS] [disk=KBPS]
+//!       [cpu_ratio=F] [cpu_reserved=N] ...;
+//! ```
+
+use crate::algo::{Res, R, RESOURCES};
+
+/// Balancing mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The paper's algorithm: Q = C - mean(E), L = Q·W - V.
+    Paper,
+}
+
+impl Mode {
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Paper => "paper",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "paper" => Some(Mode::Paper),
+            _ => None,
+        }
+    }
+}
+
+/// Which vSphere endpoint an upstream uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointRef {
+    /// The http-level default endpoint, if one exists.
+    Default,
+    /// A named endpoint.
+    Named(String),
+    /// No endpoint: weighted round robin until configured otherwise.
+    Off,
+}
+
+/// Per-resource accounting: usable = total × ratio − reserved
+/// (as OpenStack Nova accounts hosts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accounting {
+    /// Overcommit ratio per resource (NaN = not set here).
+    pub ratio: Res,
+    /// Reserved amount per resource, in the resource's unit (NaN = not set).
+    pub reserved: Res,
+}
+
+impl Default for Accounting {
+    fn default() -> Self {
+        Accounting {
+            ratio: [f64::NAN; R],
+            reserved: [f64::NAN; R],
+        }
+    }
+}
+
+impl Accounting {
+    /// Values set here win over `parent`'s.
+    pub fn over(&self, parent: &Accounting) -> Accounting {
+        Accounting {
+            ratio: std::array::from_fn(|j| pick(self.ratio[j], parent.ratio[j])),
+            reserved: std::array::from_fn(|j| pick(self.reserved[j], parent.reserved[j])),
+        }
+    }
+
+    /// Usable capacity from a total (NaN stays NaN; never below zero).
+    pub fn usable(&self, total: Res) -> Res {
+        std::array::from_fn(|j| {
+            let ratio = if self.ratio[j].is_nan() {
+                1.0
+            } else {
+                self.ratio[j]
+            };
+            let reserved = if self.reserved[j].is_nan() {
+                0.0
+            } else {
+                self.reserved[j]
+            };
+            let u = total[j] * ratio - reserved;
+            if u.is_nan() {
+                u
+            } else {
+                u.max(0.0)
+            }
+        })
+    }
+
+    fn parse(&mut self, key: &str, val: &str) -> Option<Result<(), String>> {
+        for (j, r) in RESOURCES.iter().enumerate() {
+            if key == format!("{r}_ratio") {
+                return Some(match parse_f64(val) {
+                    Some(x) if x > 0.0 && x <= 1000.0 => {
+                        self.ratio[j] = x;
+                        Ok(())
+                    }
+                    _ => Err(invalid(key, val, "a number above 0")),
+                });
+            }
+            if key == format!("{r}_reserved") {
+                return Some(match parse_f64(val) {
+                    Some(x) if x >= 0.0 => {
+                        self.reserved[j] = x;
+                        Ok(())
+                    }
+                    _ => Err(invalid(key, val, "a number of 0 or more")),
+                });
+            }
+        }
+        None
+    }
+}
+
+fn pick(a: f64, b: f64) -> f64 {
+    if a.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// Arguments of the `dwepc` directive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamConf {
+    /// Endpoint used by this upstream.
+    pub vsphere: EndpointRef,
+    /// Window length m.
+    pub window: usize,
+    /// Poll interval in ms.
+    pub interval_ms: u64,
+    /// Age of the newest sample after which the balancer falls back to
+    /// weighted round robin, ms.
+    pub ttl_ms: u64,
+    /// Samples with request counts needed for a fit.
+    pub min_samples: usize,
+    /// Balancing mode.
+    pub mode: Mode,
+    /// Upstream-wide accounting defaults.
+    pub accounting: Accounting,
+}
+
+/// Default window length (the paper's m).
+pub const DEFAULT_WINDOW: usize = 20;
+/// Default poll interval: the realtime refresh rate of ESXi.
+pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
+/// Largest window accepted.
+pub const MAX_WINDOW: usize = 1024;
+
+impl Default for UpstreamConf {
+    fn default() -> Self {
+        UpstreamConf {
+            vsphere: EndpointRef::Default,
+            window: DEFAULT_WINDOW,
+            interval_ms: DEFAULT_INTERVAL_MS,
+            ttl_ms: 3 * DEFAULT_INTERVAL_MS,
+            min_samples: 2,
+            mode: Mode::Paper,
+            accounting: Accounting::default(),
+        }
+    }
+}
+
+fn invalid(key: &str, val: &str, want: &str) -> String {
+    format!("invalid value \"{val}\" in \"{key}=\": expected {want}")
+}
+
+fn split(arg: &str) -> Result<(&str, &str), String> {
+    arg.split_once('=')
+        .ok_or_else(|| format!("invalid parameter \"{arg}\""))
+}
+
+fn parse_f64(s: &str) -> Option<f64> {
+    let x: f64 = s.parse().ok()?;
+    x.is_finite().then_some(x)
+}
+
+fn parse_count(key: &str, val: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    match val.parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(invalid(key, val, &format!("an integer from {lo} to {hi}"))),
+    }
+}
+
+fn parse_on_off(key: &str, val: &str) -> Result<bool, String> {
+    match val {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(invalid(key, val, "\"on\" or \"off\"")),
+    }
+}
+
+/// Parses an nginx time ("500ms", "20s", "1m30s", "2h"; a bare number is
+/// seconds) into milliseconds, as nginx's `ngx_parse_time` does.
+pub fn parse_time_ms(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total: u64 = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return None;
+        }
+        let n: u64 = s[start..i].parse().ok()?;
+        let unit_start = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult: u64 = match &s[unit_start..i] {
+            // a bare number is seconds, but only on its own
+            "" if start == 0 && i == b.len() => 1000,
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(mult)?)?;
+    }
+    Some(total)
+}
+
+fn parse_time(key: &str, val: &str, min_ms: u64) -> Result<u64, String> {
+    match parse_time_ms(val) {
+        Some(ms) if ms >= min_ms && ms <= 86_400_000 => Ok(ms),
+        _ => Err(invalid(
+            key,
+            val,
+            &format!("a time from {min_ms}ms to 1d, like \"20s\""),
+        )),
+    }
+}
+
+/// Names valid for endpoints: letters, digits, '_', '-', '.'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+/// Parses the words after `dwepc`.
+pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
+    let mut c = UpstreamConf::default();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut ttl_set = false;
+    for arg in args {
+        let (key, val) = split(arg)?;
+        if seen.contains(&key) {
+            return Err(format!("duplicate parameter \"{key}\""));
+        }
+        seen.push(key);
+        match key {
+            "vsphere" => {
+                c.vsphere = match val {
+                    "off" => EndpointRef::Off,
+                    v if valid_name(v) => EndpointRef::Named(v.to_string()),
+                    _ => return Err(invalid(key, val, "an endpoint name or \"off\"")),
+                }
+            }
+            "window" => c.window = parse_count(key, val, 1, MAX_WINDOW)?,
+            "min_samples" => c.min_samples = parse_count(key, val, 1, MAX_WINDOW)?,
+            "interval" => c.interval_ms = parse_time(key, val, 100)?,
+            "ttl" => {
+                c.ttl_ms = parse_time(key, val, 100)?;
+                ttl_set = true;
+            }
+            "mode" => {
+                c.mode = Mode::parse(val).ok_or_else(|| invalid(key, val, "\"paper\""))?;
+            }
+            _ => match c.accounting.parse(key, val) {
+                Some(r) => r?,
+                None => return Err(format!("invalid parameter \"{arg}\"")),
+            },
+        }
+    }
+    if c.min_samples > c.window {
+        return Err(format!(
+            "\"min_samples={}\" is larger than \"window={}\"",
+            c.min_samples, c.window
+        ));
+    }
+    if !ttl_set {
+        c.ttl_ms = 3 * c.interval_ms;
+    } else if c.ttl_ms < c.interval_ms {
+        return Err(format!(
+            "\"ttl\" ({} ms) is shorter than \"interval\" ({} ms): every sample would be stale",
+            c.ttl_ms, c.interval_ms
+        ));
+    }
+    Ok(c)
+}
+
+/// How an upstream server is found among the VMs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmRef {
+    /// By the server's IP among the VMs' guest IPs (default).
+    GuestIp,
+    /// By VM name.
+    Name(String),
+}
+
+/// Arguments of `dwepc_node`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConf {
+    /// Server address as written in the `server` directive (or its
+    /// resolved `ip:port`).
+    pub address: String,
+    /// VM lookup.
+    pub vm: VmRef,
+    /// Capacity overrides (NaN = take it from vSphere).
+    pub capacity: Res,
+    /// Accounting for this node.
+    pub accounting: Accounting,
+}
+
+/// Parses the words after `dwepc_node`.
+pub fn parse_node(args: &[&str]) -> Result<NodeConf, String> {
+    let Some((address, rest)) = args.split_first() else {
+        return Err("a server address is required".into());
+    };
+    if address.contains('=') || address.is_empty() {
+        return Err(format!(
+            "invalid server address \"{address}\": the first parameter must be the address of a \"server\" of this upstream"
+        ));
+    }
+    let mut n = NodeConf {
+        address: address.to_string(),
+        vm: VmRef::GuestIp,
+        capacity: [f64::NAN; R],
+        accounting: Accounting::default(),
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for arg in rest {
+        let (key, val) = split(arg)?;
+        if seen.contains(&key) {
+            return Err(format!("duplicate parameter \"{key}\""));
+        }
+        seen.push(key);
+        if key == "vm" {
+            if val.is_empty() || val.len() > 255 {
+                return Err(invalid(key, val, "a VM name"));
+            }
+            n.vm = VmRef::Name(val.to_string());
+            continue;
+        }
+        if let Some(j) = RESOURCES.iter().position(|r| *r == key) {
+            match parse_f64(val) {
+                Some(x) if x > 0.0 => n.capacity[j] = x,
+                _ => return Err(invalid(key, val, "a capacity above 0")),
+            }
+            continue;
+        }
+        match n.accounting.parse(key, val) {
+            Some(r) => r?,
+            None => return Err(format!("invalid parameter \"{arg}\"")),
+        }
+    }
+    Ok(n)
+}
+
+/// Arguments of `dwepc_vsphere`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointConf {
+    /// Endpoint name.
+    pub name: String,
+    /// SDK URL (`https://host/sdk`).
+    pub url: String,
+    /// User name.
+    pub user: String,
+    /// File holding the password (first line).
+    pub password_file: String,
+    /// CA bundle (PEM) for TLS verification.
+    pub ca_file: Option<String>,
+    /// Verify the server's certificate (default on).
+    pub tls_verify: bool,
+    /// Timeout of every call, ms.
+    pub timeout_ms: u64,
+    /// Default endpoint for `dwepc;` without `vsphere=`.
+    pub default: bool,
+}
+
+/// Parses the words after `dwepc_vsphere`.
+pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("an endpoint name is required".into());
+    };
+    if !valid_name(name) {
+        return Err(format!(
+            "invalid endpoint name \"{name}\": use letters, digits, \"_\", \"-\" or \".\""
+        ));
+    }
+    let mut e = EndpointConf {
+        name: name.to_string(),
+        url: String::new(),
+        user: String::new(),
+        password_file: String::new(),
+        ca_file: None,
+        tls_verify: true,
+        timeout_ms: 5000,
+        default: false,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for arg in rest {
+        if *arg == "default" {
+            e.default = true;
+            continue;
+        }
+        if arg.starts_with("password=") {
+            return Err(
+                "inline passwords are not accepted: put the password in a file and use \"password_file=\""
+                    .into(),
+            );
+        }
+        let (key, val) = split(arg)?;
+        if seen.contains(&key) {
+            return Err(format!("duplicate parameter \"{key}\""));
+        }
+        seen.push(key);
+        match key {
+            "url" => {
+                let ok = (val.starts_with("https://") || val.starts_with("http://"))
+                    && val.len() > "http://".len() + 1;
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        val,
+                        "an http:// or https:// URL of the SDK, like https://vcenter/sdk",
+                    ));
+                }
+                e.url = val.to_string();
+            }
+            "user" => {
+                if val.is_empty() {
+                    return Err(invalid(key, val, "a user name"));
+                }
+                e.user = val.to_string();
+            }
+            "password_file" => {
+                if val.is_empty() {
+                    return Err(invalid(key, val, "a file name"));
+                }
+                e.password_file = val.to_string();
+            }
+            "ca_file" => {
+                if val.is_empty() {
+                    return Err(invalid(key, val, "a file name"));
+                }
+                e.ca_file = Some(val.to_string());
+            }
+            "tls_verify" => e.tls_verify = parse_on_off(key, val)?,
+            "timeout" => e.timeout_ms = parse_time(key, val, 100)?,
+            _ => return Err(format!("invalid parameter \"{arg}\"")),
+        }
+    }
+    for (key, v) in [
+        ("url", &e.url),
+        ("user", &e.user),
+        ("password_file", &e.password_file),
+    ] {
+        if v.is_empty() {
+            return Err(format!("\"{key}=\" is required"));
+        }
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_ms("20s"), Some(20_000));
+        assert_eq!(parse_time_ms("20"), Some(20_000));
+        assert_eq!(parse_time_ms("500ms"), Some(500));
+        assert_eq!(parse_time_ms("1m30s"), Some(90_000));
+        assert_eq!(parse_time_ms("1h"), Some(3_600_000));
+        for bad in ["", "s", "10x", "-1s", "1.5s", "10 s", "20s5"] {
+            assert_eq!(parse_time_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_defaults() {
+        let c = parse_upstream(&[]).unwrap();
+        assert_eq!(c.vsphere, EndpointRef::Default);
+        assert_eq!(
+            (c.window, c.interval_ms, c.ttl_ms, c.min_samples),
+            (20, 20_000, 60_000, 2)
+        );
+        assert_eq!(c.mode, Mode::Paper);
+        let c = parse_upstream(&["interval=3s", "window=20"]).unwrap();
+        assert_eq!((c.interval_ms, c.ttl_ms, c.window), (3000, 9000, 20));
+    }
+
+    #[test]
+    fn upstream_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["window=0"], "invalid value \"0\" in \"window=\""),
+            (&["window=abc"], "invalid value \"abc\""),
+            (&["window=2000"], "from 1 to 1024"),
+            (
+                &["interval=fast"],
+                "invalid value \"fast\" in \"interval=\"",
+            ),
+            (&["interval=10ms"], "from 100ms"),
+            (&["mode=magic"], "expected \"paper\""),
+            (&["bogus=1"], "invalid parameter \"bogus=1\""),
+            (&["window"], "invalid parameter \"window\""),
+            (&["window=3", "window=4"], "duplicate parameter \"window\""),
+            (&["window=3", "min_samples=5"], "larger than"),
+            (&["interval=20s", "ttl=5s"], "shorter than"),
+            (&["vsphere=a b"], "endpoint name"),
+            (&["cpu_ratio=0"], "above 0"),
+            (&["mem_reserved=-1"], "0 or more"),
+        ];
+        for (args, want) in cases {
+            let err = parse_upstream(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn node_parsing() {
+        let n = parse_node(&[
+            "10.0.0.1:80",
+            "vm=web-01",
+            "net=1250000",
+            "cpu_ratio=2",
+            "cpu_reserved=100",
+        ])
+        .unwrap();
+        assert_eq!(n.vm, VmRef::Name("web-01".into()));
+        assert_eq!(n.capacity[2], 1_250_000.0);
+        assert!(n.capacity[0].is_nan());
+        assert_eq!(n.accounting.usable([1000.0, 10.0, 1.0, 1.0])[0], 1900.0);
+        assert!(parse_node(&[]).is_err());
+        assert!(parse_node(&["vm=x"]).unwrap_err().contains("address"));
+        assert!(parse_node(&["a:1", "cpu=0"])
+            .unwrap_err()
+            .contains("above 0"));
+        assert!(parse_node(&["a:1", "gpu=1"])
+            .unwrap_err()
+            .contains("invalid parameter"));
+    }
+
+    #[test]
+    fn accounting_layers() {
+        let mut up = Accounting::default();
+        up.ratio[0] = 4.0;
+        let mut node = Accounting::default();
+        node.reserved[0] = 500.0;
+        let eff = node.over(&up);
+        assert_eq!(eff.usable([1000.0; R])[0], 3500.0);
+        assert_eq!(eff.usable([1000.0; R])[1], 1000.0);
+        assert!(eff.usable([f64::NAN; R])[2].is_nan());
+        node.reserved[1] = 5000.0;
+        assert_eq!(node.over(&up).usable([1000.0; R])[1], 0.0);
+    }
+
+    #[test]
+    fn endpoint_parsing() {
+        let e = parse_endpoint(&[
+            "vc1",
+            "url=https://vc/sdk",
+            "user=ro@vsphere.local",
+            "password_file=/etc/p",
+            "tls_verify=off",
+            "timeout=2s",
+        ])
+        .unwrap();
+        assert!(!e.tls_verify && e.timeout_ms == 2000 && !e.default);
+        assert!(
+            parse_endpoint(&["vc1", "url=https://vc/sdk", "user=u", "password=x"])
+                .unwrap_err()
+                .contains("inline passwords")
+        );
+        assert!(parse_endpoint(&["vc1", "url=https://vc/sdk", "user=u"])
+            .unwrap_err()
+            .contains("\"password_file=\" is required"));
+        assert!(
+            parse_endpoint(&["vc1", "url=ftp://x", "user=u", "password_file=p"])
+                .unwrap_err()
+                .contains("URL")
+        );
+        assert!(parse_endpoint(&["bad name", "url=https://vc/sdk"]).is_err());
+        assert!(parse_endpoint(&[
+            "v",
+            "url=https://vc/sdk",
+            "user=u",
+            "password_file=p",
+            "tls_verify=maybe"
+        ])
+        .unwrap_err()
+        .contains("\"on\" or \"off\""));
+    }
+}

@@ -9,4 +9,5 @@ pub mod algo;
 pub mod conf;
 pub mod counts;
 pub mod linalg;
+pub mod shared;
 pub mod status;

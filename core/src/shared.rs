@@ -1,0 +1,393 @@
+//! Layout of one upstream's shared-memory zone, as a view over a slice of
+//! `AtomicU64` words. Every nginx worker maps the same words; the request
+//! path only loads two words per candidate peer and does one atomic add
+//! for the chosen one. One writer (the collector that holds the lease)
+//! publishes allocations; readers never lock.
+//!
+//! ```text
+//! header   HEADER words: magic, n, names hash, valid-until, W[4], ...
+//! peers    n x PEER words (one cache line each): total, target, base, alloc,
+//!          capacity[4]... see the P_* offsets
+//! ```
+
+use crate::algo::{Res, R};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+const MAGIC: u64 = 0x6477_6570_635f_7631; // "dwepc_v1"
+
+/// Words in the header.
+pub const HEADER: usize = 16;
+/// Words per peer.
+pub const PEER: usize = 16;
+
+const H_MAGIC: usize = 0;
+const H_N: usize = 1;
+const H_HASH: usize = 2;
+const H_VALID_UNTIL: usize = 3;
+const H_W: usize = 4; // 4 words
+const H_SAMPLE_END: usize = 8;
+const H_APPLIED: usize = 9;
+const H_WINDOW: usize = 10;
+const H_REASON: usize = 11;
+const H_GENERATION: usize = 12;
+
+const P_TOTAL: usize = 0;
+const P_TARGET: usize = 1;
+const P_BASE: usize = 2;
+const P_ALLOC: usize = 3;
+const P_CAP: usize = 4; // 4 words
+const P_Q: usize = 8; // 4 words
+const P_FLAGS: usize = 12;
+
+/// Peer flag: the peer's VM was found and reports counters.
+pub const FLAG_COUNTERS: u64 = 1;
+
+/// Words needed for `n` peers.
+pub fn words(n: usize) -> usize {
+    HEADER + n * PEER
+}
+
+/// Bytes needed for `n` peers.
+pub fn bytes(n: usize) -> usize {
+    words(n) * 8
+}
+
+/// FNV-1a over the peer names, to recognise an unchanged upstream after a
+/// reload.
+pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in names {
+        for b in name.bytes().chain(std::iter::once(0)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Why the balancer is (not) using counters; kept in the header for the
+/// status page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Reason {
+    /// Counters drive the pick.
+    Active = 0,
+    /// No vSphere endpoint configured for this upstream.
+    NoEndpoint = 1,
+    /// No sample yet.
+    NoSamples = 2,
+    /// Not enough samples with request counts to fit W.
+    TooFewSamples = 3,
+    /// No traffic to learn W from.
+    NoTraffic = 4,
+    /// No node with counters / no resource with capacities.
+    NoCounters = 5,
+    /// The newest sample is older than the TTL.
+    Stale = 6,
+    /// vSphere cannot be reached or answers with errors.
+    VsphereError = 7,
+}
+
+impl Reason {
+    /// Name shown on the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Active => "active",
+            Reason::NoEndpoint => "no_endpoint",
+            Reason::NoSamples => "no_samples",
+            Reason::TooFewSamples => "too_few_samples",
+            Reason::NoTraffic => "no_traffic",
+            Reason::NoCounters => "no_counters",
+            Reason::Stale => "stale",
+            Reason::VsphereError => "vsphere_error",
+        }
+    }
+
+    fn from_u64(x: u64) -> Reason {
+        match x {
+            0 => Reason::Active,
+            1 => Reason::NoEndpoint,
+            3 => Reason::TooFewSamples,
+            4 => Reason::NoTraffic,
+            5 => Reason::NoCounters,
+            6 => Reason::Stale,
+            7 => Reason::VsphereError,
+            _ => Reason::NoSamples,
+        }
+    }
+}
+
+/// A view of one upstream's zone.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    w: &'a [AtomicU64],
+    n: usize,
+}
+
+fn f(x: u64) -> f64 {
+    f64::from_bits(x)
+}
+
+impl<'a> Shared<'a> {
+    /// Wraps `words`; `None` if too short for `n` peers.
+    pub fn new(words_: &'a [AtomicU64], n: usize) -> Option<Shared<'a>> {
+        (words_.len() >= words(n)).then_some(Shared { w: words_, n })
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when there are no peers.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn p(&self, i: usize, off: usize) -> &AtomicU64 {
+        &self.w[HEADER + i * PEER + off]
+    }
+
+    /// Prepares the zone for an upstream with peers named by `hash`. If the
+    /// zone already holds the same upstream (a reload that kept the peers),
+    /// its state is kept and `true` is returned; otherwise it is cleared,
+    /// keeping only a previous W.
+    pub fn init(&self, hash: u64) -> bool {
+        let same = self.w[H_MAGIC].load(Acquire) == MAGIC
+            && self.w[H_N].load(Relaxed) == self.n as u64
+            && self.w[H_HASH].load(Relaxed) == hash;
+        if same {
+            self.w[H_GENERATION].fetch_add(1, Relaxed);
+            return true;
+        }
+        let kept_w = (self.w[H_MAGIC].load(Relaxed) == MAGIC).then(|| self.w());
+        for x in self.w.iter().take(words(self.n)) {
+            x.store(0, Relaxed);
+        }
+        for i in 0..self.n {
+            self.p(i, P_ALLOC).store(f64::NAN.to_bits(), Relaxed);
+            for j in 0..R {
+                self.p(i, P_CAP + j).store(f64::NAN.to_bits(), Relaxed);
+                self.p(i, P_Q + j).store(f64::NAN.to_bits(), Relaxed);
+            }
+        }
+        if let Some(Some(w)) = kept_w {
+            self.set_w(Some(w));
+        } else {
+            self.set_w(None);
+        }
+        self.w[H_REASON].store(Reason::NoSamples as u64, Relaxed);
+        self.w[H_N].store(self.n as u64, Relaxed);
+        self.w[H_HASH].store(hash, Relaxed);
+        self.w[H_MAGIC].store(MAGIC, Release);
+        false
+    }
+
+    /// Counters drive the pick at wall time `now_ms` (before valid-until).
+    #[inline]
+    pub fn usable(&self, now_ms: u64) -> bool {
+        now_ms < self.w[H_VALID_UNTIL].load(Relaxed)
+    }
+
+    /// Remaining allocation `L = target - total` of peer `i`.
+    #[inline]
+    pub fn remaining(&self, i: usize) -> f64 {
+        f(self.p(i, P_TARGET).load(Relaxed)) - self.p(i, P_TOTAL).load(Relaxed) as f64
+    }
+
+    /// Counts one request sent to peer `i`.
+    #[inline]
+    pub fn count(&self, i: usize) {
+        self.p(i, P_TOTAL).fetch_add(1, Relaxed);
+    }
+
+    /// Requests sent to peer `i` since the zone was created.
+    pub fn total(&self, i: usize) -> u64 {
+        self.p(i, P_TOTAL).load(Relaxed)
+    }
+
+    /// All totals.
+    pub fn totals(&self) -> Vec<u64> {
+        (0..self.n).map(|i| self.total(i)).collect()
+    }
+
+    /// Starts a new period: `alloc` requests for each peer from now on,
+    /// valid until `valid_until_ms` (wall clock).
+    pub fn apply(&self, alloc: &[f64], valid_until_ms: u64, now_ms: u64) {
+        for (i, a) in alloc.iter().enumerate().take(self.n) {
+            let base = self.total(i);
+            self.p(i, P_BASE).store(base, Relaxed);
+            self.p(i, P_ALLOC).store(a.to_bits(), Relaxed);
+            self.p(i, P_TARGET)
+                .store((base as f64 + a).to_bits(), Relaxed);
+        }
+        self.w[H_APPLIED].store(now_ms, Relaxed);
+        self.w[H_REASON].store(Reason::Active as u64, Relaxed);
+        self.w[H_VALID_UNTIL].store(valid_until_ms, Release);
+    }
+
+    /// Stops using counters (weighted round robin) for `reason`.
+    pub fn disable(&self, reason: Reason) {
+        self.w[H_VALID_UNTIL].store(0, Release);
+        self.w[H_REASON].store(reason as u64, Relaxed);
+        for i in 0..self.n {
+            self.p(i, P_ALLOC).store(f64::NAN.to_bits(), Relaxed);
+        }
+    }
+
+    /// Time until which the published allocations are valid.
+    pub fn valid_until(&self) -> u64 {
+        self.w[H_VALID_UNTIL].load(Relaxed)
+    }
+
+    /// Current reason (Stale when the allocations expired by time).
+    pub fn reason(&self, now_ms: u64) -> Reason {
+        let r = Reason::from_u64(self.w[H_REASON].load(Relaxed));
+        if r == Reason::Active && !self.usable(now_ms) {
+            Reason::Stale
+        } else {
+            r
+        }
+    }
+
+    /// Sets the reason without touching the allocations.
+    pub fn set_reason(&self, r: Reason) {
+        self.w[H_REASON].store(r as u64, Relaxed);
+    }
+
+    /// Publishes W (or its absence).
+    pub fn set_w(&self, w: Option<Res>) {
+        for j in 0..R {
+            let x = w.map(|w| w[j]).unwrap_or(f64::NAN);
+            self.w[H_W + j].store(x.to_bits(), Relaxed);
+        }
+    }
+
+    /// Published W.
+    pub fn w(&self) -> Option<Res> {
+        let w: Res = std::array::from_fn(|j| f(self.w[H_W + j].load(Relaxed)));
+        w.iter().all(|x| x.is_finite()).then_some(w)
+    }
+
+    /// Records window facts for the status page.
+    pub fn set_window(&self, len: usize, sample_end_ms: u64) {
+        self.w[H_WINDOW].store(len as u64, Relaxed);
+        self.w[H_SAMPLE_END].store(sample_end_ms, Relaxed);
+    }
+
+    /// Samples in the window and end time of the newest (0 = none).
+    pub fn window(&self) -> (u64, u64) {
+        (
+            self.w[H_WINDOW].load(Relaxed),
+            self.w[H_SAMPLE_END].load(Relaxed),
+        )
+    }
+
+    /// Number of times this zone was taken over by a reload.
+    pub fn generation(&self) -> u64 {
+        self.w[H_GENERATION].load(Relaxed)
+    }
+
+    /// Publishes capacity and headroom of peer `i`.
+    pub fn set_peer_info(&self, i: usize, cap: Res, q: Res, has_counters: bool) {
+        for j in 0..R {
+            self.p(i, P_CAP + j).store(cap[j].to_bits(), Relaxed);
+            self.p(i, P_Q + j).store(q[j].to_bits(), Relaxed);
+        }
+        self.p(i, P_FLAGS)
+            .store(if has_counters { FLAG_COUNTERS } else { 0 }, Relaxed);
+    }
+
+    /// Status of peer `i`: (capacity, q, allocation, v, l, has_counters).
+    pub fn peer_info(&self, i: usize) -> PeerInfo {
+        let total = self.total(i);
+        let base = self.p(i, P_BASE).load(Relaxed);
+        PeerInfo {
+            capacity: std::array::from_fn(|j| f(self.p(i, P_CAP + j).load(Relaxed))),
+            q: std::array::from_fn(|j| f(self.p(i, P_Q + j).load(Relaxed))),
+            allocation: f(self.p(i, P_ALLOC).load(Relaxed)),
+            v: total.saturating_sub(base),
+            l: self.remaining(i),
+            total,
+            has_counters: self.p(i, P_FLAGS).load(Relaxed) & FLAG_COUNTERS != 0,
+        }
+    }
+}
+
+/// What the status page shows of one peer.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerInfo {
+    /// Usable capacity.
+    pub capacity: Res,
+    /// Headroom Q.
+    pub q: Res,
+    /// Allocation of the current period.
+    pub allocation: f64,
+    /// Requests in the current period.
+    pub v: u64,
+    /// Remaining allocation.
+    pub l: f64,
+    /// Requests since the zone was created.
+    pub total: u64,
+    /// The peer's VM reports counters.
+    pub has_counters: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(n: usize) -> Vec<AtomicU64> {
+        (0..words(n)).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn apply_count_remaining() {
+        let z = zone(3);
+        let s = Shared::new(&z, 3).unwrap();
+        assert!(!s.init(42));
+        assert!(!s.usable(0));
+        assert_eq!(s.reason(1), Reason::NoSamples);
+        s.count(1);
+        s.count(1);
+        s.apply(&[5.0, 3.0, -1.0], 1000, 10);
+        assert!(s.usable(999) && !s.usable(1000));
+        assert_eq!(s.remaining(1), 3.0);
+        s.count(1);
+        assert_eq!(s.remaining(1), 2.0);
+        let p = s.peer_info(1);
+        assert_eq!((p.v, p.total, p.allocation), (1, 3, 3.0));
+        assert_eq!(s.reason(1001), Reason::Stale);
+        s.disable(Reason::VsphereError);
+        assert!(!s.usable(0));
+        assert_eq!(s.reason(0), Reason::VsphereError);
+    }
+
+    #[test]
+    fn reinit_keeps_same_upstream_and_w() {
+        let z = zone(2);
+        let s = Shared::new(&z, 2).unwrap();
+        s.init(7);
+        s.count(0);
+        s.set_w(Some([1.0, 0.0, 0.5, 0.0]));
+        assert!(s.init(7));
+        assert_eq!(s.total(0), 1);
+        assert_eq!(s.generation(), 1);
+        // different peers: counts cleared, W kept
+        assert!(!s.init(8));
+        assert_eq!(s.total(0), 0);
+        assert_eq!(s.w(), Some([1.0, 0.0, 0.5, 0.0]));
+    }
+
+    #[test]
+    fn too_small_zone_rejected() {
+        let z = zone(2);
+        assert!(Shared::new(&z, 3).is_none());
+    }
+
+    #[test]
+    fn hash_depends_on_order_and_split() {
+        assert_ne!(names_hash(["a", "b"]), names_hash(["b", "a"]));
+        assert_ne!(names_hash(["ab"]), names_hash(["a", "b"]));
+    }
+}

@@ -1,0 +1,415 @@
+//! The upstream balancer, modelled on nginx's least_conn: round robin's
+//! peer structures and per-request data, our own `get`.
+//!
+//! Per request: `L_i = target_i - total_i` for every eligible peer (two
+//! atomic loads each), argmax with random tie-break, one atomic add. No
+//! lock of our own, no allocation, no system call. nginx's peer lock is
+//! taken exactly as least_conn takes it (only when the upstream has a
+//! `zone`). Without usable counters the request goes to nginx's own
+//! weighted round robin, and is still counted.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::cell::Cell;
+
+use dwepc_core::algo::{Argmax, Rng};
+use dwepc_core::shared::{names_hash, Shared};
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_request_t, ngx_http_upstream_get_round_robin_peer,
+    ngx_http_upstream_init_round_robin_peer, ngx_http_upstream_rr_peer_data_t,
+    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
+    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_unlock, ngx_rwlock_wlock, ngx_time,
+    NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+};
+
+use crate::config::{PeerMeta, SrvConf, UpstreamState};
+use crate::util::{cached_now_ms, guard, log, ngx_str};
+
+/// Per-request data: round robin's first, so its free/set_session/
+/// save_session (and keepalive's wrappers) work on it unchanged.
+#[repr(C)]
+struct PeerData {
+    rrp: ngx_http_upstream_rr_peer_data_t,
+    ups: *const UpstreamState,
+    /// The primary peer list at init time (rrp.peers moves to the backup
+    /// list when primaries are exhausted).
+    primary: *mut ngx_http_upstream_rr_peers_t,
+}
+
+/// Our upstream state from the upstream's srv_conf array.
+///
+/// # Safety
+/// `us` must be a valid upstream configuration.
+unsafe fn state_of(us: *mut ngx_http_upstream_srv_conf_t) -> *mut UpstreamState {
+    // SAFETY: every upstream has a srv_conf slot for every http module;
+    // ours holds a SrvConf.
+    unsafe {
+        let sc = *(*us).srv_conf.add(crate::ngx_http_dwepc_module.ctx_index) as *mut SrvConf;
+        if sc.is_null() {
+            ptr::null_mut()
+        } else {
+            (*sc).ups
+        }
+    }
+}
+
+fn peers_meta(peers: *mut ngx_http_upstream_rr_peers_t, backup: bool, out: &mut Vec<PeerMeta>) {
+    if peers.is_null() {
+        return;
+    }
+    // SAFETY: at init_upstream time the round-robin peer list is a valid,
+    // NULL-terminated list in the configuration pool.
+    unsafe {
+        let mut p = (*peers).peer;
+        while !p.is_null() {
+            let ip = sockaddr_ip((*p).sockaddr);
+            out.push(PeerMeta {
+                name: ngx_str(&(*p).name),
+                server: ngx_str(&(*p).server),
+                backup,
+                weight: (*p).weight as f64,
+                ip,
+                node: None,
+            });
+            p = (*p).next;
+        }
+    }
+}
+
+fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: sa points at a sockaddr of the family it declares.
+    unsafe {
+        match (*sa).sa_family as i32 {
+            libc_af::INET => {
+                let sin = sa as *const ngx::ffi::sockaddr_in;
+                Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                    u32::from_be((*sin).sin_addr.s_addr),
+                )))
+            }
+            libc_af::INET6 => {
+                let sin6 = sa as *const ngx::ffi::sockaddr_in6;
+                Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                    (*sin6).sin6_addr.__in6_u.__u6_addr8,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+mod libc_af {
+    pub const INET: i32 = 2;
+    pub const INET6: i32 = 10;
+}
+
+/// `peer.init_upstream`: round robin, then our zone and peer metadata.
+pub unsafe extern "C" fn init_upstream(
+    cf: *mut ngx_conf_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx passes the live configuration and this upstream.
+        unsafe { init_upstream_inner(cf, us) }
+    })
+}
+
+unsafe fn init_upstream_inner(
+    cf: *mut ngx_conf_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    // SAFETY: see init_upstream.
+    unsafe {
+        let init_rr = crate::config::round_robin_init().unwrap();
+        if init_rr(cf, us) != NGX_OK as ngx_int_t {
+            return NGX_ERROR as ngx_int_t;
+        }
+        let ups = state_of(us);
+        if ups.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        let ups = &mut *ups;
+        let peers = (*us).peer.data as *mut ngx_http_upstream_rr_peers_t;
+        let mut meta = Vec::new();
+        peers_meta(peers, false, &mut meta);
+        let n_primary = meta.len();
+        if !peers.is_null() {
+            peers_meta((*peers).next, true, &mut meta);
+        }
+        // dwepc_node lines must name a server of this upstream
+        for (k, node) in ups.nodes.iter().enumerate() {
+            let mut found = false;
+            for p in meta.iter_mut() {
+                if p.name == node.conf.address || p.server == node.conf.address {
+                    p.node = Some(k);
+                    found = true;
+                }
+            }
+            if !found {
+                log(
+                    NGX_LOG_EMERG,
+                    (*cf).log,
+                    &format!(
+                        "\"dwepc_node {}\" matches no server of upstream \"{}\" in {}",
+                        node.conf.address,
+                        ups.name,
+                        node.origin.at()
+                    ),
+                );
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
+        let hash = names_hash(meta.iter().map(|p| p.name.as_str()));
+        let zone = crate::zone::add(cf, &ups.name, meta.len(), hash);
+        if zone.is_null() {
+            log(
+                NGX_LOG_EMERG,
+                (*cf).log,
+                &format!(
+                    "cannot add shared memory zone for dwepc upstream \"{}\" in {}",
+                    ups.name,
+                    ups.origin.at()
+                ),
+            );
+            return NGX_ERROR as ngx_int_t;
+        }
+        ups.zone = zone;
+        ups.peers = meta;
+        ups.n_primary = n_primary;
+        (*us).peer.init = Some(init_peer);
+        NGX_OK as ngx_int_t
+    }
+}
+
+/// `peer.init`: round robin's per-request data inside ours.
+unsafe extern "C" fn init_peer(
+    r: *mut ngx_http_request_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx passes a live request with an upstream and its
+        // upstream configuration; PeerData starts with the round-robin data,
+        // which the round-robin init fills in place because peer.data is set.
+        unsafe {
+            let u = (*r).upstream;
+            let dp = ngx_palloc((*r).pool, core::mem::size_of::<PeerData>()) as *mut PeerData;
+            if dp.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*u).peer.data = dp as *mut c_void;
+            if ngx_http_upstream_init_round_robin_peer(r, us) != NGX_OK as ngx_int_t {
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*dp).ups = state_of(us);
+            (*dp).primary = (*dp).rrp.peers;
+            (*u).peer.get = Some(get_peer);
+            NGX_OK as ngx_int_t
+        }
+    })
+}
+
+thread_local! {
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+fn with_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
+    RNG.with(|c| {
+        let mut seed = c.get();
+        if seed == 0 {
+            seed = (std::process::id() as u64) << 32 ^ crate::util::now_ms();
+        }
+        let mut rng = Rng::new(seed);
+        let out = f(&mut rng);
+        c.set(rng.next_u64() | 1);
+        out
+    })
+}
+
+/// `peer.get`.
+unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx passes the peer connection and the data set up by
+        // init_peer (a PeerData, possibly via keepalive's wrapper).
+        unsafe { get_peer_inner(&mut *pc, &mut *(data as *mut PeerData)) }
+    })
+}
+
+#[inline]
+unsafe fn wlock(peers: *mut ngx_http_upstream_rr_peers_t) {
+    // SAFETY: as ngx_http_upstream_rr_peers_wlock: lock only when shared.
+    unsafe {
+        if !(*peers).shpool.is_null() {
+            ngx_rwlock_wlock(&mut (*peers).rwlock);
+        }
+    }
+}
+
+#[inline]
+unsafe fn unlock(peers: *mut ngx_http_upstream_rr_peers_t) {
+    // SAFETY: pairs with wlock.
+    unsafe {
+        if !(*peers).shpool.is_null() {
+            ngx_rwlock_unlock(&mut (*peers).rwlock);
+        }
+    }
+}
+
+/// Slot of the first peer of `peers` in the shared arrays.
+#[inline]
+fn slot_base(
+    dp: &PeerData,
+    ups: &UpstreamState,
+    peers: *mut ngx_http_upstream_rr_peers_t,
+) -> usize {
+    if peers == dp.primary {
+        0
+    } else {
+        ups.n_primary
+    }
+}
+
+/// Round robin's pick, counted in the shared totals.
+unsafe fn round_robin(
+    pc: &mut ngx_peer_connection_t,
+    dp: &mut PeerData,
+    shared: Option<Shared<'static>>,
+) -> ngx_int_t {
+    // SAFETY: dp.rrp is valid round-robin data for this request.
+    unsafe {
+        let rc = ngx_http_upstream_get_round_robin_peer(pc, &mut dp.rrp as *mut _ as *mut c_void);
+        if rc != NGX_OK as ngx_int_t {
+            return rc;
+        }
+        let (Some(shared), Some(ups)) = (shared, dp.ups.as_ref()) else {
+            return rc;
+        };
+        let peers = dp.rrp.peers;
+        let base = slot_base(dp, ups, peers);
+        let mut p = (*peers).peer;
+        let mut i = 0;
+        while !p.is_null() {
+            if p == dp.rrp.current {
+                if base + i < shared.len() {
+                    shared.count(base + i);
+                }
+                break;
+            }
+            p = (*p).next;
+            i += 1;
+        }
+        rc
+    }
+}
+
+unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> ngx_int_t {
+    // SAFETY: pc and dp are live for this request; the peer list is read
+    // under nginx's peer lock as least_conn does.
+    unsafe {
+        let Some(ups) = dp.ups.as_ref() else {
+            return ngx_http_upstream_get_round_robin_peer(
+                pc,
+                &mut dp.rrp as *mut _ as *mut c_void,
+            );
+        };
+        let shared = ups.shared();
+        let peers = dp.rrp.peers;
+        let usable = match shared {
+            Some(s) => s.usable(cached_now_ms()),
+            None => false,
+        };
+        if (*peers).single() != 0 || !usable {
+            return round_robin(pc, dp, shared);
+        }
+        let shared = shared.unwrap_unchecked();
+
+        pc.set_cached(0);
+        pc.connection = ptr::null_mut();
+        let now = ngx_time();
+
+        wlock(peers);
+
+        if !(*peers).config.is_null() && dp.rrp.config != *(*peers).config {
+            unlock(peers);
+            pc.name = (*peers).name;
+            return NGX_BUSY as ngx_int_t;
+        }
+
+        let base = slot_base(dp, ups, peers);
+        let limit = if peers == dp.primary {
+            ups.n_primary
+        } else {
+            ups.peers.len() - ups.n_primary
+        };
+        if (*peers).number != limit {
+            // the list changed under us (e.g. re-resolved servers): the
+            // slots no longer match, let round robin decide
+            unlock(peers);
+            return round_robin(pc, dp, Some(shared));
+        }
+
+        let bits = usize::BITS as usize;
+        let mut am = Argmax::default();
+        let mut best: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
+        with_rng(|rng| {
+            let mut peer = (*peers).peer;
+            let mut i = 0usize;
+            while !peer.is_null() {
+                let tried = *dp.rrp.tried.add(i / bits) & (1usize << (i % bits)) != 0;
+                let p = &*peer;
+                let failed =
+                    p.max_fails != 0 && p.fails >= p.max_fails && now - p.checked <= p.fail_timeout;
+                let full = p.max_conns != 0 && p.conns >= p.max_conns;
+                if !tried && p.down == 0 && !failed && !full {
+                    let before = am.best();
+                    am.offer(i, shared.remaining(base + i), rng);
+                    if am.best() != before {
+                        best = peer;
+                    }
+                }
+                peer = p.next;
+                i += 1;
+            }
+        });
+
+        let Some(i) = am.best() else {
+            // no primary left: the backup servers, as least_conn does
+            if !(*peers).next.is_null() {
+                dp.rrp.peers = (*peers).next;
+                let n = ((*dp.rrp.peers).number + bits - 1) / bits;
+                for k in 0..n {
+                    *dp.rrp.tried.add(k) = 0;
+                }
+                unlock(peers);
+                let rc = get_peer_inner(pc, dp);
+                if rc != NGX_BUSY as ngx_int_t {
+                    return rc;
+                }
+                wlock(peers);
+            }
+            unlock(peers);
+            pc.name = (*peers).name;
+            return NGX_BUSY as ngx_int_t;
+        };
+
+        let b = &mut *best;
+        if now - b.checked > b.fail_timeout {
+            b.checked = now;
+        }
+        pc.sockaddr = b.sockaddr;
+        pc.socklen = b.socklen;
+        pc.name = &mut b.name;
+        b.conns += 1;
+        dp.rrp.current = best;
+        // ngx_http_upstream_rr_peer_ref (round robin's free unrefs)
+        #[cfg(ngx_feature = "http_upstream_zone")]
+        {
+            b.refs += 1;
+        }
+        *dp.rrp.tried.add(i / bits) |= 1usize << (i % bits);
+        unlock(peers);
+        shared.count(base + i);
+        NGX_OK as ngx_int_t
+    }
+}

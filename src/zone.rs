@@ -1,0 +1,118 @@
+//! One shared-memory zone per dwepc upstream, named `dwepc_<upstream>`,
+//! holding the words of `dwepc_core::shared`. nginx initialises every zone
+//! as a slab pool; the words are one slab allocation. A reload that keeps
+//! the upstream's peers keeps the zone (same name and size) and its state.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::atomic::AtomicU64;
+
+use dwepc_core::shared::{self, Shared};
+use ngx::ffi::{
+    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
+    ngx_str_t, NGX_ERROR, NGX_OK,
+};
+
+use crate::util::guard;
+
+/// What the zone init callback needs: peer count and the names hash.
+struct ZoneCtx {
+    n: usize,
+    hash: u64,
+    words: *mut AtomicU64,
+}
+
+/// Adds the zone for an upstream of `n` peers. Returns NULL on failure
+/// (nginx has logged why).
+///
+/// # Safety
+/// `cf` must be the live configuration.
+pub unsafe fn add(cf: *mut ngx_conf_t, upstream: &str, n: usize, hash: u64) -> *mut ngx_shm_zone_t {
+    // SAFETY: cf is live; the name is copied into the configuration pool
+    // because nginx keeps the ngx_str_t.
+    unsafe {
+        let name = format!("dwepc_{upstream}");
+        let Some(mut name) = ngx_str_t::from_bytes((*cf).pool, name.as_bytes()) else {
+            return ptr::null_mut();
+        };
+        // 8 pages for the slab pool's own structures, plus our words; the
+        // exact size encodes n, so a reload with another peer count gets a
+        // fresh zone.
+        let size = 8 * 4096 + shared::bytes(n) + 4096;
+        let zone = ngx_shared_memory_add(
+            cf,
+            &mut name,
+            size,
+            &raw const crate::ngx_http_dwepc_module as *mut c_void,
+        );
+        if zone.is_null() {
+            return ptr::null_mut();
+        }
+        if !(*zone).data.is_null() {
+            // same name declared twice in one configuration cannot happen
+            // (upstream names are unique); treat as an error
+            return ptr::null_mut();
+        }
+        let ctx = crate::config::pool_box(
+            (*cf).pool,
+            ZoneCtx {
+                n,
+                hash,
+                words: ptr::null_mut(),
+            },
+        );
+        if ctx.is_null() {
+            return ptr::null_mut();
+        }
+        (*zone).init = Some(init_zone);
+        (*zone).data = ctx as *mut c_void;
+        zone
+    }
+}
+
+unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx calls this once per cycle with our zone (data set by
+        // `add`) and, on reload with the same name and size, the previous
+        // cycle's data (a ZoneCtx whose words live in this same mapping).
+        unsafe {
+            let ctx = &mut *((*zone).data as *mut ZoneCtx);
+            if !data.is_null() {
+                let old = &*(data as *const ZoneCtx);
+                ctx.words = old.words;
+            } else {
+                let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
+                let p = ngx_slab_alloc(pool, shared::bytes(ctx.n)) as *mut u8;
+                if p.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                ptr::write_bytes(p, 0, shared::bytes(ctx.n));
+                ctx.words = p as *mut AtomicU64;
+            }
+            let Some(view) = view(zone, ctx.n) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            view.init(ctx.hash);
+            NGX_OK as ngx_int_t
+        }
+    })
+}
+
+/// The shared view of a zone (None before the zone is initialised).
+pub fn view(zone: *mut ngx_shm_zone_t, n: usize) -> Option<Shared<'static>> {
+    if zone.is_null() {
+        return None;
+    }
+    // SAFETY: zone->data is our ZoneCtx; once init ran, words points at
+    // `shared::words(n)` zero-initialised u64s in shared memory that stays
+    // mapped for the life of this process's cycle. AtomicU64 has the
+    // layout of u64, and the slab allocation is 8-byte aligned.
+    unsafe {
+        let ctx = (*zone).data as *const ZoneCtx;
+        if ctx.is_null() || (*ctx).words.is_null() || (*ctx).n != n {
+            return None;
+        }
+        let words = core::slice::from_raw_parts((*ctx).words, shared::words(n));
+        Shared::new(words, n)
+    }
+}

@@ -1,0 +1,29 @@
+mod common;
+use common::*;
+
+#[test]
+fn loads_and_balances_by_weight_without_counters() {
+    let b1 = backend::Backend::start("b1");
+    let b2 = backend::Backend::start("b2");
+    let port = free_port();
+    let text = nginx::conf(
+        "worker_processes 1;",
+        &format!(
+            "upstream app {{ dwepc; server {} weight=3; server {}; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; }} location = /dwepc {{ dwepc_status; }} }}",
+            b1.addr(),
+            b2.addr()
+        ),
+    );
+    let ng = nginx::Nginx::start(&text, port);
+    for _ in 0..40 {
+        assert_eq!(http::get(port, "/").status, 200);
+    }
+    assert_eq!((b1.served(), b2.served()), (30, 10));
+    let st = http::get(port, "/dwepc");
+    println!("{}", st.body);
+    let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
+    assert_eq!(v["upstreams"][0]["balancing"], "round_robin");
+    assert_eq!(v["upstreams"][0]["peers"][0]["requests"], 30);
+    drop(ng);
+}

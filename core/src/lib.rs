@@ -11,3 +11,4 @@ pub mod counts;
 pub mod linalg;
 pub mod shared;
 pub mod status;
+pub mod vsphere;

@@ -391,3 +391,90 @@ mod tests {
         assert_ne!(names_hash(["ab"]), names_hash(["a", "b"]));
     }
 }
+
+/// Words of the instance-wide lease zone.
+pub const LEASE_WORDS: usize = 8;
+
+/// The poller lease, shared by all workers of one nginx instance: only the
+/// holder talks to vSphere. A holder renews it every tick; it is taken over
+/// when the holder releases it, its process is gone, or its heartbeat is
+/// older than the timeout.
+#[derive(Clone, Copy)]
+pub struct Lease<'a> {
+    w: &'a [AtomicU64],
+}
+
+impl<'a> Lease<'a> {
+    /// Wraps the lease words; `None` if too short.
+    pub fn new(w: &'a [AtomicU64]) -> Option<Lease<'a>> {
+        (w.len() >= LEASE_WORDS).then_some(Lease { w })
+    }
+
+    /// PID of the holder (0 = free).
+    pub fn holder(&self) -> u64 {
+        self.w[0].load(Acquire)
+    }
+
+    /// Times the lease changed hands.
+    pub fn handovers(&self) -> u64 {
+        self.w[2].load(Relaxed)
+    }
+
+    /// Takes or renews the lease for `pid` at `now_ms`. `alive(pid)` tells
+    /// whether another holder's process still exists. Returns true if `pid`
+    /// holds the lease afterwards.
+    pub fn acquire(
+        &self,
+        pid: u64,
+        now_ms: u64,
+        timeout_ms: u64,
+        alive: impl Fn(u64) -> bool,
+    ) -> bool {
+        let holder = self.holder();
+        if holder == pid {
+            self.w[1].store(now_ms, Release);
+            return true;
+        }
+        let beat = self.w[1].load(Acquire);
+        let free = holder == 0 || now_ms.saturating_sub(beat) > timeout_ms || !alive(holder);
+        if free
+            && self.w[0]
+                .compare_exchange(holder, pid, AcqRel, Acquire)
+                .is_ok()
+        {
+            self.w[1].store(now_ms, Release);
+            self.w[2].fetch_add(1, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Gives the lease up if `pid` holds it.
+    pub fn release(&self, pid: u64) {
+        let _ = self.w[0].compare_exchange(pid, 0, AcqRel, Acquire);
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn lease_lifecycle() {
+        let words: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let l = Lease::new(&words).unwrap();
+        assert!(l.acquire(10, 1000, 3000, |_| true));
+        assert!(!l.acquire(11, 2000, 3000, |_| true)); // holder alive and fresh
+        assert!(l.acquire(10, 2500, 3000, |_| true)); // renew
+        assert!(!l.acquire(11, 5000, 3000, |_| true));
+        assert!(l.acquire(11, 5600, 3000, |_| true)); // heartbeat too old
+        assert_eq!(l.holder(), 11);
+        assert!(l.acquire(12, 5601, 3000, |p| p != 11)); // holder process gone
+        l.release(11); // not the holder: no effect
+        assert_eq!(l.holder(), 12);
+        l.release(12);
+        assert_eq!(l.holder(), 0);
+        assert!(l.acquire(13, 6000, 3000, |_| true));
+        assert_eq!(l.handovers(), 4);
+    }
+}

@@ -1,0 +1,4 @@
+//! The vSphere side: a small SOAP client and its response decoders.
+
+pub mod client;
+pub mod xml;

@@ -1,0 +1,696 @@
+//! Decoding of vSphere SOAP responses.
+//!
+//! quick-xml's streaming reader turns a response into a small element tree
+//! (local names, `xsi:type`, text), bounded in depth and size so a hostile
+//! or broken server cannot exhaust memory; the decoders below walk that
+//! tree. Nothing here panics on any input (see the fuzz target).
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// Deepest nesting accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most elements accepted in one response.
+pub const MAX_NODES: usize = 2_000_000;
+
+/// One XML element.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Node {
+    /// Local name (namespace prefix removed).
+    pub name: String,
+    /// `xsi:type` without prefix, if present.
+    pub xsi_type: Option<String>,
+    /// `type` attribute (managed object references), if present.
+    pub mo_type: Option<String>,
+    /// Concatenated text content directly inside this element.
+    pub text: String,
+    /// Child elements in order.
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    /// First child with this local name.
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// All children with this local name.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// Follows a path of child names.
+    pub fn path(&self, names: &[&str]) -> Option<&Node> {
+        names.iter().try_fold(self, |n, name| n.child(name))
+    }
+
+    /// Trimmed text of a child.
+    pub fn text_of(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.trim())
+    }
+}
+
+/// Why a response could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XmlError {
+    /// Not well-formed, or too deep / too large.
+    Malformed(String),
+    /// Well-formed but not the expected shape.
+    Unexpected(String),
+}
+
+impl std::fmt::Display for XmlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XmlError::Malformed(s) => write!(f, "malformed XML: {s}"),
+            XmlError::Unexpected(s) => write!(f, "unexpected response: {s}"),
+        }
+    }
+}
+
+fn local(name: &[u8]) -> String {
+    let n = match name.iter().rposition(|&c| c == b':') {
+        Some(i) => &name[i + 1..],
+        None => name,
+    };
+    String::from_utf8_lossy(n).into_owned()
+}
+
+/// Parses a document into its root element.
+pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut count = 0usize;
+    let mut buf = Vec::new();
+    let bad = |e: &dyn std::fmt::Display| XmlError::Malformed(e.to_string());
+    loop {
+        let ev = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
+        let empty = matches!(ev, Event::Empty(_));
+        match ev {
+            Event::Start(e) | Event::Empty(e) => {
+                count += 1;
+                if count > MAX_NODES || stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::Malformed("document too large or too deep".into()));
+                }
+                if root.is_some() {
+                    return Err(XmlError::Malformed("content after the root element".into()));
+                }
+                let mut node = Node {
+                    name: local(e.name().as_ref()),
+                    ..Node::default()
+                };
+                for a in e.attributes() {
+                    let a = a.map_err(|e| bad(&e))?;
+                    let key = a.key.as_ref();
+                    let val = a
+                        .decode_and_unescape_value(reader.decoder())
+                        .map_err(|e| bad(&e))?;
+                    if key.ends_with(b":type") {
+                        node.xsi_type = Some(local(val.as_bytes()));
+                    } else if key == b"type" {
+                        node.mo_type = Some(val.into_owned());
+                    }
+                }
+                if empty {
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(node),
+                        None => root = Some(node),
+                    }
+                } else {
+                    stack.push(node);
+                }
+            }
+            Event::End(_) => {
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => root = Some(node),
+                }
+            }
+            Event::Text(t) => {
+                if let Some(top) = stack.last_mut() {
+                    let s = t.decode().map_err(|e| bad(&e))?;
+                    let s = quick_xml::escape::unescape(&s).map_err(|e| bad(&e))?;
+                    if top.text.len() + s.len() > 16 << 20 {
+                        return Err(XmlError::Malformed("text too large".into()));
+                    }
+                    top.text.push_str(&s);
+                } else if !t.iter().all(|c| c.is_ascii_whitespace()) {
+                    return Err(XmlError::Malformed("text outside the root element".into()));
+                }
+            }
+            Event::CData(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&String::from_utf8_lossy(&t));
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(top) = stack.last_mut() {
+                    let name = String::from_utf8_lossy(&r).into_owned();
+                    let s = quick_xml::escape::unescape(&format!("&{name};"))
+                        .map_err(|e| bad(&e))?
+                        .into_owned();
+                    top.text.push_str(&s);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Malformed("unexpected end of document".into()));
+    }
+    root.ok_or_else(|| XmlError::Malformed("empty document".into()))
+}
+
+/// The element inside `Envelope/Body`.
+pub fn body(root: &Node) -> Result<&Node, XmlError> {
+    if root.name != "Envelope" {
+        return Err(XmlError::Unexpected(format!("root element {}", root.name)));
+    }
+    root.child("Body")
+        .and_then(|b| b.children.first())
+        .ok_or_else(|| XmlError::Unexpected("empty SOAP body".into()))
+}
+
+/// A SOAP fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// faultcode
+    pub code: String,
+    /// faultstring
+    pub message: String,
+    /// The vSphere fault type from `detail` (e.g. "NotAuthenticated",
+    /// "InvalidLogin"), if any.
+    pub kind: Option<String>,
+}
+
+/// The fault in a response, if it is one.
+pub fn fault(root: &Node) -> Option<Fault> {
+    let b = body(root).ok()?;
+    if b.name != "Fault" {
+        return None;
+    }
+    let kind = b.child("detail").and_then(|d| d.children.first()).map(|d| {
+        d.xsi_type
+            .clone()
+            .unwrap_or_else(|| d.name.strip_suffix("Fault").unwrap_or(&d.name).to_string())
+    });
+    Some(Fault {
+        code: b.text_of("faultcode").unwrap_or("").to_string(),
+        message: b.text_of("faultstring").unwrap_or("").to_string(),
+        kind,
+    })
+}
+
+/// A managed object reference.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MoRef {
+    /// Type, e.g. "VirtualMachine".
+    pub kind: String,
+    /// Value, e.g. "vm-42".
+    pub value: String,
+}
+
+impl MoRef {
+    fn from_node(n: &Node) -> Option<MoRef> {
+        let value = n.text.trim();
+        if value.is_empty() {
+            return None;
+        }
+        Some(MoRef {
+            kind: n.mo_type.clone().unwrap_or_default(),
+            value: value.to_string(),
+        })
+    }
+}
+
+fn expect<'a>(root: &'a Node, name: &str) -> Result<&'a Node, XmlError> {
+    let b = body(root)?;
+    if b.name != name {
+        return Err(XmlError::Unexpected(format!(
+            "{} instead of {name}",
+            b.name
+        )));
+    }
+    Ok(b)
+}
+
+fn need<'a>(n: Option<&'a Node>, what: &str) -> Result<&'a Node, XmlError> {
+    n.ok_or_else(|| XmlError::Unexpected(format!("missing {what}")))
+}
+
+/// The parts of ServiceContent we use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceContent {
+    pub root_folder: MoRef,
+    pub property_collector: MoRef,
+    pub view_manager: MoRef,
+    pub session_manager: MoRef,
+    pub perf_manager: MoRef,
+    /// "VirtualCenter" or "HostAgent".
+    pub api_type: String,
+    /// API version, e.g. "8.0.2.0".
+    pub api_version: String,
+}
+
+/// Decodes RetrieveServiceContentResponse.
+pub fn service_content(root: &Node) -> Result<ServiceContent, XmlError> {
+    let r = need(
+        expect(root, "RetrieveServiceContentResponse")?.child("returnval"),
+        "returnval",
+    )?;
+    let mo = |name: &str| {
+        r.child(name)
+            .and_then(MoRef::from_node)
+            .ok_or_else(|| XmlError::Unexpected(format!("missing {name}")))
+    };
+    Ok(ServiceContent {
+        root_folder: mo("rootFolder")?,
+        property_collector: mo("propertyCollector")?,
+        view_manager: mo("viewManager")?,
+        session_manager: mo("sessionManager")?,
+        perf_manager: mo("perfManager")?,
+        api_type: r
+            .path(&["about", "apiType"])
+            .map(|n| n.text.trim().to_string())
+            .unwrap_or_default(),
+        api_version: r
+            .path(&["about", "apiVersion"])
+            .map(|n| n.text.trim().to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// Decodes a response whose `returnval` is a managed object reference
+/// (e.g. CreateContainerViewResponse).
+pub fn moref_return(root: &Node, response: &str) -> Result<MoRef, XmlError> {
+    expect(root, response)?
+        .child("returnval")
+        .and_then(MoRef::from_node)
+        .ok_or_else(|| XmlError::Unexpected("missing returnval".into()))
+}
+
+/// Objects of a RetrievePropertiesEx / ContinueRetrievePropertiesEx
+/// response and the continuation token.
+pub fn object_contents(root: &Node) -> Result<(Vec<&Node>, Option<String>), XmlError> {
+    let b = body(root)?;
+    if b.name != "RetrievePropertiesExResponse" && b.name != "ContinueRetrievePropertiesExResponse"
+    {
+        return Err(XmlError::Unexpected(format!(
+            "{} instead of RetrievePropertiesExResponse",
+            b.name
+        )));
+    }
+    // An empty result has no returnval at all.
+    let Some(r) = b.child("returnval") else {
+        return Ok((Vec::new(), None));
+    };
+    let token = r
+        .text_of("token")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    Ok((r.all("objects").collect(), token))
+}
+
+/// The `val` of property `name` in an ObjectContent.
+pub fn prop<'a>(obj: &'a Node, name: &str) -> Option<&'a Node> {
+    obj.all("propSet")
+        .find(|p| p.text_of("name") == Some(name))
+        .and_then(|p| p.child("val"))
+}
+
+/// Decodes the `perfCounter` property: (counter id, "group.name.rollup").
+pub fn perf_counters(root: &Node) -> Result<Vec<(i32, String)>, XmlError> {
+    let (objs, _) = object_contents(root)?;
+    let mut out = Vec::new();
+    for obj in objs {
+        let Some(val) = prop(obj, "perfCounter") else {
+            continue;
+        };
+        for c in val.all("PerfCounterInfo") {
+            let Some(key) = c.text_of("key").and_then(|k| k.parse::<i32>().ok()) else {
+                continue;
+            };
+            let group = c.path(&["groupInfo", "key"]).map(|n| n.text.trim());
+            let name = c.path(&["nameInfo", "key"]).map(|n| n.text.trim());
+            let rollup = c.text_of("rollupType");
+            if let (Some(g), Some(n), Some(r)) = (group, name, rollup) {
+                out.push((key, format!("{g}.{n}.{r}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What we read of a VM.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VmInfo {
+    pub moref: String,
+    pub name: String,
+    /// guest.ipAddress and every guest.net[].ipAddress.
+    pub ips: Vec<String>,
+    pub powered_on: bool,
+    /// summary.runtime.maxCpuUsage (MHz), 0 if unknown.
+    pub max_cpu_mhz: f64,
+    pub num_cpu: f64,
+    pub memory_mb: f64,
+}
+
+fn num(n: Option<&Node>) -> f64 {
+    n.and_then(|v| v.text.trim().parse::<f64>().ok())
+        .filter(|x| x.is_finite())
+        .unwrap_or(0.0)
+}
+
+/// Decodes VMs from a RetrievePropertiesEx response over a container view.
+pub fn vms(root: &Node) -> Result<(Vec<VmInfo>, Option<String>), XmlError> {
+    let (objs, token) = object_contents(root)?;
+    let mut out = Vec::new();
+    for obj in objs {
+        let Some(mo) = obj.child("obj").and_then(MoRef::from_node) else {
+            continue;
+        };
+        let mut vm = VmInfo {
+            moref: mo.value,
+            ..VmInfo::default()
+        };
+        if let Some(v) = prop(obj, "name") {
+            vm.name = v.text.trim().to_string();
+        }
+        if let Some(v) = prop(obj, "guest.ipAddress") {
+            let ip = v.text.trim();
+            if !ip.is_empty() {
+                vm.ips.push(ip.to_string());
+            }
+        }
+        if let Some(v) = prop(obj, "guest.net") {
+            for nic in v.all("GuestNicInfo") {
+                for ip in nic.all("ipAddress") {
+                    let ip = ip.text.trim();
+                    if !ip.is_empty() && !vm.ips.iter().any(|x| x == ip) {
+                        vm.ips.push(ip.to_string());
+                    }
+                }
+            }
+        }
+        vm.powered_on = prop(obj, "runtime.powerState").map(|v| v.text.trim()) == Some("poweredOn");
+        vm.max_cpu_mhz = num(prop(obj, "summary.runtime.maxCpuUsage"));
+        vm.num_cpu = num(prop(obj, "summary.config.numCpu"));
+        vm.memory_mb = num(prop(obj, "summary.config.memorySizeMB"));
+        out.push(vm);
+    }
+    Ok((out, token))
+}
+
+/// Decodes QueryPerfProviderSummaryResponse: the refresh rate in seconds
+/// (-1 when the entity has no realtime stats).
+pub fn refresh_rate(root: &Node) -> Result<i32, XmlError> {
+    let r = need(
+        expect(root, "QueryPerfProviderSummaryResponse")?.child("returnval"),
+        "returnval",
+    )?;
+    r.text_of("refreshRate")
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| XmlError::Unexpected("missing refreshRate".into()))
+}
+
+/// One series of a PerfEntityMetric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub counter_id: i32,
+    pub instance: String,
+    /// One value per sample (in sampleInfo order); -1 marks a gap.
+    pub values: Vec<i64>,
+}
+
+/// Samples of one entity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntityMetric {
+    pub entity: String,
+    /// (timestamp ms since the epoch, interval s) per sample.
+    pub samples: Vec<(u64, u32)>,
+    pub series: Vec<Series>,
+}
+
+/// Decodes QueryPerfResponse (format "normal").
+pub fn perf(root: &Node) -> Result<Vec<EntityMetric>, XmlError> {
+    let b = expect(root, "QueryPerfResponse")?;
+    let mut out = Vec::new();
+    for r in b.all("returnval") {
+        let Some(entity) = r.child("entity").and_then(MoRef::from_node) else {
+            continue;
+        };
+        let mut samples = Vec::new();
+        for s in r.all("sampleInfo") {
+            let ts = s.text_of("timestamp").and_then(parse_datetime_ms);
+            let iv = s.text_of("interval").and_then(|x| x.parse::<u32>().ok());
+            match (ts, iv) {
+                (Some(ts), Some(iv)) => samples.push((ts, iv)),
+                _ => return Err(XmlError::Unexpected("bad sampleInfo".into())),
+            }
+        }
+        let mut series = Vec::new();
+        for v in r.all("value") {
+            let Some(id) = v.child("id") else { continue };
+            let Some(counter_id) = id.text_of("counterId").and_then(|x| x.parse().ok()) else {
+                continue;
+            };
+            let instance = id.text_of("instance").unwrap_or("").to_string();
+            let values: Vec<i64> = v
+                .all("value")
+                .map(|x| x.text.trim().parse::<i64>().unwrap_or(-1))
+                .collect();
+            series.push(Series {
+                counter_id,
+                instance,
+                values,
+            });
+        }
+        out.push(EntityMetric {
+            entity: entity.value,
+            samples,
+            series,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes CurrentTimeResponse into ms since the epoch.
+pub fn current_time(root: &Node) -> Result<u64, XmlError> {
+    expect(root, "CurrentTimeResponse")?
+        .text_of("returnval")
+        .and_then(parse_datetime_ms)
+        .ok_or_else(|| XmlError::Unexpected("bad CurrentTime".into()))
+}
+
+/// Days from 1970-01-01 to a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an xsd:dateTime like `2026-11-22T06:10:00Z`,
+/// `2026-11-22T06:10:00.123456Z` or `2026-11-22T08:10:00+02:00` into ms
+/// since the epoch. A missing zone means UTC.
+pub fn parse_datetime_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0u64;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = &s[start..i.min(start + 3)];
+        ms = frac.parse::<u64>().ok()? * 10u64.pow(3 - frac.len() as u32);
+    }
+    let offset_min: i64 = match &s[i..] {
+        "" | "Z" | "z" => 0,
+        tz => {
+            let tb = tz.as_bytes();
+            if tb.len() != 6 || (tb[0] != b'+' && tb[0] != b'-') || tb[3] != b':' {
+                return None;
+            }
+            let oh: i64 = tz.get(1..3)?.parse().ok()?;
+            let om: i64 = tz.get(4..6)?.parse().ok()?;
+            let sign = if tb[0] == b'-' { -1 } else { 1 };
+            sign * (oh * 60 + om)
+        }
+    };
+    let days = days_from_civil(y as i64, mo, d);
+    let secs = days * 86_400 + h as i64 * 3600 + mi as i64 * 60 + se as i64 - offset_min * 60;
+    if secs < 0 {
+        return None;
+    }
+    Some(secs as u64 * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENV_START: &str = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>"#;
+    const ENV_END: &str = "</soapenv:Body></soapenv:Envelope>";
+
+    fn doc(inner: &str) -> Node {
+        parse(format!("{ENV_START}{inner}{ENV_END}").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn datetimes() {
+        assert_eq!(parse_datetime_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_datetime_ms("2026-11-22T06:10:00Z"),
+            Some(1_795_327_800_000)
+        );
+        assert_eq!(
+            parse_datetime_ms("2026-11-22T06:10:00.5Z"),
+            Some(1_795_327_800_500)
+        );
+        assert_eq!(
+            parse_datetime_ms("2026-11-22T06:10:00.123456789Z"),
+            Some(1_795_327_800_123)
+        );
+        assert_eq!(
+            parse_datetime_ms("2026-11-22T08:10:00+02:00"),
+            Some(1_795_327_800_000)
+        );
+        assert_eq!(
+            parse_datetime_ms("2026-11-22T06:10:00"),
+            Some(1_795_327_800_000)
+        );
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T06:10:00+0200",
+            "x026-11-22T06:10:00Z",
+            "2026-11-22T06:10:00.",
+        ] {
+            assert_eq!(parse_datetime_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fault_decoding() {
+        let d = doc(
+            r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>The session is not authenticated.</faultstring><detail><NotAuthenticatedFault xmlns="urn:vim25" xsi:type="NotAuthenticated"><object type="Folder">group-d1</object><privilegeId>System.View</privilegeId></NotAuthenticatedFault></detail></soapenv:Fault>"#,
+        );
+        let f = fault(&d).unwrap();
+        assert_eq!(f.kind.as_deref(), Some("NotAuthenticated"));
+        assert!(f.message.contains("not authenticated"));
+        let d = doc(
+            r#"<soapenv:Fault><faultcode>x</faultcode><faultstring>y</faultstring><detail><InvalidLoginFault xmlns="urn:vim25"/></detail></soapenv:Fault>"#,
+        );
+        assert_eq!(fault(&d).unwrap().kind.as_deref(), Some("InvalidLogin"));
+        assert!(fault(&doc("<CurrentTimeResponse/>")).is_none());
+    }
+
+    #[test]
+    fn perf_decoding() {
+        let d = doc(
+            r#"<QueryPerfResponse xmlns="urn:vim25"><returnval xsi:type="PerfEntityMetric"><entity type="VirtualMachine">vm-1</entity><sampleInfo><timestamp>2026-11-22T06:10:00Z</timestamp><interval>20</interval></sampleInfo><value xsi:type="PerfMetricIntSeries"><id><counterId>6</counterId><instance></instance></id><value>1200</value></value><value xsi:type="PerfMetricIntSeries"><id><counterId>24</counterId><instance/></id><value>-1</value></value></returnval></QueryPerfResponse>"#,
+        );
+        let m = perf(&d).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].entity, "vm-1");
+        assert_eq!(m[0].samples, vec![(1_795_327_800_000, 20)]);
+        assert_eq!(m[0].series[0].values, vec![1200]);
+        assert_eq!(m[0].series[1].counter_id, 24);
+        assert_eq!(m[0].series[1].values, vec![-1]);
+    }
+
+    #[test]
+    fn vm_decoding() {
+        let d = doc(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><token>1</token><objects><obj type="VirtualMachine">vm-7</obj><propSet><name>guest.ipAddress</name><val xsi:type="xsd:string">10.0.0.1</val></propSet><propSet><name>guest.net</name><val xsi:type="ArrayOfGuestNicInfo"><GuestNicInfo xsi:type="GuestNicInfo"><ipAddress>10.0.0.1</ipAddress><ipAddress>10.0.0.9</ipAddress></GuestNicInfo></val></propSet><propSet><name>name</name><val xsi:type="xsd:string">web &amp; co</val></propSet><propSet><name>runtime.powerState</name><val xsi:type="VirtualMachinePowerState">poweredOn</val></propSet><propSet><name>summary.runtime.maxCpuUsage</name><val xsi:type="xsd:int">4000</val></propSet><propSet><name>summary.config.memorySizeMB</name><val xsi:type="xsd:int">2048</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
+        );
+        let (vms, token) = vms(&d).unwrap();
+        assert_eq!(token.as_deref(), Some("1"));
+        assert_eq!(vms[0].name, "web & co");
+        assert_eq!(vms[0].ips, vec!["10.0.0.1", "10.0.0.9"]);
+        assert!(vms[0].powered_on);
+        assert_eq!(
+            (vms[0].max_cpu_mhz, vms[0].memory_mb, vms[0].num_cpu),
+            (4000.0, 2048.0, 0.0)
+        );
+        // empty result
+        let d = doc(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"></RetrievePropertiesExResponse>"#,
+        );
+        assert_eq!(object_contents(&d).unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn counters_decoding() {
+        let d = doc(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="PerformanceManager">PerfMgr</obj><propSet><name>perfCounter</name><val xsi:type="ArrayOfPerfCounterInfo"><PerfCounterInfo><key>6</key><nameInfo><label>Usage in MHz</label><summary>x</summary><key>usagemhz</key></nameInfo><groupInfo><label>CPU</label><summary>y</summary><key>cpu</key></groupInfo><unitInfo><key>megaHertz</key></unitInfo><rollupType>average</rollupType></PerfCounterInfo></val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
+        );
+        assert_eq!(
+            perf_counters(&d).unwrap(),
+            vec![(6, "cpu.usagemhz.average".to_string())]
+        );
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        for bad in [
+            "",
+            "<a>",
+            "<a></b>",
+            "text",
+            "<a/><b/>",
+            "<a x='1' x='2'/>",
+            "<a>&bogus;</a>",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
+        assert!(parse(deep.as_bytes()).is_err());
+        assert!(body(&parse(b"<x/>").unwrap()).is_err());
+    }
+}

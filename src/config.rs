@@ -39,10 +39,24 @@ impl Origin {
 }
 
 /// A `dwepc_vsphere` endpoint.
-#[derive(Debug)]
 pub struct Endpoint {
     pub conf: EndpointConf,
     pub origin: Origin,
+    /// Read from `password_file` at configuration time (as the master's
+    /// user); never logged or shown.
+    pub password: String,
+    /// Contents of `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("conf", &self.conf)
+            .field("origin", &self.origin)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 /// A `dwepc_node` line.
@@ -93,10 +107,22 @@ impl UpstreamState {
 }
 
 /// Module main configuration (http level).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MainState {
     pub endpoints: Vec<Endpoint>,
     pub upstreams: Vec<*mut UpstreamState>,
+    /// The poller lease (only when some upstream has an endpoint).
+    pub lease_zone: *mut ngx_shm_zone_t,
+}
+
+impl Default for MainState {
+    fn default() -> Self {
+        MainState {
+            endpoints: Vec::new(),
+            upstreams: Vec::new(),
+            lease_zone: ptr::null_mut(),
+        }
+    }
 }
 
 impl MainState {
@@ -225,6 +251,14 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
         // SAFETY: conf is our MainState.
         let main = unsafe { &mut *(conf as *mut MainState) };
         match resolve(main) {
+            Ok(()) if main.upstreams().any(|u| u.endpoint.is_some()) => {
+                // SAFETY: cf is the live configuration.
+                main.lease_zone = unsafe { crate::zone::add_lease(cf) };
+                if main.lease_zone.is_null() {
+                    return CONF_ERROR;
+                }
+                CONF_OK
+            }
             Ok(()) => CONF_OK,
             Err(msg) => {
                 // SAFETY: cf is the live configuration.
@@ -304,14 +338,61 @@ pub unsafe extern "C" fn cmd_vsphere(
                 conf_error(cf, &format!("duplicate vSphere endpoint \"{}\"", e.name));
                 return CONF_ERROR;
             }
+            let password = match read_file(cf, &e.password_file, "password_file") {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let first = text.lines().next().unwrap_or("").to_string();
+                    if first.is_empty() {
+                        conf_error(
+                            cf,
+                            &format!("password file \"{}\" is empty", e.password_file),
+                        );
+                        return CONF_ERROR;
+                    }
+                    first
+                }
+                Err(msg) => {
+                    conf_error(cf, &msg);
+                    return CONF_ERROR;
+                }
+            };
+            let ca_pem = match &e.ca_file {
+                None => None,
+                Some(f) => match read_file(cf, f, "ca_file") {
+                    Ok(b) if b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(b),
+                    Ok(_) => {
+                        conf_error(cf, &format!("ca_file \"{f}\" holds no PEM certificate"));
+                        return CONF_ERROR;
+                    }
+                    Err(msg) => {
+                        conf_error(cf, &msg);
+                        return CONF_ERROR;
+                    }
+                },
+            };
             let (file, line) = conf_location(cf);
             main.endpoints.push(Endpoint {
                 conf: e,
                 origin: Origin { file, line },
+                password,
+                ca_pem,
             });
             CONF_OK
         }
     })
+}
+
+/// Reads a file named in the configuration (relative names are relative to
+/// the configuration prefix, as nginx does for certificates).
+unsafe fn read_file(cf: *mut ngx_conf_t, name: &str, what: &str) -> Result<Vec<u8>, String> {
+    let path = if name.starts_with('/') {
+        std::path::PathBuf::from(name)
+    } else {
+        // SAFETY: cf->cycle is the cycle being configured.
+        let prefix = unsafe { crate::util::ngx_str(&(*(*cf).cycle).conf_prefix) };
+        std::path::Path::new(&prefix).join(name)
+    };
+    std::fs::read(&path).map_err(|e| format!("cannot read {what} \"{}\": {e}", path.display()))
 }
 
 /// `dwepc [params]` inside `upstream {}`.

@@ -16,6 +16,7 @@ use ngx::ffi::{
 };
 
 mod balancer;
+mod collector;
 mod config;
 mod status;
 mod util;
@@ -85,6 +86,8 @@ pub static mut ngx_http_dwepc_module: ngx_module_t = ngx_module_t {
     // SAFETY: taking the address of a static; nginx only reads it.
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(collector::init_process),
+    exit_process: Some(collector::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -1,7 +1,9 @@
-//! One shared-memory zone per dwepc upstream, named `dwepc_<upstream>`,
-//! holding the words of `dwepc_core::shared`. nginx initialises every zone
-//! as a slab pool; the words are one slab allocation. A reload that keeps
-//! the upstream's peers keeps the zone (same name and size) and its state.
+//! Shared-memory zones of `AtomicU64` words: one per dwepc upstream, named
+//! `dwepc:<upstream>` (the words of `dwepc_core::shared::Shared`), and one
+//! per instance, `dwepc_lease`, for the poller lease. nginx initialises
+//! every zone as a slab pool; the words are one slab allocation. A reload
+//! that keeps an upstream's peers keeps its zone (same name and size) and
+//! its state.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -15,30 +17,51 @@ use ngx::ffi::{
 
 use crate::util::guard;
 
-/// What the zone init callback needs: peer count and the names hash.
+/// What a zone's init callback needs.
 struct ZoneCtx {
+    /// Number of words.
+    len: usize,
+    /// Peers (upstream zones) or 0 (lease zone).
     n: usize,
     hash: u64,
     words: *mut AtomicU64,
 }
 
-/// Adds the zone for an upstream of `n` peers. Returns NULL on failure
-/// (nginx has logged why).
+/// Adds the zone for an upstream of `n` peers. Returns NULL on failure.
 ///
 /// # Safety
 /// `cf` must be the live configuration.
 pub unsafe fn add(cf: *mut ngx_conf_t, upstream: &str, n: usize, hash: u64) -> *mut ngx_shm_zone_t {
+    // SAFETY: forwarded from the caller.
+    unsafe { add_words(cf, &format!("dwepc:{upstream}"), shared::words(n), n, hash) }
+}
+
+/// Adds the instance-wide lease zone.
+///
+/// # Safety
+/// `cf` must be the live configuration.
+pub unsafe fn add_lease(cf: *mut ngx_conf_t) -> *mut ngx_shm_zone_t {
+    // SAFETY: forwarded from the caller.
+    unsafe { add_words(cf, "dwepc_lease", shared::LEASE_WORDS, 0, 0) }
+}
+
+unsafe fn add_words(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    len: usize,
+    n: usize,
+    hash: u64,
+) -> *mut ngx_shm_zone_t {
     // SAFETY: cf is live; the name is copied into the configuration pool
     // because nginx keeps the ngx_str_t.
     unsafe {
-        let name = format!("dwepc_{upstream}");
         let Some(mut name) = ngx_str_t::from_bytes((*cf).pool, name.as_bytes()) else {
             return ptr::null_mut();
         };
         // 8 pages for the slab pool's own structures, plus our words; the
-        // exact size encodes n, so a reload with another peer count gets a
-        // fresh zone.
-        let size = 8 * 4096 + shared::bytes(n) + 4096;
+        // exact size encodes the word count, so a reload with another peer
+        // count gets a fresh zone.
+        let size = 8 * 4096 + len * 8 + 4096;
         let zone = ngx_shared_memory_add(
             cf,
             &mut name,
@@ -56,6 +79,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, upstream: &str, n: usize, hash: u64) -> *
         let ctx = crate::config::pool_box(
             (*cf).pool,
             ZoneCtx {
+                len,
                 n,
                 hash,
                 words: ptr::null_mut(),
@@ -82,37 +106,55 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
                 ctx.words = old.words;
             } else {
                 let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
-                let p = ngx_slab_alloc(pool, shared::bytes(ctx.n)) as *mut u8;
+                let p = ngx_slab_alloc(pool, ctx.len * 8) as *mut u8;
                 if p.is_null() {
                     return NGX_ERROR as ngx_int_t;
                 }
-                ptr::write_bytes(p, 0, shared::bytes(ctx.n));
+                ptr::write_bytes(p, 0, ctx.len * 8);
                 ctx.words = p as *mut AtomicU64;
             }
-            let Some(view) = view(zone, ctx.n) else {
-                return NGX_ERROR as ngx_int_t;
-            };
-            view.init(ctx.hash);
+            if ctx.n != 0 {
+                let Some(view) = view(zone, ctx.n) else {
+                    return NGX_ERROR as ngx_int_t;
+                };
+                view.init(ctx.hash);
+            }
             NGX_OK as ngx_int_t
         }
     })
 }
 
-/// The shared view of a zone (None before the zone is initialised).
-pub fn view(zone: *mut ngx_shm_zone_t, n: usize) -> Option<Shared<'static>> {
+/// The words of a zone (None before the zone is initialised).
+fn words(zone: *mut ngx_shm_zone_t) -> Option<(&'static [AtomicU64], usize)> {
     if zone.is_null() {
         return None;
     }
     // SAFETY: zone->data is our ZoneCtx; once init ran, words points at
-    // `shared::words(n)` zero-initialised u64s in shared memory that stays
-    // mapped for the life of this process's cycle. AtomicU64 has the
-    // layout of u64, and the slab allocation is 8-byte aligned.
+    // `len` zero-initialised u64s in shared memory that stays mapped for the
+    // life of this process's cycle. AtomicU64 has the layout of u64, and the
+    // slab allocation is 8-byte aligned.
     unsafe {
         let ctx = (*zone).data as *const ZoneCtx;
-        if ctx.is_null() || (*ctx).words.is_null() || (*ctx).n != n {
+        if ctx.is_null() || (*ctx).words.is_null() {
             return None;
         }
-        let words = core::slice::from_raw_parts((*ctx).words, shared::words(n));
-        Shared::new(words, n)
+        Some((
+            core::slice::from_raw_parts((*ctx).words, (*ctx).len),
+            (*ctx).n,
+        ))
     }
+}
+
+/// The shared view of an upstream zone of `n` peers.
+pub fn view(zone: *mut ngx_shm_zone_t, n: usize) -> Option<Shared<'static>> {
+    let (w, zn) = words(zone)?;
+    if zn != n {
+        return None;
+    }
+    Shared::new(w, n)
+}
+
+/// The lease of the lease zone.
+pub fn lease(zone: *mut ngx_shm_zone_t) -> Option<shared::Lease<'static>> {
+    shared::Lease::new(words(zone)?.0)
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod algo;
+pub mod collector;
 pub mod conf;
 pub mod counts;
 pub mod linalg;

@@ -1,0 +1,745 @@
+//! The collector: the loop that runs on a background thread in every nginx
+//! worker. Every worker snapshots its upstreams' dispatch counters (for
+//! pairing); only the holder of the lease talks to vSphere, fits W and
+//! publishes allocations into the shared zones.
+//!
+//! Per poll of an endpoint (steady state): one batched `QueryPerf` for all
+//! mapped VMs. Once per session: RetrieveServiceContent, Login, the
+//! `perfCounter` property, CreateContainerView, CurrentTime (clock skew),
+//! QueryPerfProviderSummary (refresh rate). The VM inventory
+//! (RetrievePropertiesEx over the view) is re-read every 5 minutes, or
+//! every 30 s while a server has no VM. CurrentTime is repeated every
+//! 10 minutes (keep-alive and skew).
+//!
+//! Faults never stop the loop: the last good window keeps serving until
+//! the TTL, then the upstream falls back to weighted round robin; retries
+//! back off; every state change is logged once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::algo::{FitState, Model, Params, Res, Sample, R, RESOURCES};
+use crate::conf::{Accounting, UpstreamConf, VmRef};
+use crate::counts::CountHistory;
+use crate::shared::{Lease, Reason, Shared};
+use crate::vsphere::client::{self, Client, Error};
+use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
+
+/// Network capacity assumed for a VM when none is configured: the link
+/// speed a vmxnet3 adapter reports (10 Gbit/s), in KB/s.
+pub const DEFAULT_NET_KBPS: f64 = 1_250_000.0;
+
+/// Counters read per VM, by `group.name.rollup`, in resource order; the
+/// memory counter falls back to `mem.active.average`.
+pub const COUNTERS: [&str; R] = [
+    "cpu.usagemhz.average",
+    "mem.consumed.average",
+    "net.usage.average",
+    "disk.usage.average",
+];
+/// Fallback memory counter.
+pub const MEM_FALLBACK: &str = "mem.active.average";
+/// Hypervisor contention, kept for later use.
+pub const READY: &str = "cpu.ready.summation";
+
+/// Log levels the host maps onto nginx's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Notice,
+    Info,
+}
+
+/// What the collector needs from its host (nginx, or a test).
+pub trait Host {
+    /// Writes one log line.
+    fn log(&self, level: Level, msg: &str);
+    /// True when the thread must stop (worker exiting, reload).
+    fn stopping(&self) -> bool;
+    /// True if the process `pid` still exists.
+    fn alive(&self, pid: u64) -> bool;
+}
+
+/// One upstream server.
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    /// `ip:port`.
+    pub name: String,
+    /// IP for the guest-IP lookup.
+    pub ip: Option<IpAddr>,
+    /// Configured `weight=`.
+    pub weight: f64,
+    /// VM lookup.
+    pub vm: VmRef,
+    /// Capacity overrides (NaN = from vSphere).
+    pub capacity: Res,
+    /// Effective accounting (node over upstream).
+    pub accounting: Accounting,
+}
+
+/// One upstream using dwepc.
+pub struct UpstreamSpec {
+    pub name: String,
+    pub conf: UpstreamConf,
+    /// Index into `Spec::endpoints`; None = no counters.
+    pub endpoint: Option<usize>,
+    pub peers: Vec<PeerSpec>,
+    pub shared: Shared<'static>,
+}
+
+/// One vSphere endpoint.
+pub struct EndpointSpec {
+    pub name: String,
+    pub client: client::Config,
+}
+
+/// Everything the collector thread works on.
+pub struct Spec {
+    pub endpoints: Vec<EndpointSpec>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub lease: Lease<'static>,
+    /// This process.
+    pub pid: u64,
+}
+
+struct UpRun {
+    model: Model,
+    history: CountHistory,
+    /// VM moref per peer.
+    vm: Vec<Option<String>>,
+    /// Per peer: was it reported as unmapped (to log changes once).
+    unmapped: Vec<Option<bool>>,
+    newest_ts: u64,
+    refill: bool,
+    logged: Option<(bool, Reason)>,
+}
+
+struct EpRun {
+    client: Option<Client>,
+    catalog: HashMap<String, i32>,
+    view: Option<MoRef>,
+    inventory: Vec<VmInfo>,
+    inventory_at: u64,
+    refresh_s: i32,
+    skew_ms: i64,
+    skew_at: u64,
+    next_poll: u64,
+    backoff_ms: u64,
+    interval_ms: u64,
+    /// Class of the current error (None = healthy, Some("") = never tried).
+    state: Option<&'static str>,
+    missing_logged: bool,
+    /// Calls made by sessions of this endpoint, by method (all sessions).
+    calls: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The collector state machine; `tick` is called every ~100 ms.
+pub struct Collector<'h> {
+    spec: Spec,
+    host: &'h dyn Host,
+    ups: Vec<UpRun>,
+    eps: Vec<EpRun>,
+    holder: bool,
+    next_snap: u64,
+    snap_ms: u64,
+    lease_timeout_ms: u64,
+}
+
+/// Wall-clock ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn reason_of(st: FitState) -> Reason {
+    match st {
+        FitState::NoSamples => Reason::NoSamples,
+        FitState::TooFewSamples { .. } => Reason::TooFewSamples,
+        FitState::NoTraffic => Reason::NoTraffic,
+        FitState::NoResources | FitState::Fitted { .. } => Reason::NoCounters,
+    }
+}
+
+fn reason_text(r: Reason) -> &'static str {
+    match r {
+        Reason::Active => "balancing by ESXi counters",
+        Reason::NoEndpoint => "no vSphere endpoint configured",
+        Reason::NoSamples => "no counter samples yet",
+        Reason::TooFewSamples => "too few samples with request counts to fit W",
+        Reason::NoTraffic => "no traffic to learn W from",
+        Reason::NoCounters => "no server has usable counters and capacities",
+        Reason::Stale => "counters are stale (older than ttl)",
+        Reason::VsphereError => "vSphere errors",
+    }
+}
+
+impl<'h> Collector<'h> {
+    /// Sets up per-upstream models and per-endpoint state.
+    pub fn new(spec: Spec, host: &'h dyn Host) -> Collector<'h> {
+        let ups = spec
+            .upstreams
+            .iter()
+            .map(|u| {
+                let c = &u.conf;
+                let retain =
+                    (c.window as u64 * c.interval_ms).min(600_000) + 3 * c.interval_ms + 60_000;
+                let mut model = Model::new(
+                    Params {
+                        window: c.window,
+                        min_samples: c.min_samples,
+                        ..Params::default()
+                    },
+                    u.peers.iter().map(|p| p.weight).collect(),
+                );
+                if let Some(w) = u.shared.w() {
+                    // carried over from before a reload or from another holder
+                    model = model.with_w(w);
+                }
+                UpRun {
+                    model,
+                    history: CountHistory::new(u.peers.len(), retain),
+                    vm: vec![None; u.peers.len()],
+                    unmapped: vec![None; u.peers.len()],
+                    newest_ts: 0,
+                    refill: true,
+                    logged: None,
+                }
+            })
+            .collect();
+        let eps = spec
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(k, _)| EpRun {
+                client: None,
+                catalog: HashMap::new(),
+                view: None,
+                inventory: Vec::new(),
+                inventory_at: 0,
+                refresh_s: 0,
+                skew_ms: 0,
+                skew_at: 0,
+                next_poll: 0,
+                backoff_ms: 0,
+                interval_ms: spec
+                    .upstreams
+                    .iter()
+                    .filter(|u| u.endpoint == Some(k))
+                    .map(|u| u.conf.interval_ms)
+                    .min()
+                    .unwrap_or(20_000),
+                state: Some(""),
+                missing_logged: false,
+                calls: Default::default(),
+            })
+            .collect();
+        let min_interval = spec
+            .upstreams
+            .iter()
+            .map(|u| u.conf.interval_ms)
+            .min()
+            .unwrap_or(20_000);
+        let max_timeout = spec
+            .endpoints
+            .iter()
+            .map(|e| e.client.timeout.as_millis() as u64)
+            .max()
+            .unwrap_or(5000);
+        Collector {
+            spec,
+            host,
+            ups,
+            eps,
+            holder: false,
+            next_snap: 0,
+            snap_ms: (min_interval / 10).clamp(100, 1000),
+            // a holder blocked in one call must not lose the lease
+            lease_timeout_ms: 3000 + 2 * max_timeout,
+        }
+    }
+
+    /// True while this collector holds the lease.
+    pub fn is_holder(&self) -> bool {
+        self.holder
+    }
+
+    /// SOAP calls made so far by this collector, per endpoint and method.
+    pub fn calls(&self, endpoint: usize) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut m = self.eps[endpoint].calls.clone();
+        if let Some(c) = &self.eps[endpoint].client {
+            for (k, v) in &c.calls {
+                *m.entry(k).or_default() += v;
+            }
+        }
+        m
+    }
+
+    /// Runs until the host says stop, then logs out and releases the lease.
+    pub fn run(mut self) {
+        while !self.host.stopping() {
+            self.tick(now_ms());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.shutdown();
+    }
+
+    /// Logs out of every session and gives the lease up.
+    pub fn shutdown(&mut self) {
+        if self.holder {
+            self.spec.lease.release(self.spec.pid);
+            self.holder = false;
+        }
+        for k in 0..self.eps.len() {
+            self.drop_session(k, true);
+        }
+    }
+
+    fn drop_session(&mut self, k: usize, logout: bool) {
+        let ep = &mut self.eps[k];
+        if let Some(mut c) = ep.client.take() {
+            if logout {
+                c.logout();
+            }
+            for (m, n) in &c.calls {
+                *ep.calls.entry(m).or_default() += n;
+            }
+        }
+        ep.view = None;
+        ep.refresh_s = 0;
+    }
+
+    /// One step: snapshots, lease, due polls, state logging.
+    pub fn tick(&mut self, now: u64) {
+        if now >= self.next_snap {
+            for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
+                run.history.record(now, &u.shared.totals());
+            }
+            self.next_snap = now + self.snap_ms;
+        }
+        let was = self.holder;
+        let host = self.host;
+        self.holder = self
+            .spec
+            .lease
+            .acquire(self.spec.pid, now, self.lease_timeout_ms, |p| host.alive(p));
+        if !self.holder {
+            if was {
+                self.host.log(
+                    Level::Notice,
+                    "dwepc: another worker took over polling vSphere",
+                );
+                for k in 0..self.eps.len() {
+                    self.drop_session(k, false);
+                }
+            }
+            return;
+        }
+        if !was {
+            for u in &mut self.ups {
+                u.refill = true;
+                u.logged = None;
+            }
+            for e in &mut self.eps {
+                e.next_poll = 0;
+            }
+        }
+        for k in 0..self.eps.len() {
+            if self.host.stopping() {
+                return;
+            }
+            if now >= self.eps[k].next_poll
+                && self.spec.upstreams.iter().any(|u| u.endpoint == Some(k))
+            {
+                self.poll(k);
+            }
+        }
+        self.log_states(now_ms());
+    }
+
+    fn log_states(&mut self, now: u64) {
+        for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
+            if u.endpoint.is_none() {
+                if run.logged.is_none() {
+                    u.shared.set_reason(Reason::NoEndpoint);
+                    run.logged = Some((false, Reason::NoEndpoint));
+                }
+                continue;
+            }
+            let active = u.shared.usable(now);
+            let reason = u.shared.reason(now);
+            let cur = (active, reason);
+            if run.logged == Some(cur) {
+                continue;
+            }
+            let was_active = matches!(run.logged, Some((true, _)));
+            if active {
+                let w = u.shared.w().unwrap_or([f64::NAN; R]);
+                self.host.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: upstream \"{}\" balances by ESXi counters (W cpu={:.4e} mem={:.4e} net={:.4e} disk={:.4e})",
+                        u.name, w[0], w[1], w[2], w[3]
+                    ),
+                );
+            } else {
+                self.host.log(
+                    if was_active { Level::Warn } else { Level::Info },
+                    &format!(
+                        "dwepc: upstream \"{}\" uses weighted round robin: {}",
+                        u.name,
+                        reason_text(reason)
+                    ),
+                );
+            }
+            run.logged = Some(cur);
+        }
+    }
+
+    fn poll(&mut self, k: usize) {
+        let mut result = self.poll_inner(k);
+        if result == Err(Error::NotAuthenticated) {
+            // the session expired or the server restarted: log in again now
+            self.drop_session(k, false);
+            result = self.poll_inner(k);
+        }
+        let now = now_ms();
+        let name = self.spec.endpoints[k].name.clone();
+        let url = self.spec.endpoints[k].client.url.clone();
+        let ep = &mut self.eps[k];
+        match result {
+            Ok(()) => {
+                if ep.state.is_some() {
+                    self.host.log(
+                        Level::Notice,
+                        &format!(
+                            "dwepc: vSphere \"{name}\" ({url}): polling {} VMs every {} ms (refresh {} s)",
+                            ep.inventory.len(),
+                            ep.interval_ms,
+                            ep.refresh_s
+                        ),
+                    );
+                }
+                ep.state = None;
+                ep.backoff_ms = 0;
+                ep.next_poll = now + ep.interval_ms;
+            }
+            Err(e) => {
+                if ep.state != Some(e.class()) {
+                    self.host.log(
+                        Level::Warn,
+                        &format!(
+                            "dwepc: vSphere \"{name}\" ({url}): {e}; serving on the last good window, retrying with backoff"
+                        ),
+                    );
+                }
+                ep.state = Some(e.class());
+                let cap = (2 * ep.interval_ms).clamp(5_000, 60_000);
+                ep.backoff_ms = if ep.backoff_ms == 0 {
+                    1000
+                } else {
+                    (ep.backoff_ms * 2).min(cap)
+                };
+                ep.next_poll = now + ep.backoff_ms;
+                if matches!(
+                    e,
+                    Error::Setup(_) | Error::InvalidLogin | Error::NotAuthenticated
+                ) {
+                    self.drop_session(k, false);
+                }
+                for u in self.spec.upstreams.iter().filter(|u| u.endpoint == Some(k)) {
+                    if !u.shared.usable(now) {
+                        u.shared.set_reason(Reason::VsphereError);
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_inner(&mut self, k: usize) -> Result<(), Error> {
+        let now = now_ms();
+        if self.eps[k].client.is_none() {
+            self.eps[k].client = Some(Client::new(self.spec.endpoints[k].client.clone())?);
+        }
+        let ep = &mut self.eps[k];
+        let c = ep.client.as_mut().expect("client set above");
+        if !c.logged_in() {
+            ep.view = None;
+            c.connect()?;
+            ep.catalog = c
+                .perf_counters()?
+                .into_iter()
+                .map(|(id, n)| (n, id))
+                .collect();
+            ep.view = Some(c.create_vm_view()?);
+            ep.inventory_at = 0;
+            ep.skew_at = 0;
+            ep.refresh_s = 0;
+            let missing: Vec<&str> = COUNTERS
+                .iter()
+                .filter(|n| {
+                    !ep.catalog.contains_key(**n)
+                        && !(**n == COUNTERS[1] && ep.catalog.contains_key(MEM_FALLBACK))
+                })
+                .copied()
+                .collect();
+            if !missing.is_empty() && !ep.missing_logged {
+                self.host.log(
+                    Level::Warn,
+                    &format!(
+                        "dwepc: vSphere \"{}\" has no counter {}; those resources are left out",
+                        self.spec.endpoints[k].name,
+                        missing.join(", ")
+                    ),
+                );
+                ep.missing_logged = true;
+            }
+        }
+        if now.saturating_sub(ep.skew_at) > 600_000 {
+            let t0 = now_ms();
+            let server = c.current_time()?;
+            let t1 = now_ms();
+            ep.skew_ms = server as i64 - ((t0 + t1) / 2) as i64;
+            ep.skew_at = now;
+        }
+        let unmapped = self
+            .spec
+            .upstreams
+            .iter()
+            .zip(&self.ups)
+            .filter(|(u, _)| u.endpoint == Some(k))
+            .any(|(_, r)| r.vm.iter().any(|v| v.is_none()));
+        let age = now.saturating_sub(ep.inventory_at);
+        if ep.inventory_at == 0 || age > 300_000 || (unmapped && age > 30_000) {
+            let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
+            ep.inventory = c.vms(&view)?;
+            ep.inventory_at = now;
+            self.remap(k);
+        }
+        let ep = &mut self.eps[k];
+        let c = ep.client.as_mut().expect("client set above");
+        let mut vms: Vec<String> = Vec::new();
+        let mut max_sample = 1u32;
+        for (u, run) in self.spec.upstreams.iter().zip(&self.ups) {
+            if u.endpoint != Some(k) {
+                continue;
+            }
+            for v in run.vm.iter().flatten() {
+                if !vms.contains(v) {
+                    vms.push(v.clone());
+                }
+            }
+            if run.refill {
+                max_sample = max_sample.max(u.conf.window as u32);
+            }
+        }
+        if vms.is_empty() {
+            return Ok(());
+        }
+        if ep.refresh_s <= 0 {
+            let r = c.refresh_rate(&vms[0])?;
+            ep.refresh_s = if r > 0 { r } else { 20 };
+        }
+        let ids = counter_ids(&ep.catalog);
+        let wanted: Vec<i32> = ids.iter().flatten().copied().collect();
+        let metrics = c.query_perf(&vms, &wanted, ep.refresh_s, max_sample)?;
+        let skew = ep.skew_ms;
+        for i in 0..self.ups.len() {
+            if self.spec.upstreams[i].endpoint == Some(k) {
+                self.ingest(i, &metrics, &ids, skew);
+                self.ups[i].refill = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps the servers of upstreams on endpoint `k` to VMs and sets their
+    /// capacities.
+    fn remap(&mut self, k: usize) {
+        let inventory = &self.eps[k].inventory;
+        for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
+            if u.endpoint != Some(k) {
+                continue;
+            }
+            for (i, p) in u.peers.iter().enumerate() {
+                let found = match &p.vm {
+                    VmRef::Name(n) => inventory.iter().find(|v| &v.name == n),
+                    VmRef::GuestIp => p.ip.and_then(|ip| {
+                        let ip = ip.to_string();
+                        let mut m = inventory.iter().filter(|v| v.ips.iter().any(|x| *x == ip));
+                        let all: Vec<&VmInfo> = m.by_ref().collect();
+                        all.iter().find(|v| v.powered_on).or(all.first()).copied()
+                    }),
+                };
+                run.vm[i] = found.map(|v| v.moref.clone());
+                let total: Res = match found {
+                    Some(v) => [
+                        if v.max_cpu_mhz > 0.0 {
+                            v.max_cpu_mhz
+                        } else {
+                            f64::NAN
+                        },
+                        if v.memory_mb > 0.0 {
+                            v.memory_mb
+                        } else {
+                            f64::NAN
+                        },
+                        DEFAULT_NET_KBPS,
+                        f64::NAN,
+                    ],
+                    None => [f64::NAN; R],
+                };
+                let total: Res = std::array::from_fn(|j| {
+                    if p.capacity[j].is_finite() {
+                        p.capacity[j]
+                    } else {
+                        total[j]
+                    }
+                });
+                run.model.set_capacity(i, p.accounting.usable(total));
+                let is_unmapped = found.is_none();
+                if run.unmapped[i] != Some(is_unmapped) {
+                    let how = match &p.vm {
+                        VmRef::Name(n) => format!("VM named \"{n}\""),
+                        VmRef::GuestIp => match p.ip {
+                            Some(ip) => format!("guest IP {ip}"),
+                            None => "guest IP (the server has none)".into(),
+                        },
+                    };
+                    if is_unmapped {
+                        self.host.log(
+                            Level::Warn,
+                            &format!(
+                                "dwepc: upstream \"{}\": server {} matches no VM ({how}); it is balanced on its weight",
+                                u.name, p.name
+                            ),
+                        );
+                    } else if run.unmapped[i].is_some() {
+                        self.host.log(
+                            Level::Notice,
+                            &format!(
+                                "dwepc: upstream \"{}\": server {} found its VM ({how})",
+                                u.name, p.name
+                            ),
+                        );
+                    }
+                    run.unmapped[i] = Some(is_unmapped);
+                }
+            }
+        }
+    }
+
+    /// Adds new samples of upstream `i` from a QueryPerf answer and
+    /// publishes the result.
+    fn ingest(&mut self, i: usize, metrics: &[EntityMetric], ids: &[Option<i32>; R], skew_ms: i64) {
+        let u = &self.spec.upstreams[i];
+        let run = &mut self.ups[i];
+        let by_vm: HashMap<&str, &EntityMetric> =
+            metrics.iter().map(|m| (m.entity.as_str(), m)).collect();
+        let mut stamps: BTreeSet<(u64, u32)> = BTreeSet::new();
+        for v in run.vm.iter().flatten() {
+            if let Some(m) = by_vm.get(v.as_str()) {
+                stamps.extend(m.samples.iter().copied());
+            }
+        }
+        let mut added = false;
+        for (ts, iv) in stamps {
+            if ts <= run.newest_ts || iv == 0 {
+                continue;
+            }
+            let usage: Vec<Res> = run
+                .vm
+                .iter()
+                .map(|v| {
+                    let Some(m) = v.as_ref().and_then(|v| by_vm.get(v.as_str())) else {
+                        return [f64::NAN; R];
+                    };
+                    let Some(pos) = m.samples.iter().position(|s| s.0 == ts) else {
+                        return [f64::NAN; R];
+                    };
+                    std::array::from_fn(|j| {
+                        let Some(id) = ids[j] else { return f64::NAN };
+                        let Some(s) = m
+                            .series
+                            .iter()
+                            .find(|s| s.counter_id == id && s.instance.is_empty())
+                        else {
+                            return f64::NAN;
+                        };
+                        match s.values.get(pos) {
+                            Some(&x) if x >= 0 => {
+                                let x = x as f64;
+                                if j == 1 {
+                                    x / 1024.0 // KB -> MB
+                                } else {
+                                    x
+                                }
+                            }
+                            _ => f64::NAN,
+                        }
+                    })
+                })
+                .collect();
+            let end = (ts as i64 - skew_ms).max(0) as u64;
+            let period = iv as u64 * 1000;
+            let requests = run.history.between(end.saturating_sub(period), end);
+            if run.model.push(Sample {
+                end_ms: end,
+                period_ms: period,
+                usage,
+                requests,
+            }) {
+                added = true;
+            }
+            run.newest_ts = run.newest_ts.max(ts);
+        }
+        if !added {
+            return;
+        }
+        let st = run.model.refit();
+        let shared = u.shared;
+        shared.set_w(run.model.w());
+        shared.set_window(run.model.window_len(), run.model.newest_ms().unwrap_or(0));
+        for p in 0..u.peers.len() {
+            shared.set_peer_info(
+                p,
+                run.model.capacity(p),
+                run.model.headroom(p),
+                run.model.has_counters(p),
+            );
+        }
+        let now = now_ms();
+        match run.model.allocations() {
+            Some(a) => {
+                let valid_until = run.model.newest_ms().unwrap_or(0) + u.conf.ttl_ms;
+                shared.apply(&a, valid_until, now);
+            }
+            None => shared.disable(reason_of(st)),
+        }
+    }
+}
+
+/// Counter ids per resource from a catalog (memory falls back to
+/// `mem.active.average`).
+pub fn counter_ids(catalog: &HashMap<String, i32>) -> [Option<i32>; R] {
+    std::array::from_fn(|j| {
+        catalog
+            .get(COUNTERS[j])
+            .or_else(|| {
+                if j == 1 {
+                    catalog.get(MEM_FALLBACK)
+                } else {
+                    None
+                }
+            })
+            .copied()
+    })
+}
+
+/// Resource names, for messages.
+pub fn resource_name(j: usize) -> &'static str {
+    RESOURCES[j]
+}

@@ -1,0 +1,228 @@
+//! Starting and stopping the collector thread (dwepc_core::collector) in
+//! each worker process.
+//!
+//! The thread is started in `init_process` of worker processes only (not
+//! the master, cache manager/loader, or `nginx -t`), with every signal
+//! blocked so signals keep reaching the event loop thread. It touches no
+//! nginx API but logging (as nginx's own thread pools do) and reads the
+//! process-exit flags. `exit_process` asks it to stop and joins it if it
+//! finishes within a second (every vSphere call has a timeout; a thread
+//! still inside one is left to the process exit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dwepc_core::collector::{Collector, EndpointSpec, Host, Level, PeerSpec, Spec, UpstreamSpec};
+use dwepc_core::vsphere::client;
+use ngx::ffi::{
+    ngx_cycle_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+};
+
+use crate::config::MainState;
+use crate::util::guard;
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
+/// The worker's log, usable from the thread.
+struct NginxHost {
+    log: *mut ngx_log_t,
+    stop: Arc<AtomicBool>,
+}
+
+// SAFETY: the log pointer is the cycle's log, valid for the whole life of
+// the worker; nginx's log writer is used from its own thread pools too.
+unsafe impl Send for NginxHost {}
+
+impl Host for NginxHost {
+    fn log(&self, level: Level, msg: &str) {
+        let lvl = match level {
+            Level::Error => NGX_LOG_ERR,
+            Level::Warn => NGX_LOG_WARN,
+            Level::Notice => NGX_LOG_NOTICE,
+            Level::Info => NGX_LOG_INFO,
+        };
+        // SAFETY: see `unsafe impl Send`.
+        unsafe { crate::util::log(lvl, self.log, msg) };
+    }
+
+    fn stopping(&self) -> bool {
+        // SAFETY: plain reads of nginx's process flags (sig_atomic_t /
+        // ngx_uint_t set by the worker's signal handling); a stale read
+        // only delays the stop by one tick.
+        let flags = unsafe {
+            core::ptr::read_volatile(&raw const ngx_quit) != 0
+                || core::ptr::read_volatile(&raw const ngx_terminate) != 0
+                || core::ptr::read_volatile(&raw const ngx_exiting) != 0
+        };
+        flags || self.stop.load(Ordering::Relaxed)
+    }
+
+    fn alive(&self, pid: u64) -> bool {
+        // SAFETY: kill(pid, 0) only checks for existence.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+fn build_spec(main: &MainState) -> Option<Spec> {
+    let lease = crate::zone::lease(main.lease_zone)?;
+    let endpoints = main
+        .endpoints
+        .iter()
+        .map(|e| EndpointSpec {
+            name: e.conf.name.clone(),
+            client: client::Config {
+                url: e.conf.url.clone(),
+                user: e.conf.user.clone(),
+                password: e.password.clone(),
+                ca_pem: e.ca_pem.clone(),
+                tls_verify: e.conf.tls_verify,
+                timeout: Duration::from_millis(e.conf.timeout_ms),
+            },
+        })
+        .collect();
+    let upstreams = main
+        .upstreams()
+        .filter_map(|u| {
+            let shared = u.shared()?;
+            let peers = u
+                .peers
+                .iter()
+                .map(|p| {
+                    let node = p.node.map(|k| &u.nodes[k].conf);
+                    PeerSpec {
+                        name: p.name.clone(),
+                        ip: p.ip,
+                        weight: p.weight,
+                        vm: node
+                            .map(|n| n.vm.clone())
+                            .unwrap_or(dwepc_core::conf::VmRef::GuestIp),
+                        capacity: node.map(|n| n.capacity).unwrap_or([f64::NAN; 4]),
+                        accounting: node
+                            .map(|n| n.accounting.over(&u.conf.accounting))
+                            .unwrap_or(u.conf.accounting),
+                    }
+                })
+                .collect();
+            Some(UpstreamSpec {
+                name: u.name.clone(),
+                conf: u.conf.clone(),
+                endpoint: u.endpoint,
+                peers,
+                shared,
+            })
+        })
+        .collect();
+    Some(Spec {
+        endpoints,
+        upstreams,
+        lease,
+        pid: std::process::id() as u64,
+    })
+}
+
+/// Spawns `f` on a thread with every signal blocked.
+fn spawn_masked(f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    // SAFETY: pthread_sigmask on the calling thread; the new thread
+    // inherits the full mask, then the caller's mask is restored.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = std::thread::Builder::new()
+            .name("dwepc-collector".into())
+            .spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        r
+    }
+}
+
+/// `init_process`.
+pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    guard(NGX_OK as ngx_int_t, || {
+        // SAFETY: nginx passes the live cycle.
+        unsafe { start(cycle) };
+        NGX_OK as ngx_int_t
+    })
+}
+
+unsafe fn start(cycle: *mut ngx_cycle_t) {
+    // SAFETY: reading nginx's process type and the cycle's http main conf.
+    unsafe {
+        let p = ngx::ffi::ngx_process as u32;
+        if p != NGX_PROCESS_WORKER && p != NGX_PROCESS_SINGLE {
+            return;
+        }
+        let Some(main) = main_conf(cycle) else { return };
+        let Some(spec) = build_spec(main) else { return };
+        if spec.upstreams.iter().all(|u| u.endpoint.is_none()) {
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = NginxHost {
+            log: (*cycle).log,
+            stop: stop.clone(),
+        };
+        match spawn_masked(move || {
+            let host = host;
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Collector::new(spec, &host).run();
+            }));
+        }) {
+            Ok(handle) => {
+                if let Ok(mut r) = RUNNING.lock() {
+                    *r = Some(Running { stop, handle });
+                }
+            }
+            Err(e) => crate::util::log(
+                ngx::ffi::NGX_LOG_ALERT,
+                (*cycle).log,
+                &format!("dwepc: cannot start the collector thread: {e}"),
+            ),
+        }
+    }
+}
+
+/// `exit_process`.
+pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    guard((), || {
+        let Some(run) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        run.stop.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        while !run.handle.is_finished() && start.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if run.handle.is_finished() {
+            let _ = run.handle.join();
+        }
+    })
+}
+
+/// The module's main conf in a cycle.
+///
+/// # Safety
+/// `cycle` must be a live cycle with an http block (or none).
+pub unsafe fn main_conf(cycle: *mut ngx_cycle_t) -> Option<&'static MainState> {
+    // SAFETY: conf_ctx[ngx_http_module.index] is the http conf ctx (or NULL
+    // without an http block); main_conf holds our MainState.
+    unsafe {
+        let ctx = *(*cycle).conf_ctx.add(ngx::ffi::ngx_http_module.index)
+            as *mut ngx::ffi::ngx_http_conf_ctx_t;
+        if ctx.is_null() {
+            return None;
+        }
+        let p = *(*ctx).main_conf.add(crate::ngx_http_dwepc_module.ctx_index) as *const MainState;
+        p.as_ref()
+    }
+}

@@ -7,6 +7,8 @@
 pub mod backend;
 pub mod http;
 pub mod nginx;
+pub mod setup;
+pub mod vcsim;
 
 /// A free loopback TCP port (bound then released).
 pub fn free_port() -> u16 {

@@ -401,7 +401,7 @@ impl<'h> Collector<'h> {
 
     fn poll(&mut self, k: usize) {
         let mut result = self.poll_inner(k);
-        if result == Err(Error::NotAuthenticated) {
+        if result.as_ref().is_err_and(|e| e.needs_login()) {
             // the session expired or the server restarted: log in again now
             self.drop_session(k, false);
             result = self.poll_inner(k);
@@ -600,6 +600,12 @@ impl<'h> Collector<'h> {
                     }
                 });
                 run.model.set_capacity(i, p.accounting.usable(total));
+                u.shared.set_peer_info(
+                    i,
+                    run.model.capacity(i),
+                    run.model.headroom(i),
+                    run.model.has_counters(i),
+                );
                 let is_unmapped = found.is_none();
                 if run.unmapped[i] != Some(is_unmapped) {
                     let how = match &p.vm {

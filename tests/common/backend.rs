@@ -20,6 +20,7 @@ pub enum Behaviour {
 
 pub struct Backend {
     pub id: String,
+    pub ip: String,
     pub port: u16,
     pub requests: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
@@ -41,9 +42,19 @@ impl Backend {
         Self::serve(id, listener, port)
     }
 
+    /// On another loopback address (127.0.0.x), for mapping by guest IP.
+    pub fn start_ip(id: &str, ip: &str) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut b = Self::serve(id, listener, port);
+        b.ip = ip.to_string();
+        b
+    }
+
     fn serve(id: &str, listener: TcpListener, port: u16) -> Backend {
         let b = Backend {
             id: id.to_string(),
+            ip: "127.0.0.1".to_string(),
             port,
             requests: Arc::default(),
             connections: Arc::default(),
@@ -95,7 +106,7 @@ impl Backend {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }
 

@@ -76,6 +76,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The session (or an object of it, like the container view) is gone:
+    /// log in again and recreate the view. vcsim answers a view of an
+    /// expired session with ManagedObjectNotFound.
+    pub fn needs_login(&self) -> bool {
+        match self {
+            Error::NotAuthenticated => true,
+            Error::Fault(s) => s.starts_with("ManagedObjectNotFound"),
+            _ => false,
+        }
+    }
+
     /// A stable short class for "log once per state change".
     pub fn class(&self) -> &'static str {
         match self {
@@ -244,9 +255,8 @@ impl Client {
         let bytes = resp.bytes().map_err(from_reqwest)?;
         let doc = match xml::parse(&bytes) {
             Ok(d) => d,
-            Err(e) if status == 200 || status == 500 => {
-                return Err(Error::Malformed(e.to_string()))
-            }
+            // a 500 without a SOAP fault inside is an HTTP error
+            Err(e) if status == 200 => return Err(Error::Malformed(e.to_string())),
             Err(_) => return Err(Error::Http(status)),
         };
         if let Some(Fault { message, kind, .. }) = xml::fault(&doc) {

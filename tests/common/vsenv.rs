@@ -1,0 +1,255 @@
+//! End-to-end environment for the vSphere tests: backends, vcsim with one
+//! VM per backend, nginx with the module polling vcsim, and an optional
+//! feeder that turns the backends' measured request rates into counters
+//! (a small closed loop, as the lab does at scale).
+
+use super::backend::Backend;
+use super::nginx::{conf, Nginx};
+use super::vcsim::{Opts, Vcsim, VmSpec};
+use super::{free_port, http, wait_for};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct VsOpts {
+    /// Number of backends/VMs.
+    pub n: usize,
+    /// Map by guest IP (backends on 127.0.0.2..) instead of by VM name.
+    pub by_ip: bool,
+    pub workers: u32,
+    /// Parameters of the dwepc directive.
+    pub dwepc: String,
+    /// Extra parameters of dwepc_vsphere.
+    pub endpoint: String,
+    pub vcsim: Opts,
+    /// VM CPU capacity (MHz) per backend.
+    pub cpu_mhz: Vec<u32>,
+    /// Password written to the password file (vcsim expects opts.pass).
+    pub password: Option<String>,
+    /// Network KB/s per request/s in the fed counters.
+    pub net_per_req: f64,
+    /// Constant memory (KB) and network (KB/s) in the fed counters.
+    pub flat_mem_net: (i64, i64),
+}
+
+impl Default for VsOpts {
+    fn default() -> Self {
+        VsOpts {
+            n: 3,
+            by_ip: false,
+            workers: 1,
+            dwepc: "interval=1s window=8 min_samples=2 ttl=6s".into(),
+            endpoint: "timeout=2s".into(),
+            vcsim: Opts {
+                refresh_s: 1,
+                ..Opts::default()
+            },
+            cpu_mhz: vec![4000; 3],
+            password: None,
+            net_per_req: 0.0,
+            flat_mem_net: (524_288, 100),
+        }
+    }
+}
+
+pub struct VsEnv {
+    pub port: u16,
+    pub nginx: Nginx,
+    pub vcsim: Vcsim,
+    pub backends: Vec<Backend>,
+    pub text: String,
+    feeder: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    net_per_req: f64,
+    flat_mem_net: (i64, i64),
+    /// Extra CPU (MHz) per VM, added by the feeder.
+    pub extra_cpu: Arc<Mutex<Vec<f64>>>,
+}
+
+pub fn vm_name(i: usize) -> String {
+    format!("web-{i}")
+}
+
+impl VsEnv {
+    pub fn start(o: VsOpts) -> VsEnv {
+        let backends: Vec<Backend> = (0..o.n)
+            .map(|i| {
+                if o.by_ip {
+                    Backend::start_ip(&format!("b{i}"), &format!("127.0.0.{}", i + 2))
+                } else {
+                    Backend::start(&format!("b{i}"))
+                }
+            })
+            .collect();
+        let vms: Vec<VmSpec> = (0..o.n)
+            .map(|i| VmSpec {
+                name: vm_name(i),
+                ip: Some(backends[i].ip.clone()).filter(|_| o.by_ip),
+                num_cpu: 2,
+                cpu_mhz: o.cpu_mhz.get(i).copied().unwrap_or(4000),
+                memory_mb: 2048,
+            })
+            .collect();
+        let vcsim = Vcsim::start(&vms, &o.vcsim);
+        let pass = o.password.clone().unwrap_or_else(|| o.vcsim.pass.clone());
+        let pw = super::setup::password_file(&vcsim.dir, &pass);
+        let ca = match &vcsim.cert {
+            Some(c)
+                if o.vcsim.tls
+                    && !o.endpoint.contains("ca_file")
+                    && !o.endpoint.contains("tls_verify") =>
+            {
+                format!(" ca_file={}", c.display())
+            }
+            _ => String::new(),
+        };
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("server {};\n", b.addr()))
+            .collect();
+        let nodes: String = if o.by_ip {
+            String::new()
+        } else {
+            backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| format!("dwepc_node {} vm={};\n", b.addr(), vm_name(i)))
+                .collect()
+        };
+        let text = conf(
+            &format!("worker_processes {};", o.workers),
+            &format!(
+                "dwepc_vsphere vc url={} user={} password_file={pw}{ca} {};\n\
+                 upstream app {{\n dwepc {};\n{servers}{nodes}}}\n\
+                 server {{ listen 127.0.0.1:{port};\n\
+                   location / {{ proxy_pass http://app; }}\n\
+                   location = /dwepc {{ dwepc_status; }} }}",
+                vcsim.url, o.vcsim.user, o.endpoint, o.dwepc
+            ),
+        );
+        let nginx = Nginx::start(&text, port);
+        VsEnv {
+            port,
+            nginx,
+            vcsim,
+            extra_cpu: Arc::new(Mutex::new(vec![0.0; o.n])),
+            backends,
+            text,
+            feeder: None,
+            net_per_req: o.net_per_req,
+            flat_mem_net: o.flat_mem_net,
+        }
+    }
+
+    /// Counters written every 200 ms from the backends' request rates over
+    /// the last second: cpu = extra + 25 MHz per req/s, net = a constant +
+    /// `net_per_req` per req/s, memory constant.
+    pub fn start_feeder(&mut self) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Vec<Arc<std::sync::atomic::AtomicU64>> =
+            self.backends.iter().map(|b| b.requests.clone()).collect();
+        let path = self.vcsim.counters_path();
+        let extra = self.extra_cpu.clone();
+        let s2 = stop.clone();
+        let net_per_req = self.net_per_req;
+        let (mem, net) = self.flat_mem_net;
+        let h = std::thread::spawn(move || {
+            let mut hist: std::collections::VecDeque<(Instant, Vec<u64>)> = Default::default();
+            while !s2.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                let cur: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                hist.push_back((now, cur.clone()));
+                while hist.len() > 2 && now.duration_since(hist[1].0) >= Duration::from_secs(1) {
+                    hist.pop_front();
+                }
+                let (t0, c0) = hist.front().unwrap().clone();
+                let dt = now.duration_since(t0).as_secs_f64().max(0.2);
+                let extra = extra.lock().unwrap().clone();
+                let mut m = serde_json::Map::new();
+                for i in 0..cur.len() {
+                    let rate = (cur[i] - c0[i]) as f64 / dt;
+                    m.insert(
+                        vm_name(i),
+                        serde_json::json!({
+                            "cpu.usagemhz.average": (extra[i] + 25.0 * rate).round() as i64,
+                            "mem.consumed.average": mem,
+                            "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
+                            "disk.usage.average": 0,
+                            "cpu.ready.summation": 5
+                        }),
+                    );
+                }
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        self.feeder = Some((stop, h));
+    }
+
+    pub fn stop_feeder(&mut self) {
+        if let Some((s, h)) = self.feeder.take() {
+            s.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+    }
+
+    /// The status of upstream "app".
+    pub fn status(&self) -> serde_json::Value {
+        let r = http::get(self.port, "/dwepc");
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+        v["upstreams"][0].clone()
+    }
+
+    /// Sends requests (about `rate` per second) until `cond` holds on the
+    /// status, or panics after `timeout`.
+    pub fn drive_until(
+        &self,
+        rate: u32,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let gap = Duration::from_millis(1000 / rate.max(1) as u64);
+        let r = wait_for(timeout, || {
+            let _ = http::request(self.port, "GET", "/");
+            std::thread::sleep(gap);
+            let st = self.status();
+            cond(&st).then_some(())
+        });
+        assert!(
+            r.is_some(),
+            "{what}: {}\n{}",
+            self.status(),
+            self.nginx.error_log()
+        );
+    }
+
+    /// Sends `n` requests one after another; returns the backend id of each.
+    pub fn send(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let r = http::get(self.port, "/");
+                assert_eq!(r.status, 200, "{r:?}");
+                r.body.trim().to_string()
+            })
+            .collect()
+    }
+
+    /// Lines of the error log containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.nginx
+            .error_log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for VsEnv {
+    fn drop(&mut self) {
+        self.stop_feeder();
+    }
+}

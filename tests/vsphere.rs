@@ -1,0 +1,539 @@
+//! End to end with the real vSphere API (vcsim), real nginx and the module:
+//! the collector thread, mapping, the split, faults, sessions, reloads.
+
+mod common;
+use common::vcsim::Opts;
+use common::vsenv::{VsEnv, VsOpts};
+use common::{http, nginx, wait_for};
+use dwepc_core::algo::{Dispatcher, Rng};
+use std::time::{Duration, Instant};
+
+fn active(st: &serde_json::Value) -> bool {
+    st["balancing"] == "dwepc"
+}
+
+/// Given published Q, W and V, the pick follows argmax L = Q·W − V: the
+/// split of the next requests equals the algorithm's own prediction.
+#[test]
+fn split_follows_remaining_allocation() {
+    let mut env = VsEnv::start(VsOpts {
+        cpu_mhz: vec![4000, 8000, 2000],
+        dwepc: "interval=1s window=8 min_samples=2 ttl=10m".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    *env.extra_cpu.lock().unwrap() = vec![1000.0, 1000.0, 1000.0];
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    // let the fit settle on a few samples with traffic, then freeze the
+    // sample time: no new sample, so allocations stay put
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(4) {
+        env.send(5);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.stop_feeder();
+    let frozen_at = common::now_rfc3339();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.vcsim.counters_path()).unwrap()).unwrap();
+    c["_time"] = serde_json::Value::String(frozen_at.clone());
+    env.vcsim.set_counters(&c);
+    // wait until the frozen sample is the newest (a new period has begun)
+    let st = wait_for(Duration::from_secs(10), || {
+        let st = env.status();
+        let age = st["sample_age_ms"].as_u64()?;
+        (age > 1500 && active(&st)).then_some(st)
+    })
+    .expect("frozen sample not applied");
+    let w = &st["w"];
+    let n = env.backends.len();
+    let mut d = Dispatcher::new(n);
+    let mut expected_alloc = Vec::new();
+    for i in 0..n {
+        let p = &st["peers"][i];
+        // the published allocation is Q·W over the resources in the model
+        let mut qw = 0.0;
+        for r in ["cpu", "mem", "net", "disk"] {
+            if let (Some(q), Some(wr)) = (p["q"][r].as_f64(), w[r].as_f64()) {
+                qw += q * wr;
+            }
+        }
+        let alloc = p["allocation"].as_f64().unwrap();
+        assert!(
+            (qw - alloc).abs() <= 1e-6 * alloc.abs().max(1.0),
+            "peer {i}: Q·W={qw} allocation={alloc}: {st}"
+        );
+        expected_alloc.push(alloc);
+        d.target[i] = p["l"].as_f64().unwrap();
+    }
+    // simulate the next 60 picks from the published L
+    let mut rng = Rng::new(1);
+    let before: Vec<u64> = env.backends.iter().map(|b| b.served()).collect();
+    for _ in 0..60 {
+        d.pick(0..n, &mut rng);
+    }
+    let got = env.send(60);
+    for (i, b) in env.backends.iter().enumerate() {
+        let real = got.iter().filter(|x| **x == b.id).count() as i64;
+        assert!(
+            (real - d.total[i] as i64).abs() <= 1,
+            "peer {i}: got {real}, predicted {} (allocations {expected_alloc:?})\n{st}",
+            d.total[i]
+        );
+        assert_eq!(b.served() - before[i], real as u64);
+    }
+    // the model has learnt a positive CPU weight from the closed loop
+    assert!(w["cpu"].as_f64().unwrap() > 0.0, "{st}");
+}
+
+/// Servers map to VMs by guest IP by default and by name with dwepc_node;
+/// capacities come from the VMs; a server without a VM is reported.
+#[test]
+fn mapping_by_guest_ip_and_by_name() {
+    let env = VsEnv::start(VsOpts {
+        by_ip: true,
+        cpu_mhz: vec![3000, 6000, 9000],
+        ..VsOpts::default()
+    });
+    env.drive_until(20, Duration::from_secs(30), "capacities published", |st| {
+        (0..3).all(|i| st["peers"][i]["capacity"]["cpu"].as_f64().is_some())
+    });
+    let st = env.status();
+    for (i, mhz) in [3000.0, 6000.0, 9000.0].iter().enumerate() {
+        assert_eq!(
+            st["peers"][i]["capacity"]["cpu"].as_f64(),
+            Some(*mhz),
+            "{st}"
+        );
+        assert_eq!(st["peers"][i]["capacity"]["mem"].as_f64(), Some(2048.0));
+    }
+
+    // by name, with overrides and accounting; one server without a VM
+    let mut o = VsOpts::default();
+    o.n = 2;
+    let env2 = VsEnv::start(o);
+    let extra = common::backend::Backend::start("orphan");
+    let text = env2.text.replacen(
+        "dwepc_node",
+        &format!(
+            "server {};\ndwepc_node {} vm=no-such-vm;\ndwepc_node",
+            extra.addr(),
+            extra.addr()
+        ),
+        1,
+    );
+    let text = text.replacen(
+        &format!("vm={};", common::vsenv::vm_name(0)),
+        &format!(
+            "vm={} cpu=1000 cpu_ratio=2 cpu_reserved=500;",
+            common::vsenv::vm_name(0)
+        ),
+        1,
+    );
+    env2.nginx.reload(&text);
+    env2.drive_until(20, Duration::from_secs(30), "reloaded capacities", |st| {
+        st["peers"].as_array().map(|p| p.len()) == Some(3)
+            && st["peers"][0]["capacity"]["cpu"].as_f64() == Some(1500.0)
+    });
+    let st = env2.status();
+    assert_eq!(st["peers"][0]["vm"], "web-0");
+    assert!(st["peers"][2]["capacity"]["cpu"].is_null(), "{st}");
+    assert!(
+        wait_for(Duration::from_secs(10), || (env2
+            .log_count("matches no VM (VM named \"no-such-vm\")")
+            > 0)
+        .then_some(()))
+        .is_some(),
+        "{}",
+        env2.nginx.error_log()
+    );
+    // the orphan still gets traffic (weighted mean allocation)
+    let served = extra.served();
+    env2.send(30);
+    assert!(extra.served() > served);
+}
+
+/// More background CPU on one VM: after the next samples it gets a smaller
+/// share of the requests.
+#[test]
+fn counter_change_moves_the_split() {
+    // memory and network report nothing: CPU alone explains the requests
+    let mut env = VsEnv::start(VsOpts {
+        cpu_mhz: vec![4000, 4000, 4000],
+        flat_mem_net: (0, 0),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let share = |env: &VsEnv, secs: u64| {
+        let before = env.backends[0].served();
+        let all: u64 = env.backends.iter().map(|b| b.served()).sum();
+        // about 20 requests/s: below the sum of the allocations, where
+        // the paper's L = Q·W − V splits by allocation (beyond it, the
+        // excess spreads evenly)
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            env.send(1);
+            std::thread::sleep(Duration::from_millis(45));
+        }
+        let all2: u64 = env.backends.iter().map(|b| b.served()).sum();
+        (env.backends[0].served() - before) as f64 / (all2 - all) as f64
+    };
+    let even = share(&env, 4);
+    *env.extra_cpu.lock().unwrap() = vec![3800.0, 0.0, 0.0];
+    // wait for a sample with the new counters, then measure
+    std::thread::sleep(Duration::from_millis(2500));
+    let loaded = share(&env, 4);
+    let st = env.status();
+    assert!(active(&st), "{st}");
+    // the new counters reach the allocations: the loaded VM's is far below
+    // the others'
+    let a: Vec<f64> = (0..3)
+        .map(|i| st["peers"][i]["allocation"].as_f64().unwrap())
+        .collect();
+    assert!(
+        a[0] < 0.5 * a[1] && a[0] < 0.5 * a[2],
+        "allocations {a:?}\n{st}"
+    );
+    // and its share of the requests drops (the paper's L spreads requests
+    // beyond the allocations evenly, so the drop is partial)
+    assert!(
+        loaded < even * 0.85,
+        "share of the loaded VM: before {even:.3}, after {loaded:.3}\n{st}"
+    );
+    eprintln!("share of the loaded VM: before {even:.3}, after {loaded:.3}; allocations {a:?}");
+}
+
+/// vcsim disappears: the last window serves until the TTL, then weighted
+/// round robin, said once in the log; back when vcsim returns.
+#[test]
+fn endpoint_down_falls_back_after_ttl_then_recovers() {
+    let mut env = VsEnv::start(VsOpts {
+        dwepc: "interval=1s window=8 min_samples=2 ttl=4s".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.vcsim.stop();
+    let t0 = Instant::now();
+    env.drive_until(20, Duration::from_secs(15), "fallback", |st| {
+        st["balancing"] == "round_robin"
+    });
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "fell back too early: {took:?}"
+    );
+    // keep serving in fallback for a while: requests succeed, logged once
+    for _ in 0..3 {
+        env.send(10);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        env.log_count("uses weighted round robin: counters are stale"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+    assert_eq!(
+        env.log_count("cannot connect"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+    env.vcsim.restart();
+    env.drive_until(40, Duration::from_secs(40), "recovery", active);
+    assert!(env.log_count("balances by ESXi counters") >= 2);
+}
+
+/// The session expires (vcsim idle timeout / sessions dropped): the
+/// collector logs in again and carries on.
+#[test]
+fn expired_session_logs_in_again() {
+    let mut env = VsEnv::start(VsOpts::default());
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let logins = env.vcsim.stats()["logins"].as_u64().unwrap();
+    env.vcsim.expire_sessions();
+    assert!(
+        wait_for(Duration::from_secs(10), || (env.vcsim.stats()["logins"]
+            .as_u64()
+            .unwrap()
+            > logins)
+            .then_some(()))
+        .is_some()
+    );
+    env.send(10);
+    assert!(active(&env.status()));
+    assert_eq!(env.vcsim.stats()["sessions"].as_u64(), Some(1));
+
+    // idle timeout shorter than the poll interval: every poll finds the
+    // session gone and logs in again, and counters keep flowing
+    let mut env = VsEnv::start(VsOpts {
+        dwepc: "interval=3s window=8 min_samples=2 ttl=20s".into(),
+        vcsim: Opts {
+            refresh_s: 1,
+            idle_timeout: Some(Duration::from_millis(1000)),
+            ..Opts::default()
+        },
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(
+        40,
+        Duration::from_secs(60),
+        "warm-up with idle timeout",
+        active,
+    );
+    assert!(
+        env.vcsim.stats()["logins"].as_u64().unwrap() >= 2,
+        "{}",
+        env.vcsim.stats()
+    );
+    assert!(env.log_count("[alert]") == 0 && env.log_count("[crit]") == 0);
+}
+
+/// A vCenter that hangs does not delay requests, and a bad answer keeps
+/// the last window; each fault is logged once.
+#[test]
+fn hanging_or_lying_endpoint_never_stalls_requests() {
+    let mut env = VsEnv::start(VsOpts {
+        dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
+        endpoint: "timeout=2s".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let lat = |env: &VsEnv| {
+        let mut v: Vec<Duration> = (0..100)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(http::get(env.port, "/").status, 200);
+                t.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[98]
+    };
+    let normal = lat(&env);
+    env.vcsim.fault("hang");
+    std::thread::sleep(Duration::from_millis(500));
+    let hung = lat(&env);
+    eprintln!("p99 latency: normal {normal:?}, during hang {hung:?}");
+    assert!(
+        hung < Duration::from_millis(200),
+        "requests delayed by the hang: p99 {hung:?}"
+    );
+    for (mode, msg) in [
+        ("hang", "timed out"),
+        ("http500", "HTTP status 500"),
+        ("garbage", "bad response"),
+        ("notauth", "session not authenticated"),
+    ] {
+        env.vcsim.fault(mode);
+        env.drive_until(20, Duration::from_secs(30), mode, |_| {
+            env.log_count(msg) > 0
+        });
+        // serving on the last good window
+        assert!(active(&env.status()), "{mode}: {}", env.status());
+    }
+    env.vcsim.fault("none");
+    env.drive_until(20, Duration::from_secs(30), "healthy again", |st| {
+        st["sample_age_ms"].as_u64().is_some_and(|a| a < 3000)
+    });
+    let log = env.nginx.error_log();
+    for msg in [
+        "timed out",
+        "HTTP status 500",
+        "bad response",
+        "session not authenticated",
+    ] {
+        assert_eq!(env.log_count(msg), 1, "{msg}: {log}");
+    }
+    assert!(env.log_count("polling 3 VMs") >= 2, "{log}");
+}
+
+/// With several workers exactly one vSphere session exists; the poller
+/// moves to another worker when its worker dies.
+#[test]
+fn one_session_for_many_workers_and_takeover() {
+    let mut env = VsEnv::start(VsOpts {
+        workers: 3,
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    std::thread::sleep(Duration::from_secs(3));
+    let st = env.vcsim.stats();
+    assert_eq!(st["sessions"].as_u64(), Some(1), "{st}");
+    assert_eq!(st["logins"].as_u64(), Some(1), "{st}");
+    // kill every worker but one hard: a survivor (or a respawned worker)
+    // takes over within a few seconds
+    let workers = env.nginx.workers();
+    for w in &workers[..2] {
+        nginx::signal(*w, libc::SIGKILL);
+    }
+    let q0 = env.vcsim.calls("QueryPerf");
+    std::thread::sleep(Duration::from_secs(4));
+    env.send(10);
+    let q1 = env.vcsim.calls("QueryPerf");
+    assert!(q1 > q0, "nobody polls after the holder died");
+    // QueryPerf rate stays one per interval: a single poller
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let per_s = (env.vcsim.calls("QueryPerf") - q1) as f64 / t.elapsed().as_secs_f64();
+    assert!(per_s < 1.6, "QueryPerf {per_s:.2}/s: more than one poller?");
+}
+
+/// Reloads while polling: no hang, old workers exit promptly, no thread
+/// leak, sessions are logged out.
+#[test]
+fn reload_during_polling_does_not_hang_or_leak() {
+    let mut env = VsEnv::start(VsOpts {
+        workers: 2,
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let threads_before: usize = env.nginx.workers().iter().map(|p| nginx::threads(*p)).sum();
+    for round in 0..3 {
+        let old = env.nginx.workers();
+        env.nginx.reload(&env.text);
+        let gone = wait_for(Duration::from_secs(8), || {
+            old.iter()
+                .all(|p| {
+                    !std::path::Path::new(&format!("/proc/{p}")).exists()
+                        || nginx::cmdline(*p).is_empty()
+                })
+                .then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "round {round}: old workers still alive: {old:?}\n{}",
+            env.nginx.error_log()
+        );
+        env.send(10);
+    }
+    env.drive_until(40, Duration::from_secs(30), "active after reloads", active);
+    let workers = env.nginx.workers();
+    assert_eq!(workers.len(), 2);
+    let threads_after: usize = workers.iter().map(|p| nginx::threads(*p)).sum();
+    assert!(
+        threads_after <= threads_before,
+        "threads {threads_before} -> {threads_after}"
+    );
+    let st = env.vcsim.stats();
+    assert!(st["sessions"].as_u64().unwrap() <= 1, "{st}");
+    assert!(st["logouts"].as_u64().unwrap() >= 1, "{st}");
+    let t = Instant::now();
+    let took = env.nginx.stop(Duration::from_secs(10));
+    assert!(
+        took.is_some_and(|d| d < Duration::from_secs(3)),
+        "quit took {:?}",
+        t.elapsed()
+    );
+}
+
+/// TLS: verified with the CA file, refused without it, accepted with
+/// tls_verify=off. A wrong password is logged once and never shown.
+#[test]
+fn tls_and_credentials() {
+    let tls = Opts {
+        refresh_s: 1,
+        tls: true,
+        ..Opts::default()
+    };
+    let env = VsEnv::start(VsOpts {
+        vcsim: tls.clone(),
+        ..VsOpts::default()
+    });
+    env.drive_until(40, Duration::from_secs(40), "TLS with CA file", |st| {
+        st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
+    });
+
+    let env = VsEnv::start(VsOpts {
+        vcsim: tls.clone(),
+        endpoint: "timeout=2s tls_verify=on".into(),
+        ..VsOpts::default()
+    });
+    assert!(
+        wait_for(Duration::from_secs(10), || (env
+            .log_count("cannot connect")
+            > 0)
+        .then_some(()))
+        .is_some(),
+        "{}",
+        env.nginx.error_log()
+    );
+    assert!(env.vcsim.stats()["logins"].as_u64() == Some(0));
+
+    let env = VsEnv::start(VsOpts {
+        vcsim: tls,
+        endpoint: "timeout=2s tls_verify=off".into(),
+        ..VsOpts::default()
+    });
+    env.drive_until(40, Duration::from_secs(40), "TLS unverified", |st| {
+        st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
+    });
+
+    let secret = "Sup3r-S3cret-Passw0rd";
+    let env = VsEnv::start(VsOpts {
+        password: Some(secret.into()),
+        ..VsOpts::default()
+    });
+    assert!(
+        wait_for(Duration::from_secs(10), || (env.log_count("login failed")
+            > 0)
+        .then_some(()))
+        .is_some(),
+        "{}",
+        env.nginx.error_log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    env.send(5);
+    assert_eq!(
+        env.log_count("login failed"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+    assert!(!env.nginx.error_log().contains(secret));
+    assert!(!http::get(env.port, "/dwepc").body.contains(secret));
+    assert_eq!(env.status()["balancing"], "round_robin");
+}
+
+/// Calls per tick in steady state: one QueryPerf per interval and nothing
+/// else (the number goes into the closing note).
+#[test]
+fn steady_state_calls_per_tick() {
+    let mut env = VsEnv::start(VsOpts::default());
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    std::thread::sleep(Duration::from_secs(2));
+    let s0 = env.vcsim.stats();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        env.send(5);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s1 = env.vcsim.stats();
+    let secs = t.elapsed().as_secs_f64();
+    let mut per_tick = Vec::new();
+    for (m, v) in s1["calls"].as_object().unwrap() {
+        let d = v.as_u64().unwrap() - s0["calls"][m].as_u64().unwrap_or(0);
+        if d > 0 {
+            per_tick.push(format!("{m}={:.2}/tick", d as f64 / secs));
+        }
+    }
+    eprintln!(
+        "vSphere calls per 1 s tick over {secs:.1} s: {}",
+        per_tick.join(" ")
+    );
+    let qp =
+        s1["calls"]["QueryPerf"].as_u64().unwrap() - s0["calls"]["QueryPerf"].as_u64().unwrap();
+    assert!((qp as f64 / secs - 1.0).abs() < 0.25, "{per_tick:?}");
+    assert_eq!(
+        per_tick.len(),
+        1,
+        "only QueryPerf in steady state: {per_tick:?}"
+    );
+}

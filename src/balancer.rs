@@ -377,7 +377,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             // no primary left: the backup servers, as least_conn does
             if !(*peers).next.is_null() {
                 dp.rrp.peers = (*peers).next;
-                let n = ((*dp.rrp.peers).number + bits - 1) / bits;
+                let n = (*dp.rrp.peers).number.div_ceil(bits);
                 for k in 0..n {
                     *dp.rrp.tried.add(k) = 0;
                 }

@@ -43,10 +43,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
             let (window, sample_end) = shared.map(|s| s.window()).unwrap_or((0, 0));
             let usable = shared.map(|s| s.usable(now)).unwrap_or(false);
             let reason = match shared {
-                Some(s) if ups.endpoint.is_none() => {
-                    let _ = s;
-                    "no_endpoint"
-                }
+                _ if ups.endpoint.is_none() => "no_endpoint",
                 Some(s) => s.reason(now).name(),
                 None => "no_zone",
             };
@@ -59,7 +56,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                     .endpoint
                     .and_then(|i| main.endpoints.get(i))
                     .map(|e| e.conf.name.clone()),
-                window: window,
+                window,
                 window_size: ups.conf.window as u64,
                 sample_age_ms: (sample_end > 0).then(|| now.saturating_sub(sample_end)),
                 w: shared.and_then(|s| s.w()),

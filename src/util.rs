@@ -47,7 +47,7 @@ pub unsafe fn conf_location(cf: *mut ngx_conf_t) -> (String, usize) {
         if file.is_null() {
             return ("command line".into(), 0);
         }
-        (ngx_str(&(*file).file.name), (*file).line as usize)
+        (ngx_str(&(*file).file.name), (*file).line)
     }
 }
 

@@ -108,9 +108,10 @@ fn mapping_by_guest_ip_and_by_name() {
     }
 
     // by name, with overrides and accounting; one server without a VM
-    let mut o = VsOpts::default();
-    o.n = 2;
-    let env2 = VsEnv::start(o);
+    let env2 = VsEnv::start(VsOpts {
+        n: 2,
+        ..VsOpts::default()
+    });
     let extra = common::backend::Backend::start("orphan");
     let text = env2.text.replacen(
         "dwepc_node",

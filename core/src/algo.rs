@@ -20,6 +20,9 @@
 //! | NaN / infinite / huge inputs | ignored per value; outputs are always finite and clamped |
 //! | servers added/removed by reload | a new model of the new size; W may be carried over (`with_w`) since it is per resource, not per node |
 
+// Index loops read best in the matrix code.
+#![allow(clippy::needless_range_loop)]
+
 use crate::linalg::{self, K};
 use std::collections::VecDeque;
 

@@ -481,8 +481,8 @@ impl<'h> Collector<'h> {
             let missing: Vec<&str> = COUNTERS
                 .iter()
                 .filter(|n| {
-                    !ep.catalog.contains_key(**n)
-                        && !(**n == COUNTERS[1] && ep.catalog.contains_key(MEM_FALLBACK))
+                    !(ep.catalog.contains_key(**n)
+                        || (**n == COUNTERS[1] && ep.catalog.contains_key(MEM_FALLBACK)))
                 })
                 .copied()
                 .collect();
@@ -569,7 +569,7 @@ impl<'h> Collector<'h> {
                     VmRef::Name(n) => inventory.iter().find(|v| &v.name == n),
                     VmRef::GuestIp => p.ip.and_then(|ip| {
                         let ip = ip.to_string();
-                        let mut m = inventory.iter().filter(|v| v.ips.iter().any(|x| *x == ip));
+                        let mut m = inventory.iter().filter(|v| v.ips.contains(&ip));
                         let all: Vec<&VmInfo> = m.by_ref().collect();
                         all.iter().find(|v| v.powered_on).or(all.first()).copied()
                     }),

@@ -10,6 +10,9 @@
 //! of these candidates (its free set solves the reduced system), and every
 //! candidate is feasible, so the smallest feasible candidate is the optimum.
 
+// Index loops read best in the matrix code.
+#![allow(clippy::needless_range_loop)]
+
 /// Number of unknowns (resources).
 pub const K: usize = 4;
 

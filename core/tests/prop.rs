@@ -104,8 +104,8 @@ proptest! {
         min_samples in 0usize..8,
     ) {
         let mut m = Model::new(Params { window, min_samples, ridge: f64::NAN }, weights[..n].to_vec()).with_w(w0);
-        for i in 0..n {
-            m.set_capacity(i, caps[i]);
+        for (i, c) in caps.iter().enumerate().take(n) {
+            m.set_capacity(i, *c);
         }
         for (t, (usage, req, has)) in rows.iter().enumerate() {
             let s = Sample {

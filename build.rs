@@ -13,6 +13,16 @@ fn main() {
             println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
         }
     }
+    // nginx 1.27.3 added re-resolvable servers to the open-source upstream
+    // zone: peers gained a reference count and the peer list a config
+    // version that balancers must check (as least_conn does).
+    println!("cargo::rustc-check-cfg=cfg(dwepc_peer_refs)");
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    if let Ok(v) = std::env::var("DEP_NGINX_VERSION_NUMBER") {
+        if v.parse::<u64>().unwrap_or(0) >= 1_027_003 {
+            println!("cargo::rustc-cfg=dwepc_peer_refs");
+        }
+    }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let Ok(dir) = std::env::var("DEP_NGINX_BUILD_DIR") {
         println!("cargo::rustc-env=DEP_NGINX_BUILD_DIR={dir}");

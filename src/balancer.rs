@@ -330,6 +330,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
 
         wlock(peers);
 
+        #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
         if !(*peers).config.is_null() && dp.rrp.config != *(*peers).config {
             unlock(peers);
             pc.name = (*peers).name;
@@ -403,7 +404,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         b.conns += 1;
         dp.rrp.current = best;
         // ngx_http_upstream_rr_peer_ref (round robin's free unrefs)
-        #[cfg(ngx_feature = "http_upstream_zone")]
+        #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
         {
             b.refs += 1;
         }

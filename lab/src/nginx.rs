@@ -20,9 +20,14 @@ pub fn module() -> PathBuf {
     if let Ok(p) = std::env::var("DWEPC_MODULE") {
         return p.into();
     }
-    // target/<profile>/deps/<test> -> target/<profile>/libdwepc.so
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    // -> target/<profile>/libdwepc.so
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("libdwepc.so")
+    let mut dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
+    dir.join("libdwepc.so")
 }
 
 /// A fresh world-readable prefix directory with logs/ and conf/.

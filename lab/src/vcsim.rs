@@ -125,7 +125,7 @@ pub fn ensure_built() {
         return;
     }
     BUILD.call_once(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-vcsim.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vcsim.sh");
         let out = Command::new("bash")
             .arg(&script)
             .env("CARGO_TARGET_DIR", target_dir())

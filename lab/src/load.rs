@@ -1,0 +1,1 @@
+//! Load generator (filled in by the load-generator work).

@@ -1,0 +1,1 @@
+//! Emulated VMs (filled in by the VM-emulator work).

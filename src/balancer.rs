@@ -351,6 +351,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         }
 
         let bits = usize::BITS as usize;
+        let wlc = ups.conf.mode == dwepc_core::conf::Mode::Wlc;
         let mut am = Argmax::default();
         let mut best: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
         with_rng(|rng| {
@@ -364,7 +365,19 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 let full = p.max_conns != 0 && p.conns >= p.max_conns;
                 if !tried && p.down == 0 && !failed && !full {
                     let before = am.best();
-                    am.offer(i, shared.remaining(base + i), rng);
+                    let score = if wlc {
+                        // least conns/weight; weight 0 never wins unless
+                        // every candidate has weight 0
+                        let w = shared.allocation(base + i);
+                        if w > 0.0 {
+                            -(p.conns as f64) / w
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    } else {
+                        shared.remaining(base + i)
+                    };
+                    am.offer(i, score, rng);
                     if am.best() != before {
                         best = peer;
                     }

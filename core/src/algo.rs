@@ -456,6 +456,61 @@ impl Model {
     }
 }
 
+/// The dynamic weighted least-connection policy of seeds/001 (LVS), kept
+/// as a comparison mode: `weight = A·(1 − (K_cpu·cpu + K_mem·mem +
+/// K_net·net))` from current utilisations, 0 when any utilisation exceeds
+/// the cutoff, and a new weight replaces the old one only when it moved by
+/// more than B.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wlc {
+    /// Scale A (weights in [0, A]).
+    pub a: f64,
+    /// Rewrite threshold B.
+    pub b: f64,
+    /// Influence factors for cpu, mem, net.
+    pub k: [f64; 3],
+    /// Utilisation above which the weight is 0.
+    pub cutoff: f64,
+}
+
+impl Default for Wlc {
+    /// The paper's values: A = 10, B = 5, K = 0.5/0.3/0.2, cutoff 0.9.
+    fn default() -> Self {
+        Wlc {
+            a: 10.0,
+            b: 5.0,
+            k: [0.5, 0.3, 0.2],
+            cutoff: 0.9,
+        }
+    }
+}
+
+impl Wlc {
+    /// Weight for utilisations (cpu, mem, net) in [0, 1]; a NaN
+    /// utilisation (no counter or capacity) contributes nothing.
+    pub fn weight(&self, util: [f64; 3]) -> f64 {
+        let mut load = 0.0;
+        for (u, k) in util.iter().zip(self.k) {
+            if u.is_finite() {
+                if *u > self.cutoff {
+                    return 0.0;
+                }
+                load += k * u.max(0.0);
+            }
+        }
+        (self.a * (1.0 - load)).clamp(0.0, self.a)
+    }
+
+    /// The weight in force after a new computation: replaced only when it
+    /// moved by more than B (the first one is always taken).
+    pub fn update(&self, old: Option<f64>, new: f64) -> f64 {
+        match old {
+            Some(o) if (new - o).abs() <= self.b => o,
+            _ => new,
+        }
+    }
+}
+
 /// A small, fast PRNG (xorshift64*) for tie-breaking; not for secrets.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -741,6 +796,19 @@ mod tests {
         m.push(sample(1, vec![[-1.0, 10.0, 10.0, 10.0]], None));
         assert!(m.mean_usage(0)[0].is_nan());
         assert_eq!(m.mean_usage(0)[1], 10.0);
+    }
+
+    #[test]
+    fn wlc_weights_follow_the_lvs_paper() {
+        let w = Wlc::default();
+        assert_eq!(w.weight([0.0, 0.0, 0.0]), 10.0);
+        assert!((w.weight([0.5, 0.5, 0.5]) - 5.0).abs() < 1e-12);
+        assert_eq!(w.weight([0.91, 0.0, 0.0]), 0.0);
+        assert_eq!(w.weight([0.0, 0.0, 0.95]), 0.0);
+        assert!((w.weight([0.4, f64::NAN, 0.0]) - 8.0).abs() < 1e-12);
+        assert_eq!(w.update(None, 7.0), 7.0);
+        assert_eq!(w.update(Some(7.0), 3.0), 7.0); // moved by 4 <= B
+        assert_eq!(w.update(Some(7.0), 1.0), 1.0); // moved by 6 > B
     }
 
     #[test]

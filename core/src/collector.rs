@@ -19,8 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::algo::{FitState, Model, Params, Res, Sample, R, RESOURCES};
-use crate::conf::{Accounting, UpstreamConf, VmRef};
+use crate::algo::{FitState, Model, Params, Res, Sample, Wlc, R, RESOURCES};
+use crate::conf::{Accounting, Mode, UpstreamConf, VmRef};
 use crate::counts::CountHistory;
 use crate::shared::{Lease, Reason, Shared};
 use crate::vsphere::client::{self, Client, Error};
@@ -106,6 +106,8 @@ pub struct Spec {
 
 struct UpRun {
     model: Model,
+    /// WLC mode: weight in force per peer.
+    wlc: Vec<Option<f64>>,
     history: CountHistory,
     /// VM moref per peer.
     vm: Vec<Option<String>>,
@@ -201,6 +203,7 @@ impl<'h> Collector<'h> {
                 }
                 UpRun {
                     model,
+                    wlc: vec![None; u.peers.len()],
                     history: CountHistory::new(u.peers.len(), retain),
                     vm: vec![None; u.peers.len()],
                     unmapped: vec![None; u.peers.len()],
@@ -718,6 +721,31 @@ impl<'h> Collector<'h> {
             );
         }
         let now = now_ms();
+        if u.conf.mode == Mode::Wlc {
+            // seeds/001: weights from the current utilisations
+            let wlc = Wlc::default();
+            let newest = run.model.window().last().cloned();
+            let weights: Vec<f64> = (0..u.peers.len())
+                .map(|p| {
+                    let cap = run.model.capacity(p);
+                    let e = newest.as_ref().map(|s| s.usage[p]).unwrap_or([f64::NAN; R]);
+                    let util = [e[0] / cap[0], e[1] / cap[1], e[2] / cap[2]];
+                    let w = if util.iter().all(|x| !x.is_finite()) {
+                        // no counters: its configured weight, scaled to A
+                        wlc.a * u.peers[p].weight
+                            / u.peers.iter().map(|q| q.weight).fold(1.0, f64::max)
+                    } else {
+                        wlc.weight(util)
+                    };
+                    let w = wlc.update(run.wlc[p], w);
+                    run.wlc[p] = Some(w);
+                    w
+                })
+                .collect();
+            let valid_until = run.model.newest_ms().unwrap_or(0) + u.conf.ttl_ms;
+            shared.apply(&weights, valid_until, now);
+            return;
+        }
         match run.model.allocations() {
             Some(a) => {
                 let valid_until = run.model.newest_ms().unwrap_or(0) + u.conf.ttl_ms;

@@ -20,6 +20,11 @@ use crate::algo::{Res, R, RESOURCES};
 pub enum Mode {
     /// The paper's algorithm: Q = C - mean(E), L = Q·W - V.
     Paper,
+    /// The dynamic weighted least-connection of the LVS paper
+    /// (seeds/001), a comparison policy: weight = A·(1 − Σ K_j·use_j),
+    /// 0 when any use > 0.9, rewritten only when it moved by more than B;
+    /// the pick is the least `conns / weight`.
+    Wlc,
 }
 
 impl Mode {
@@ -27,12 +32,14 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Paper => "paper",
+            Mode::Wlc => "wlc",
         }
     }
 
     fn parse(s: &str) -> Option<Mode> {
         match s {
             "paper" => Some(Mode::Paper),
+            "wlc" => Some(Mode::Wlc),
             _ => None,
         }
     }
@@ -286,7 +293,8 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
                 ttl_set = true;
             }
             "mode" => {
-                c.mode = Mode::parse(val).ok_or_else(|| invalid(key, val, "\"paper\""))?;
+                c.mode =
+                    Mode::parse(val).ok_or_else(|| invalid(key, val, "\"paper\" or \"wlc\""))?;
             }
             _ => match c.accounting.parse(key, val) {
                 Some(r) => r?,

@@ -195,6 +195,12 @@ impl<'a> Shared<'a> {
         f(self.p(i, P_TARGET).load(Relaxed)) - self.p(i, P_TOTAL).load(Relaxed) as f64
     }
 
+    /// Published allocation of peer `i` (the weight, in WLC mode).
+    #[inline]
+    pub fn allocation(&self, i: usize) -> f64 {
+        f(self.p(i, P_ALLOC).load(Relaxed))
+    }
+
     /// Counts one request sent to peer `i`.
     #[inline]
     pub fn count(&self, i: usize) {

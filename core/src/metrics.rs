@@ -1,0 +1,160 @@
+//! Balance and latency metrics for the lab (DESIGN §1.1 "balance metric").
+//!
+//! For one resource k with utilisations `u[t][i]` of node i in sample t
+//! (N samples, n nodes), the paper's balance is
+//! `δ²(k) = 1/N Σ_t 1/n Σ_i (u_it − ū_t)²` and it tabulates `N·δ²(k)`.
+//! Because N·δ² grows with the run length, we also report the
+//! length-free mean per-sample coefficient of variation and max/mean.
+
+/// Balance of one resource over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Balance {
+    /// The paper's N·δ².
+    pub n_delta2: f64,
+    /// δ² (per-sample variance across nodes, averaged over samples).
+    pub delta2: f64,
+    /// Mean over samples of std/mean across nodes (samples with a zero
+    /// mean are skipped).
+    pub cov: f64,
+    /// Mean over samples of max/mean across nodes.
+    pub max_over_mean: f64,
+    /// Mean utilisation over nodes and samples.
+    pub mean: f64,
+    /// Samples used.
+    pub samples: usize,
+}
+
+/// Balance of utilisations `u[t][i]`; non-finite values are skipped.
+pub fn balance(u: &[Vec<f64>]) -> Balance {
+    let mut b = Balance::default();
+    let (mut cov_n, mut mm_n, mut total, mut total_n) = (0usize, 0usize, 0.0, 0usize);
+    for row in u {
+        let vals: Vec<f64> = row.iter().copied().filter(|x| x.is_finite()).collect();
+        if vals.is_empty() {
+            continue;
+        }
+        let n = vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        b.n_delta2 += var;
+        b.samples += 1;
+        total += vals.iter().sum::<f64>();
+        total_n += vals.len();
+        if mean > 0.0 {
+            b.cov += var.sqrt() / mean;
+            cov_n += 1;
+            b.max_over_mean += vals.iter().cloned().fold(f64::MIN, f64::max) / mean;
+            mm_n += 1;
+        }
+    }
+    if b.samples > 0 {
+        b.delta2 = b.n_delta2 / b.samples as f64;
+    }
+    if cov_n > 0 {
+        b.cov /= cov_n as f64;
+    }
+    if mm_n > 0 {
+        b.max_over_mean /= mm_n as f64;
+    }
+    if total_n > 0 {
+        b.mean = total / total_n as f64;
+    }
+    b
+}
+
+/// The `q`-quantile (0..=1) of `v` by nearest rank; `v` need not be sorted.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// After a step at second `from`, the first second from which every node's
+/// share stays within `tol` (relative) of its target for `hold` seconds;
+/// returns seconds after the step.
+pub fn settle_time(
+    shares: &[Vec<f64>],
+    target: &[f64],
+    from: usize,
+    tol: f64,
+    hold: usize,
+) -> Option<usize> {
+    let ok = |row: &Vec<f64>| {
+        row.iter()
+            .zip(target)
+            .all(|(s, t)| (s - t).abs() <= tol * t.max(1e-9))
+    };
+    let after = shares.get(from..)?;
+    (0..after.len())
+        .find(|&s| after[s..].iter().take(hold.max(1)).all(ok) && after.len() - s >= hold.max(1))
+}
+
+/// Largest one-second excess of any node's share over its target after
+/// second `from`, in share points (0.1 = 10 percentage points).
+pub fn max_overshoot(shares: &[Vec<f64>], target: &[f64], from: usize) -> f64 {
+    shares
+        .iter()
+        .skip(from)
+        .flat_map(|row| row.iter().zip(target).map(|(s, t)| s - t))
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_cluster_has_zero_variance() {
+        let u = vec![vec![0.5, 0.5, 0.5]; 10];
+        let b = balance(&u);
+        assert_eq!(b.n_delta2, 0.0);
+        assert_eq!(b.cov, 0.0);
+        assert_eq!(b.max_over_mean, 1.0);
+        assert_eq!(b.samples, 10);
+        assert!((b.mean - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn paper_metric_sums_per_sample_variance() {
+        // one node at 1.0, one at 0.0: variance 0.25 per sample
+        let u = vec![vec![1.0, 0.0]; 4];
+        let b = balance(&u);
+        assert!((b.n_delta2 - 1.0).abs() < 1e-12);
+        assert!((b.delta2 - 0.25).abs() < 1e-12);
+        assert!((b.cov - 1.0).abs() < 1e-12);
+        assert!((b.max_over_mean - 2.0).abs() < 1e-12);
+        // NaN entries are skipped, empty rows ignored
+        let b = balance(&[vec![f64::NAN, 1.0], vec![]]);
+        assert_eq!(b.samples, 1);
+        assert_eq!(b.n_delta2, 0.0);
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut v: Vec<f64> = (1..=100).map(|x| x as f64).collect();
+        assert_eq!(quantile(&mut v, 0.5), 50.0);
+        assert_eq!(quantile(&mut v, 0.99), 99.0);
+        assert_eq!(quantile(&mut v, 1.0), 100.0);
+        assert_eq!(quantile(&mut v, 0.0), 1.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn settle_and_overshoot() {
+        let target = [0.5, 0.5];
+        let shares = vec![
+            vec![0.5, 0.5],
+            vec![0.9, 0.1], // step at 1
+            vec![0.7, 0.3],
+            vec![0.52, 0.48],
+            vec![0.5, 0.5],
+            vec![0.49, 0.51],
+        ];
+        assert_eq!(settle_time(&shares, &target, 1, 0.1, 2), Some(2));
+        assert!((max_overshoot(&shares, &target, 1) - 0.4).abs() < 1e-12);
+        assert_eq!(settle_time(&shares, &target, 1, 0.01, 10), None);
+    }
+}

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! header   HEADER words: magic, n, names hash, valid-until, W[4], ...
-//! peers    n x PEER words (one cache line each): total, target, base, alloc,
-//!          capacity[4]... see the P_* offsets
+//! hot      n x 2 words: target, total (what the pick reads, packed so a
+//!          scan of many peers touches few cache lines)
+//! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags
 //! ```
 
 use crate::algo::{Res, R};
@@ -17,8 +18,10 @@ const MAGIC: u64 = 0x6477_6570_635f_7631; // "dwepc_v1"
 
 /// Words in the header.
 pub const HEADER: usize = 16;
-/// Words per peer.
+/// Words per peer: 2 hot + 14 cold.
 pub const PEER: usize = 16;
+const HOT: usize = 2;
+const COLD: usize = PEER - HOT;
 
 const H_MAGIC: usize = 0;
 const H_N: usize = 1;
@@ -31,13 +34,15 @@ const H_WINDOW: usize = 10;
 const H_REASON: usize = 11;
 const H_GENERATION: usize = 12;
 
-const P_TOTAL: usize = 0;
-const P_TARGET: usize = 1;
-const P_BASE: usize = 2;
-const P_ALLOC: usize = 3;
-const P_CAP: usize = 4; // 4 words
-const P_Q: usize = 8; // 4 words
-const P_FLAGS: usize = 12;
+// hot words
+const P_TARGET: usize = 0;
+const P_TOTAL: usize = 1;
+// cold words (offsets from the peer's cold slot)
+const P_BASE: usize = HOT;
+const P_ALLOC: usize = HOT + 1;
+const P_CAP: usize = HOT + 2; // 4 words
+const P_Q: usize = HOT + 6; // 4 words
+const P_FLAGS: usize = HOT + 10;
 
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
@@ -144,8 +149,13 @@ impl<'a> Shared<'a> {
         self.n == 0
     }
 
+    #[inline]
     fn p(&self, i: usize, off: usize) -> &AtomicU64 {
-        &self.w[HEADER + i * PEER + off]
+        if off < HOT {
+            &self.w[HEADER + i * HOT + off]
+        } else {
+            &self.w[HEADER + self.n * HOT + i * COLD + (off - HOT)]
+        }
     }
 
     /// Prepares the zone for an upstream with peers named by `hash`. If the

@@ -428,7 +428,8 @@ impl<'h> Collector<'h> {
                 }
                 ep.state = None;
                 ep.backoff_ms = 0;
-                ep.next_poll = now + ep.interval_ms;
+                // on a fixed grid, so polls do not drift by their own latency
+                ep.next_poll = (ep.next_poll + ep.interval_ms).max(now);
             }
             Err(e) => {
                 if ep.state != Some(e.class()) {

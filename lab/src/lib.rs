@@ -7,6 +7,8 @@ pub mod backend;
 pub mod http;
 pub mod load;
 pub mod nginx;
+pub mod overhead;
+pub mod run;
 pub mod vcsim;
 pub mod vm;
 
@@ -33,12 +35,22 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
+/// Wall-clock milliseconds since the epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Now as an RFC 3339 UTC timestamp with whole seconds.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    rfc3339(wall_ms() / 1000)
+}
+
+/// `secs` since the epoch as an RFC 3339 UTC timestamp.
+pub fn rfc3339(secs: u64) -> String {
+    let secs = secs as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil_from_days (H. Hinnant)
     let z = days + 719_468;

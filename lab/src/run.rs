@@ -498,6 +498,8 @@ pub struct RunResult {
     pub overshoot: Option<f64>,
     /// Share of requests per node over the whole run.
     pub split: Vec<f64>,
+    /// The balancer's status page at the end (counter-driven policies).
+    pub dwepc_status: Value,
 }
 
 fn utilisation(rs: &[Reading], vms: &[VmDef]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
@@ -588,6 +590,7 @@ fn analyse(
         settle_s,
         overshoot,
         split,
+        dwepc_status: Value::Null,
     }
 }
 
@@ -681,7 +684,10 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             let to = from + plan.duration.as_millis() as u64;
             events.finish(&proc_, &mut vc);
             let rs = sampler.readings(from, to + 500);
-            let r = analyse(plan, policy, level, &vms, &recs, &rs, cap);
+            let mut r = analyse(plan, policy, level, &vms, &recs, &rs, cap);
+            if policy.uses_counters() {
+                r.dwepc_status = status(port);
+            }
             eprintln!(
                 "lab: {:<20} {:<9} {:>7.1} req/s  p99 {:>8.1} ms  errors {:>5}  N·δ²(cpu) {:>7.3}  CoV(cpu) {:.3}  split {}",
                 policy.name(),
@@ -790,7 +796,7 @@ pub fn to_json(rs: &[RunResult]) -> Value {
                     "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "p99_ms": r.p99_ms,
                     "cpu": bal(&r.cpu), "net": bal(&r.net),
                     "cpu_series": r.cpu_series, "shares": r.shares, "split": r.split,
-                    "settle_s": r.settle_s, "overshoot": r.overshoot,
+                    "settle_s": r.settle_s, "overshoot": r.overshoot, "dwepc_status": r.dwepc_status,
                 })
             })
             .collect(),

@@ -116,6 +116,8 @@ pub unsafe extern "C" fn init_upstream(
     })
 }
 
+/// # Safety
+/// `cf` and `us` are the live configuration and upstream nginx passes.
 unsafe fn init_upstream_inner(
     cf: *mut ngx_conf_t,
     us: *mut ngx_http_upstream_srv_conf_t,
@@ -236,6 +238,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     })
 }
 
+/// # Safety
+/// `peers` is a live round-robin peer list.
 #[inline]
 unsafe fn wlock(peers: *mut ngx_http_upstream_rr_peers_t) {
     // SAFETY: as ngx_http_upstream_rr_peers_wlock: lock only when shared.
@@ -246,6 +250,8 @@ unsafe fn wlock(peers: *mut ngx_http_upstream_rr_peers_t) {
     }
 }
 
+/// # Safety
+/// `peers` is a live peer list locked by `wlock`.
 #[inline]
 unsafe fn unlock(peers: *mut ngx_http_upstream_rr_peers_t) {
     // SAFETY: pairs with wlock.
@@ -271,6 +277,9 @@ fn slot_base(
 }
 
 /// Round robin's pick, counted in the shared totals.
+///
+/// # Safety
+/// As `get_peer_inner`.
 unsafe fn round_robin(
     pc: &mut ngx_peer_connection_t,
     dp: &mut PeerData,
@@ -303,6 +312,8 @@ unsafe fn round_robin(
     }
 }
 
+/// # Safety
+/// `pc` and `dp` belong to a live request set up by `init_peer`.
 unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> ngx_int_t {
     // SAFETY: pc and dp are live for this request; the peer list is read
     // under nginx's peer lock as least_conn does.

@@ -155,6 +155,8 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     })
 }
 
+/// # Safety
+/// `cycle` is the live cycle of this worker.
 unsafe fn start(cycle: *mut ngx_cycle_t) {
     // SAFETY: reading nginx's process type and the cycle's http main conf.
     unsafe {

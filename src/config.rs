@@ -315,6 +315,25 @@ fn resolve(main: &mut MainState) -> Result<(), String> {
     Ok(())
 }
 
+/// The directive's words parsed by `parse`; a parse error is logged with
+/// the file and line and gives `None`.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn parsed<T>(cf: *mut ngx_conf_t, parse: impl FnOnce(&[&str]) -> Result<T, String>) -> Option<T> {
+    // SAFETY: forwarded from the caller.
+    let args = unsafe { directive_args(cf) };
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    match parse(&argv) {
+        Ok(v) => Some(v),
+        Err(msg) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { conf_error(cf, &msg) };
+            None
+        }
+    }
+}
+
 /// `dwepc_vsphere NAME url=... user=... password_file=... [...]`.
 pub unsafe extern "C" fn cmd_vsphere(
     cf: *mut ngx_conf_t,
@@ -324,14 +343,8 @@ pub unsafe extern "C" fn cmd_vsphere(
     guard(CONF_ERROR, || {
         // SAFETY: cf is the live configuration, conf our MainState.
         unsafe {
-            let args = directive_args(cf);
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let e = match conf::parse_endpoint(&argv) {
-                Ok(e) => e,
-                Err(msg) => {
-                    conf_error(cf, &msg);
-                    return CONF_ERROR;
-                }
+            let Some(e) = parsed(cf, conf::parse_endpoint) else {
+                return CONF_ERROR;
             };
             let main = &mut *(conf as *mut MainState);
             if main.endpoints.iter().any(|x| x.conf.name == e.name) {
@@ -404,14 +417,8 @@ pub unsafe extern "C" fn cmd_dwepc(
     guard(CONF_ERROR, || {
         // SAFETY: cf is the live configuration inside upstream{}, conf our SrvConf.
         unsafe {
-            let args = directive_args(cf);
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let parsed = match conf::parse_upstream(&argv) {
-                Ok(c) => c,
-                Err(msg) => {
-                    conf_error(cf, &msg);
-                    return CONF_ERROR;
-                }
+            let Some(upstream_conf_args) = parsed(cf, conf::parse_upstream) else {
+                return CONF_ERROR;
             };
             let ups = upstream_state(cf, conf);
             if ups.is_null() {
@@ -435,7 +442,7 @@ pub unsafe extern "C" fn cmd_dwepc(
                 | NGX_HTTP_UPSTREAM_DOWN
                 | NGX_HTTP_UPSTREAM_BACKUP) as _;
             let (file, line) = conf_location(cf);
-            (*ups).conf = parsed;
+            (*ups).conf = upstream_conf_args;
             (*ups).enabled = true;
             (*ups).origin = Origin { file, line };
             CONF_OK
@@ -452,14 +459,8 @@ pub unsafe extern "C" fn cmd_node(
     guard(CONF_ERROR, || {
         // SAFETY: as in cmd_dwepc.
         unsafe {
-            let args = directive_args(cf);
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let node = match conf::parse_node(&argv) {
-                Ok(n) => n,
-                Err(msg) => {
-                    conf_error(cf, &msg);
-                    return CONF_ERROR;
-                }
+            let Some(node) = parsed(cf, conf::parse_node) else {
+                return CONF_ERROR;
             };
             let ups = upstream_state(cf, conf);
             if ups.is_null() {

@@ -102,6 +102,8 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
+/// # Safety
+/// `r` is a live request.
 unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is a live request; buffers come from its pool.
     unsafe {

@@ -45,6 +45,8 @@ pub unsafe fn add_lease(cf: *mut ngx_conf_t) -> *mut ngx_shm_zone_t {
     unsafe { add_words(cf, "dwepc_lease", shared::LEASE_WORDS, 0, 0) }
 }
 
+/// # Safety
+/// `cf` must be the live configuration.
 unsafe fn add_words(
     cf: *mut ngx_conf_t,
     name: &str,

@@ -659,6 +659,7 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             seed: plan.seed ^ 0x5eed,
         };
         load::run(&warm, &names);
+        drain(proc_.control, Duration::from_secs(180));
         if policy.uses_counters() {
             let active = wait_for(Duration::from_secs(30), || {
                 let st = status(port);
@@ -700,8 +701,9 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
                 r.split.iter().map(|x| format!("{:.2}", x)).collect::<Vec<_>>().join("/")
             );
             results.push(r);
-            // let queues drain between levels
-            std::thread::sleep(Duration::from_secs(2));
+            // the VMs keep working on queued requests whose clients gave
+            // up: let every queue drain so levels do not contaminate each other
+            drain(proc_.control, Duration::from_secs(180));
         }
         ng.stop(Duration::from_secs(10));
     }
@@ -710,6 +712,24 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
     drop(proc_);
     let _ = std::fs::remove_dir_all(&dir);
     results
+}
+
+/// Waits until no VM has a request in flight (at most `max`).
+fn drain(control: u16, max: Duration) {
+    let start = Instant::now();
+    let probe = VmsControl { control };
+    let busy = wait_for(max, || {
+        let u = probe.usage()?;
+        u.iter()
+            .all(|v| v["in_flight"].as_u64() == Some(0))
+            .then_some(())
+    });
+    if busy.is_none() {
+        eprintln!("lab: warning: VMs still busy after {:?}", max);
+    } else if start.elapsed() > Duration::from_secs(5) {
+        eprintln!("lab: drained VM queues in {:.0?}", start.elapsed());
+    }
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 fn status(port: u16) -> Value {

@@ -14,10 +14,16 @@ use ngx::ffi::{
     ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_pcalloc, ngx_pool_cleanup_add,
     ngx_pool_t, ngx_shm_zone_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
     NGX_HTTP_UPSTREAM_DOWN, NGX_HTTP_UPSTREAM_FAIL_TIMEOUT, NGX_HTTP_UPSTREAM_MAX_CONNS,
-    NGX_HTTP_UPSTREAM_MAX_FAILS, NGX_HTTP_UPSTREAM_MODIFY, NGX_HTTP_UPSTREAM_WEIGHT, NGX_LOG_WARN,
+    NGX_HTTP_UPSTREAM_MAX_FAILS, NGX_HTTP_UPSTREAM_WEIGHT, NGX_LOG_WARN,
 };
 
 use crate::util::{conf_error, conf_location, directive_args, guard};
+
+/// NGX_HTTP_UPSTREAM_MODIFY (servers changed at run time, nginx >= 1.27.3).
+#[cfg(dwepc_peer_refs)]
+const UPSTREAM_MODIFY: u32 = ngx::ffi::NGX_HTTP_UPSTREAM_MODIFY;
+#[cfg(not(dwepc_peer_refs))]
+const UPSTREAM_MODIFY: u32 = 0;
 
 /// `NGX_CONF_ERROR`.
 pub const CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
@@ -434,7 +440,7 @@ pub unsafe extern "C" fn cmd_dwepc(
             }
             (*uscf).peer.init_upstream = Some(crate::balancer::init_upstream);
             (*uscf).flags = (NGX_HTTP_UPSTREAM_CREATE
-                | NGX_HTTP_UPSTREAM_MODIFY
+                | UPSTREAM_MODIFY
                 | NGX_HTTP_UPSTREAM_WEIGHT
                 | NGX_HTTP_UPSTREAM_MAX_CONNS
                 | NGX_HTTP_UPSTREAM_MAX_FAILS

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -266,60 +265,37 @@ pub struct Plan {
     pub seed: u64,
 }
 
-/// The emulated VMs, as a child process (`dwepc-lab vms`).
+/// The emulated VMs, in this process (`vm::start`), driven through their
+/// HTTP control port like the `dwepc-lab vms` process would be.
 struct VmsProc {
-    child: Child,
+    handle: Option<crate::vm::Handle>,
     control: u16,
     addrs: Vec<String>,
-    dir: PathBuf,
 }
 
 impl VmsProc {
-    fn start(vms: &[VmDef], dir: &Path) -> VmsProc {
-        let spec: Vec<Value> = vms
+    fn start(vms: &[VmDef]) -> VmsProc {
+        let specs = vms
             .iter()
-            .map(|v| {
-                json!({"name": v.name, "ip": v.ip, "port": 0, "cpu_mhz": v.cpu_mhz, "vcpus": v.vcpus,
-                       "net_kbps": v.net_kbps, "memory_mb": v.memory_mb})
+            .map(|v| crate::vm::VmSpec {
+                name: v.name.clone(),
+                ip: v.ip.clone(),
+                port: 0,
+                cpu_mhz: v.cpu_mhz,
+                vcpus: v.vcpus,
+                net_kbps: v.net_kbps,
+                memory_mb: v.memory_mb,
             })
             .collect();
-        std::fs::create_dir_all(dir).unwrap();
-        let spec_path = dir.join("vms.json");
-        let ready = dir.join("vms.ready");
-        let _ = std::fs::remove_file(&ready);
-        std::fs::write(&spec_path, Value::Array(spec).to_string()).unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["vms", "--spec"])
-            .arg(&spec_path)
-            .args(["--control", "127.0.0.1:0", "--ready"])
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dwepc-lab vms");
-        let info: Value = wait_for(Duration::from_secs(20), || {
-            std::fs::read_to_string(&ready).ok().and_then(|t| serde_json::from_str(&t).ok())
-        })
-        .expect("VMs did not start");
-        let control = info["control"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+        let handle = crate::vm::start(specs, "127.0.0.1:0").expect("start the emulated VMs");
         let addrs = vms
             .iter()
-            .map(|v| {
-                info["vms"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["name"] == v.name.as_str())
-                    .and_then(|x| x["addr"].as_str())
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|v| handle.addr(&v.name).expect("VM address").to_string())
             .collect();
         VmsProc {
-            child,
-            control,
+            control: handle.control_addr().port(),
+            handle: Some(handle),
             addrs,
-            dir: dir.to_path_buf(),
         }
     }
 
@@ -330,17 +306,9 @@ impl VmsProc {
 
 impl Drop for VmsProc {
     fn drop(&mut self) {
-        crate::nginx::signal(self.child.id() as i32, libc::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(h) = self.handle.take() {
+            h.stop();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -616,7 +584,7 @@ fn nginx_conf(policy: Policy, vms: &[VmDef], addrs: &[String], w: Workload, port
 pub fn run(plan: &Plan) -> Vec<RunResult> {
     let vms = cluster();
     let dir = std::env::temp_dir().join(format!("dwepc-lab-{}", std::process::id()));
-    let proc_ = VmsProc::start(&vms, &dir.join("vms"));
+    let proc_ = VmsProc::start(&vms);
     let vspecs: Vec<VmSpec> = vms
         .iter()
         .map(|v| VmSpec {
@@ -628,6 +596,7 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
         })
         .collect();
     let mut vc = Vcsim::start(&vspecs, &Opts { refresh_s: REFRESH_S, ..Opts::default() });
+    std::fs::create_dir_all(&dir).unwrap();
     let pw_path = dir.join("vc.pass");
     std::fs::write(&pw_path, "pass\n").unwrap();
     let pw = pw_path.display().to_string();

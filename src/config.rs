@@ -326,7 +326,10 @@ fn resolve(main: &mut MainState) -> Result<(), String> {
 ///
 /// # Safety
 /// `cf` must be the configuration being parsed.
-unsafe fn parsed<T>(cf: *mut ngx_conf_t, parse: impl FnOnce(&[&str]) -> Result<T, String>) -> Option<T> {
+unsafe fn parsed<T>(
+    cf: *mut ngx_conf_t,
+    parse: impl FnOnce(&[&str]) -> Result<T, String>,
+) -> Option<T> {
     // SAFETY: forwarded from the caller.
     let args = unsafe { directive_args(cf) };
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();

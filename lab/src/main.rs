@@ -80,10 +80,20 @@ fn save(out: &Path, new: &[RunResult]) {
     // plots and the cumulative summary from all results
     let script = repo_root().join("lab/report.py");
     // Debian's python3 (with python3-matplotlib), not a pyenv shim
-    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
-    let st = std::process::Command::new(python).arg(&script).arg(out).status();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let st = std::process::Command::new(python)
+        .arg(&script)
+        .arg(out)
+        .status();
     if !matches!(st, Ok(s) if s.success()) {
-        eprintln!("lab: plotting with {} failed (python3-matplotlib missing?)", script.display());
+        eprintln!(
+            "lab: plotting with {} failed (python3-matplotlib missing?)",
+            script.display()
+        );
     }
 }
 
@@ -123,7 +133,13 @@ fn main() {
             let plan = Plan {
                 workload: Workload::T2,
                 scenario: Scenario::Steady,
-                policies: vec![Policy::Rr, Policy::Wrr, Policy::LeastConn, Policy::Wlc, Policy::Dwepc],
+                policies: vec![
+                    Policy::Rr,
+                    Policy::Wrr,
+                    Policy::LeastConn,
+                    Policy::Wlc,
+                    Policy::Dwepc,
+                ],
                 levels: vec![LoadLevel::Open(1.0)],
                 duration: Duration::from_secs(secs("--duration", 30)),
                 warmup: Duration::from_secs(secs("--warmup", 15)),
@@ -162,7 +178,11 @@ fn main() {
                     scenario: s,
                     policies: Policy::ALL.to_vec(),
                     levels: vec![LoadLevel::Open(0.8)],
-                    duration: if s == Scenario::VcDown { d.max(Duration::from_secs(120)) } else { d },
+                    duration: if s == Scenario::VcDown {
+                        d.max(Duration::from_secs(120))
+                    } else {
+                        d
+                    },
                     warmup: warm,
                     out: out.clone(),
                     seed: 2,
@@ -175,10 +195,13 @@ fn main() {
                 "t1" | "T1" => Workload::T1,
                 _ => Workload::T2,
             };
-            let Some(scenario) = Scenario::parse(opt(&args, "--scenario").unwrap_or("steady")) else {
+            let Some(scenario) = Scenario::parse(opt(&args, "--scenario").unwrap_or("steady"))
+            else {
                 std::process::exit(usage());
             };
-            let Some(policies) = parse_policies(opt(&args, "--policies").unwrap_or("rr,wrr,lc,r2,wlc,dwepc")) else {
+            let Some(policies) =
+                parse_policies(opt(&args, "--policies").unwrap_or("rr,wrr,lc,r2,wlc,dwepc"))
+            else {
                 std::process::exit(usage());
             };
             let Some(levels) = parse_levels(opt(&args, "--levels").unwrap_or("1.0")) else {

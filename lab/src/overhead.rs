@@ -72,7 +72,13 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
             memory_mb: 2048,
         })
         .collect();
-    let vc = Vcsim::start(&vms, &Opts { refresh_s: 1, ..Opts::default() });
+    let vc = Vcsim::start(
+        &vms,
+        &Opts {
+            refresh_s: 1,
+            ..Opts::default()
+        },
+    );
     let mut counters = serde_json::Map::new();
     for i in 0..4 {
         counters.insert(
@@ -84,7 +90,10 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
     vc.set_counters(&serde_json::Value::Object(counters));
     let pw = vc.dir.join("pw");
     std::fs::write(&pw, "pass\n").unwrap();
-    let servers: String = bports.iter().map(|p| format!("server 127.0.0.1:{p};\n")).collect();
+    let servers: String = bports
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p};\n"))
+        .collect();
     let nodes: String = bports
         .iter()
         .enumerate()
@@ -93,8 +102,14 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
     let configs: [(&'static str, String); 4] = [
         ("round_robin", String::new()),
         ("least_conn", "least_conn;".into()),
-        ("dwepc (no counters: round robin path)", "dwepc vsphere=off;".into()),
-        ("dwepc (live counters)", format!("dwepc interval=1s ttl=1h;\n{nodes}")),
+        (
+            "dwepc (no counters: round robin path)",
+            "dwepc vsphere=off;".into(),
+        ),
+        (
+            "dwepc (live counters)",
+            format!("dwepc interval=1s ttl=1h;\n{nodes}"),
+        ),
     ];
     let port = free_port();
     let mut rows: Vec<Row> = configs
@@ -142,7 +157,12 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
 
 fn wrk(port: u16, secs: u64, conns: u32) -> Option<(f64, f64)> {
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency"])
+        .args([
+            "-t1",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .ok()?;
@@ -182,7 +202,10 @@ mod tests {
     fn parses_wrk() {
         let out = "Running 1s test @ http://127.0.0.1:1/\n  Latency Distribution\n     50%  120.00us\n     99%    1.50ms\n  1000 requests in 1.00s\nRequests/sec:  12345.67\nTransfer/sec: 1MB\n";
         assert_eq!(parse_wrk(out), Some((12345.67, 1.5)));
-        assert_eq!(parse_wrk("99%  800.00us\nRequests/sec: 10\n"), Some((10.0, 0.8)));
+        assert_eq!(
+            parse_wrk("99%  800.00us\nRequests/sec: 10\n"),
+            Some((10.0, 0.8))
+        );
         assert_eq!(parse_wrk("garbage"), None);
     }
 }

@@ -76,7 +76,10 @@ impl Workload {
 
     pub fn paths(self) -> Vec<String> {
         match self {
-            Workload::T1 => ["1k", "16k", "64k", "512k", "1m"].iter().map(|s| format!("/t1/{s}")).collect(),
+            Workload::T1 => ["1k", "16k", "64k", "512k", "1m"]
+                .iter()
+                .map(|s| format!("/t1/{s}"))
+                .collect(),
             Workload::T2 => (1..=5).map(|k| format!("/t2/{k}")).collect(),
         }
     }
@@ -129,7 +132,14 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 6] = [Policy::Rr, Policy::Wrr, Policy::LeastConn, Policy::Random2, Policy::Wlc, Policy::Dwepc];
+    pub const ALL: [Policy; 6] = [
+        Policy::Rr,
+        Policy::Wrr,
+        Policy::LeastConn,
+        Policy::Random2,
+        Policy::Wlc,
+        Policy::Dwepc,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -143,7 +153,10 @@ impl Policy {
     }
 
     pub fn parse(s: &str) -> Option<Policy> {
-        Policy::ALL.iter().copied().find(|p| p.name() == s || p.short() == s)
+        Policy::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s || p.short() == s)
     }
 
     pub fn short(self) -> &'static str {
@@ -169,10 +182,18 @@ impl Policy {
             Policy::LeastConn => s.push_str("least_conn;\n"),
             Policy::Random2 => s.push_str("random two least_conn;\n"),
             Policy::Wlc => {
-                let _ = writeln!(s, "dwepc mode=wlc interval={REFRESH_S}s window=20 ttl={}s;", 5 * REFRESH_S);
+                let _ = writeln!(
+                    s,
+                    "dwepc mode=wlc interval={REFRESH_S}s window=20 ttl={}s;",
+                    5 * REFRESH_S
+                );
             }
             Policy::Dwepc => {
-                let _ = writeln!(s, "dwepc interval={REFRESH_S}s window=20 ttl={}s;", 5 * REFRESH_S);
+                let _ = writeln!(
+                    s,
+                    "dwepc interval={REFRESH_S}s window=20 ttl={}s;",
+                    5 * REFRESH_S
+                );
             }
         }
         for (v, a) in vms.iter().zip(addrs) {
@@ -219,9 +240,14 @@ impl Scenario {
     }
 
     pub fn parse(s: &str) -> Option<Scenario> {
-        [Scenario::Steady, Scenario::Step, Scenario::Die, Scenario::VcDown]
-            .into_iter()
-            .find(|x| x.name() == s)
+        [
+            Scenario::Steady,
+            Scenario::Step,
+            Scenario::Die,
+            Scenario::VcDown,
+        ]
+        .into_iter()
+        .find(|x| x.name() == s)
     }
 }
 
@@ -365,7 +391,9 @@ impl Sampler {
                     continue;
                 }
                 next_sec += 1000;
-                let Some(r) = probe.usage().and_then(|u| reading(&vms, &u)) else { continue };
+                let Some(r) = probe.usage().and_then(|u| reading(&vms, &u)) else {
+                    continue;
+                };
                 // counters for vSphere at every refresh boundary
                 let t_s = r.t_ms / 1000;
                 if t_s % REFRESH_S as u64 == 0 {
@@ -411,7 +439,10 @@ struct VmsControl {
 impl VmsControl {
     fn usage(&self) -> Option<Vec<Value>> {
         let r = http::request(self.control, "GET", "/usage").ok()?;
-        serde_json::from_str::<Value>(&r.body).ok()?.as_array().cloned()
+        serde_json::from_str::<Value>(&r.body)
+            .ok()?
+            .as_array()
+            .cloned()
     }
 }
 
@@ -475,7 +506,11 @@ fn utilisation(rs: &[Reading], vms: &[VmDef]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) 
     let mut net = Vec::new();
     for w in rs.windows(2) {
         let dt = (w[1].t_ms.saturating_sub(w[0].t_ms)).max(1) as f64;
-        cpu.push((0..vms.len()).map(|i| (w[1].cpu_mhz_ms[i] - w[0].cpu_mhz_ms[i]) / dt / vms[i].cpu_mhz).collect());
+        cpu.push(
+            (0..vms.len())
+                .map(|i| (w[1].cpu_mhz_ms[i] - w[0].cpu_mhz_ms[i]) / dt / vms[i].cpu_mhz)
+                .collect(),
+        );
         net.push(
             (0..vms.len())
                 .map(|i| (w[1].bytes[i] - w[0].bytes[i]) / 1024.0 / (dt / 1000.0) / vms[i].net_kbps)
@@ -497,7 +532,9 @@ fn shares_per_second(recs: &[Record], n: usize, secs: usize) -> Vec<Vec<f64>> {
         .into_iter()
         .map(|c| {
             let t: u64 = c.iter().sum();
-            c.iter().map(|&x| if t > 0 { x as f64 / t as f64 } else { f64::NAN }).collect()
+            c.iter()
+                .map(|&x| if t > 0 { x as f64 / t as f64 } else { f64::NAN })
+                .collect()
         })
         .collect()
 }
@@ -534,7 +571,10 @@ fn analyse(
             .collect();
         let sum: f64 = caps.iter().sum();
         let target: Vec<f64> = caps.iter().map(|c| c / sum).collect();
-        (settle_time(&shares, &target, half, 0.1, 3), Some(max_overshoot(&shares, &target, half)))
+        (
+            settle_time(&shares, &target, half, 0.1, 3),
+            Some(max_overshoot(&shares, &target, half)),
+        )
     } else {
         (None, None)
     };
@@ -562,7 +602,15 @@ fn analyse(
     }
 }
 
-fn nginx_conf(policy: Policy, vms: &[VmDef], addrs: &[String], w: Workload, port: u16, vc: &Vcsim, pw: &str) -> String {
+fn nginx_conf(
+    policy: Policy,
+    vms: &[VmDef],
+    addrs: &[String],
+    w: Workload,
+    port: u16,
+    vc: &Vcsim,
+    pw: &str,
+) -> String {
     conf(
         "worker_processes 2;\nworker_rlimit_nofile 16384;",
         &format!(
@@ -595,7 +643,13 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             memory_mb: v.memory_mb as u32,
         })
         .collect();
-    let mut vc = Vcsim::start(&vspecs, &Opts { refresh_s: REFRESH_S, ..Opts::default() });
+    let mut vc = Vcsim::start(
+        &vspecs,
+        &Opts {
+            refresh_s: REFRESH_S,
+            ..Opts::default()
+        },
+    );
     std::fs::create_dir_all(&dir).unwrap();
     let pw_path = dir.join("vc.pass");
     std::fs::write(&pw_path, "pass\n").unwrap();
@@ -615,7 +669,10 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
     let mut results = Vec::new();
     for &policy in &plan.policies {
         let port = free_port();
-        let mut ng = Nginx::start(&nginx_conf(policy, &vms, &proc_.addrs, plan.workload, port, &vc, &pw), port);
+        let mut ng = Nginx::start(
+            &nginx_conf(policy, &vms, &proc_.addrs, plan.workload, port, &vc, &pw),
+            port,
+        );
         // warm-up at the first level (discarded): lets counters, W and
         // connection pools settle for every policy alike
         let warm = LoadSpec {
@@ -635,7 +692,11 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
                 (st["balancing"] == "dwepc").then_some(())
             });
             if active.is_none() {
-                eprintln!("lab: warning: {} never left round robin: {}", policy.name(), status(port));
+                eprintln!(
+                    "lab: warning: {} never left round robin: {}",
+                    policy.name(),
+                    status(port)
+                );
             }
         }
         for &level in &plan.levels {
@@ -808,7 +869,9 @@ pub fn to_markdown(rs: &[RunResult]) -> String {
     }
     for ((w, s), rows) in groups {
         let _ = writeln!(out, "\n### {w}, {s}\n");
-        let step = rows.iter().any(|r| r.settle_s.is_some() || r.overshoot.is_some());
+        let step = rows
+            .iter()
+            .any(|r| r.settle_s.is_some() || r.overshoot.is_some());
         let _ = write!(
             out,
             "| policy | load | offered | req/s | p50 ms | p95 ms | p99 ms | errors | N·δ²(cpu) | CoV cpu | max/mean cpu | N·δ²(net) | CoV net | max/mean net |"
@@ -817,7 +880,10 @@ pub fn to_markdown(rs: &[RunResult]) -> String {
             out.push_str(" settle s | overshoot |");
         }
         out.push('\n');
-        let _ = write!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = write!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         if step {
             out.push_str("---|---|");
         }
@@ -845,7 +911,9 @@ pub fn to_markdown(rs: &[RunResult]) -> String {
                 let _ = write!(
                     out,
                     " {} | {} |",
-                    r.settle_s.map(|s| s.to_string()).unwrap_or_else(|| "never".into()),
+                    r.settle_s
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "never".into()),
                     r.overshoot.map(|o| format!("{:.2}", o)).unwrap_or_default()
                 );
             }

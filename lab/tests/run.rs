@@ -21,7 +21,12 @@ fn miniature_lab_run_produces_results_and_report() {
     let rs = run::run(&plan);
     assert_eq!(rs.len(), 2);
     for r in &rs {
-        assert!(r.throughput > 30.0, "{:?}: {} req/s", r.policy, r.throughput);
+        assert!(
+            r.throughput > 30.0,
+            "{:?}: {} req/s",
+            r.policy,
+            r.throughput
+        );
         assert!((r.split.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(r.cpu.samples >= 5, "{:?}", r.cpu);
         assert!(r.cpu.mean > 0.05, "VMs did work: {:?}", r.cpu);
@@ -33,11 +38,19 @@ fn miniature_lab_run_produces_results_and_report() {
         assert!((wrr.split[i] - w / 30.0).abs() < 0.03, "{:?}", wrr.split);
     }
     // the counter-driven policy was active, with a fitted W, at the end
-    assert_eq!(rs[1].dwepc_status["balancing"], "dwepc", "{}", rs[1].dwepc_status);
+    assert_eq!(
+        rs[1].dwepc_status["balancing"], "dwepc",
+        "{}",
+        rs[1].dwepc_status
+    );
     // the report script turns the JSON into tables and plots
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("results.json"), run::to_json(&rs).to_string()).unwrap();
-    let python = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
     let st = std::process::Command::new(python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/report.py"))
         .arg(&out)
@@ -45,7 +58,12 @@ fn miniature_lab_run_produces_results_and_report() {
         .unwrap();
     assert!(st.success());
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("| open 0.5x | weighted_rr |") && md.contains("dwepc_paper"), "{md}");
-    assert!(out.join("balance_T2.png").exists() && out.join("cpu_T2_steady_open_0p5x.png").exists());
+    assert!(
+        md.contains("| open 0.5x | weighted_rr |") && md.contains("dwepc_paper"),
+        "{md}"
+    );
+    assert!(
+        out.join("balance_T2.png").exists() && out.join("cpu_T2_steady_open_0p5x.png").exists()
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -92,6 +92,31 @@ pub fn settle_time(
         .find(|&s| after[s..].iter().take(hold.max(1)).all(ok) && after.len() - s >= hold.max(1))
 }
 
+/// Trailing moving average of per-second shares over `window` seconds
+/// (NaN seconds are skipped), to see through per-second sampling noise.
+pub fn smooth(shares: &[Vec<f64>], window: usize) -> Vec<Vec<f64>> {
+    let w = window.max(1);
+    (0..shares.len())
+        .map(|t| {
+            let from = (t + 1).saturating_sub(w);
+            let rows: Vec<&Vec<f64>> = shares[from..=t]
+                .iter()
+                .filter(|r| r.iter().all(|x| x.is_finite()))
+                .collect();
+            let n = shares[t].len();
+            (0..n)
+                .map(|i| {
+                    if rows.is_empty() {
+                        f64::NAN
+                    } else {
+                        rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Largest one-second excess of any node's share over its target after
 /// second `from`, in share points (0.1 = 10 percentage points).
 pub fn max_overshoot(shares: &[Vec<f64>], target: &[f64], from: usize) -> f64 {
@@ -140,6 +165,16 @@ mod tests {
         assert_eq!(quantile(&mut v, 1.0), 100.0);
         assert_eq!(quantile(&mut v, 0.0), 1.0);
         assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn smoothing_is_a_trailing_mean() {
+        let s = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![f64::NAN, f64::NAN], vec![1.0, 0.0]];
+        let m = smooth(&s, 2);
+        assert_eq!(m[0], vec![1.0, 0.0]);
+        assert_eq!(m[1], vec![0.5, 0.5]);
+        assert_eq!(m[2], vec![0.0, 1.0]); // the NaN second is skipped
+        assert_eq!(m[3], vec![1.0, 0.0]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dwepc_core::metrics::{balance, max_overshoot, quantile, settle_time, Balance};
+use dwepc_core::metrics::{balance, max_overshoot, quantile, settle_time, smooth, Balance};
 use serde_json::{json, Value};
 
 use crate::load::{self, LoadSpec, Pattern, Record};

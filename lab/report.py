@@ -49,8 +49,8 @@ def summary(results):
         out += [head, sep]
         for r in rows:
             line = (f"| {r['level']} | {r['policy']} | {r['offered']:.2f} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
-                    f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['cpu']['n_delta2']:.3f} | "
-                    f"{r['cpu']['cov']:.3f} | {r['cpu']['max_over_mean']:.2f} | {r['net']['n_delta2']:.3f} | "
+                    f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['cpu']['n_delta2']:.3g} | "
+                    f"{r['cpu']['cov']:.3f} | {r['cpu']['max_over_mean']:.2f} | {r['net']['n_delta2']:.3g} | "
                     f"{r['net']['cov']:.3f} | {r['net']['max_over_mean']:.2f} | "
                     + "/".join(f"{x:.2f}" for x in r["split"]) + " |")
             if step:
@@ -58,7 +58,51 @@ def summary(results):
                 line += f" {settle if settle is not None else 'never'} | {fmt(r.get('overshoot'), 2)} |"
             out.append(line)
         out.append("")
+        modes = [r for r in rows if r.get("balancing")]
+        if modes:
+            out.append("Counter-driven policies, from their status page once a second: seconds on counters / "
+                       "seconds on the weighted round robin fallback (intervals), and the module's log lines.")
+            out.append("")
+            for r in modes:
+                b = r["balancing"]
+                rr = fallback_intervals(b)
+                out.append(f"* {r['level']}, {r['policy']}: {b.count('dwepc')} s on counters, "
+                           f"{b.count('round_robin')} s on round robin, {b.count('')} s unanswered"
+                           + (" (" + ", ".join(f"{a}–{e} s" for a, e in rr) + ")" if rr else ""))
+                for line in r.get("log", [])[:6]:
+                    level = line.split("[", 1)[-1].split("]", 1)[0]
+                    msg = line[line.find("dwepc"):][:200]
+                    out.append(f"  - [{level}] `{msg}`")
+            out.append("")
     return "\n".join(out) + "\n"
+
+
+def fallback_intervals(b):
+    """[start, end) seconds during which the balancer was on round robin
+    (a second whose status request went unanswered, "", continues the
+    state around it)."""
+    out, start = [], None
+    for t, m in enumerate(b + ["end"]):
+        if m == "":
+            continue
+        if m == "round_robin" and start is None:
+            start = t
+        elif m != "round_robin" and start is not None:
+            out.append((start, t))
+            start = None
+    return out
+
+
+def events(r, secs):
+    """Seconds at which the scenario's event starts (and ends), as run.rs
+    schedules them: step and death at half the run, vSphere unreachable
+    from a quarter of the run for min(60 s, half the run)."""
+    d = r.get("duration_s", secs)
+    if r["scenario"] in ("cpu_step", "node_dies"):
+        return [d / 2]
+    if r["scenario"] == "vsphere_down":
+        return [d / 4, d / 4 + min(60, d / 2)]
+    return []
 
 
 def plots(results, d):
@@ -89,6 +133,10 @@ def plots(results, d):
             ax.set_title(f"{r['policy']}: N·δ²(cpu)={r['cpu']['n_delta2']:.2f}, p99={r['p99_ms']:.0f} ms",
                          fontsize=9, loc="left")
             ax.grid(alpha=0.3)
+            for x in events(r, len(series)):
+                ax.axvline(x, color="black", linestyle="--", linewidth=0.8)
+            for a, e in fallback_intervals(r.get("balancing") or []):
+                ax.axvspan(a, e, color="grey", alpha=0.15, linewidth=0)
         axes[0, 0].legend(ncol=5, fontsize=8, loc="upper right")
         axes[-1, 0].set_xlabel("seconds")
         fig.suptitle(f"Per-node CPU utilisation — {w}, {s}, {lvl}")

@@ -499,6 +499,12 @@ pub struct RunResult {
     pub split: Vec<f64>,
     /// The balancer's status page at the end (counter-driven policies).
     pub dwepc_status: Value,
+    /// Counter-driven policies, per second of the run: what the balancer
+    /// was doing ("dwepc", "round_robin", or "" if the status page did not
+    /// answer), read from its status page.
+    pub balancing: Vec<String>,
+    /// The module's own error-log lines (`dwepc:`) written during the run.
+    pub log: Vec<String>,
 }
 
 fn utilisation(rs: &[Reading], vms: &[VmDef]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
@@ -572,7 +578,7 @@ fn analyse(
         let sum: f64 = caps.iter().sum();
         let target: Vec<f64> = caps.iter().map(|c| c / sum).collect();
         (
-            settle_time(&shares, &target, half, 0.1, 3),
+            settle_time(&smooth(&shares, 5), &target, half, 0.1, 3),
             Some(max_overshoot(&shares, &target, half)),
         )
     } else {
@@ -599,7 +605,53 @@ fn analyse(
         overshoot,
         split,
         dwepc_status: Value::Null,
+        balancing: Vec::new(),
+        log: Vec::new(),
     }
+}
+
+/// Polls the status page once a second while a run lasts.
+struct ModeWatch {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl ModeWatch {
+    fn start(port: u16, secs: u64) -> ModeWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            for k in 0..secs {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let next = Duration::from_secs(k);
+                if let Some(wait) = next.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                out.push(status(port)["balancing"].as_str().unwrap_or("").to_string());
+            }
+            out
+        });
+        ModeWatch { stop, handle }
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// The module's lines in an error log (after byte `from`).
+fn module_log(text: &str, from: usize) -> Vec<String> {
+    text.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("dwepc"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn nginx_conf(
@@ -709,6 +761,10 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
                 max_in_flight: 4096,
                 seed: plan.seed,
             };
+            let log_from = ng.error_log().len();
+            let watch = policy
+                .uses_counters()
+                .then(|| ModeWatch::start(port, plan.duration.as_secs()));
             let events = schedule_events(plan, &proc_, &mut vc);
             let from = crate::wall_ms();
             let recs = load::run(&spec, &names);
@@ -716,8 +772,10 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             events.finish(&proc_, &mut vc);
             let rs = sampler.readings(from, to + 500);
             let mut r = analyse(plan, policy, level, &vms, &recs, &rs, cap);
-            if policy.uses_counters() {
+            if let Some(w) = watch {
+                r.balancing = w.finish();
                 r.dwepc_status = status(port);
+                r.log = module_log(&ng.error_log(), log_from);
             }
             eprintln!(
                 "lab: {:<20} {:<9} {:>7.1} req/s  p99 {:>8.1} ms  errors {:>5}  N·δ²(cpu) {:>7.3}  CoV(cpu) {:.3}  split {}",
@@ -847,6 +905,7 @@ pub fn to_json(rs: &[RunResult]) -> Value {
                     "cpu": bal(&r.cpu), "net": bal(&r.net),
                     "cpu_series": r.cpu_series, "shares": r.shares, "split": r.split,
                     "settle_s": r.settle_s, "overshoot": r.overshoot, "dwepc_status": r.dwepc_status,
+                    "balancing": r.balancing, "log": r.log,
                 })
             })
             .collect(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: on a fresh Debian machine, installs what is missing, builds
 # nginx + the module + the lab (release), and runs a short lab run (about
-# 5 minutes): real nginx with the module in front of five emulated VMs of
+# 7 minutes): real nginx with the module in front of five emulated VMs of
 # different sizes, counters from the VMs' measured usage through the real
 # vSphere API (vcsim), T2 load at the cluster's capacity, five policies side
 # by side. Prints the summary table; results and plots in lab/report/demo/.

@@ -43,6 +43,19 @@ fn miniature_lab_run_produces_results_and_report() {
         "{}",
         rs[1].dwepc_status
     );
+    // its mode was read once a second (it stays on counters); the stock
+    // policy records no mode and no module log
+    assert!(
+        (7..=8).contains(&rs[1].balancing.len()),
+        "{:?}",
+        rs[1].balancing
+    );
+    assert!(
+        rs[1].balancing.iter().filter(|m| *m == "dwepc").count() >= 6,
+        "{:?}",
+        rs[1].balancing
+    );
+    assert!(rs[0].balancing.is_empty() && rs[0].log.is_empty());
     // the report script turns the JSON into tables and plots
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("results.json"), run::to_json(&rs).to_string()).unwrap();
@@ -59,7 +72,9 @@ fn miniature_lab_run_produces_results_and_report() {
     assert!(st.success());
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        md.contains("| open 0.5x | weighted_rr |") && md.contains("dwepc_paper"),
+        md.contains("| open 0.5x | weighted_rr |")
+            && md.contains("dwepc_paper")
+            && md.contains("s on counters"),
         "{md}"
     );
     assert!(

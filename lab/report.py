@@ -46,6 +46,11 @@ def summary(results):
         if step:
             head += " settle s | overshoot |"
             sep += "---|---|"
+            out.append("Settle s: seconds after the step until the 5-s trailing mean of the request shares stays "
+                       "within 0.10 of the CPU-capacity target for 3 s (total-variation distance: at most 10 % of "
+                       "requests on the wrong node); overshoot: the largest 1-s excess of a node's share over its "
+                       "target after the step, in share points.")
+            out.append("")
         out += [head, sep]
         for r in rows:
             line = (f"| {r['level']} | {r['policy']} | {r['offered']:.2f} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "

@@ -87,6 +87,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                                 f64::NAN
                             },
                             requests: info.map(|x| x.total).unwrap_or(0),
+                            cpu_ready_pct: info.map(|x| x.cpu_ready_pct).unwrap_or(f64::NAN),
                         }
                     })
                     .collect(),

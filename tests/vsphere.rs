@@ -202,6 +202,17 @@ fn counter_change_moves_the_split() {
         "share of the loaded VM: before {even:.3}, after {loaded:.3}\n{st}"
     );
     eprintln!("share of the loaded VM: before {even:.3}, after {loaded:.3}; allocations {a:?}");
+    // cpu.ready.summation is kept and shown (10, 20, 30 ms per sample)
+    let ready: Vec<f64> = (0..3)
+        .map(|i| st["peers"][i]["cpu_ready_pct"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert!(ready[0] > 0.0, "cpu_ready_pct {ready:?}\n{st}");
+    for (k, r) in ready.iter().enumerate() {
+        assert!(
+            (r / ready[0] - (k + 1) as f64).abs() < 1e-9,
+            "cpu_ready_pct {ready:?}\n{st}"
+        );
+    }
 }
 
 /// vcsim disappears: the last window serves until the TTL, then weighted

@@ -548,12 +548,14 @@ impl<'h> Collector<'h> {
             ep.refresh_s = if r > 0 { r } else { 20 };
         }
         let ids = counter_ids(&ep.catalog);
-        let wanted: Vec<i32> = ids.iter().flatten().copied().collect();
+        let ready = ep.catalog.get(READY).copied();
+        let wanted: Vec<i32> = ids.iter().flatten().chain(&ready).copied().collect();
         let metrics = c.query_perf(&vms, &wanted, ep.refresh_s, max_sample)?;
         let skew = ep.skew_ms;
         for i in 0..self.ups.len() {
             if self.spec.upstreams[i].endpoint == Some(k) {
                 self.ingest(i, &metrics, &ids, skew);
+                self.publish_ready(i, &metrics, ready);
                 self.ups[i].refill = false;
             }
         }
@@ -644,6 +646,25 @@ impl<'h> Collector<'h> {
 
     /// Adds new samples of upstream `i` from a QueryPerf answer and
     /// publishes the result.
+    /// Publishes each peer's `cpu.ready.summation` of its VM's newest
+    /// sample (percent of the sample interval), for the status page.
+    fn publish_ready(&self, i: usize, metrics: &[EntityMetric], ready: Option<i32>) {
+        let u = &self.spec.upstreams[i];
+        for (p, vm) in self.ups[i].vm.iter().enumerate() {
+            let pct = (|| {
+                let m = metrics.iter().find(|m| Some(&m.entity) == vm.as_ref())?;
+                let (pos, &(_, iv)) = m.samples.iter().enumerate().max_by_key(|(_, s)| s.0)?;
+                let s = m
+                    .series
+                    .iter()
+                    .find(|s| Some(s.counter_id) == ready && s.instance.is_empty())?;
+                let ms = *s.values.get(pos)?;
+                (ms >= 0 && iv > 0).then(|| ms as f64 / (iv as f64 * 1000.0) * 100.0)
+            })();
+            u.shared.set_cpu_ready(p, pct.unwrap_or(f64::NAN));
+        }
+    }
+
     fn ingest(&mut self, i: usize, metrics: &[EntityMetric], ids: &[Option<i32>; R], skew_ms: i64) {
         let u = &self.spec.upstreams[i];
         let run = &mut self.ups[i];

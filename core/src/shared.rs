@@ -8,7 +8,7 @@
 //! header   HEADER words: magic, n, names hash, valid-until, W[4], ...
 //! hot      n x 2 words: target, total (what the pick reads, packed so a
 //!          scan of many peers touches few cache lines)
-//! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags
+//! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU ready
 //! ```
 
 use crate::algo::{Res, R};
@@ -43,6 +43,7 @@ const P_ALLOC: usize = HOT + 1;
 const P_CAP: usize = HOT + 2; // 4 words
 const P_Q: usize = HOT + 6; // 4 words
 const P_FLAGS: usize = HOT + 10;
+const P_READY: usize = HOT + 11;
 
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
@@ -176,6 +177,7 @@ impl<'a> Shared<'a> {
         }
         for i in 0..self.n {
             self.p(i, P_ALLOC).store(f64::NAN.to_bits(), Relaxed);
+            self.p(i, P_READY).store(f64::NAN.to_bits(), Relaxed);
             for j in 0..R {
                 self.p(i, P_CAP + j).store(f64::NAN.to_bits(), Relaxed);
                 self.p(i, P_Q + j).store(f64::NAN.to_bits(), Relaxed);
@@ -314,6 +316,12 @@ impl<'a> Shared<'a> {
             .store(if has_counters { FLAG_COUNTERS } else { 0 }, Relaxed);
     }
 
+    /// Publishes the CPU ready time of peer `i`'s VM in its newest sample,
+    /// in percent of the sample's interval (NaN: not reported).
+    pub fn set_cpu_ready(&self, i: usize, pct: f64) {
+        self.p(i, P_READY).store(pct.to_bits(), Relaxed);
+    }
+
     /// Status of peer `i`: (capacity, q, allocation, v, l, has_counters).
     pub fn peer_info(&self, i: usize) -> PeerInfo {
         let total = self.total(i);
@@ -326,6 +334,7 @@ impl<'a> Shared<'a> {
             l: self.remaining(i),
             total,
             has_counters: self.p(i, P_FLAGS).load(Relaxed) & FLAG_COUNTERS != 0,
+            cpu_ready_pct: f(self.p(i, P_READY).load(Relaxed)),
         }
     }
 }
@@ -347,6 +356,10 @@ pub struct PeerInfo {
     pub total: u64,
     /// The peer's VM reports counters.
     pub has_counters: bool,
+    /// `cpu.ready.summation` of the newest sample in percent of its
+    /// interval (summed over vCPUs, as vSphere's VM-level value); NaN when
+    /// not reported. Kept for later use: the model does not read it.
+    pub cpu_ready_pct: f64,
 }
 
 #[cfg(test)]
@@ -373,6 +386,12 @@ mod tests {
         assert_eq!(s.remaining(1), 2.0);
         let p = s.peer_info(1);
         assert_eq!((p.v, p.total, p.allocation), (1, 3, 3.0));
+        // CPU ready: unknown until published, per peer, in its own word
+        assert!(p.cpu_ready_pct.is_nan());
+        s.set_cpu_ready(1, 2.5);
+        assert_eq!(s.peer_info(1).cpu_ready_pct, 2.5);
+        assert!(s.peer_info(0).cpu_ready_pct.is_nan() && s.peer_info(2).cpu_ready_pct.is_nan());
+        assert_eq!(s.remaining(1), 2.0);
         assert_eq!(s.reason(1001), Reason::Stale);
         s.disable(Reason::VsphereError);
         assert!(!s.usable(0));

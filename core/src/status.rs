@@ -25,6 +25,8 @@ pub struct PeerStatus {
     pub l: f64,
     /// Requests since the zone was created.
     pub requests: u64,
+    /// CPU ready time of the VM's newest sample, percent of its interval.
+    pub cpu_ready_pct: f64,
 }
 
 /// One upstream using dwepc.
@@ -145,6 +147,8 @@ impl UpstreamStatus {
             json_num(out, p.allocation);
             let _ = write!(out, ",\"v\":{},\"l\":", p.v);
             json_num(out, p.l);
+            out.push_str(",\"cpu_ready_pct\":");
+            json_num(out, p.cpu_ready_pct);
             let _ = write!(out, ",\"requests\":{}}}", p.requests);
         }
         out.push_str("]}");
@@ -197,5 +201,7 @@ mod tests {
         assert!(doc.starts_with("{\"upstreams\":[{\"name\":\"app\""));
         assert!(doc.contains("\"capacity\":{\"cpu\":1,\"mem\":null,\"net\":2,\"disk\":3}"));
         assert!(doc.contains("\"sample_age_ms\":null"));
+        // Default gives 0.0; a peer without the counter shows null
+        assert!(doc.contains("\"cpu_ready_pct\":0,"));
     }
 }

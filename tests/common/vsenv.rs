@@ -175,7 +175,7 @@ impl VsEnv {
                             "mem.consumed.average": mem,
                             "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
                             "disk.usage.average": 0,
-                            "cpu.ready.summation": 5
+                            "cpu.ready.summation": 10 * (i as i64 + 1)
                         }),
                     );
                 }

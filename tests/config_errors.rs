@@ -124,6 +124,22 @@ fn valid_configurations_pass() {
     }
 }
 
+/// The shipped example (nginx-conf/dwepc.conf) passes `nginx -t` once its
+/// password file exists and its listen port is free to bind.
+#[test]
+fn example_configuration_passes() {
+    let pw = pw_file();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/nginx-conf/dwepc.conf"
+    ))
+    .unwrap()
+    .replace("/etc/nginx/vcenter.pass", &pw)
+    .replace("listen 80;", "listen 127.0.0.1:1;");
+    let (ok, out, _) = test_config(&conf("", &text));
+    assert!(ok, "{out}\n{text}");
+}
+
 #[test]
 fn redefined_method_warns_like_stock_nginx() {
     let (ok, out, _) = test_config(&upstream("least_conn;\ndwepc;\nserver 127.0.0.1:2;"));

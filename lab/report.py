@@ -190,13 +190,26 @@ def plots(results, d):
     return made
 
 
+def nan_for_none(r):
+    """A run where no request succeeded has no latency quantiles (JSON
+    null); make every measured number a float so tables print "nan"."""
+    for k in ("offered", "throughput", "p50_ms", "p95_ms", "p99_ms"):
+        if r.get(k) is None:
+            r[k] = float("nan")
+    for res in ("cpu", "net"):
+        for k, v in list(r.get(res, {}).items()):
+            if v is None:
+                r[res][k] = float("nan")
+    return r
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     d = sys.argv[1]
     with open(os.path.join(d, "results.json")) as f:
-        results = json.load(f)
+        results = [nan_for_none(r) for r in json.load(f)]
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write(summary(results))
     made = plots(results, d)

@@ -225,6 +225,7 @@ fn endpoint_down_falls_back_after_ttl_then_recovers() {
     });
     env.start_feeder();
     env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let fallbacks_before = env.log_count("uses weighted round robin");
     env.vcsim.stop();
     let t0 = Instant::now();
     env.drive_until(20, Duration::from_secs(15), "fallback", |st| {
@@ -249,6 +250,13 @@ fn endpoint_down_falls_back_after_ttl_then_recovers() {
     assert_eq!(
         env.log_count("cannot connect"),
         1,
+        "{}",
+        env.nginx.error_log()
+    );
+    // and no second fallback line while vSphere stays away
+    assert_eq!(
+        env.log_count("uses weighted round robin"),
+        fallbacks_before + 1,
         "{}",
         env.nginx.error_log()
     );

@@ -454,8 +454,11 @@ impl<'h> Collector<'h> {
                 ) {
                     self.drop_session(k, false);
                 }
+                // an upstream that never had counters says why; one whose
+                // counters expired keeps saying "stale" (the endpoint's own
+                // line above says why), so the fallback is logged once
                 for u in self.spec.upstreams.iter().filter(|u| u.endpoint == Some(k)) {
-                    if !u.shared.usable(now) {
+                    if !u.shared.usable(now) && u.shared.reason(now) != Reason::Stale {
                         u.shared.set_reason(Reason::VsphereError);
                     }
                 }

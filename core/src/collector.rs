@@ -647,8 +647,6 @@ impl<'h> Collector<'h> {
         }
     }
 
-    /// Adds new samples of upstream `i` from a QueryPerf answer and
-    /// publishes the result.
     /// Publishes each peer's `cpu.ready.summation` of its VM's newest
     /// sample (percent of the sample interval), for the status page.
     fn publish_ready(&self, i: usize, metrics: &[EntityMetric], ready: Option<i32>) {
@@ -657,17 +655,15 @@ impl<'h> Collector<'h> {
             let pct = (|| {
                 let m = metrics.iter().find(|m| Some(&m.entity) == vm.as_ref())?;
                 let (pos, &(_, iv)) = m.samples.iter().enumerate().max_by_key(|(_, s)| s.0)?;
-                let s = m
-                    .series
-                    .iter()
-                    .find(|s| Some(s.counter_id) == ready && s.instance.is_empty())?;
-                let ms = *s.values.get(pos)?;
-                (ms >= 0 && iv > 0).then(|| ms as f64 / (iv as f64 * 1000.0) * 100.0)
+                let ms = m.value(ready?, pos)?;
+                (iv > 0).then(|| ms as f64 / (iv as f64 * 1000.0) * 100.0)
             })();
             u.shared.set_cpu_ready(p, pct.unwrap_or(f64::NAN));
         }
     }
 
+    /// Adds new samples of upstream `i` from a QueryPerf answer and
+    /// publishes the result.
     fn ingest(&mut self, i: usize, metrics: &[EntityMetric], ids: &[Option<i32>; R], skew_ms: i64) {
         let u = &self.spec.upstreams[i];
         let run = &mut self.ups[i];
@@ -694,26 +690,10 @@ impl<'h> Collector<'h> {
                     let Some(pos) = m.samples.iter().position(|s| s.0 == ts) else {
                         return [f64::NAN; R];
                     };
-                    std::array::from_fn(|j| {
-                        let Some(id) = ids[j] else { return f64::NAN };
-                        let Some(s) = m
-                            .series
-                            .iter()
-                            .find(|s| s.counter_id == id && s.instance.is_empty())
-                        else {
-                            return f64::NAN;
-                        };
-                        match s.values.get(pos) {
-                            Some(&x) if x >= 0 => {
-                                let x = x as f64;
-                                if j == 1 {
-                                    x / 1024.0 // KB -> MB
-                                } else {
-                                    x
-                                }
-                            }
-                            _ => f64::NAN,
-                        }
+                    std::array::from_fn(|j| match ids[j].and_then(|id| m.value(id, pos)) {
+                        Some(x) if j == 1 => x as f64 / 1024.0, // KB -> MB
+                        Some(x) => x as f64,
+                        None => f64::NAN,
                     })
                 })
                 .collect();

@@ -201,7 +201,7 @@ mod tests {
         assert!(doc.starts_with("{\"upstreams\":[{\"name\":\"app\""));
         assert!(doc.contains("\"capacity\":{\"cpu\":1,\"mem\":null,\"net\":2,\"disk\":3}"));
         assert!(doc.contains("\"sample_age_ms\":null"));
-        // Default gives 0.0; a peer without the counter shows null
+        // the field is rendered per peer (0 here: PeerStatus::default())
         assert!(doc.contains("\"cpu_ready_pct\":0,"));
     }
 }

@@ -438,6 +438,18 @@ pub struct EntityMetric {
     pub series: Vec<Series>,
 }
 
+impl EntityMetric {
+    /// The VM-level value (instance "") of counter `id` in sample `pos`;
+    /// `None` when the series is missing or the sample is a gap (< 0).
+    pub fn value(&self, id: i32, pos: usize) -> Option<i64> {
+        self.series
+            .iter()
+            .find(|s| s.counter_id == id && s.instance.is_empty())
+            .and_then(|s| s.values.get(pos).copied())
+            .filter(|&x| x >= 0)
+    }
+}
+
 /// Decodes QueryPerfResponse (format "normal").
 pub fn perf(root: &Node) -> Result<Vec<EntityMetric>, XmlError> {
     let b = expect(root, "QueryPerfResponse")?;
@@ -642,6 +654,11 @@ mod tests {
         assert_eq!(m[0].series[0].values, vec![1200]);
         assert_eq!(m[0].series[1].counter_id, 24);
         assert_eq!(m[0].series[1].values, vec![-1]);
+        // VM-level values by counter and sample; gaps and misses are None
+        assert_eq!(m[0].value(6, 0), Some(1200));
+        assert_eq!(m[0].value(24, 0), None);
+        assert_eq!(m[0].value(6, 1), None);
+        assert_eq!(m[0].value(7, 0), None);
     }
 
     #[test]

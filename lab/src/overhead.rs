@@ -64,13 +64,7 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
     let _backends = Nginx::start(&conf("worker_processes 1;", &listen), bports[0]);
     // vcsim with constant counters, so the dwepc path runs with live allocations
     let vms: Vec<VmSpec> = (0..4)
-        .map(|i| VmSpec {
-            name: format!("b{i}"),
-            ip: None,
-            num_cpu: 2,
-            cpu_mhz: 4000,
-            memory_mb: 2048,
-        })
+        .map(|i| VmSpec::new(&format!("b{i}"), None, 2, 4000, 2048))
         .collect();
     let vc = Vcsim::start(
         &vms,

@@ -4,7 +4,6 @@
 //! runs the same scenario in the same run; metrics come from the VMs'
 //! ground truth.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,16 +22,8 @@ use crate::{free_port, http, wait_for};
 /// 3 s with m = 20).
 pub const REFRESH_S: u32 = 3;
 
-/// One emulated VM.
-#[derive(Clone, Debug)]
-pub struct VmDef {
-    pub name: String,
-    pub ip: String,
-    pub cpu_mhz: f64,
-    pub vcpus: u32,
-    pub net_kbps: f64,
-    pub memory_mb: f64,
-}
+/// One emulated VM (the lab's VMs keep `port` 0: any free port).
+pub type VmDef = crate::vm::VmSpec;
 
 /// The heterogeneous 5-node cluster: CPU from 2 to 10 GHz, network from 2
 /// to 16 MB/s, one node rich in CPU but network-bound (vm5).
@@ -47,12 +38,14 @@ pub fn cluster() -> Vec<VmDef> {
     spec.iter()
         .enumerate()
         .map(|(i, &(cpu, vcpus, net, mem))| VmDef {
-            name: format!("vm{}", i + 1),
-            ip: format!("127.0.0.{}", 11 + i),
-            cpu_mhz: cpu,
-            vcpus,
-            net_kbps: net,
             memory_mb: mem,
+            ..VmDef::new(
+                &format!("vm{}", i + 1),
+                &format!("127.0.0.{}", 11 + i),
+                cpu,
+                vcpus,
+                net,
+            )
         })
         .collect()
 }
@@ -301,19 +294,7 @@ struct VmsProc {
 
 impl VmsProc {
     fn start(vms: &[VmDef]) -> VmsProc {
-        let specs = vms
-            .iter()
-            .map(|v| crate::vm::VmSpec {
-                name: v.name.clone(),
-                ip: v.ip.clone(),
-                port: 0,
-                cpu_mhz: v.cpu_mhz,
-                vcpus: v.vcpus,
-                net_kbps: v.net_kbps,
-                memory_mb: v.memory_mb,
-            })
-            .collect();
-        let handle = crate::vm::start(specs, "127.0.0.1:0").expect("start the emulated VMs");
+        let handle = crate::vm::start(vms.to_vec(), "127.0.0.1:0").expect("start the emulated VMs");
         let addrs = vms
             .iter()
             .map(|v| handle.addr(&v.name).expect("VM address").to_string())
@@ -687,12 +668,14 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
     let proc_ = VmsProc::start(&vms);
     let vspecs: Vec<VmSpec> = vms
         .iter()
-        .map(|v| VmSpec {
-            name: v.name.clone(),
-            ip: Some(v.ip.clone()),
-            num_cpu: v.vcpus,
-            cpu_mhz: v.cpu_mhz as u32,
-            memory_mb: v.memory_mb as u32,
+        .map(|v| {
+            VmSpec::new(
+                &v.name,
+                Some(&v.ip),
+                v.vcpus,
+                v.cpu_mhz as u32,
+                v.memory_mb as u32,
+            )
         })
         .collect();
     let mut vc = Vcsim::start(
@@ -916,68 +899,16 @@ fn bal(b: &Balance) -> Value {
     json!({"n_delta2": b.n_delta2, "delta2": b.delta2, "cov": b.cov, "max_over_mean": b.max_over_mean, "mean": b.mean, "samples": b.samples})
 }
 
-/// Markdown tables of the results.
-pub fn to_markdown(rs: &[RunResult]) -> String {
-    let mut out = String::new();
-    let mut groups: BTreeMap<(String, String), Vec<&RunResult>> = BTreeMap::new();
-    for r in rs {
-        groups
-            .entry((r.workload.name().to_string(), r.scenario.name().to_string()))
-            .or_default()
-            .push(r);
-    }
-    for ((w, s), rows) in groups {
-        let _ = writeln!(out, "\n### {w}, {s}\n");
-        let step = rows
-            .iter()
-            .any(|r| r.settle_s.is_some() || r.overshoot.is_some());
-        let _ = write!(
-            out,
-            "| policy | load | offered | req/s | p50 ms | p95 ms | p99 ms | errors | N·δ²(cpu) | CoV cpu | max/mean cpu | N·δ²(net) | CoV net | max/mean net |"
-        );
-        if step {
-            out.push_str(" settle s | overshoot |");
-        }
-        out.push('\n');
-        let _ = write!(
-            out,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
-        if step {
-            out.push_str("---|---|");
-        }
-        out.push('\n');
-        for r in rows {
-            let _ = write!(
-                out,
-                "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {:.3} | {:.2} | {:.3} | {:.3} | {:.2} |",
-                r.policy.name(),
-                r.level.label(),
-                r.offered,
-                r.throughput,
-                r.p50_ms,
-                r.p95_ms,
-                r.p99_ms,
-                r.errors,
-                r.cpu.n_delta2,
-                r.cpu.cov,
-                r.cpu.max_over_mean,
-                r.net.n_delta2,
-                r.net.cov,
-                r.net.max_over_mean
-            );
-            if step {
-                let _ = write!(
-                    out,
-                    " {} | {} |",
-                    r.settle_s
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "never".into()),
-                    r.overshoot.map(|o| format!("{:.2}", o)).unwrap_or_default()
-                );
-            }
-            out.push('\n');
-        }
-    }
-    out
+/// Runs `lab/report.py` on `out` (tables and plots from its JSON files)
+/// with Debian's python3 (which has python3-matplotlib), not a pyenv shim.
+pub fn report(out: &Path) -> std::io::Result<std::process::ExitStatus> {
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    std::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/report.py"))
+        .arg(out)
+        .status()
 }

@@ -69,16 +69,8 @@ fn miniature_lab_run_produces_results_and_report() {
     }
     doc.as_array_mut().unwrap().push(failed);
     std::fs::write(out.join("results.json"), doc.to_string()).unwrap();
-    let python = if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let st = std::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/report.py"))
-        .arg(&out)
-        .status()
-        .unwrap();
+    std::fs::write(out.join("latest.json"), run::to_json(&rs).to_string()).unwrap();
+    let st = run::report(&out).unwrap();
     assert!(st.success());
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
@@ -87,6 +79,14 @@ fn miniature_lab_run_produces_results_and_report() {
             && md.contains("s on counters")
             && md.contains("| open 9.9x | weighted_rr | 0.50 | 0.0 | nan | nan | nan |"),
         "{md}"
+    );
+    // the last command's runs alone (what dwepc-lab prints)
+    let latest = std::fs::read_to_string(out.join("summary-latest.md")).unwrap();
+    assert!(
+        latest.contains("from latest.json")
+            && latest.contains("| open 0.5x | dwepc_paper |")
+            && !latest.contains("open 9.9x"),
+        "{latest}"
     );
     assert!(
         out.join("balance_T2.png").exists() && out.join("cpu_T2_steady_open_0p5x.png").exists()

@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 use dwepc_lab::vm::{self, Handle, Usage, VmSpec};
 
-fn spec(name: &str, ip: &str, cpu_mhz: f64, vcpus: u32, net_kbps: f64) -> VmSpec {
-    VmSpec::new(name, ip, cpu_mhz, vcpus, net_kbps)
-}
-
 fn start(specs: Vec<VmSpec>) -> Handle {
     vm::start(specs, "127.0.0.1:0").expect("start VMs")
 }
@@ -156,8 +152,8 @@ fn within(d: Duration, lo: f64, hi: f64, what: &str) {
 #[test]
 fn cpu_is_a_fifo_queue_per_vcpu() {
     let h = start(vec![
-        spec("one", "127.0.0.21", 2000.0, 1, 0.0),
-        spec("two", "127.0.0.22", 4000.0, 2, 0.0),
+        VmSpec::new("one", "127.0.0.21", 2000.0, 1, 0.0),
+        VmSpec::new("two", "127.0.0.22", 4000.0, 2, 0.0),
     ]);
     let one = h.addr("one").unwrap();
     let two = h.addr("two").unwrap();
@@ -199,7 +195,7 @@ fn cpu_is_a_fifo_queue_per_vcpu() {
 
 #[test]
 fn network_is_a_fifo_link() {
-    let h = start(vec![spec("net", "127.0.0.23", 2000.0, 1, 1000.0)]);
+    let h = start(vec![VmSpec::new("net", "127.0.0.23", 2000.0, 1, 1000.0)]);
     let a = h.addr("net").unwrap();
     // 1 MiB + head at 1000 KB/s: 1.024 s (+26 ms CPU).
     let (d, r) = timed(a, "/t1/1m");
@@ -234,8 +230,8 @@ fn network_is_a_fifo_link() {
 #[test]
 fn usage_accounts_exactly() {
     let h = start(vec![
-        spec("acc", "127.0.0.24", 2000.0, 1, 100_000.0),
-        spec("other", "127.0.0.25", 1000.0, 1, 0.0),
+        VmSpec::new("acc", "127.0.0.24", 2000.0, 1, 100_000.0),
+        VmSpec::new("other", "127.0.0.25", 1000.0, 1, 0.0),
     ]);
     let a = h.addr("acc").unwrap();
     let u0 = usage_of(&h, "acc");
@@ -317,7 +313,7 @@ fn usage_accounts_exactly() {
 
 #[test]
 fn hog_and_capacity_slow_requests_down() {
-    let h = start(vec![spec("hog", "127.0.0.26", 2000.0, 1, 0.0)]);
+    let h = start(vec![VmSpec::new("hog", "127.0.0.26", 2000.0, 1, 0.0)]);
     let a = h.addr("hog").unwrap();
 
     // 1500 MHz held by a hog: 500 MHz left, /t2/5 takes 1.25 s.
@@ -377,8 +373,8 @@ fn hog_and_capacity_slow_requests_down() {
 #[test]
 fn down_refuses_and_up_restores() {
     let h = start(vec![
-        spec("d", "127.0.0.27", 2000.0, 1, 0.0),
-        spec("alive", "127.0.0.28", 2000.0, 1, 0.0),
+        VmSpec::new("d", "127.0.0.27", 2000.0, 1, 0.0),
+        VmSpec::new("alive", "127.0.0.28", 2000.0, 1, 0.0),
     ]);
     let a = h.addr("d").unwrap();
     let mut idle = Conn::open(a).unwrap();
@@ -425,7 +421,7 @@ fn down_refuses_and_up_restores() {
 
 #[test]
 fn http_keep_alive_and_close() {
-    let h = start(vec![spec("http", "127.0.0.29", 2000.0, 1, 0.0)]);
+    let h = start(vec![VmSpec::new("http", "127.0.0.29", 2000.0, 1, 0.0)]);
     let a = h.addr("http").unwrap();
     let mut c = Conn::open(a).unwrap();
     for _ in 0..3 {
@@ -482,7 +478,7 @@ fn http_keep_alive_and_close() {
 
 #[test]
 fn many_concurrent_connections_queue_in_model_time() {
-    let h = start(vec![spec("many", "127.0.0.30", 2000.0, 1, 0.0)]);
+    let h = start(vec![VmSpec::new("many", "127.0.0.30", 2000.0, 1, 0.0)]);
     let a = h.addr("many").unwrap();
     // 200 × 12,500 MHz·ms on one 2000 MHz vCPU: 1.25 s of model time.
     let n = 200;

@@ -48,6 +48,18 @@ fn least_conn(conns: &[u64], weight: &[u64]) -> usize {
     best
 }
 
+/// The module's pick over the shared words: the largest remaining
+/// allocation, random tie-break, counted.
+fn pick(shared: &Shared, n: usize, rng: &mut Rng) -> usize {
+    let mut am = Argmax::default();
+    for i in 0..n {
+        am.offer(i, shared.remaining(i), rng);
+    }
+    let k = am.best().unwrap();
+    shared.count(k);
+    k
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [4usize, 32, 256, 2000] {
@@ -61,15 +73,7 @@ fn bench(c: &mut Criterion) {
         shared.apply(&alloc, u64::MAX, 0);
         let mut rng = Rng::new(42);
         g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
-            b.iter(|| {
-                let mut am = Argmax::default();
-                for i in 0..n {
-                    am.offer(i, shared.remaining(i), &mut rng);
-                }
-                let k = am.best().unwrap();
-                shared.count(k);
-                black_box(k)
-            })
+            b.iter(|| black_box(pick(&shared, n, &mut rng)))
         });
         // worst case: every allocation equal, every comparison a tie
         let tzone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
@@ -77,15 +81,7 @@ fn bench(c: &mut Criterion) {
         ties.init(1);
         ties.apply(&vec![1000.0; n], u64::MAX, 0);
         g.bench_with_input(BenchmarkId::new("dwepc_all_ties", n), &n, |b, &n| {
-            b.iter(|| {
-                let mut am = Argmax::default();
-                for i in 0..n {
-                    am.offer(i, ties.remaining(i), &mut rng);
-                }
-                let k = am.best().unwrap();
-                ties.count(k);
-                black_box(k)
-            })
+            b.iter(|| black_box(pick(&ties, n, &mut rng)))
         });
         let mut wrr = Wrr {
             weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),

@@ -1175,15 +1175,6 @@ impl Handle {
         self.lab.control
     }
 
-    /// The VMs' names and actual addresses, in spec order.
-    pub fn vms(&self) -> Vec<(String, SocketAddr)> {
-        self.lab
-            .vms
-            .iter()
-            .map(|v| (v.name.clone(), v.addr))
-            .collect()
-    }
-
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.lab.vm(name).ok().map(|v| v.addr)
     }
@@ -1216,11 +1207,6 @@ impl Handle {
 
     pub fn up(&self, name: &str) -> Result<(), String> {
         self.lab.up(name).map_err(|e| e.1)
-    }
-
-    /// Whether `GET /quit` was received.
-    pub fn quit_requested(&self) -> bool {
-        *self.lab.quit.borrow()
     }
 
     /// Blocks until `GET /quit` (not from inside an async context).

@@ -678,7 +678,7 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             )
         })
         .collect();
-    let mut vc = Vcsim::start(
+    let vc = Vcsim::start(
         &vspecs,
         &Opts {
             refresh_s: REFRESH_S,
@@ -748,11 +748,11 @@ pub fn run(plan: &Plan) -> Vec<RunResult> {
             let watch = policy
                 .uses_counters()
                 .then(|| ModeWatch::start(port, plan.duration.as_secs()));
-            let events = schedule_events(plan, &proc_, &mut vc);
+            let events = schedule_events(plan, &proc_, &vc);
             let from = crate::wall_ms();
             let recs = load::run(&spec, &names);
             let to = from + plan.duration.as_millis() as u64;
-            events.finish(&proc_, &mut vc);
+            events.finish(&proc_);
             let rs = sampler.readings(from, to + 500);
             let mut r = analyse(plan, policy, level, &vms, &recs, &rs, cap);
             if let Some(w) = watch {
@@ -828,7 +828,7 @@ struct Events {
     scenario: Scenario,
 }
 
-fn schedule_events(plan: &Plan, proc_: &VmsProc, vc: &mut Vcsim) -> Events {
+fn schedule_events(plan: &Plan, proc_: &VmsProc, vc: &Vcsim) -> Events {
     let d = plan.duration;
     let control = proc_.control;
     let handle = match plan.scenario {
@@ -842,10 +842,8 @@ fn schedule_events(plan: &Plan, proc_: &VmsProc, vc: &mut Vcsim) -> Events {
             let _ = http::request(control, "GET", "/vm/vm3/down");
         })),
         Scenario::VcDown => {
-            // stop now+d/4, restart after min(60 s, d/2): done inline by
-            // the caller's thread via a stop flag is not possible with
-            // &mut Vcsim across threads; use the fault injection of the
-            // launcher instead (connection hangs, as an unreachable host)
+            // the launcher's fault injection: calls hang, as with an
+            // unreachable host, from a quarter of the run for a minute
             let url_port = vc.port;
             let down = Duration::from_secs(60).min(d / 2);
             Some(std::thread::spawn(move || {
@@ -863,7 +861,7 @@ fn schedule_events(plan: &Plan, proc_: &VmsProc, vc: &mut Vcsim) -> Events {
 }
 
 impl Events {
-    fn finish(mut self, proc_: &VmsProc, _vc: &mut Vcsim) {
+    fn finish(mut self, proc_: &VmsProc) {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -134,7 +134,6 @@ fn main() {
                 levels: vec![LoadLevel::Open(1.0)],
                 duration: Duration::from_secs(secs("--duration", 30)),
                 warmup: Duration::from_secs(secs("--warmup", 15)),
-                out: out.clone(),
                 seed: 1,
             };
             run_plans(vec![plan], &out.join("demo"))
@@ -159,7 +158,6 @@ fn main() {
                     levels: steady_levels.clone(),
                     duration: d,
                     warmup: warm,
-                    out: out.clone(),
                     seed: 1,
                 });
             }
@@ -175,7 +173,6 @@ fn main() {
                         d
                     },
                     warmup: warm,
-                    out: out.clone(),
                     seed: 2,
                 });
             }
@@ -205,7 +202,6 @@ fn main() {
                 levels,
                 duration: Duration::from_secs(secs("--duration", 60)),
                 warmup: Duration::from_secs(secs("--warmup", 20)),
-                out: out.clone(),
                 seed: secs("--seed", 1),
             };
             run_plans(vec![plan], &out)

@@ -280,7 +280,6 @@ pub struct Plan {
     pub levels: Vec<LoadLevel>,
     pub duration: Duration,
     pub warmup: Duration,
-    pub out: PathBuf,
     pub seed: u64,
 }
 

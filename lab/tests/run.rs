@@ -15,7 +15,6 @@ fn miniature_lab_run_produces_results_and_report() {
         levels: vec![LoadLevel::Open(0.5)],
         duration: Duration::from_secs(8),
         warmup: Duration::from_secs(12),
-        out: out.clone(),
         seed: 7,
     };
     let rs = run::run(&plan);

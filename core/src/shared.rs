@@ -1,26 +1,35 @@
 //! Layout of one upstream's shared-memory zone, as a view over a slice of
 //! `AtomicU64` words. Every nginx worker maps the same words; the request
-//! path only loads two words per candidate peer and does one atomic add
-//! for the chosen one. One writer (the collector that holds the lease)
-//! publishes allocations; readers never lock.
+//! path only loads a few words per candidate peer and does one atomic add
+//! for the chosen one (and one when the request ends). One writer (the
+//! collector that holds the lease) publishes allocations or shares;
+//! readers never lock.
 //!
 //! ```text
-//! header   HEADER words: magic, n, names hash, valid-until, W[4], ...
-//! hot      n x 2 words: target, total (what the pick reads, packed so a
-//!          scan of many peers touches few cache lines)
-//! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU ready
+//! header   HEADER words: magic, n, names hash, valid-until, W[4], ...,
+//!          epoch, cost per request[4], rate
+//! hot      n x 4 words: target (paper), sent, done, share|limit (what the
+//!          pick reads, packed so a scan of many peers touches few cache
+//!          lines)
+//! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU
+//!          ready, target share, background[4], effective CPU
 //! ```
+//!
+//! In-flight requests of a peer are `sent − done` over every worker of the
+//! instance (whether or not the upstream has nginx's `zone`). When the zone
+//! is cleared for other peers (a reload), the epoch changes, and a request
+//! counted before only ends in the zone if its epoch still matches.
 
 use crate::algo::{Res, R};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-const MAGIC: u64 = 0x6477_6570_635f_7631; // "dwepc_v1"
+const MAGIC: u64 = 0x6477_6570_635f_7632; // "dwepc_v2"
 
 /// Words in the header.
-pub const HEADER: usize = 16;
-/// Words per peer: 2 hot + 14 cold.
-pub const PEER: usize = 16;
-const HOT: usize = 2;
+pub const HEADER: usize = 24;
+/// Words per peer: 4 hot + 18 cold.
+pub const PEER: usize = 22;
+const HOT: usize = 4;
 const COLD: usize = PEER - HOT;
 
 const H_MAGIC: usize = 0;
@@ -33,10 +42,15 @@ const H_APPLIED: usize = 9;
 const H_WINDOW: usize = 10;
 const H_REASON: usize = 11;
 const H_GENERATION: usize = 12;
+const H_EPOCH: usize = 13;
+const H_COST: usize = 14; // 4 words
+const H_RATE: usize = 18;
 
 // hot words
 const P_TARGET: usize = 0;
 const P_TOTAL: usize = 1;
+const P_DONE: usize = 2;
+const P_SHARE: usize = 3;
 // cold words (offsets from the peer's cold slot)
 const P_BASE: usize = HOT;
 const P_ALLOC: usize = HOT + 1;
@@ -44,6 +58,9 @@ const P_CAP: usize = HOT + 2; // 4 words
 const P_Q: usize = HOT + 6; // 4 words
 const P_FLAGS: usize = HOT + 10;
 const P_READY: usize = HOT + 11;
+const P_TSHARE: usize = HOT + 12;
+const P_BG: usize = HOT + 13; // 4 words
+const P_ECPU: usize = HOT + 17;
 
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
@@ -69,6 +86,18 @@ pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
         }
     }
     h
+}
+
+/// Packs a share and an in-flight limit into one word.
+#[inline]
+pub fn pack_share(share: f32, limit: u32) -> u64 {
+    ((share.to_bits() as u64) << 32) | limit as u64
+}
+
+/// Unpacks [`pack_share`].
+#[inline]
+pub fn unpack_share(w: u64) -> (f32, u32) {
+    (f32::from_bits((w >> 32) as u32), w as u32)
 }
 
 /// Why the balancer is (not) using counters; kept in the header for the
@@ -171,28 +200,128 @@ impl<'a> Shared<'a> {
             self.w[H_GENERATION].fetch_add(1, Relaxed);
             return true;
         }
-        let kept_w = (self.w[H_MAGIC].load(Relaxed) == MAGIC).then(|| self.w());
+        let ours = self.w[H_MAGIC].load(Relaxed) == MAGIC;
+        let kept_w = ours.then(|| self.w());
+        let epoch = if ours {
+            self.w[H_EPOCH].load(Relaxed)
+        } else {
+            0
+        };
         for x in self.w.iter().take(words(self.n)) {
             x.store(0, Relaxed);
         }
+        let nan = f64::NAN.to_bits();
         for i in 0..self.n {
-            self.p(i, P_ALLOC).store(f64::NAN.to_bits(), Relaxed);
-            self.p(i, P_READY).store(f64::NAN.to_bits(), Relaxed);
+            for off in [P_ALLOC, P_READY, P_TSHARE, P_ECPU] {
+                self.p(i, off).store(nan, Relaxed);
+            }
             for j in 0..R {
-                self.p(i, P_CAP + j).store(f64::NAN.to_bits(), Relaxed);
-                self.p(i, P_Q + j).store(f64::NAN.to_bits(), Relaxed);
+                self.p(i, P_CAP + j).store(nan, Relaxed);
+                self.p(i, P_Q + j).store(nan, Relaxed);
+                self.p(i, P_BG + j).store(nan, Relaxed);
             }
         }
+        for j in 0..R {
+            self.w[H_COST + j].store(nan, Relaxed);
+        }
+        self.w[H_RATE].store(nan, Relaxed);
         if let Some(Some(w)) = kept_w {
             self.set_w(Some(w));
         } else {
             self.set_w(None);
         }
+        self.w[H_EPOCH].store(epoch.wrapping_add(1), Relaxed);
         self.w[H_REASON].store(Reason::NoSamples as u64, Relaxed);
         self.w[H_N].store(self.n as u64, Relaxed);
         self.w[H_HASH].store(hash, Relaxed);
         self.w[H_MAGIC].store(MAGIC, Release);
         false
+    }
+
+    /// Changes every time the zone is cleared for other peers.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.w[H_EPOCH].load(Relaxed)
+    }
+
+    /// Requests in flight on peer `i` (sent and not yet done, over every
+    /// worker).
+    #[inline]
+    pub fn in_flight(&self, i: usize) -> u64 {
+        let done = self.p(i, P_DONE).load(Relaxed);
+        self.p(i, P_TOTAL).load(Relaxed).saturating_sub(done)
+    }
+
+    /// Share and in-flight limit of peer `i` (shares mode).
+    #[inline]
+    pub fn share(&self, i: usize) -> (f32, u32) {
+        unpack_share(self.p(i, P_SHARE).load(Relaxed))
+    }
+
+    /// Counts the end of a request on peer `i` counted by [`Shared::count`]
+    /// while the zone had `epoch`; ignored if the zone was cleared since.
+    #[inline]
+    pub fn finish(&self, i: usize, epoch: u64) {
+        if i < self.n && self.epoch() == epoch {
+            self.p(i, P_DONE).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests to peer `i` that ended, since the zone was created.
+    pub fn done(&self, i: usize) -> u64 {
+        self.p(i, P_DONE).load(Relaxed)
+    }
+
+    /// All done counts.
+    pub fn dones(&self) -> Vec<u64> {
+        (0..self.n).map(|i| self.done(i)).collect()
+    }
+
+    /// Publishes shares and limits (shares mode), valid until
+    /// `valid_until_ms` (wall clock).
+    pub fn apply_shares(&self, shares: &[f64], limits: &[u64], valid_until_ms: u64, now_ms: u64) {
+        for i in 0..self.n {
+            let s = shares.get(i).copied().unwrap_or(0.0);
+            let l = limits.get(i).copied().unwrap_or(0).min(u32::MAX as u64) as u32;
+            self.p(i, P_SHARE).store(pack_share(s as f32, l), Relaxed);
+        }
+        self.w[H_APPLIED].store(now_ms, Relaxed);
+        self.w[H_REASON].store(Reason::Active as u64, Relaxed);
+        self.w[H_VALID_UNTIL].store(valid_until_ms, Release);
+    }
+
+    /// Publishes what the shares mode estimated (status page): cost per
+    /// request, completed requests per second, and per peer the target
+    /// share, background use and effective CPU capacity.
+    pub fn set_model(&self, cost: Option<Res>, rate: Option<f64>, peers: &[(f64, Res, f64)]) {
+        let cost = cost.unwrap_or([f64::NAN; R]);
+        for j in 0..R {
+            self.w[H_COST + j].store(cost[j].to_bits(), Relaxed);
+        }
+        self.w[H_RATE].store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
+        for (i, (t, bg, ecpu)) in peers.iter().enumerate().take(self.n) {
+            self.p(i, P_TSHARE).store(t.to_bits(), Relaxed);
+            for j in 0..R {
+                self.p(i, P_BG + j).store(bg[j].to_bits(), Relaxed);
+            }
+            self.p(i, P_ECPU).store(ecpu.to_bits(), Relaxed);
+        }
+    }
+
+    /// Published cost per request (NaN where unknown).
+    pub fn cost(&self) -> Res {
+        std::array::from_fn(|j| f(self.w[H_COST + j].load(Relaxed)))
+    }
+
+    /// Published completed requests per second.
+    pub fn rate(&self) -> f64 {
+        f(self.w[H_RATE].load(Relaxed))
+    }
+
+    /// Published shares (all peers; shares mode), to resume from.
+    pub fn shares(&self) -> Option<Vec<f64>> {
+        let s: Vec<f64> = (0..self.n).map(|i| self.share(i).0 as f64).collect();
+        s.iter().all(|x| x.is_finite() && *x > 0.0).then_some(s)
     }
 
     /// Counters drive the pick at wall time `now_ms` (before valid-until).
@@ -335,6 +464,13 @@ impl<'a> Shared<'a> {
             total,
             has_counters: self.p(i, P_FLAGS).load(Relaxed) & FLAG_COUNTERS != 0,
             cpu_ready_pct: f(self.p(i, P_READY).load(Relaxed)),
+            done: self.done(i),
+            in_flight: self.in_flight(i),
+            share: self.share(i).0 as f64,
+            limit: self.share(i).1 as u64,
+            target_share: f(self.p(i, P_TSHARE).load(Relaxed)),
+            background: std::array::from_fn(|j| f(self.p(i, P_BG + j).load(Relaxed))),
+            effective_cpu: f(self.p(i, P_ECPU).load(Relaxed)),
         }
     }
 }
@@ -358,8 +494,22 @@ pub struct PeerInfo {
     pub has_counters: bool,
     /// `cpu.ready.summation` of the newest sample in percent of its
     /// interval (summed over vCPUs, as vSphere's VM-level value); NaN when
-    /// not reported. Kept for later use: the model does not read it.
+    /// not reported. The shares mode scales CPU capacity by it.
     pub cpu_ready_pct: f64,
+    /// Requests that ended.
+    pub done: u64,
+    /// Requests in flight (all workers).
+    pub in_flight: u64,
+    /// Share in force (shares mode).
+    pub share: f64,
+    /// In-flight limit (0 = none).
+    pub limit: u64,
+    /// Target share of the last sample.
+    pub target_share: f64,
+    /// Background use per resource.
+    pub background: Res,
+    /// CPU capacity after CPU ready.
+    pub effective_cpu: f64,
 }
 
 #[cfg(test)]
@@ -412,6 +562,60 @@ mod tests {
         assert!(!s.init(8));
         assert_eq!(s.total(0), 0);
         assert_eq!(s.w(), Some([1.0, 0.0, 0.5, 0.0]));
+    }
+
+    #[test]
+    fn in_flight_over_epochs() {
+        let z = zone(2);
+        let s = Shared::new(&z, 2).unwrap();
+        s.init(1);
+        let e = s.epoch();
+        s.count(0);
+        s.count(0);
+        s.count(1);
+        assert_eq!((s.in_flight(0), s.in_flight(1)), (2, 1));
+        s.finish(0, e);
+        assert_eq!(s.in_flight(0), 1);
+        // a reload with other peers clears the zone: requests counted
+        // before end without touching the new counts
+        assert!(!s.init(2));
+        assert_ne!(s.epoch(), e);
+        s.count(0);
+        s.finish(0, e);
+        s.finish(1, e);
+        assert_eq!((s.in_flight(0), s.done(0), s.done(1)), (1, 0, 0));
+        s.finish(0, s.epoch());
+        assert_eq!(s.in_flight(0), 0);
+        // more done than sent can never show as a huge number
+        s.finish(1, s.epoch());
+        assert_eq!(s.in_flight(1), 0);
+        s.finish(7, s.epoch()); // out of range: ignored
+    }
+
+    #[test]
+    fn shares_and_limits_packed() {
+        assert_eq!(unpack_share(pack_share(0.25, 17)), (0.25, 17));
+        assert_eq!(unpack_share(pack_share(1.0, u32::MAX)), (1.0, u32::MAX));
+        let z = zone(3);
+        let s = Shared::new(&z, 3).unwrap();
+        s.init(9);
+        assert!(s.shares().is_none());
+        s.apply_shares(&[0.5, 0.3, 0.2], &[10, 6, 4], 1000, 0);
+        assert!(s.usable(999));
+        assert_eq!(s.share(1), (0.3, 6));
+        let sh = s.shares().unwrap();
+        assert!((sh[2] - 0.2).abs() < 1e-7);
+        s.set_model(
+            Some([100.0, f64::NAN, 2.0, f64::NAN]),
+            Some(12.5),
+            &[(0.4, [1.0; R], 2000.0)],
+        );
+        assert_eq!(s.cost()[0], 100.0);
+        assert_eq!(s.rate(), 12.5);
+        let p = s.peer_info(0);
+        assert_eq!((p.share as f32, p.limit, p.target_share), (0.5, 10, 0.4));
+        assert_eq!(p.effective_cpu, 2000.0);
+        assert!(s.peer_info(1).target_share.is_nan());
     }
 
     #[test]

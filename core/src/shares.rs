@@ -1,0 +1,1267 @@
+//! The default mode, `shares`: counters steer, in-flight counts pick.
+//!
+//! vSphere's realtime counters are 20-s averages that reach the balancer
+//! 20–45 s after the period they measure began, far too old to score single
+//! requests (which is why the paper's `L = Q·W − V` herds). Here they only
+//! set slowly moving, load-invariant quantities, once per sample:
+//!
+//! * **cost of one request** per resource `a_j`, pooled over the nodes (the
+//!   same application runs on every VM): the traffic-weighted median over
+//!   nodes of `Σ usage·period / Σ requests completed` over the window, with
+//!   this instance's own completions paired with each sample's exact period;
+//! * **background** per node `b_ij = max(0, usage_ij − a_j·x_i)`, what this
+//!   instance's requests do not explain (batch jobs, other frontends), from
+//!   the newest sample (`x_i` = completions per second);
+//! * **effective capacity** per node: usable capacity (Nova-style accounting,
+//!   done by the caller), with CPU scaled by `run / (run + ready)` from
+//!   `cpu.ready` (a VM that waits for a physical CPU gets fewer cycles than
+//!   its size);
+//! * **target shares** that equalise the predicted bottleneck utilisation
+//!   `max_j (b_ij + a_j·x_i) / C_ij` at the current total rate (water
+//!   filling), with a floor so every node keeps producing informative
+//!   counters; the published shares move a fraction `step` of the way to
+//!   the target per sample, so nothing herds.
+//!
+//! Per request the module picks the eligible peer with the lowest
+//! `in-flight / share` (nginx's weighted least-connections with the shares
+//! as weights; ties by smooth weighted round robin), see [`LeastShare`].
+//! The overload guard gives each peer an in-flight limit proportional to its
+//! share ([`Model::limits`]); when every peer is at its limit the request is
+//! answered at once (like `max_conns`) instead of queueing everywhere.
+//!
+//! # Degenerate cases (each has a test below)
+//!
+//! | case | behaviour |
+//! |---|---|
+//! | no sample | no shares: nginx's weighted round robin |
+//! | no sample with request counts (just started), or no request completed in the window | a cost kept from before is used; otherwise no shares (weighted round robin) |
+//! | a node without counters (unmapped VM, NaN values) | share = its `weight=` times the mean share per unit weight of the nodes with counters |
+//! | a resource without capacity on some node with counters, or with no cost | left out of the bottleneck |
+//! | background above capacity everywhere | water filling still orders the nodes (the level rises above 1) |
+//! | zero total rate | the target is the water level of an (almost) idle cluster: shares by free capacity |
+//! | more nodes than 1/floor | the floor shrinks to half an equal share |
+//! | NaN / infinite / negative inputs | ignored per value; shares always finite, positive and summing to 1 per group |
+//!
+//! Memory is a level, not a rate: it is shown but not part of the
+//! bottleneck (a cost per request of memory has no meaning).
+
+// Index loops read best in the numeric code.
+#![allow(clippy::needless_range_loop)]
+
+use crate::algo::{Res, R};
+use std::collections::VecDeque;
+
+/// Resources whose use is a rate that requests drive (cpu, net, disk).
+pub const RATE_RESOURCES: [bool; R] = [true, false, true, true];
+
+/// Tunables of the mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// Samples kept for the cost estimate.
+    pub window: usize,
+    /// Smallest share of a node (of its group), 0..0.5.
+    pub floor: f64,
+    /// Fraction of the way to the target moved per sample, (0, 1].
+    pub step: f64,
+    /// In-flight limit per vCPU of the group (spread over the nodes by
+    /// share); 0 = no limit.
+    pub inflight_per_vcpu: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            window: DEFAULT_WINDOW,
+            floor: 0.01,
+            step: 0.5,
+            inflight_per_vcpu: 8.0,
+        }
+    }
+}
+
+/// Default window of this mode (2 minutes of 20-s samples).
+pub const DEFAULT_WINDOW: usize = 6;
+
+/// One sample: what every node used during one period, and what this
+/// balancer sent and completed on each node during that same period.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// End of the measured period, ms (local clock).
+    pub end_ms: u64,
+    /// Length of the period, ms.
+    pub period_ms: u64,
+    /// Usage per node (MHz, MB, KB/s, KB/s); NaN = missing.
+    pub usage: Vec<Res>,
+    /// `cpu.ready.summation` per node in the period, ms summed over vCPUs;
+    /// NaN = not reported.
+    pub ready_ms: Vec<f64>,
+    /// Requests completed per node in the period (`None`: unknown, the
+    /// period began before this process kept counts).
+    pub done: Option<Vec<f64>>,
+}
+
+/// What the last [`Model::update`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The window is empty.
+    NoSamples,
+    /// No sample with request counts yet, and no cost from before.
+    TooFewSamples,
+    /// No request completed in the window, and no cost from before.
+    NoTraffic,
+    /// No node with counters, or no resource with a capacity.
+    NoCounters,
+    /// Shares computed.
+    Active,
+}
+
+/// Per-node facts that do not come with samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Node {
+    /// Usable capacity per resource (NaN = unknown).
+    pub capacity: Res,
+    /// vCPUs of the VM (NaN = unknown), for CPU ready and the guard.
+    pub vcpus: f64,
+    /// Configured `weight=`.
+    pub weight: f64,
+    /// Backup server (its own group).
+    pub backup: bool,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node {
+            capacity: [f64::NAN; R],
+            vcpus: f64::NAN,
+            weight: 1.0,
+            backup: false,
+        }
+    }
+}
+
+/// The model of one upstream.
+#[derive(Clone, Debug)]
+pub struct Model {
+    params: Params,
+    nodes: Vec<Node>,
+    window: VecDeque<Sample>,
+    cost: Option<Res>,
+    background: Vec<Res>,
+    effective: Vec<Res>,
+    target: Option<Vec<f64>>,
+    shares: Option<Vec<f64>>,
+    rate: Option<f64>,
+    state: State,
+}
+
+fn clean(x: f64) -> f64 {
+    if x.is_finite() && x >= 0.0 && x < 1e15 {
+        x
+    } else {
+        f64::NAN
+    }
+}
+
+impl Model {
+    /// A model of `nodes`; parameters are clamped to sane ranges.
+    pub fn new(params: Params, nodes: Vec<Node>) -> Model {
+        let n = nodes.len();
+        let params = Params {
+            window: params.window.max(1),
+            floor: if params.floor.is_finite() {
+                params.floor.clamp(0.0, 0.5)
+            } else {
+                0.01
+            },
+            step: if params.step.is_finite() && params.step > 0.0 {
+                params.step.min(1.0)
+            } else {
+                0.5
+            },
+            inflight_per_vcpu: if params.inflight_per_vcpu.is_finite() {
+                params.inflight_per_vcpu.max(0.0)
+            } else {
+                0.0
+            },
+        };
+        let nodes = nodes
+            .into_iter()
+            .map(|mut nd| {
+                nd.capacity = nd
+                    .capacity
+                    .map(|c| if clean(c) > 0.0 { c } else { f64::NAN });
+                nd.vcpus = if clean(nd.vcpus) >= 1.0 {
+                    nd.vcpus
+                } else {
+                    f64::NAN
+                };
+                nd.weight = if nd.weight.is_finite() && nd.weight > 0.0 {
+                    nd.weight
+                } else {
+                    1.0
+                };
+                nd
+            })
+            .collect();
+        Model {
+            params,
+            nodes,
+            window: VecDeque::new(),
+            cost: None,
+            background: vec![[f64::NAN; R]; n],
+            effective: vec![[f64::NAN; R]; n],
+            target: None,
+            shares: None,
+            rate: None,
+            state: State::NoSamples,
+        }
+    }
+
+    /// Starts from shares and a cost kept from before (a reload with the
+    /// same servers, or another worker's collector that held the lease).
+    pub fn resume(mut self, shares: Option<Vec<f64>>, cost: Option<Res>) -> Model {
+        if let Some(s) = shares {
+            if s.len() == self.nodes.len() && s.iter().all(|x| x.is_finite() && *x > 0.0) {
+                self.shares = Some(s);
+            }
+        }
+        if let Some(c) = cost {
+            if c.iter().all(|x| x.is_nan() || (x.is_finite() && *x >= 0.0))
+                && c.iter().any(|x| *x > 0.0)
+            {
+                self.cost = Some(c);
+            }
+        }
+        self
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a model of zero nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Parameters in force.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// Replaces node `i`'s facts (capacity, vCPUs after an inventory read).
+    pub fn set_node(&mut self, i: usize, node: Node) {
+        if i < self.nodes.len() {
+            let fresh = Model::new(self.params, vec![node]);
+            self.nodes[i] = fresh.nodes[0];
+        }
+    }
+
+    /// Node `i`'s facts.
+    pub fn node(&self, i: usize) -> Node {
+        self.nodes.get(i).copied().unwrap_or_default()
+    }
+
+    /// Adds a sample; false (nothing changed) for the wrong size, a
+    /// duplicate end time, or one older than a full window.
+    pub fn push(&mut self, mut s: Sample) -> bool {
+        let n = self.nodes.len();
+        if s.usage.len() != n || s.period_ms == 0 {
+            return false;
+        }
+        if s.ready_ms.len() != n {
+            s.ready_ms = vec![f64::NAN; n];
+        }
+        if s.done.as_ref().is_some_and(|d| d.len() != n) {
+            s.done = None;
+        }
+        for row in &mut s.usage {
+            *row = row.map(clean);
+        }
+        for r in &mut s.ready_ms {
+            *r = clean(*r);
+        }
+        if let Some(d) = &mut s.done {
+            for x in d.iter_mut() {
+                if !(x.is_finite() && *x >= 0.0) {
+                    *x = 0.0;
+                }
+            }
+        }
+        if self.window.iter().any(|o| o.end_ms == s.end_ms) {
+            return false;
+        }
+        let pos = self.window.partition_point(|o| o.end_ms < s.end_ms);
+        if pos == 0 && self.window.len() >= self.params.window {
+            return false;
+        }
+        self.window.insert(pos, s);
+        while self.window.len() > self.params.window {
+            self.window.pop_front();
+        }
+        true
+    }
+
+    /// Samples in the window.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// End time of the newest sample.
+    pub fn newest_ms(&self) -> Option<u64> {
+        self.window.back().map(|s| s.end_ms)
+    }
+
+    /// Outcome of the last update.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Cost of one request per resource (MHz·s, MB·s, KB, KB), NaN where
+    /// unknown; `None` before the first estimate.
+    pub fn cost(&self) -> Option<Res> {
+        self.cost
+    }
+
+    /// Background use of node `i` (NaN where unknown).
+    pub fn background(&self, i: usize) -> Res {
+        self.background.get(i).copied().unwrap_or([f64::NAN; R])
+    }
+
+    /// Effective capacity of node `i` (capacity, CPU scaled by CPU ready).
+    pub fn effective_capacity(&self, i: usize) -> Res {
+        self.effective.get(i).copied().unwrap_or([f64::NAN; R])
+    }
+
+    /// Completed requests per second (smoothed) seen in the samples.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Target shares of the last update.
+    pub fn target(&self) -> Option<&[f64]> {
+        self.target.as_deref()
+    }
+
+    /// Shares in force (`None`: weighted round robin).
+    pub fn shares(&self) -> Option<&[f64]> {
+        if self.state == State::Active {
+            self.shares.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// Shares kept (also while not active), to resume from.
+    pub fn kept_shares(&self) -> Option<&[f64]> {
+        self.shares.as_deref()
+    }
+
+    /// True if node `i` has a finite usage value in the newest sample.
+    pub fn has_counters(&self, i: usize) -> bool {
+        self.window
+            .back()
+            .is_some_and(|s| s.usage[i].iter().any(|x| x.is_finite()))
+    }
+
+    /// Recomputes cost, background, capacities, target and shares from the
+    /// window. Call once per new sample.
+    pub fn update(&mut self) -> State {
+        self.state = self.update_inner();
+        self.state
+    }
+
+    fn update_inner(&mut self) -> State {
+        let n = self.nodes.len();
+        let Some(newest) = self.window.back().cloned() else {
+            return State::NoSamples;
+        };
+        let with_counts = self.window.iter().any(|s| s.done.is_some());
+        // cost per request, pooled over nodes
+        if let Some(c) = self.estimate_cost() {
+            self.cost = Some(c);
+        }
+        let Some(cost) = self.cost else {
+            return if with_counts {
+                State::NoTraffic
+            } else {
+                State::TooFewSamples
+            };
+        };
+        let counted: Vec<bool> = (0..n)
+            .map(|i| newest.usage[i].iter().any(|x| x.is_finite()))
+            .collect();
+        if !counted.iter().any(|&c| c) {
+            return State::NoCounters;
+        }
+        let secs = newest.period_ms as f64 / 1000.0;
+        let rate: Vec<f64> = match &newest.done {
+            Some(d) => d.iter().map(|x| x / secs).collect(),
+            None => vec![f64::NAN; n],
+        };
+        // background and effective capacity per node
+        for i in 0..n {
+            let u = newest.usage[i];
+            self.background[i] = std::array::from_fn(|j| {
+                if !RATE_RESOURCES[j] || !cost[j].is_finite() || !rate[i].is_finite() {
+                    return u[j];
+                }
+                (u[j] - cost[j] * rate[i]).max(0.0)
+            });
+            let nd = self.nodes[i];
+            let mut c = nd.capacity;
+            let g = ready_factor(u[0], nd.capacity[0], newest.ready_ms[i], secs, nd.vcpus);
+            c[0] *= g;
+            self.effective[i] = c;
+        }
+        // the total rate the shares are computed for
+        let total: f64 = rate.iter().filter(|x| x.is_finite()).sum();
+        if newest.done.is_some() {
+            self.rate = Some(match self.rate {
+                Some(r) => 0.5 * r + 0.5 * total,
+                None => total,
+            });
+        }
+        let x_total = self.rate.unwrap_or(0.0);
+        // per group: primaries, backups
+        let mut target = vec![0.0; n];
+        for backup in [false, true] {
+            let members: Vec<usize> = (0..n).filter(|&i| self.nodes[i].backup == backup).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let t = self.group_target(&members, &counted, &cost, x_total);
+            for (k, &i) in members.iter().enumerate() {
+                target[i] = t[k];
+            }
+        }
+        if target.iter().any(|x| !x.is_finite()) {
+            return State::NoCounters;
+        }
+        let shares = match &self.shares {
+            Some(s) if s.len() == n => {
+                let a = self.params.step;
+                let mut out: Vec<f64> = s
+                    .iter()
+                    .zip(&target)
+                    .map(|(s, t)| s + a * (t - s))
+                    .collect();
+                // keep each group summing to exactly 1
+                for backup in [false, true] {
+                    let sum: f64 = (0..n)
+                        .filter(|&i| self.nodes[i].backup == backup)
+                        .map(|i| out[i])
+                        .sum();
+                    if sum > 0.0 {
+                        for i in 0..n {
+                            if self.nodes[i].backup == backup {
+                                out[i] /= sum;
+                            }
+                        }
+                    }
+                }
+                out
+            }
+            _ => target.clone(),
+        };
+        self.target = Some(target);
+        self.shares = Some(shares);
+        State::Active
+    }
+
+    /// Target shares of one group (`members`), summing to 1.
+    fn group_target(
+        &self,
+        members: &[usize],
+        counted: &[bool],
+        cost: &Res,
+        x_total: f64,
+    ) -> Vec<f64> {
+        let k = members.len();
+        // resources in the bottleneck: a cost, and a capacity on every
+        // member with counters
+        let mut use_res = [false; R];
+        for j in 0..R {
+            use_res[j] = RATE_RESOURCES[j]
+                && cost[j].is_finite()
+                && cost[j] > 0.0
+                && members
+                    .iter()
+                    .filter(|&&i| counted[i])
+                    .all(|&i| self.effective[i][j].is_finite());
+        }
+        let known: Vec<usize> = (0..k).filter(|&m| counted[members[m]]).collect();
+        let mut t = vec![f64::NAN; k];
+        if !known.is_empty() && use_res.iter().any(|&u| u) {
+            let caps: Vec<Res> = known.iter().map(|&m| self.effective[members[m]]).collect();
+            let bg: Vec<Res> = known
+                .iter()
+                .map(|&m| self.background[members[m]].map(|x| if x.is_finite() { x } else { 0.0 }))
+                .collect();
+            let x = water_fill(&caps, &bg, cost, use_res, x_total);
+            for (q, &m) in known.iter().enumerate() {
+                t[m] = x[q];
+            }
+        } else if !known.is_empty() {
+            // counters but no usable resource: shares by weight
+            for &m in &known {
+                t[m] = self.nodes[members[m]].weight;
+            }
+        }
+        let sum_known: f64 = known.iter().map(|&m| t[m]).sum();
+        if known.is_empty() || !(sum_known > 0.0) {
+            // nothing known: by weight
+            let w: Vec<f64> = members.iter().map(|&i| self.nodes[i].weight).collect();
+            return floored(&w, self.params.floor);
+        }
+        // nodes without counters: their weight times the known mean per weight
+        let per_w = known
+            .iter()
+            .map(|&m| t[m] / sum_known / self.nodes[members[m]].weight)
+            .sum::<f64>()
+            / known.len() as f64;
+        let mut raw = vec![0.0; k];
+        for m in 0..k {
+            raw[m] = if counted[members[m]] {
+                t[m] / sum_known
+            } else {
+                per_w * self.nodes[members[m]].weight
+            };
+        }
+        floored(&raw, self.params.floor)
+    }
+
+    /// The pooled per-request cost over the window: per resource, the
+    /// traffic-weighted median over nodes of (usage × time) / completions.
+    fn estimate_cost(&self) -> Option<Res> {
+        let n = self.nodes.len();
+        let mut work = vec![[0.0; R]; n];
+        let mut reqs = vec![[0.0; R]; n];
+        let mut any = false;
+        for s in &self.window {
+            let Some(done) = &s.done else { continue };
+            let secs = s.period_ms as f64 / 1000.0;
+            for i in 0..n {
+                for j in 0..R {
+                    let u = s.usage[i][j];
+                    if u.is_finite() && done[i] > 0.0 {
+                        work[i][j] += u * secs;
+                        reqs[i][j] += done[i];
+                        any = true;
+                    }
+                }
+            }
+        }
+        if !any {
+            return None;
+        }
+        let mut out = [f64::NAN; R];
+        for j in 0..R {
+            let pts: Vec<(f64, f64)> = (0..n)
+                .filter(|&i| reqs[i][j] > 0.0)
+                .map(|i| (work[i][j] / reqs[i][j], reqs[i][j]))
+                .collect();
+            out[j] = weighted_median(pts);
+        }
+        out.iter().any(|x| x.is_finite()).then_some(out)
+    }
+
+    /// Per-node in-flight limits of the overload guard: the group's
+    /// `inflight_per_vcpu × vCPUs` spread by share, at least 1 (0 = none).
+    /// A node with unknown vCPUs counts as one vCPU.
+    pub fn limits(&self) -> Vec<u64> {
+        let n = self.nodes.len();
+        let Some(s) = self.shares() else {
+            return vec![0; n];
+        };
+        if self.params.inflight_per_vcpu <= 0.0 {
+            return vec![0; n];
+        }
+        let mut out = vec![0; n];
+        for backup in [false, true] {
+            let members: Vec<usize> = (0..n).filter(|&i| self.nodes[i].backup == backup).collect();
+            let vcpus: f64 = members
+                .iter()
+                .map(|&i| {
+                    let v = self.nodes[i].vcpus;
+                    if v.is_finite() {
+                        v
+                    } else {
+                        1.0
+                    }
+                })
+                .sum();
+            let total = self.params.inflight_per_vcpu * vcpus;
+            for &i in &members {
+                out[i] = ((total * s[i]).ceil() as u64).max(1);
+            }
+        }
+        out
+    }
+}
+
+/// `run / (run + ready)`: the part of the cycles a VM wants that it gets.
+/// `usage` MHz of `capacity` MHz over `secs`, `ready_ms` summed over
+/// `vcpus`. 1 when there is no evidence (no counter, an idle VM).
+pub fn ready_factor(usage: f64, capacity: f64, ready_ms: f64, secs: f64, vcpus: f64) -> f64 {
+    let v = if vcpus.is_finite() && vcpus >= 1.0 {
+        vcpus
+    } else {
+        1.0
+    };
+    if !(usage.is_finite() && capacity.is_finite() && capacity > 0.0 && ready_ms.is_finite())
+        || secs <= 0.0
+    {
+        return 1.0;
+    }
+    let run = (usage / capacity).clamp(0.0, 1.0);
+    let ready = (ready_ms / 1000.0 / secs / v).clamp(0.0, 1.0);
+    if run + ready < 0.02 {
+        return 1.0;
+    }
+    (run / (run + ready)).clamp(0.05, 1.0)
+}
+
+/// Weighted median of (value, weight) points; NaN for none.
+pub fn weighted_median(mut pts: Vec<(f64, f64)>) -> f64 {
+    pts.retain(|(v, w)| v.is_finite() && w.is_finite() && *w > 0.0);
+    if pts.is_empty() {
+        return f64::NAN;
+    }
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = pts.iter().map(|p| p.1).sum();
+    let mut acc = 0.0;
+    for (v, w) in &pts {
+        acc += w;
+        if acc >= total / 2.0 {
+            return *v;
+        }
+    }
+    pts[pts.len() - 1].0
+}
+
+/// Rates per node (summing to `total`, or proportional to free capacity
+/// when `total` is 0) that equalise the predicted bottleneck utilisation
+/// `max_j (bg_ij + cost_j·x_i) / cap_ij` over the resources in `use_res`.
+pub fn water_fill(
+    caps: &[Res],
+    bg: &[Res],
+    cost: &Res,
+    use_res: [bool; R],
+    total: f64,
+) -> Vec<f64> {
+    let n = caps.len();
+    let res: Vec<usize> = (0..R)
+        .filter(|&j| use_res[j] && cost[j].is_finite() && cost[j] > 0.0)
+        .collect();
+    if n == 0 || res.is_empty() {
+        return vec![0.0; n];
+    }
+    let x_at = |level: f64, i: usize| -> f64 {
+        let mut x = f64::INFINITY;
+        for &j in &res {
+            let c = caps[i][j];
+            let b = if bg[i][j].is_finite() { bg[i][j] } else { 0.0 };
+            let xj = if c.is_finite() && c > 0.0 {
+                (level * c - b) / cost[j]
+            } else {
+                0.0
+            };
+            x = x.min(xj);
+        }
+        x.max(0.0)
+    };
+    let sum_at = |level: f64| (0..n).map(|i| x_at(level, i)).sum::<f64>();
+    // an idle cluster: the level of a tiny rate, so shares follow free capacity
+    let want = if total.is_finite() && total > 0.0 {
+        total
+    } else {
+        sum_at(1.0).max(1e-9) * 1e-3
+    };
+    let mut hi = 1.0;
+    let mut tries = 0;
+    while sum_at(hi) < want && tries < 64 {
+        hi *= 2.0;
+        tries += 1;
+    }
+    if sum_at(hi) <= 0.0 {
+        return vec![0.0; n];
+    }
+    let mut lo = 0.0;
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if sum_at(mid) < want {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (0..n).map(|i| x_at(hi, i)).collect()
+}
+
+/// `raw` normalised to sum 1 with every entry at least `floor` (shrunk to
+/// half an equal share when there are more than 1/(2·floor) entries).
+pub fn floored(raw: &[f64], floor: f64) -> Vec<f64> {
+    let k = raw.len();
+    if k == 0 {
+        return Vec::new();
+    }
+    let floor = floor.clamp(0.0, 0.5 / k as f64);
+    let mut x: Vec<f64> = raw
+        .iter()
+        .map(|v| if v.is_finite() && *v > 0.0 { *v } else { 0.0 })
+        .collect();
+    let sum: f64 = x.iter().sum();
+    if !(sum > 0.0) {
+        return vec![1.0 / k as f64; k];
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
+    // fix the entries below the floor at the floor, rescale the rest;
+    // repeat until none falls below (at most k rounds)
+    let mut fixed = vec![false; k];
+    for _ in 0..k {
+        let nfixed = fixed.iter().filter(|&&f| f).count();
+        let free_sum: f64 = (0..k).filter(|&i| !fixed[i]).map(|i| x[i]).sum();
+        let room = 1.0 - floor * nfixed as f64;
+        let scale = if free_sum > 0.0 { room / free_sum } else { 0.0 };
+        let mut changed = false;
+        for i in 0..k {
+            if !fixed[i] && x[i] * scale < floor {
+                fixed[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            for i in 0..k {
+                x[i] = if fixed[i] { floor } else { x[i] * scale };
+            }
+            return x;
+        }
+    }
+    vec![1.0 / k as f64; k]
+}
+
+/// The per-request pick of this mode over the eligible peers: the lowest
+/// `in-flight / share` (or `(in-flight + 1) / share` with
+/// [`LeastShare::expected_delay`]), compared by cross-multiplication as
+/// nginx's least_conn does; a peer at its in-flight limit is skipped.
+///
+/// Feed every eligible peer to [`LeastShare::offer`]; if [`LeastShare::tied`]
+/// afterwards, feed the eligible peers again to
+/// [`LeastShare::offer_tie`] with the caller's smooth-WRR state and take
+/// [`SmoothTie::winner`].
+#[derive(Clone, Copy, Debug)]
+pub struct LeastShare {
+    add: u64,
+    best: Option<usize>,
+    best_conns: f64,
+    best_share: f64,
+    ties: u32,
+    /// Some eligible peer was skipped for being at its limit.
+    pub limited: bool,
+}
+
+impl LeastShare {
+    /// Least in-flight per share.
+    pub fn new() -> LeastShare {
+        LeastShare {
+            add: 0,
+            best: None,
+            best_conns: 0.0,
+            best_share: 1.0,
+            ties: 0,
+            limited: false,
+        }
+    }
+
+    /// Shortest expected delay: least (in-flight + 1) per share.
+    pub fn expected_delay() -> LeastShare {
+        LeastShare {
+            add: 1,
+            ..LeastShare::new()
+        }
+    }
+
+    /// Offers peer `i` with `conns` in flight, `share` and in-flight
+    /// `limit` (0 = none). Returns true if it is the best so far.
+    #[inline]
+    pub fn offer(&mut self, i: usize, conns: u64, share: f32, limit: u32) -> bool {
+        if limit != 0 && conns >= limit as u64 {
+            self.limited = true;
+            return false;
+        }
+        let c = (conns + self.add) as f64;
+        let s = if share > 0.0 {
+            share as f64
+        } else {
+            f64::MIN_POSITIVE
+        };
+        match self.best {
+            None => {}
+            Some(_) => {
+                let lhs = c * self.best_share;
+                let rhs = self.best_conns * s;
+                if lhs > rhs {
+                    return false;
+                }
+                if lhs == rhs {
+                    self.ties += 1;
+                    return false;
+                }
+            }
+        }
+        self.best = Some(i);
+        self.best_conns = c;
+        self.best_share = s;
+        self.ties = 1;
+        true
+    }
+
+    /// The best peer (the only one, or the first of the tied).
+    pub fn best(&self) -> Option<usize> {
+        self.best
+    }
+
+    /// More than one peer has the best ratio.
+    pub fn tied(&self) -> bool {
+        self.ties > 1
+    }
+
+    /// Second pass over the eligible peers: is peer (`conns`, `share`,
+    /// `limit`) one of the tied best?
+    #[inline]
+    pub fn is_tied(&self, conns: u64, share: f32, limit: u32) -> bool {
+        if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
+            return false;
+        }
+        let c = (conns + self.add) as f64;
+        let s = if share > 0.0 {
+            share as f64
+        } else {
+            f64::MIN_POSITIVE
+        };
+        c * self.best_share == self.best_conns * s
+    }
+}
+
+impl Default for LeastShare {
+    fn default() -> Self {
+        LeastShare::new()
+    }
+}
+
+/// Smooth weighted round robin among tied peers, as nginx breaks
+/// least_conn's ties: every tied peer's current weight grows by its share,
+/// the largest wins and loses the sum.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmoothTie {
+    best: Option<usize>,
+    best_current: f64,
+    total: f64,
+}
+
+impl SmoothTie {
+    /// Offers tied peer `i` with `share` and its current weight `current`
+    /// (the caller's per-peer state), returning the updated current weight.
+    #[inline]
+    pub fn offer(&mut self, i: usize, share: f32, current: f64) -> f64 {
+        let w = if share > 0.0 { share as f64 } else { 0.0 };
+        let c = current + w;
+        self.total += w;
+        if self.best.is_none() || c > self.best_current {
+            self.best = Some(i);
+            self.best_current = c;
+        }
+        c
+    }
+
+    /// The winner and the current weight it must be set to.
+    pub fn winner(&self) -> Option<(usize, f64)> {
+        self.best.map(|b| (b, self.best_current - self.total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAN4: Res = [f64::NAN; R];
+
+    fn node(cpu: f64, net: f64, vcpus: f64) -> Node {
+        Node {
+            capacity: [cpu, 4096.0, net, f64::NAN],
+            vcpus,
+            weight: 1.0,
+            backup: false,
+        }
+    }
+
+    /// The lab's cluster: CPU 2..10 GHz, network 4/8/4/16/2 MB/s.
+    fn lab_nodes() -> Vec<Node> {
+        vec![
+            node(2000.0, 4000.0, 1.0),
+            node(4000.0, 8000.0, 2.0),
+            node(6000.0, 4000.0, 2.0),
+            node(8000.0, 16000.0, 4.0),
+            node(10000.0, 2000.0, 4.0),
+        ]
+    }
+
+    /// A sample of `rate` req/s per node costing `cost` per request, plus
+    /// `bg` per node, over 20 s.
+    fn sample(t: u64, rate: &[f64], cost: Res, bg: &[Res]) -> Sample {
+        let usage = rate
+            .iter()
+            .zip(bg)
+            .map(|(x, b)| std::array::from_fn(|j| if j == 1 { 1000.0 } else { b[j] + cost[j] * x }))
+            .collect();
+        Sample {
+            end_ms: t * 20_000,
+            period_ms: 20_000,
+            usage,
+            ready_ms: vec![0.0; rate.len()],
+            done: Some(rate.iter().map(|x| x * 20.0).collect()),
+        }
+    }
+
+    fn no_bg(n: usize) -> Vec<Res> {
+        vec![[0.0; R]; n]
+    }
+
+    #[test]
+    fn no_samples_means_round_robin() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        assert_eq!(m.update(), State::NoSamples);
+        assert!(m.shares().is_none());
+        assert_eq!(m.limits(), vec![0; 5]);
+    }
+
+    #[test]
+    fn samples_without_counts_wait() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut s = sample(1, &[1.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5));
+        s.done = None;
+        m.push(s);
+        assert_eq!(m.update(), State::TooFewSamples);
+        assert!(m.shares().is_none());
+    }
+
+    #[test]
+    fn zero_traffic_without_history_waits_and_with_history_keeps_cost() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        m.push(sample(1, &[0.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5)));
+        assert_eq!(m.update(), State::NoTraffic);
+        let mut m = Model::new(Params::default(), lab_nodes())
+            .resume(None, Some([100.0, f64::NAN, 10.0, f64::NAN]));
+        m.push(sample(1, &[0.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5)));
+        assert_eq!(m.update(), State::Active);
+        // an idle cluster: shares by free capacity of the bottleneck (CPU
+        // with cost 100 vs net with cost 10: min over resources)
+        let s = m.shares().unwrap();
+        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_bound_shares_follow_cpu_capacity() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        // a balanced start: every node at 50 % CPU, 1 KB per request
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect();
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        assert_eq!(m.update(), State::Active);
+        let c = m.cost().unwrap();
+        assert!(
+            (c[0] - 100.0).abs() < 1e-9 && (c[2] - 1.0).abs() < 1e-9,
+            "{c:?}"
+        );
+        let s = m.shares().unwrap();
+        for (i, cap) in [2.0, 4.0, 6.0, 8.0, 10.0].iter().enumerate() {
+            assert!((s[i] - cap / 30.0).abs() < 1e-6, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn network_bound_shares_follow_the_network() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        // 300 KB per request, little CPU: the network is the bottleneck
+        let cost = [10.0, 0.0, 300.0, 0.0];
+        let rate = [5.0, 10.0, 5.0, 20.0, 2.0];
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        m.update();
+        let s = m.shares().unwrap();
+        let net = [4000.0, 8000.0, 4000.0, 16000.0, 2000.0];
+        let sum: f64 = net.iter().sum();
+        for i in 0..5 {
+            assert!((s[i] - net[i] / sum).abs() < 1e-6, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn background_is_explained_and_avoided() {
+        let mut m = Model::new(
+            Params {
+                step: 1.0,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let mut bg = no_bg(5);
+        bg[4][0] = 4000.0; // a batch job takes 40 % of vm5
+        let rate = [10.0, 20.0, 30.0, 40.0, 50.0]; // 50 % each before the job
+        m.push(sample(1, &rate, cost, &bg));
+        m.update();
+        // the median cost ignores vm5's inflated ratio
+        assert!((m.cost().unwrap()[0] - 100.0).abs() < 1e-9);
+        assert!((m.background(4)[0] - 4000.0).abs() < 1e-6);
+        assert!(m.background(0)[0].abs() < 1e-6);
+        // equal utilisation at 150 req/s total: level L with
+        // sum (L·C_i − b_i)/100 = 150 -> L = (15000 + 4000) / 30000
+        let level = 19000.0 / 30000.0;
+        let s = m.shares().unwrap();
+        let want4 = (level * 10000.0 - 4000.0) / 100.0 / 150.0;
+        assert!((s[4] - want4).abs() < 1e-6, "{s:?} vs {want4}");
+        let util: Vec<f64> = (0..5)
+            .map(|i| {
+                (m.background(i)[0] + 100.0 * 150.0 * s[i])
+                    / [2000.0, 4000.0, 6000.0, 8000.0, 10000.0][i]
+            })
+            .collect();
+        for u in &util {
+            assert!((u - level).abs() < 1e-6, "{util:?}");
+        }
+    }
+
+    #[test]
+    fn cpu_ready_shrinks_capacity() {
+        assert_eq!(ready_factor(1000.0, 2000.0, f64::NAN, 20.0, 1.0), 1.0);
+        assert_eq!(ready_factor(0.0, 2000.0, 0.0, 20.0, 1.0), 1.0);
+        // 50 % run, 50 % ready: the VM gets half of what it asks
+        let g = ready_factor(1000.0, 2000.0, 10_000.0, 20.0, 1.0);
+        assert!((g - 0.5).abs() < 1e-12);
+        // summed over 4 vCPUs
+        let g = ready_factor(4000.0, 8000.0, 40_000.0, 20.0, 4.0);
+        assert!((g - 0.5).abs() < 1e-12);
+        let mut m = Model::new(
+            Params {
+                step: 1.0,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect();
+        let mut s = sample(1, &rate, cost, &no_bg(5));
+        // vm4 waits as long as it runs (4 vCPUs at 50 %, 20 s)
+        s.ready_ms[3] = 0.5 * 4.0 * 20_000.0;
+        m.push(s);
+        m.update();
+        assert!((m.effective_capacity(3)[0] - 4000.0).abs() < 1e-6);
+        let sh = m.shares().unwrap();
+        assert!((sh[3] - 4.0 / 26.0).abs() < 1e-6, "{sh:?}");
+    }
+
+    #[test]
+    fn unmapped_node_gets_weighted_mean_share() {
+        let mut nodes = lab_nodes();
+        nodes[2].weight = 2.0;
+        let mut m = Model::new(Params::default(), nodes);
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let mut s = sample(1, &[10.0, 20.0, 30.0, 40.0, 50.0], cost, &no_bg(5));
+        s.usage[2] = NAN4;
+        m.push(s);
+        assert_eq!(m.update(), State::Active);
+        let sh = m.shares().unwrap();
+        assert!((sh.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        // known nodes' mean share per weight, times 2, before normalising
+        let known = [2.0, 4.0, 8.0, 10.0].map(|c: f64| c / 24.0);
+        let per_w = known.iter().sum::<f64>() / 4.0;
+        let raw2 = 2.0 * per_w;
+        assert!((sh[2] - raw2 / (1.0 + raw2)).abs() < 1e-6, "{sh:?}");
+    }
+
+    #[test]
+    fn no_counters_at_all() {
+        let mut m = Model::new(Params::default(), lab_nodes())
+            .resume(None, Some([1.0, f64::NAN, 1.0, f64::NAN]));
+        m.push(Sample {
+            end_ms: 1,
+            period_ms: 20_000,
+            usage: vec![NAN4; 5],
+            ready_ms: vec![],
+            done: None,
+        });
+        assert_eq!(m.update(), State::NoCounters);
+        assert!(m.shares().is_none());
+    }
+
+    #[test]
+    fn floor_keeps_every_node_alive() {
+        let s = floored(&[0.0, 1.0, 1.0], 0.01);
+        assert!((s[0] - 0.01).abs() < 1e-12 && (s[1] - 0.495).abs() < 1e-12);
+        let s = floored(&vec![1.0; 500], 0.01);
+        assert!(s.iter().all(|x| (x - 0.002).abs() < 1e-12));
+        let s = floored(&[f64::NAN, -1.0, 0.0], 0.01);
+        assert!(s.iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-12));
+        // more than 1/(2 floor) nodes: floor = half an equal share
+        let mut raw = vec![0.0; 100];
+        raw[0] = 1.0;
+        let s = floored(&raw, 0.01);
+        assert!((s[1] - 0.005).abs() < 1e-12, "{}", s[1]);
+    }
+
+    #[test]
+    fn moves_gradually() {
+        let mut m = Model::new(
+            Params {
+                step: 0.5,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect();
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        m.update();
+        let before = m.shares().unwrap().to_vec();
+        let mut bg = no_bg(5);
+        bg[3][0] = 4000.0;
+        m.push(sample(2, &rate, cost, &bg));
+        m.update();
+        let t = m.target().unwrap().to_vec();
+        let after = m.shares().unwrap().to_vec();
+        for i in 0..5 {
+            assert!((after[i] - (before[i] + 0.5 * (t[i] - before[i]))).abs() < 1e-9);
+        }
+        assert!(after[3] < before[3] && after[3] > t[3]);
+    }
+
+    #[test]
+    fn backups_are_their_own_group() {
+        let mut nodes = lab_nodes();
+        nodes[4].backup = true;
+        nodes[3].backup = true;
+        let mut m = Model::new(Params::default(), nodes);
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        m.push(sample(1, &[10.0, 20.0, 30.0, 0.0, 0.0], cost, &no_bg(5)));
+        m.update();
+        let s = m.shares().unwrap();
+        assert!((s[0] + s[1] + s[2] - 1.0).abs() < 1e-9);
+        assert!((s[3] + s[4] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn limits_follow_shares() {
+        let mut m = Model::new(
+            Params {
+                inflight_per_vcpu: 4.0,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        assert_eq!(m.limits(), vec![0; 5]);
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect();
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        m.update();
+        // 13 vCPUs × 4 = 52 in flight, by CPU share
+        assert_eq!(m.limits(), vec![4, 7, 11, 14, 18]);
+        let mut off = Model::new(
+            Params {
+                inflight_per_vcpu: 0.0,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        off.push(sample(1, &rate, cost, &no_bg(5)));
+        off.update();
+        assert_eq!(off.limits(), vec![0; 5]);
+    }
+
+    #[test]
+    fn water_fill_orders_overloaded_nodes() {
+        // every node's background above its capacity: the level rises
+        // above 1 and the least overloaded node still gets the most
+        let caps = vec![[100.0, 1.0, 1.0, 1.0]; 3];
+        let bg = vec![
+            [150.0, 0.0, 0.0, 0.0],
+            [120.0, 0.0, 0.0, 0.0],
+            [200.0, 0.0, 0.0, 0.0],
+        ];
+        let x = water_fill(
+            &caps,
+            &bg,
+            &[1.0, 0.0, 0.0, 0.0],
+            [true, false, false, false],
+            10.0,
+        );
+        assert!((x.iter().sum::<f64>() - 10.0).abs() < 1e-6);
+        assert!(x[1] > x[0] && x[0] >= x[2], "{x:?}");
+    }
+
+    #[test]
+    fn weighted_median_basics() {
+        assert!(weighted_median(vec![]).is_nan());
+        assert_eq!(
+            weighted_median(vec![(1.0, 1.0), (5.0, 1.0), (3.0, 1.0)]),
+            3.0
+        );
+        assert_eq!(
+            weighted_median(vec![(1.0, 10.0), (5.0, 1.0), (3.0, 1.0)]),
+            1.0
+        );
+        assert_eq!(weighted_median(vec![(f64::NAN, 10.0), (2.0, 1.0)]), 2.0);
+    }
+
+    #[test]
+    fn least_share_pick_and_ties() {
+        // in flight 2, 1, 3 with shares .5, .25, .25: ratios 4, 4, 12
+        let conns = [2u64, 1, 3];
+        let share = [0.5f32, 0.25, 0.25];
+        let mut p = LeastShare::new();
+        for i in 0..3 {
+            p.offer(i, conns[i], share[i], 0);
+        }
+        assert!(p.tied());
+        let mut cur = [0.0f64; 3];
+        let mut wins = [0u32; 3];
+        for _ in 0..300 {
+            let mut t = SmoothTie::default();
+            for i in 0..3 {
+                if p.is_tied(conns[i], share[i], 0) {
+                    cur[i] = t.offer(i, share[i], cur[i]);
+                }
+            }
+            let (w, c) = t.winner().unwrap();
+            cur[w] = c;
+            wins[w] += 1;
+        }
+        assert_eq!(wins, [200, 100, 0]);
+        // a limit excludes; (conns+1)/share favours the big share when idle
+        let mut p = LeastShare::new();
+        p.offer(0, 4, 0.5, 4);
+        p.offer(1, 9, 0.5, 0);
+        assert!(p.limited && p.best() == Some(1));
+        let mut p = LeastShare::expected_delay();
+        p.offer(0, 0, 0.2, 0);
+        p.offer(1, 1, 0.8, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        assert!(p.offer(0, 0, 0.2, 0));
+        p.offer(1, 1, 0.8, 0);
+        assert_eq!(p.best(), Some(0));
+    }
+}

@@ -1,0 +1,256 @@
+//! Property tests of the shares mode (core/src/shares.rs).
+
+use dwepc_core::algo::{Res, R};
+use dwepc_core::shares::{floored, water_fill, Model, Node, Params, Sample, State};
+use proptest::prelude::*;
+
+fn any_value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        6 => 0.0f64..1e5,
+        1 => Just(0.0),
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(-1.0),
+        1 => any::<f64>(),
+    ]
+}
+
+fn node_strategy() -> impl Strategy<Value = Node> {
+    (
+        prop::array::uniform4(prop_oneof![4 => 100.0f64..20_000.0, 1 => any_value()]),
+        prop_oneof![3 => 1.0f64..16.0, 1 => any_value()],
+        prop_oneof![3 => 1.0f64..10.0, 1 => any_value()],
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(capacity, vcpus, weight, backup)| Node {
+            capacity,
+            vcpus,
+            weight,
+            backup,
+        })
+}
+
+fn group_sums(m: &Model, s: &[f64]) -> Vec<f64> {
+    let mut sums = Vec::new();
+    for backup in [false, true] {
+        let idx: Vec<usize> = (0..m.len())
+            .filter(|&i| m.node(i).backup == backup)
+            .collect();
+        if !idx.is_empty() {
+            sums.push(idx.iter().map(|&i| s[i]).sum());
+        }
+    }
+    sums
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Whatever the counters say (NaN, huge, negative, missing), shares are
+    /// finite, positive, and sum to 1 in each group; limits are at least 1.
+    #[test]
+    fn shares_sum_to_one_per_group(
+        nodes in prop::collection::vec(node_strategy(), 1..12),
+        samples in prop::collection::vec(
+            (prop::collection::vec(prop::array::uniform4(any_value()), 12),
+             prop::collection::vec(any_value(), 12),
+             prop::option::of(prop::collection::vec(any_value(), 12))),
+            1..8),
+        floor in 0.0f64..0.2,
+        step in 0.05f64..1.0,
+    ) {
+        let n = nodes.len();
+        let mut m = Model::new(Params { floor, step, ..Params::default() }, nodes)
+            .resume(None, Some([50.0, f64::NAN, 3.0, f64::NAN]));
+        for (t, (usage, ready, done)) in samples.into_iter().enumerate() {
+            m.push(Sample {
+                end_ms: (t as u64 + 1) * 20_000,
+                period_ms: 20_000,
+                usage: usage[..n].to_vec(),
+                ready_ms: ready[..n].to_vec(),
+                done: done.map(|d| d[..n].to_vec()),
+            });
+            let st = m.update();
+            if let Some(s) = m.shares() {
+                prop_assert_eq!(st, State::Active);
+                prop_assert!(s.iter().all(|x| x.is_finite() && *x > 0.0), "{:?}", s);
+                for sum in group_sums(&m, s) {
+                    prop_assert!((sum - 1.0).abs() < 1e-9, "sum {} of {:?}", sum, s);
+                }
+                let lim = m.limits();
+                prop_assert!(lim.iter().all(|&l| l >= 1), "{:?}", lim);
+            }
+        }
+    }
+
+    /// Each sample moves a share exactly `step` of the way to its target:
+    /// never more, never past it.
+    #[test]
+    fn bounded_moves_per_sample(
+        caps in prop::collection::vec(500.0f64..20_000.0, 2..8),
+        bgs in prop::collection::vec(prop::collection::vec(0.0f64..5_000.0, 8), 2..6),
+        step in 0.05f64..1.0,
+    ) {
+        let n = caps.len();
+        let nodes: Vec<Node> = caps.iter().map(|&c| Node {
+            capacity: [c, 4096.0, 1e6, f64::NAN], vcpus: 4.0, ..Node::default()
+        }).collect();
+        let mut m = Model::new(Params { step, floor: 0.01, ..Params::default() }, nodes);
+        let mut prev: Option<Vec<f64>> = None;
+        for (t, bg) in bgs.iter().enumerate() {
+            let rate: Vec<f64> = caps.iter().map(|c| c * 0.3 / 100.0).collect();
+            let usage: Vec<Res> = (0..n).map(|i| [bg[i] + 100.0 * rate[i], 1000.0, rate[i], 0.0]).collect();
+            m.push(Sample {
+                end_ms: (t as u64 + 1) * 20_000,
+                period_ms: 20_000,
+                usage,
+                ready_ms: vec![0.0; n],
+                done: Some(rate.iter().map(|x| x * 20.0).collect()),
+            });
+            m.update();
+            let s = m.shares().unwrap().to_vec();
+            let target = m.target().unwrap().to_vec();
+            if let Some(p) = &prev {
+                for i in 0..n {
+                    let want = p[i] + step * (target[i] - p[i]);
+                    prop_assert!((s[i] - want).abs() < 1e-9, "{} vs {}", s[i], want);
+                    prop_assert!((s[i] - p[i]).abs() <= step * (target[i] - p[i]).abs() + 1e-9);
+                }
+            } else {
+                prop_assert_eq!(&s, &target);
+            }
+            prev = Some(s);
+        }
+    }
+
+    /// Usage made of a known per-request cost plus background on a minority
+    /// of the traffic gives back that cost and that background.
+    #[test]
+    fn background_is_explained(
+        caps in prop::collection::vec(2_000.0f64..20_000.0, 3..9),
+        cost in 10.0f64..500.0,
+        util in 0.1f64..0.6,
+        bg_frac in 0.05f64..0.5,
+        seed in any::<u64>(),
+    ) {
+        let n = caps.len();
+        // the node with the least traffic carries a batch job
+        let rate: Vec<f64> = caps.iter().map(|c| c * util / cost).collect();
+        let k = (0..n).min_by(|&a, &b| rate[a].total_cmp(&rate[b])).unwrap();
+        let total_rate: f64 = rate.iter().sum();
+        prop_assume!(rate[k] < 0.5 * total_rate);
+        let mut bg = vec![0.0; n];
+        bg[k] = bg_frac * caps[k] * (1.0 + (seed % 7) as f64 / 10.0);
+        let nodes: Vec<Node> = caps.iter().map(|&c| Node {
+            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: 2.0, ..Node::default()
+        }).collect();
+        let mut m = Model::new(Params { step: 1.0, ..Params::default() }, nodes);
+        m.push(Sample {
+            end_ms: 20_000,
+            period_ms: 20_000,
+            usage: (0..n).map(|i| [bg[i] + cost * rate[i], 500.0, f64::NAN, f64::NAN]).collect(),
+            ready_ms: vec![0.0; n],
+            done: Some(rate.iter().map(|x| x * 20.0).collect()),
+        });
+        prop_assert_eq!(m.update(), State::Active);
+        let c = m.cost().unwrap();
+        prop_assert!((c[0] - cost).abs() < 1e-6 * cost, "{} vs {}", c[0], cost);
+        for i in 0..n {
+            prop_assert!((m.background(i)[0] - bg[i]).abs() < 1e-6 * caps[i], "{:?}", m.background(i));
+        }
+        // the target equalises utilisation among the nodes that get traffic
+        let s = m.shares().unwrap();
+        let u: Vec<f64> = (0..n).map(|i| (bg[i] + cost * total_rate * s[i]) / caps[i]).collect();
+        // (a node held at the floor share is the one with the batch job:
+        // the only one with background, so flooring keeps the others equal)
+        let top = (0..n).filter(|&i| s[i] > 0.011).map(|i| u[i]).fold(f64::MIN, f64::max);
+        for i in 0..n {
+            if s[i] > 0.011 {
+                prop_assert!((u[i] - top).abs() < 1e-6, "{:?}", u);
+            }
+        }
+    }
+
+    /// The guard's limits follow the shares: a larger share never has a
+    /// smaller limit, and the limits add up to the total (to within one per
+    /// node, from rounding up).
+    #[test]
+    fn guard_limits_follow_shares(
+        caps in prop::collection::vec(500.0f64..20_000.0, 1..10),
+        vcpus in prop::collection::vec(1.0f64..8.0, 10),
+        per_vcpu in 0.5f64..16.0,
+    ) {
+        let n = caps.len();
+        let nodes: Vec<Node> = caps.iter().zip(&vcpus).map(|(&c, &v)| Node {
+            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: v.floor(), ..Node::default()
+        }).collect();
+        let mut m = Model::new(Params { inflight_per_vcpu: per_vcpu, ..Params::default() }, nodes);
+        let rate: Vec<f64> = caps.iter().map(|c| c * 0.4 / 100.0).collect();
+        m.push(Sample {
+            end_ms: 20_000,
+            period_ms: 20_000,
+            usage: rate.iter().map(|x| [100.0 * x, 500.0, f64::NAN, f64::NAN]).collect(),
+            ready_ms: vec![0.0; n],
+            done: Some(rate.iter().map(|x| x * 20.0).collect()),
+        });
+        m.update();
+        let s = m.shares().unwrap().to_vec();
+        let lim = m.limits();
+        let total = per_vcpu * vcpus[..n].iter().map(|v| v.floor()).sum::<f64>();
+        let sum: u64 = lim.iter().sum();
+        prop_assert!(sum as f64 >= total - 1e-9 && sum as f64 <= total + n as f64, "{} vs {}", sum, total);
+        for i in 0..n {
+            for j in 0..n {
+                if s[i] > s[j] {
+                    prop_assert!(lim[i] >= lim[j], "{:?} {:?}", s, lim);
+                }
+            }
+            prop_assert!(lim[i] >= 1);
+        }
+    }
+
+    /// Water filling gives the asked total and equal bottleneck utilisation
+    /// to every node it gives traffic; a node it leaves out is already at
+    /// or above that level.
+    #[test]
+    fn water_fill_equalises_the_bottleneck(
+        nodes in prop::collection::vec((100.0f64..1e4, 100.0f64..1e4, 0.0f64..5e3, 0.0f64..5e3), 1..10),
+        cost in (1.0f64..100.0, 1.0f64..100.0),
+        total in 0.1f64..500.0,
+    ) {
+        let caps: Vec<Res> = nodes.iter().map(|n| [n.0, f64::NAN, n.1, f64::NAN]).collect();
+        let bg: Vec<Res> = nodes.iter().map(|n| [n.2, 0.0, n.3, 0.0]).collect();
+        let a = [cost.0, f64::NAN, cost.1, f64::NAN];
+        let use_res = [true, false, true, false];
+        let x = water_fill(&caps, &bg, &a, use_res, total);
+        prop_assert!((x.iter().sum::<f64>() - total).abs() < 1e-6 * total.max(1.0));
+        let util = |i: usize, xi: f64| -> f64 {
+            (0..R).filter(|&j| use_res[j]).map(|j| (bg[i][j] + a[j] * xi) / caps[i][j]).fold(f64::MIN, f64::max)
+        };
+        let level = (0..x.len()).filter(|&i| x[i] > 1e-9).map(|i| util(i, x[i])).fold(f64::MIN, f64::max);
+        for i in 0..x.len() {
+            if x[i] > 1e-9 {
+                prop_assert!((util(i, x[i]) - level).abs() < 1e-6 * level.max(1.0), "{} vs {}", util(i, x[i]), level);
+            } else {
+                prop_assert!(util(i, 0.0) >= level - 1e-6 * level.max(1.0));
+            }
+        }
+    }
+
+    /// Flooring keeps the order, the sum and the floor.
+    #[test]
+    fn floored_keeps_order_and_floor(raw in prop::collection::vec(0.0f64..10.0, 1..60), floor in 0.0f64..0.1) {
+        let s = floored(&raw, floor);
+        let k = raw.len();
+        let f = floor.min(0.5 / k as f64);
+        prop_assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        for i in 0..k {
+            prop_assert!(s[i] >= f - 1e-12);
+            for j in 0..k {
+                if raw[i] > raw[j] {
+                    prop_assert!(s[i] >= s[j] - 1e-12);
+                }
+            }
+        }
+    }
+}

@@ -1,25 +1,31 @@
 //! The upstream balancer, modelled on nginx's least_conn: round robin's
-//! peer structures and per-request data, our own `get`.
+//! peer structures and per-request data, our own `get` and `free` (which
+//! counts the end of the request, then calls round robin's).
 //!
-//! Per request: `L_i = target_i - total_i` for every eligible peer (two
-//! atomic loads each), argmax with random tie-break, one atomic add. No
-//! lock of our own, no allocation, no system call. nginx's peer lock is
-//! taken exactly as least_conn takes it (only when the upstream has a
-//! `zone`). Without usable counters the request goes to nginx's own
-//! weighted round robin, and is still counted.
+//! Per request, shares mode (the default): among eligible peers below their
+//! in-flight limit, the least `in-flight / share` (two atomic loads each),
+//! ties by this worker's smooth weighted round robin on the shares; one
+//! atomic add, and one more when the request ends. Paper mode: `L_i =
+//! target_i - total_i`, argmax with random tie-break. No lock of our own,
+//! no allocation, no system call. nginx's peer lock is taken exactly as
+//! least_conn takes it (only when the upstream has a `zone`). Without
+//! usable counters the request goes to nginx's own weighted round robin,
+//! and is still counted (sent and done, so in-flight counts stay right).
 
 use core::ffi::c_void;
 use core::ptr;
 use std::cell::Cell;
 
 use dwepc_core::algo::{Argmax, Rng};
+use dwepc_core::conf::{Mode, Pick};
 use dwepc_core::shared::{names_hash, Shared};
+use dwepc_core::shares::{LeastShare, SmoothTie};
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_request_t, ngx_http_upstream_get_round_robin_peer,
-    ngx_http_upstream_init_round_robin_peer, ngx_http_upstream_rr_peer_data_t,
-    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
-    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_unlock, ngx_rwlock_wlock, ngx_time,
-    NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
+    ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin_peer,
+    ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_unlock,
+    ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 
 use crate::config::{PeerMeta, SrvConf, UpstreamState};
@@ -34,6 +40,24 @@ struct PeerData {
     /// The primary peer list at init time (rrp.peers moves to the backup
     /// list when primaries are exhausted).
     primary: *mut ngx_http_upstream_rr_peers_t,
+    /// Shared slot counted for the peer in use ([`NO_SLOT`]: none), and
+    /// the zone's epoch when it was counted; `free` ends it.
+    slot: usize,
+    epoch: u64,
+}
+
+const NO_SLOT: usize = usize::MAX;
+
+impl PeerData {
+    /// Counts a request sent to `slot` and remembers it for `free`.
+    #[inline]
+    fn sent(&mut self, shared: Shared<'_>, slot: usize) {
+        if slot < shared.len() {
+            shared.count(slot);
+            self.slot = slot;
+            self.epoch = shared.epoch();
+        }
+    }
 }
 
 /// Our upstream state from the upstream's srv_conf array.
@@ -178,6 +202,7 @@ unsafe fn init_upstream_inner(
             return NGX_ERROR as ngx_int_t;
         }
         ups.zone = zone;
+        ups.tie_weights = vec![Cell::new(0.0); meta.len()];
         ups.peers = meta;
         ups.n_primary = n_primary;
         (*us).peer.init = Some(init_peer);
@@ -206,7 +231,10 @@ unsafe extern "C" fn init_peer(
             }
             (*dp).ups = state_of(us);
             (*dp).primary = (*dp).rrp.peers;
+            (*dp).slot = NO_SLOT;
+            (*dp).epoch = 0;
             (*u).peer.get = Some(get_peer);
+            (*u).peer.free = Some(free_peer);
             NGX_OK as ngx_int_t
         }
     })
@@ -235,6 +263,29 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         // SAFETY: nginx passes the peer connection and the data set up by
         // init_peer (a PeerData, possibly via keepalive's wrapper).
         unsafe { get_peer_inner(&mut *pc, &mut *(data as *mut PeerData)) }
+    })
+}
+
+/// `peer.free`: ends the request's count on its peer, then round robin's
+/// free (failure accounting, keepalive's wrapper calls us the same way).
+unsafe extern "C" fn free_peer(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
+) {
+    guard((), || {
+        // SAFETY: nginx passes the peer connection and the data set up by
+        // init_peer; round robin's free expects that same data.
+        unsafe {
+            let dp = &mut *(data as *mut PeerData);
+            if dp.slot != NO_SLOT {
+                if let Some(shared) = dp.ups.as_ref().and_then(|u| u.shared()) {
+                    shared.finish(dp.slot, dp.epoch);
+                }
+                dp.slot = NO_SLOT;
+            }
+            ngx_http_upstream_free_round_robin_peer(pc, data, state);
+        }
     })
 }
 
@@ -300,9 +351,7 @@ unsafe fn round_robin(
         let mut i = 0;
         while !p.is_null() {
             if p == dp.rrp.current {
-                if base + i < shared.len() {
-                    shared.count(base + i);
-                }
+                dp.sent(shared, base + i);
                 break;
             }
             p = (*p).next;
@@ -362,44 +411,106 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         }
 
         let bits = usize::BITS as usize;
-        let wlc = ups.conf.mode == dwepc_core::conf::Mode::Wlc;
-        let mut am = Argmax::default();
+        let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
+            let tried = *dp.rrp.tried.add(i / bits) & (1usize << (i % bits)) != 0;
+            let failed =
+                p.max_fails != 0 && p.fails >= p.max_fails && now - p.checked <= p.fail_timeout;
+            let full = p.max_conns != 0 && p.conns >= p.max_conns;
+            !tried && p.down == 0 && !failed && !full
+        };
         let mut best: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
-        with_rng(|rng| {
+        let mut chosen: Option<usize>;
+        let mut guard_full = false;
+        if ups.conf.mode == Mode::Shares {
+            // least in-flight per share, below the in-flight limit
+            let mut ls = match ups.conf.pick {
+                Pick::LeastConn => LeastShare::new(),
+                Pick::ExpectedDelay => LeastShare::expected_delay(),
+            };
             let mut peer = (*peers).peer;
             let mut i = 0usize;
             while !peer.is_null() {
-                let tried = *dp.rrp.tried.add(i / bits) & (1usize << (i % bits)) != 0;
                 let p = &*peer;
-                let failed =
-                    p.max_fails != 0 && p.fails >= p.max_fails && now - p.checked <= p.fail_timeout;
-                let full = p.max_conns != 0 && p.conns >= p.max_conns;
-                if !tried && p.down == 0 && !failed && !full {
-                    let before = am.best();
-                    let score = if wlc {
-                        // least conns/weight; weight 0 never wins unless
-                        // every candidate has weight 0
-                        let w = shared.allocation(base + i);
-                        if w > 0.0 {
-                            -(p.conns as f64) / w
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    } else {
-                        shared.remaining(base + i)
-                    };
-                    am.offer(i, score, rng);
-                    if am.best() != before {
+                if eligible(i, p) {
+                    let (share, limit) = shared.share(base + i);
+                    if ls.offer(i, shared.in_flight(base + i), share, limit) {
                         best = peer;
                     }
                 }
                 peer = p.next;
                 i += 1;
             }
-        });
+            chosen = ls.best();
+            guard_full = chosen.is_none() && ls.limited;
+            if ls.tied() {
+                // ties: smooth weighted round robin on the shares
+                let mut tie = SmoothTie::default();
+                let mut tie_peer: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
+                let mut peer = (*peers).peer;
+                let mut i = 0usize;
+                while !peer.is_null() {
+                    let p = &*peer;
+                    if eligible(i, p) {
+                        let (share, limit) = shared.share(base + i);
+                        if ls.is_tied(shared.in_flight(base + i), share, limit) {
+                            if let Some(cell) = ups.tie_weights.get(base + i) {
+                                let before = tie.winner().map(|w| w.0);
+                                cell.set(tie.offer(i, share, cell.get()));
+                                if tie.winner().map(|w| w.0) != before {
+                                    tie_peer = peer;
+                                }
+                            }
+                        }
+                    }
+                    peer = p.next;
+                    i += 1;
+                }
+                if let Some((w, current)) = tie.winner() {
+                    if let Some(cell) = ups.tie_weights.get(base + w) {
+                        cell.set(current);
+                    }
+                    chosen = Some(w);
+                    best = tie_peer;
+                }
+            }
+        } else {
+            let wlc = ups.conf.mode == Mode::Wlc;
+            let mut am = Argmax::default();
+            with_rng(|rng| {
+                let mut peer = (*peers).peer;
+                let mut i = 0usize;
+                while !peer.is_null() {
+                    let p = &*peer;
+                    if eligible(i, p) {
+                        let before = am.best();
+                        let score = if wlc {
+                            // least conns/weight; weight 0 never wins unless
+                            // every candidate has weight 0
+                            let w = shared.allocation(base + i);
+                            if w > 0.0 {
+                                -(p.conns as f64) / w
+                            } else {
+                                f64::NEG_INFINITY
+                            }
+                        } else {
+                            shared.remaining(base + i)
+                        };
+                        am.offer(i, score, rng);
+                        if am.best() != before {
+                            best = peer;
+                        }
+                    }
+                    peer = p.next;
+                    i += 1;
+                }
+            });
+            chosen = am.best();
+        }
 
-        let Some(i) = am.best() else {
+        let Some(i) = chosen else {
             // no primary left: the backup servers, as least_conn does
+            // (also when every primary is at its in-flight limit, as with
+            // max_conns)
             if !(*peers).next.is_null() {
                 dp.rrp.peers = (*peers).next;
                 let n = (*dp.rrp.peers).number.div_ceil(bits);
@@ -412,6 +523,11 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                     return rc;
                 }
                 wlock(peers);
+            } else if guard_full {
+                // every peer is at its in-flight limit: nginx answers now
+                // (502, as when every server is at max_conns) rather than
+                // queue the request everywhere
+                shared.guard_reject();
             }
             unlock(peers);
             pc.name = (*peers).name;
@@ -434,7 +550,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         }
         *dp.rrp.tried.add(i / bits) |= 1usize << (i % bits);
         unlock(peers);
-        shared.count(base + i);
+        dp.sent(shared, base + i);
         NGX_OK as ngx_int_t
     }
 }

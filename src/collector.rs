@@ -102,6 +102,7 @@ fn build_spec(main: &MainState) -> Option<Spec> {
                         name: p.name.clone(),
                         ip: p.ip,
                         weight: p.weight,
+                        backup: p.backup,
                         vm: node
                             .map(|n| n.vm.clone())
                             .unwrap_or(dwepc_core::conf::VmRef::GuestIp),

@@ -103,6 +103,10 @@ pub struct UpstreamState {
     pub zone: *mut ngx_shm_zone_t,
     /// Index into `MainState::endpoints`, resolved at init_main_conf.
     pub endpoint: Option<usize>,
+    /// Shares mode: this worker's smooth-WRR current weights for breaking
+    /// ties (per process, as nginx's least_conn keeps them per worker
+    /// without a zone).
+    pub tie_weights: Vec<std::cell::Cell<f64>>,
 }
 
 impl UpstreamState {
@@ -220,6 +224,7 @@ unsafe fn upstream_state(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut Upstrea
                     n_primary: 0,
                     zone: ptr::null_mut(),
                     endpoint: None,
+                    tie_weights: Vec::new(),
                 },
             );
             if ups.is_null() {

@@ -60,6 +60,11 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                 window_size: ups.conf.window as u64,
                 sample_age_ms: (sample_end > 0).then(|| now.saturating_sub(sample_end)),
                 w: shared.and_then(|s| s.w()),
+                cost: shared
+                    .map(|s| s.cost())
+                    .filter(|c| c.iter().any(|x| x.is_finite())),
+                rate: shared.map(|s| s.rate()).unwrap_or(f64::NAN),
+                guard_rejections: shared.map(|s| s.guard_rejections()).unwrap_or(0),
                 peers: ups
                     .peers
                     .iter()
@@ -87,7 +92,19 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                                 f64::NAN
                             },
                             requests: info.map(|x| x.total).unwrap_or(0),
+                            in_flight: info.map(|x| x.in_flight).unwrap_or(0),
                             cpu_ready_pct: info.map(|x| x.cpu_ready_pct).unwrap_or(f64::NAN),
+                            share: match info {
+                                Some(x) if usable => x.share,
+                                _ => f64::NAN,
+                            },
+                            target_share: info.map(|x| x.target_share).unwrap_or(f64::NAN),
+                            limit: match info {
+                                Some(x) if usable => x.limit,
+                                _ => 0,
+                            },
+                            background: info.map(|x| x.background).unwrap_or([f64::NAN; 4]),
+                            effective_cpu: info.map(|x| x.effective_cpu).unwrap_or(f64::NAN),
                         }
                     })
                     .collect(),

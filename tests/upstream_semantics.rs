@@ -1,6 +1,7 @@
 //! Stock upstream behaviours that must keep working under `dwepc`, each
-//! run twice: without counters (the fallback: nginx's weighted round robin,
-//! counted) and with live counters from vcsim (our own `get`).
+//! run three times: without counters (the fallback: nginx's weighted round
+//! robin, counted) and with live counters from vcsim in paper mode and in
+//! shares mode (our own `get`).
 
 mod common;
 use common::backend::{Backend, Behaviour};
@@ -8,10 +9,11 @@ use common::setup::{Env, Mode};
 use common::{http, wait_for};
 use std::time::Duration;
 
-fn both(f: impl Fn(Mode)) {
+fn every_mode(f: impl Fn(Mode)) {
     f(Mode::Fallback);
     if common::setup::vcsim_available() {
-        f(Mode::Counters);
+        f(Mode::Paper);
+        f(Mode::Shares);
     } else {
         panic!("vcsim launcher not built: run scripts/build-vcsim.sh (scripts/test.sh does)");
     }
@@ -40,7 +42,7 @@ fn weights_split_without_counters() {
 
 #[test]
 fn down_server_gets_nothing() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let env = Env::start(
@@ -60,7 +62,7 @@ fn down_server_gets_nothing() {
 
 #[test]
 fn backup_serves_only_when_primaries_fail() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let bk = Backend::start("backup");
@@ -100,7 +102,7 @@ fn backup_serves_only_when_primaries_fail() {
 
 #[test]
 fn max_fails_disables_then_probes_after_fail_timeout() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let env = Env::start(
@@ -148,7 +150,7 @@ fn max_fails_disables_then_probes_after_fail_timeout() {
 
 #[test]
 fn max_conns_is_respected() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let env = Env::start(
@@ -176,7 +178,7 @@ fn max_conns_is_respected() {
 
 #[test]
 fn retries_never_hit_a_tried_peer() {
-    both(|mode| {
+    every_mode(|mode| {
         let bad1 = Backend::start("bad1");
         let bad2 = Backend::start("bad2");
         let good = Backend::start("good");
@@ -208,7 +210,7 @@ fn retries_never_hit_a_tried_peer() {
 
 #[test]
 fn no_live_upstreams_gives_502() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let env = Env::start(
@@ -240,7 +242,7 @@ fn no_live_upstreams_gives_502() {
 
 #[test]
 fn zone_and_keepalive_work() {
-    both(|mode| {
+    every_mode(|mode| {
         let b1 = Backend::start("b1");
         let b2 = Backend::start("b2");
         let env = Env::start_with(
@@ -270,7 +272,7 @@ fn zone_and_keepalive_work() {
 
 #[test]
 fn counts_are_exact_across_four_workers() {
-    both(|mode| {
+    every_mode(|mode| {
         let bs: Vec<Backend> = (0..3).map(|i| Backend::start(&format!("b{i}"))).collect();
         let refs: Vec<&Backend> = bs.iter().collect();
         let env = Env::start(mode, &refs, |_| String::new(), "", 4);
@@ -299,5 +301,40 @@ fn counts_are_exact_across_four_workers() {
             sum += counted;
         }
         assert_eq!(sum, 400, "{mode:?}");
+        // every request that was counted also ended
+        for i in 0..bs.len() {
+            assert_eq!(st["peers"][i]["in_flight"], 0, "{mode:?}: {st}");
+        }
     });
+}
+
+/// In-flight counts are shared by every worker, with or without nginx's
+/// `zone`, and return to zero when the requests end (also after a reload
+/// that keeps the servers).
+#[test]
+fn in_flight_is_shared_by_workers() {
+    for zone in ["", "zone app 64k;"] {
+        let bs: Vec<Backend> = (0..2).map(|i| Backend::start(&format!("b{i}"))).collect();
+        let refs: Vec<&Backend> = bs.iter().collect();
+        let env = Env::start_with(Mode::Fallback, &refs, |_| String::new(), "", 4, zone, "");
+        let port = env.port;
+        let hs: Vec<_> = (0..6)
+            .map(|_| std::thread::spawn(move || http::get(port, "/?delay=1500").status))
+            .collect();
+        let seen = wait_for(Duration::from_secs(3), || {
+            let st = env.status();
+            let n: u64 = (0..2)
+                .map(|i| st["peers"][i]["in_flight"].as_u64().unwrap())
+                .sum();
+            (n == 6).then_some(st)
+        });
+        assert!(seen.is_some(), "zone {zone:?}: {}", env.status());
+        for h in hs {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+        let st = env.status();
+        for i in 0..2 {
+            assert_eq!(st["peers"][i]["in_flight"], 0, "zone {zone:?}: {st}");
+        }
+    }
 }

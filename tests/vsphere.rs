@@ -18,7 +18,7 @@ fn active(st: &serde_json::Value) -> bool {
 fn split_follows_remaining_allocation() {
     let mut env = VsEnv::start(VsOpts {
         cpu_mhz: vec![4000, 8000, 2000],
-        dwepc: "interval=1s window=8 min_samples=2 ttl=10m".into(),
+        dwepc: "mode=paper interval=1s window=8 min_samples=2 ttl=10m".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -154,13 +154,14 @@ fn mapping_by_guest_ip_and_by_name() {
 }
 
 /// More background CPU on one VM: after the next samples it gets a smaller
-/// share of the requests.
+/// share of the requests (paper mode).
 #[test]
 fn counter_change_moves_the_split() {
     // memory and network report nothing: CPU alone explains the requests
     let mut env = VsEnv::start(VsOpts {
         cpu_mhz: vec![4000, 4000, 4000],
         flat_mem_net: (0, 0),
+        dwepc: "mode=paper interval=1s window=8 min_samples=2 ttl=6s".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -556,4 +557,107 @@ fn steady_state_calls_per_tick() {
         1,
         "only QueryPerf in steady state: {per_tick:?}"
     );
+}
+
+/// Shares mode (the default): background CPU on one VM lowers its share;
+/// with the sample frozen, requests sent one at a time (nothing in flight,
+/// so every peer ties) split by smooth weighted round robin on the
+/// published shares, as nginx's least_conn breaks ties on weights.
+#[test]
+fn shares_follow_counters_and_ties_split_by_share() {
+    let mut env = VsEnv::start(VsOpts {
+        cpu_mhz: vec![4000, 4000, 4000],
+        flat_mem_net: (0, 0),
+        dwepc: "interval=1s window=4 ttl=10m".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    *env.extra_cpu.lock().unwrap() = vec![2000.0, 0.0, 0.0];
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let shares = |st: &serde_json::Value| -> Vec<f64> {
+        (0..3)
+            .map(|i| st["peers"][i]["share"].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    // a few samples with traffic: the loaded VM's share drops below the others'
+    env.drive_until(40, Duration::from_secs(20), "background seen", |st| {
+        let s = shares(st);
+        active(st) && s[0] < 0.6 * s[1] && s[0] < 0.6 * s[2]
+    });
+    env.stop_feeder();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.vcsim.counters_path()).unwrap()).unwrap();
+    c["_time"] = serde_json::Value::String(common::now_rfc3339());
+    env.vcsim.set_counters(&c);
+    let st = wait_for(Duration::from_secs(10), || {
+        let st = env.status();
+        let age = st["sample_age_ms"].as_u64()?;
+        (age > 1500 && active(&st)).then_some(st)
+    })
+    .expect("frozen sample not applied");
+    let s = shares(&st);
+    assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{st}");
+    // the model says why: background on web-0, a cost per request of CPU
+    assert!(
+        st["peers"][0]["background"]["cpu"].as_f64().unwrap() > 1000.0,
+        "{st}"
+    );
+    assert!(st["cost"]["cpu"].as_f64().unwrap() > 0.0, "{st}");
+    let n = 120;
+    let got = env.send(n);
+    for (i, b) in env.backends.iter().enumerate() {
+        let real = got.iter().filter(|x| **x == b.id).count() as f64;
+        assert!(
+            (real - n as f64 * s[i]).abs() <= 2.0,
+            "peer {i}: got {real} of {n}, shares {s:?}\n{st}"
+        );
+    }
+    assert_eq!(env.status()["peers"][0]["in_flight"], 0);
+}
+
+/// The overload guard: every peer at its in-flight limit (`inflight` per
+/// vCPU, spread by share) answers 502 at once instead of queueing, and the
+/// status page counts it.
+#[test]
+fn overload_guard_answers_at_once() {
+    let mut env = VsEnv::start(VsOpts {
+        n: 2,
+        cpu_mhz: vec![4000, 4000],
+        dwepc: "interval=1s window=4 ttl=10m inflight=1".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let st = env.status();
+    // 2 VMs x 2 vCPUs x 1 per vCPU, by share (about half each)
+    let limits: Vec<u64> = (0..2)
+        .map(|i| st["peers"][i]["limit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(limits.iter().sum::<u64>(), 4, "{st}");
+    let port = env.port;
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..8)
+        .map(|k| {
+            std::thread::spawn(move || {
+                // stagger so the slow ones are in flight first
+                std::thread::sleep(Duration::from_millis(50 * k));
+                let t = Instant::now();
+                (http::get(port, "/?delay=2000").status, t.elapsed())
+            })
+        })
+        .collect();
+    let res: Vec<(u16, Duration)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = res.iter().filter(|r| r.0 == 200).count();
+    let rejected: Vec<&(u16, Duration)> = res.iter().filter(|r| r.0 == 502).collect();
+    assert_eq!((ok, rejected.len()), (4, 4), "{res:?}");
+    for r in &rejected {
+        assert!(
+            r.1 < Duration::from_millis(500),
+            "not answered at once: {res:?}"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    let st = env.status();
+    assert_eq!(st["guard_rejections"], 4, "{st}");
+    assert!(env.nginx.error_log().contains("no live upstreams"));
 }

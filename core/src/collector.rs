@@ -23,6 +23,7 @@ use crate::algo::{FitState, Model, Params, Res, Sample, Wlc, R, RESOURCES};
 use crate::conf::{Accounting, Mode, UpstreamConf, VmRef};
 use crate::counts::CountHistory;
 use crate::shared::{Lease, Reason, Shared};
+use crate::shares;
 use crate::vsphere::client::{self, Client, Error};
 use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
 
@@ -71,6 +72,8 @@ pub struct PeerSpec {
     pub ip: Option<IpAddr>,
     /// Configured `weight=`.
     pub weight: f64,
+    /// A `backup` server.
+    pub backup: bool,
     /// VM lookup.
     pub vm: VmRef,
     /// Capacity overrides (NaN = from vSphere).
@@ -106,6 +109,11 @@ pub struct Spec {
 
 struct UpRun {
     model: Model,
+    /// Shares mode: its model (the paper model above still holds the
+    /// capacities and window facts shown on the status page).
+    shares: Option<shares::Model>,
+    /// Completed requests per peer, for pairing with sample periods.
+    done_history: CountHistory,
     /// WLC mode: weight in force per peer.
     wlc: Vec<Option<f64>>,
     history: CountHistory,
@@ -166,13 +174,22 @@ fn reason_of(st: FitState) -> Reason {
     }
 }
 
+fn reason_of_shares(st: shares::State) -> Reason {
+    match st {
+        shares::State::NoSamples => Reason::NoSamples,
+        shares::State::TooFewSamples => Reason::TooFewSamples,
+        shares::State::NoTraffic => Reason::NoTraffic,
+        shares::State::NoCounters | shares::State::Active => Reason::NoCounters,
+    }
+}
+
 fn reason_text(r: Reason) -> &'static str {
     match r {
         Reason::Active => "balancing by ESXi counters",
         Reason::NoEndpoint => "no vSphere endpoint configured",
         Reason::NoSamples => "no counter samples yet",
-        Reason::TooFewSamples => "too few samples with request counts to fit W",
-        Reason::NoTraffic => "no traffic to learn W from",
+        Reason::TooFewSamples => "too few samples with request counts yet",
+        Reason::NoTraffic => "no traffic to learn from yet",
         Reason::NoCounters => "no server has usable counters and capacities",
         Reason::Stale => "counters are stale (older than ttl)",
         Reason::VsphereError => "vSphere errors",
@@ -201,8 +218,34 @@ impl<'h> Collector<'h> {
                     // carried over from before a reload or from another holder
                     model = model.with_w(w);
                 }
+                let shares = (c.mode == Mode::Shares).then(|| {
+                    let cost = u.shared.cost();
+                    shares::Model::new(
+                        shares::Params {
+                            window: c.window,
+                            floor: c.floor,
+                            step: c.step,
+                            inflight_per_vcpu: c.inflight_per_vcpu,
+                        },
+                        u.peers
+                            .iter()
+                            .map(|p| shares::Node {
+                                weight: p.weight,
+                                backup: p.backup,
+                                ..shares::Node::default()
+                            })
+                            .collect(),
+                    )
+                    // carried over from before a reload or from another holder
+                    .resume(
+                        u.shared.shares(),
+                        cost.iter().any(|x| x.is_finite()).then_some(cost),
+                    )
+                });
                 UpRun {
                     model,
+                    shares,
+                    done_history: CountHistory::new(u.peers.len(), retain),
                     wlc: vec![None; u.peers.len()],
                     history: CountHistory::new(u.peers.len(), retain),
                     vm: vec![None; u.peers.len()],
@@ -320,6 +363,7 @@ impl<'h> Collector<'h> {
         if now >= self.next_snap {
             for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
                 run.history.record(now, &u.shared.totals());
+                run.done_history.record(now, &u.shared.dones());
             }
             self.next_snap = now + self.snap_ms;
         }
@@ -379,7 +423,19 @@ impl<'h> Collector<'h> {
                 continue;
             }
             let was_active = matches!(run.logged, Some((true, _)));
-            if active {
+            if active && u.conf.mode == Mode::Shares {
+                let shares: Vec<String> = (0..u.peers.len())
+                    .map(|i| format!("{:.3}", u.shared.share(i).0))
+                    .collect();
+                self.host.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: upstream \"{}\" balances by ESXi counters (shares {})",
+                        u.name,
+                        shares.join("/")
+                    ),
+                );
+            } else if active {
                 let w = u.shared.w().unwrap_or([f64::NAN; R]);
                 self.host.log(
                     Level::Notice,
@@ -557,7 +613,7 @@ impl<'h> Collector<'h> {
         let skew = ep.skew_ms;
         for i in 0..self.ups.len() {
             if self.spec.upstreams[i].endpoint == Some(k) {
-                self.ingest(i, &metrics, &ids, skew);
+                self.ingest(i, &metrics, &ids, ready, skew);
                 self.publish_ready(i, &metrics, ready);
                 self.ups[i].refill = false;
             }
@@ -609,6 +665,17 @@ impl<'h> Collector<'h> {
                     }
                 });
                 run.model.set_capacity(i, p.accounting.usable(total));
+                if let Some(sm) = &mut run.shares {
+                    sm.set_node(
+                        i,
+                        shares::Node {
+                            capacity: run.model.capacity(i),
+                            vcpus: found.map(|v| v.num_cpu).unwrap_or(f64::NAN),
+                            weight: p.weight,
+                            backup: p.backup,
+                        },
+                    );
+                }
                 u.shared.set_peer_info(
                     i,
                     run.model.capacity(i),
@@ -664,7 +731,14 @@ impl<'h> Collector<'h> {
 
     /// Adds new samples of upstream `i` from a QueryPerf answer and
     /// publishes the result.
-    fn ingest(&mut self, i: usize, metrics: &[EntityMetric], ids: &[Option<i32>; R], skew_ms: i64) {
+    fn ingest(
+        &mut self,
+        i: usize,
+        metrics: &[EntityMetric],
+        ids: &[Option<i32>; R],
+        ready: Option<i32>,
+        skew_ms: i64,
+    ) {
         let u = &self.spec.upstreams[i];
         let run = &mut self.ups[i];
         let by_vm: HashMap<&str, &EntityMetric> =
@@ -700,6 +774,27 @@ impl<'h> Collector<'h> {
             let end = (ts as i64 - skew_ms).max(0) as u64;
             let period = iv as u64 * 1000;
             let requests = run.history.between(end.saturating_sub(period), end);
+            if let Some(sm) = &mut run.shares {
+                let ready_ms: Vec<f64> = run
+                    .vm
+                    .iter()
+                    .map(|v| {
+                        let m = v.as_ref().and_then(|v| by_vm.get(v.as_str()))?;
+                        let pos = m.samples.iter().position(|s| s.0 == ts)?;
+                        m.value(ready?, pos).map(|x| x as f64)
+                    })
+                    .map(|x| x.unwrap_or(f64::NAN))
+                    .collect();
+                if sm.push(shares::Sample {
+                    end_ms: end,
+                    period_ms: period,
+                    usage: usage.clone(),
+                    ready_ms,
+                    done: run.done_history.between(end.saturating_sub(period), end),
+                }) {
+                    added = true;
+                }
+            }
             if run.model.push(Sample {
                 end_ms: end,
                 period_ms: period,
@@ -713,8 +808,38 @@ impl<'h> Collector<'h> {
         if !added {
             return;
         }
-        let st = run.model.refit();
         let shared = u.shared;
+        let now = now_ms();
+        if let Some(sm) = &mut run.shares {
+            shared.set_window(sm.window_len(), sm.newest_ms().unwrap_or(0));
+            let st = sm.update();
+            let n = u.peers.len();
+            shared.set_model(
+                sm.cost(),
+                sm.rate(),
+                &(0..n)
+                    .map(|p| {
+                        (
+                            sm.target().map(|t| t[p]).unwrap_or(f64::NAN),
+                            sm.background(p),
+                            sm.effective_capacity(p)[0],
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            for p in 0..n {
+                shared.set_peer_info(p, run.model.capacity(p), [f64::NAN; R], sm.has_counters(p));
+            }
+            match sm.shares() {
+                Some(s) => {
+                    let valid_until = sm.newest_ms().unwrap_or(0) + u.conf.ttl_ms;
+                    shared.apply_shares(s, &sm.limits(), valid_until, now);
+                }
+                None => shared.disable(reason_of_shares(st)),
+            }
+            return;
+        }
+        let st = run.model.refit();
         shared.set_w(run.model.w());
         shared.set_window(run.model.window_len(), run.model.newest_ms().unwrap_or(0));
         for p in 0..u.peers.len() {
@@ -725,7 +850,6 @@ impl<'h> Collector<'h> {
                 run.model.has_counters(p),
             );
         }
-        let now = now_ms();
         if u.conf.mode == Mode::Wlc {
             // seeds/001: weights from the current utilisations
             let wlc = Wlc::default();

@@ -7,7 +7,8 @@
 //! dwepc_vsphere NAME url=URL user=USER password_file=PATH
 //!               [ca_file=PATH] [tls_verify=on|off] [timeout=TIME] [default];
 //! dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
-//!       [min_samples=N] [mode=paper]
+//!       [min_samples=N] [mode=shares|paper|wlc] [pick=least_conn|expected_delay]
+//!       [inflight=N|off] [floor=F] [step=F]
 //!       [cpu_ratio=F] [cpu_reserved=N] ... (same for mem, net, disk);
 //! dwepc_node ADDRESS [vm=NAME] [cpu=MHZ] [mem=MB] [net=KBPS] [disk=KBPS]
 //!       [cpu_ratio=F] [cpu_reserved=N] ...;
@@ -18,6 +19,11 @@ use crate::algo::{Res, R, RESOURCES};
 /// Balancing mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// The default: counters set per-node capacity shares once per sample
+    /// (cost per request, background, CPU ready, bottleneck water-filling);
+    /// each request goes to the least in-flight per share, with an
+    /// in-flight limit per node (see `shares.rs`).
+    Shares,
     /// The paper's algorithm: Q = C - mean(E), L = Q·W - V.
     Paper,
     /// The dynamic weighted least-connection of the LVS paper
@@ -31,6 +37,7 @@ impl Mode {
     /// Name as written in the configuration.
     pub fn name(self) -> &'static str {
         match self {
+            Mode::Shares => "shares",
             Mode::Paper => "paper",
             Mode::Wlc => "wlc",
         }
@@ -38,9 +45,31 @@ impl Mode {
 
     fn parse(s: &str) -> Option<Mode> {
         match s {
+            "shares" => Some(Mode::Shares),
             "paper" => Some(Mode::Paper),
             "wlc" => Some(Mode::Wlc),
             _ => None,
+        }
+    }
+}
+
+/// The per-request comparison of the shares mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Least `in-flight / share` (nginx's least_conn with the shares as
+    /// weights).
+    LeastConn,
+    /// Least `(in-flight + 1) / share` (shortest expected delay): lower
+    /// latency with light traffic, less even utilisation.
+    ExpectedDelay,
+}
+
+impl Pick {
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pick::LeastConn => "least_conn",
+            Pick::ExpectedDelay => "expected_delay",
         }
     }
 }
@@ -155,12 +184,22 @@ pub struct UpstreamConf {
     pub min_samples: usize,
     /// Balancing mode.
     pub mode: Mode,
+    /// Shares mode: the per-request comparison.
+    pub pick: Pick,
+    /// Shares mode: in-flight limit per vCPU, spread by share (0 = off).
+    pub inflight_per_vcpu: f64,
+    /// Shares mode: smallest share of a node.
+    pub floor: f64,
+    /// Shares mode: fraction of the way to the target moved per sample.
+    pub step: f64,
     /// Upstream-wide accounting defaults.
     pub accounting: Accounting,
 }
 
-/// Default window length (the paper's m).
+/// Default window length of the paper and wlc modes (the paper's m).
 pub const DEFAULT_WINDOW: usize = 20;
+/// Default window length of the shares mode (2 minutes of 20-s samples).
+pub const DEFAULT_SHARES_WINDOW: usize = crate::shares::DEFAULT_WINDOW;
 /// Default poll interval: the realtime refresh rate of ESXi.
 pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
 /// Largest window accepted.
@@ -174,7 +213,11 @@ impl Default for UpstreamConf {
             interval_ms: DEFAULT_INTERVAL_MS,
             ttl_ms: 3 * DEFAULT_INTERVAL_MS,
             min_samples: 2,
-            mode: Mode::Paper,
+            mode: Mode::Shares,
+            pick: Pick::LeastConn,
+            inflight_per_vcpu: 8.0,
+            floor: 0.01,
+            step: 0.5,
             accounting: Accounting::default(),
         }
     }
@@ -192,6 +235,14 @@ fn split(arg: &str) -> Result<(&str, &str), String> {
 fn parse_f64(s: &str) -> Option<f64> {
     let x: f64 = s.parse().ok()?;
     x.is_finite().then_some(x)
+}
+
+/// A fraction written as a number ("0.05") or a percentage ("5%").
+fn parse_fraction(s: &str) -> Option<f64> {
+    match s.strip_suffix('%') {
+        Some(p) => parse_f64(p).map(|x| x / 100.0),
+        None => parse_f64(s),
+    }
 }
 
 fn parse_count(key: &str, val: &str, lo: usize, hi: usize) -> Result<usize, String> {
@@ -271,6 +322,8 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
     let mut c = UpstreamConf::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut ttl_set = false;
+    let mut window_set = false;
+    let mut min_samples_set = false;
     for arg in args {
         let (key, val) = split(arg)?;
         if seen.contains(&key) {
@@ -285,22 +338,85 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
                     _ => return Err(invalid(key, val, "an endpoint name or \"off\"")),
                 }
             }
-            "window" => c.window = parse_count(key, val, 1, MAX_WINDOW)?,
-            "min_samples" => c.min_samples = parse_count(key, val, 1, MAX_WINDOW)?,
+            "window" => {
+                c.window = parse_count(key, val, 1, MAX_WINDOW)?;
+                window_set = true;
+            }
+            "min_samples" => {
+                c.min_samples = parse_count(key, val, 1, MAX_WINDOW)?;
+                min_samples_set = true;
+            }
             "interval" => c.interval_ms = parse_time(key, val, 100)?,
             "ttl" => {
                 c.ttl_ms = parse_time(key, val, 100)?;
                 ttl_set = true;
             }
             "mode" => {
-                c.mode =
-                    Mode::parse(val).ok_or_else(|| invalid(key, val, "\"paper\" or \"wlc\""))?;
+                c.mode = Mode::parse(val)
+                    .ok_or_else(|| invalid(key, val, "\"shares\", \"paper\" or \"wlc\""))?;
+            }
+            "pick" => {
+                c.pick = match val {
+                    "least_conn" => Pick::LeastConn,
+                    "expected_delay" => Pick::ExpectedDelay,
+                    _ => return Err(invalid(key, val, "\"least_conn\" or \"expected_delay\"")),
+                }
+            }
+            "inflight" => {
+                c.inflight_per_vcpu = match val {
+                    "off" => 0.0,
+                    _ => match parse_f64(val) {
+                        Some(x) if x > 0.0 && x <= 10_000.0 => x,
+                        _ => {
+                            return Err(invalid(
+                                key,
+                                val,
+                                "requests per vCPU above 0 (up to 10000), or \"off\"",
+                            ))
+                        }
+                    },
+                }
+            }
+            "floor" => {
+                c.floor = match parse_fraction(val) {
+                    Some(x) if (0.0..=0.2).contains(&x) => x,
+                    _ => return Err(invalid(key, val, "a share from 0 to 0.2, like \"1%\"")),
+                }
+            }
+            "step" => {
+                c.step = match parse_fraction(val) {
+                    Some(x) if x > 0.0 && x <= 1.0 => x,
+                    _ => {
+                        return Err(invalid(
+                            key,
+                            val,
+                            "a fraction above 0 and up to 1, like \"0.5\"",
+                        ))
+                    }
+                }
             }
             _ => match c.accounting.parse(key, val) {
                 Some(r) => r?,
                 None => return Err(format!("invalid parameter \"{arg}\"")),
             },
         }
+    }
+    if c.mode == Mode::Shares {
+        if !window_set {
+            c.window = DEFAULT_SHARES_WINDOW;
+        }
+    } else {
+        for k in ["pick", "inflight", "floor", "step"] {
+            if seen.contains(&k) {
+                return Err(format!(
+                    "\"{k}=\" applies to \"mode=shares\" only, not \"mode={}\"",
+                    c.mode.name()
+                ));
+            }
+        }
+    }
+    if !min_samples_set {
+        c.min_samples = c.min_samples.min(c.window);
     }
     if c.min_samples > c.window {
         return Err(format!(
@@ -515,9 +631,26 @@ mod tests {
         assert_eq!(c.vsphere, EndpointRef::Default);
         assert_eq!(
             (c.window, c.interval_ms, c.ttl_ms, c.min_samples),
-            (20, 20_000, 60_000, 2)
+            (6, 20_000, 60_000, 2)
         );
-        assert_eq!(c.mode, Mode::Paper);
+        assert_eq!(c.mode, Mode::Shares);
+        assert_eq!(
+            (c.pick, c.inflight_per_vcpu, c.floor, c.step),
+            (Pick::LeastConn, 8.0, 0.01, 0.5)
+        );
+        let c = parse_upstream(&["mode=paper"]).unwrap();
+        assert_eq!((c.mode, c.window, c.min_samples), (Mode::Paper, 20, 2));
+        let c = parse_upstream(&[
+            "pick=expected_delay",
+            "inflight=off",
+            "floor=2%",
+            "step=0.25",
+            "window=1",
+        ])
+        .unwrap();
+        assert_eq!(c.pick, Pick::ExpectedDelay);
+        assert_eq!((c.inflight_per_vcpu, c.floor, c.step), (0.0, 0.02, 0.25));
+        assert_eq!((c.window, c.min_samples), (1, 1));
         let c = parse_upstream(&["interval=3s", "window=20"]).unwrap();
         assert_eq!((c.interval_ms, c.ttl_ms, c.window), (3000, 9000, 20));
     }
@@ -533,7 +666,17 @@ mod tests {
                 "invalid value \"fast\" in \"interval=\"",
             ),
             (&["interval=10ms"], "from 100ms"),
-            (&["mode=magic"], "expected \"paper\""),
+            (&["mode=magic"], "expected \"shares\", \"paper\" or \"wlc\""),
+            (&["pick=fast"], "\"least_conn\" or \"expected_delay\""),
+            (&["inflight=0"], "above 0"),
+            (&["inflight=-3"], "above 0"),
+            (&["floor=30%"], "from 0 to 0.2"),
+            (&["step=0"], "above 0 and up to 1"),
+            (&["step=1.5"], "above 0 and up to 1"),
+            (
+                &["mode=paper", "inflight=4"],
+                "applies to \"mode=shares\" only",
+            ),
             (&["bogus=1"], "invalid parameter \"bogus=1\""),
             (&["window"], "invalid parameter \"window\""),
             (&["window=3", "window=4"], "duplicate parameter \"window\""),

@@ -45,6 +45,7 @@ const H_GENERATION: usize = 12;
 const H_EPOCH: usize = 13;
 const H_COST: usize = 14; // 4 words
 const H_RATE: usize = 18;
+const H_REJECTED: usize = 19;
 
 // hot words
 const P_TARGET: usize = 0;
@@ -295,17 +296,29 @@ impl<'a> Shared<'a> {
     /// share, background use and effective CPU capacity.
     pub fn set_model(&self, cost: Option<Res>, rate: Option<f64>, peers: &[(f64, Res, f64)]) {
         let cost = cost.unwrap_or([f64::NAN; R]);
-        for j in 0..R {
-            self.w[H_COST + j].store(cost[j].to_bits(), Relaxed);
+        for (j, c) in cost.iter().enumerate() {
+            self.w[H_COST + j].store(c.to_bits(), Relaxed);
         }
         self.w[H_RATE].store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
         for (i, (t, bg, ecpu)) in peers.iter().enumerate().take(self.n) {
             self.p(i, P_TSHARE).store(t.to_bits(), Relaxed);
-            for j in 0..R {
-                self.p(i, P_BG + j).store(bg[j].to_bits(), Relaxed);
+            for (j, b) in bg.iter().enumerate() {
+                self.p(i, P_BG + j).store(b.to_bits(), Relaxed);
             }
             self.p(i, P_ECPU).store(ecpu.to_bits(), Relaxed);
         }
+    }
+
+    /// Counts a request answered at once because every peer was at its
+    /// in-flight limit (the overload guard).
+    #[inline]
+    pub fn guard_reject(&self) {
+        self.w[H_REJECTED].fetch_add(1, Relaxed);
+    }
+
+    /// Requests the overload guard answered at once.
+    pub fn guard_rejections(&self) -> u64 {
+        self.w[H_REJECTED].load(Relaxed)
     }
 
     /// Published cost per request (NaN where unknown).

@@ -155,7 +155,7 @@ pub struct Model {
 }
 
 fn clean(x: f64) -> f64 {
-    if x.is_finite() && x >= 0.0 && x < 1e15 {
+    if (0.0..1e15).contains(&x) {
         x
     } else {
         f64::NAN
@@ -510,7 +510,7 @@ impl Model {
             }
         }
         let sum_known: f64 = known.iter().map(|&m| t[m]).sum();
-        if known.is_empty() || !(sum_known > 0.0) {
+        if known.is_empty() || sum_known.is_nan() || sum_known <= 0.0 {
             // nothing known: by weight
             let w: Vec<f64> = members.iter().map(|&i| self.nodes[i].weight).collect();
             return floored(&w, self.params.floor);
@@ -568,7 +568,8 @@ impl Model {
     }
 
     /// Per-node in-flight limits of the overload guard: the group's
-    /// `inflight_per_vcpu × vCPUs` spread by share, at least 1 (0 = none).
+    /// `inflight_per_vcpu × vCPUs` spread by share (rounded), at least 1
+    /// (0 = no limit).
     /// A node with unknown vCPUs counts as one vCPU.
     pub fn limits(&self) -> Vec<u64> {
         let n = self.nodes.len();
@@ -594,7 +595,7 @@ impl Model {
                 .sum();
             let total = self.params.inflight_per_vcpu * vcpus;
             for &i in &members {
-                out[i] = ((total * s[i]).ceil() as u64).max(1);
+                out[i] = ((total * s[i]).round() as u64).max(1);
             }
         }
         out
@@ -713,7 +714,7 @@ pub fn floored(raw: &[f64], floor: f64) -> Vec<f64> {
         .map(|v| if v.is_finite() && *v > 0.0 { *v } else { 0.0 })
         .collect();
     let sum: f64 = x.iter().sum();
-    if !(sum > 0.0) {
+    if sum.is_nan() || sum <= 0.0 {
         return vec![1.0 / k as f64; k];
     }
     x.iter_mut().for_each(|v| *v /= sum);
@@ -1178,7 +1179,7 @@ mod tests {
         m.push(sample(1, &rate, cost, &no_bg(5)));
         m.update();
         // 13 vCPUs × 4 = 52 in flight, by CPU share
-        assert_eq!(m.limits(), vec![4, 7, 11, 14, 18]);
+        assert_eq!(m.limits(), vec![3, 7, 10, 14, 17]);
         let mut off = Model::new(
             Params {
                 inflight_per_vcpu: 0.0,

@@ -1,5 +1,8 @@
 //! Property tests of the shares mode (core/src/shares.rs).
 
+// Index loops read best in these numeric checks.
+#![allow(clippy::needless_range_loop)]
+
 use dwepc_core::algo::{Res, R};
 use dwepc_core::shares::{floored, water_fill, Model, Node, Params, Sample, State};
 use proptest::prelude::*;
@@ -172,8 +175,8 @@ proptest! {
     }
 
     /// The guard's limits follow the shares: a larger share never has a
-    /// smaller limit, and the limits add up to the total (to within one per
-    /// node, from rounding up).
+    /// smaller limit, and the limits add up to the total (to within half a
+    /// request per node from rounding, plus the minimum of one).
     #[test]
     fn guard_limits_follow_shares(
         caps in prop::collection::vec(500.0f64..20_000.0, 1..10),
@@ -198,7 +201,7 @@ proptest! {
         let lim = m.limits();
         let total = per_vcpu * vcpus[..n].iter().map(|v| v.floor()).sum::<f64>();
         let sum: u64 = lim.iter().sum();
-        prop_assert!(sum as f64 >= total - 1e-9 && sum as f64 <= total + n as f64, "{} vs {}", sum, total);
+        prop_assert!(sum as f64 >= total - 0.5 * n as f64 - 1e-9 && sum as f64 <= total + 1.5 * n as f64, "{} vs {}", sum, total);
         for i in 0..n {
             for j in 0..n {
                 if s[i] > s[j] {

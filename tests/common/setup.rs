@@ -12,8 +12,10 @@ use std::time::Duration;
 pub enum Mode {
     /// No endpoint: weighted round robin, counted.
     Fallback,
-    /// vcsim counters drive the pick.
-    Counters,
+    /// vcsim counters drive the pick, paper mode.
+    Paper,
+    /// vcsim counters drive the pick, shares mode (the default).
+    Shares,
 }
 
 pub fn vcsim_available() -> bool {
@@ -80,7 +82,7 @@ impl Env {
             .collect();
         let (vcsim, http_head, dwepc, nodes) = match mode {
             Mode::Fallback => (None, String::new(), "dwepc;".to_string(), String::new()),
-            Mode::Counters => {
+            Mode::Paper | Mode::Shares => {
                 let vms: Vec<VmSpec> = (0..backends.len())
                     .map(|i| VmSpec {
                         name: format!("web-{i}"),
@@ -111,7 +113,12 @@ impl Env {
                 (
                     Some(vc),
                     head,
-                    "dwepc interval=1s window=5 min_samples=2 ttl=30s;".to_string(),
+                    if mode == Mode::Paper {
+                        "dwepc mode=paper interval=1s window=5 min_samples=2 ttl=30s;"
+                    } else {
+                        "dwepc interval=1s window=5 ttl=30s;"
+                    }
+                    .to_string(),
                     nodes,
                 )
             }
@@ -132,7 +139,7 @@ impl Env {
             vcsim,
             mode,
         };
-        if mode == Mode::Counters {
+        if mode != Mode::Fallback {
             env.warm_up();
         }
         env

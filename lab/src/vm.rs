@@ -7,9 +7,13 @@
 //! with time-based FIFO queues (tokio timers), never by burning CPU.
 //!
 //! * CPU: `vcpus` parallel FIFO servers of speed `(cpu_mhz − hog)/vcpus` MHz
-//!   (at least 1% of the capacity). A request goes to the server that frees
-//!   up first and is answered when its work is done. A change of capacity
-//!   or hog re-times the work still queued (settled at the change).
+//!   (at least 1% of the capacity), times `1 − contention` (the hypervisor
+//!   gives the VM only part of the cycles it asks for: the time a vCPU has
+//!   work but waits is reported as CPU ready, `contention × busy time`) and
+//!   `1 − slowdown` (a loss nothing reports). A request goes to the server
+//!   that frees up first and is answered when its work is done. A change of
+//!   capacity, hog, contention or slowdown re-times the work still queued
+//!   (settled at the change).
 //! * Network: one FIFO link of `net_kbps × 1024` bytes/s per VM (0 =
 //!   unlimited); the response (headers + body) occupies it after the CPU
 //!   work and is written when its transmission is over.
@@ -23,7 +27,8 @@
 //!
 //! Control endpoint (HTTP/1.1, `Connection: close`, JSON answers):
 //! `GET /usage`, `/vms`, `/vm/NAME/hog?mhz=X`, `/vm/NAME/cpu?mhz=X`,
-//! `/vm/NAME/net?kbps=X`, `/vm/NAME/down`, `/vm/NAME/up`, `/quit`.
+//! `/vm/NAME/net?kbps=X`, `/vm/NAME/contention?pct=X`,
+//! `/vm/NAME/slowdown?pct=X`, `/vm/NAME/down`, `/vm/NAME/up`, `/quit`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -205,6 +210,11 @@ pub struct Usage {
     pub hog_mhz: f64,
     /// Current CPU capacity, MHz.
     pub cpu_mhz: f64,
+    /// CPU the VM can really use now (capacity after contention and
+    /// slowdown), MHz.
+    pub cpu_eff_mhz: f64,
+    /// Cumulative CPU ready time, ms summed over vCPUs.
+    pub ready_ms: f64,
     pub up: bool,
 }
 
@@ -214,7 +224,8 @@ impl Usage {
             "name": self.name, "t_ms": self.t_ms, "cpu_mhz_ms": self.cpu_mhz_ms,
             "bytes_sent": self.bytes_sent, "requests": self.requests,
             "active": self.active, "in_flight": self.in_flight, "mem_kb": self.mem_kb,
-            "hog_mhz": self.hog_mhz, "cpu_mhz": self.cpu_mhz, "up": self.up,
+            "hog_mhz": self.hog_mhz, "cpu_mhz": self.cpu_mhz,
+            "cpu_eff_mhz": self.cpu_eff_mhz, "ready_ms": self.ready_ms, "up": self.up,
         })
     }
 
@@ -232,6 +243,8 @@ impl Usage {
             mem_kb: f("mem_kb")?,
             hog_mhz: f("hog_mhz")?,
             cpu_mhz: f("cpu_mhz")?,
+            cpu_eff_mhz: f("cpu_eff_mhz").or(f("cpu_mhz"))?,
+            ready_ms: f("ready_ms").unwrap_or(0.0),
             up: v.get("up")?.as_bool()?,
         })
     }
@@ -362,6 +375,8 @@ struct Queue {
     committed: f64,
     anchor_t: f64,
     anchor_done: f64,
+    /// Time with work before `anchor_t`, ms.
+    busy_ms: f64,
 }
 
 impl Queue {
@@ -371,7 +386,13 @@ impl Queue {
             committed: 0.0,
             anchor_t: t,
             anchor_done: 0.0,
+            busy_ms: 0.0,
         }
+    }
+
+    /// Total time with work up to `t`, ms.
+    fn busy(&self, t: f64) -> f64 {
+        self.busy_ms + (t.min(self.busy_until()) - self.anchor_t).max(0.0)
     }
 
     fn done(&self, t: f64) -> f64 {
@@ -383,6 +404,7 @@ impl Queue {
     }
 
     fn settle(&mut self, t: f64) {
+        self.busy_ms = self.busy(t);
         self.anchor_done = self.done(t);
         self.anchor_t = t;
     }
@@ -420,6 +442,14 @@ struct State {
     up: bool,
     cpu_mhz: f64,
     hog_mhz: f64,
+    /// Part of the cycles the hypervisor withholds (reported as ready).
+    contention: f64,
+    /// Part of the speed lost without any counter showing it.
+    slowdown: f64,
+    /// CPU ready accumulated before `ready_t`, ms over all vCPUs.
+    ready_acc: f64,
+    /// Busy time of all vCPUs at `ready_t`.
+    ready_busy: f64,
     net_kbps: f64,
     servers: Vec<Queue>,
     link: Option<Queue>,
@@ -438,6 +468,10 @@ impl State {
             up: false,
             cpu_mhz: spec.cpu_mhz,
             hog_mhz: 0.0,
+            contention: 0.0,
+            slowdown: 0.0,
+            ready_acc: 0.0,
+            ready_busy: 0.0,
             net_kbps: spec.net_kbps,
             servers: vec![Queue::new(1.0, t); spec.vcpus as usize],
             link: link_speed(spec.net_kbps).map(|r| Queue::new(r, t)),
@@ -456,6 +490,23 @@ impl State {
     fn vcpu_speed(&self) -> f64 {
         let c = self.cpu_mhz;
         (c - self.hog_mhz).max(0.01 * c) / self.servers.len() as f64
+            * (1.0 - self.contention)
+            * (1.0 - self.slowdown)
+    }
+
+    /// CPU the VM can use now (after contention and slowdown), MHz.
+    fn cpu_eff(&self) -> f64 {
+        self.cpu_mhz * (1.0 - self.contention) * (1.0 - self.slowdown)
+    }
+
+    fn busy(&self, t: f64) -> f64 {
+        self.servers.iter().map(|q| q.busy(t)).sum()
+    }
+
+    /// Cumulative CPU ready at `t`: while a vCPU has work, the part of the
+    /// time the hypervisor withholds.
+    fn ready_ms(&self, t: f64) -> f64 {
+        self.ready_acc + (self.busy(t) - self.ready_busy).max(0.0) * self.contention
     }
 
     fn hog_eff(&self) -> f64 {
@@ -470,6 +521,8 @@ impl State {
     fn reconfigure(&mut self, t: f64, f: impl FnOnce(&mut State)) {
         self.hog_acc += self.hog_eff() * (t - self.hog_t).max(0.0);
         self.hog_t = t;
+        self.ready_acc = self.ready_ms(t);
+        self.ready_busy = self.busy(t);
         self.servers.iter_mut().for_each(|q| q.settle(t));
         if let Some(l) = &mut self.link {
             l.settle(t);
@@ -526,6 +579,8 @@ impl Vm {
             mem_kb: 0.3 * self.memory_mb * 1024.0 + 1024.0 * st.active as f64,
             hog_mhz: st.hog_mhz,
             cpu_mhz: st.cpu_mhz,
+            cpu_eff_mhz: st.cpu_eff(),
+            ready_ms: st.ready_ms(t),
             up: st.up,
         }
     }
@@ -618,6 +673,20 @@ impl Lab {
             return Err((400, format!("bad link capacity {kbps}")));
         }
         self.reconfigure(name, |s| s.net_kbps = kbps)
+    }
+
+    fn set_contention(&self, name: &str, pct: f64) -> Result<(), CtlError> {
+        if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
+            return Err((400, format!("bad contention {pct} (0 to 95 %)")));
+        }
+        self.reconfigure(name, |s| s.contention = pct / 100.0)
+    }
+
+    fn set_slowdown(&self, name: &str, pct: f64) -> Result<(), CtlError> {
+        if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
+            return Err((400, format!("bad slowdown {pct} (0 to 95 %)")));
+        }
+        self.reconfigure(name, |s| s.slowdown = pct / 100.0)
     }
 
     fn down(&self, name: &str) -> Result<(), CtlError> {
@@ -721,6 +790,8 @@ impl Lab {
                 "hog" => param("mhz").and_then(|x| self.set_hog(name, x)),
                 "cpu" => param("mhz").and_then(|x| self.set_cpu(name, x)),
                 "net" => param("kbps").and_then(|x| self.set_net(name, x)),
+                "contention" => param("pct").and_then(|x| self.set_contention(name, x)),
+                "slowdown" => param("pct").and_then(|x| self.set_slowdown(name, x)),
                 "down" => self.down(name),
                 "up" => self.up(name),
                 "usage" => Ok(()),
@@ -1199,6 +1270,16 @@ impl Handle {
 
     pub fn set_net(&self, name: &str, kbps: f64) -> Result<(), String> {
         self.lab.set_net(name, kbps).map_err(|e| e.1)
+    }
+
+    /// The hypervisor withholds `pct` % of the cycles (shown as CPU ready).
+    pub fn set_contention(&self, name: &str, pct: f64) -> Result<(), String> {
+        self.lab.set_contention(name, pct).map_err(|e| e.1)
+    }
+
+    /// The VM loses `pct` % of its speed, shown by no counter.
+    pub fn set_slowdown(&self, name: &str, pct: f64) -> Result<(), String> {
+        self.lab.set_slowdown(name, pct).map_err(|e| e.1)
     }
 
     pub fn down(&self, name: &str) -> Result<(), String> {

@@ -370,6 +370,40 @@ fn hog_and_capacity_slow_requests_down() {
     assert_eq!(control(&h, "/nothing").0, 404);
 }
 
+/// Contention: the VM gets part of its cycles and reports the rest as CPU
+/// ready while it has work; a slowdown loses speed and reports nothing.
+#[test]
+fn contention_reports_ready_and_slowdown_reports_nothing() {
+    let h = start(vec![VmSpec::new("ct", "127.0.0.27", 2000.0, 1, 0.0)]);
+    let a = h.addr("ct").unwrap();
+    let (st, v) = control(&h, "/vm/ct/contention?pct=50");
+    assert_eq!(st, 200);
+    assert_eq!(v["cpu_eff_mhz"], 1000.0);
+    let u0 = usage_of(&h, "ct");
+    // /t2/5 is 625,000 MHz·ms: 0.3125 s at 2000 MHz, 0.625 s at half
+    let (d, _) = timed(a, "/t2/5");
+    within(d, 0.60, 0.80, "/t2/5 at 50 % contention");
+    let u1 = usage_of(&h, "ct");
+    // usage shows the work done; ready the time it waited (half of 625 ms)
+    assert!((u1.cpu_mhz_ms - u0.cpu_mhz_ms - 625_000.0).abs() < 1.0);
+    let ready = u1.ready_ms - u0.ready_ms;
+    assert!((ready - 312.5).abs() < 5.0, "ready {ready} ms");
+    // idle: no more ready time
+    std::thread::sleep(Duration::from_millis(200));
+    let u2 = usage_of(&h, "ct");
+    assert!((u2.ready_ms - u1.ready_ms).abs() < 1e-6);
+    // a slowdown of 50 %: as slow, and no ready time at all
+    h.set_contention("ct", 0.0).unwrap();
+    h.set_slowdown("ct", 50.0).unwrap();
+    let (d, _) = timed(a, "/t2/5");
+    within(d, 0.60, 0.80, "/t2/5 at 50 % slowdown");
+    let u3 = usage_of(&h, "ct");
+    assert!((u3.ready_ms - u2.ready_ms).abs() < 1e-6);
+    assert_eq!(u3.cpu_eff_mhz, 1000.0);
+    assert_eq!(control(&h, "/vm/ct/contention?pct=99").0, 400);
+    assert_eq!(control(&h, "/vm/ct/slowdown?pct=-1").0, 400);
+}
+
 #[test]
 fn down_refuses_and_up_restores() {
     let h = start(vec![

@@ -133,9 +133,59 @@ pub fn max_overshoot(shares: &[Vec<f64>], target: &[f64], from: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The largest ratio of a node's share to its target share over windows of
+/// `window` seconds from second `from` on (the mean share of the window;
+/// nodes whose target is below `min_target` are skipped: their ratio is
+/// noise). 0 without a full window.
+pub fn max_ratio_over_target(
+    shares: &[Vec<f64>],
+    target: &[f64],
+    from: usize,
+    window: usize,
+    min_target: f64,
+) -> f64 {
+    let w = window.max(1);
+    let mut worst: f64 = 0.0;
+    let mut t = from;
+    while t + w <= shares.len() {
+        let rows: Vec<&Vec<f64>> = shares[t..t + w]
+            .iter()
+            .filter(|r| r.iter().all(|x| x.is_finite()))
+            .collect();
+        if !rows.is_empty() {
+            for (i, &tg) in target.iter().enumerate() {
+                if tg >= min_target {
+                    let mean = rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64;
+                    worst = worst.max(mean / tg);
+                }
+            }
+        }
+        t += 1;
+    }
+    worst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratio_over_target_in_windows() {
+        let shares = vec![
+            vec![0.5, 0.5],
+            vec![0.9, 0.1],
+            vec![0.9, 0.1],
+            vec![0.5, 0.5],
+            vec![f64::NAN, 0.5],
+        ];
+        // windows of 2 from 1: [0.9,0.9] -> 0.9/0.5 = 1.8
+        let r = max_ratio_over_target(&shares, &[0.5, 0.5], 1, 2, 0.02);
+        assert!((r - 1.8).abs() < 1e-12, "{r}");
+        // a tiny target is skipped
+        let r = max_ratio_over_target(&shares, &[0.99, 0.01], 0, 1, 0.02);
+        assert!((r - 0.9 / 0.99).abs() < 1e-12);
+        assert_eq!(max_ratio_over_target(&shares, &[0.5, 0.5], 4, 2, 0.0), 0.0);
+    }
 
     #[test]
     fn balanced_cluster_has_zero_variance() {

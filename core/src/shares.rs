@@ -318,8 +318,8 @@ impl Model {
         self.state
     }
 
-    /// Cost of one request per resource (MHz·s, MB·s, KB, KB), NaN where
-    /// unknown; `None` before the first estimate.
+    /// Cost of one request per resource (MHz·s, –, KB, KB; memory has
+    /// none), NaN where unknown; `None` before the first estimate.
     pub fn cost(&self) -> Option<Res> {
         self.cost
     }
@@ -405,7 +405,8 @@ impl Model {
             let u = newest.usage[i];
             self.background[i] = std::array::from_fn(|j| {
                 if !RATE_RESOURCES[j] || !cost[j].is_finite() || !rate[i].is_finite() {
-                    return u[j];
+                    // memory is a level, not a rate; unknown without a cost
+                    return f64::NAN;
                 }
                 (u[j] - cost[j] * rate[i]).max(0.0)
             });
@@ -557,7 +558,7 @@ impl Model {
             return None;
         }
         let mut out = [f64::NAN; R];
-        for j in 0..R {
+        for j in (0..R).filter(|&j| RATE_RESOURCES[j]) {
             let pts: Vec<(f64, f64)> = (0..n)
                 .filter(|&i| reqs[i][j] > 0.0)
                 .map(|i| (work[i][j] / reqs[i][j], reqs[i][j]))

@@ -4,11 +4,15 @@
 //! process started here is stopped by its own PID.
 
 pub mod backend;
+pub mod hold;
 pub mod http;
 pub mod load;
+pub mod matrix;
 pub mod nginx;
 pub mod overhead;
+pub mod procs;
 pub mod run;
+pub mod scenario;
 pub mod vcsim;
 pub mod vm;
 

@@ -59,12 +59,26 @@ pub enum Pattern {
     Open { rate: f64 },
 }
 
+/// From `from` on (relative to the start of the run), requests pick
+/// uniformly among `paths` (indices into [`LoadSpec::paths`]) and the open
+/// loop runs at `rate_factor` times its rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Phase {
+    pub from: Duration,
+    pub paths: Vec<usize>,
+    pub rate_factor: f64,
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
-    /// nginx (or any HTTP/1.1 server), normally on loopback.
-    pub target: SocketAddr,
+    /// nginx instances (or any HTTP/1.1 servers), normally on loopback,
+    /// with weights: an open-loop request goes to one at random by weight,
+    /// a closed-loop user keeps the one drawn at its start.
+    pub targets: Vec<(SocketAddr, f64)>,
     /// Each request picks one uniformly at random (at most 256 paths).
     pub paths: Vec<String>,
+    /// The mix and rate over time; empty = every path at the full rate.
+    pub phases: Vec<Phase>,
     pub pattern: Pattern,
     /// No request starts after this (relative to the start of the run).
     pub duration: Duration,
@@ -95,6 +109,8 @@ pub struct Record {
     pub path: u8,
     /// Body bytes received (also the partial count of a failed request).
     pub bytes: u32,
+    /// Index into `spec.targets` of the frontend that was asked.
+    pub frontend: u8,
 }
 
 /// Runs the load; returns every request's record, sorted by `t_ms`.
@@ -122,6 +138,39 @@ pub fn run_with<F: FnMut(u32, &[u64])>(
     assert!(!spec.paths.is_empty(), "load: no paths");
     assert!(spec.paths.len() <= 256, "load: more than 256 paths");
     assert!(backends.len() < 255, "load: more than 254 backends");
+    assert!(
+        !spec.targets.is_empty() && spec.targets.len() <= 255,
+        "load: 1 to 255 targets"
+    );
+    let phases = if spec.phases.is_empty() {
+        vec![Phase {
+            from: Duration::ZERO,
+            paths: (0..spec.paths.len()).collect(),
+            rate_factor: 1.0,
+        }]
+    } else {
+        spec.phases.clone()
+    };
+    for w in phases.windows(2) {
+        assert!(w[0].from <= w[1].from, "load: phases out of order");
+    }
+    for ph in &phases {
+        assert!(
+            !ph.paths.is_empty() && ph.paths.iter().all(|&p| p < spec.paths.len()),
+            "load: a phase needs paths of the spec"
+        );
+    }
+    let total_w: f64 = spec.targets.iter().map(|t| t.1.max(0.0)).sum();
+    assert!(total_w > 0.0, "load: target weights must not all be 0");
+    let mut acc = 0.0;
+    let cum: Vec<f64> = spec
+        .targets
+        .iter()
+        .map(|t| {
+            acc += t.1.max(0.0) / total_w;
+            acc
+        })
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("dwepc-load")
@@ -130,10 +179,12 @@ pub fn run_with<F: FnMut(u32, &[u64])>(
         .expect("load: tokio runtime");
     let cols = backends.len() + 1;
     let rows = (spec.duration + spec.timeout).as_secs() as usize + 3;
-    let host = host_header(spec.target);
+    let host = host_header(spec.targets[0].0);
     let start = tokio::time::Instant::now();
     let sh = Arc::new(Shared {
-        target: spec.target,
+        targets: spec.targets.iter().map(|t| t.0).collect(),
+        cum,
+        phases,
         reqs: spec
             .paths
             .iter()
@@ -206,7 +257,10 @@ fn host_header(a: SocketAddr) -> String {
 }
 
 struct Shared {
-    target: SocketAddr,
+    targets: Vec<SocketAddr>,
+    /// Cumulative target weights (the last is 1).
+    cum: Vec<f64>,
+    phases: Vec<Phase>,
     /// The whole request of each path.
     reqs: Vec<Box<[u8]>>,
     backends: Vec<String>,
@@ -226,14 +280,47 @@ impl Shared {
             .collect()
     }
 
+    /// A frontend drawn by weight (no draw with a single one).
+    fn frontend(&self, rng: &mut Rng) -> usize {
+        if self.targets.len() == 1 {
+            return 0;
+        }
+        let u = unit(rng);
+        self.cum
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.targets.len() - 1)
+    }
+
+    /// The phase in force `secs` after the start.
+    fn phase(&self, secs: f64) -> usize {
+        self.phases
+            .iter()
+            .rposition(|p| p.from.as_secs_f64() <= secs)
+            .unwrap_or(0)
+    }
+
+    /// A path of phase `k`.
+    fn path(&self, k: usize, rng: &mut Rng) -> usize {
+        let ps = &self.phases[k].paths;
+        ps[rng.below(ps.len() as u64) as usize]
+    }
+
     /// One request on `conn` (opened if `None`, dropped unless reusable).
-    async fn request(&self, conn: &mut Option<Conn>, path: usize, t0: Instant) -> Record {
+    async fn request(
+        &self,
+        conn: &mut Option<Conn>,
+        path: usize,
+        t0: Instant,
+        frontend: usize,
+    ) -> Record {
         let mut p = Partial {
             status: STATUS_ERROR,
             backend: NO_BACKEND,
             bytes: 0,
         };
-        let r = tokio::time::timeout(self.timeout, self.attempt(conn, path, &mut p)).await;
+        let r =
+            tokio::time::timeout(self.timeout, self.attempt(conn, path, frontend, &mut p)).await;
         match r {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => *conn = None,
@@ -259,6 +346,7 @@ impl Shared {
             backend: p.backend,
             path: path as u8,
             bytes: p.bytes.min(u32::MAX as u64) as u32,
+            frontend: frontend as u8,
         }
     }
 
@@ -269,6 +357,7 @@ impl Shared {
         &self,
         conn: &mut Option<Conn>,
         path: usize,
+        frontend: usize,
         p: &mut Partial,
     ) -> io::Result<bool> {
         if let Some(c) = conn.as_mut() {
@@ -278,7 +367,7 @@ impl Shared {
                 Err(_) => *conn = None,
             }
         }
-        let c = conn.insert(Conn::connect(self.target).await?);
+        let c = conn.insert(Conn::connect(self.targets[frontend]).await?);
         c.exchange(&self.reqs[path], &self.backends, p).await
     }
 
@@ -340,7 +429,7 @@ async fn user(sh: Arc<Shared>, mut rng: Rng, think_ms: u64, fixed: bool) -> Vec<
     let think = think_ms as f64 / 1000.0;
     let first = sh.start + Duration::from_secs_f64(unit(&mut rng) * think);
     tokio::time::sleep_until(first).await;
-    let n = sh.reqs.len() as u64;
+    let frontend = sh.frontend(&mut rng);
     let mut conn = None;
     let mut out = Vec::new();
     loop {
@@ -348,8 +437,9 @@ async fn user(sh: Arc<Shared>, mut rng: Rng, think_ms: u64, fixed: bool) -> Vec<
         if t0 >= sh.end.into_std() {
             break;
         }
-        let path = rng.below(n) as usize;
-        let rec = sh.request(&mut conn, path, t0).await;
+        let k = sh.phase(t0.duration_since(sh.start.into_std()).as_secs_f64());
+        let path = sh.path(k, &mut rng);
+        let rec = sh.request(&mut conn, path, t0, frontend).await;
         out.push(rec);
         let mut pause = Duration::from_secs_f64(if fixed { think } else { exp1(&mut rng) * think });
         if rec.status == STATUS_ERROR {
@@ -374,20 +464,45 @@ async fn open_loop(sh: Arc<Shared>, seed: u64, rate: f64, max_in_flight: usize) 
         max_in_flight.min(UNLIMITED)
     };
     let sem = Arc::new(Semaphore::new(limit));
-    let pool: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+    let pools: Arc<Vec<Mutex<Vec<Conn>>>> = Arc::new(
+        (0..sh.targets.len())
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
+    );
     let done: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::new()));
     let mut dropped = Vec::new();
     let mut rng = Rng::new(splitmix(seed));
-    let n = sh.reqs.len() as u64;
     let total = sh.end.duration_since(sh.start).as_secs_f64();
     let mut at = 0.0f64;
+    let mut k = 0usize;
     if rate > 0.0 && rate.is_finite() {
         loop {
-            at += exp1(&mut rng) / rate;
+            // Poisson arrivals at a piecewise constant rate: memoryless, so
+            // a draw that crosses a phase boundary restarts there
+            let next = sh
+                .phases
+                .get(k + 1)
+                .map_or(f64::INFINITY, |p| p.from.as_secs_f64());
+            let r = rate * sh.phases[k].rate_factor;
+            let cand = if r > 0.0 && r.is_finite() {
+                at + exp1(&mut rng) / r
+            } else {
+                f64::INFINITY
+            };
+            if cand >= next {
+                at = next;
+                k += 1;
+                if at >= total {
+                    break;
+                }
+                continue;
+            }
+            at = cand;
             if at >= total {
                 break;
             }
-            let path = rng.below(n) as usize;
+            let path = sh.path(k, &mut rng);
+            let frontend = sh.frontend(&mut rng);
             let when = sh.start + Duration::from_secs_f64(at);
             if when > tokio::time::Instant::now() {
                 tokio::time::sleep_until(when).await;
@@ -401,15 +516,16 @@ async fn open_loop(sh: Arc<Shared>, seed: u64, rate: f64, max_in_flight: usize) 
                     backend: NO_BACKEND,
                     path: path as u8,
                     bytes: 0,
+                    frontend: frontend as u8,
                 });
                 continue;
             };
-            let (sh, pool, done) = (sh.clone(), pool.clone(), done.clone());
+            let (sh, pools, done) = (sh.clone(), pools.clone(), done.clone());
             tokio::spawn(async move {
-                let mut conn = pool.lock().unwrap().pop();
-                let rec = sh.request(&mut conn, path, t0).await;
+                let mut conn = pools[frontend].lock().unwrap().pop();
+                let rec = sh.request(&mut conn, path, t0, frontend).await;
                 if let Some(c) = conn {
-                    pool.lock().unwrap().push(c);
+                    pools[frontend].lock().unwrap().push(c);
                 }
                 done.lock().unwrap().push(rec);
                 drop(permit);

@@ -1,212 +1,408 @@
-//! `dwepc-lab`: the lab's command line.
-//!
-//! ```text
-//! dwepc-lab demo [--out DIR]                 short lab run (a few minutes): T2, 1.0x, five policies
-//! dwepc-lab full [--out DIR] [--duration S]  the whole lab: T1/T2 at six load levels, three scenarios
-//! dwepc-lab run --workload t1|t2 --scenario steady|cpu_step|node_dies|vsphere_down
-//!               --policies rr,wrr,lc,r2,wlc,dwepc --levels 0.5,1.0,300vu
-//!               [--duration S] [--warmup S] [--out DIR]
-//! dwepc-lab overhead [--rounds N] [--duration S] [--connections C]
-//!                                            proxy overhead vs round robin / least_conn (wrk)
-//! dwepc-lab vms --spec FILE --control ADDR [--ready FILE]   the emulated VMs (started by the above)
-//! ```
-//! Results go to DIR/results.json (appended), DIR/summary.md and DIR/*.png
-//! (default DIR: lab/report).
+//! `dwepc-lab`: the lab's command line (`dwepc-lab --help`, and `--help`
+//! on every subcommand).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dwepc_lab::run::{self, LoadLevel, Plan, Policy, RunResult, Scenario, Workload};
+use clap::{Args, Parser, Subcommand};
+use dwepc_lab::matrix;
+use dwepc_lab::run::{self, Cadence, Cell, Policy};
+use dwepc_lab::scenario;
 
-fn usage() -> i32 {
+#[derive(Parser)]
+#[command(
+    name = "dwepc-lab",
+    version,
+    about = "dwepc's lab: real nginx with the module in front of emulated VMware VMs whose \
+             counters reach it through vSphere's API (vcsim); every policy side by side on \
+             its own copy of the cluster, same seeded load, same events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One scenario at one or more load levels, every policy side by side.
+    Run(RunArgs),
+    /// The whole matrix of BENCHMARKS.md (lab/matrix.txt), cell by cell.
+    Matrix(MatrixArgs),
+    /// The main job: a few minutes of a background batch job at 0.8x, dwepc
+    /// against least_conn and weighted round robin.
+    Demo {
+        /// Results directory.
+        #[arg(long, default_value_os_t = run::repo_root().join("lab/report/demo"))]
+        out: PathBuf,
+    },
+    /// Proxy overhead: dwepc against stock round robin and least_conn (wrk).
+    Overhead {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 50)]
+        connections: u32,
+    },
+    /// Tables (summary.md) and plots from a results directory.
+    Report {
+        /// Directory holding results.jsonl.
+        dir: PathBuf,
+    },
+    /// Holds this machine's CPU utilisation in a band with an adaptive
+    /// number of threads (seeds/000); prints one line per second.
+    Cpuhold(HoldArgs),
+    /// The emulated VMs alone, until GET /quit, SIGTERM or SIGINT.
+    Vms {
+        /// JSON array of VM specs.
+        #[arg(long)]
+        spec: String,
+        /// Control endpoint address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        control: String,
+        /// File to write the addresses to once listening.
+        #[arg(long)]
+        ready: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scenario file: workload, frontends, timed events (lab/scenarios/*.txt).
+    #[arg(long, visible_alias = "scenario")]
+    events: PathBuf,
+    /// Cluster file: the VMs (JSON).
+    #[arg(long, default_value_os_t = run::default_cluster())]
+    cluster: PathBuf,
+    /// Open-loop load, fractions of the cluster's capacity (comma-separated).
+    #[arg(long, default_value = "0.8", value_delimiter = ',')]
+    level: Vec<f64>,
+    /// Policies: rr, wrr, lc, lcw, r2, dwlc, paper, dwepc, sed.
+    #[arg(long, default_value = "rr,wrr,lc,lcw,dwepc")]
+    policies: String,
+    /// Warm-up before the measured part.
+    #[arg(long, default_value = "80s", value_parser = scenario::parse_duration)]
+    warmup: Duration,
+    /// Measured part.
+    #[arg(long, default_value = "150s", value_parser = scenario::parse_duration)]
+    duration: Duration,
+    /// Seeds (one run of every level per seed).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// vSphere counter cadence: period/delay.
+    #[arg(long, default_value = "20s/5s", value_parser = Cadence::parse)]
+    cadence: Cadence,
+    /// Results directory (results.jsonl is appended to).
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"))]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// Matrix file.
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/matrix.txt"))]
+    file: PathBuf,
+    /// Only these cells (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Results directory.
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"))]
+    out: PathBuf,
+    /// Keep results.jsonl and skip the (cell, seed) pairs it already holds.
+    #[arg(long)]
+    resume: bool,
+    /// Print the cells and the time they take, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Cells run at the same time (default: the matrix file's `parallel`;
+    /// each cell is light, the emulated VMs are timers, and every result
+    /// records the machine's CPU use).
+    #[arg(long)]
+    parallel: Option<usize>,
+}
+
+#[derive(Args)]
+struct HoldArgs {
+    /// Lowest CPU utilisation, %.
+    lo: f64,
+    /// Highest CPU utilisation, %.
+    hi: f64,
+    /// Threads at the start.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Threads added or removed per adjustment.
+    #[arg(long, default_value_t = 1)]
+    step: u32,
+    /// Each thread is busy this long, then sleeps.
+    #[arg(long, default_value_t = 10)]
+    busy_ms: u64,
+    #[arg(long, default_value_t = 10)]
+    sleep_ms: u64,
+    /// Stop after this long (default: until interrupted).
+    #[arg(long, value_parser = scenario::parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn hms(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// Runs cells, `parallel` at a time, with progress on stderr; results
+/// appended to OUT/results.jsonl as each cell ends.
+fn run_cells(cells: &[Cell], out: &Path, parallel: usize) -> Result<(), String> {
+    let parallel = parallel.max(1);
+    let total: Duration = cells.iter().map(|c| c.estimate()).sum::<Duration>() / parallel as u32;
     eprintln!(
-        "usage: dwepc-lab demo|full|run|vms [options]; see the top of lab/src/main.rs or README.md"
+        "lab: {} cells, {} at a time, about {} (machine: {} cores)",
+        cells.len(),
+        parallel,
+        hms(total),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    2
-}
-
-fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-fn parse_levels(s: &str) -> Option<Vec<LoadLevel>> {
-    s.split(',')
-        .map(|x| {
-            if let Some(u) = x.strip_suffix("vu") {
-                u.parse().ok().map(LoadLevel::Users)
-            } else {
-                x.parse().ok().map(LoadLevel::Open)
-            }
-        })
-        .collect()
-}
-
-fn parse_policies(s: &str) -> Option<Vec<Policy>> {
-    s.split(',').map(Policy::parse).collect()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn save(out: &Path, new: &[RunResult]) {
-    std::fs::create_dir_all(out).unwrap();
-    let path = out.join("results.json");
-    let mut all: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default();
-    // a re-run of the same (workload, scenario, policy, level) replaces it
-    let fresh = run::to_json(new);
-    for r in fresh.as_array().unwrap() {
-        all.retain(|o| {
-            !(o["workload"] == r["workload"]
-                && o["scenario"] == r["scenario"]
-                && o["policy"] == r["policy"]
-                && o["level"] == r["level"])
-        });
-        all.push(r.clone());
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let saving = std::sync::Mutex::new(());
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.min(cells.len()) {
+            scope.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(c) = cells.get(i) else { return };
+                let left = total.saturating_sub(started.elapsed());
+                eprintln!(
+                    "lab: cell {}/{} {} (level {}, seed {}, {} policies, cadence {}): about {} left",
+                    i + 1,
+                    cells.len(),
+                    c.name,
+                    c.level,
+                    c.seed,
+                    c.policies.len(),
+                    c.cadence.label(),
+                    hms(left)
+                );
+                let label = format!("cell {}/{} {} seed {}", i + 1, cells.len(), c.name, c.seed);
+                let res = run::run_cell(c, |el, tot| {
+                    if el.as_secs() % 30 < 10 {
+                        eprintln!(
+                            "lab:   {label}: {}/{} s, about {} left in all",
+                            el.as_secs(),
+                            tot.as_secs(),
+                            hms(total.saturating_sub(started.elapsed()))
+                        );
+                    }
+                });
+                let rs = match res {
+                    Ok(rs) => rs,
+                    Err(e) => {
+                        if let Ok(mut f) = failed.lock() {
+                            *f = Some(format!("{label}: {e}"));
+                        }
+                        return;
+                    }
+                };
+                let _g = saving.lock();
+                for r in &rs {
+                    eprintln!(
+                        "lab:   {label} {:<22} {:>6.1} req/s p99 {:>8.1} ms  timeouts {:>5} 5xx {:>5}  CoV {:.3} max/mean {:.2}  CPU {:.0}%",
+                        r.policy.name(),
+                        r.goodput,
+                        r.p99_ms,
+                        r.timeouts,
+                        r.http_5xx,
+                        r.bottleneck.cov,
+                        r.bottleneck.max_over_mean,
+                        r.machine_cpu_pct
+                    );
+                }
+                if let Err(e) = run::save(out, &rs) {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(format!("{}: {e}", out.display()));
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
     }
-    std::fs::write(&path, serde_json::to_string(&all).unwrap()).unwrap();
-    report(out);
+    eprintln!("lab: {} cells in {}", cells.len(), hms(started.elapsed()));
+    Ok(())
 }
 
-/// Tables and plots by lab/report.py; says so when it cannot run.
 fn report(out: &Path) {
-    if !matches!(run::report(out), Ok(s) if s.success()) {
-        eprintln!("lab: lab/report.py failed (python3 or python3-matplotlib missing?)");
+    match run::report(out, &[]) {
+        Ok(s) if s.success() => {
+            if let Ok(md) = std::fs::read_to_string(out.join("summary.md")) {
+                println!("{md}");
+            }
+            println!(
+                "lab: results in {}/ (summary.md, results.jsonl, *.png)",
+                out.display()
+            );
+        }
+        _ => eprintln!("lab: lab/report.py failed (python3-matplotlib missing?)"),
     }
 }
 
-fn run_plans(plans: Vec<Plan>, out: &Path) -> i32 {
-    let mut all = Vec::new();
-    for p in plans {
-        let rs = run::run(&p);
-        save(out, &rs);
-        all.extend(rs);
+fn cmd_run(a: RunArgs) -> Result<(), String> {
+    let sc = scenario::load(&a.events)?;
+    let cluster = scenario::load_cluster(&a.cluster)?;
+    sc.check(&cluster)?;
+    let policies = Policy::parse_list(&a.policies)?;
+    let mut cells = Vec::new();
+    for &seed in &a.seeds {
+        for &level in &a.level {
+            if !(level.is_finite() && level > 0.0 && level <= 3.0) {
+                return Err(format!("bad level {level} (0 to 3)"));
+            }
+            cells.push(Cell {
+                name: format!("{}_{level}", sc.name),
+                scenario: sc.clone(),
+                cluster: cluster.clone(),
+                level,
+                policies: policies.clone(),
+                warmup: a.warmup,
+                duration: a.duration,
+                seed,
+                cadence: a.cadence,
+            });
+        }
     }
-    // this command's results alone, as a table
-    std::fs::write(out.join("latest.json"), run::to_json(&all).to_string()).unwrap();
-    report(out);
-    match std::fs::read_to_string(out.join("summary-latest.md")) {
-        Ok(md) => println!("{md}"),
-        Err(e) => eprintln!("lab: no summary-latest.md: {e}"),
+    run_cells(&cells, &a.out, 1)?;
+    report(&a.out);
+    Ok(())
+}
+
+fn cmd_matrix(a: MatrixArgs) -> Result<(), String> {
+    let m = matrix::load(&a.file)?;
+    let parallel = a.parallel.unwrap_or(m.parallel).max(1);
+    let mut cells = m.expand(&a.only)?;
+    let jsonl = a.out.join("results.jsonl");
+    if a.resume {
+        let have: Vec<(String, u64)> = std::fs::read_to_string(&jsonl)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                (
+                    v["cell"].as_str().unwrap_or("").to_string(),
+                    v["seed"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        cells.retain(|c| !have.contains(&(c.name.clone(), c.seed)));
     }
-    println!(
-        "lab: results in {}/ (summary.md, results.json, plots *.png)",
-        out.display()
-    );
-    0
+    if a.dry_run {
+        for c in &cells {
+            println!(
+                "{} seed {} level {} ({}, {} policies, {}): {} s",
+                c.name,
+                c.seed,
+                c.level,
+                c.scenario.name,
+                c.policies.len(),
+                c.cadence.label(),
+                c.estimate().as_secs()
+            );
+        }
+        println!(
+            "total about {} ({} at a time)",
+            hms(cells.iter().map(|c| c.estimate()).sum::<Duration>() / parallel as u32),
+            parallel
+        );
+        return Ok(());
+    }
+    if !a.resume && jsonl.exists() {
+        let old = a.out.join("results.jsonl.old");
+        std::fs::rename(&jsonl, &old).map_err(|e| e.to_string())?;
+        eprintln!("lab: previous results moved to {}", old.display());
+    }
+    run_cells(&cells, &a.out, parallel)?;
+    report(&a.out);
+    Ok(())
+}
+
+fn cmd_demo(out: PathBuf) -> Result<(), String> {
+    let sc = scenario::load(&run::repo_root().join("lab/scenarios/background.txt"))?;
+    let cluster = scenario::load_cluster(&run::default_cluster())?;
+    let cell = Cell {
+        name: "demo_background_0.8".into(),
+        scenario: sc,
+        cluster,
+        level: 0.8,
+        policies: Policy::parse_list("wrr,lc,dwepc")?,
+        warmup: Duration::from_secs(80),
+        duration: Duration::from_secs(150),
+        seed: 1,
+        cadence: Cadence::VSPHERE,
+    };
+    if out.join("results.jsonl").exists() {
+        let _ = std::fs::remove_file(out.join("results.jsonl"));
+    }
+    run_cells(&[cell], &out, 1)?;
+    report(&out);
+    Ok(())
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = opt(&args, "--out")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("lab/report"));
-    let secs = |name: &str, d: u64| opt(&args, name).and_then(|x| x.parse().ok()).unwrap_or(d);
-    let code = match args.first().map(String::as_str) {
-        Some("vms") => dwepc_lab::vm::main(&args[1..]),
-        Some("overhead") => {
-            let rows = dwepc_lab::overhead::run(
-                secs("--rounds", 3) as usize,
-                secs("--duration", 10),
-                secs("--connections", 50) as u32,
-            );
+    let cli = Cli::parse();
+    if !matches!(
+        cli.cmd,
+        Cmd::Vms { .. } | Cmd::Cpuhold(_) | Cmd::Report { .. }
+    ) {
+        // before any thread starts: Ctrl-C / SIGTERM stop every process
+        dwepc_lab::procs::install_stop_handler();
+    }
+    let res = match cli.cmd {
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Matrix(a) => cmd_matrix(a),
+        Cmd::Demo { out } => cmd_demo(out),
+        Cmd::Overhead {
+            rounds,
+            duration,
+            connections,
+        } => {
+            let rows = dwepc_lab::overhead::run(rounds, duration, connections);
             println!("{}", dwepc_lab::overhead::markdown(&rows));
-            0
+            Ok(())
         }
-        Some("demo") => {
-            let plan = Plan {
-                workload: Workload::T2,
-                scenario: Scenario::Steady,
-                policies: vec![
-                    Policy::Rr,
-                    Policy::Wrr,
-                    Policy::LeastConn,
-                    Policy::Wlc,
-                    Policy::Dwepc,
-                ],
-                levels: vec![LoadLevel::Open(1.0)],
-                duration: Duration::from_secs(secs("--duration", 30)),
-                warmup: Duration::from_secs(secs("--warmup", 15)),
-                seed: 1,
-            };
-            run_plans(vec![plan], &out.join("demo"))
+        Cmd::Report { dir } => {
+            report(&dir);
+            Ok(())
         }
-        Some("full") => {
-            let d = Duration::from_secs(secs("--duration", 60));
-            let warm = Duration::from_secs(secs("--warmup", 20));
-            let steady_levels = vec![
-                LoadLevel::Users(100),
-                LoadLevel::Users(300),
-                LoadLevel::Open(0.5),
-                LoadLevel::Open(0.8),
-                LoadLevel::Open(1.0),
-                LoadLevel::Open(1.2),
-            ];
-            let mut plans = Vec::new();
-            for w in [Workload::T2, Workload::T1] {
-                plans.push(Plan {
-                    workload: w,
-                    scenario: Scenario::Steady,
-                    policies: Policy::ALL.to_vec(),
-                    levels: steady_levels.clone(),
-                    duration: d,
-                    warmup: warm,
-                    seed: 1,
-                });
+        Cmd::Cpuhold(h) => {
+            if !(0.0..=100.0).contains(&h.lo) || !(h.lo..=100.0).contains(&h.hi) {
+                Err("the band must be 0 <= LO <= HI <= 100".to_string())
+            } else {
+                std::process::exit(dwepc_lab::hold::run_machine(&dwepc_lab::hold::HoldOpts {
+                    lo: h.lo,
+                    hi: h.hi,
+                    threads: h.threads,
+                    step: h.step,
+                    busy_ms: h.busy_ms,
+                    sleep_ms: h.sleep_ms,
+                    duration: h.duration,
+                }))
             }
-            for s in [Scenario::Step, Scenario::Die, Scenario::VcDown] {
-                plans.push(Plan {
-                    workload: Workload::T2,
-                    scenario: s,
-                    policies: Policy::ALL.to_vec(),
-                    levels: vec![LoadLevel::Open(0.8)],
-                    duration: if s == Scenario::VcDown {
-                        d.max(Duration::from_secs(120))
-                    } else {
-                        d
-                    },
-                    warmup: warm,
-                    seed: 2,
-                });
-            }
-            run_plans(plans, &out)
         }
-        Some("run") => {
-            let workload = match opt(&args, "--workload").unwrap_or("t2") {
-                "t1" | "T1" => Workload::T1,
-                _ => Workload::T2,
-            };
-            let Some(scenario) = Scenario::parse(opt(&args, "--scenario").unwrap_or("steady"))
-            else {
-                std::process::exit(usage());
-            };
-            let Some(policies) =
-                parse_policies(opt(&args, "--policies").unwrap_or("rr,wrr,lc,r2,wlc,dwepc"))
-            else {
-                std::process::exit(usage());
-            };
-            let Some(levels) = parse_levels(opt(&args, "--levels").unwrap_or("1.0")) else {
-                std::process::exit(usage());
-            };
-            let plan = Plan {
-                workload,
-                scenario,
-                policies,
-                levels,
-                duration: Duration::from_secs(secs("--duration", 60)),
-                warmup: Duration::from_secs(secs("--warmup", 20)),
-                seed: secs("--seed", 1),
-            };
-            run_plans(vec![plan], &out)
-        }
-        _ => usage(),
+        Cmd::Vms {
+            spec,
+            control,
+            ready,
+        } => std::process::exit(dwepc_lab::vm::main(&spec, &control, ready.as_deref())),
     };
-    std::process::exit(code);
+    if let Err(e) = res {
+        eprintln!("dwepc-lab: {e}");
+        dwepc_lab::procs::stop_all(Duration::from_secs(3));
+        std::process::exit(1);
+    }
 }

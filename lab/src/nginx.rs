@@ -103,6 +103,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
+        crate::procs::register(child.id());
         let mut n = Nginx { prefix: dir, child };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", ready_port)).is_err() {
@@ -148,6 +149,7 @@ impl Nginx {
     /// Graceful stop: SIGQUIT, then SIGKILL after `timeout`. Returns the
     /// time the graceful stop took, or None if it had to be killed.
     pub fn stop(&mut self, timeout: Duration) -> Option<Duration> {
+        crate::procs::unregister(self.child.id());
         let start = Instant::now();
         signal(self.pid(), libc::SIGQUIT);
         while start.elapsed() < timeout {

@@ -274,6 +274,7 @@ impl Vcsim {
                 binary().display()
             )
         })?;
+        crate::procs::register(child.id());
 
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
@@ -362,6 +363,7 @@ impl Vcsim {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        crate::procs::unregister(child.id());
         // SAFETY: plain kill(2) on the PID of our own child.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -402,6 +404,7 @@ impl Drop for Vcsim {
 }
 
 fn kill_and_wait(child: &mut Child) {
+    crate::procs::unregister(child.id());
     // SAFETY: plain kill(2) on the PID of our own child.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGKILL);

@@ -1333,40 +1333,9 @@ impl Drop for Handle {
 // ---------------------------------------------------------------------------
 // Command line
 
-const USAGE: &str = "usage: dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE]";
-
 /// `dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE]`: runs the
 /// VMs until `GET /quit`, SIGTERM or SIGINT (exit 0).
-pub fn main(args: &[String]) -> i32 {
-    let (mut spec, mut control, mut ready) = (None, "127.0.0.1:0".to_string(), None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        if key == "-h" || key == "--help" {
-            println!("{USAGE}");
-            return 0;
-        }
-        let Some(v) = inline.or_else(|| it.next().cloned()) else {
-            eprintln!("dwepc-lab vms: {key} needs a value\n{USAGE}");
-            return 2;
-        };
-        match key {
-            "--spec" => spec = Some(v),
-            "--control" => control = v,
-            "--ready" => ready = Some(v),
-            _ => {
-                eprintln!("dwepc-lab vms: unknown argument {a:?}\n{USAGE}");
-                return 2;
-            }
-        }
-    }
-    let Some(spec) = spec else {
-        eprintln!("dwepc-lab vms: --spec is required\n{USAGE}");
-        return 2;
-    };
+pub fn main(spec: &str, control: &str, ready: Option<&str>) -> i32 {
     let specs = match std::fs::read_to_string(&spec)
         .map_err(|e| format!("{spec}: {e}"))
         .and_then(|t| parse_specs(&t))
@@ -1377,7 +1346,7 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let h = match start(specs, &control) {
+    let h = match start(specs, control) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("dwepc-lab vms: {e}");

@@ -157,7 +157,8 @@ fn backends() -> Vec<String> {
 
 fn spec(target: SocketAddr, paths: &[&str], pattern: Pattern, secs: f64) -> LoadSpec {
     LoadSpec {
-        target,
+        targets: vec![(target, 1.0)],
+        phases: Vec::new(),
         paths: paths.iter().map(|p| p.to_string()).collect(),
         pattern,
         duration: Duration::from_secs_f64(secs),

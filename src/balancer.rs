@@ -26,6 +26,7 @@ use ngx::ffi::{
     ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_unlock,
     ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    NGX_PEER_FAILED,
 };
 
 use crate::config::{PeerMeta, SrvConf, UpstreamState};
@@ -280,6 +281,9 @@ unsafe extern "C" fn free_peer(
             let dp = &mut *(data as *mut PeerData);
             if dp.slot != NO_SLOT {
                 if let Some(shared) = dp.ups.as_ref().and_then(|u| u.shared()) {
+                    if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
+                        shared.failed(dp.slot, dp.epoch);
+                    }
                     shared.finish(dp.slot, dp.epoch);
                 }
                 dp.slot = NO_SLOT;

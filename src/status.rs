@@ -93,6 +93,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                             },
                             requests: info.map(|x| x.total).unwrap_or(0),
                             in_flight: info.map(|x| x.in_flight).unwrap_or(0),
+                            failed: info.map(|x| x.failed).unwrap_or(0),
                             cpu_ready_pct: info.map(|x| x.cpu_ready_pct).unwrap_or(f64::NAN),
                             share: match info {
                                 Some(x) if usable => x.share,

@@ -3,6 +3,11 @@
 //! least_conn loops over the same number of peers, in the same run.
 //!
 //!     cargo bench -p dwepc-core --bench pick
+//!
+//! `dwepc` is the default shares mode (least in-flight per share, in-flight
+//! from the zone's sent/done words, limit check, smooth-WRR tie pass);
+//! `least_conn` is nginx's loop with its tie pass; `dwepc_paper` is the
+//! paper mode's argmax of L.
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
@@ -10,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dwepc_core::algo::{Argmax, Rng};
 use dwepc_core::shared::{words, Shared};
+use dwepc_core::shares::{LeastShare, SmoothTie};
 
 /// nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
 struct Wrr {
@@ -37,18 +43,83 @@ impl Wrr {
     }
 }
 
-/// nginx's least_conn comparison loop (conns * weight cross-multiplied).
-fn least_conn(conns: &[u64], weight: &[u64]) -> usize {
-    let mut best = 0;
-    for i in 1..conns.len() {
-        if conns[i] * weight[best] < conns[best] * weight[i] {
-            best = i;
-        }
-    }
-    best
+/// nginx's least_conn (ngx_http_upstream_get_least_conn_peer): the least
+/// conns/weight (cross-multiplied), then, when several tie, smooth weighted
+/// round robin among them.
+struct LeastConn {
+    conns: Vec<u64>,
+    weight: Vec<i64>,
+    current: Vec<i64>,
 }
 
-/// The module's pick over the shared words: the largest remaining
+impl LeastConn {
+    fn pick(&mut self) -> usize {
+        let n = self.conns.len();
+        let mut best = 0;
+        let mut many = false;
+        for i in 1..n {
+            let (a, b) = (
+                self.conns[i] * self.weight[best] as u64,
+                self.conns[best] * self.weight[i] as u64,
+            );
+            if a < b {
+                best = i;
+                many = false;
+            } else if a == b {
+                many = true;
+            }
+        }
+        if many {
+            let mut total = 0;
+            let mut p = usize::MAX;
+            for i in best..n {
+                if self.conns[i] * self.weight[best] as u64
+                    != self.conns[best] * self.weight[i] as u64
+                {
+                    continue;
+                }
+                self.current[i] += self.weight[i];
+                total += self.weight[i];
+                if p == usize::MAX || self.current[i] > self.current[p] {
+                    p = i;
+                }
+            }
+            self.current[p] -= total;
+            best = p;
+        }
+        self.conns[best] += 1;
+        best
+    }
+}
+
+/// The shares mode's pick over the shared words, as the module's `get`
+/// does it (minus nginx's own peer checks, which least_conn above lacks
+/// too), counted.
+fn pick_shares(shared: &Shared, n: usize, tie: &mut [f64]) -> usize {
+    let mut ls = LeastShare::new();
+    for i in 0..n {
+        let (share, limit) = shared.share(i);
+        ls.offer(i, shared.in_flight(i), share, limit);
+    }
+    let mut k = ls.best().unwrap();
+    if ls.tied() {
+        let mut t = SmoothTie::default();
+        for i in 0..n {
+            let (share, limit) = shared.share(i);
+            if ls.is_tied(shared.in_flight(i), share, limit) {
+                tie[i] = t.offer(i, share, tie[i]);
+            }
+        }
+        if let Some((w, c)) = t.winner() {
+            tie[w] = c;
+            k = w;
+        }
+    }
+    shared.count(k);
+    k
+}
+
+/// The paper mode's pick over the shared words: the largest remaining
 /// allocation, random tie-break, counted.
 fn pick(shared: &Shared, n: usize, rng: &mut Rng) -> usize {
     let mut am = Argmax::default();
@@ -72,7 +143,7 @@ fn bench(c: &mut Criterion) {
             .collect();
         shared.apply(&alloc, u64::MAX, 0);
         let mut rng = Rng::new(42);
-        g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
+        g.bench_with_input(BenchmarkId::new("dwepc_paper", n), &n, |b, &n| {
             b.iter(|| black_box(pick(&shared, n, &mut rng)))
         });
         // worst case: every allocation equal, every comparison a tie
@@ -80,7 +151,7 @@ fn bench(c: &mut Criterion) {
         let ties = Shared::new(&tzone, n).unwrap();
         ties.init(1);
         ties.apply(&vec![1000.0; n], u64::MAX, 0);
-        g.bench_with_input(BenchmarkId::new("dwepc_all_ties", n), &n, |b, &n| {
+        g.bench_with_input(BenchmarkId::new("dwepc_paper_all_ties", n), &n, |b, &n| {
             b.iter(|| black_box(pick(&ties, n, &mut rng)))
         });
         let mut wrr = Wrr {
@@ -91,13 +162,41 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("round_robin", n), &n, |b, _| {
             b.iter(|| black_box(wrr.pick()))
         });
-        let mut conns: Vec<u64> = (0..n).map(|i| (i % 13) as u64).collect();
-        let weight: Vec<u64> = (0..n).map(|i| 1 + (i % 5) as u64).collect();
+        // least_conn and dwepc see the same requests end: after each pick
+        // one request ends on the next peer, so in-flight counts keep
+        // moving and ties happen as in a live upstream
+        let mut lc = LeastConn {
+            conns: (0..n).map(|i| (i % 13) as u64).collect(),
+            weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
+            current: vec![0; n],
+        };
         g.bench_with_input(BenchmarkId::new("least_conn", n), &n, |b, _| {
             b.iter(|| {
-                let k = least_conn(&conns, &weight);
-                conns[k] += 1;
-                conns[(k + 1) % n] = conns[(k + 1) % n].saturating_sub(1);
+                let k = lc.pick();
+                lc.conns[(k + 1) % n] = lc.conns[(k + 1) % n].saturating_sub(1);
+                black_box(k)
+            })
+        });
+        let szone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
+        let sh = Shared::new(&szone, n).unwrap();
+        sh.init(1);
+        let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
+        let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
+        sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
+        for i in 0..n {
+            for _ in 0..(i % 13) {
+                sh.count(i);
+            }
+        }
+        let epoch = sh.epoch();
+        let mut tie = vec![0.0; n];
+        g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
+            b.iter(|| {
+                let k = pick_shares(&sh, n, &mut tie);
+                let j = (k + 1) % n;
+                if sh.in_flight(j) > 0 {
+                    sh.finish(j, epoch);
+                }
                 black_box(k)
             })
         });

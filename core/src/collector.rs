@@ -114,6 +114,8 @@ struct UpRun {
     shares: Option<shares::Model>,
     /// Completed requests per peer, for pairing with sample periods.
     done_history: CountHistory,
+    /// Failed requests per peer, likewise.
+    failed_history: CountHistory,
     /// WLC mode: weight in force per peer.
     wlc: Vec<Option<f64>>,
     history: CountHistory,
@@ -246,6 +248,7 @@ impl<'h> Collector<'h> {
                     model,
                     shares,
                     done_history: CountHistory::new(u.peers.len(), retain),
+                    failed_history: CountHistory::new(u.peers.len(), retain),
                     wlc: vec![None; u.peers.len()],
                     history: CountHistory::new(u.peers.len(), retain),
                     vm: vec![None; u.peers.len()],
@@ -364,6 +367,7 @@ impl<'h> Collector<'h> {
             for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
                 run.history.record(now, &u.shared.totals());
                 run.done_history.record(now, &u.shared.dones());
+                run.failed_history.record(now, &u.shared.all_failures());
             }
             self.next_snap = now + self.snap_ms;
         }
@@ -791,6 +795,7 @@ impl<'h> Collector<'h> {
                     usage: usage.clone(),
                     ready_ms,
                     done: run.done_history.between(end.saturating_sub(period), end),
+                    failed: run.failed_history.between(end.saturating_sub(period), end),
                 }) {
                     added = true;
                 }

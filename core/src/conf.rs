@@ -198,8 +198,10 @@ pub struct UpstreamConf {
 
 /// Default window length of the paper and wlc modes (the paper's m).
 pub const DEFAULT_WINDOW: usize = 20;
-/// Default window length of the shares mode (2 minutes of 20-s samples).
+/// Default window length of the shares mode (1 minute of 20-s samples).
 pub const DEFAULT_SHARES_WINDOW: usize = crate::shares::DEFAULT_WINDOW;
+/// Default `ttl` of the shares mode, in poll intervals.
+pub const SHARES_TTL_PERIODS: u64 = 10;
 /// Default poll interval: the realtime refresh rate of ESXi.
 pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
 /// Largest window accepted.
@@ -215,7 +217,7 @@ impl Default for UpstreamConf {
             min_samples: 2,
             mode: Mode::Shares,
             pick: Pick::LeastConn,
-            inflight_per_vcpu: 8.0,
+            inflight_per_vcpu: crate::shares::DEFAULT_INFLIGHT_PER_VCPU,
             floor: 0.01,
             step: 0.5,
             accounting: Accounting::default(),
@@ -425,7 +427,14 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
         ));
     }
     if !ttl_set {
-        c.ttl_ms = 3 * c.interval_ms;
+        // shares move slowly and the pick uses in-flight counts: the last
+        // shares stay good for minutes (a vCenter restart), while the
+        // paper's and wlc's per-period allocations age fast
+        c.ttl_ms = if c.mode == Mode::Shares {
+            SHARES_TTL_PERIODS * c.interval_ms
+        } else {
+            3 * c.interval_ms
+        };
     } else if c.ttl_ms < c.interval_ms {
         return Err(format!(
             "\"ttl\" ({} ms) is shorter than \"interval\" ({} ms): every sample would be stale",
@@ -631,15 +640,18 @@ mod tests {
         assert_eq!(c.vsphere, EndpointRef::Default);
         assert_eq!(
             (c.window, c.interval_ms, c.ttl_ms, c.min_samples),
-            (6, 20_000, 60_000, 2)
+            (3, 20_000, 200_000, 2)
         );
         assert_eq!(c.mode, Mode::Shares);
         assert_eq!(
             (c.pick, c.inflight_per_vcpu, c.floor, c.step),
-            (Pick::LeastConn, 8.0, 0.01, 0.5)
+            (Pick::LeastConn, 32.0, 0.01, 0.5)
         );
         let c = parse_upstream(&["mode=paper"]).unwrap();
-        assert_eq!((c.mode, c.window, c.min_samples), (Mode::Paper, 20, 2));
+        assert_eq!(
+            (c.mode, c.window, c.min_samples, c.ttl_ms),
+            (Mode::Paper, 20, 2, 60_000)
+        );
         let c = parse_upstream(&[
             "pick=expected_delay",
             "inflight=off",
@@ -651,8 +663,10 @@ mod tests {
         assert_eq!(c.pick, Pick::ExpectedDelay);
         assert_eq!((c.inflight_per_vcpu, c.floor, c.step), (0.0, 0.02, 0.25));
         assert_eq!((c.window, c.min_samples), (1, 1));
-        let c = parse_upstream(&["interval=3s", "window=20"]).unwrap();
+        let c = parse_upstream(&["interval=3s", "window=20", "mode=paper"]).unwrap();
         assert_eq!((c.interval_ms, c.ttl_ms, c.window), (3000, 9000, 20));
+        let c = parse_upstream(&["interval=3s"]).unwrap();
+        assert_eq!(c.ttl_ms, 30_000);
     }
 
     #[test]

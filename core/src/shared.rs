@@ -12,7 +12,7 @@
 //!          pick reads, packed so a scan of many peers touches few cache
 //!          lines)
 //! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU
-//!          ready, target share, background[4], effective CPU
+//!          ready, target share, background[4], effective CPU, failed
 //! ```
 //!
 //! In-flight requests of a peer are `sent − done` over every worker of the
@@ -27,8 +27,8 @@ const MAGIC: u64 = 0x6477_6570_635f_7632; // "dwepc_v2"
 
 /// Words in the header.
 pub const HEADER: usize = 24;
-/// Words per peer: 4 hot + 18 cold.
-pub const PEER: usize = 22;
+/// Words per peer: 4 hot + 19 cold.
+pub const PEER: usize = 23;
 const HOT: usize = 4;
 const COLD: usize = PEER - HOT;
 
@@ -62,6 +62,7 @@ const P_READY: usize = HOT + 11;
 const P_TSHARE: usize = HOT + 12;
 const P_BG: usize = HOT + 13; // 4 words
 const P_ECPU: usize = HOT + 17;
+const P_FAILED: usize = HOT + 18;
 
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
@@ -266,6 +267,26 @@ impl<'a> Shared<'a> {
         if i < self.n && self.epoch() == epoch {
             self.p(i, P_DONE).fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts a request to peer `i` that failed (nginx's `free` with
+    /// NGX_PEER_FAILED: connection refused, timeout, bad answer), under the
+    /// same epoch rule as [`Shared::finish`].
+    #[inline]
+    pub fn failed(&self, i: usize, epoch: u64) {
+        if i < self.n && self.epoch() == epoch {
+            self.p(i, P_FAILED).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failed requests to peer `i`.
+    pub fn failures(&self, i: usize) -> u64 {
+        self.p(i, P_FAILED).load(Relaxed)
+    }
+
+    /// All failure counts.
+    pub fn all_failures(&self) -> Vec<u64> {
+        (0..self.n).map(|i| self.failures(i)).collect()
     }
 
     /// Requests to peer `i` that ended, since the zone was created.
@@ -478,6 +499,7 @@ impl<'a> Shared<'a> {
             has_counters: self.p(i, P_FLAGS).load(Relaxed) & FLAG_COUNTERS != 0,
             cpu_ready_pct: f(self.p(i, P_READY).load(Relaxed)),
             done: self.done(i),
+            failed: self.failures(i),
             in_flight: self.in_flight(i),
             share: self.share(i).0 as f64,
             limit: self.share(i).1 as u64,
@@ -511,6 +533,8 @@ pub struct PeerInfo {
     pub cpu_ready_pct: f64,
     /// Requests that ended.
     pub done: u64,
+    /// Requests that failed.
+    pub failed: u64,
     /// Requests in flight (all workers).
     pub in_flight: u64,
     /// Share in force (shares mode).
@@ -599,6 +623,10 @@ mod tests {
         assert_eq!((s.in_flight(0), s.done(0), s.done(1)), (1, 0, 0));
         s.finish(0, s.epoch());
         assert_eq!(s.in_flight(0), 0);
+        s.failed(0, e);
+        assert_eq!(s.failures(0), 0);
+        s.failed(0, s.epoch());
+        assert_eq!(s.all_failures(), vec![1, 0]);
         // more done than sent can never show as a huge number
         s.finish(1, s.epoch());
         assert_eq!(s.in_flight(1), 0);

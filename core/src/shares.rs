@@ -74,13 +74,18 @@ impl Default for Params {
             window: DEFAULT_WINDOW,
             floor: 0.01,
             step: 0.5,
-            inflight_per_vcpu: 8.0,
+            inflight_per_vcpu: DEFAULT_INFLIGHT_PER_VCPU,
         }
     }
 }
 
-/// Default window of this mode (2 minutes of 20-s samples).
-pub const DEFAULT_WINDOW: usize = 6;
+/// Default window of this mode (1 minute of 20-s samples): long enough to
+/// pool a cost per request, short enough to follow a change of the mix.
+pub const DEFAULT_WINDOW: usize = 3;
+
+/// Default in-flight limit per vCPU: far above what a node holds below
+/// saturation, so it binds only in overload.
+pub const DEFAULT_INFLIGHT_PER_VCPU: f64 = 32.0;
 
 /// One sample: what every node used during one period, and what this
 /// balancer sent and completed on each node during that same period.
@@ -96,8 +101,11 @@ pub struct Sample {
     /// NaN = not reported.
     pub ready_ms: Vec<f64>,
     /// Requests completed per node in the period (`None`: unknown, the
-    /// period began before this process kept counts).
+    /// period began before this process kept counts), failures included.
     pub done: Option<Vec<f64>>,
+    /// Of those, requests that failed (connection refused, timeout, bad
+    /// answer); `None` = none counted.
+    pub failed: Option<Vec<f64>>,
 }
 
 /// What the last [`Model::update`] did.
@@ -151,6 +159,7 @@ pub struct Model {
     target: Option<Vec<f64>>,
     shares: Option<Vec<f64>>,
     rate: Option<f64>,
+    down: Vec<bool>,
     state: State,
 }
 
@@ -213,6 +222,7 @@ impl Model {
             target: None,
             shares: None,
             rate: None,
+            down: vec![false; n],
             state: State::NoSamples,
         }
     }
@@ -276,17 +286,26 @@ impl Model {
         if s.done.as_ref().is_some_and(|d| d.len() != n) {
             s.done = None;
         }
+        if s.failed.as_ref().is_some_and(|d| d.len() != n) {
+            s.failed = None;
+        }
         for row in &mut s.usage {
             *row = row.map(clean);
         }
         for r in &mut s.ready_ms {
             *r = clean(*r);
         }
-        if let Some(d) = &mut s.done {
+        for d in [&mut s.done, &mut s.failed].into_iter().flatten() {
             for x in d.iter_mut() {
                 if !(x.is_finite() && *x >= 0.0) {
                     *x = 0.0;
                 }
+            }
+        }
+        // successful completions: what the cost and the rate are about
+        if let (Some(d), Some(f)) = (&mut s.done, &s.failed) {
+            for (x, y) in d.iter_mut().zip(f) {
+                *x = (*x - y).max(0.0);
             }
         }
         if self.window.iter().any(|o| o.end_ms == s.end_ms) {
@@ -337,6 +356,11 @@ impl Model {
     /// Completed requests per second (smoothed) seen in the samples.
     pub fn rate(&self) -> Option<f64> {
         self.rate
+    }
+
+    /// Node `i` was down in the newest sample (its requests failed).
+    pub fn is_down(&self, i: usize) -> bool {
+        self.down.get(i).copied().unwrap_or(false)
     }
 
     /// Target shares of the last update.
@@ -395,6 +419,17 @@ impl Model {
         if !counted.iter().any(|&c| c) {
             return State::NoCounters;
         }
+        // a node whose requests failed and none succeeded in the newest
+        // sample is down (nginx's max_fails already skips it): it keeps
+        // only the floor share, so the others get its in-flight limits
+        let down: Vec<bool> = (0..n)
+            .map(|i| {
+                let f = newest.failed.as_ref().map_or(0.0, |f| f[i]);
+                let ok = newest.done.as_ref().map_or(0.0, |d| d[i]);
+                f > 0.0 && ok == 0.0
+            })
+            .collect();
+        self.down = down.clone();
         let secs = newest.period_ms as f64 / 1000.0;
         let rate: Vec<f64> = match &newest.done {
             Some(d) => d.iter().map(|x| x / secs).collect(),
@@ -432,7 +467,7 @@ impl Model {
             if members.is_empty() {
                 continue;
             }
-            let t = self.group_target(&members, &counted, &cost, x_total);
+            let t = self.group_target(&members, &counted, &down, &cost, x_total);
             for (k, &i) in members.iter().enumerate() {
                 target[i] = t[k];
             }
@@ -476,6 +511,7 @@ impl Model {
         &self,
         members: &[usize],
         counted: &[bool],
+        down: &[bool],
         cost: &Res,
         x_total: f64,
     ) -> Vec<f64> {
@@ -499,6 +535,13 @@ impl Model {
             let bg: Vec<Res> = known
                 .iter()
                 .map(|&m| self.background[members[m]].map(|x| if x.is_finite() { x } else { 0.0 }))
+                .collect();
+            // a down node takes no part (capacity 0: water filling gives it
+            // nothing, the floor keeps it probed)
+            let caps: Vec<Res> = known
+                .iter()
+                .zip(caps)
+                .map(|(&m, c)| if down[members[m]] { [0.0; R] } else { c })
                 .collect();
             let x = water_fill(&caps, &bg, cost, use_res, x_total);
             for (q, &m) in known.iter().enumerate() {
@@ -924,6 +967,7 @@ mod tests {
             usage,
             ready_ms: vec![0.0; rate.len()],
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
+            failed: None,
         }
     }
 
@@ -1099,6 +1143,7 @@ mod tests {
             usage: vec![NAN4; 5],
             ready_ms: vec![],
             done: None,
+            failed: None,
         });
         assert_eq!(m.update(), State::NoCounters);
         assert!(m.shares().is_none());
@@ -1146,6 +1191,42 @@ mod tests {
             assert!((after[i] - (before[i] + 0.5 * (t[i] - before[i]))).abs() < 1e-9);
         }
         assert!(after[3] < before[3] && after[3] > t[3]);
+    }
+
+    #[test]
+    fn a_failing_node_keeps_only_the_floor() {
+        let mut m = Model::new(
+            Params {
+                step: 1.0,
+                ..Params::default()
+            },
+            lab_nodes(),
+        );
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect();
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        m.update();
+        assert!(!m.is_down(2));
+        // vm3 dies: it uses nothing and its few requests fail
+        let mut r2 = rate.clone();
+        r2[2] = 0.0;
+        let mut s = sample(2, &r2, cost, &no_bg(5));
+        s.done.as_mut().unwrap()[2] = 4.0;
+        s.failed = Some(vec![0.0, 0.0, 4.0, 0.0, 0.0]);
+        m.push(s);
+        m.update();
+        assert!(m.is_down(2));
+        let sh = m.shares().unwrap();
+        assert!((sh[2] - 0.01).abs() < 1e-9, "{sh:?}");
+        // failures alongside successes: not down
+        let mut s = sample(3, &rate, cost, &no_bg(5));
+        s.failed = Some(vec![0.0, 0.0, 2.0, 0.0, 0.0]);
+        m.push(s);
+        m.update();
+        assert!(!m.is_down(2));
     }
 
     #[test]

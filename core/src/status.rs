@@ -29,6 +29,8 @@ pub struct PeerStatus {
     pub requests: u64,
     /// Requests in flight now, over every worker.
     pub in_flight: u64,
+    /// Requests that failed (refused, timed out, bad answer).
+    pub failed: u64,
     /// CPU ready time of the VM's newest sample, percent of its interval.
     pub cpu_ready_pct: f64,
     /// Shares mode: the share in force (NaN when not in use).
@@ -100,6 +102,7 @@ impl PeerStatus {
             "capacity": res(&self.capacity),
             "requests": self.requests,
             "in_flight": self.in_flight,
+            "failed": self.failed,
             "cpu_ready_pct": num(self.cpu_ready_pct),
         });
         let m = v.as_object_mut().expect("object");

@@ -72,6 +72,7 @@ proptest! {
                 usage: usage[..n].to_vec(),
                 ready_ms: ready[..n].to_vec(),
                 done: done.map(|d| d[..n].to_vec()),
+                failed: None,
             });
             let st = m.update();
             if let Some(s) = m.shares() {
@@ -109,6 +110,7 @@ proptest! {
                 usage,
                 ready_ms: vec![0.0; n],
                 done: Some(rate.iter().map(|x| x * 20.0).collect()),
+                failed: None,
             });
             m.update();
             let s = m.shares().unwrap().to_vec();
@@ -154,6 +156,7 @@ proptest! {
             usage: (0..n).map(|i| [bg[i] + cost * rate[i], 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
+                failed: None,
         });
         prop_assert_eq!(m.update(), State::Active);
         let c = m.cost().unwrap();
@@ -195,6 +198,7 @@ proptest! {
             usage: rate.iter().map(|x| [100.0 * x, 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
+                failed: None,
         });
         m.update();
         let s = m.shares().unwrap().to_vec();

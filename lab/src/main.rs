@@ -361,6 +361,7 @@ fn main() {
     ) {
         // before any thread starts: Ctrl-C / SIGTERM stop every process
         dwepc_lab::procs::install_stop_handler();
+        dwepc_lab::procs::raise_fd_limit();
     }
     let res = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),

@@ -66,6 +66,19 @@ pub fn stop_all(grace: Duration) {
     children().clear();
 }
 
+/// Raises this process's open-file limit to its hard limit (a lab cell
+/// holds thousands of connections: load generator and emulated VMs).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 /// See the module documentation.
 pub fn install_stop_handler() {
     // SAFETY: sigset operations on a local set; pthread_sigmask on the

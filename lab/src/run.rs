@@ -580,7 +580,9 @@ impl Clock {
                             d.into_iter().map(|x| x.1).collect()
                         };
                         if let Some(c) = due.last() {
-                            s.vc.set_counters(c);
+                            if let Err(e) = s.vc.try_set_counters(c) {
+                                eprintln!("lab: counters of {}: {e}", s.policy.name());
+                            }
                         }
                         lock(&s.readings).push(r);
                     }

@@ -321,6 +321,12 @@ impl Vcsim {
     /// Replaces the counter values, atomically. Shape:
     /// `{"web-01": {"cpu.usagemhz.average": 1200, ...}, "_time": "RFC3339"}`;
     /// "group.name.rollup:INSTANCE" keys give per-instance values.
+    /// Like [`Vcsim::set_counters`], reporting a failure instead of
+    /// panicking (for long-running callers).
+    pub fn try_set_counters(&self, values: &serde_json::Value) -> std::io::Result<()> {
+        try_write_atomic(&self.counters_path(), values.to_string().as_bytes())
+    }
+
     pub fn set_counters(&self, values: &serde_json::Value) {
         let text = serde_json::to_string_pretty(values).unwrap();
         write_atomic(&self.counters_path(), text.as_bytes());
@@ -413,10 +419,15 @@ fn kill_and_wait(child: &mut Child) {
 }
 
 /// Writes `data` to a temporary file next to `path`, then renames it.
-fn write_atomic(path: &Path, data: &[u8]) {
+fn try_write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// [`try_write_atomic`], panicking on failure (tests).
+fn write_atomic(path: &Path, data: &[u8]) {
+    try_write_atomic(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// A minimal HTTP/1.1 GET over plain TCP (Connection: close): (status, body).

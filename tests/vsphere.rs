@@ -568,7 +568,7 @@ fn shares_follow_counters_and_ties_split_by_share() {
     let mut env = VsEnv::start(VsOpts {
         cpu_mhz: vec![4000, 4000, 4000],
         flat_mem_net: (0, 0),
-        dwepc: "interval=1s window=4 ttl=10m".into(),
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -623,7 +623,7 @@ fn overload_guard_answers_at_once() {
     let mut env = VsEnv::start(VsOpts {
         n: 2,
         cpu_mhz: vec![4000, 4000],
-        dwepc: "interval=1s window=4 ttl=10m inflight=1".into(),
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1".into(),
         ..VsOpts::default()
     });
     env.start_feeder();

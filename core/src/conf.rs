@@ -202,6 +202,11 @@ pub const DEFAULT_WINDOW: usize = 20;
 pub const DEFAULT_SHARES_WINDOW: usize = crate::shares::DEFAULT_WINDOW;
 /// Default `ttl` of the shares mode, in poll intervals.
 pub const SHARES_TTL_PERIODS: u64 = 10;
+/// Shares mode: the cost window covers at least this long by default.
+pub const SHARES_WINDOW_MS: u64 = 60_000;
+/// Shares mode: by default the shares move half of the way to the target
+/// in this long (`step` = 0.5 per 20-s sample).
+pub const SHARES_HALF_LIFE_MS: u64 = 20_000;
 /// Default poll interval: the realtime refresh rate of ESXi.
 pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
 /// Largest window accepted.
@@ -326,6 +331,7 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
     let mut ttl_set = false;
     let mut window_set = false;
     let mut min_samples_set = false;
+    let mut step_set = false;
     for arg in args {
         let (key, val) = split(arg)?;
         if seen.contains(&key) {
@@ -386,6 +392,7 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
                 }
             }
             "step" => {
+                step_set = true;
                 c.step = match parse_fraction(val) {
                     Some(x) if x > 0.0 && x <= 1.0 => x,
                     _ => {
@@ -404,8 +411,15 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
         }
     }
     if c.mode == Mode::Shares {
+        // defaults in time, whatever the interval: a minute of samples for
+        // the cost, and half of the way to the target every 20 s
         if !window_set {
-            c.window = DEFAULT_SHARES_WINDOW;
+            c.window = (SHARES_WINDOW_MS.div_ceil(c.interval_ms) as usize)
+                .clamp(DEFAULT_SHARES_WINDOW, MAX_WINDOW);
+        }
+        if !step_set {
+            c.step = 1.0 - 0.5f64.powf(c.interval_ms as f64 / SHARES_HALF_LIFE_MS as f64);
+            c.step = c.step.clamp(0.01, 1.0);
         }
     } else {
         for k in ["pick", "inflight", "floor", "step"] {
@@ -667,6 +681,13 @@ mod tests {
         assert_eq!((c.interval_ms, c.ttl_ms, c.window), (3000, 9000, 20));
         let c = parse_upstream(&["interval=3s"]).unwrap();
         assert_eq!(c.ttl_ms, 30_000);
+        // shares defaults are times: a minute of samples, half-way in 20 s
+        assert_eq!(c.window, 20);
+        assert!(
+            (c.step - (1.0 - 0.5f64.powf(0.15))).abs() < 1e-12,
+            "{}",
+            c.step
+        );
     }
 
     #[test]

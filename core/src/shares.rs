@@ -79,9 +79,13 @@ impl Default for Params {
     }
 }
 
-/// Default window of this mode (1 minute of 20-s samples): long enough to
-/// pool a cost per request, short enough to follow a change of the mix.
+/// Default window of this mode (1 minute of 20-s samples): the most the
+/// cost estimate reaches back when traffic is light.
 pub const DEFAULT_WINDOW: usize = 3;
+
+/// The cost per request is estimated from the newest samples that hold at
+/// least this many completed requests (all nodes together).
+pub const COST_MIN_REQUESTS: f64 = 300.0;
 
 /// Default in-flight limit per vCPU: far above what a node holds below
 /// saturation, so it binds only in overload.
@@ -576,15 +580,24 @@ impl Model {
         floored(&raw, self.params.floor)
     }
 
-    /// The pooled per-request cost over the window: per resource, the
-    /// traffic-weighted median over nodes of (usage × time) / completions.
+    /// The pooled per-request cost: per resource, the traffic-weighted
+    /// median over nodes of (usage × time) / completions, summed over the
+    /// newest samples of the window that hold [`COST_MIN_REQUESTS`].
     fn estimate_cost(&self) -> Option<Res> {
         let n = self.nodes.len();
         let mut work = vec![[0.0; R]; n];
         let mut reqs = vec![[0.0; R]; n];
         let mut any = false;
-        for s in &self.window {
+        let mut counted = 0.0;
+        // the newest samples that hold enough completed requests: one
+        // sample under real traffic (so a change of the request mix shows
+        // at once), more of the window with light traffic
+        for s in self.window.iter().rev() {
+            if counted >= COST_MIN_REQUESTS {
+                break;
+            }
             let Some(done) = &s.done else { continue };
+            counted += done.iter().sum::<f64>();
             let secs = s.period_ms as f64 / 1000.0;
             for i in 0..n {
                 for j in 0..R {
@@ -1191,6 +1204,31 @@ mod tests {
             assert!((after[i] - (before[i] + 0.5 * (t[i] - before[i]))).abs() < 1e-9);
         }
         assert!(after[3] < before[3] && after[3] > t[3]);
+    }
+
+    #[test]
+    fn cost_follows_a_change_of_the_mix_at_once() {
+        let mut m = Model::new(Params::default(), lab_nodes());
+        let rate = [10.0, 20.0, 30.0, 40.0, 50.0];
+        m.push(sample(1, &rate, [10.0, 0.0, 300.0, 0.0], &no_bg(5)));
+        m.update();
+        assert!((m.cost().unwrap()[2] - 300.0).abs() < 1e-9);
+        // the next sample (3000 requests) is enough on its own
+        m.push(sample(2, &rate, [120.0, 0.0, 1.0, 0.0], &no_bg(5)));
+        m.update();
+        let c = m.cost().unwrap();
+        assert!(
+            (c[0] - 120.0).abs() < 1e-9 && (c[2] - 1.0).abs() < 1e-9,
+            "{c:?}"
+        );
+        // light traffic: the window is pooled until enough requests
+        let mut m = Model::new(Params::default(), lab_nodes());
+        let light = [0.1, 0.2, 0.3, 0.4, 0.5]; // 30 requests per sample
+        m.push(sample(1, &light, [100.0, 0.0, 1.0, 0.0], &no_bg(5)));
+        m.push(sample(2, &light, [200.0, 0.0, 1.0, 0.0], &no_bg(5)));
+        m.update();
+        let c = m.cost().unwrap();
+        assert!((c[0] - 150.0).abs() < 1e-9, "{c:?}");
     }
 
     #[test]

@@ -361,7 +361,10 @@ fn main() {
     ) {
         // before any thread starts: Ctrl-C / SIGTERM stop every process
         dwepc_lab::procs::install_stop_handler();
-        dwepc_lab::procs::raise_fd_limit();
+        let fds = dwepc_lab::procs::raise_fd_limit();
+        if fds < 100_000 {
+            eprintln!("lab: warning: only {fds} open files allowed; overload cells side by side may run out");
+        }
     }
     let res = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),

@@ -66,16 +66,30 @@ pub fn stop_all(grace: Duration) {
     children().clear();
 }
 
-/// Raises this process's open-file limit to its hard limit (a lab cell
-/// holds thousands of connections: load generator and emulated VMs).
-pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+/// Raises this process's open-file limit (cells side by side hold tens of
+/// thousands of connections in overload: load generators and emulated
+/// VMs): to 262144 where allowed (root), else to the hard limit. Returns
+/// the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    const WANT: libc::rlim_t = 262_144;
+    // SAFETY: getrlimit/setrlimit on this process with valid structs.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
         }
+        if r.rlim_cur < WANT {
+            let big = libc::rlimit {
+                rlim_cur: WANT,
+                rlim_max: WANT.max(r.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &big) != 0 && r.rlim_cur < r.rlim_max {
+                r.rlim_cur = r.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur as u64
     }
 }
 

@@ -9,6 +9,9 @@
 //! `least_conn` is nginx's loop with its tie pass; `dwepc_paper` is the
 //! paper mode's argmax of L.
 
+// Index loops mirror nginx's C loops.
+#![allow(clippy::needless_range_loop)]
+
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
 

@@ -305,14 +305,14 @@ struct Stack {
 
 fn nginx_conf(
     policy: Policy,
-    cluster: &[VmSpec],
+    cell: &Cell,
     addrs: &[String],
     weights: &[u32],
     port: u16,
     vc: &Vcsim,
     pw: &Path,
-    cadence: Cadence,
 ) -> String {
+    let (cluster, cadence) = (&cell.cluster, cell.cadence);
     let mut up = String::new();
     let _ = writeln!(up, "zone app 256k;");
     let m = policy.method(cadence.period_s);
@@ -397,16 +397,7 @@ impl Stack {
         let mut nginx = Vec::new();
         for _ in &cell.scenario.frontends {
             let port = free_port();
-            let text = nginx_conf(
-                policy,
-                &cell.cluster,
-                &addrs,
-                weights,
-                port,
-                &vc,
-                &pw,
-                cell.cadence,
-            );
+            let text = nginx_conf(policy, cell, &addrs, weights, port, &vc, &pw);
             nginx.push(Nginx::start(&text, port));
             ports.push(port);
         }
@@ -469,7 +460,7 @@ fn apply(stack: &Stack, action: &Action, seed: u64, cluster: &[VmSpec]) {
         Action::Background { vm, lo, hi } => {
             if let Some(i) = idx(vm) {
                 lock(&stack.jobs)[i] =
-                    Some(BackgroundJob::new(*lo, *hi, seed ^ (i as u64 + 1) * 7919));
+                    Some(BackgroundJob::new(*lo, *hi, seed ^ ((i as u64 + 1) * 7919)));
             }
             Ok(())
         }

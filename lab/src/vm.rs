@@ -1336,7 +1336,7 @@ impl Drop for Handle {
 /// `dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE]`: runs the
 /// VMs until `GET /quit`, SIGTERM or SIGINT (exit 0).
 pub fn main(spec: &str, control: &str, ready: Option<&str>) -> i32 {
-    let specs = match std::fs::read_to_string(&spec)
+    let specs = match std::fs::read_to_string(spec)
         .map_err(|e| format!("{spec}: {e}"))
         .and_then(|t| parse_specs(&t))
     {
@@ -1357,7 +1357,7 @@ pub fn main(spec: &str, control: &str, ready: Option<&str>) -> i32 {
     if let Some(ready) = ready {
         let tmp = format!("{ready}.tmp.{}", std::process::id());
         if let Err(e) =
-            std::fs::write(&tmp, format!("{line}\n")).and_then(|()| std::fs::rename(&tmp, &ready))
+            std::fs::write(&tmp, format!("{line}\n")).and_then(|()| std::fs::rename(&tmp, ready))
         {
             eprintln!("dwepc-lab vms: {ready}: {e}");
             let _ = std::fs::remove_file(&tmp);

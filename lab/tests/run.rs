@@ -67,8 +67,11 @@ fn miniature_cell_side_by_side_with_an_event() {
         (shares.iter().sum::<f64>() - 1.0).abs() < 1e-5,
         "{shares:?}"
     );
-    // vm5 (a third of the CPU) gets clearly less than a third once the job runs
-    assert!(shares[4] < 0.28, "{shares:?}");
+    // vm5 has a third of the CPU: once the job runs its target is clearly
+    // below a third, and its share is on the way there (half-way per 20 s)
+    let target = st["peers"][4]["target_share"].as_f64().unwrap();
+    assert!(target < 0.25, "target {target}");
+    assert!(shares[4] < 0.32 && shares[4] > target, "{shares:?}");
     assert!(!d.published.is_empty());
     assert!(rs[0].balancing.is_empty() && rs[0].log.is_empty());
     // the report script turns results.jsonl into tables and plots

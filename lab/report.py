@@ -203,6 +203,14 @@ def summary(rows):
     return "\n".join(out) + "\n"
 
 
+def finish(fig, axes, title, path):
+    axes[0].legend(ncol=5, fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("seconds of the measured part")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def plots(rows, d):
     try:
         import matplotlib
@@ -230,11 +238,8 @@ def plots(rows, d):
             ax.set_ylabel(p, fontsize=8)
             ax.set_ylim(0, 1.3)
             ax.grid(alpha=0.3)
-        axes[0].legend(ncol=5, fontsize=7, loc="upper right")
-        axes[-1].set_xlabel("seconds of the measured part")
-        fig.suptitle(f"{c}: bottleneck utilisation per node (seed {firsts[names[0]]['seed']})", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(os.path.join(d, f"util_{c}.png"), dpi=90)
+        finish(fig, axes, f"{c}: bottleneck utilisation per node (seed {firsts[names[0]]['seed']})",
+               os.path.join(d, f"util_{c}.png"))
         plt.close(fig)
         ev = [firsts[p] for p in (BASE, OURS) if p in firsts and firsts[p].get("target")]
         if ev:
@@ -254,11 +259,8 @@ def plots(rows, d):
                 ax.axvline(r["event_s"], color="k", ls=":", lw=1)
                 ax.set_ylabel(r["policy"], fontsize=8)
                 ax.grid(alpha=0.3)
-            axes[0].legend(ncol=5, fontsize=7, loc="upper right")
-            axes[-1].set_xlabel("seconds of the measured part")
-            fig.suptitle(f"{c}: share of requests per node (5-s mean) and ideal split after the event", fontsize=10)
-            fig.tight_layout()
-            fig.savefig(os.path.join(d, f"shares_{c}.png"), dpi=90)
+            finish(fig, axes, f"{c}: share of requests per node (5-s mean) and ideal split after the event",
+                   os.path.join(d, f"shares_{c}.png"))
             plt.close(fig)
     # p99 relative to least_conn
     order = [c for c in meta if BASE in cells[c]]

@@ -317,6 +317,32 @@ unsafe fn unlock(peers: *mut ngx_http_upstream_rr_peers_t) {
     }
 }
 
+/// Calls `f(i, peer, &*peer)` for every peer of `peers` (in list order, `i`
+/// its position) that `eligible` accepts.
+///
+/// # Safety
+/// `peers` is a live round-robin peer list, locked as nginx requires.
+#[inline]
+unsafe fn each_eligible(
+    peers: *mut ngx_http_upstream_rr_peers_t,
+    eligible: &impl Fn(usize, &ngx_http_upstream_rr_peer_t) -> bool,
+    mut f: impl FnMut(usize, *mut ngx_http_upstream_rr_peer_t, &ngx_http_upstream_rr_peer_t),
+) {
+    // SAFETY: the caller holds the list; every `next` is a live peer or NULL.
+    unsafe {
+        let mut peer = (*peers).peer;
+        let mut i = 0usize;
+        while !peer.is_null() {
+            let p = &*peer;
+            if eligible(i, p) {
+                f(i, peer, p);
+            }
+            peer = p.next;
+            i += 1;
+        }
+    }
+}
+
 /// Slot of the first peer of `peers` in the shared arrays.
 #[inline]
 fn slot_base(
@@ -431,44 +457,32 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 Pick::LeastConn => LeastShare::new(),
                 Pick::ExpectedDelay => LeastShare::expected_delay(),
             };
-            let mut peer = (*peers).peer;
-            let mut i = 0usize;
-            while !peer.is_null() {
-                let p = &*peer;
-                if eligible(i, p) {
-                    let (share, limit) = shared.share(base + i);
-                    if ls.offer(i, shared.in_flight(base + i), share, limit) {
-                        best = peer;
-                    }
+            each_eligible(peers, &eligible, |i, peer, _| {
+                let (share, limit) = shared.share(base + i);
+                if ls.offer(i, shared.in_flight(base + i), share, limit) {
+                    best = peer;
                 }
-                peer = p.next;
-                i += 1;
-            }
+            });
             chosen = ls.best();
             guard_full = chosen.is_none() && ls.limited;
             if ls.tied() {
-                // ties: smooth weighted round robin on the shares
+                // ties: smooth weighted round robin on the shares, with
+                // this worker's current weights
                 let mut tie = SmoothTie::default();
                 let mut tie_peer: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
-                let mut peer = (*peers).peer;
-                let mut i = 0usize;
-                while !peer.is_null() {
-                    let p = &*peer;
-                    if eligible(i, p) {
-                        let (share, limit) = shared.share(base + i);
-                        if ls.is_tied(shared.in_flight(base + i), share, limit) {
-                            if let Some(cell) = ups.tie_weights.get(base + i) {
-                                let before = tie.winner().map(|w| w.0);
-                                cell.set(tie.offer(i, share, cell.get()));
-                                if tie.winner().map(|w| w.0) != before {
-                                    tie_peer = peer;
-                                }
-                            }
+                each_eligible(peers, &eligible, |i, peer, _| {
+                    let (share, limit) = shared.share(base + i);
+                    if !ls.is_tied(shared.in_flight(base + i), share, limit) {
+                        return;
+                    }
+                    if let Some(cell) = ups.tie_weights.get(base + i) {
+                        let before = tie.winner().map(|w| w.0);
+                        cell.set(tie.offer(i, share, cell.get()));
+                        if tie.winner().map(|w| w.0) != before {
+                            tie_peer = peer;
                         }
                     }
-                    peer = p.next;
-                    i += 1;
-                }
+                });
                 if let Some((w, current)) = tie.winner() {
                     if let Some(cell) = ups.tie_weights.get(base + w) {
                         cell.set(current);
@@ -481,32 +495,25 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             let wlc = ups.conf.mode == Mode::Wlc;
             let mut am = Argmax::default();
             with_rng(|rng| {
-                let mut peer = (*peers).peer;
-                let mut i = 0usize;
-                while !peer.is_null() {
-                    let p = &*peer;
-                    if eligible(i, p) {
-                        let before = am.best();
-                        let score = if wlc {
-                            // least conns/weight; weight 0 never wins unless
-                            // every candidate has weight 0
-                            let w = shared.allocation(base + i);
-                            if w > 0.0 {
-                                -(p.conns as f64) / w
-                            } else {
-                                f64::NEG_INFINITY
-                            }
+                each_eligible(peers, &eligible, |i, peer, p| {
+                    let before = am.best();
+                    let score = if wlc {
+                        // least conns/weight; weight 0 never wins unless
+                        // every candidate has weight 0
+                        let w = shared.allocation(base + i);
+                        if w > 0.0 {
+                            -(p.conns as f64) / w
                         } else {
-                            shared.remaining(base + i)
-                        };
-                        am.offer(i, score, rng);
-                        if am.best() != before {
-                            best = peer;
+                            f64::NEG_INFINITY
                         }
+                    } else {
+                        shared.remaining(base + i)
+                    };
+                    am.offer(i, score, rng);
+                    if am.best() != before {
+                        best = peer;
                     }
-                    peer = p.next;
-                    i += 1;
-                }
+                });
             });
             chosen = am.best();
         }

@@ -239,24 +239,9 @@ impl Model {
             }
         }
         if let Some(r) = &mut s.requests {
-            for x in r.iter_mut() {
-                if !(x.is_finite() && *x >= 0.0) {
-                    *x = 0.0;
-                }
-            }
+            clean_counts(r);
         }
-        if self.window.iter().any(|o| o.end_ms == s.end_ms) {
-            return false;
-        }
-        let pos = self.window.partition_point(|o| o.end_ms < s.end_ms);
-        if pos == 0 && self.window.len() >= self.params.window {
-            return false;
-        }
-        self.window.insert(pos, s);
-        while self.window.len() > self.params.window {
-            self.window.pop_front();
-        }
-        true
+        insert_by_end(&mut self.window, s, self.params.window, |o| o.end_ms)
     }
 
     /// Resources taking part in the model: known capacity on every node
@@ -454,6 +439,41 @@ impl Model {
         }
         Some(out.into_iter().map(|a| a.unwrap_or(0.0)).collect())
     }
+}
+
+/// Request counts as they may be used: a non-finite or negative count is 0.
+pub fn clean_counts(v: &mut [f64]) {
+    for x in v.iter_mut() {
+        if !(x.is_finite() && *x >= 0.0) {
+            *x = 0.0;
+        }
+    }
+}
+
+/// Inserts `s` into `window` (oldest first, ordered by `end`), keeping at
+/// most `cap` (the oldest go). Returns false, changing nothing, when a
+/// sample with the same end is already held (vSphere returns the same
+/// realtime sample until the next one) or `s` is older than everything in
+/// a full window.
+pub fn insert_by_end<T>(
+    window: &mut VecDeque<T>,
+    s: T,
+    cap: usize,
+    end: impl Fn(&T) -> u64,
+) -> bool {
+    let e = end(&s);
+    if window.iter().any(|o| end(o) == e) {
+        return false;
+    }
+    let pos = window.partition_point(|o| end(o) < e);
+    if pos == 0 && window.len() >= cap {
+        return false;
+    }
+    window.insert(pos, s);
+    while window.len() > cap {
+        window.pop_front();
+    }
+    true
 }
 
 /// The dynamic weighted least-connection policy of seeds/001 (LVS), kept

@@ -48,7 +48,7 @@
 // Index loops read best in the numeric code.
 #![allow(clippy::needless_range_loop)]
 
-use crate::algo::{Res, R};
+use crate::algo::{clean_counts, insert_by_end, Res, R};
 use std::collections::VecDeque;
 
 /// Resources whose use is a rate that requests drive (cpu, net, disk).
@@ -300,11 +300,7 @@ impl Model {
             *r = clean(*r);
         }
         for d in [&mut s.done, &mut s.failed].into_iter().flatten() {
-            for x in d.iter_mut() {
-                if !(x.is_finite() && *x >= 0.0) {
-                    *x = 0.0;
-                }
-            }
+            clean_counts(d);
         }
         // successful completions: what the cost and the rate are about
         if let (Some(d), Some(f)) = (&mut s.done, &s.failed) {
@@ -312,18 +308,7 @@ impl Model {
                 *x = (*x - y).max(0.0);
             }
         }
-        if self.window.iter().any(|o| o.end_ms == s.end_ms) {
-            return false;
-        }
-        let pos = self.window.partition_point(|o| o.end_ms < s.end_ms);
-        if pos == 0 && self.window.len() >= self.params.window {
-            return false;
-        }
-        self.window.insert(pos, s);
-        while self.window.len() > self.params.window {
-            self.window.pop_front();
-        }
-        true
+        insert_by_end(&mut self.window, s, self.params.window, |o| o.end_ms)
     }
 
     /// Samples in the window.
@@ -988,6 +973,15 @@ mod tests {
         vec![[0.0; R]; n]
     }
 
+    /// Request rates that keep every lab node at 50 % CPU at 100 MHz·s per
+    /// request.
+    fn half_load() -> Vec<f64> {
+        [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+            .iter()
+            .map(|c| 0.5 * c / 100.0)
+            .collect()
+    }
+
     #[test]
     fn no_samples_means_round_robin() {
         let mut m = Model::new(Params::default(), lab_nodes());
@@ -1026,10 +1020,7 @@ mod tests {
         let mut m = Model::new(Params::default(), lab_nodes());
         // a balanced start: every node at 50 % CPU, 1 KB per request
         let cost = [100.0, 0.0, 1.0, 0.0];
-        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
-            .iter()
-            .map(|c| 0.5 * c / 100.0)
-            .collect();
+        let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
         assert_eq!(m.update(), State::Active);
         let c = m.cost().unwrap();
@@ -1113,10 +1104,7 @@ mod tests {
             lab_nodes(),
         );
         let cost = [100.0, 0.0, 1.0, 0.0];
-        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
-            .iter()
-            .map(|c| 0.5 * c / 100.0)
-            .collect();
+        let rate = half_load();
         let mut s = sample(1, &rate, cost, &no_bg(5));
         // vm4 waits as long as it runs (4 vCPUs at 50 %, 20 s)
         s.ready_ms[3] = 0.5 * 4.0 * 20_000.0;
@@ -1187,10 +1175,7 @@ mod tests {
             lab_nodes(),
         );
         let cost = [100.0, 0.0, 1.0, 0.0];
-        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
-            .iter()
-            .map(|c| 0.5 * c / 100.0)
-            .collect();
+        let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
         m.update();
         let before = m.shares().unwrap().to_vec();
@@ -1241,10 +1226,7 @@ mod tests {
             lab_nodes(),
         );
         let cost = [100.0, 0.0, 1.0, 0.0];
-        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
-            .iter()
-            .map(|c| 0.5 * c / 100.0)
-            .collect();
+        let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
         m.update();
         assert!(!m.is_down(2));
@@ -1292,10 +1274,7 @@ mod tests {
         );
         assert_eq!(m.limits(), vec![0; 5]);
         let cost = [100.0, 0.0, 1.0, 0.0];
-        let rate: Vec<f64> = [2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
-            .iter()
-            .map(|c| 0.5 * c / 100.0)
-            .collect();
+        let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
         m.update();
         // 13 vCPUs × 4 = 52 in flight, by CPU share

@@ -93,7 +93,7 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
         .enumerate()
         .map(|(i, p)| format!("dwepc_node 127.0.0.1:{p} vm=b{i};\n"))
         .collect();
-    let configs: [(&'static str, String); 4] = [
+    let configs: [(&'static str, String); 5] = [
         ("round_robin", String::new()),
         ("least_conn", "least_conn;".into()),
         (
@@ -101,8 +101,12 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
             "dwepc vsphere=off;".into(),
         ),
         (
-            "dwepc (live counters)",
+            "dwepc shares (live counters)",
             format!("dwepc interval=1s ttl=1h;\n{nodes}"),
+        ),
+        (
+            "dwepc paper (live counters)",
+            format!("dwepc mode=paper interval=1s ttl=1h;\n{nodes}"),
         ),
     ];
     let port = free_port();

@@ -505,6 +505,20 @@ fn timeline(sc: &Scenario, warmup: Duration) -> Vec<(u64, Action)> {
     out
 }
 
+/// Calls `f(now_ms)` at every whole wall-clock second until `stop` is set.
+fn every_second(stop: &AtomicBool, mut f: impl FnMut(u64)) {
+    let mut next = crate::wall_ms() / 1000 * 1000 + 1000;
+    while !stop.load(Ordering::Relaxed) {
+        let now = crate::wall_ms();
+        if now < next {
+            std::thread::sleep(Duration::from_millis((next - now).min(100)));
+            continue;
+        }
+        next += 1000;
+        f(now);
+    }
+}
+
 /// The thread that keeps every stack's clock: once a second it reads each
 /// stack's ground truth, runs the background jobs, writes vSphere's
 /// counters when they are due, and applies the scenario's events.
@@ -525,15 +539,8 @@ impl Clock {
         let handle = std::thread::Builder::new()
             .name("dwepc-lab-clock".into())
             .spawn(move || {
-                let mut next = crate::wall_ms() / 1000 * 1000 + 1000;
                 let mut last_boundary: Vec<Option<Reading>> = vec![None; stacks.len()];
-                while !flag.load(Ordering::Relaxed) {
-                    let now = crate::wall_ms();
-                    if now < next {
-                        std::thread::sleep(Duration::from_millis((next - now).min(100)));
-                        continue;
-                    }
-                    next += 1000;
+                every_second(&flag, |now| {
                     let t_s = now / 1000;
                     while events.last().is_some_and(|e| t0_ms + e.0 <= now) {
                         let (_, a) = events.pop().expect("event");
@@ -577,7 +584,7 @@ impl Clock {
                         }
                         lock(&s.readings).push(r);
                     }
-                }
+                });
             })
             .expect("clock thread");
         Clock {
@@ -620,14 +627,7 @@ impl Watch {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut out: Vec<Vec<Value>> = vec![Vec::new(); ports.len()];
-            let mut next = crate::wall_ms() / 1000 * 1000 + 1000;
-            while !flag.load(Ordering::Relaxed) {
-                let now = crate::wall_ms();
-                if now < next {
-                    std::thread::sleep(Duration::from_millis((next - now).min(100)));
-                    continue;
-                }
-                next += 1000;
+            every_second(&flag, |now| {
                 for (k, p) in ports.iter().enumerate() {
                     if let Some(p) = p {
                         let st = status(*p);
@@ -638,7 +638,7 @@ impl Watch {
                         }));
                     }
                 }
-            }
+            });
             out
         });
         Watch {
@@ -924,30 +924,28 @@ fn analyse(
         }
         None => (None, None, None, None),
     };
-    let secs_of = |t: u64| -> bool { t >= from && t < to };
-    let balancing: Vec<String> = watch
+    // the first frontend's status pages of the measured part
+    let seen: Vec<&Value> = watch
         .first()
         .map(|w| {
             w.iter()
-                .filter(|v| secs_of(v["t_ms"].as_u64().unwrap_or(0)))
-                .map(|v| v["balancing"].as_str().unwrap_or("").to_string())
+                .filter(|v| (from..to).contains(&v["t_ms"].as_u64().unwrap_or(0)))
                 .collect()
         })
         .unwrap_or_default();
-    let published: Vec<Vec<f64>> = watch
-        .first()
-        .map(|w| {
-            w.iter()
-                .filter(|v| secs_of(v["t_ms"].as_u64().unwrap_or(0)))
-                .map(|v| {
-                    v["shares"]
-                        .as_array()
-                        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
+    let balancing: Vec<String> = seen
+        .iter()
+        .map(|v| v["balancing"].as_str().unwrap_or("").to_string())
+        .collect();
+    let published: Vec<Vec<f64>> = seen
+        .iter()
+        .map(|v| {
+            v["shares"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .collect();
     RunResult {
         cell: cell.name.clone(),
         scenario: cell.scenario.name.clone(),

@@ -362,8 +362,8 @@ fn main() {
         // before any thread starts: Ctrl-C / SIGTERM stop every process
         dwepc_lab::procs::install_stop_handler();
         let fds = dwepc_lab::procs::raise_fd_limit();
-        if fds < 100_000 {
-            eprintln!("lab: warning: only {fds} open files allowed; overload cells side by side may run out");
+        if fds < 20_000 {
+            eprintln!("lab: warning: only {fds} open files allowed; cells side by side may run out");
         }
     }
     let res = match cli.cmd {

@@ -113,6 +113,125 @@ pub struct Record {
     pub frontend: u8,
 }
 
+impl LoadSpec {
+    /// The spec as JSON (for a load process of its own).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_millis() as u64;
+        serde_json::json!({
+            "targets": self.targets.iter().map(|(a, w)| serde_json::json!([a.to_string(), w])).collect::<Vec<_>>(),
+            "paths": self.paths,
+            "phases": self.phases.iter().map(|p| serde_json::json!({
+                "from_ms": ms(p.from), "paths": p.paths, "rate_factor": p.rate_factor,
+            })).collect::<Vec<_>>(),
+            "pattern": match &self.pattern {
+                Pattern::Open { rate } => serde_json::json!({"open": rate}),
+                Pattern::Closed { users, think_ms, fixed_think } => serde_json::json!({
+                    "closed": {"users": users, "think_ms": think_ms, "fixed_think": fixed_think}
+                }),
+            },
+            "duration_ms": ms(self.duration),
+            "timeout_ms": ms(self.timeout),
+            "max_in_flight": self.max_in_flight,
+            "seed": self.seed,
+        })
+    }
+
+    /// Reads [`LoadSpec::to_json`].
+    pub fn from_json(v: &serde_json::Value) -> Result<LoadSpec, String> {
+        let bad = |what: &str| format!("load spec: bad or missing {what}");
+        let u = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
+        let targets = v["targets"]
+            .as_array()
+            .ok_or_else(|| bad("targets"))?
+            .iter()
+            .map(|t| {
+                let a = t[0].as_str().and_then(|a| a.parse().ok());
+                match (a, t[1].as_f64()) {
+                    (Some(a), Some(w)) => Ok((a, w)),
+                    _ => Err(bad("target")),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let paths = v["paths"]
+            .as_array()
+            .ok_or_else(|| bad("paths"))?
+            .iter()
+            .map(|p| p.as_str().map(str::to_string).ok_or_else(|| bad("path")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let phases = v["phases"]
+            .as_array()
+            .ok_or_else(|| bad("phases"))?
+            .iter()
+            .map(|p| {
+                let phase = || -> Option<Phase> {
+                    Some(Phase {
+                        from: Duration::from_millis(p["from_ms"].as_u64()?),
+                        paths: p["paths"]
+                            .as_array()?
+                            .iter()
+                            .map(|x| x.as_u64().map(|x| x as usize))
+                            .collect::<Option<Vec<_>>>()?,
+                        rate_factor: p["rate_factor"].as_f64()?,
+                    })
+                };
+                phase().ok_or_else(|| bad("phase"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pat = &v["pattern"];
+        let pattern = if let Some(rate) = pat["open"].as_f64() {
+            Pattern::Open { rate }
+        } else {
+            let c = &pat["closed"];
+            Pattern::Closed {
+                users: c["users"].as_u64().ok_or_else(|| bad("pattern"))? as usize,
+                think_ms: c["think_ms"].as_u64().ok_or_else(|| bad("pattern"))?,
+                fixed_think: c["fixed_think"].as_bool().unwrap_or(false),
+            }
+        };
+        Ok(LoadSpec {
+            targets,
+            paths,
+            phases,
+            pattern,
+            duration: Duration::from_millis(u("duration_ms")?),
+            timeout: Duration::from_millis(u("timeout_ms")?),
+            max_in_flight: u("max_in_flight")? as usize,
+            seed: u("seed")?,
+        })
+    }
+}
+
+/// Writes records one per line: `t_ms latency_us status backend path bytes
+/// frontend`.
+pub fn write_records(mut w: impl std::io::Write, recs: &[Record]) -> io::Result<()> {
+    for r in recs {
+        writeln!(
+            w,
+            "{} {} {} {} {} {} {}",
+            r.t_ms, r.latency_us, r.status, r.backend, r.path, r.bytes, r.frontend
+        )?;
+    }
+    w.flush()
+}
+
+/// Reads [`write_records`]' lines (malformed lines are skipped).
+pub fn read_records(text: &str) -> Vec<Record> {
+    text.lines()
+        .filter_map(|l| {
+            let v: Vec<u64> = l.split(' ').filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 7).then(|| Record {
+                t_ms: v[0] as u32,
+                latency_us: v[1] as u32,
+                status: v[2] as u16,
+                backend: v[3] as u8,
+                path: v[4] as u8,
+                bytes: v[5] as u32,
+                frontend: v[6] as u8,
+            })
+        })
+        .collect()
+}
+
 /// Runs the load; returns every request's record, sorted by `t_ms`.
 /// `backends` are the `X-Backend` values the records index (at most 254).
 /// Takes `duration`, plus the time the requests in flight at the end need

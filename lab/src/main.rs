@@ -53,6 +53,21 @@ enum Cmd {
     /// Holds this machine's CPU utilisation in a band with an adaptive
     /// number of threads (seeds/000); prints one line per second.
     Cpuhold(HoldArgs),
+    /// (Used by the lab) one load generator from a given wall-clock instant,
+    /// writing one line per request to OUT.
+    #[command(hide = true)]
+    Load {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Start at this wall-clock time, ms since the epoch.
+        #[arg(long)]
+        start_at_ms: u64,
+        /// X-Backend names the records index.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+    },
     /// The emulated VMs alone, until GET /quit, SIGTERM or SIGINT.
     Vms {
         /// JSON array of VM specs.
@@ -353,6 +368,21 @@ fn cmd_demo(out: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+fn cmd_load(spec: &Path, out: &Path, start_at_ms: u64, backends: &[String]) -> Result<(), String> {
+    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let spec = dwepc_lab::load::LoadSpec::from_json(&v)?;
+    let now = dwepc_lab::wall_ms();
+    if start_at_ms > now {
+        std::thread::sleep(Duration::from_millis(start_at_ms - now));
+    }
+    let recs = dwepc_lab::load::run(&spec, backends);
+    let tmp = out.with_extension("tmp");
+    let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    dwepc_lab::load::write_records(std::io::BufWriter::new(f), &recs).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, out).map_err(|e| e.to_string())
+}
+
 fn main() {
     let cli = Cli::parse();
     if !matches!(
@@ -363,7 +393,9 @@ fn main() {
         dwepc_lab::procs::install_stop_handler();
         let fds = dwepc_lab::procs::raise_fd_limit();
         if fds < 20_000 {
-            eprintln!("lab: warning: only {fds} open files allowed; cells side by side may run out");
+            eprintln!(
+                "lab: warning: only {fds} open files allowed; cells side by side may run out"
+            );
         }
     }
     let res = match cli.cmd {
@@ -403,6 +435,12 @@ fn main() {
             control,
             ready,
         } => std::process::exit(dwepc_lab::vm::main(&spec, &control, ready.as_deref())),
+        Cmd::Load {
+            spec,
+            out,
+            start_at_ms,
+            backends,
+        } => cmd_load(&spec, &out, start_at_ms, &backends),
     };
     if let Err(e) = res {
         eprintln!("dwepc-lab: {e}");

@@ -5,7 +5,9 @@
 //! The emulated VMs are time-based queues that need little real CPU, so the
 //! copies do not disturb each other as long as the machine's CPU stays well
 //! below saturation; every result records the machine's CPU use during the
-//! measured part.
+//! measured part. Each copy's VMs and its load generator are processes of
+//! their own (`dwepc-lab vms`, `dwepc-lab load`), so a policy that piles up
+//! thousands of connections cannot starve the others of file descriptors.
 //!
 //! Timeline of a cell: the load starts; after `warmup` the measured part of
 //! `duration` begins (events are timed from there); metrics cover the
@@ -289,10 +291,118 @@ fn reading(u: &[vm::Usage]) -> Reading {
     }
 }
 
+/// The dwepc-lab binary (this process, or the one cargo built next to a
+/// test binary), for the VM and load processes of a cell.
+pub fn lab_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("DWEPC_LAB_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    if exe.file_name().is_some_and(|n| n == "dwepc-lab") {
+        return exe;
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/dwepc-lab
+    exe.ancestors()
+        .skip(1)
+        .map(|d| d.join("dwepc-lab"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("dwepc-lab"))
+}
+
+/// The emulated VMs of one stack, in a `dwepc-lab vms` process of their
+/// own (each process may open 20 000 files: a policy that piles up
+/// thousands of requests must not starve the others of connections),
+/// driven through its control port.
+struct VmsProcess {
+    child: std::process::Child,
+    control: u16,
+    addrs: Vec<String>,
+}
+
+impl VmsProcess {
+    fn start(cluster: &[VmSpec], dir: &Path) -> Result<VmsProcess, String> {
+        let spec = dir.join("vms.json");
+        let ready = dir.join("vms.ready");
+        std::fs::write(&spec, vm::specs_json(cluster)).map_err(|e| e.to_string())?;
+        let mut child = std::process::Command::new(lab_binary())
+            .arg("vms")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--ready")
+            .arg(&ready)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {} vms: {e}", lab_binary().display()))?;
+        crate::procs::register(child.id());
+        let v = wait_for(Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&ready).ok()?;
+            serde_json::from_str::<Value>(&text).ok()
+        });
+        let Some(v) = v else {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::procs::unregister(child.id());
+            return Err("the emulated VMs did not start".into());
+        };
+        let control = v["control"]
+            .as_str()
+            .and_then(|c| c.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .ok_or("bad ready file of the VMs")?;
+        let addrs = cluster
+            .iter()
+            .map(|c| {
+                v["vms"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["name"] == c.name.as_str()))
+                    .and_then(|x| x["addr"].as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("no address for VM {}", c.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(VmsProcess {
+            child,
+            control,
+            addrs,
+        })
+    }
+
+    fn usage(&self) -> Option<Vec<vm::Usage>> {
+        let r = http::request(self.control, "GET", "/usage").ok()?;
+        vm::parse_usage(&r.body).ok()
+    }
+
+    fn ctl(&self, path: &str) -> Result<(), String> {
+        match http::request(self.control, "GET", path) {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => Err(format!("{path}: {} {}", r.status, r.body.trim())),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
+    }
+}
+
+impl Drop for VmsProcess {
+    fn drop(&mut self) {
+        let _ = http::request(self.control, "GET", "/quit");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                crate::procs::unregister(self.child.id());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        crate::procs::unregister(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One policy's copy of the cluster.
 struct Stack {
     policy: Policy,
-    vms: vm::Handle,
+    vms: VmsProcess,
     vc: Vcsim,
     ports: Vec<u16>,
     nginx: Vec<Nginx>,
@@ -357,13 +467,15 @@ fn nginx_conf(
 
 impl Stack {
     fn start(policy: Policy, cell: &Cell, weights: &[u32]) -> Result<Stack, String> {
-        let vms = vm::start(cell.cluster.clone(), "127.0.0.1:0")
-            .map_err(|e| format!("start VMs: {e}"))?;
-        let addrs: Vec<String> = cell
-            .cluster
-            .iter()
-            .map(|v| vms.addr(&v.name).expect("VM address").to_string())
-            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "dwepc-lab-{}-{}-{}",
+            std::process::id(),
+            policy.short(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let vms = VmsProcess::start(&cell.cluster, &dir)?;
+        let addrs = vms.addrs.clone();
         let vspecs: Vec<crate::vcsim::VmSpec> = cell
             .cluster
             .iter()
@@ -384,13 +496,6 @@ impl Stack {
                 ..Opts::default()
             },
         );
-        let dir = std::env::temp_dir().join(format!(
-            "dwepc-lab-{}-{}-{}",
-            std::process::id(),
-            policy.short(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let pw = dir.join("vc.pass");
         std::fs::write(&pw, "pass\n").map_err(|e| e.to_string())?;
         let mut ports = Vec::new();
@@ -468,12 +573,12 @@ fn apply(stack: &Stack, action: &Action, seed: u64, cluster: &[VmSpec]) {
             if let Some(i) = idx(vm) {
                 lock(&stack.jobs)[i] = None;
             }
-            stack.vms.set_hog(vm, 0.0)
+            stack.vms.ctl(&format!("/vm/{vm}/hog?mhz=0"))
         }
-        Action::Contention { vm, pct } => stack.vms.set_contention(vm, *pct),
-        Action::Slowdown { vm, pct } => stack.vms.set_slowdown(vm, *pct),
-        Action::Down { vm } => stack.vms.down(vm),
-        Action::Up { vm } => stack.vms.up(vm),
+        Action::Contention { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/contention?pct={pct}")),
+        Action::Slowdown { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/slowdown?pct={pct}")),
+        Action::Down { vm } => stack.vms.ctl(&format!("/vm/{vm}/down")),
+        Action::Up { vm } => stack.vms.ctl(&format!("/vm/{vm}/up")),
         Action::VsphereDown { .. } => {
             stack.vc.fault("hang");
             Ok(())
@@ -555,14 +660,20 @@ impl Clock {
                             for (i, j) in jobs.iter_mut().enumerate() {
                                 if let Some(job) = j {
                                     let pct = job.tick();
-                                    let _ = s.vms.set_hog(
-                                        &cluster[i].name,
-                                        pct / 100.0 * cluster[i].cpu_mhz,
-                                    );
+                                    let mhz = pct / 100.0 * cluster[i].cpu_mhz;
+                                    if let Err(e) =
+                                        s.vms.ctl(&format!("/vm/{}/hog?mhz={mhz}", cluster[i].name))
+                                    {
+                                        eprintln!("lab: background job: {e}");
+                                    }
                                 }
                             }
                         }
-                        let r = reading(&s.vms.usage());
+                        let Some(u) = s.vms.usage() else {
+                            eprintln!("lab: no usage from the VMs of {}", s.policy.name());
+                            continue;
+                        };
+                        let r = reading(&u);
                         if t_s % cadence.period_s == 0 {
                             if let Some(prev) = &last_boundary[k] {
                                 let c = counters(&cluster, prev, &r, t_s);
@@ -703,11 +814,9 @@ fn load_spec(cell: &Cell, ports: &[u16], total: Duration) -> LoadSpec {
         },
         duration: total,
         timeout: Duration::from_secs(30),
-        // the lab process holds both ends of every connection (load and
-        // emulated VMs) and may open 20 000 files: a policy that piles up
-        // more than this many requests (a collapse; least_conn at 1.2x holds
-        // about 1 400, bounded by the 30-s timeout) sees the rest dropped
-        max_in_flight: 3000,
+        // each load generator is a process that may open 20 000 files; the
+        // 30-s timeout bounds what a policy piles up (1.2x: about 8 500)
+        max_in_flight: 10_000,
         seed: cell.seed,
     }
 }
@@ -1018,8 +1127,35 @@ pub fn run_cell(
     let stacks = Arc::new(stacks);
     let total = cell.warmup + cell.duration;
     let names: Vec<String> = cell.cluster.iter().map(|v| v.name.clone()).collect();
-    // everything starts on a whole second
-    let t0 = crate::wall_ms() / 1000 * 1000 + 2000;
+    // everything starts on a whole second, a moment from now: each load
+    // generator is a process of its own (as the VMs are), started ahead
+    let t0 = crate::wall_ms() / 1000 * 1000 + 3000;
+    let mut loads = Vec::new();
+    for s in stacks.iter() {
+        let spec = s.dir.join("load.json");
+        let out = s.dir.join("records.txt");
+        std::fs::write(
+            &spec,
+            load_spec(cell, &s.ports, total).to_json().to_string(),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(lab_binary())
+            .arg("load")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .arg("--start-at-ms")
+            .arg(t0.to_string())
+            .arg("--backends")
+            .arg(names.join(","))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the load generator: {e}"))?;
+        crate::procs::register(child.id());
+        loads.push((child, out));
+    }
     while crate::wall_ms() < t0 {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -1030,20 +1166,6 @@ pub fn run_cell(
             .map(|s| s.policy.uses_counters().then_some(s.ports[0]))
             .collect(),
     );
-    let barrier = Arc::new(std::sync::Barrier::new(stacks.len() + 1));
-    let loads: Vec<_> = stacks
-        .iter()
-        .map(|s| {
-            let spec = load_spec(cell, &s.ports, total);
-            let names = names.clone();
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                b.wait();
-                load::run(&spec, &names)
-            })
-        })
-        .collect();
-    barrier.wait();
     let started = Instant::now();
     let mut cpu_a = None;
     let mut log_from: Vec<Vec<usize>> = Vec::new();
@@ -1084,10 +1206,22 @@ pub fn run_cell(
                 .collect()
         })
         .collect();
-    let records: Vec<Vec<Record>> = loads
-        .into_iter()
-        .map(|h| h.join().unwrap_or_default())
-        .collect();
+    // the requests in flight at the end finish within the load's timeout
+    let mut records: Vec<Vec<Record>> = Vec::new();
+    for (mut child, out) in loads {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::procs::unregister(child.id());
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            eprintln!("lab: a load generator did not finish; its records are lost");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        records.push(load::read_records(&text));
+    }
     let watched = watch.finish();
     clock.finish();
     let mut out = Vec::new();

@@ -504,3 +504,71 @@ fn overhead_against_nginx() {
     measure("closed 32 users, no think", closed(32, 0), 5.0);
     ngx.stop(Duration::from_secs(5));
 }
+
+/// A spec and its records survive the trip through a file (the lab runs
+/// each load generator as a process of its own).
+#[test]
+fn spec_and_records_roundtrip() {
+    let mut s = spec(
+        "127.0.0.1:9".parse().unwrap(),
+        &["/a", "/b"],
+        Pattern::Open { rate: 12.5 },
+        3.0,
+    );
+    s.targets.push(("127.0.0.2:10".parse().unwrap(), 0.4));
+    s.phases = vec![
+        load::Phase {
+            from: Duration::ZERO,
+            paths: vec![0],
+            rate_factor: 1.0,
+        },
+        load::Phase {
+            from: Duration::from_millis(1500),
+            paths: vec![0, 1],
+            rate_factor: 2.5,
+        },
+    ];
+    let back = LoadSpec::from_json(&s.to_json()).unwrap();
+    assert_eq!(back.to_json(), s.to_json());
+    assert_eq!(back.targets, s.targets);
+    assert_eq!(back.phases, s.phases);
+    let closed = spec(
+        "127.0.0.1:9".parse().unwrap(),
+        &["/a"],
+        Pattern::Closed {
+            users: 7,
+            think_ms: 2000,
+            fixed_think: true,
+        },
+        1.0,
+    );
+    assert_eq!(
+        LoadSpec::from_json(&closed.to_json()).unwrap().to_json(),
+        closed.to_json()
+    );
+    assert!(LoadSpec::from_json(&serde_json::json!({})).is_err());
+    let recs = vec![
+        load::Record {
+            t_ms: 1,
+            latency_us: 2,
+            status: 200,
+            backend: 3,
+            path: 1,
+            bytes: 1024,
+            frontend: 1,
+        },
+        load::Record {
+            t_ms: 5,
+            latency_us: 0,
+            status: load::STATUS_DROPPED,
+            backend: load::NO_BACKEND,
+            path: 0,
+            bytes: 0,
+            frontend: 0,
+        },
+    ];
+    let mut buf = Vec::new();
+    load::write_records(&mut buf, &recs).unwrap();
+    let text = String::from_utf8(buf).unwrap() + "garbage line\n";
+    assert_eq!(load::read_records(&text), recs);
+}

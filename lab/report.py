@@ -2,7 +2,11 @@
 """dwepc lab report: DIR/summary.md and PNG plots from DIR/results.jsonl
 (one JSON object per policy, cell and seed, written by dwepc-lab).
 
-Usage: python3 lab/report.py DIR
+Usage: python3 lab/report.py DIR [BENCHMARKS.md]
+
+With a second argument, the tables of summary.md (everything after its
+title) also replace the part of that file between the lines
+"<!-- lab tables: begin -->" and "<!-- lab tables: end -->".
 
 Every number is the median over the seeds with the range [min-max]; a
 difference between two policies smaller than the larger of their two ranges
@@ -120,6 +124,62 @@ def describe(m):
             f"{m['duration_s']:.0f} s measured")
 
 
+# the issue's targets, against least_conn in the same cell
+P99_07 = {"background", "contention", "two_frontends"}
+STEP = {"contention", "step"}
+
+
+def judge(ratio, want, v):
+    """met / tie / missed by how much, for a ratio that must be <= want."""
+    if ratio is None:
+        return "—"
+    if ratio <= want:
+        return "met"
+    if v == "tie":
+        return f"tie (off by {ratio / want - 1:.1%}, within the seeds' range)"
+    return f"missed by {ratio / want - 1:.1%}"
+
+
+def targets(cells, meta):
+    """Rows of (cell, target, dwepc, least_conn, verdict)."""
+    out = []
+    for c in cell_order(cells, meta):
+        pols = cells[c]
+        if OURS not in pols or BASE not in pols:
+            continue
+        m = meta[c]
+        o, b = pols[OURS], pols[BASE]
+        po, pb = [p99(r) for r in o], [p99(r) for r in b]
+        ratio = med(po) / med(pb) if med(po) and med(pb) else None
+        if 0.5 <= m["level"] <= 0.9 or m["scenario"] == "light":
+            want = 0.7 if m["scenario"] in P99_07 else 1.0
+            v = verdict(po, [x * want for x in pb])
+            out.append((c, f"p99 ≤ {want}× least_conn's", f"{mr(po, 0)} ms", f"{mr(pb, 0)} ms",
+                        judge(ratio, want, v) + f" (ratio {num(ratio, 2)})"))
+            co, cb = [r["bottleneck"]["cov"] for r in o], [r["bottleneck"]["cov"] for r in b]
+            cr = med(co) / med(cb) if med(co) and med(cb) else None
+            out.append((c, "CoV of bottleneck utilisation ≤ least_conn's", mr(co, 3), mr(cb, 3),
+                        judge(cr, 1.0, verdict(co, cb))))
+        if m["level"] >= 1.0:
+            go, gb = [r["goodput"] for r in o], [r["goodput"] for r in b]
+            gr = med(gb) / med(go) if med(go) and med(gb) else None
+            out.append((c, "goodput ≥ least_conn's", f"{mr(go)} req/s", f"{mr(gb)} req/s",
+                        judge(gr, 1.0, verdict(go, gb, lower_is_better=False))))
+        if m["scenario"] in STEP and any(r.get("settle_s") is not None or r.get("event_s") is not None for r in o):
+            period = int(m["cadence"].split("s/")[0])
+            st = [r.get("settle_s") for r in o]
+            never = sum(1 for x in st if x is None)
+            okst = never == 0 and max(st) <= 3 * period
+            out.append((c, f"settled within 10 % in ≤ 3 sample periods ({3 * period} s)",
+                        mr(st, 0) + (f" ({never} never)" if never else "") + " s",
+                        mr([r.get("settle_s") for r in b], 0) + " s", "met" if okst else "missed"))
+            mo = [r.get("max_over_target") for r in o]
+            out.append((c, "no node above 1.5× its target share in any 5-s window", mr(mo, 2),
+                        mr([r.get("max_over_target") for r in b], 2),
+                        "met" if mo and max(x for x in mo if x is not None) <= 1.5 else "missed"))
+    return out
+
+
 def summary(rows):
     cells, meta = group(rows)
     out = ["# dwepc lab results", "",
@@ -148,6 +208,14 @@ def summary(rows):
                    f"{mr([r['goodput'] for r in b])} | {mr([errors(r) for r in o], 0)} | "
                    f"{mr([errors(r) for r in b], 0)} | {mr(cpu, 0)} |")
     out.append("")
+    tg = targets(cells, meta)
+    if tg:
+        out += ["## Targets (dwepc against least_conn, same cell)", "",
+                "\"met\" needs the median on the right side of the target; \"tie\" means the difference is within "
+                "the seeds' range.", "",
+                "| cell | target | dwepc | least_conn | result |", "|---|---|---|---|---|"]
+        out += [f"| {a} | {b} | {c_} | {d} | {e} |" for a, b, c_, d, e in tg]
+        out.append("")
     # per cell
     for c in cell_order(cells, meta):
         pols = cells[c]
@@ -287,14 +355,35 @@ def plots(rows, d):
         plt.close(fig)
 
 
+BEGIN = "<!-- lab tables: begin -->"
+END = "<!-- lab tables: end -->"
+
+
+def embed(path, text):
+    """Replaces the lines between BEGIN and END of `path` with `text`."""
+    with open(path) as f:
+        doc = f.read()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        raise SystemExit(f"{path}: needs one line {BEGIN!r} and, after it, one line {END!r}")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = text.split("\n", 1)[1].strip("\n")  # without the title
+    body = body.replace("\n## ", "\n### ")  # one level below BENCHMARKS.md's section
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n\n{body}\n\n{END}{tail}")
+
+
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     d = sys.argv[1]
     rows = load(d)
+    text = summary(rows)
     with open(os.path.join(d, "summary.md"), "w") as f:
-        f.write(summary(rows))
+        f.write(text)
+    if len(sys.argv) == 3:
+        embed(sys.argv[2], text)
     plots(rows, d)
     return 0
 

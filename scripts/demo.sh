@@ -10,7 +10,7 @@
 # copy of the cluster with the same load. Prints the comparison; results
 # and plots in lab/report/demo/.
 #
-# The whole lab matrix of BENCHMARKS.md (about 1.5 hours):
+# The whole lab matrix of BENCHMARKS.md (about 2 hours):
 #     target/release/dwepc-lab matrix
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

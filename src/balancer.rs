@@ -203,7 +203,7 @@ unsafe fn init_upstream_inner(
             return NGX_ERROR as ngx_int_t;
         }
         ups.zone = zone;
-        ups.tie_weights = vec![Cell::new(0.0); meta.len()];
+        ups.tie_weights = vec![Cell::new(0); meta.len()];
         ups.peers = meta;
         ups.n_primary = n_primary;
         (*us).peer.init = Some(init_peer);
@@ -458,8 +458,8 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 Pick::ExpectedDelay => LeastShare::expected_delay(),
             };
             each_eligible(peers, &eligible, |i, peer, _| {
-                let (share, limit) = shared.share(base + i);
-                if ls.offer(i, shared.in_flight(base + i), share, limit) {
+                let (in_flight, share, limit) = shared.pick_view(base + i);
+                if ls.offer(i, in_flight, share, limit) {
                     best = peer;
                 }
             });
@@ -470,9 +470,14 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 // this worker's current weights
                 let mut tie = SmoothTie::default();
                 let mut tie_peer: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
+                // the first of the tied is the best: none before it is tied
+                let first = chosen.unwrap_or(0);
                 each_eligible(peers, &eligible, |i, peer, _| {
-                    let (share, limit) = shared.share(base + i);
-                    if !ls.is_tied(shared.in_flight(base + i), share, limit) {
+                    if i < first {
+                        return;
+                    }
+                    let (in_flight, share, limit) = shared.pick_view(base + i);
+                    if !ls.is_tied(in_flight, share, limit) {
                         return;
                     }
                     if let Some(cell) = ups.tie_weights.get(base + i) {

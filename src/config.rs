@@ -106,7 +106,7 @@ pub struct UpstreamState {
     /// Shares mode: this worker's smooth-WRR current weights for breaking
     /// ties (per process, as nginx's least_conn keeps them per worker
     /// without a zone).
-    pub tie_weights: Vec<std::cell::Cell<f64>>,
+    pub tie_weights: Vec<std::cell::Cell<i64>>,
 }
 
 impl UpstreamState {

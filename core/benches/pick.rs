@@ -6,14 +6,19 @@
 //!
 //! `dwepc` is the default shares mode (least in-flight per share, in-flight
 //! from the zone's sent/done words, limit check, smooth-WRR tie pass);
-//! `least_conn` is nginx's loop with its tie pass; `dwepc_paper` is the
-//! paper mode's argmax of L.
+//! `least_conn` is nginx's loop with its tie pass and per-worker counts
+//! (an upstream without `zone`); `least_conn_zone` adds the locks nginx
+//! takes around the pick and the end of a request when the upstream has a
+//! `zone`, and `dwepc_zone` the same locks around dwepc (the module wraps
+//! nginx's round robin peer data, so it takes them too); `dwepc_paper` is
+//! the paper mode's argmax of L. Every loop sees one request end per pick.
 
 // Index loops mirror nginx's C loops.
 #![allow(clippy::needless_range_loop)]
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dwepc_core::algo::{Argmax, Rng};
@@ -95,21 +100,65 @@ impl LeastConn {
     }
 }
 
+/// nginx's `ngx_rwlock_t` (src/core/ngx_rwlock.c), uncontended: the write
+/// lock is a compare-and-set from 0, a read lock a compare-and-set adding
+/// one reader, the unlock another compare-and-set or an atomic add. An
+/// upstream with a `zone` takes the peers' write lock around the pick and,
+/// in the round robin `free`, the peers' read lock and the peer's own lock
+/// around `conns--`.
+struct NgxRwlock(AtomicU64);
+
+const NGX_RWLOCK_WLOCK: u64 = u64::MAX;
+
+impl NgxRwlock {
+    fn wlock(&self) {
+        while self
+            .0
+            .compare_exchange(0, NGX_RWLOCK_WLOCK, Acquire, Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn rlock(&self) {
+        loop {
+            let r = self.0.load(Relaxed);
+            if r != NGX_RWLOCK_WLOCK && self.0.compare_exchange(r, r + 1, Acquire, Relaxed).is_ok()
+            {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn unlock(&self) {
+        if self.0.load(Relaxed) == NGX_RWLOCK_WLOCK {
+            let _ = self
+                .0
+                .compare_exchange(NGX_RWLOCK_WLOCK, 0, Release, Relaxed);
+        } else {
+            self.0.fetch_sub(1, Release);
+        }
+    }
+}
+
 /// The shares mode's pick over the shared words, as the module's `get`
 /// does it (minus nginx's own peer checks, which least_conn above lacks
 /// too), counted.
-fn pick_shares(shared: &Shared, n: usize, tie: &mut [f64]) -> usize {
+fn pick_shares(shared: &Shared, n: usize, tie: &mut [i64]) -> usize {
     let mut ls = LeastShare::new();
     for i in 0..n {
-        let (share, limit) = shared.share(i);
-        ls.offer(i, shared.in_flight(i), share, limit);
+        let (in_flight, share, limit) = shared.pick_view(i);
+        ls.offer(i, in_flight, share, limit);
     }
     let mut k = ls.best().unwrap();
     if ls.tied() {
+        // as nginx: the tied are the first best and peers after it
         let mut t = SmoothTie::default();
-        for i in 0..n {
-            let (share, limit) = shared.share(i);
-            if ls.is_tied(shared.in_flight(i), share, limit) {
+        for i in k..n {
+            let (in_flight, share, limit) = shared.pick_view(i);
+            if ls.is_tied(in_flight, share, limit) {
                 tie[i] = t.offer(i, share, tie[i]);
             }
         }
@@ -180,6 +229,23 @@ fn bench(c: &mut Criterion) {
                 black_box(k)
             })
         });
+        // the same with a `zone`: nginx's locks around the pick and the end
+        let peers_lock = NgxRwlock(AtomicU64::new(0));
+        let peer_locks: Vec<NgxRwlock> = (0..n).map(|_| NgxRwlock(AtomicU64::new(0))).collect();
+        g.bench_with_input(BenchmarkId::new("least_conn_zone", n), &n, |b, _| {
+            b.iter(|| {
+                peers_lock.wlock();
+                let k = lc.pick();
+                peers_lock.unlock();
+                let j = (k + 1) % n;
+                peers_lock.rlock();
+                peer_locks[j].wlock();
+                lc.conns[j] = lc.conns[j].saturating_sub(1);
+                peer_locks[j].unlock();
+                peers_lock.unlock();
+                black_box(k)
+            })
+        });
         let szone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
         let sh = Shared::new(&szone, n).unwrap();
         sh.init(1);
@@ -192,7 +258,7 @@ fn bench(c: &mut Criterion) {
             }
         }
         let epoch = sh.epoch();
-        let mut tie = vec![0.0; n];
+        let mut tie = vec![0i64; n];
         g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
             b.iter(|| {
                 let k = pick_shares(&sh, n, &mut tie);
@@ -200,6 +266,24 @@ fn bench(c: &mut Criterion) {
                 if sh.in_flight(j) > 0 {
                     sh.finish(j, epoch);
                 }
+                black_box(k)
+            })
+        });
+        // with a `zone` the module's get and free run inside nginx's locks
+        // as least_conn's do
+        g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
+            b.iter(|| {
+                peers_lock.wlock();
+                let k = pick_shares(&sh, n, &mut tie);
+                peers_lock.unlock();
+                let j = (k + 1) % n;
+                peers_lock.rlock();
+                peer_locks[j].wlock();
+                if sh.in_flight(j) > 0 {
+                    sh.finish(j, epoch);
+                }
+                peer_locks[j].unlock();
+                peers_lock.unlock();
                 black_box(k)
             })
         });

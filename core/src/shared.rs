@@ -90,16 +90,36 @@ pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
     h
 }
 
-/// Packs a share and an in-flight limit into one word.
+/// A share in [0, 1] as the integer weight the pick compares: share × 2³²,
+/// rounded, at most `u32::MAX` (integer cross-multiplication, as nginx's
+/// least_conn compares `conns × weight`, keeps floating point off the
+/// request path).
 #[inline]
-pub fn pack_share(share: f32, limit: u32) -> u64 {
-    ((share.to_bits() as u64) << 32) | limit as u64
+pub fn share_weight(share: f64) -> u32 {
+    if share > 0.0 {
+        (share * 4_294_967_296.0).round().min(u32::MAX as f64) as u32
+    } else {
+        0
+    }
 }
 
-/// Unpacks [`pack_share`].
+/// Packs a share (as its [`share_weight`]) and an in-flight limit into one
+/// word.
 #[inline]
-pub fn unpack_share(w: u64) -> (f32, u32) {
-    (f32::from_bits((w >> 32) as u32), w as u32)
+pub fn pack_share(share: f64, limit: u32) -> u64 {
+    ((share_weight(share) as u64) << 32) | limit as u64
+}
+
+/// Unpacks [`pack_share`]: the share's weight and the limit.
+#[inline]
+pub fn unpack_share(w: u64) -> (u32, u32) {
+    ((w >> 32) as u32, w as u32)
+}
+
+/// The share a [`share_weight`] stands for.
+#[inline]
+pub fn weight_share(weight: u32) -> f64 {
+    weight as f64 / 4_294_967_296.0
 }
 
 /// Why the balancer is (not) using counters; kept in the header for the
@@ -254,10 +274,24 @@ impl<'a> Shared<'a> {
         self.p(i, P_TOTAL).load(Relaxed).saturating_sub(done)
     }
 
+    /// What the shares pick reads of peer `i`: requests in flight, the
+    /// share's [`share_weight`] and the in-flight limit, from the peer's
+    /// four hot words (one bounds check, one cache line).
+    #[inline]
+    pub fn pick_view(&self, i: usize) -> (u64, u32, u32) {
+        let at = HEADER + i * HOT;
+        let hot = &self.w[at..at + HOT];
+        let done = hot[P_DONE].load(Relaxed);
+        let in_flight = hot[P_TOTAL].load(Relaxed).saturating_sub(done);
+        let (share, limit) = unpack_share(hot[P_SHARE].load(Relaxed));
+        (in_flight, share, limit)
+    }
+
     /// Share and in-flight limit of peer `i` (shares mode).
     #[inline]
-    pub fn share(&self, i: usize) -> (f32, u32) {
-        unpack_share(self.p(i, P_SHARE).load(Relaxed))
+    pub fn share(&self, i: usize) -> (f64, u32) {
+        let (weight, limit) = unpack_share(self.p(i, P_SHARE).load(Relaxed));
+        (weight_share(weight), limit)
     }
 
     /// Counts the end of a request on peer `i` counted by [`Shared::count`]
@@ -305,7 +339,7 @@ impl<'a> Shared<'a> {
         for i in 0..self.n {
             let s = shares.get(i).copied().unwrap_or(0.0);
             let l = limits.get(i).copied().unwrap_or(0).min(u32::MAX as u64) as u32;
-            self.p(i, P_SHARE).store(pack_share(s as f32, l), Relaxed);
+            self.p(i, P_SHARE).store(pack_share(s, l), Relaxed);
         }
         self.w[H_APPLIED].store(now_ms, Relaxed);
         self.w[H_REASON].store(Reason::Active as u64, Relaxed);
@@ -354,7 +388,7 @@ impl<'a> Shared<'a> {
 
     /// Published shares (all peers; shares mode), to resume from.
     pub fn shares(&self) -> Option<Vec<f64>> {
-        let s: Vec<f64> = (0..self.n).map(|i| self.share(i).0 as f64).collect();
+        let s: Vec<f64> = (0..self.n).map(|i| self.share(i).0).collect();
         s.iter().all(|x| x.is_finite() && *x > 0.0).then_some(s)
     }
 
@@ -501,7 +535,7 @@ impl<'a> Shared<'a> {
             done: self.done(i),
             failed: self.failures(i),
             in_flight: self.in_flight(i),
-            share: self.share(i).0 as f64,
+            share: self.share(i).0,
             limit: self.share(i).1 as u64,
             target_share: f(self.p(i, P_TSHARE).load(Relaxed)),
             background: std::array::from_fn(|j| f(self.p(i, P_BG + j).load(Relaxed))),
@@ -635,15 +669,23 @@ mod tests {
 
     #[test]
     fn shares_and_limits_packed() {
-        assert_eq!(unpack_share(pack_share(0.25, 17)), (0.25, 17));
-        assert_eq!(unpack_share(pack_share(1.0, u32::MAX)), (1.0, u32::MAX));
+        assert_eq!(unpack_share(pack_share(0.25, 17)), (1 << 30, 17));
+        assert_eq!(weight_share(unpack_share(pack_share(0.25, 17)).0), 0.25);
+        assert_eq!(
+            unpack_share(pack_share(1.0, u32::MAX)),
+            (u32::MAX, u32::MAX)
+        );
+        assert_eq!(unpack_share(pack_share(0.0, 3)), (0, 3));
+        assert_eq!(share_weight(-1.0), 0);
+        assert_eq!(share_weight(f64::NAN), 0);
+        assert!((weight_share(share_weight(0.123_456_7)) - 0.123_456_7).abs() < 1e-9);
         let z = zone(3);
         let s = Shared::new(&z, 3).unwrap();
         s.init(9);
         assert!(s.shares().is_none());
         s.apply_shares(&[0.5, 0.3, 0.2], &[10, 6, 4], 1000, 0);
         assert!(s.usable(999));
-        assert_eq!(s.share(1), (0.3, 6));
+        assert!((s.share(1).0 - 0.3).abs() < 1e-9 && s.share(1).1 == 6);
         let sh = s.shares().unwrap();
         assert!((sh[2] - 0.2).abs() < 1e-7);
         s.set_model(

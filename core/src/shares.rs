@@ -787,19 +787,21 @@ pub fn floored(raw: &[f64], floor: f64) -> Vec<f64> {
 
 /// The per-request pick of this mode over the eligible peers: the lowest
 /// `in-flight / share` (or `(in-flight + 1) / share` with
-/// [`LeastShare::expected_delay`]), compared by cross-multiplication as
-/// nginx's least_conn does; a peer at its in-flight limit is skipped.
+/// [`LeastShare::expected_delay`]), compared by integer cross-multiplication
+/// of in-flight counts and share weights ([`crate::shared::share_weight`]) as
+/// nginx's least_conn compares `conns × weight`; a peer at its in-flight
+/// limit is skipped.
 ///
 /// Feed every eligible peer to [`LeastShare::offer`]; if [`LeastShare::tied`]
-/// afterwards, feed the eligible peers again to
-/// [`LeastShare::offer_tie`] with the caller's smooth-WRR state and take
-/// [`SmoothTie::winner`].
+/// afterwards, feed the eligible peers from [`LeastShare::best`] on to
+/// [`LeastShare::is_tied`], the tied ones to a [`SmoothTie`] with the
+/// caller's smooth-WRR state, and take [`SmoothTie::winner`].
 #[derive(Clone, Copy, Debug)]
 pub struct LeastShare {
     add: u64,
     best: Option<usize>,
-    best_conns: f64,
-    best_share: f64,
+    best_conns: u64,
+    best_weight: u64,
     ties: u32,
     /// Some eligible peer was skipped for being at its limit.
     pub limited: bool,
@@ -811,8 +813,8 @@ impl LeastShare {
         LeastShare {
             add: 0,
             best: None,
-            best_conns: 0.0,
-            best_share: 1.0,
+            best_conns: 0,
+            best_weight: 1,
             ties: 0,
             limited: false,
         }
@@ -826,37 +828,38 @@ impl LeastShare {
         }
     }
 
-    /// Offers peer `i` with `conns` in flight, `share` and in-flight
-    /// `limit` (0 = none). Returns true if it is the best so far.
+    /// In-flight count as compared: plus one for expected delay, at most
+    /// 2³² − 1 so that its product with a 32-bit weight fits 64 bits.
     #[inline]
-    pub fn offer(&mut self, i: usize, conns: u64, share: f32, limit: u32) -> bool {
+    fn conns(&self, conns: u64) -> u64 {
+        conns.saturating_add(self.add).min(u32::MAX as u64)
+    }
+
+    /// Offers peer `i` with `conns` in flight, share `weight` and in-flight
+    /// `limit` (0 = none). Returns true if it is the best so far. A weight
+    /// of 0 compares as the smallest positive one (1 in 2³²).
+    #[inline]
+    pub fn offer(&mut self, i: usize, conns: u64, weight: u32, limit: u32) -> bool {
         if limit != 0 && conns >= limit as u64 {
             self.limited = true;
             return false;
         }
-        let c = (conns + self.add) as f64;
-        let s = if share > 0.0 {
-            share as f64
-        } else {
-            f64::MIN_POSITIVE
-        };
-        match self.best {
-            None => {}
-            Some(_) => {
-                let lhs = c * self.best_share;
-                let rhs = self.best_conns * s;
-                if lhs > rhs {
-                    return false;
-                }
-                if lhs == rhs {
-                    self.ties += 1;
-                    return false;
-                }
+        let c = self.conns(conns);
+        let w = weight.max(1) as u64;
+        if self.best.is_some() {
+            let lhs = c * self.best_weight;
+            let rhs = self.best_conns * w;
+            if lhs > rhs {
+                return false;
+            }
+            if lhs == rhs {
+                self.ties += 1;
+                return false;
             }
         }
         self.best = Some(i);
         self.best_conns = c;
-        self.best_share = s;
+        self.best_weight = w;
         self.ties = 1;
         true
     }
@@ -871,20 +874,14 @@ impl LeastShare {
         self.ties > 1
     }
 
-    /// Second pass over the eligible peers: is peer (`conns`, `share`,
+    /// Second pass over the eligible peers: is peer (`conns`, `weight`,
     /// `limit`) one of the tied best?
     #[inline]
-    pub fn is_tied(&self, conns: u64, share: f32, limit: u32) -> bool {
+    pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
         if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
             return false;
         }
-        let c = (conns + self.add) as f64;
-        let s = if share > 0.0 {
-            share as f64
-        } else {
-            f64::MIN_POSITIVE
-        };
-        c * self.best_share == self.best_conns * s
+        self.conns(conns) * self.best_weight == self.best_conns * weight.max(1) as u64
     }
 }
 
@@ -895,23 +892,24 @@ impl Default for LeastShare {
 }
 
 /// Smooth weighted round robin among tied peers, as nginx breaks
-/// least_conn's ties: every tied peer's current weight grows by its share,
-/// the largest wins and loses the sum.
+/// least_conn's ties: every tied peer's current weight grows by its share
+/// weight, the largest wins and loses the sum.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SmoothTie {
     best: Option<usize>,
-    best_current: f64,
-    total: f64,
+    best_current: i64,
+    total: i64,
 }
 
 impl SmoothTie {
-    /// Offers tied peer `i` with `share` and its current weight `current`
-    /// (the caller's per-peer state), returning the updated current weight.
+    /// Offers tied peer `i` with share `weight` and its current weight
+    /// `current` (the caller's per-peer state), returning the updated
+    /// current weight.
     #[inline]
-    pub fn offer(&mut self, i: usize, share: f32, current: f64) -> f64 {
-        let w = if share > 0.0 { share as f64 } else { 0.0 };
-        let c = current + w;
-        self.total += w;
+    pub fn offer(&mut self, i: usize, weight: u32, current: i64) -> i64 {
+        let w = weight as i64;
+        let c = current.saturating_add(w);
+        self.total = self.total.saturating_add(w);
         if self.best.is_none() || c > self.best_current {
             self.best = Some(i);
             self.best_current = c;
@@ -920,8 +918,9 @@ impl SmoothTie {
     }
 
     /// The winner and the current weight it must be set to.
-    pub fn winner(&self) -> Option<(usize, f64)> {
-        self.best.map(|b| (b, self.best_current - self.total))
+    pub fn winner(&self) -> Option<(usize, i64)> {
+        self.best
+            .map(|b| (b, self.best_current.saturating_sub(self.total)))
     }
 }
 
@@ -1330,13 +1329,13 @@ mod tests {
     fn least_share_pick_and_ties() {
         // in flight 2, 1, 3 with shares .5, .25, .25: ratios 4, 4, 12
         let conns = [2u64, 1, 3];
-        let share = [0.5f32, 0.25, 0.25];
+        let share = [0.5, 0.25, 0.25].map(crate::shared::share_weight);
         let mut p = LeastShare::new();
         for i in 0..3 {
             p.offer(i, conns[i], share[i], 0);
         }
         assert!(p.tied());
-        let mut cur = [0.0f64; 3];
+        let mut cur = [0i64; 3];
         let mut wins = [0u32; 3];
         for _ in 0..300 {
             let mut t = SmoothTie::default();
@@ -1352,16 +1351,36 @@ mod tests {
         assert_eq!(wins, [200, 100, 0]);
         // a limit excludes; (conns+1)/share favours the big share when idle
         let mut p = LeastShare::new();
-        p.offer(0, 4, 0.5, 4);
-        p.offer(1, 9, 0.5, 0);
+        p.offer(0, 4, 5, 4);
+        p.offer(1, 9, 5, 0);
         assert!(p.limited && p.best() == Some(1));
         let mut p = LeastShare::expected_delay();
-        p.offer(0, 0, 0.2, 0);
-        p.offer(1, 1, 0.8, 0);
+        p.offer(0, 0, 2, 0);
+        p.offer(1, 1, 8, 0);
         assert_eq!(p.best(), Some(1));
         let mut p = LeastShare::new();
-        assert!(p.offer(0, 0, 0.2, 0));
-        p.offer(1, 1, 0.8, 0);
+        assert!(p.offer(0, 0, 2, 0));
+        p.offer(1, 1, 8, 0);
         assert_eq!(p.best(), Some(0));
+        // a zero weight is the smallest share: it loses to any real share
+        // unless it has nothing in flight and they have
+        let half = crate::shared::share_weight(0.5);
+        let mut p = LeastShare::new();
+        p.offer(0, 1, 0, 0);
+        p.offer(1, 5, half, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        p.offer(0, 3, half, 0);
+        p.offer(1, 0, 0, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        p.offer(0, 0, half, 0);
+        p.offer(1, 0, 0, 0);
+        assert!(p.tied());
+        // no overflow at the extremes: u32::MAX weights, huge counts
+        let mut p = LeastShare::expected_delay();
+        p.offer(0, u64::MAX, u32::MAX, 0);
+        p.offer(1, u64::MAX - 1, u32::MAX, 0);
+        assert!(p.tied());
     }
 }

@@ -4,7 +4,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use dwepc_core::algo::{Res, R};
-use dwepc_core::shares::{floored, water_fill, Model, Node, Params, Sample, State};
+use dwepc_core::shared::{share_weight, weight_share};
+use dwepc_core::shares::{
+    floored, water_fill, LeastShare, Model, Node, Params, Sample, SmoothTie, State,
+};
 use proptest::prelude::*;
 
 fn any_value() -> impl Strategy<Value = f64> {
@@ -259,5 +262,59 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// The pick takes a peer with the least in-flight per share among the
+    /// peers below their limit (checked against exact rational arithmetic
+    /// on the shares the weights stand for), the first of them; the tie
+    /// pass finds exactly the peers with that ratio, and smooth weighted
+    /// round robin among them is exactly proportional to their weights
+    /// over one cycle.
+    #[test]
+    fn pick_is_the_least_ratio(
+        peers in prop::collection::vec((0u64..50, 0.0f64..1.0, 0u32..40), 1..40),
+        sed in any::<bool>(),
+    ) {
+        let add = u64::from(sed);
+        let mut ls = if sed { LeastShare::expected_delay() } else { LeastShare::new() };
+        let view: Vec<(u64, u32, u32)> = peers.iter().map(|&(c, s, l)| (c, share_weight(s), l)).collect();
+        for (i, &(c, w, l)) in view.iter().enumerate() {
+            ls.offer(i, c, w, l);
+        }
+        let open: Vec<usize> = (0..view.len()).filter(|&i| view[i].2 == 0 || view[i].0 < view[i].2 as u64).collect();
+        prop_assert_eq!(ls.limited, open.len() < view.len());
+        if open.is_empty() {
+            prop_assert!(ls.best().is_none());
+            return Ok(());
+        }
+        // (c + add) / max(w, 1), compared exactly in u128
+        let less = |a: usize, b: usize| {
+            let (ca, wa) = ((view[a].0 + add) as u128, view[a].1.max(1) as u128);
+            let (cb, wb) = ((view[b].0 + add) as u128, view[b].1.max(1) as u128);
+            (ca * wb).cmp(&(cb * wa))
+        };
+        let first = open.iter().copied().fold(open[0], |b, i| if less(i, b).is_lt() { i } else { b });
+        prop_assert_eq!(ls.best(), Some(first));
+        let tied: Vec<usize> = open.iter().copied().filter(|&i| less(i, first).is_eq()).collect();
+        prop_assert_eq!(ls.tied(), tied.len() > 1);
+        for i in 0..view.len() {
+            prop_assert_eq!(ls.is_tied(view[i].0, view[i].1, view[i].2), tied.contains(&i));
+        }
+        // one cycle of smooth WRR over the tied with small weights
+        let w: Vec<u32> = tied.iter().map(|&i| 1 + (view[i].1 >> 28)).collect();
+        let total: u32 = w.iter().sum();
+        let mut cur = vec![0i64; tied.len()];
+        let mut wins = vec![0u32; tied.len()];
+        for _ in 0..total {
+            let mut t = SmoothTie::default();
+            for k in 0..tied.len() {
+                cur[k] = t.offer(k, w[k], cur[k]);
+            }
+            let (k, c) = t.winner().unwrap();
+            cur[k] = c;
+            wins[k] += 1;
+        }
+        prop_assert_eq!(wins, w);
+        prop_assert!(weight_share(share_weight(0.5)) == 0.5);
     }
 }

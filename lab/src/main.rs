@@ -84,9 +84,10 @@ enum Cmd {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Scenario file: workload, frontends, timed events (lab/scenarios/*.txt).
+    /// Scenario: a name in lab/scenarios/ (e.g. background) or a file's
+    /// path: workload, frontends, timed events.
     #[arg(long, visible_alias = "scenario")]
-    events: PathBuf,
+    events: String,
     /// Cluster file: the VMs (JSON).
     #[arg(long, default_value_os_t = run::default_cluster())]
     cluster: PathBuf,
@@ -269,7 +270,7 @@ fn report(out: &Path) {
 }
 
 fn cmd_run(a: RunArgs) -> Result<(), String> {
-    let sc = scenario::load(&a.events)?;
+    let sc = scenario::load(&matrix::resolve(&a.events, "lab/scenarios", ".txt"))?;
     let cluster = scenario::load_cluster(&a.cluster)?;
     sc.check(&cluster)?;
     let policies = Policy::parse_list(&a.policies)?;

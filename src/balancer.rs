@@ -24,9 +24,9 @@ use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
     ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin_peer,
     ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_unlock,
-    ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
-    NGX_PEER_FAILED,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_rlock,
+    ngx_rwlock_unlock, ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG,
+    NGX_OK, NGX_PEER_FAILED,
 };
 
 use crate::config::{PeerMeta, SrvConf, UpstreamState};
@@ -135,7 +135,7 @@ pub unsafe extern "C" fn init_upstream(
     cf: *mut ngx_conf_t,
     us: *mut ngx_http_upstream_srv_conf_t,
 ) -> ngx_int_t {
-    guard(NGX_ERROR as ngx_int_t, || {
+    guard("init_upstream", NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx passes the live configuration and this upstream.
         unsafe { init_upstream_inner(cf, us) }
     })
@@ -216,7 +216,7 @@ unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     us: *mut ngx_http_upstream_srv_conf_t,
 ) -> ngx_int_t {
-    guard(NGX_ERROR as ngx_int_t, || {
+    guard("init_peer", NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx passes a live request with an upstream and its
         // upstream configuration; PeerData starts with the round-robin data,
         // which the round-robin init fills in place because peer.data is set.
@@ -260,7 +260,7 @@ fn with_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
 
 /// `peer.get`.
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
-    guard(NGX_ERROR as ngx_int_t, || {
+    guard("get_peer", NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx passes the peer connection and the data set up by
         // init_peer (a PeerData, possibly via keepalive's wrapper).
         unsafe { get_peer_inner(&mut *pc, &mut *(data as *mut PeerData)) }
@@ -274,7 +274,7 @@ unsafe extern "C" fn free_peer(
     data: *mut c_void,
     state: ngx_uint_t,
 ) {
-    guard((), || {
+    guard("free_peer", (), || {
         // SAFETY: nginx passes the peer connection and the data set up by
         // init_peer; round robin's free expects that same data.
         unsafe {
@@ -293,26 +293,54 @@ unsafe extern "C" fn free_peer(
     })
 }
 
-/// # Safety
-/// `peers` is a live round-robin peer list.
-#[inline]
-unsafe fn wlock(peers: *mut ngx_http_upstream_rr_peers_t) {
-    // SAFETY: as ngx_http_upstream_rr_peers_wlock: lock only when shared.
-    unsafe {
-        if !(*peers).shpool.is_null() {
-            ngx_rwlock_wlock(&mut (*peers).rwlock);
+/// nginx's write lock on a peer list (`ngx_http_upstream_rr_peers_wlock`:
+/// taken only when the list is shared through a `zone`), released when the
+/// guard is dropped, so that no exit path (an early return, a panic caught
+/// by [`guard`]) leaves it held.
+struct PeersLock {
+    peers: *mut ngx_http_upstream_rr_peers_t,
+}
+
+impl PeersLock {
+    /// # Safety
+    /// `peers` is a live round-robin peer list that outlives the guard, not
+    /// already locked by this process.
+    #[inline]
+    unsafe fn write(peers: *mut ngx_http_upstream_rr_peers_t) -> PeersLock {
+        // SAFETY: as ngx_http_upstream_rr_peers_wlock: lock only when shared.
+        unsafe {
+            if !(*peers).shpool.is_null() {
+                ngx_rwlock_wlock(&mut (*peers).rwlock);
+            }
         }
+        PeersLock { peers }
+    }
+
+    /// The read lock (`ngx_http_upstream_rr_peers_rlock`), to walk the list.
+    ///
+    /// # Safety
+    /// As [`PeersLock::write`].
+    #[inline]
+    unsafe fn read(peers: *mut ngx_http_upstream_rr_peers_t) -> PeersLock {
+        // SAFETY: as ngx_http_upstream_rr_peers_rlock: lock only when shared.
+        unsafe {
+            if !(*peers).shpool.is_null() {
+                ngx_rwlock_rlock(&mut (*peers).rwlock);
+            }
+        }
+        PeersLock { peers }
     }
 }
 
-/// # Safety
-/// `peers` is a live peer list locked by `wlock`.
-#[inline]
-unsafe fn unlock(peers: *mut ngx_http_upstream_rr_peers_t) {
-    // SAFETY: pairs with wlock.
-    unsafe {
-        if !(*peers).shpool.is_null() {
-            ngx_rwlock_unlock(&mut (*peers).rwlock);
+impl Drop for PeersLock {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: pairs with `write` on the same live list (the guard does
+        // not outlive it, per `write`'s contract).
+        unsafe {
+            if !(*self.peers).shpool.is_null() {
+                ngx_rwlock_unlock(&mut (*self.peers).rwlock);
+            }
         }
     }
 }
@@ -377,15 +405,27 @@ unsafe fn round_robin(
         };
         let peers = dp.rrp.peers;
         let base = slot_base(dp, ups, peers);
-        let mut p = (*peers).peer;
-        let mut i = 0;
-        while !p.is_null() {
-            if p == dp.rrp.current {
-                dp.sent(shared, base + i);
-                break;
+        // round robin has released the list: walk it under the read lock
+        // (with `zone` + `resolve` other workers relink it); a peer removed
+        // meanwhile is not found and not counted, and its `free` counts
+        // nothing either
+        let slot = {
+            let _lock = PeersLock::read(peers);
+            let mut p = (*peers).peer;
+            let mut i = 0;
+            loop {
+                if p.is_null() {
+                    break None;
+                }
+                if p == dp.rrp.current {
+                    break Some(base + i);
+                }
+                p = (*p).next;
+                i += 1;
             }
-            p = (*p).next;
-            i += 1;
+        };
+        if let Some(slot) = slot {
+            dp.sent(shared, slot);
         }
         rc
     }
@@ -403,26 +443,22 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 &mut dp.rrp as *mut _ as *mut c_void,
             );
         };
-        let shared = ups.shared();
         let peers = dp.rrp.peers;
-        let usable = match shared {
-            Some(s) => s.usable(cached_now_ms()),
-            None => false,
+        let shared = match ups.shared() {
+            Some(s) if (*peers).single() == 0 && s.usable(cached_now_ms()) => s,
+            other => return round_robin(pc, dp, other),
         };
-        if (*peers).single() != 0 || !usable {
-            return round_robin(pc, dp, shared);
-        }
-        let shared = shared.unwrap_unchecked();
 
         pc.set_cached(0);
         pc.connection = ptr::null_mut();
         let now = ngx_time();
 
-        wlock(peers);
+        let mut lock = PeersLock::write(peers);
+        crate::util::fault("get_peer_locked");
 
         #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
         if !(*peers).config.is_null() && dp.rrp.config != *(*peers).config {
-            unlock(peers);
+            drop(lock);
             pc.name = (*peers).name;
             return NGX_BUSY as ngx_int_t;
         }
@@ -436,7 +472,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         if (*peers).number != limit {
             // the list changed under us (e.g. re-resolved servers): the
             // slots no longer match, let round robin decide
-            unlock(peers);
+            drop(lock);
             return round_robin(pc, dp, Some(shared));
         }
 
@@ -533,19 +569,19 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                 for k in 0..n {
                     *dp.rrp.tried.add(k) = 0;
                 }
-                unlock(peers);
+                drop(lock);
                 let rc = get_peer_inner(pc, dp);
                 if rc != NGX_BUSY as ngx_int_t {
                     return rc;
                 }
-                wlock(peers);
+                lock = PeersLock::write(peers);
             } else if guard_full {
                 // every peer is at its in-flight limit: nginx answers now
                 // (502, as when every server is at max_conns) rather than
                 // queue the request everywhere
                 shared.guard_reject();
             }
-            unlock(peers);
+            drop(lock);
             pc.name = (*peers).name;
             return NGX_BUSY as ngx_int_t;
         };
@@ -565,7 +601,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             b.refs += 1;
         }
         *dp.rrp.tried.add(i / bits) |= 1usize << (i % bits);
-        unlock(peers);
+        drop(lock);
         dp.sent(shared, base + i);
         NGX_OK as ngx_int_t
     }

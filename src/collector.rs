@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use dwepc_core::collector::{Collector, EndpointSpec, Host, Level, PeerSpec, Spec, UpstreamSpec};
 use dwepc_core::vsphere::client;
 use ngx::ffi::{
-    ngx_cycle_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ERR,
-    NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_cycle_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
+    NGX_PROCESS_WORKER,
 };
 
 use crate::config::MainState;
@@ -130,6 +131,47 @@ fn build_spec(main: &MainState) -> Option<Spec> {
     })
 }
 
+/// The collector thread's body: runs the collector until it stops; a panic
+/// inside it is logged at `[alert]` and the collector restarts from its
+/// spec (sessions anew, the shared zone as it is) after a back-off of 1 s,
+/// doubling up to a minute (back to 1 s after ten good minutes), so an upstream never goes stale silently.
+fn supervise(spec: Spec, host: NginxHost) {
+    crate::util::quiet_panics();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::util::fault("collector");
+            Collector::new(spec.clone(), &host).run();
+        }));
+        let Err(payload) = run else { return };
+        if started.elapsed() > Duration::from_secs(600) {
+            // it had been running well: a new fault, not a crash loop
+            backoff = Duration::from_secs(1);
+        }
+        let text = crate::util::panic_text(payload.as_ref());
+        // SAFETY: see `unsafe impl Send for NginxHost`.
+        unsafe {
+            crate::util::log(
+                NGX_LOG_ALERT,
+                host.log,
+                &format!(
+                    "dwepc: the collector thread panicked: {text}; restarting it in {} s",
+                    backoff.as_secs()
+                ),
+            )
+        };
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if host.stopping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
 /// Spawns `f` on a thread with every signal blocked.
 fn spawn_masked(f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: pthread_sigmask on the calling thread; the new thread
@@ -149,7 +191,7 @@ fn spawn_masked(f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle
 
 /// `init_process`.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard(NGX_OK as ngx_int_t, || {
+    guard("init_process", NGX_OK as ngx_int_t, || {
         // SAFETY: nginx passes the live cycle.
         unsafe { start(cycle) };
         NGX_OK as ngx_int_t
@@ -175,12 +217,7 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
             log: (*cycle).log,
             stop: stop.clone(),
         };
-        match spawn_masked(move || {
-            let host = host;
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Collector::new(spec, &host).run();
-            }));
-        }) {
+        match spawn_masked(move || supervise(spec, host)) {
             Ok(handle) => {
                 if let Ok(mut r) = RUNNING.lock() {
                     *r = Some(Running { stop, handle });
@@ -197,7 +234,7 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
 
 /// `exit_process`.
 pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    guard((), || {
+    guard("exit_process", (), || {
         let Some(run) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };

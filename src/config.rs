@@ -152,7 +152,7 @@ pub struct SrvConf {
 }
 
 unsafe extern "C" fn drop_box<T>(data: *mut c_void) {
-    guard((), || {
+    guard("drop_box", (), || {
         if !data.is_null() {
             // SAFETY: data was produced by Box::into_raw::<T> in pool_box and
             // this cleanup runs once, when the pool is destroyed.
@@ -241,7 +241,7 @@ unsafe fn upstream_state(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut Upstrea
 /// `create_main_conf`.
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: cf is the live configuration.
-    guard(ptr::null_mut(), || unsafe {
+    guard("create_main_conf", ptr::null_mut(), || unsafe {
         pool_box((*cf).pool, MainState::default()) as *mut c_void
     })
 }
@@ -249,7 +249,7 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 /// `create_srv_conf` (called for every server and upstream block).
 pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: zeroed SrvConf (null pointer) from the configuration pool.
-    guard(ptr::null_mut(), || unsafe {
+    guard("create_srv_conf", ptr::null_mut(), || unsafe {
         ngx_pcalloc((*cf).pool, core::mem::size_of::<SrvConf>())
     })
 }
@@ -258,7 +258,7 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 /// Runs after the upstream module's init_main_conf (this module is loaded
 /// after the built-in ones), so every upstream's peers are known.
 pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
-    guard(CONF_ERROR, || {
+    guard("init_main_conf", CONF_ERROR, || {
         // SAFETY: conf is our MainState.
         let main = unsafe { &mut *(conf as *mut MainState) };
         match resolve(main) {
@@ -354,7 +354,7 @@ pub unsafe extern "C" fn cmd_vsphere(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || {
+    guard("cmd_vsphere", CONF_ERROR, || {
         // SAFETY: cf is the live configuration, conf our MainState.
         unsafe {
             let Some(e) = parsed(cf, conf::parse_endpoint) else {
@@ -428,7 +428,7 @@ pub unsafe extern "C" fn cmd_dwepc(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || {
+    guard("cmd_dwepc", CONF_ERROR, || {
         // SAFETY: cf is the live configuration inside upstream{}, conf our SrvConf.
         unsafe {
             let Some(upstream_conf_args) = parsed(cf, conf::parse_upstream) else {
@@ -470,7 +470,7 @@ pub unsafe extern "C" fn cmd_node(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || {
+    guard("cmd_node", CONF_ERROR, || {
         // SAFETY: as in cmd_dwepc.
         unsafe {
             let Some(node) = parsed(cf, conf::parse_node) else {

@@ -21,7 +21,7 @@ pub unsafe extern "C" fn cmd_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || {
+    guard("cmd_status", CONF_ERROR, || {
         // SAFETY: in a location block cf->ctx is the location's http conf
         // ctx; the core module's loc conf is an ngx_http_core_loc_conf_t.
         unsafe {
@@ -115,10 +115,14 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: nginx passes a live request.
-        unsafe { handler_inner(r) }
-    })
+    guard(
+        "handler",
+        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        || {
+            // SAFETY: nginx passes a live request.
+            unsafe { handler_inner(r) }
+        },
+    )
 }
 
 /// # Safety

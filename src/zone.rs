@@ -97,7 +97,7 @@ unsafe fn add_words(
 }
 
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
-    guard(NGX_ERROR as ngx_int_t, || {
+    guard("init_zone", NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls this once per cycle with our zone (data set by
         // `add`) and, on reload with the same name and size, the previous
         // cycle's data (a ZoneCtx whose words live in this same mapping).

@@ -83,6 +83,7 @@ pub struct PeerSpec {
 }
 
 /// One upstream using dwepc.
+#[derive(Clone)]
 pub struct UpstreamSpec {
     pub name: String,
     pub conf: UpstreamConf,
@@ -93,12 +94,14 @@ pub struct UpstreamSpec {
 }
 
 /// One vSphere endpoint.
+#[derive(Clone)]
 pub struct EndpointSpec {
     pub name: String,
     pub client: client::Config,
 }
 
 /// Everything the collector thread works on.
+#[derive(Clone)]
 pub struct Spec {
     pub endpoints: Vec<EndpointSpec>,
     pub upstreams: Vec<UpstreamSpec>,

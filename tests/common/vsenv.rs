@@ -30,6 +30,11 @@ pub struct VsOpts {
     pub net_per_req: f64,
     /// Constant memory (KB) and network (KB/s) in the fed counters.
     pub flat_mem_net: (i64, i64),
+    /// The upstream has a `zone` (nginx's peer list in shared memory, under
+    /// its peer locks).
+    pub zone: bool,
+    /// Extra main-context directives (e.g. `env DWEPC_FAULT=...;`).
+    pub main_extra: String,
 }
 
 impl Default for VsOpts {
@@ -48,6 +53,8 @@ impl Default for VsOpts {
             password: None,
             net_per_req: 0.0,
             flat_mem_net: (524_288, 100),
+            zone: false,
+            main_extra: String::new(),
         }
     }
 }
@@ -116,11 +123,12 @@ impl VsEnv {
                 .map(|(i, b)| format!("dwepc_node {} vm={};\n", b.addr(), vm_name(i)))
                 .collect()
         };
+        let zone = if o.zone { "zone app 256k;\n" } else { "" };
         let text = conf(
-            &format!("worker_processes {};", o.workers),
+            &format!("worker_processes {};\n{}", o.workers, o.main_extra),
             &format!(
                 "dwepc_vsphere vc url={} user={} password_file={pw}{ca} {};\n\
-                 upstream app {{\n dwepc {};\n{servers}{nodes}}}\n\
+                 upstream app {{\n dwepc {};\n{zone}{servers}{nodes}}}\n\
                  server {{ listen 127.0.0.1:{port};\n\
                    location / {{ proxy_pass http://app; }}\n\
                    location = /dwepc {{ dwepc_status; }} }}",

@@ -105,19 +105,20 @@ fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
     if sa.is_null() {
         return None;
     }
-    // SAFETY: sa points at a sockaddr of the family it declares.
+    // SAFETY: sa points at a sockaddr of the family it declares, laid out
+    // as the C library's sockaddr_in / sockaddr_in6 for that family.
     unsafe {
-        match (*sa).sa_family as i32 {
-            libc_af::INET => {
-                let sin = sa as *const ngx::ffi::sockaddr_in;
+        match libc::c_int::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = sa as *const libc::sockaddr_in;
                 Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
                     u32::from_be((*sin).sin_addr.s_addr),
                 )))
             }
-            libc_af::INET6 => {
-                let sin6 = sa as *const ngx::ffi::sockaddr_in6;
+            libc::AF_INET6 => {
+                let sin6 = sa as *const libc::sockaddr_in6;
                 Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
-                    (*sin6).sin6_addr.__in6_u.__u6_addr8,
+                    (*sin6).sin6_addr.s6_addr,
                 )))
             }
             _ => None,
@@ -125,10 +126,6 @@ fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
     }
 }
 
-mod libc_af {
-    pub const INET: i32 = 2;
-    pub const INET6: i32 = 10;
-}
 
 /// `peer.init_upstream`: round robin, then our zone and peer metadata.
 pub unsafe extern "C" fn init_upstream(

@@ -60,10 +60,12 @@ unsafe fn add_words(
         let Some(mut name) = ngx_str_t::from_bytes((*cf).pool, name.as_bytes()) else {
             return ptr::null_mut();
         };
-        // 8 pages for the slab pool's own structures, plus our words; the
-        // exact size encodes the word count, so a reload with another peer
-        // count gets a fresh zone.
-        let size = 8 * 4096 + len * 8 + 4096;
+        // 8 pages for the slab pool's own structures, plus our words and a
+        // page of slack; the exact size encodes the word count, so a reload
+        // with another peer count gets a fresh zone. ngx_pagesize is set by
+        // ngx_os_init before any configuration is read.
+        let page = ngx::ffi::ngx_pagesize;
+        let size = 8 * page + len * 8 + page;
         let zone = ngx_shared_memory_add(
             cf,
             &mut name,

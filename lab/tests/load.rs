@@ -93,7 +93,7 @@ fn serve(s: TcpStream, st: &Stats) -> std::io::Result<()> {
         let body = vec![b'x'; len];
         let mut head = String::from("HTTP/1.1 200 OK\r\n");
         if path != "/none" {
-            head += if n % 2 == 0 {
+            head += if n.is_multiple_of(2) {
                 "X-Backend: a\r\n"
             } else {
                 "X-Backend: b\r\n"
@@ -107,7 +107,7 @@ fn serve(s: TcpStream, st: &Stats) -> std::io::Result<()> {
         if path == "/eof" {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
-        } else if n % 3 == 0 {
+        } else if n.is_multiple_of(3) {
             out.extend_from_slice(format!("Content-Length: {len}\r\n\r\n").as_bytes());
             out.extend_from_slice(&body);
         } else {

@@ -126,7 +126,6 @@ fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
     }
 }
 
-
 /// `peer.init_upstream`: round robin, then our zone and peer metadata.
 pub unsafe extern "C" fn init_upstream(
     cf: *mut ngx_conf_t,
@@ -389,7 +388,7 @@ fn slot_base(
 unsafe fn round_robin(
     pc: &mut ngx_peer_connection_t,
     dp: &mut PeerData,
-    shared: Option<Shared<'static>>,
+    shared: Option<Shared<'_>>,
 ) -> ngx_int_t {
     // SAFETY: dp.rrp is valid round-robin data for this request.
     unsafe {

@@ -35,6 +35,8 @@ static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 /// The worker's log, usable from the thread.
 struct NginxHost {
     log: *mut ngx_log_t,
+    /// The cycle the thread was started for (compared, never dereferenced).
+    cycle: *mut ngx_cycle_t,
     stop: Arc<AtomicBool>,
 }
 
@@ -62,6 +64,7 @@ impl Host for NginxHost {
             core::ptr::read_volatile(&raw const ngx_quit) != 0
                 || core::ptr::read_volatile(&raw const ngx_terminate) != 0
                 || core::ptr::read_volatile(&raw const ngx_exiting) != 0
+                || core::ptr::read_volatile(&raw const ngx::ffi::ngx_cycle) != self.cycle
         };
         flags || self.stop.load(Ordering::Relaxed)
     }
@@ -73,8 +76,11 @@ impl Host for NginxHost {
     }
 }
 
-fn build_spec(main: &MainState) -> Option<Spec> {
-    let lease = crate::zone::lease(main.lease_zone)?;
+/// What the collector works on, borrowing the cycle's zones.
+fn build_spec(main: &MainState) -> Option<Spec<'_>> {
+    // SAFETY: lease_zone is NULL or the zone added with this configuration;
+    // both live in the same cycle.
+    let lease = crate::zone::lease(unsafe { main.lease_zone.as_ref() }?)?;
     let endpoints = main
         .endpoints
         .iter()
@@ -207,14 +213,25 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
         if p != NGX_PROCESS_WORKER && p != NGX_PROCESS_SINGLE {
             return;
         }
-        let Some(main) = main_conf(cycle) else { return };
+        let Some(main) = main_conf(&*cycle) else {
+            return;
+        };
         let Some(spec) = build_spec(main) else { return };
         if spec.upstreams.iter().all(|u| u.endpoint.is_none()) {
             return;
         }
+        // SAFETY: the spec borrows this cycle's shared zones, and the
+        // thread must own it. A worker process never frees its cycle: the
+        // zones stay mapped until the process exits, and exit_process asks
+        // the thread to stop first. In single-process mode (`master_process
+        // off`, for debugging) a reload makes a new cycle in this process;
+        // the thread stops when it sees ngx_cycle change (NginxHost), and
+        // nginx keeps a zone whose name and size stay the same.
+        let spec = std::mem::transmute::<Spec<'_>, Spec<'static>>(spec);
         let stop = Arc::new(AtomicBool::new(false));
         let host = NginxHost {
             log: (*cycle).log,
+            cycle,
             stop: stop.clone(),
         };
         match spawn_masked(move || supervise(spec, host)) {
@@ -253,11 +270,11 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
 ///
 /// # Safety
 /// `cycle` must be a live cycle with an http block (or none).
-pub unsafe fn main_conf(cycle: *mut ngx_cycle_t) -> Option<&'static MainState> {
+pub unsafe fn main_conf(cycle: &ngx_cycle_t) -> Option<&MainState> {
     // SAFETY: conf_ctx[ngx_http_module.index] is the http conf ctx (or NULL
     // without an http block); main_conf holds our MainState.
     unsafe {
-        let ctx = *(*cycle).conf_ctx.add(ngx::ffi::ngx_http_module.index)
+        let ctx = *cycle.conf_ctx.add(ngx::ffi::ngx_http_module.index)
             as *mut ngx::ffi::ngx_http_conf_ctx_t;
         if ctx.is_null() {
             return None;

@@ -111,8 +111,12 @@ pub struct UpstreamState {
 
 impl UpstreamState {
     /// The shared view of this upstream's zone, once the zone exists.
-    pub fn shared(&self) -> Option<dwepc_core::shared::Shared<'static>> {
-        crate::zone::view(self.zone, self.peers.len())
+    pub fn shared(&self) -> Option<dwepc_core::shared::Shared<'_>> {
+        // SAFETY: `zone` is NULL or the zone added for this upstream while
+        // parsing the configuration this state belongs to: both live in
+        // that cycle (its pool and its shared memory list).
+        let zone = unsafe { self.zone.as_ref() }?;
+        crate::zone::view(zone, self.peers.len())
     }
 }
 

@@ -118,7 +118,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
                 ctx.words = p as *mut AtomicU64;
             }
             if ctx.n != 0 {
-                let Some(view) = view(zone, ctx.n) else {
+                let Some(view) = view(&*zone, ctx.n) else {
                     return NGX_ERROR as ngx_int_t;
                 };
                 view.init(ctx.hash);
@@ -128,17 +128,15 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     })
 }
 
-/// The words of a zone (None before the zone is initialised).
-fn words(zone: *mut ngx_shm_zone_t) -> Option<(&'static [AtomicU64], usize)> {
-    if zone.is_null() {
-        return None;
-    }
+/// The words of a zone (None before the zone is initialised), borrowed
+/// for as long as the zone itself (the cycle's life).
+fn words(zone: &ngx_shm_zone_t) -> Option<(&[AtomicU64], usize)> {
     // SAFETY: zone->data is our ZoneCtx; once init ran, words points at
-    // `len` zero-initialised u64s in shared memory that stays mapped for the
-    // life of this process's cycle. AtomicU64 has the layout of u64, and the
-    // slab allocation is 8-byte aligned.
+    // `len` zero-initialised u64s in shared memory that stays mapped as
+    // long as the zone is part of the cycle. AtomicU64 has the layout of
+    // u64, and the slab allocation is 8-byte aligned.
     unsafe {
-        let ctx = (*zone).data as *const ZoneCtx;
+        let ctx = zone.data as *const ZoneCtx;
         if ctx.is_null() || (*ctx).words.is_null() {
             return None;
         }
@@ -150,7 +148,7 @@ fn words(zone: *mut ngx_shm_zone_t) -> Option<(&'static [AtomicU64], usize)> {
 }
 
 /// The shared view of an upstream zone of `n` peers.
-pub fn view(zone: *mut ngx_shm_zone_t, n: usize) -> Option<Shared<'static>> {
+pub fn view(zone: &ngx_shm_zone_t, n: usize) -> Option<Shared<'_>> {
     let (w, zn) = words(zone)?;
     if zn != n {
         return None;
@@ -159,6 +157,6 @@ pub fn view(zone: *mut ngx_shm_zone_t, n: usize) -> Option<Shared<'static>> {
 }
 
 /// The lease of the lease zone.
-pub fn lease(zone: *mut ngx_shm_zone_t) -> Option<shared::Lease<'static>> {
+pub fn lease(zone: &ngx_shm_zone_t) -> Option<shared::Lease<'_>> {
     shared::Lease::new(words(zone)?.0)
 }

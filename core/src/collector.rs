@@ -82,15 +82,16 @@ pub struct PeerSpec {
     pub accounting: Accounting,
 }
 
-/// One upstream using dwepc.
+/// One upstream using dwepc; `'z` is the life of its shared zone (in
+/// nginx, the cycle's).
 #[derive(Clone)]
-pub struct UpstreamSpec {
+pub struct UpstreamSpec<'z> {
     pub name: String,
     pub conf: UpstreamConf,
     /// Index into `Spec::endpoints`; None = no counters.
     pub endpoint: Option<usize>,
     pub peers: Vec<PeerSpec>,
-    pub shared: Shared<'static>,
+    pub shared: Shared<'z>,
 }
 
 /// One vSphere endpoint.
@@ -100,12 +101,13 @@ pub struct EndpointSpec {
     pub client: client::Config,
 }
 
-/// Everything the collector thread works on.
+/// Everything the collector thread works on; `'z` is the life of the
+/// shared zones it writes (in nginx, the cycle's).
 #[derive(Clone)]
-pub struct Spec {
+pub struct Spec<'z> {
     pub endpoints: Vec<EndpointSpec>,
-    pub upstreams: Vec<UpstreamSpec>,
-    pub lease: Lease<'static>,
+    pub upstreams: Vec<UpstreamSpec<'z>>,
+    pub lease: Lease<'z>,
     /// This process.
     pub pid: u64,
 }
@@ -151,8 +153,8 @@ struct EpRun {
 }
 
 /// The collector state machine; `tick` is called every ~100 ms.
-pub struct Collector<'h> {
-    spec: Spec,
+pub struct Collector<'z, 'h> {
+    spec: Spec<'z>,
     host: &'h dyn Host,
     ups: Vec<UpRun>,
     eps: Vec<EpRun>,
@@ -201,9 +203,9 @@ fn reason_text(r: Reason) -> &'static str {
     }
 }
 
-impl<'h> Collector<'h> {
+impl<'z, 'h> Collector<'z, 'h> {
     /// Sets up per-upstream models and per-endpoint state.
-    pub fn new(spec: Spec, host: &'h dyn Host) -> Collector<'h> {
+    pub fn new(spec: Spec<'z>, host: &'h dyn Host) -> Collector<'z, 'h> {
         let ups = spec
             .upstreams
             .iter()

@@ -10,7 +10,6 @@ pub mod collector;
 pub mod conf;
 pub mod counts;
 pub mod linalg;
-pub mod metrics;
 pub mod shared;
 pub mod shares;
 pub mod status;

@@ -8,6 +8,7 @@ pub mod hold;
 pub mod http;
 pub mod load;
 pub mod matrix;
+pub mod metrics;
 pub mod nginx;
 pub mod overhead;
 pub mod procs;

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dwepc_core::metrics::{balance, max_ratio_over_target, quantile, settle_time, smooth, Balance};
+use crate::metrics::{balance, max_ratio_over_target, quantile, settle_time, smooth, Balance};
 use serde_json::{json, Value};
 
 use crate::hold::{machine_busy_pct, machine_cpu, BackgroundJob};

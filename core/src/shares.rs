@@ -939,6 +939,17 @@ mod tests {
         }
     }
 
+    /// A model of the lab's cluster moving `step` of the way per sample.
+    fn stepping(step: f64) -> Model {
+        Model::new(
+            Params {
+                step,
+                ..Params::default()
+            },
+            lab_nodes(),
+        )
+    }
+
     /// The lab's cluster: CPU 2..10 GHz, network 4/8/4/16/2 MB/s.
     fn lab_nodes() -> Vec<Node> {
         vec![
@@ -1051,13 +1062,7 @@ mod tests {
 
     #[test]
     fn background_is_explained_and_avoided() {
-        let mut m = Model::new(
-            Params {
-                step: 1.0,
-                ..Params::default()
-            },
-            lab_nodes(),
-        );
+        let mut m = stepping(1.0);
         let cost = [100.0, 0.0, 1.0, 0.0];
         let mut bg = no_bg(5);
         bg[4][0] = 4000.0; // a batch job takes 40 % of vm5
@@ -1095,13 +1100,7 @@ mod tests {
         // summed over 4 vCPUs
         let g = ready_factor(4000.0, 8000.0, 40_000.0, 20.0, 4.0);
         assert!((g - 0.5).abs() < 1e-12);
-        let mut m = Model::new(
-            Params {
-                step: 1.0,
-                ..Params::default()
-            },
-            lab_nodes(),
-        );
+        let mut m = stepping(1.0);
         let cost = [100.0, 0.0, 1.0, 0.0];
         let rate = half_load();
         let mut s = sample(1, &rate, cost, &no_bg(5));
@@ -1166,13 +1165,7 @@ mod tests {
 
     #[test]
     fn moves_gradually() {
-        let mut m = Model::new(
-            Params {
-                step: 0.5,
-                ..Params::default()
-            },
-            lab_nodes(),
-        );
+        let mut m = stepping(0.5);
         let cost = [100.0, 0.0, 1.0, 0.0];
         let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
@@ -1217,13 +1210,7 @@ mod tests {
 
     #[test]
     fn a_failing_node_keeps_only_the_floor() {
-        let mut m = Model::new(
-            Params {
-                step: 1.0,
-                ..Params::default()
-            },
-            lab_nodes(),
-        );
+        let mut m = stepping(1.0);
         let cost = [100.0, 0.0, 1.0, 0.0];
         let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));

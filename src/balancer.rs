@@ -245,7 +245,7 @@ fn with_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
     RNG.with(|c| {
         let mut seed = c.get();
         if seed == 0 {
-            seed = (std::process::id() as u64) << 32 ^ crate::util::now_ms();
+            seed = (std::process::id() as u64) << 32 ^ dwepc_core::collector::now_ms();
         }
         let mut rng = Rng::new(seed);
         let out = f(&mut rng);
@@ -513,9 +513,8 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
                         return;
                     }
                     if let Some(cell) = ups.tie_weights.get(base + i) {
-                        let before = tie.winner().map(|w| w.0);
                         cell.set(tie.offer(i, share, cell.get()));
-                        if tie.winner().map(|w| w.0) != before {
+                        if tie.leader() == Some(i) {
                             tie_peer = peer;
                         }
                     }

@@ -140,7 +140,8 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
 /// The collector thread's body: runs the collector until it stops; a panic
 /// inside it is logged at `[alert]` and the collector restarts from its
 /// spec (sessions anew, the shared zone as it is) after a back-off of 1 s,
-/// doubling up to a minute (back to 1 s after ten good minutes), so an upstream never goes stale silently.
+/// doubling up to a minute (back to 1 s after ten good minutes), so an
+/// upstream never goes stale silently.
 fn supervise(spec: Spec, host: NginxHost) {
     crate::util::quiet_panics();
     let mut backoff = Duration::from_secs(1);

@@ -116,7 +116,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(
-        "handler",
+        "status_handler",
         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         || {
             // SAFETY: nginx passes a live request.

@@ -4,7 +4,7 @@
 use core::ffi::c_char;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, Once, OnceLock};
 
 use ngx::ffi::{
     ngx_cached_time, ngx_conf_t, ngx_log_error_core, ngx_log_t, ngx_str_t, ngx_uint_t,
@@ -80,7 +80,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn report_panic(name: &'static str, payload: &(dyn std::any::Any + Send)) {
     static SEEN: Mutex<Vec<(&'static str, u64, u64)>> = Mutex::new(Vec::new());
     let text = panic_text(payload);
-    let now = now_ms();
+    let now = dwepc_core::collector::now_ms();
     let line = {
         let Ok(mut seen) = SEEN.lock() else { return };
         match seen.iter_mut().find(|e| e.0 == name) {
@@ -125,11 +125,15 @@ pub fn report_panic(name: &'static str, payload: &(dyn std::any::Any + Send)) {
 pub fn fault(point: &'static str) {
     #[cfg(debug_assertions)]
     {
+        // read once: no allocation or lock on the request path after that
+        static LISTED: OnceLock<Vec<String>> = OnceLock::new();
         static FIRED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-        let listed = std::env::var("DWEPC_FAULT")
-            .map(|v| v.split(',').any(|p| p.trim() == point))
-            .unwrap_or(false);
-        if listed {
+        let listed = LISTED.get_or_init(|| {
+            std::env::var("DWEPC_FAULT")
+                .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+                .unwrap_or_default()
+        });
+        if listed.iter().any(|p| p == point) {
             let first = FIRED
                 .lock()
                 .map(|mut f| {
@@ -223,12 +227,4 @@ pub fn cached_now_ms() -> u64 {
         }
         ((*t).sec as u64) * 1000 + (*t).msec as u64
     }
-}
-
-/// Wall-clock milliseconds (system call; for the collector thread).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

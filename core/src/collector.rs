@@ -370,9 +370,13 @@ impl<'z, 'h> Collector<'z, 'h> {
     pub fn tick(&mut self, now: u64) {
         if now >= self.next_snap {
             for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
-                run.history.record(now, &u.shared.totals());
-                run.done_history.record(now, &u.shared.dones());
-                run.failed_history.record(now, &u.shared.all_failures());
+                // what the mode's model pairs with sample periods
+                if run.shares.is_some() {
+                    run.done_history.record(now, &u.shared.dones());
+                    run.failed_history.record(now, &u.shared.all_failures());
+                } else {
+                    run.history.record(now, &u.shared.totals());
+                }
             }
             self.next_snap = now + self.snap_ms;
         }
@@ -685,12 +689,12 @@ impl<'z, 'h> Collector<'z, 'h> {
                         },
                     );
                 }
-                u.shared.set_peer_info(
-                    i,
-                    run.model.capacity(i),
-                    run.model.headroom(i),
-                    run.model.has_counters(i),
-                );
+                let (headroom, has_counters) = match &run.shares {
+                    Some(sm) => ([f64::NAN; R], sm.has_counters(i)),
+                    None => (run.model.headroom(i), run.model.has_counters(i)),
+                };
+                u.shared
+                    .set_peer_info(i, run.model.capacity(i), headroom, has_counters);
                 let is_unmapped = found.is_none();
                 if run.unmapped[i] != Some(is_unmapped) {
                     let how = match &p.vm {
@@ -782,37 +786,37 @@ impl<'z, 'h> Collector<'z, 'h> {
                 .collect();
             let end = (ts as i64 - skew_ms).max(0) as u64;
             let period = iv as u64 * 1000;
-            let requests = run.history.between(end.saturating_sub(period), end);
-            if let Some(sm) = &mut run.shares {
-                let ready_ms: Vec<f64> = run
-                    .vm
-                    .iter()
-                    .map(|v| {
-                        let m = v.as_ref().and_then(|v| by_vm.get(v.as_str()))?;
-                        let pos = m.samples.iter().position(|s| s.0 == ts)?;
-                        m.value(ready?, pos).map(|x| x as f64)
+            // shares mode feeds its own model only; the paper model keeps
+            // the capacities
+            let pushed = match &mut run.shares {
+                Some(sm) => {
+                    let ready_ms: Vec<f64> = run
+                        .vm
+                        .iter()
+                        .map(|v| {
+                            let m = v.as_ref().and_then(|v| by_vm.get(v.as_str()))?;
+                            let pos = m.samples.iter().position(|s| s.0 == ts)?;
+                            m.value(ready?, pos).map(|x| x as f64)
+                        })
+                        .map(|x| x.unwrap_or(f64::NAN))
+                        .collect();
+                    sm.push(shares::Sample {
+                        end_ms: end,
+                        period_ms: period,
+                        usage,
+                        ready_ms,
+                        done: run.done_history.between(end.saturating_sub(period), end),
+                        failed: run.failed_history.between(end.saturating_sub(period), end),
                     })
-                    .map(|x| x.unwrap_or(f64::NAN))
-                    .collect();
-                if sm.push(shares::Sample {
+                }
+                None => run.model.push(Sample {
                     end_ms: end,
                     period_ms: period,
-                    usage: usage.clone(),
-                    ready_ms,
-                    done: run.done_history.between(end.saturating_sub(period), end),
-                    failed: run.failed_history.between(end.saturating_sub(period), end),
-                }) {
-                    added = true;
-                }
-            }
-            if run.model.push(Sample {
-                end_ms: end,
-                period_ms: period,
-                usage,
-                requests,
-            }) {
-                added = true;
-            }
+                    usage,
+                    requests: run.history.between(end.saturating_sub(period), end),
+                }),
+            };
+            added |= pushed;
             run.newest_ts = run.newest_ts.max(ts);
         }
         if !added {

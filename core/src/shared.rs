@@ -270,8 +270,7 @@ impl<'a> Shared<'a> {
     /// worker).
     #[inline]
     pub fn in_flight(&self, i: usize) -> u64 {
-        let done = self.p(i, P_DONE).load(Relaxed);
-        self.p(i, P_TOTAL).load(Relaxed).saturating_sub(done)
+        self.pick_view(i).0
     }
 
     /// What the shares pick reads of peer `i`: requests in flight, the

@@ -259,11 +259,6 @@ impl Model {
         self.nodes.is_empty()
     }
 
-    /// Parameters in force.
-    pub fn params(&self) -> Params {
-        self.params
-    }
-
     /// Replaces node `i`'s facts (capacity, vCPUs after an inventory read).
     pub fn set_node(&mut self, i: usize, node: Node) {
         if i < self.nodes.len() {
@@ -321,11 +316,6 @@ impl Model {
         self.window.back().map(|s| s.end_ms)
     }
 
-    /// Outcome of the last update.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
     /// Cost of one request per resource (MHz·s, –, KB, KB; memory has
     /// none), NaN where unknown; `None` before the first estimate.
     pub fn cost(&self) -> Option<Res> {
@@ -364,11 +354,6 @@ impl Model {
         } else {
             None
         }
-    }
-
-    /// Shares kept (also while not active), to resume from.
-    pub fn kept_shares(&self) -> Option<&[f64]> {
-        self.shares.as_deref()
     }
 
     /// True if node `i` has a finite usage value in the newest sample.
@@ -418,7 +403,7 @@ impl Model {
                 f > 0.0 && ok == 0.0
             })
             .collect();
-        self.down = down.clone();
+        self.down.clone_from(&down);
         let secs = newest.period_ms as f64 / 1000.0;
         let rate: Vec<f64> = match &newest.done {
             Some(d) => d.iter().map(|x| x / secs).collect(),
@@ -450,13 +435,10 @@ impl Model {
         }
         let x_total = self.rate.unwrap_or(0.0);
         // per group: primaries, backups
+        let groups = self.groups();
         let mut target = vec![0.0; n];
-        for backup in [false, true] {
-            let members: Vec<usize> = (0..n).filter(|&i| self.nodes[i].backup == backup).collect();
-            if members.is_empty() {
-                continue;
-            }
-            let t = self.group_target(&members, &counted, &down, &cost, x_total);
+        for members in groups.iter().filter(|m| !m.is_empty()) {
+            let t = self.group_target(members, &counted, &down, &cost, x_total);
             for (k, &i) in members.iter().enumerate() {
                 target[i] = t[k];
             }
@@ -473,16 +455,11 @@ impl Model {
                     .map(|(s, t)| s + a * (t - s))
                     .collect();
                 // keep each group summing to exactly 1
-                for backup in [false, true] {
-                    let sum: f64 = (0..n)
-                        .filter(|&i| self.nodes[i].backup == backup)
-                        .map(|i| out[i])
-                        .sum();
+                for members in &groups {
+                    let sum: f64 = members.iter().map(|&i| out[i]).sum();
                     if sum > 0.0 {
-                        for i in 0..n {
-                            if self.nodes[i].backup == backup {
-                                out[i] /= sum;
-                            }
+                        for &i in members {
+                            out[i] /= sum;
                         }
                     }
                 }
@@ -493,6 +470,15 @@ impl Model {
         self.target = Some(target);
         self.shares = Some(shares);
         State::Active
+    }
+
+    /// The nodes of each group: primaries, then backups.
+    fn groups(&self) -> [Vec<usize>; 2] {
+        [false, true].map(|backup| {
+            (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].backup == backup)
+                .collect()
+        })
     }
 
     /// Target shares of one group (`members`), summing to 1.
@@ -622,8 +608,7 @@ impl Model {
             return vec![0; n];
         }
         let mut out = vec![0; n];
-        for backup in [false, true] {
-            let members: Vec<usize> = (0..n).filter(|&i| self.nodes[i].backup == backup).collect();
+        for members in self.groups() {
             let vcpus: f64 = members
                 .iter()
                 .map(|&i| {
@@ -636,7 +621,7 @@ impl Model {
                 })
                 .sum();
             let total = self.params.inflight_per_vcpu * vcpus;
-            for &i in &members {
+            for i in members {
                 out[i] = ((total * s[i]).round() as u64).max(1);
             }
         }
@@ -915,6 +900,12 @@ impl SmoothTie {
             self.best_current = c;
         }
         c
+    }
+
+    /// The tied peer leading so far (the one offered last, if it just
+    /// took the lead).
+    pub fn leader(&self) -> Option<usize> {
+        self.best
     }
 
     /// The winner and the current weight it must be set to.

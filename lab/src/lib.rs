@@ -40,13 +40,8 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
-/// Wall-clock milliseconds since the epoch.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Wall-clock milliseconds since the epoch (the module's own clock).
+pub use dwepc_core::collector::now_ms as wall_ms;
 
 /// Now as an RFC 3339 UTC timestamp with whole seconds.
 pub fn now_rfc3339() -> String {

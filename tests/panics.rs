@@ -15,6 +15,13 @@ fn active(st: &serde_json::Value) -> bool {
     st["balancing"] == "dwepc"
 }
 
+/// The `[alert]` lines of `log` that contain `needle`.
+fn alerts<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains("[alert]") && l.contains(needle))
+        .collect()
+}
+
 /// A panic in `get` while nginx's write lock on a shared (`zone`) peer
 /// list is held: the request fails, the lock is released (before the fix
 /// the next pick spun on it forever and the worker stopped answering), and
@@ -52,10 +59,7 @@ fn panic_under_the_peer_lock_releases_it() {
         t0.elapsed()
     );
     let log = env.nginx.error_log();
-    let alerts: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("[alert]") && l.contains("dwepc: panic in get_peer"))
-        .collect();
+    let alerts = alerts(&log, "dwepc: panic in get_peer");
     assert_eq!(alerts.len(), 1, "{log}");
     assert!(
         alerts[0].contains("dwepc fault injection: get_peer_locked at src/balancer.rs:"),
@@ -85,10 +89,7 @@ fn collector_panic_is_logged_and_it_restarts() {
         active,
     );
     let log = env.nginx.error_log();
-    let alerts: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("[alert]") && l.contains("the collector thread panicked"))
-        .collect();
+    let alerts = alerts(&log, "the collector thread panicked");
     assert_eq!(alerts.len(), 1, "{log}");
     assert!(
         alerts[0].contains("dwepc fault injection: collector at src/collector.rs:")

@@ -14,22 +14,26 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::cell::Cell;
+use std::cell::{Cell, RefMut};
+use std::net::SocketAddr;
 
 use dwepc_core::algo::{Argmax, Rng};
-use dwepc_core::conf::{Mode, Pick};
-use dwepc_core::shared::{names_hash, Shared};
+use dwepc_core::conf::{match_nodes, Mode, Pick};
+use dwepc_core::shared::{names_hash, Shared, SPARE_SLOTS};
 use dwepc_core::shares::{LeastShare, SmoothTie};
+use dwepc_core::slots::{ListPeer, SlotKind, SlotMap};
 use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
-    ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin_peer,
-    ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_rlock,
-    ngx_rwlock_unlock, ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG,
-    NGX_OK, NGX_PEER_FAILED,
+    ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin,
+    ngx_http_upstream_init_round_robin_peer, ngx_http_upstream_rr_peer_data_t,
+    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
+    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_rwlock_rlock, ngx_rwlock_unlock,
+    ngx_rwlock_wlock, ngx_time, ngx_uint_t, NGX_BUSY, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    NGX_PEER_FAILED,
 };
 
-use crate::config::{PeerMeta, SrvConf, UpstreamState};
+use crate::module::upstream_state;
+use crate::state::{PeerMeta, Servers, UpstreamState};
 use crate::util::{cached_now_ms, guard, log, ngx_str};
 
 /// Per-request data: round robin's first, so its free/set_session/
@@ -61,47 +65,66 @@ impl PeerData {
     }
 }
 
-/// Our upstream state from the upstream's srv_conf array.
+/// Our upstream state from the upstream's configuration (NULL: none).
 ///
 /// # Safety
 /// `us` must be a valid upstream configuration.
-unsafe fn state_of(us: *mut ngx_http_upstream_srv_conf_t) -> *mut UpstreamState {
-    // SAFETY: every upstream has a srv_conf slot for every http module;
-    // ours holds a SrvConf.
-    unsafe {
-        let sc = *(*us).srv_conf.add(crate::ngx_http_dwepc_module.ctx_index) as *mut SrvConf;
-        if sc.is_null() {
-            ptr::null_mut()
-        } else {
-            (*sc).ups
-        }
-    }
+unsafe fn state_of(us: *mut ngx_http_upstream_srv_conf_t) -> *const UpstreamState {
+    // SAFETY: forwarded from the caller.
+    unsafe { us.as_ref() }
+        .and_then(upstream_state)
+        .map_or(ptr::null(), |u| u as *const UpstreamState)
 }
 
+/// The slots of one peer list: its peers at configuration (a fixed slot
+/// each), then [`SPARE_SLOTS`] spares per `resolve` server of the list.
 fn peers_meta(peers: *mut ngx_http_upstream_rr_peers_t, backup: bool, out: &mut Vec<PeerMeta>) {
     if peers.is_null() {
         return;
     }
-    // SAFETY: at init_upstream time the round-robin peer list is a valid,
-    // NULL-terminated list in the configuration pool.
+    // SAFETY: at init_upstream time the round-robin peer lists (the peers
+    // and the `resolve` templates) are valid, NULL-terminated lists in the
+    // configuration pool.
     unsafe {
         let mut p = (*peers).peer;
         while !p.is_null() {
-            let ip = sockaddr_ip((*p).sockaddr);
+            let (name, server) = (ngx_str(&(*p).name), ngx_str(&(*p).server));
             out.push(PeerMeta {
-                name: ngx_str(&(*p).name),
-                server: ngx_str(&(*p).server),
+                kind: SlotKind::fixed(&server, &name),
+                ip: sockaddr_addr((*p).sockaddr).map(|a| a.ip()),
+                name,
+                server,
                 backup,
                 weight: (*p).weight as f64,
-                ip,
                 node: None,
             });
             p = (*p).next;
         }
+        #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
+        {
+            let mut t = (*peers).resolve;
+            while !t.is_null() {
+                let server = ngx_str(&(*t).server);
+                for _ in 0..SPARE_SLOTS {
+                    out.push(PeerMeta {
+                        kind: SlotKind::Spare {
+                            server: server.clone(),
+                        },
+                        name: server.clone(),
+                        server: server.clone(),
+                        backup,
+                        weight: (*t).weight as f64,
+                        ip: None,
+                        node: None,
+                    });
+                }
+                t = (*t).next;
+            }
+        }
     }
 }
 
-fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
+fn sockaddr_addr(sa: *const ngx::ffi::sockaddr) -> Option<SocketAddr> {
     if sa.is_null() {
         return None;
     }
@@ -110,16 +133,14 @@ fn sockaddr_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
     unsafe {
         match libc::c_int::from((*sa).sa_family) {
             libc::AF_INET => {
-                let sin = sa as *const libc::sockaddr_in;
-                Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                    u32::from_be((*sin).sin_addr.s_addr),
-                )))
+                let sin = &*(sa as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
             }
             libc::AF_INET6 => {
-                let sin6 = sa as *const libc::sockaddr_in6;
-                Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
-                    (*sin6).sin6_addr.s6_addr,
-                )))
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
             }
             _ => None,
         }
@@ -145,15 +166,13 @@ unsafe fn init_upstream_inner(
 ) -> ngx_int_t {
     // SAFETY: see init_upstream.
     unsafe {
-        let init_rr = crate::config::round_robin_init().unwrap();
-        if init_rr(cf, us) != NGX_OK as ngx_int_t {
+        if ngx_http_upstream_init_round_robin(cf, us) != NGX_OK as ngx_int_t {
             return NGX_ERROR as ngx_int_t;
         }
-        let ups = state_of(us);
-        if ups.is_null() {
+        let Some(ups) = state_of(us).as_ref() else {
             return NGX_ERROR as ngx_int_t;
-        }
-        let ups = &mut *ups;
+        };
+        let name = &ups.parsed.name;
         let peers = (*us).peer.data as *mut ngx_http_upstream_rr_peers_t;
         let mut meta = Vec::new();
         peers_meta(peers, false, &mut meta);
@@ -162,46 +181,51 @@ unsafe fn init_upstream_inner(
             peers_meta((*peers).next, true, &mut meta);
         }
         // dwepc_node lines must name a server of this upstream
-        for (k, node) in ups.nodes.iter().enumerate() {
-            let mut found = false;
-            for p in meta.iter_mut() {
-                if p.name == node.conf.address || p.server == node.conf.address {
-                    p.node = Some(k);
-                    found = true;
-                }
-            }
-            if !found {
+        let nodes: Vec<&str> = ups
+            .parsed
+            .nodes
+            .iter()
+            .map(|n| n.conf.address.as_str())
+            .collect();
+        let servers: Vec<(&str, &str)> = meta
+            .iter()
+            .map(|p| (p.name.as_str(), p.server.as_str()))
+            .collect();
+        let matched = match match_nodes(&nodes, &servers) {
+            Ok(m) => m,
+            Err(k) => {
+                let node = &ups.parsed.nodes[k];
                 log(
                     NGX_LOG_EMERG,
                     (*cf).log,
                     &format!(
-                        "\"dwepc_node {}\" matches no server of upstream \"{}\" in {}",
+                        "\"dwepc_node {}\" matches no server of upstream \"{name}\" in {}",
                         node.conf.address,
-                        ups.name,
                         node.origin.at()
                     ),
                 );
                 return NGX_ERROR as ngx_int_t;
             }
+        };
+        for (p, node) in meta.iter_mut().zip(matched) {
+            p.node = node;
         }
         let hash = names_hash(meta.iter().map(|p| p.name.as_str()));
-        let zone = crate::zone::add(cf, &ups.name, meta.len(), hash);
+        let zone = crate::zone::add(cf, name, meta.len(), hash);
         if zone.is_null() {
             log(
                 NGX_LOG_EMERG,
                 (*cf).log,
                 &format!(
-                    "cannot add shared memory zone for dwepc upstream \"{}\" in {}",
-                    ups.name,
-                    ups.origin.at()
+                    "cannot add shared memory zone for dwepc upstream \"{name}\" in {}",
+                    ups.parsed.origin.at()
                 ),
             );
             return NGX_ERROR as ngx_int_t;
         }
-        ups.zone = zone;
-        ups.tie_weights = vec![Cell::new(0); meta.len()];
-        ups.peers = meta;
-        ups.n_primary = n_primary;
+        if !ups.set_servers(Servers::new(meta, n_primary, zone)) {
+            return NGX_ERROR as ngx_int_t;
+        }
         (*us).peer.init = Some(init_peer);
         NGX_OK as ngx_int_t
     }
@@ -276,7 +300,7 @@ unsafe extern "C" fn free_peer(
         unsafe {
             let dp = &mut *(data as *mut PeerData);
             if dp.slot != NO_SLOT {
-                if let Some(shared) = dp.ups.as_ref().and_then(|u| u.shared()) {
+                if let Some(shared) = dp.ups.as_ref().and_then(crate::zone::of) {
                     if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
                         shared.failed(dp.slot, dp.epoch);
                     }
@@ -367,18 +391,71 @@ unsafe fn each_eligible(
     }
 }
 
-/// Slot of the first peer of `peers` in the shared arrays.
+/// Version of a peer list: nginx's `*peers->config`, which changes with
+/// every peer `resolve` adds or removes; 0 for a list without `zone`,
+/// which never changes.
+///
+/// # Safety
+/// `peers` is a live round-robin peer list, locked as nginx requires.
 #[inline]
-fn slot_base(
-    dp: &PeerData,
-    ups: &UpstreamState,
-    peers: *mut ngx_http_upstream_rr_peers_t,
-) -> usize {
-    if peers == dp.primary {
-        0
-    } else {
-        ups.n_primary
+unsafe fn list_version(peers: *mut ngx_http_upstream_rr_peers_t) -> u64 {
+    #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
+    // SAFETY: config is NULL or a word in the upstream's shared zone.
+    unsafe {
+        if !(*peers).config.is_null() {
+            return *(*peers).config as u64;
+        }
     }
+    let _ = peers;
+    0
+}
+
+/// The slot map of `peers` (the request's primary or backup list),
+/// rebuilt first if the list changed since this worker last built it.
+///
+/// # Safety
+/// `peers` is `dp.primary` or its backup list, locked as nginx requires.
+unsafe fn slot_map<'u>(
+    ups: &'u Servers,
+    dp: &PeerData,
+    peers: *mut ngx_http_upstream_rr_peers_t,
+    shared: Shared<'_>,
+) -> RefMut<'u, SlotMap> {
+    let backup = peers != dp.primary;
+    let mut map = ups.slot_maps[usize::from(backup)].borrow_mut();
+    // SAFETY: forwarded from the caller.
+    let version = unsafe { list_version(peers) };
+    if !map.is_current(version) {
+        let mut list = Vec::new();
+        // SAFETY: the caller holds the list; every `next` is a live peer or
+        // NULL.
+        unsafe {
+            let mut p = (*peers).peer;
+            while !p.is_null() {
+                list.push((
+                    ngx_str(&(*p).server),
+                    ngx_str(&(*p).name),
+                    sockaddr_addr((*p).sockaddr),
+                ));
+                p = (*p).next;
+            }
+        }
+        let list: Vec<ListPeer<'_>> = list
+            .iter()
+            .map(|(server, name, addr)| ListPeer {
+                server,
+                name,
+                addr: *addr,
+            })
+            .collect();
+        let range = if backup {
+            ups.n_primary..ups.peers.len()
+        } else {
+            0..ups.n_primary
+        };
+        map.rebuild(version, &list, &ups.slot_kinds, range, Some(shared));
+    }
+    map
 }
 
 /// Round robin's pick, counted in the shared totals.
@@ -396,17 +473,18 @@ unsafe fn round_robin(
         if rc != NGX_OK as ngx_int_t {
             return rc;
         }
-        let (Some(shared), Some(ups)) = (shared, dp.ups.as_ref()) else {
+        let (Some(shared), Some(servers)) = (shared, dp.ups.as_ref().and_then(|u| u.servers()))
+        else {
             return rc;
         };
         let peers = dp.rrp.peers;
-        let base = slot_base(dp, ups, peers);
-        // round robin has released the list: walk it under the read lock
-        // (with `zone` + `resolve` other workers relink it); a peer removed
-        // meanwhile is not found and not counted, and its `free` counts
-        // nothing either
+        // round robin has released the list: find the peer's slot under the
+        // read lock (with `zone` + `resolve` other workers relink it); a
+        // peer removed meanwhile is not found and not counted, and its
+        // `free` counts nothing either
         let slot = {
             let _lock = PeersLock::read(peers);
+            let map = slot_map(servers, dp, peers, shared);
             let mut p = (*peers).peer;
             let mut i = 0;
             loop {
@@ -414,7 +492,7 @@ unsafe fn round_robin(
                     break None;
                 }
                 if p == dp.rrp.current {
-                    break Some(base + i);
+                    break map.slot(i);
                 }
                 p = (*p).next;
                 i += 1;
@@ -425,6 +503,40 @@ unsafe fn round_robin(
         }
         rc
     }
+}
+
+/// How a mode compares peers, on the values the collector publishes.
+enum Picker {
+    /// Paper mode: the largest remaining allocation `L = target - sent`.
+    Remaining(Argmax),
+    /// Shares and wlc mode: the least in-flight per share.
+    PerShare(LeastShare),
+}
+
+impl Picker {
+    /// Offers the peer at position `pos` (slot `slot`); true if it is the
+    /// best so far.
+    #[inline]
+    fn offer(&mut self, pos: usize, slot: usize, shared: Shared<'_>, rng: &mut Rng) -> bool {
+        match self {
+            Picker::Remaining(am) => {
+                let before = am.best();
+                am.offer(pos, shared.remaining(slot), rng);
+                am.best() != before
+            }
+            Picker::PerShare(ls) => {
+                let (in_flight, share, limit) = shared.pick_view(slot);
+                ls.offer(pos, in_flight, share, limit)
+            }
+        }
+    }
+}
+
+/// What the pick chose: the peer, its position in the list and its slot.
+struct Choice {
+    peer: *mut ngx_http_upstream_rr_peer_t,
+    pos: usize,
+    slot: usize,
 }
 
 /// # Safety
@@ -440,10 +552,13 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             );
         };
         let peers = dp.rrp.peers;
-        let shared = match ups.shared() {
-            Some(s) if (*peers).single() == 0 && s.usable(cached_now_ms()) => s,
-            other => return round_robin(pc, dp, other),
+        let (shared, servers) = match (crate::zone::of(ups), ups.servers()) {
+            (Some(s), Some(servers)) if (*peers).single() == 0 && s.usable(cached_now_ms()) => {
+                (s, servers)
+            }
+            (other, _) => return round_robin(pc, dp, other),
         };
+        let conf = &ups.parsed.conf;
 
         pc.set_cached(0);
         pc.connection = ptr::null_mut();
@@ -459,15 +574,11 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             return NGX_BUSY as ngx_int_t;
         }
 
-        let base = slot_base(dp, ups, peers);
-        let limit = if peers == dp.primary {
-            ups.n_primary
-        } else {
-            ups.peers.len() - ups.n_primary
-        };
-        if (*peers).number != limit {
-            // the list changed under us (e.g. re-resolved servers): the
-            // slots no longer match, let round robin decide
+        let map = slot_map(servers, dp, peers, shared);
+        if !map.complete() {
+            // a peer without a slot (more addresses than spare slots)
+            // cannot be compared with the others: round robin decides
+            drop(map);
             drop(lock);
             return round_robin(pc, dp, Some(shared));
         }
@@ -480,81 +591,63 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             let full = p.max_conns != 0 && p.conns >= p.max_conns;
             !tried && p.down == 0 && !failed && !full
         };
-        let mut best: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
-        let mut chosen: Option<usize>;
-        let mut guard_full = false;
-        if ups.conf.mode == Mode::Shares {
-            // least in-flight per share, below the in-flight limit
-            let mut ls = match ups.conf.pick {
-                Pick::LeastConn => LeastShare::new(),
-                Pick::ExpectedDelay => LeastShare::expected_delay(),
-            };
+        // the map is complete: every position has a slot
+        let slot_of = |i: usize| map.slot(i).unwrap_or(usize::MAX);
+        let mut best: Option<Choice> = None;
+        // one loop for every mode, on what the collector published: paper
+        // mode the largest remaining allocation L (random among equals);
+        // shares and wlc mode the least in-flight per share (wlc publishes
+        // its weights as shares), below the in-flight limit
+        let mut picker = match (conf.mode, conf.pick) {
+            (Mode::Paper, _) => Picker::Remaining(Argmax::default()),
+            (_, Pick::LeastConn) => Picker::PerShare(LeastShare::new()),
+            (_, Pick::ExpectedDelay) => Picker::PerShare(LeastShare::expected_delay()),
+        };
+        with_rng(|rng| {
             each_eligible(peers, &eligible, |i, peer, _| {
-                let (in_flight, share, limit) = shared.pick_view(base + i);
-                if ls.offer(i, in_flight, share, limit) {
-                    best = peer;
+                let slot = slot_of(i);
+                if picker.offer(i, slot, shared, rng) {
+                    best = Some(Choice { peer, pos: i, slot });
                 }
             });
-            chosen = ls.best();
-            guard_full = chosen.is_none() && ls.limited;
+        });
+        let mut guard_full = false;
+        if let Picker::PerShare(ls) = &picker {
+            guard_full = best.is_none() && ls.limited;
             if ls.tied() {
                 // ties: smooth weighted round robin on the shares, with
                 // this worker's current weights
                 let mut tie = SmoothTie::default();
-                let mut tie_peer: *mut ngx_http_upstream_rr_peer_t = ptr::null_mut();
+                let mut leader: Option<Choice> = None;
                 // the first of the tied is the best: none before it is tied
-                let first = chosen.unwrap_or(0);
+                let first = best.as_ref().map_or(0, |c| c.pos);
                 each_eligible(peers, &eligible, |i, peer, _| {
                     if i < first {
                         return;
                     }
-                    let (in_flight, share, limit) = shared.pick_view(base + i);
+                    let slot = slot_of(i);
+                    let (in_flight, share, limit) = shared.pick_view(slot);
                     if !ls.is_tied(in_flight, share, limit) {
                         return;
                     }
-                    if let Some(cell) = ups.tie_weights.get(base + i) {
+                    if let Some(cell) = servers.tie_weights.get(slot) {
                         cell.set(tie.offer(i, share, cell.get()));
                         if tie.leader() == Some(i) {
-                            tie_peer = peer;
+                            leader = Some(Choice { peer, pos: i, slot });
                         }
                     }
                 });
-                if let Some((w, current)) = tie.winner() {
-                    if let Some(cell) = ups.tie_weights.get(base + w) {
+                if let (Some((_, current)), Some(c)) = (tie.winner(), leader) {
+                    if let Some(cell) = servers.tie_weights.get(c.slot) {
                         cell.set(current);
                     }
-                    chosen = Some(w);
-                    best = tie_peer;
+                    best = Some(c);
                 }
             }
-        } else {
-            let wlc = ups.conf.mode == Mode::Wlc;
-            let mut am = Argmax::default();
-            with_rng(|rng| {
-                each_eligible(peers, &eligible, |i, peer, p| {
-                    let before = am.best();
-                    let score = if wlc {
-                        // least conns/weight; weight 0 never wins unless
-                        // every candidate has weight 0
-                        let w = shared.allocation(base + i);
-                        if w > 0.0 {
-                            -(p.conns as f64) / w
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    } else {
-                        shared.remaining(base + i)
-                    };
-                    am.offer(i, score, rng);
-                    if am.best() != before {
-                        best = peer;
-                    }
-                });
-            });
-            chosen = am.best();
         }
+        drop(map);
 
-        let Some(i) = chosen else {
+        let Some(Choice { peer, pos, slot }) = best else {
             // no primary left: the backup servers, as least_conn does
             // (also when every primary is at its in-flight limit, as with
             // max_conns)
@@ -581,7 +674,7 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             return NGX_BUSY as ngx_int_t;
         };
 
-        let b = &mut *best;
+        let b = &mut *peer;
         if now - b.checked > b.fail_timeout {
             b.checked = now;
         }
@@ -589,15 +682,15 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         pc.socklen = b.socklen;
         pc.name = &mut b.name;
         b.conns += 1;
-        dp.rrp.current = best;
+        dp.rrp.current = peer;
         // ngx_http_upstream_rr_peer_ref (round robin's free unrefs)
         #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
         {
             b.refs += 1;
         }
-        *dp.rrp.tried.add(i / bits) |= 1usize << (i % bits);
+        *dp.rrp.tried.add(pos / bits) |= 1usize << (pos % bits);
         drop(lock);
-        dp.sent(shared, base + i);
+        dp.sent(shared, slot);
         NGX_OK as ngx_int_t
     }
 }

@@ -4,39 +4,45 @@
 //! This crate is the FFI layer only: every `extern "C"` function is a thin
 //! shim that catches panics; the algorithm, parsing and status rendering are
 //! plain Rust in `dwepc-core`.
+//!
+//! `src/` depends on `dwepc-core`, never the other way, and its files in
+//! one direction (no circle):
+//!
+//! ```text
+//! lib (module table) ─> directives ─> balancer ─┐
+//!                    ─> status ─────────────────┼─> zone ─> module ─> state
+//!                    ─> worker (collector thread)┘
+//! ```
+//! Every file may use `util` (panic containment, logging, strings), which
+//! uses none of them; `module` declares the module object for lookups, as
+//! nginx's C modules declare `extern ngx_module_t`.
 
 #![allow(non_upper_case_globals)]
 
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_str_t, NGX_CONF_1MORE, NGX_CONF_ANY,
-    NGX_CONF_NOARGS, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
+    ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_CONF_1MORE, NGX_CONF_ANY, NGX_CONF_NOARGS,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
 };
+use ngx::ngx_string;
 
 mod balancer;
-mod collector;
-mod config;
+mod directives;
+mod module;
+mod state;
 mod status;
 mod util;
+mod worker;
 mod zone;
-
-/// A directive name: nginx compares names with strcmp, so the bytes must
-/// be NUL-terminated; the length excludes the NUL.
-const fn s(b: &'static [u8]) -> ngx_str_t {
-    ngx_str_t {
-        len: b.len() - 1,
-        data: b.as_ptr() as *mut u8,
-    }
-}
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
     postconfiguration: None,
-    create_main_conf: Some(config::create_main_conf),
-    init_main_conf: Some(config::init_main_conf),
-    create_srv_conf: Some(config::create_srv_conf),
+    create_main_conf: Some(directives::create_main_conf),
+    init_main_conf: Some(directives::init_main_conf),
+    create_srv_conf: Some(directives::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: None,
     merge_loc_conf: None,
@@ -44,31 +50,31 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
 
 static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
-        name: s(b"dwepc_vsphere\0"),
+        name: ngx_string!("dwepc_vsphere"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
-        set: Some(config::cmd_vsphere),
+        set: Some(directives::cmd_vsphere),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t {
-        name: s(b"dwepc\0"),
+        name: ngx_string!("dwepc"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as _,
-        set: Some(config::cmd_dwepc),
+        set: Some(directives::cmd_dwepc),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t {
-        name: s(b"dwepc_node\0"),
+        name: ngx_string!("dwepc_node"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as _,
-        set: Some(config::cmd_node),
+        set: Some(directives::cmd_node),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t {
-        name: s(b"dwepc_status\0"),
+        name: ngx_string!("dwepc_status"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as _,
         set: Some(status::cmd_status),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
@@ -86,8 +92,8 @@ pub static mut ngx_http_dwepc_module: ngx_module_t = ngx_module_t {
     // SAFETY: taking the address of a static; nginx only reads it.
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_HTTP_MODULE as _,
-    init_process: Some(collector::init_process),
-    exit_process: Some(collector::exit_process),
+    init_process: Some(worker::init_process),
+    exit_process: Some(worker::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -3,16 +3,20 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
+use dwepc_core::slots::SlotKind;
 use dwepc_core::status::{render, PeerStatus, UpstreamStatus};
 use ngx::ffi::{
-    ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_str_t,
-    NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
-    NGX_OK,
+    ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_core_loc_conf_t,
+    ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
-use crate::config::{MainState, CONF_ERROR, CONF_OK};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::{HttpModuleConfExt, NgxHttpCoreModule};
+
+use crate::module::main_conf;
+use crate::state::MainState;
 use crate::util::{cached_now_ms, guard};
 
 /// `dwepc_status;` in a location.
@@ -21,16 +25,22 @@ pub unsafe extern "C" fn cmd_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    guard("cmd_status", CONF_ERROR, || {
-        // SAFETY: in a location block cf->ctx is the location's http conf
-        // ctx; the core module's loc conf is an ngx_http_core_loc_conf_t.
-        unsafe {
-            let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-            let clcf = *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index)
-                as *mut ngx_http_core_loc_conf_t;
-            (*clcf).handler = Some(handler);
+    guard("cmd_status", NGX_CONF_ERROR, || {
+        // SAFETY: in a location block the core module's loc conf is an
+        // ngx_http_core_loc_conf_t in the configuration pool.
+        let clcf = unsafe {
+            (*cf).http_location_conf_unchecked::<ngx_http_core_loc_conf_t>(
+                <NgxHttpCoreModule as ngx::http::HttpModule>::module(),
+            )
+        };
+        match clcf {
+            Some(mut clcf) => {
+                // SAFETY: as above; parsing is single-threaded.
+                unsafe { clcf.as_mut().handler = Some(handler) };
+                NGX_CONF_OK
+            }
+            None => NGX_CONF_ERROR,
         }
-        CONF_OK
     })
 }
 
@@ -39,25 +49,25 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
     let now = cached_now_ms();
     main.upstreams()
         .map(|ups| {
-            let shared = ups.shared();
+            let shared = crate::zone::of(ups);
             let (window, sample_end) = shared.map(|s| s.window()).unwrap_or((0, 0));
             let usable = shared.map(|s| s.usable(now)).unwrap_or(false);
             let reason = match shared {
-                _ if ups.endpoint.is_none() => "no_endpoint",
+                _ if ups.endpoint().is_none() => "no_endpoint",
                 Some(s) => s.reason(now).name(),
                 None => "no_zone",
             };
             UpstreamStatus {
-                name: ups.name.clone(),
-                mode: ups.conf.mode.name().into(),
+                name: ups.parsed.name.clone(),
+                mode: ups.parsed.conf.mode.name().into(),
                 balancing: if usable { "dwepc" } else { "round_robin" }.into(),
                 reason: reason.into(),
                 vsphere: ups
-                    .endpoint
+                    .endpoint()
                     .and_then(|i| main.endpoints.get(i))
                     .map(|e| e.conf.name.clone()),
                 window,
-                window_size: ups.conf.window as u64,
+                window_size: ups.parsed.conf.window as u64,
                 sample_age_ms: (sample_end > 0).then(|| now.saturating_sub(sample_end)),
                 w: shared.and_then(|s| s.w()),
                 cost: shared
@@ -66,15 +76,28 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                 rate: shared.map(|s| s.rate()).unwrap_or(f64::NAN),
                 guard_rejections: shared.map(|s| s.guard_rejections()).unwrap_or(0),
                 peers: ups
-                    .peers
+                    .peers()
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| {
+                    .filter_map(|(i, p)| {
+                        // a spare slot shows the address that holds it
+                        let name = match p.kind {
+                            SlotKind::Fixed { .. } => p.name.clone(),
+                            SlotKind::Spare { .. } => {
+                                let s = shared?;
+                                if s.slot_ident(i) == 0 {
+                                    return None;
+                                }
+                                s.slot_addr(i)
+                                    .map_or_else(|| p.name.clone(), |a| a.to_string())
+                            }
+                        };
                         let info = shared.map(|s| s.peer_info(i));
-                        PeerStatus {
-                            name: p.name.clone(),
+                        Some(PeerStatus {
+                            name,
+                            server: p.server.clone(),
                             backup: p.backup,
-                            vm: p.node.and_then(|k| match &ups.nodes[k].conf.vm {
+                            vm: p.node.and_then(|k| match &ups.parsed.nodes[k].conf.vm {
                                 dwepc_core::conf::VmRef::Name(n) => Some(n.clone()),
                                 dwepc_core::conf::VmRef::GuestIp => None,
                             }),
@@ -106,7 +129,7 @@ pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                             },
                             background: info.map(|x| x.background).unwrap_or([f64::NAN; 4]),
                             effective_cpu: info.map(|x| x.effective_cpu).unwrap_or(f64::NAN),
-                        }
+                        })
                     })
                     .collect(),
             }
@@ -137,11 +160,9 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
         if rc != NGX_OK as ngx_int_t {
             return rc;
         }
-        let main = *(*r).main_conf.add(crate::ngx_http_dwepc_module.ctx_index) as *const MainState;
-        let body = if main.is_null() {
-            render(&[])
-        } else {
-            render(&collect(&*main))
+        let body = match main_conf(&*r) {
+            Some(main) => render(&collect(main)),
+            None => render(&[]),
         };
 
         (*r).headers_out.status = 200;

@@ -15,6 +15,11 @@ use ngx::ffi::{
     ngx_str_t, NGX_ERROR, NGX_OK,
 };
 
+use ngx::core::Pool;
+use ngx::http::HttpModule;
+
+use crate::module::Dwepc;
+use crate::state::UpstreamState;
 use crate::util::guard;
 
 /// What a zone's init callback needs.
@@ -70,7 +75,7 @@ unsafe fn add_words(
             cf,
             &mut name,
             size,
-            &raw const crate::ngx_http_dwepc_module as *mut c_void,
+            Dwepc::module() as *const _ as *mut c_void,
         );
         if zone.is_null() {
             return ptr::null_mut();
@@ -80,15 +85,12 @@ unsafe fn add_words(
             // (upstream names are unique); treat as an error
             return ptr::null_mut();
         }
-        let ctx = crate::config::pool_box(
-            (*cf).pool,
-            ZoneCtx {
-                len,
-                n,
-                hash,
-                words: ptr::null_mut(),
-            },
-        );
+        let ctx = Pool::from_ngx_pool((*cf).pool).allocate(ZoneCtx {
+            len,
+            n,
+            hash,
+            words: ptr::null_mut(),
+        });
         if ctx.is_null() {
             return ptr::null_mut();
         }
@@ -159,4 +161,14 @@ pub fn view(zone: &ngx_shm_zone_t, n: usize) -> Option<Shared<'_>> {
 /// The lease of the lease zone.
 pub fn lease(zone: &ngx_shm_zone_t) -> Option<shared::Lease<'_>> {
     shared::Lease::new(words(zone)?.0)
+}
+
+/// The shared view of an upstream's zone, once `init_upstream` added it.
+pub fn of(ups: &UpstreamState) -> Option<Shared<'_>> {
+    let servers = ups.servers()?;
+    // SAFETY: `zone` is the zone added for this upstream while parsing the
+    // configuration its state belongs to: both live in that cycle (its
+    // pool and its shared memory list).
+    let zone = unsafe { servers.zone.as_ref() }?;
+    view(zone, servers.peers.len())
 }

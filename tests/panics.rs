@@ -92,7 +92,7 @@ fn collector_panic_is_logged_and_it_restarts() {
     let alerts = alerts(&log, "the collector thread panicked");
     assert_eq!(alerts.len(), 1, "{log}");
     assert!(
-        alerts[0].contains("dwepc fault injection: collector at src/collector.rs:")
+        alerts[0].contains("dwepc fault injection: collector at src/worker.rs:")
             && alerts[0].contains("restarting it in 1 s"),
         "{}",
         alerts[0]

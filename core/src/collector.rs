@@ -66,10 +66,13 @@ pub trait Host {
 /// One upstream server.
 #[derive(Clone, Debug)]
 pub struct PeerSpec {
-    /// `ip:port`.
+    /// `ip:port` (a spare slot: its `resolve` server as written).
     pub name: String,
-    /// IP for the guest-IP lookup.
+    /// IP for the guest-IP lookup (a spare slot: the address that claims
+    /// it, read from the zone).
     pub ip: Option<IpAddr>,
+    /// A spare slot of a `resolve` server ([`crate::slots`]).
+    pub spare: bool,
     /// Configured `weight=`.
     pub weight: f64,
     /// A `backup` server.
@@ -128,6 +131,12 @@ struct UpRun {
     vm: Vec<Option<String>>,
     /// Per peer: was it reported as unmapped (to log changes once).
     unmapped: Vec<Option<bool>>,
+    /// Per peer: its address for the guest-IP lookup and whether it is in
+    /// nginx's list (spare slots follow the zone's claims).
+    ip: Vec<Option<IpAddr>>,
+    present: Vec<bool>,
+    /// The zone's slot generation these were read at.
+    slots_seen: Option<u64>,
     newest_ts: u64,
     refill: bool,
     logged: Option<(bool, Reason)>,
@@ -190,19 +199,6 @@ fn reason_of_shares(st: shares::State) -> Reason {
     }
 }
 
-fn reason_text(r: Reason) -> &'static str {
-    match r {
-        Reason::Active => "balancing by ESXi counters",
-        Reason::NoEndpoint => "no vSphere endpoint configured",
-        Reason::NoSamples => "no counter samples yet",
-        Reason::TooFewSamples => "too few samples with request counts yet",
-        Reason::NoTraffic => "no traffic to learn from yet",
-        Reason::NoCounters => "no server has usable counters and capacities",
-        Reason::Stale => "counters are stale (older than ttl)",
-        Reason::VsphereError => "vSphere errors",
-    }
-}
-
 impl<'z, 'h> Collector<'z, 'h> {
     /// Sets up per-upstream models and per-endpoint state.
     pub fn new(spec: Spec<'z>, host: &'h dyn Host) -> Collector<'z, 'h> {
@@ -239,6 +235,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                             .map(|p| shares::Node {
                                 weight: p.weight,
                                 backup: p.backup,
+                                present: !p.spare,
                                 ..shares::Node::default()
                             })
                             .collect(),
@@ -258,6 +255,9 @@ impl<'z, 'h> Collector<'z, 'h> {
                     history: CountHistory::new(u.peers.len(), retain),
                     vm: vec![None; u.peers.len()],
                     unmapped: vec![None; u.peers.len()],
+                    ip: u.peers.iter().map(|p| p.ip).collect(),
+                    present: u.peers.iter().map(|p| !p.spare).collect(),
+                    slots_seen: None,
                     newest_ts: 0,
                     refill: true,
                     logged: None,
@@ -463,7 +463,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                     &format!(
                         "dwepc: upstream \"{}\" uses weighted round robin: {}",
                         u.name,
-                        reason_text(reason)
+                        reason.text()
                     ),
                 );
             }
@@ -581,13 +581,19 @@ impl<'z, 'h> Collector<'z, 'h> {
             ep.skew_ms = server as i64 - ((t0 + t1) / 2) as i64;
             ep.skew_at = now;
         }
+        // addresses that took or left spare slots since the last poll
+        if self.read_slots(k) {
+            self.remap(k);
+        }
         let unmapped = self
             .spec
             .upstreams
             .iter()
             .zip(&self.ups)
             .filter(|(u, _)| u.endpoint == Some(k))
-            .any(|(_, r)| r.vm.iter().any(|v| v.is_none()));
+            .any(|(_, r)| r.vm.iter().zip(&r.present).any(|(v, &p)| p && v.is_none()));
+        let ep = &mut self.eps[k];
+        let c = ep.client.as_mut().expect("client set above");
         let age = now.saturating_sub(ep.inventory_at);
         if ep.inventory_at == 0 || age > 300_000 || (unmapped && age > 30_000) {
             let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
@@ -634,6 +640,42 @@ impl<'z, 'h> Collector<'z, 'h> {
         Ok(())
     }
 
+    /// Reads which addresses hold the spare slots of `resolve` servers of
+    /// upstreams on endpoint `k`; true if any changed (then the servers
+    /// are mapped to VMs again).
+    fn read_slots(&mut self, k: usize) -> bool {
+        let mut changed = false;
+        for (u, run) in self.spec.upstreams.iter().zip(&mut self.ups) {
+            let generation = u.shared.slots_generation();
+            if u.endpoint != Some(k) || run.slots_seen == Some(generation) {
+                continue;
+            }
+            run.slots_seen = Some(generation);
+            for (i, p) in u.peers.iter().enumerate().filter(|(_, p)| p.spare) {
+                let ip = u.shared.slot_addr(i).map(|a| a.ip());
+                let present = u.shared.slot_ident(i) != 0;
+                if run.ip[i] != ip || run.present[i] != present {
+                    if present {
+                        self.host.log(
+                            Level::Notice,
+                            &format!(
+                                "dwepc: upstream \"{}\": server {} resolved to {} (slot {i})",
+                                u.name,
+                                p.name,
+                                ip.map_or("no address".into(), |a| a.to_string())
+                            ),
+                        );
+                    }
+                    run.ip[i] = ip;
+                    run.present[i] = present;
+                    run.unmapped[i] = None;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     /// Maps the servers of upstreams on endpoint `k` to VMs and sets their
     /// capacities.
     fn remap(&mut self, k: usize) {
@@ -643,9 +685,11 @@ impl<'z, 'h> Collector<'z, 'h> {
                 continue;
             }
             for (i, p) in u.peers.iter().enumerate() {
+                let present = run.present[i];
                 let found = match &p.vm {
+                    _ if !present => None,
                     VmRef::Name(n) => inventory.iter().find(|v| &v.name == n),
-                    VmRef::GuestIp => p.ip.and_then(|ip| {
+                    VmRef::GuestIp => run.ip[i].and_then(|ip| {
                         let ip = ip.to_string();
                         let mut m = inventory.iter().filter(|v| v.ips.contains(&ip));
                         let all: Vec<&VmInfo> = m.by_ref().collect();
@@ -686,6 +730,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                             vcpus: found.map(|v| v.num_cpu).unwrap_or(f64::NAN),
                             weight: p.weight,
                             backup: p.backup,
+                            present,
                         },
                     );
                 }
@@ -696,10 +741,10 @@ impl<'z, 'h> Collector<'z, 'h> {
                 u.shared
                     .set_peer_info(i, run.model.capacity(i), headroom, has_counters);
                 let is_unmapped = found.is_none();
-                if run.unmapped[i] != Some(is_unmapped) {
+                if present && run.unmapped[i] != Some(is_unmapped) {
                     let how = match &p.vm {
                         VmRef::Name(n) => format!("VM named \"{n}\""),
-                        VmRef::GuestIp => match p.ip {
+                        VmRef::GuestIp => match run.ip[i] {
                             Some(ip) => format!("guest IP {ip}"),
                             None => "guest IP (the server has none)".into(),
                         },
@@ -885,8 +930,23 @@ impl<'z, 'h> Collector<'z, 'h> {
                     w
                 })
                 .collect();
+            // the pick reads the weights as shares (least in-flight per
+            // share is weighted least connections); the status page shows
+            // them as allocations
+            let sum: f64 = weights.iter().filter(|w| w.is_finite() && **w > 0.0).sum();
+            let shares: Vec<f64> = weights
+                .iter()
+                .map(|w| {
+                    if sum > 0.0 && w.is_finite() {
+                        w.max(0.0) / sum
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
             let valid_until = run.model.newest_ms().unwrap_or(0) + u.conf.ttl_ms;
             shared.apply(&weights, valid_until, now);
+            shared.apply_shares(&shares, &[], valid_until, now);
             return;
         }
         match run.model.allocations() {

@@ -632,8 +632,150 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
     Ok(e)
 }
 
+/// The password in a `password_file`'s contents: its first line, which
+/// must not be empty.
+pub fn password_from(file: &str, bytes: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(bytes);
+    match text.lines().next() {
+        Some(first) if !first.is_empty() => Ok(first.to_string()),
+        _ => Err(format!("password file \"{file}\" is empty")),
+    }
+}
+
+/// Checks that a `ca_file`'s contents hold a PEM certificate.
+pub fn check_ca(file: &str, bytes: &[u8]) -> Result<(), String> {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    if bytes.windows(BEGIN.len()).any(|w| w == BEGIN) {
+        Ok(())
+    } else {
+        Err(format!("ca_file \"{file}\" holds no PEM certificate"))
+    }
+}
+
+/// Which `dwepc_vsphere` endpoint each upstream uses (`refs`, in
+/// configuration order, with where each `dwepc` directive was written):
+/// the named one, the one marked `default`, or the only one.
+pub fn resolve_endpoints(
+    endpoints: &[(&EndpointConf, &str)],
+    refs: &[(&EndpointRef, &str)],
+) -> Result<Vec<Option<usize>>, String> {
+    let defaults: Vec<usize> = (0..endpoints.len())
+        .filter(|&i| endpoints[i].0.default)
+        .collect();
+    if let Some(&second) = defaults.get(1) {
+        return Err(format!(
+            "more than one default \"dwepc_vsphere\" endpoint in {}",
+            endpoints[second].1
+        ));
+    }
+    let default = defaults
+        .first()
+        .copied()
+        .or((endpoints.len() == 1).then_some(0));
+    refs.iter()
+        .map(|(r, at)| match r {
+            EndpointRef::Off => Ok(None),
+            EndpointRef::Default => Ok(default),
+            EndpointRef::Named(name) => endpoints
+                .iter()
+                .position(|(e, _)| &e.name == name)
+                .map(Some)
+                .ok_or_else(|| format!("unknown vSphere endpoint \"{name}\" in {at}")),
+        })
+        .collect()
+}
+
+/// The `dwepc_node` line (index into `nodes`, their addresses) that applies
+/// to each server (`(name, server)`: its `ip:port` and its address as
+/// written); a node line matching no server is an error naming it.
+pub fn match_nodes(nodes: &[&str], servers: &[(&str, &str)]) -> Result<Vec<Option<usize>>, usize> {
+    let mut out = vec![None; servers.len()];
+    for (k, node) in nodes.iter().enumerate() {
+        let mut found = false;
+        for (i, (name, server)) in servers.iter().enumerate() {
+            if name == node || server == node {
+                out[i] = Some(k);
+                found = true;
+            }
+        }
+        if !found {
+            return Err(k);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn password_and_ca_files_are_checked() {
+        assert_eq!(password_from("p", b"secret\nignored\n").unwrap(), "secret");
+        assert!(password_from("p", b"\nsecret")
+            .unwrap_err()
+            .contains("\"p\" is empty"));
+        assert!(password_from("p", b"").is_err());
+        assert!(check_ca("c", b"x\n-----BEGIN CERTIFICATE-----\nAAA").is_ok());
+        assert!(check_ca("c", b"-----BEGIN PRIVATE KEY-----")
+            .unwrap_err()
+            .contains("no PEM certificate"));
+    }
+
+    #[test]
+    fn endpoints_resolve_by_name_default_or_the_only_one() {
+        let ep = |args: &[&str]| parse_endpoint(args).unwrap();
+        let a = ep(&["a", "url=https://a/sdk", "user=u", "password_file=p"]);
+        let b = ep(&[
+            "b",
+            "url=https://b/sdk",
+            "user=u",
+            "password_file=p",
+            "default",
+        ]);
+        let named = EndpointRef::Named("a".into());
+        let refs = [
+            (&EndpointRef::Default, "f:1"),
+            (&named, "f:2"),
+            (&EndpointRef::Off, "f:3"),
+        ];
+        assert_eq!(
+            resolve_endpoints(&[(&a, "f:0"), (&b, "f:0")], &refs).unwrap(),
+            vec![Some(1), Some(0), None]
+        );
+        // the only endpoint is the default
+        assert_eq!(
+            resolve_endpoints(&[(&a, "f:0")], &refs[..1]).unwrap(),
+            vec![Some(0)]
+        );
+        // two endpoints, none marked: no default
+        assert_eq!(
+            resolve_endpoints(&[(&a, "f:0"), (&a, "f:0")], &refs[..1]).unwrap(),
+            vec![None]
+        );
+        let e = resolve_endpoints(&[(&b, "f:7"), (&b, "f:8")], &[]).unwrap_err();
+        assert!(
+            e.contains("more than one default") && e.contains("f:8"),
+            "{e}"
+        );
+        let missing = EndpointRef::Named("z".into());
+        let e = resolve_endpoints(&[(&a, "f:0")], &[(&missing, "f:9")]).unwrap_err();
+        assert_eq!(e, "unknown vSphere endpoint \"z\" in f:9");
+    }
+
+    #[test]
+    fn node_lines_match_servers_by_address_or_as_written() {
+        let servers = [
+            ("127.0.0.1:80", "127.0.0.1:80"),
+            ("127.0.0.2:80", "web.local:80"),
+            ("127.0.0.3:80", "web.local:80"),
+        ];
+        assert_eq!(
+            match_nodes(&["web.local:80", "127.0.0.1:80"], &servers).unwrap(),
+            vec![Some(1), Some(0), Some(0)]
+        );
+        assert_eq!(match_nodes(&["127.0.0.9:80"], &servers), Err(0));
+        assert_eq!(match_nodes(&[], &servers).unwrap(), vec![None; 3]);
+    }
+
     use super::*;
 
     #[test]

@@ -12,5 +12,6 @@ pub mod counts;
 pub mod linalg;
 pub mod shared;
 pub mod shares;
+pub mod slots;
 pub mod status;
 pub mod vsphere;

@@ -12,23 +12,33 @@
 //!          pick reads, packed so a scan of many peers touches few cache
 //!          lines)
 //! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU
-//!          ready, target share, background[4], effective CPU, failed
+//!          ready, target share, background[4], effective CPU, failed,
+//!          identity, address[2], port (see below)
 //! ```
 //!
 //! In-flight requests of a peer are `sent − done` over every worker of the
 //! instance (whether or not the upstream has nginx's `zone`). When the zone
 //! is cleared for other peers (a reload), the epoch changes, and a request
 //! counted before only ends in the zone if its epoch still matches.
+//!
+//! A peer's slot is found by its identity (`server` as written plus its
+//! address, [`ident`]), never by its position in nginx's list, which a
+//! `resolve` server changes at run time. Servers known when the
+//! configuration is read have a fixed slot each; every `resolve` server
+//! has [`SPARE_SLOTS`] spare slots that the addresses it resolves to claim
+//! (a compare-and-swap on the slot's identity word, so two workers that
+//! meet a new address at once agree) and give back once their address is
+//! gone and no request is in flight on them ([`Shared::claim`]).
 
 use crate::algo::{Res, R};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-const MAGIC: u64 = 0x6477_6570_635f_7632; // "dwepc_v2"
+const MAGIC: u64 = 0x6477_6570_635f_7633; // "dwepc_v3"
 
 /// Words in the header.
 pub const HEADER: usize = 24;
-/// Words per peer: 4 hot + 19 cold.
-pub const PEER: usize = 23;
+/// Words per peer: 4 hot + 23 cold.
+pub const PEER: usize = 27;
 const HOT: usize = 4;
 const COLD: usize = PEER - HOT;
 
@@ -46,6 +56,7 @@ const H_EPOCH: usize = 13;
 const H_COST: usize = 14; // 4 words
 const H_RATE: usize = 18;
 const H_REJECTED: usize = 19;
+const H_SLOTS: usize = 20;
 
 // hot words
 const P_TARGET: usize = 0;
@@ -63,6 +74,16 @@ const P_TSHARE: usize = HOT + 12;
 const P_BG: usize = HOT + 13; // 4 words
 const P_ECPU: usize = HOT + 17;
 const P_FAILED: usize = HOT + 18;
+const P_IDENT: usize = HOT + 19;
+const P_ADDR: usize = HOT + 20; // 2 words
+const P_PORT: usize = HOT + 22;
+
+const ADDR_SET: u64 = 1 << 16;
+const ADDR_V4: u64 = 1 << 17;
+
+/// Spare slots per `resolve` server: the most addresses of one name that
+/// are balanced on counters at once (more are served by round robin).
+pub const SPARE_SLOTS: usize = 8;
 
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
@@ -88,6 +109,12 @@ pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
         }
     }
     h
+}
+
+/// A peer's identity: the `server` directive's address as written and the
+/// peer's own address (`ip:port`), hashed; never 0 (0 marks a free slot).
+pub fn ident(server: &str, name: &str) -> u64 {
+    names_hash([server, name]).max(1)
 }
 
 /// A share in [0, 1] as the integer weight the pick compares: share × 2³²,
@@ -145,39 +172,64 @@ pub enum Reason {
     VsphereError = 7,
 }
 
+/// Every reason with its name on the status page and its text in the log:
+/// the one table of them.
+const REASONS: [(Reason, &str, &str); 8] = [
+    (Reason::Active, "active", "balancing by ESXi counters"),
+    (
+        Reason::NoEndpoint,
+        "no_endpoint",
+        "no vSphere endpoint configured",
+    ),
+    (Reason::NoSamples, "no_samples", "no counter samples yet"),
+    (
+        Reason::TooFewSamples,
+        "too_few_samples",
+        "too few samples with request counts yet",
+    ),
+    (
+        Reason::NoTraffic,
+        "no_traffic",
+        "no traffic to learn from yet",
+    ),
+    (
+        Reason::NoCounters,
+        "no_counters",
+        "no server has usable counters and capacities",
+    ),
+    (
+        Reason::Stale,
+        "stale",
+        "counters are stale (older than ttl)",
+    ),
+    (Reason::VsphereError, "vsphere_error", "vSphere errors"),
+];
+
 impl Reason {
+    fn entry(self) -> &'static (Reason, &'static str, &'static str) {
+        &REASONS[self as usize]
+    }
+
     /// Name shown on the status page.
     pub fn name(self) -> &'static str {
-        match self {
-            Reason::Active => "active",
-            Reason::NoEndpoint => "no_endpoint",
-            Reason::NoSamples => "no_samples",
-            Reason::TooFewSamples => "too_few_samples",
-            Reason::NoTraffic => "no_traffic",
-            Reason::NoCounters => "no_counters",
-            Reason::Stale => "stale",
-            Reason::VsphereError => "vsphere_error",
-        }
+        self.entry().1
+    }
+
+    /// What it means, for the log.
+    pub fn text(self) -> &'static str {
+        self.entry().2
     }
 
     fn from_u64(x: u64) -> Reason {
-        match x {
-            0 => Reason::Active,
-            1 => Reason::NoEndpoint,
-            3 => Reason::TooFewSamples,
-            4 => Reason::NoTraffic,
-            5 => Reason::NoCounters,
-            6 => Reason::Stale,
-            7 => Reason::VsphereError,
-            _ => Reason::NoSamples,
-        }
+        REASONS.get(x as usize).map_or(Reason::NoSamples, |e| e.0)
     }
 }
 
 /// A view of one upstream's zone.
 #[derive(Clone, Copy)]
 pub struct Shared<'a> {
-    w: &'a [AtomicU64],
+    /// The zone's words.
+    mem: &'a [AtomicU64],
     n: usize,
 }
 
@@ -187,8 +239,8 @@ fn f(x: u64) -> f64 {
 
 impl<'a> Shared<'a> {
     /// Wraps `words`; `None` if too short for `n` peers.
-    pub fn new(words_: &'a [AtomicU64], n: usize) -> Option<Shared<'a>> {
-        (words_.len() >= words(n)).then_some(Shared { w: words_, n })
+    pub fn new(mem: &'a [AtomicU64], n: usize) -> Option<Shared<'a>> {
+        (mem.len() >= words(n)).then_some(Shared { mem, n })
     }
 
     /// Number of peers.
@@ -204,9 +256,9 @@ impl<'a> Shared<'a> {
     #[inline]
     fn p(&self, i: usize, off: usize) -> &AtomicU64 {
         if off < HOT {
-            &self.w[HEADER + i * HOT + off]
+            &self.mem[HEADER + i * HOT + off]
         } else {
-            &self.w[HEADER + self.n * HOT + i * COLD + (off - HOT)]
+            &self.mem[HEADER + self.n * HOT + i * COLD + (off - HOT)]
         }
     }
 
@@ -215,21 +267,21 @@ impl<'a> Shared<'a> {
     /// its state is kept and `true` is returned; otherwise it is cleared,
     /// keeping only a previous W.
     pub fn init(&self, hash: u64) -> bool {
-        let same = self.w[H_MAGIC].load(Acquire) == MAGIC
-            && self.w[H_N].load(Relaxed) == self.n as u64
-            && self.w[H_HASH].load(Relaxed) == hash;
+        let same = self.mem[H_MAGIC].load(Acquire) == MAGIC
+            && self.mem[H_N].load(Relaxed) == self.n as u64
+            && self.mem[H_HASH].load(Relaxed) == hash;
         if same {
-            self.w[H_GENERATION].fetch_add(1, Relaxed);
+            self.mem[H_GENERATION].fetch_add(1, Relaxed);
             return true;
         }
-        let ours = self.w[H_MAGIC].load(Relaxed) == MAGIC;
+        let ours = self.mem[H_MAGIC].load(Relaxed) == MAGIC;
         let kept_w = ours.then(|| self.w());
         let epoch = if ours {
-            self.w[H_EPOCH].load(Relaxed)
+            self.mem[H_EPOCH].load(Relaxed)
         } else {
             0
         };
-        for x in self.w.iter().take(words(self.n)) {
+        for x in self.mem.iter().take(words(self.n)) {
             x.store(0, Relaxed);
         }
         let nan = f64::NAN.to_bits();
@@ -244,26 +296,26 @@ impl<'a> Shared<'a> {
             }
         }
         for j in 0..R {
-            self.w[H_COST + j].store(nan, Relaxed);
+            self.mem[H_COST + j].store(nan, Relaxed);
         }
-        self.w[H_RATE].store(nan, Relaxed);
+        self.mem[H_RATE].store(nan, Relaxed);
         if let Some(Some(w)) = kept_w {
             self.set_w(Some(w));
         } else {
             self.set_w(None);
         }
-        self.w[H_EPOCH].store(epoch.wrapping_add(1), Relaxed);
-        self.w[H_REASON].store(Reason::NoSamples as u64, Relaxed);
-        self.w[H_N].store(self.n as u64, Relaxed);
-        self.w[H_HASH].store(hash, Relaxed);
-        self.w[H_MAGIC].store(MAGIC, Release);
+        self.mem[H_EPOCH].store(epoch.wrapping_add(1), Relaxed);
+        self.mem[H_REASON].store(Reason::NoSamples as u64, Relaxed);
+        self.mem[H_N].store(self.n as u64, Relaxed);
+        self.mem[H_HASH].store(hash, Relaxed);
+        self.mem[H_MAGIC].store(MAGIC, Release);
         false
     }
 
     /// Changes every time the zone is cleared for other peers.
     #[inline]
     pub fn epoch(&self) -> u64 {
-        self.w[H_EPOCH].load(Relaxed)
+        self.mem[H_EPOCH].load(Relaxed)
     }
 
     /// Requests in flight on peer `i` (sent and not yet done, over every
@@ -279,7 +331,7 @@ impl<'a> Shared<'a> {
     #[inline]
     pub fn pick_view(&self, i: usize) -> (u64, u32, u32) {
         let at = HEADER + i * HOT;
-        let hot = &self.w[at..at + HOT];
+        let hot = &self.mem[at..at + HOT];
         let done = hot[P_DONE].load(Relaxed);
         let in_flight = hot[P_TOTAL].load(Relaxed).saturating_sub(done);
         let (share, limit) = unpack_share(hot[P_SHARE].load(Relaxed));
@@ -340,9 +392,9 @@ impl<'a> Shared<'a> {
             let l = limits.get(i).copied().unwrap_or(0).min(u32::MAX as u64) as u32;
             self.p(i, P_SHARE).store(pack_share(s, l), Relaxed);
         }
-        self.w[H_APPLIED].store(now_ms, Relaxed);
-        self.w[H_REASON].store(Reason::Active as u64, Relaxed);
-        self.w[H_VALID_UNTIL].store(valid_until_ms, Release);
+        self.mem[H_APPLIED].store(now_ms, Relaxed);
+        self.mem[H_REASON].store(Reason::Active as u64, Relaxed);
+        self.mem[H_VALID_UNTIL].store(valid_until_ms, Release);
     }
 
     /// Publishes what the shares mode estimated (status page): cost per
@@ -351,9 +403,9 @@ impl<'a> Shared<'a> {
     pub fn set_model(&self, cost: Option<Res>, rate: Option<f64>, peers: &[(f64, Res, f64)]) {
         let cost = cost.unwrap_or([f64::NAN; R]);
         for (j, c) in cost.iter().enumerate() {
-            self.w[H_COST + j].store(c.to_bits(), Relaxed);
+            self.mem[H_COST + j].store(c.to_bits(), Relaxed);
         }
-        self.w[H_RATE].store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
+        self.mem[H_RATE].store(rate.unwrap_or(f64::NAN).to_bits(), Relaxed);
         for (i, (t, bg, ecpu)) in peers.iter().enumerate().take(self.n) {
             self.p(i, P_TSHARE).store(t.to_bits(), Relaxed);
             for (j, b) in bg.iter().enumerate() {
@@ -367,22 +419,22 @@ impl<'a> Shared<'a> {
     /// in-flight limit (the overload guard).
     #[inline]
     pub fn guard_reject(&self) {
-        self.w[H_REJECTED].fetch_add(1, Relaxed);
+        self.mem[H_REJECTED].fetch_add(1, Relaxed);
     }
 
     /// Requests the overload guard answered at once.
     pub fn guard_rejections(&self) -> u64 {
-        self.w[H_REJECTED].load(Relaxed)
+        self.mem[H_REJECTED].load(Relaxed)
     }
 
     /// Published cost per request (NaN where unknown).
     pub fn cost(&self) -> Res {
-        std::array::from_fn(|j| f(self.w[H_COST + j].load(Relaxed)))
+        std::array::from_fn(|j| f(self.mem[H_COST + j].load(Relaxed)))
     }
 
     /// Published completed requests per second.
     pub fn rate(&self) -> f64 {
-        f(self.w[H_RATE].load(Relaxed))
+        f(self.mem[H_RATE].load(Relaxed))
     }
 
     /// Published shares (all peers; shares mode), to resume from.
@@ -394,7 +446,7 @@ impl<'a> Shared<'a> {
     /// Counters drive the pick at wall time `now_ms` (before valid-until).
     #[inline]
     pub fn usable(&self, now_ms: u64) -> bool {
-        now_ms < self.w[H_VALID_UNTIL].load(Relaxed)
+        now_ms < self.mem[H_VALID_UNTIL].load(Relaxed)
     }
 
     /// Remaining allocation `L = target - total` of peer `i`.
@@ -435,15 +487,15 @@ impl<'a> Shared<'a> {
             self.p(i, P_TARGET)
                 .store((base as f64 + a).to_bits(), Relaxed);
         }
-        self.w[H_APPLIED].store(now_ms, Relaxed);
-        self.w[H_REASON].store(Reason::Active as u64, Relaxed);
-        self.w[H_VALID_UNTIL].store(valid_until_ms, Release);
+        self.mem[H_APPLIED].store(now_ms, Relaxed);
+        self.mem[H_REASON].store(Reason::Active as u64, Relaxed);
+        self.mem[H_VALID_UNTIL].store(valid_until_ms, Release);
     }
 
     /// Stops using counters (weighted round robin) for `reason`.
     pub fn disable(&self, reason: Reason) {
-        self.w[H_VALID_UNTIL].store(0, Release);
-        self.w[H_REASON].store(reason as u64, Relaxed);
+        self.mem[H_VALID_UNTIL].store(0, Release);
+        self.mem[H_REASON].store(reason as u64, Relaxed);
         for i in 0..self.n {
             self.p(i, P_ALLOC).store(f64::NAN.to_bits(), Relaxed);
         }
@@ -451,12 +503,12 @@ impl<'a> Shared<'a> {
 
     /// Time until which the published allocations are valid.
     pub fn valid_until(&self) -> u64 {
-        self.w[H_VALID_UNTIL].load(Relaxed)
+        self.mem[H_VALID_UNTIL].load(Relaxed)
     }
 
     /// Current reason (Stale when the allocations expired by time).
     pub fn reason(&self, now_ms: u64) -> Reason {
-        let r = Reason::from_u64(self.w[H_REASON].load(Relaxed));
+        let r = Reason::from_u64(self.mem[H_REASON].load(Relaxed));
         if r == Reason::Active && !self.usable(now_ms) {
             Reason::Stale
         } else {
@@ -466,40 +518,40 @@ impl<'a> Shared<'a> {
 
     /// Sets the reason without touching the allocations.
     pub fn set_reason(&self, r: Reason) {
-        self.w[H_REASON].store(r as u64, Relaxed);
+        self.mem[H_REASON].store(r as u64, Relaxed);
     }
 
     /// Publishes W (or its absence).
     pub fn set_w(&self, w: Option<Res>) {
         for j in 0..R {
             let x = w.map(|w| w[j]).unwrap_or(f64::NAN);
-            self.w[H_W + j].store(x.to_bits(), Relaxed);
+            self.mem[H_W + j].store(x.to_bits(), Relaxed);
         }
     }
 
     /// Published W.
     pub fn w(&self) -> Option<Res> {
-        let w: Res = std::array::from_fn(|j| f(self.w[H_W + j].load(Relaxed)));
+        let w: Res = std::array::from_fn(|j| f(self.mem[H_W + j].load(Relaxed)));
         w.iter().all(|x| x.is_finite()).then_some(w)
     }
 
     /// Records window facts for the status page.
     pub fn set_window(&self, len: usize, sample_end_ms: u64) {
-        self.w[H_WINDOW].store(len as u64, Relaxed);
-        self.w[H_SAMPLE_END].store(sample_end_ms, Relaxed);
+        self.mem[H_WINDOW].store(len as u64, Relaxed);
+        self.mem[H_SAMPLE_END].store(sample_end_ms, Relaxed);
     }
 
     /// Samples in the window and end time of the newest (0 = none).
     pub fn window(&self) -> (u64, u64) {
         (
-            self.w[H_WINDOW].load(Relaxed),
-            self.w[H_SAMPLE_END].load(Relaxed),
+            self.mem[H_WINDOW].load(Relaxed),
+            self.mem[H_SAMPLE_END].load(Relaxed),
         )
     }
 
     /// Number of times this zone was taken over by a reload.
     pub fn generation(&self) -> u64 {
-        self.w[H_GENERATION].load(Relaxed)
+        self.mem[H_GENERATION].load(Relaxed)
     }
 
     /// Publishes capacity and headroom of peer `i`.
@@ -516,6 +568,92 @@ impl<'a> Shared<'a> {
     /// in percent of the sample's interval (NaN: not reported).
     pub fn set_cpu_ready(&self, i: usize, pct: f64) {
         self.p(i, P_READY).store(pct.to_bits(), Relaxed);
+    }
+
+    /// The identity that holds slot `i` (0: a free spare slot).
+    pub fn slot_ident(&self, i: usize) -> u64 {
+        self.p(i, P_IDENT).load(Acquire)
+    }
+
+    /// The address of the peer that claimed spare slot `i`, if any.
+    pub fn slot_addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let port = self.p(i, P_PORT).load(Acquire);
+        if port & ADDR_SET == 0 || self.slot_ident(i) == 0 {
+            return None;
+        }
+        let bits = (self.p(i, P_ADDR).load(Relaxed) as u128) << 64
+            | self.p(i, P_ADDR + 1).load(Relaxed) as u128;
+        let v6 = std::net::Ipv6Addr::from(bits);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if port & ADDR_V4 != 0 => std::net::IpAddr::V4(v4),
+            _ => std::net::IpAddr::V6(v6),
+        };
+        Some(std::net::SocketAddr::new(ip, port as u16))
+    }
+
+    /// Changes every time a spare slot is claimed (for the collector, which
+    /// maps the new address to its VM).
+    pub fn slots_generation(&self) -> u64 {
+        self.mem[H_SLOTS].load(Acquire)
+    }
+
+    /// The slot for the peer `ident` (at `addr`) among the spare slots
+    /// `candidates` (the ones its `resolve` server owns, minus those
+    /// already given to other peers of the list): the slot that already
+    /// holds `ident`, else a free one, else one whose identity `gone` says
+    /// has left nginx's list and that has no request in flight. Claims are
+    /// compare-and-swaps, so workers that meet a new address at once end
+    /// up in the same slot. `None` when every candidate is in use.
+    pub fn claim(
+        &self,
+        candidates: &[usize],
+        ident: u64,
+        addr: Option<std::net::SocketAddr>,
+        gone: impl Fn(u64) -> bool,
+    ) -> Option<usize> {
+        // a lost race means another worker claimed a slot: look again
+        for _ in 0..=candidates.len() {
+            if let Some(&i) = candidates.iter().find(|&&i| self.slot_ident(i) == ident) {
+                return Some(i);
+            }
+            let free = candidates
+                .iter()
+                .copied()
+                .find(|&i| self.slot_ident(i) == 0);
+            let stale = || {
+                candidates.iter().copied().find(|&i| {
+                    let old = self.slot_ident(i);
+                    gone(old) && self.in_flight(i) == 0
+                })
+            };
+            let i = free.or_else(stale)?;
+            let old = self.slot_ident(i);
+            if self
+                .p(i, P_IDENT)
+                .compare_exchange(old, ident, AcqRel, Relaxed)
+                .is_ok()
+            {
+                self.set_slot_addr(i, addr);
+                self.mem[H_SLOTS].fetch_add(1, Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn set_slot_addr(&self, i: usize, addr: Option<std::net::SocketAddr>) {
+        let Some(addr) = addr else {
+            self.p(i, P_PORT).store(0, Release);
+            return;
+        };
+        let (bits, v4) = match addr.ip() {
+            std::net::IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), ADDR_V4),
+            std::net::IpAddr::V6(a) => (u128::from(a), 0),
+        };
+        self.p(i, P_ADDR).store((bits >> 64) as u64, Relaxed);
+        self.p(i, P_ADDR + 1).store(bits as u64, Relaxed);
+        self.p(i, P_PORT)
+            .store(addr.port() as u64 | ADDR_SET | v4, Release);
     }
 
     /// Status of peer `i`: (capacity, q, allocation, v, l, has_counters).
@@ -707,6 +845,58 @@ mod tests {
     }
 
     #[test]
+    fn claims_find_keep_and_reuse_spare_slots() {
+        let z = zone(4);
+        let s = Shared::new(&z, 4).unwrap();
+        s.init(1);
+        let a: std::net::SocketAddr = "127.0.0.2:80".parse().unwrap();
+        let b: std::net::SocketAddr = "[::1]:81".parse().unwrap();
+        let c: std::net::SocketAddr = "127.0.0.4:80".parse().unwrap();
+        let spares = [1, 2];
+        let g0 = s.slots_generation();
+        assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
+        assert_eq!(s.slot_addr(1), Some(a));
+        assert!(s.slots_generation() > g0);
+        // the same identity finds its slot again, without a new claim
+        let g1 = s.slots_generation();
+        assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
+        assert_eq!(s.slots_generation(), g1);
+        assert_eq!(s.claim(&spares, 11, Some(b), |_| false), Some(2));
+        assert_eq!(s.slot_addr(2), Some(b));
+        // full: a third identity gets nothing while the others are listed
+        assert_eq!(s.claim(&spares, 12, Some(c), |_| false), None);
+        // 10 left the list but has a request in flight: not reused yet
+        s.count(1);
+        assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), None);
+        s.finish(1, s.epoch());
+        assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), Some(1));
+        assert_eq!((s.slot_ident(1), s.slot_addr(1)), (12, Some(c)));
+        // slots outside the candidates are never touched
+        assert_eq!(s.slot_ident(0), 0);
+        assert_eq!(s.slot_addr(3), None);
+        // a cleared zone frees every slot
+        s.init(2);
+        assert_eq!((s.slot_ident(1), s.slot_addr(1)), (0, None));
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_word() {
+        for (i, (r, name, text)) in REASONS.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert_eq!(Reason::from_u64(i as u64), *r);
+            assert_eq!((r.name(), r.text()), (*name, *text));
+        }
+        assert_eq!(Reason::from_u64(99), Reason::NoSamples);
+    }
+
+    #[test]
+    fn identity_is_never_zero_and_tells_server_from_address() {
+        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("b:80", "1.2.3.4:80"));
+        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("a:80", "1.2.3.5:80"));
+        assert_ne!(ident("", ""), 0);
+    }
+
+    #[test]
     fn hash_depends_on_order_and_split() {
         assert_ne!(names_hash(["a", "b"]), names_hash(["b", "a"]));
         assert_ne!(names_hash(["ab"]), names_hash(["a", "b"]));
@@ -722,23 +912,23 @@ pub const LEASE_WORDS: usize = 8;
 /// older than the timeout.
 #[derive(Clone, Copy)]
 pub struct Lease<'a> {
-    w: &'a [AtomicU64],
+    mem: &'a [AtomicU64],
 }
 
 impl<'a> Lease<'a> {
     /// Wraps the lease words; `None` if too short.
-    pub fn new(w: &'a [AtomicU64]) -> Option<Lease<'a>> {
-        (w.len() >= LEASE_WORDS).then_some(Lease { w })
+    pub fn new(mem: &'a [AtomicU64]) -> Option<Lease<'a>> {
+        (mem.len() >= LEASE_WORDS).then_some(Lease { mem })
     }
 
     /// PID of the holder (0 = free).
     pub fn holder(&self) -> u64 {
-        self.w[0].load(Acquire)
+        self.mem[0].load(Acquire)
     }
 
     /// Times the lease changed hands.
     pub fn handovers(&self) -> u64 {
-        self.w[2].load(Relaxed)
+        self.mem[2].load(Relaxed)
     }
 
     /// Takes or renews the lease for `pid` at `now_ms`. `alive(pid)` tells
@@ -753,18 +943,18 @@ impl<'a> Lease<'a> {
     ) -> bool {
         let holder = self.holder();
         if holder == pid {
-            self.w[1].store(now_ms, Release);
+            self.mem[1].store(now_ms, Release);
             return true;
         }
-        let beat = self.w[1].load(Acquire);
+        let beat = self.mem[1].load(Acquire);
         let free = holder == 0 || now_ms.saturating_sub(beat) > timeout_ms || !alive(holder);
         if free
-            && self.w[0]
+            && self.mem[0]
                 .compare_exchange(holder, pid, AcqRel, Acquire)
                 .is_ok()
         {
-            self.w[1].store(now_ms, Release);
-            self.w[2].fetch_add(1, Relaxed);
+            self.mem[1].store(now_ms, Release);
+            self.mem[2].fetch_add(1, Relaxed);
             return true;
         }
         false
@@ -772,7 +962,7 @@ impl<'a> Lease<'a> {
 
     /// Gives the lease up if `pid` holds it.
     pub fn release(&self, pid: u64) {
-        let _ = self.w[0].compare_exchange(pid, 0, AcqRel, Acquire);
+        let _ = self.mem[0].compare_exchange(pid, 0, AcqRel, Acquire);
     }
 }
 

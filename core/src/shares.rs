@@ -138,6 +138,9 @@ pub struct Node {
     pub weight: f64,
     /// Backup server (its own group).
     pub backup: bool,
+    /// In nginx's list: false for a spare slot of a `resolve` server that
+    /// no address holds (share 0, in no group).
+    pub present: bool,
 }
 
 impl Default for Node {
@@ -147,6 +150,7 @@ impl Default for Node {
             vcpus: f64::NAN,
             weight: 1.0,
             backup: false,
+            present: true,
         }
     }
 }
@@ -259,11 +263,39 @@ impl Model {
         self.nodes.is_empty()
     }
 
-    /// Replaces node `i`'s facts (capacity, vCPUs after an inventory read).
+    /// Replaces node `i`'s facts (capacity, vCPUs after an inventory read;
+    /// presence when a `resolve` address takes or leaves a spare slot). A
+    /// node that leaves gets share 0 at once; one that arrives gets the
+    /// mean share of its group until the next sample places it.
     pub fn set_node(&mut self, i: usize, node: Node) {
-        if i < self.nodes.len() {
-            let fresh = Model::new(self.params, vec![node]);
-            self.nodes[i] = fresh.nodes[0];
+        if i >= self.nodes.len() {
+            return;
+        }
+        let fresh = Model::new(self.params, vec![node]);
+        let was = self.nodes[i].present;
+        self.nodes[i] = fresh.nodes[0];
+        if was == node.present {
+            return;
+        }
+        let groups = self.groups();
+        let members = &groups[usize::from(node.backup)];
+        for v in [&mut self.shares, &mut self.target].into_iter().flatten() {
+            if node.present {
+                let others: Vec<f64> = members.iter().filter(|&&m| m != i).map(|&m| v[m]).collect();
+                v[i] = if others.is_empty() {
+                    1.0
+                } else {
+                    others.iter().sum::<f64>() / others.len() as f64
+                };
+            } else {
+                v[i] = 0.0;
+            }
+            let sum: f64 = members.iter().map(|&m| v[m]).sum();
+            if sum > 0.0 {
+                for &m in members {
+                    v[m] /= sum;
+                }
+            }
         }
     }
 
@@ -452,7 +484,8 @@ impl Model {
                 let mut out: Vec<f64> = s
                     .iter()
                     .zip(&target)
-                    .map(|(s, t)| s + a * (t - s))
+                    .zip(&self.nodes)
+                    .map(|((s, t), nd)| if nd.present { s + a * (t - s) } else { 0.0 })
                     .collect();
                 // keep each group summing to exactly 1
                 for members in &groups {
@@ -472,11 +505,12 @@ impl Model {
         State::Active
     }
 
-    /// The nodes of each group: primaries, then backups.
+    /// The nodes of each group (present in nginx's list): primaries, then
+    /// backups.
     fn groups(&self) -> [Vec<usize>; 2] {
         [false, true].map(|backup| {
             (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].backup == backup)
+                .filter(|&i| self.nodes[i].backup == backup && self.nodes[i].present)
                 .collect()
         })
     }
@@ -925,8 +959,7 @@ mod tests {
         Node {
             capacity: [cpu, 4096.0, net, f64::NAN],
             vcpus,
-            weight: 1.0,
-            backup: false,
+            ..Node::default()
         }
     }
 
@@ -1033,6 +1066,38 @@ mod tests {
         for (i, cap) in [2.0, 4.0, 6.0, 8.0, 10.0].iter().enumerate() {
             assert!((s[i] - cap / 30.0).abs() < 1e-6, "{s:?}");
         }
+    }
+
+    #[test]
+    fn absent_spare_slots_get_nothing_and_arrivals_start_at_the_mean() {
+        let mut nodes = lab_nodes();
+        nodes[4].present = false;
+        let mut m = Model::new(Params::default(), nodes.clone());
+        let cost = [100.0, 0.0, 1.0, 0.0];
+        let mut rate = half_load();
+        rate[4] = 0.0;
+        m.push(sample(1, &rate, cost, &no_bg(5)));
+        assert_eq!(m.update(), State::Active);
+        let s = m.shares().unwrap();
+        assert_eq!(s[4], 0.0);
+        assert!((s[..4].iter().sum::<f64>() - 1.0).abs() < 1e-9, "{s:?}");
+        for (i, cap) in [2.0, 4.0, 6.0, 8.0].iter().enumerate() {
+            assert!((s[i] - cap / 20.0).abs() < 1e-6, "{s:?}");
+        }
+        assert_eq!(m.limits()[4], 0);
+        // an address claims the slot: the mean share of the group, then
+        // the group is normalised again
+        let mut arrived = nodes[4];
+        arrived.present = true;
+        m.set_node(4, arrived);
+        let s = m.shares().unwrap();
+        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{s:?}");
+        assert!((s[4] - 0.25 / 1.25).abs() < 1e-9, "{s:?}");
+        // and leaves: share 0 at once
+        m.set_node(4, nodes[4]);
+        let s = m.shares().unwrap();
+        assert_eq!(s[4], 0.0);
+        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

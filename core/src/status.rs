@@ -10,6 +10,9 @@ use serde_json::{json, Map, Value};
 pub struct PeerStatus {
     /// Peer address (`ip:port`).
     pub name: String,
+    /// The `server` directive's address as written (a `resolve` name for
+    /// the addresses it resolved to).
+    pub server: String,
     /// Backup server.
     pub backup: bool,
     /// VM the peer maps to, when known.
@@ -97,6 +100,7 @@ impl PeerStatus {
     pub fn to_json(&self, mode: &str) -> Value {
         let mut v = json!({
             "name": self.name,
+            "server": self.server,
             "backup": self.backup,
             "vm": self.vm,
             "capacity": res(&self.capacity),

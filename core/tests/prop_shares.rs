@@ -33,6 +33,7 @@ fn node_strategy() -> impl Strategy<Value = Node> {
             vcpus,
             weight,
             backup,
+            present: true,
         })
 }
 

@@ -51,6 +51,15 @@ impl Backend {
         b
     }
 
+    /// On `ip:port` (several backends on one port, as the addresses of one
+    /// DNS name).
+    pub fn start_at(id: &str, ip: &str, port: u16) -> Backend {
+        let listener = TcpListener::bind((ip, port)).unwrap();
+        let mut b = Self::serve(id, listener, port);
+        b.ip = ip.to_string();
+        b
+    }
+
     fn serve(id: &str, listener: TcpListener, port: u16) -> Backend {
         let b = Backend {
             id: id.to_string(),

@@ -5,5 +5,6 @@
 
 pub use dwepc_lab::{backend, free_port, http, nginx, now_rfc3339, vcsim, wait_for};
 
+pub mod dns;
 pub mod setup;
 pub mod vsenv;

@@ -35,6 +35,13 @@ pub struct VsOpts {
     pub zone: bool,
     /// Extra main-context directives (e.g. `env DWEPC_FAULT=...;`).
     pub main_extra: String,
+    /// With `by_ip`: every backend on this one port (the addresses of one
+    /// DNS name).
+    pub port: Option<u16>,
+    /// Extra http-context directives (e.g. `resolver`).
+    pub http_extra: String,
+    /// The upstream's `server` lines instead of one per backend.
+    pub servers: Option<String>,
 }
 
 impl Default for VsOpts {
@@ -55,6 +62,9 @@ impl Default for VsOpts {
             flat_mem_net: (524_288, 100),
             zone: false,
             main_extra: String::new(),
+            port: None,
+            http_extra: String::new(),
+            servers: None,
         }
     }
 }
@@ -80,8 +90,11 @@ impl VsEnv {
     pub fn start(o: VsOpts) -> VsEnv {
         let backends: Vec<Backend> = (0..o.n)
             .map(|i| {
-                if o.by_ip {
-                    Backend::start_ip(&format!("b{i}"), &format!("127.0.0.{}", i + 2))
+                let ip = format!("127.0.0.{}", i + 2);
+                if let (true, Some(port)) = (o.by_ip, o.port) {
+                    Backend::start_at(&format!("b{i}"), &ip, port)
+                } else if o.by_ip {
+                    Backend::start_ip(&format!("b{i}"), &ip)
                 } else {
                     Backend::start(&format!("b{i}"))
                 }
@@ -110,10 +123,12 @@ impl VsEnv {
             _ => String::new(),
         };
         let port = free_port();
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("server {};\n", b.addr()))
-            .collect();
+        let servers: String = o.servers.clone().unwrap_or_else(|| {
+            backends
+                .iter()
+                .map(|b| format!("server {};\n", b.addr()))
+                .collect()
+        });
         let nodes: String = if o.by_ip {
             String::new()
         } else {
@@ -127,12 +142,12 @@ impl VsEnv {
         let text = conf(
             &format!("worker_processes {};\n{}", o.workers, o.main_extra),
             &format!(
-                "dwepc_vsphere vc url={} user={} password_file={pw}{ca} {};\n\
+                "{}dwepc_vsphere vc url={} user={} password_file={pw}{ca} {};\n\
                  upstream app {{\n dwepc {};\n{zone}{servers}{nodes}}}\n\
                  server {{ listen 127.0.0.1:{port};\n\
                    location / {{ proxy_pass http://app; }}\n\
                    location = /dwepc {{ dwepc_status; }} }}",
-                vcsim.url, o.vcsim.user, o.endpoint, o.dwepc
+                o.http_extra, vcsim.url, o.vcsim.user, o.endpoint, o.dwepc
             ),
         );
         let nginx = Nginx::start(&text, port);

@@ -22,7 +22,8 @@ use ngx::ffi::{
     NGX_PROCESS_WORKER,
 };
 
-use crate::config::MainState;
+use crate::module::main_conf;
+use crate::state::MainState;
 use crate::util::guard;
 
 struct Running {
@@ -78,9 +79,8 @@ impl Host for NginxHost {
 
 /// What the collector works on, borrowing the cycle's zones.
 fn build_spec(main: &MainState) -> Option<Spec<'_>> {
-    // SAFETY: lease_zone is NULL or the zone added with this configuration;
     // both live in the same cycle.
-    let lease = crate::zone::lease(unsafe { main.lease_zone.as_ref() }?)?;
+    let lease = crate::zone::lease(main.lease_zone()?)?;
     let endpoints = main
         .endpoints
         .iter()
@@ -99,15 +99,16 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
     let upstreams = main
         .upstreams()
         .filter_map(|u| {
-            let shared = u.shared()?;
+            let shared = crate::zone::of(u)?;
             let peers = u
-                .peers
+                .peers()
                 .iter()
                 .map(|p| {
-                    let node = p.node.map(|k| &u.nodes[k].conf);
+                    let node = p.node.map(|k| &u.parsed.nodes[k].conf);
                     PeerSpec {
                         name: p.name.clone(),
                         ip: p.ip,
+                        spare: matches!(p.kind, dwepc_core::slots::SlotKind::Spare { .. }),
                         weight: p.weight,
                         backup: p.backup,
                         vm: node
@@ -115,15 +116,15 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
                             .unwrap_or(dwepc_core::conf::VmRef::GuestIp),
                         capacity: node.map(|n| n.capacity).unwrap_or([f64::NAN; 4]),
                         accounting: node
-                            .map(|n| n.accounting.over(&u.conf.accounting))
-                            .unwrap_or(u.conf.accounting),
+                            .map(|n| n.accounting.over(&u.parsed.conf.accounting))
+                            .unwrap_or(u.parsed.conf.accounting),
                     }
                 })
                 .collect();
             Some(UpstreamSpec {
-                name: u.name.clone(),
-                conf: u.conf.clone(),
-                endpoint: u.endpoint,
+                name: u.parsed.name.clone(),
+                conf: u.parsed.conf.clone(),
+                endpoint: u.endpoint(),
                 peers,
                 shared,
             })
@@ -265,22 +266,4 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
             let _ = run.handle.join();
         }
     })
-}
-
-/// The module's main conf in a cycle.
-///
-/// # Safety
-/// `cycle` must be a live cycle with an http block (or none).
-pub unsafe fn main_conf(cycle: &ngx_cycle_t) -> Option<&MainState> {
-    // SAFETY: conf_ctx[ngx_http_module.index] is the http conf ctx (or NULL
-    // without an http block); main_conf holds our MainState.
-    unsafe {
-        let ctx = *cycle.conf_ctx.add(ngx::ffi::ngx_http_module.index)
-            as *mut ngx::ffi::ngx_http_conf_ctx_t;
-        if ctx.is_null() {
-            return None;
-        }
-        let p = *(*ctx).main_conf.add(crate::ngx_http_dwepc_module.ctx_index) as *const MainState;
-        p.as_ref()
-    }
 }

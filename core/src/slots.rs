@@ -1,0 +1,245 @@
+//! Which shared slot each peer of nginx's list counts in, by the peer's
+//! identity (`server` as written plus address), not by its position: with
+//! `zone` and `resolve`, nginx adds and removes peers at run time, and a
+//! list that keeps its length can hold other addresses.
+//!
+//! Each worker keeps one [`SlotMap`] per peer list (primaries, backups),
+//! rebuilt when the list's version (nginx's `*peers->config`) changes,
+//! under nginx's peer lock; the request path then reads a slot per
+//! position.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::shared::{ident, Shared};
+
+/// What a slot stands for, fixed when the configuration is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A server known at configuration: the peer with this identity.
+    Fixed { ident: u64 },
+    /// A spare of a `resolve` server (its `server` address as written):
+    /// any address that name resolves to can claim it.
+    Spare { server: String },
+}
+
+impl SlotKind {
+    /// The kind of a peer that exists at configuration.
+    pub fn fixed(server: &str, name: &str) -> SlotKind {
+        SlotKind::Fixed {
+            ident: ident(server, name),
+        }
+    }
+}
+
+/// One peer of nginx's list, as the rebuild reads it.
+#[derive(Clone, Debug)]
+pub struct ListPeer<'a> {
+    pub server: &'a str,
+    pub name: &'a str,
+    pub addr: Option<SocketAddr>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Position in one of nginx's peer lists → shared slot.
+#[derive(Debug, Default)]
+pub struct SlotMap {
+    version: Option<u64>,
+    map: Vec<u32>,
+    complete: bool,
+}
+
+impl SlotMap {
+    /// True when the map was built for the list at `version`.
+    #[inline]
+    pub fn is_current(&self, version: u64) -> bool {
+        self.version == Some(version)
+    }
+
+    /// The slot of the peer at `pos`.
+    #[inline]
+    pub fn slot(&self, pos: usize) -> Option<usize> {
+        match self.map.get(pos) {
+            Some(&s) if s != NONE => Some(s as usize),
+            _ => None,
+        }
+    }
+
+    /// True when every peer of the list has a slot (otherwise the pick
+    /// cannot compare them all and leaves the request to round robin).
+    #[inline]
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Rebuilds the map for the list `peers` at `version`: each peer takes
+    /// the fixed slot of its identity in `range`, or a spare slot of its
+    /// `resolve` server (claimed in `shared`); at most one peer per slot.
+    pub fn rebuild(
+        &mut self,
+        version: u64,
+        peers: &[ListPeer<'_>],
+        kinds: &[SlotKind],
+        range: Range<usize>,
+        shared: Option<Shared<'_>>,
+    ) {
+        let range = range.start.min(kinds.len())..range.end.min(kinds.len());
+        let idents: Vec<u64> = peers.iter().map(|p| ident(p.server, p.name)).collect();
+        let listed: HashSet<u64> = idents.iter().copied().collect();
+        let mut taken = vec![false; kinds.len()];
+        self.map.clear();
+        self.complete = true;
+        for (p, &id) in peers.iter().zip(&idents) {
+            let fixed = range.clone().find(|&s| {
+                !taken[s] && matches!(kinds[s], SlotKind::Fixed { ident } if ident == id)
+            });
+            let slot = fixed.or_else(|| {
+                let shared = shared?;
+                let spares: Vec<usize> = range
+                    .clone()
+                    .filter(|&s| {
+                        !taken[s]
+                            && matches!(&kinds[s], SlotKind::Spare { server } if server == p.server)
+                    })
+                    .collect();
+                shared.claim(&spares, id, p.addr, |old| !listed.contains(&old))
+            });
+            match slot {
+                Some(s) => {
+                    taken[s] = true;
+                    self.map.push(s as u32);
+                }
+                None => {
+                    self.complete = false;
+                    self.map.push(NONE);
+                }
+            }
+        }
+        self.version = Some(version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn zone(n: usize) -> Vec<AtomicU64> {
+        (0..crate::shared::words(n))
+            .map(|_| AtomicU64::new(0))
+            .collect()
+    }
+
+    fn peer<'a>(server: &'a str, name: &'a str) -> ListPeer<'a> {
+        ListPeer {
+            server,
+            name,
+            addr: name.parse().ok(),
+        }
+    }
+
+    /// Primaries: s1 fixed, two spares of b.test; backups: s2 fixed.
+    fn kinds() -> Vec<SlotKind> {
+        vec![
+            SlotKind::fixed("127.0.0.1:80", "127.0.0.1:80"),
+            SlotKind::Spare {
+                server: "b.test:80".into(),
+            },
+            SlotKind::Spare {
+                server: "b.test:80".into(),
+            },
+            SlotKind::fixed("127.0.0.9:80", "127.0.0.9:80"),
+        ]
+    }
+
+    #[test]
+    fn slots_follow_identity_not_position() {
+        let z = zone(4);
+        let s = Shared::new(&z, 4).unwrap();
+        s.init(1);
+        let k = kinds();
+        let mut m = SlotMap::default();
+        assert!(!m.is_current(0));
+        m.rebuild(
+            1,
+            &[
+                peer("b.test:80", "127.0.0.2:80"),
+                peer("127.0.0.1:80", "127.0.0.1:80"),
+            ],
+            &k,
+            0..3,
+            Some(s),
+        );
+        assert!(m.is_current(1) && m.complete());
+        assert_eq!((m.slot(0), m.slot(1)), (Some(1), Some(0)));
+        // the name now resolves elsewhere: same length, other address;
+        // the new address gets the other spare, the old one is not reused
+        // while a request is still in flight on it
+        s.count(1);
+        m.rebuild(
+            2,
+            &[
+                peer("127.0.0.1:80", "127.0.0.1:80"),
+                peer("b.test:80", "127.0.0.3:80"),
+            ],
+            &k,
+            0..3,
+            Some(s),
+        );
+        assert_eq!((m.slot(0), m.slot(1)), (Some(0), Some(2)));
+        assert_eq!(s.slot_addr(2), "127.0.0.3:80".parse().ok());
+        // another worker with an old map meets the same list: same slots
+        let mut other = SlotMap::default();
+        other.rebuild(
+            2,
+            &[
+                peer("127.0.0.1:80", "127.0.0.1:80"),
+                peer("b.test:80", "127.0.0.3:80"),
+            ],
+            &k,
+            0..3,
+            Some(s),
+        );
+        assert_eq!((other.slot(0), other.slot(1)), (Some(0), Some(2)));
+        // a third address while both spares are held: no slot, incomplete
+        m.rebuild(
+            3,
+            &[
+                peer("b.test:80", "127.0.0.2:80"),
+                peer("b.test:80", "127.0.0.3:80"),
+                peer("b.test:80", "127.0.0.4:80"),
+            ],
+            &k,
+            0..3,
+            Some(s),
+        );
+        assert_eq!((m.slot(0), m.slot(1), m.slot(2)), (Some(1), Some(2), None));
+        assert!(!m.complete());
+    }
+
+    #[test]
+    fn fixed_slots_stay_in_their_group_and_duplicates_get_one_each() {
+        let k = vec![
+            SlotKind::fixed("a:80", "127.0.0.1:80"),
+            SlotKind::fixed("a:80", "127.0.0.1:80"),
+            SlotKind::fixed("a:80", "127.0.0.1:80"),
+        ];
+        let mut m = SlotMap::default();
+        // nginx allows the same server twice: each line its own slot
+        let a = peer("a:80", "127.0.0.1:80");
+        m.rebuild(0, &[a.clone(), a.clone()], &k, 0..2, None);
+        assert_eq!((m.slot(0), m.slot(1)), (Some(0), Some(1)));
+        // the backup list (slot 2) never takes a primary's slot
+        m.rebuild(0, &[a.clone(), a.clone()], &k, 2..3, None);
+        assert_eq!((m.slot(0), m.slot(1)), (Some(2), None));
+        // an unknown server has no slot, a spare needs the zone
+        let spare = vec![SlotKind::Spare {
+            server: "b:80".into(),
+        }];
+        m.rebuild(0, &[peer("b:80", "127.0.0.5:80")], &spare, 0..1, None);
+        assert_eq!(m.slot(0), None);
+        assert!(!m.complete());
+    }
+}

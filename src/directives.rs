@@ -1,0 +1,267 @@
+//! The directives (`dwepc_vsphere`, `dwepc`, `dwepc_node`) and the
+//! module's configuration callbacks. Parsing and checks are `dwepc_core`'s
+//! (`conf`); this file reads the words, files and block context from nginx
+//! and stores the results in the phase types of `state`.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use dwepc_core::conf::{self, EndpointRef};
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
+    NGX_HTTP_UPSTREAM_DOWN, NGX_HTTP_UPSTREAM_FAIL_TIMEOUT, NGX_HTTP_UPSTREAM_MAX_CONNS,
+    NGX_HTTP_UPSTREAM_MAX_FAILS, NGX_HTTP_UPSTREAM_WEIGHT, NGX_LOG_EMERG, NGX_LOG_WARN,
+};
+
+use crate::module::{main_conf_mut, srv_conf, upstream_conf};
+use crate::state::{Endpoint, MainState, NodeDirective, Origin, SrvConf, UpstreamState};
+use crate::util::{conf_error, conf_location, directive_args, guard, log, ngx_str};
+
+/// NGX_HTTP_UPSTREAM_MODIFY (servers changed at run time, nginx >= 1.27.3).
+#[cfg(dwepc_peer_refs)]
+const UPSTREAM_MODIFY: u32 = ngx::ffi::NGX_HTTP_UPSTREAM_MODIFY;
+#[cfg(not(dwepc_peer_refs))]
+const UPSTREAM_MODIFY: u32 = 0;
+
+/// `create_main_conf`.
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guard("create_main_conf", ptr::null_mut(), || {
+        // SAFETY: cf is the live configuration; its pool frees the state
+        // (and runs its destructor) with the cycle.
+        let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate(MainState::default()) as *mut c_void
+    })
+}
+
+/// `create_srv_conf` (called for every server and upstream block).
+pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guard("create_srv_conf", ptr::null_mut(), || {
+        // SAFETY: as create_main_conf.
+        let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate(SrvConf::default()) as *mut c_void
+    })
+}
+
+/// `init_main_conf`: resolves endpoints and adds the lease zone. Runs
+/// after the upstream module's init_main_conf (this module is loaded after
+/// the built-in ones), so every upstream's servers are known.
+pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    guard("init_main_conf", NGX_CONF_ERROR, || {
+        // SAFETY: conf is our MainState, cf the live configuration.
+        let (main, cf) = unsafe { (&*(conf as *const MainState), &mut *cf) };
+        if let Err(msg) = resolve(main) {
+            // SAFETY: cf->log is the configuration's log.
+            unsafe { log(NGX_LOG_EMERG, cf.log, &msg) };
+            return NGX_CONF_ERROR;
+        }
+        if main.upstreams().any(|u| u.endpoint().is_some()) {
+            // SAFETY: cf is the live configuration.
+            let zone = unsafe { crate::zone::add_lease(cf) };
+            if zone.is_null() || !main.set_lease_zone(zone) {
+                return NGX_CONF_ERROR;
+            }
+        }
+        NGX_CONF_OK
+    })
+}
+
+/// Phase 3: each upstream's endpoint.
+fn resolve(main: &MainState) -> Result<(), String> {
+    if let Some(u) = main.upstreams().find(|u| !u.parsed.enabled) {
+        let at = u
+            .parsed
+            .nodes
+            .first()
+            .map(|n| n.origin.at())
+            .unwrap_or_default();
+        return Err(format!(
+            "\"dwepc_node\" in upstream \"{}\" without \"dwepc\" in {at}",
+            u.parsed.name
+        ));
+    }
+    let endpoints: Vec<(&conf::EndpointConf, String)> = main
+        .endpoints
+        .iter()
+        .map(|e| (&e.conf, e.origin.at()))
+        .collect();
+    let refs: Vec<(&EndpointRef, String)> = main
+        .upstreams()
+        .map(|u| (&u.parsed.conf.vsphere, u.parsed.origin.at()))
+        .collect();
+    let endpoints: Vec<_> = endpoints.iter().map(|(e, at)| (*e, at.as_str())).collect();
+    let refs: Vec<_> = refs.iter().map(|(r, at)| (*r, at.as_str())).collect();
+    let chosen = conf::resolve_endpoints(&endpoints, &refs)?;
+    for (u, e) in main.upstreams().zip(chosen) {
+        u.set_endpoint(e);
+    }
+    Ok(())
+}
+
+/// The frame every directive handler shares: panics contained (`name`),
+/// the words parsed by `parse`, then `apply`; an error from either is
+/// logged with the file and line and fails the configuration.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn directive<T>(
+    name: &'static str,
+    cf: *mut ngx_conf_t,
+    parse: impl FnOnce(&[&str]) -> Result<T, String>,
+    apply: impl FnOnce(&mut ngx_conf_t, T, Origin) -> Result<(), String>,
+) -> *mut c_char {
+    guard(name, NGX_CONF_ERROR, || {
+        // SAFETY: forwarded from the caller.
+        let args = unsafe { directive_args(cf) };
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        // SAFETY: forwarded from the caller.
+        let (file, line) = unsafe { conf_location(cf) };
+        // SAFETY: cf is the live parser state, used by one handler at a time.
+        let result =
+            parse(&argv).and_then(|v| apply(unsafe { &mut *cf }, v, Origin { file, line }));
+        match result {
+            Ok(()) => NGX_CONF_OK,
+            Err(msg) => {
+                // SAFETY: forwarded from the caller.
+                unsafe { conf_error(cf, &msg) };
+                NGX_CONF_ERROR
+            }
+        }
+    })
+}
+
+/// `dwepc_vsphere NAME url=... user=... password_file=... [...]`.
+pub unsafe extern "C" fn cmd_vsphere(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is the live configuration.
+    unsafe {
+        directive("cmd_vsphere", cf, conf::parse_endpoint, |cf, e, origin| {
+            let password = conf::password_from(
+                &e.password_file,
+                &read_file(cf, &e.password_file, "password_file")?,
+            )?;
+            let ca_pem = match &e.ca_file {
+                None => None,
+                Some(f) => {
+                    let pem = read_file(cf, f, "ca_file")?;
+                    conf::check_ca(f, &pem)?;
+                    Some(pem)
+                }
+            };
+            let main = main_conf_mut(cf).ok_or("no dwepc main configuration")?;
+            if main.endpoints.iter().any(|x| x.conf.name == e.name) {
+                return Err(format!("duplicate vSphere endpoint \"{}\"", e.name));
+            }
+            main.endpoints.push(Endpoint {
+                conf: e,
+                origin,
+                password,
+                ca_pem,
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Reads a file named in the configuration (relative names are relative to
+/// the configuration prefix, as nginx does for certificates).
+fn read_file(cf: &ngx_conf_t, name: &str, what: &str) -> Result<Vec<u8>, String> {
+    let path = if name.starts_with('/') {
+        std::path::PathBuf::from(name)
+    } else {
+        // SAFETY: cf->cycle is the cycle being configured.
+        let prefix = unsafe { ngx_str(&(*cf.cycle).conf_prefix) };
+        std::path::Path::new(&prefix).join(name)
+    };
+    std::fs::read(&path).map_err(|e| format!("cannot read {what} \"{}\": {e}", path.display()))
+}
+
+/// The dwepc state of the upstream block being parsed, created on first
+/// use and listed in the main state.
+fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, String> {
+    const NO_BLOCK: &str = "not inside an \"upstream\" block";
+    // SAFETY: the directives are only allowed inside upstream{}.
+    let mut ups = unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups;
+    if ups.is_null() {
+        // SAFETY: as above.
+        let name = ngx_str(&unsafe { upstream_conf(cf) }.ok_or(NO_BLOCK)?.host);
+        // SAFETY: the configuration pool frees the state with the cycle.
+        let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
+        ups = pool.allocate(UpstreamState::new(name));
+        if ups.is_null() {
+            return Err("out of memory".into());
+        }
+        // SAFETY: as above.
+        unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups = ups;
+        main_conf_mut(cf)
+            .ok_or("no dwepc main configuration")?
+            .upstreams
+            .push(ups);
+    }
+    // SAFETY: the state lives in the configuration pool for the whole
+    // cycle; parsing is single-threaded and the reference is used within
+    // this directive's handler only.
+    Ok(unsafe { &mut *ups })
+}
+
+/// `dwepc [params]` inside `upstream {}`.
+pub unsafe extern "C" fn cmd_dwepc(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is the live configuration.
+    unsafe {
+        directive("cmd_dwepc", cf, conf::parse_upstream, |cf, args, origin| {
+            if upstream_state(cf)?.parsed.enabled {
+                return Err("\"dwepc\" directive is duplicate".into());
+            }
+            let uscf = upstream_conf(cf).ok_or("not inside an \"upstream\" block")?;
+            let redefined = uscf.peer.init_upstream.is_some();
+            uscf.peer.init_upstream = Some(crate::balancer::init_upstream);
+            uscf.flags = (NGX_HTTP_UPSTREAM_CREATE
+                | UPSTREAM_MODIFY
+                | NGX_HTTP_UPSTREAM_WEIGHT
+                | NGX_HTTP_UPSTREAM_MAX_CONNS
+                | NGX_HTTP_UPSTREAM_MAX_FAILS
+                | NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
+                | NGX_HTTP_UPSTREAM_DOWN
+                | NGX_HTTP_UPSTREAM_BACKUP) as _;
+            if redefined {
+                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "load balancing method redefined");
+            }
+            let ups = upstream_state(cf)?;
+            ups.parsed.conf = args;
+            ups.parsed.enabled = true;
+            ups.parsed.origin = origin;
+            Ok(())
+        })
+    }
+}
+
+/// `dwepc_node ADDRESS [vm=NAME] [cpu=..] ...` inside `upstream {}`.
+pub unsafe extern "C" fn cmd_node(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is the live configuration.
+    unsafe {
+        directive("cmd_node", cf, conf::parse_node, |cf, node, origin| {
+            let ups = upstream_state(cf)?;
+            if ups
+                .parsed
+                .nodes
+                .iter()
+                .any(|n| n.conf.address == node.address)
+            {
+                return Err(format!("duplicate \"dwepc_node\" for \"{}\"", node.address));
+            }
+            ups.parsed.nodes.push(NodeDirective { conf: node, origin });
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The module's configuration state, one type per phase:
+//!
+//! 1. parsing: the directives fill [`MainState`]'s endpoints and each
+//!    upstream's [`ParsedUpstream`];
+//! 2. `init_upstream` (the upstream module's `init_main_conf`): nginx's
+//!    peer lists become the upstream's [`Servers`] (slots, shared zone);
+//! 3. our `init_main_conf`: each upstream's vSphere endpoint and the
+//!    instance's lease zone.
+//!
+//! Each later phase is written once ([`OnceCell`]) and read through
+//! accessors; nothing here calls nginx.
+
+use std::cell::{Cell, OnceCell, RefCell};
+
+use dwepc_core::conf::{EndpointConf, NodeConf, UpstreamConf};
+use dwepc_core::slots::{SlotKind, SlotMap};
+use ngx::ffi::ngx_shm_zone_t;
+
+/// Where a directive was written.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl Origin {
+    /// `file:line` for messages.
+    pub fn at(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// A `dwepc_vsphere` endpoint.
+pub struct Endpoint {
+    pub conf: EndpointConf,
+    pub origin: Origin,
+    /// Read from `password_file` at configuration time (as the master's
+    /// user); never logged or shown.
+    pub password: String,
+    /// Contents of `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("conf", &self.conf)
+            .field("origin", &self.origin)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// A `dwepc_node` line.
+#[derive(Debug)]
+pub struct NodeDirective {
+    pub conf: NodeConf,
+    pub origin: Origin,
+}
+
+/// Phase 1: what an upstream block's `dwepc` and `dwepc_node` say.
+#[derive(Debug, Default)]
+pub struct ParsedUpstream {
+    pub name: String,
+    pub conf: UpstreamConf,
+    /// `dwepc` was given (the balancer is in force).
+    pub enabled: bool,
+    /// Where `dwepc` was written.
+    pub origin: Origin,
+    pub nodes: Vec<NodeDirective>,
+}
+
+/// What the module knows of one slot (a peer known at configuration, or a
+/// spare of a `resolve` server).
+#[derive(Debug, Clone)]
+pub struct PeerMeta {
+    pub kind: SlotKind,
+    /// `ip:port` (the peer's name; a spare slot: its server's).
+    pub name: String,
+    /// The `server` directive's address as written.
+    pub server: String,
+    pub backup: bool,
+    pub weight: f64,
+    /// The peer's IP, for mapping to a VM by guest IP.
+    pub ip: Option<std::net::IpAddr>,
+    /// Index of the `dwepc_node` line that applies to it.
+    pub node: Option<usize>,
+}
+
+/// Phase 2: the upstream's slots as `init_upstream` built them, and this
+/// worker's request-path state for them.
+#[derive(Debug)]
+pub struct Servers {
+    /// Slots: primaries (fixed, then spares), then backups.
+    pub peers: Vec<PeerMeta>,
+    pub n_primary: usize,
+    /// Every slot's kind, in slot order.
+    pub slot_kinds: Vec<SlotKind>,
+    /// The upstream's zone (`dwepc:<name>`), added with this configuration.
+    pub zone: *mut ngx_shm_zone_t,
+    /// Shares mode: this worker's smooth-WRR current weights for breaking
+    /// ties (per process, as nginx's least_conn keeps them per worker
+    /// without a zone).
+    pub tie_weights: Vec<Cell<i64>>,
+    /// This worker's position → slot maps of the primary and backup lists.
+    pub slot_maps: [RefCell<SlotMap>; 2],
+}
+
+impl Servers {
+    pub fn new(peers: Vec<PeerMeta>, n_primary: usize, zone: *mut ngx_shm_zone_t) -> Servers {
+        Servers {
+            slot_kinds: peers.iter().map(|p| p.kind.clone()).collect(),
+            tie_weights: peers.iter().map(|_| Cell::new(0)).collect(),
+            slot_maps: Default::default(),
+            peers,
+            n_primary,
+            zone,
+        }
+    }
+}
+
+/// Per-upstream state (one per `upstream {}` using `dwepc` or `dwepc_node`).
+#[derive(Debug, Default)]
+pub struct UpstreamState {
+    /// Phase 1.
+    pub parsed: ParsedUpstream,
+    servers: OnceCell<Servers>,
+    endpoint: OnceCell<Option<usize>>,
+}
+
+impl UpstreamState {
+    pub fn new(name: String) -> UpstreamState {
+        UpstreamState {
+            parsed: ParsedUpstream {
+                name,
+                ..ParsedUpstream::default()
+            },
+            ..UpstreamState::default()
+        }
+    }
+
+    /// Phase 2, once; false if it was already set.
+    pub fn set_servers(&self, servers: Servers) -> bool {
+        self.servers.set(servers).is_ok()
+    }
+
+    /// The slots, once `init_upstream` ran.
+    pub fn servers(&self) -> Option<&Servers> {
+        self.servers.get()
+    }
+
+    /// The slots' metadata (empty before `init_upstream`).
+    pub fn peers(&self) -> &[PeerMeta] {
+        self.servers().map_or(&[], |s| &s.peers)
+    }
+
+    /// Phase 3, once.
+    pub fn set_endpoint(&self, endpoint: Option<usize>) -> bool {
+        self.endpoint.set(endpoint).is_ok()
+    }
+
+    /// Index into `MainState::endpoints` (None: no counters, or not
+    /// resolved yet).
+    pub fn endpoint(&self) -> Option<usize> {
+        self.endpoint.get().copied().flatten()
+    }
+}
+
+/// Module main configuration (http level).
+#[derive(Debug, Default)]
+pub struct MainState {
+    /// Phase 1.
+    pub endpoints: Vec<Endpoint>,
+    /// Phase 1: upstreams in configuration order (boxes in the same
+    /// configuration pool as this state).
+    pub upstreams: Vec<*mut UpstreamState>,
+    /// Phase 3: the poller lease (only when some upstream has an endpoint).
+    lease_zone: OnceCell<*mut ngx_shm_zone_t>,
+}
+
+impl MainState {
+    /// Upstreams in configuration order.
+    pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamState> {
+        // SAFETY: the pointers are allocations of the same configuration
+        // pool as self, freed only with it.
+        self.upstreams.iter().map(|p| unsafe { &**p })
+    }
+
+    /// Phase 3, once.
+    pub fn set_lease_zone(&self, zone: *mut ngx_shm_zone_t) -> bool {
+        self.lease_zone.set(zone).is_ok()
+    }
+
+    /// The lease zone, if any upstream has an endpoint.
+    pub fn lease_zone(&self) -> Option<&ngx_shm_zone_t> {
+        // SAFETY: NULL or the zone added with this configuration; both live
+        // in the same cycle.
+        self.lease_zone.get().and_then(|z| unsafe { z.as_ref() })
+    }
+}
+
+/// Our `srv_conf` slot: the upstream's state, set by the first
+/// `dwepc`/`dwepc_node` directive in an upstream block (NULL in `server`
+/// blocks and upstreams without them).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SrvConf {
+    pub ups: *mut UpstreamState,
+}
+
+impl Default for SrvConf {
+    fn default() -> Self {
+        SrvConf {
+            ups: std::ptr::null_mut(),
+        }
+    }
+}

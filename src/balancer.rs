@@ -591,8 +591,13 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             let full = p.max_conns != 0 && p.conns >= p.max_conns;
             !tried && p.down == 0 && !failed && !full
         };
-        // the map is complete: every position has a slot
-        let slot_of = |i: usize| map.slot(i).unwrap_or(usize::MAX);
+        // the map is complete: every position has a slot (usually its
+        // position plus the group's first slot)
+        let offset = map.offset();
+        let slot_of = |i: usize| match offset {
+            Some(base) => base + i,
+            None => map.slot(i).unwrap_or(usize::MAX),
+        };
         let mut best: Option<Choice> = None;
         // one loop for every mode, on what the collector published: paper
         // mode the largest remaining allocation L (random among equals);

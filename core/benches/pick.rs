@@ -24,6 +24,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dwepc_core::algo::{Argmax, Rng};
 use dwepc_core::shared::{words, Shared};
 use dwepc_core::shares::{LeastShare, SmoothTie};
+use dwepc_core::slots::{ListPeer, SlotKind, SlotMap};
 
 /// nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
 struct Wrr {
@@ -145,11 +146,17 @@ impl NgxRwlock {
 
 /// The shares mode's pick over the shared words, as the module's `get`
 /// does it (minus nginx's own peer checks, which least_conn above lacks
-/// too), counted.
-fn pick_shares(shared: &Shared, n: usize, tie: &mut [i64]) -> usize {
+/// too): the list's slot map checked, each peer's slot looked up, counted.
+fn pick_shares(shared: &Shared, map: &SlotMap, n: usize, tie: &mut [i64]) -> usize {
+    assert!(map.is_current(0) && map.complete());
+    let off = map.offset();
+    let slot = |i: usize| match off {
+        Some(base) => base + i,
+        None => map.slot(i).unwrap_or(usize::MAX),
+    };
     let mut ls = LeastShare::new();
     for i in 0..n {
-        let (in_flight, share, limit) = shared.pick_view(i);
+        let (in_flight, share, limit) = shared.pick_view(slot(i));
         ls.offer(i, in_flight, share, limit);
     }
     let mut k = ls.best().unwrap();
@@ -157,7 +164,7 @@ fn pick_shares(shared: &Shared, n: usize, tie: &mut [i64]) -> usize {
         // as nginx: the tied are the first best and peers after it
         let mut t = SmoothTie::default();
         for i in k..n {
-            let (in_flight, share, limit) = shared.pick_view(i);
+            let (in_flight, share, limit) = shared.pick_view(slot(i));
             if ls.is_tied(in_flight, share, limit) {
                 tie[i] = t.offer(i, share, tie[i]);
             }
@@ -167,8 +174,27 @@ fn pick_shares(shared: &Shared, n: usize, tie: &mut [i64]) -> usize {
             k = w;
         }
     }
-    shared.count(k);
+    shared.count(slot(k));
     k
+}
+
+/// A slot map for `n` configured servers, as a worker builds it once.
+fn slot_map(shared: Shared<'_>, n: usize) -> SlotMap {
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250))
+        .collect();
+    let kinds: Vec<SlotKind> = names.iter().map(|a| SlotKind::fixed(a, a)).collect();
+    let list: Vec<ListPeer<'_>> = names
+        .iter()
+        .map(|a| ListPeer {
+            server: a,
+            name: a,
+            addr: None,
+        })
+        .collect();
+    let mut map = SlotMap::default();
+    map.rebuild(0, &list, &kinds, 0..n, Some(shared));
+    map
 }
 
 /// The paper mode's pick over the shared words: the largest remaining
@@ -258,10 +284,11 @@ fn bench(c: &mut Criterion) {
             }
         }
         let epoch = sh.epoch();
+        let map = slot_map(sh, n);
         let mut tie = vec![0i64; n];
         g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
             b.iter(|| {
-                let k = pick_shares(&sh, n, &mut tie);
+                let k = pick_shares(&sh, &map, n, &mut tie);
                 let j = (k + 1) % n;
                 if sh.in_flight(j) > 0 {
                     sh.finish(j, epoch);
@@ -274,7 +301,7 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
             b.iter(|| {
                 peers_lock.wlock();
-                let k = pick_shares(&sh, n, &mut tie);
+                let k = pick_shares(&sh, &map, n, &mut tie);
                 peers_lock.unlock();
                 let j = (k + 1) % n;
                 peers_lock.rlock();

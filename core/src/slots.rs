@@ -49,6 +49,9 @@ pub struct SlotMap {
     version: Option<u64>,
     map: Vec<u32>,
     complete: bool,
+    /// Set when every peer's slot is its position plus this (the list as
+    /// configured, the usual case): the lookup is then an addition.
+    offset: Option<usize>,
 }
 
 impl SlotMap {
@@ -61,10 +64,21 @@ impl SlotMap {
     /// The slot of the peer at `pos`.
     #[inline]
     pub fn slot(&self, pos: usize) -> Option<usize> {
+        if let Some(base) = self.offset {
+            return (pos < self.map.len()).then_some(base + pos);
+        }
         match self.map.get(pos) {
             Some(&s) if s != NONE => Some(s as usize),
             _ => None,
         }
+    }
+
+    /// `Some(base)` when every peer's slot is `base` + its position (the
+    /// list as configured): the request path then adds instead of looking
+    /// up.
+    #[inline]
+    pub fn offset(&self) -> Option<usize> {
+        self.offset
     }
 
     /// True when every peer of the list has a slot (otherwise the pick
@@ -117,6 +131,14 @@ impl SlotMap {
                 }
             }
         }
+        let base = range.start;
+        self.offset = (self.complete
+            && self
+                .map
+                .iter()
+                .enumerate()
+                .all(|(i, &s)| s as usize == base + i))
+        .then_some(base);
         self.version = Some(version);
     }
 }
@@ -174,6 +196,17 @@ mod tests {
         );
         assert!(m.is_current(1) && m.complete());
         assert_eq!((m.slot(0), m.slot(1)), (Some(1), Some(0)));
+        // in configured order the slots are the positions plus the group's
+        // first slot
+        let mut backups = SlotMap::default();
+        backups.rebuild(
+            1,
+            &[peer("127.0.0.9:80", "127.0.0.9:80")],
+            &k,
+            3..4,
+            Some(s),
+        );
+        assert_eq!((backups.slot(0), backups.slot(1)), (Some(3), None));
         // the name now resolves elsewhere: same length, other address;
         // the new address gets the other spare, the old one is not reused
         // while a request is still in flight on it

@@ -3,8 +3,9 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
+use dwepc_core::conf::VmRef;
 use dwepc_core::slots::SlotKind;
-use dwepc_core::status::{render, PeerStatus, UpstreamStatus};
+use dwepc_core::status::{render, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_core_loc_conf_t,
     ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
@@ -44,95 +45,35 @@ pub unsafe extern "C" fn cmd_status(
     })
 }
 
-/// Builds the status of every dwepc upstream.
-pub fn collect(main: &MainState) -> Vec<UpstreamStatus> {
+/// The status of every dwepc upstream (`dwepc_core::status::snapshot`
+/// over each upstream's configuration and zone).
+fn collect(main: &MainState) -> Vec<UpstreamStatus> {
     let now = cached_now_ms();
     main.upstreams()
         .map(|ups| {
-            let shared = crate::zone::of(ups);
-            let (window, sample_end) = shared.map(|s| s.window()).unwrap_or((0, 0));
-            let usable = shared.map(|s| s.usable(now)).unwrap_or(false);
-            let reason = match shared {
-                _ if ups.endpoint().is_none() => "no_endpoint",
-                Some(s) => s.reason(now).name(),
-                None => "no_zone",
-            };
-            UpstreamStatus {
-                name: ups.parsed.name.clone(),
-                mode: ups.parsed.conf.mode.name().into(),
-                balancing: if usable { "dwepc" } else { "round_robin" }.into(),
-                reason: reason.into(),
+            let meta = UpstreamMeta {
+                name: &ups.parsed.name,
+                conf: &ups.parsed.conf,
                 vsphere: ups
                     .endpoint()
                     .and_then(|i| main.endpoints.get(i))
-                    .map(|e| e.conf.name.clone()),
-                window,
-                window_size: ups.parsed.conf.window as u64,
-                sample_age_ms: (sample_end > 0).then(|| now.saturating_sub(sample_end)),
-                w: shared.and_then(|s| s.w()),
-                cost: shared
-                    .map(|s| s.cost())
-                    .filter(|c| c.iter().any(|x| x.is_finite())),
-                rate: shared.map(|s| s.rate()).unwrap_or(f64::NAN),
-                guard_rejections: shared.map(|s| s.guard_rejections()).unwrap_or(0),
+                    .map(|e| e.conf.name.as_str()),
                 peers: ups
                     .peers()
                     .iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| {
-                        // a spare slot shows the address that holds it
-                        let name = match p.kind {
-                            SlotKind::Fixed { .. } => p.name.clone(),
-                            SlotKind::Spare { .. } => {
-                                let s = shared?;
-                                if s.slot_ident(i) == 0 {
-                                    return None;
-                                }
-                                s.slot_addr(i)
-                                    .map_or_else(|| p.name.clone(), |a| a.to_string())
-                            }
-                        };
-                        let info = shared.map(|s| s.peer_info(i));
-                        Some(PeerStatus {
-                            name,
-                            server: p.server.clone(),
-                            backup: p.backup,
-                            vm: p.node.and_then(|k| match &ups.parsed.nodes[k].conf.vm {
-                                dwepc_core::conf::VmRef::Name(n) => Some(n.clone()),
-                                dwepc_core::conf::VmRef::GuestIp => None,
-                            }),
-                            capacity: info.map(|x| x.capacity).unwrap_or([f64::NAN; 4]),
-                            q: info.map(|x| x.q).unwrap_or([f64::NAN; 4]),
-                            allocation: if usable {
-                                info.map(|x| x.allocation).unwrap_or(f64::NAN)
-                            } else {
-                                f64::NAN
-                            },
-                            v: info.map(|x| x.v).unwrap_or(0),
-                            l: if usable {
-                                info.map(|x| x.l).unwrap_or(f64::NAN)
-                            } else {
-                                f64::NAN
-                            },
-                            requests: info.map(|x| x.total).unwrap_or(0),
-                            in_flight: info.map(|x| x.in_flight).unwrap_or(0),
-                            failed: info.map(|x| x.failed).unwrap_or(0),
-                            cpu_ready_pct: info.map(|x| x.cpu_ready_pct).unwrap_or(f64::NAN),
-                            share: match info {
-                                Some(x) if usable => x.share,
-                                _ => f64::NAN,
-                            },
-                            target_share: info.map(|x| x.target_share).unwrap_or(f64::NAN),
-                            limit: match info {
-                                Some(x) if usable => x.limit,
-                                _ => 0,
-                            },
-                            background: info.map(|x| x.background).unwrap_or([f64::NAN; 4]),
-                            effective_cpu: info.map(|x| x.effective_cpu).unwrap_or(f64::NAN),
-                        })
+                    .map(|p| PeerMeta {
+                        name: &p.name,
+                        server: &p.server,
+                        backup: p.backup,
+                        spare: matches!(p.kind, SlotKind::Spare { .. }),
+                        vm: p.node.and_then(|k| match &ups.parsed.nodes[k].conf.vm {
+                            VmRef::Name(n) => Some(n.as_str()),
+                            VmRef::GuestIp => None,
+                        }),
                     })
                     .collect(),
-            }
+            };
+            snapshot(&meta, crate::zone::of(ups), now)
         })
         .collect()
 }

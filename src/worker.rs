@@ -104,21 +104,15 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
                 .peers()
                 .iter()
                 .map(|p| {
-                    let node = p.node.map(|k| &u.parsed.nodes[k].conf);
-                    PeerSpec {
-                        name: p.name.clone(),
-                        ip: p.ip,
-                        spare: matches!(p.kind, dwepc_core::slots::SlotKind::Spare { .. }),
-                        weight: p.weight,
-                        backup: p.backup,
-                        vm: node
-                            .map(|n| n.vm.clone())
-                            .unwrap_or(dwepc_core::conf::VmRef::GuestIp),
-                        capacity: node.map(|n| n.capacity).unwrap_or([f64::NAN; 4]),
-                        accounting: node
-                            .map(|n| n.accounting.over(&u.parsed.conf.accounting))
-                            .unwrap_or(u.parsed.conf.accounting),
-                    }
+                    PeerSpec::new(
+                        &p.name,
+                        p.ip,
+                        p.weight,
+                        p.backup,
+                        matches!(p.kind, dwepc_core::slots::SlotKind::Spare { .. }),
+                        p.node.map(|k| &u.parsed.nodes[k].conf),
+                        &u.parsed.conf,
+                    )
                 })
                 .collect();
             Some(UpstreamSpec {

@@ -85,6 +85,34 @@ pub struct PeerSpec {
     pub accounting: Accounting,
 }
 
+impl PeerSpec {
+    /// A server's spec from what the configuration says of it: its
+    /// `dwepc_node` line (if one names it) sets the VM lookup, capacity
+    /// overrides and accounting over the upstream's.
+    pub fn new(
+        name: &str,
+        ip: Option<IpAddr>,
+        weight: f64,
+        backup: bool,
+        spare: bool,
+        node: Option<&crate::conf::NodeConf>,
+        upstream: &UpstreamConf,
+    ) -> PeerSpec {
+        PeerSpec {
+            name: name.to_string(),
+            ip,
+            spare,
+            weight,
+            backup,
+            vm: node.map_or(VmRef::GuestIp, |n| n.vm.clone()),
+            capacity: node.map_or([f64::NAN; R], |n| n.capacity),
+            accounting: node.map_or(upstream.accounting, |n| {
+                n.accounting.over(&upstream.accounting)
+            }),
+        }
+    }
+}
+
 /// One upstream using dwepc; `'z` is the life of its shared zone (in
 /// nginx, the cycle's).
 #[derive(Clone)]
@@ -979,4 +1007,30 @@ pub fn counter_ids(catalog: &HashMap<String, i32>) -> [Option<i32>; R] {
 /// Resource names, for messages.
 pub fn resource_name(j: usize) -> &'static str {
     RESOURCES[j]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{parse_node, parse_upstream};
+
+    #[test]
+    fn peer_spec_takes_its_node_line_over_the_upstream() {
+        let ups = parse_upstream(&["cpu_ratio=0.5"]).unwrap();
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let bare = PeerSpec::new("127.0.0.2:80", Some(ip), 2.0, false, false, None, &ups);
+        assert_eq!(bare.vm, VmRef::GuestIp);
+        assert!(bare.capacity.iter().all(|c| c.is_nan()));
+        assert_eq!(format!("{:?}", bare.accounting), format!("{:?}", ups.accounting));
+        let node = parse_node(&["127.0.0.2:80", "vm=web-1", "cpu=2000", "cpu_ratio=0.8"]).unwrap();
+        let p = PeerSpec::new("127.0.0.2:80", Some(ip), 2.0, true, false, Some(&node), &ups);
+        assert_eq!(p.vm, VmRef::Name("web-1".into()));
+        assert_eq!(p.capacity[0], 2000.0);
+        assert_eq!((p.weight, p.backup, p.ip), (2.0, true, Some(ip)));
+        assert_eq!(
+            format!("{:?}", p.accounting),
+            format!("{:?}", node.accounting.over(&ups.accounting))
+        );
+        assert_ne!(format!("{:?}", p.accounting), format!("{:?}", ups.accounting));
+    }
 }

@@ -61,6 +61,11 @@ pub trait Host {
     fn stopping(&self) -> bool;
     /// True if the process `pid` still exists.
     fn alive(&self, pid: u64) -> bool;
+    /// Wall-clock milliseconds: every time the collector reads (a test
+    /// host sets it).
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
 }
 
 /// One upstream server.
@@ -363,7 +368,7 @@ impl<'z, 'h> Collector<'z, 'h> {
     /// Runs until the host says stop, then logs out and releases the lease.
     pub fn run(mut self) {
         while !self.host.stopping() {
-            self.tick(now_ms());
+            self.tick(self.host.now_ms());
             std::thread::sleep(Duration::from_millis(100));
         }
         self.shutdown();
@@ -445,7 +450,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                 self.poll(k);
             }
         }
-        self.log_states(now_ms());
+        self.log_states(now);
     }
 
     fn log_states(&mut self, now: u64) {
@@ -506,7 +511,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             self.drop_session(k, false);
             result = self.poll_inner(k);
         }
-        let now = now_ms();
+        let now = self.host.now_ms();
         let name = self.spec.endpoints[k].name.clone();
         let url = self.spec.endpoints[k].client.url.clone();
         let ep = &mut self.eps[k];
@@ -564,7 +569,7 @@ impl<'z, 'h> Collector<'z, 'h> {
     }
 
     fn poll_inner(&mut self, k: usize) -> Result<(), Error> {
-        let now = now_ms();
+        let now = self.host.now_ms();
         if self.eps[k].client.is_none() {
             self.eps[k].client = Some(Client::new(self.spec.endpoints[k].client.clone())?);
         }
@@ -603,9 +608,9 @@ impl<'z, 'h> Collector<'z, 'h> {
             }
         }
         if now.saturating_sub(ep.skew_at) > 600_000 {
-            let t0 = now_ms();
+            let t0 = self.host.now_ms();
             let server = c.current_time()?;
-            let t1 = now_ms();
+            let t1 = self.host.now_ms();
             ep.skew_ms = server as i64 - ((t0 + t1) / 2) as i64;
             ep.skew_at = now;
         }
@@ -896,7 +901,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             return;
         }
         let shared = u.shared;
-        let now = now_ms();
+        let now = self.host.now_ms();
         if let Some(sm) = &mut run.shares {
             shared.set_window(sm.window_len(), sm.newest_ms().unwrap_or(0));
             let st = sm.update();
@@ -1013,6 +1018,82 @@ pub fn resource_name(j: usize) -> &'static str {
 mod tests {
     use super::*;
     use crate::conf::{parse_node, parse_upstream};
+    use crate::shared::{Lease, LEASE_WORDS};
+    use std::cell::{Cell, RefCell};
+    use std::sync::atomic::AtomicU64;
+
+    /// A host with a clock and process table the test sets.
+    struct TestHost {
+        now: Cell<u64>,
+        dead: RefCell<Vec<u64>>,
+        log: RefCell<Vec<(Level, String)>>,
+    }
+
+    impl TestHost {
+        fn new() -> TestHost {
+            TestHost {
+                now: Cell::new(1_000),
+                dead: RefCell::new(Vec::new()),
+                log: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Host for TestHost {
+        fn log(&self, level: Level, msg: &str) {
+            self.log.borrow_mut().push((level, msg.to_string()));
+        }
+        fn stopping(&self) -> bool {
+            false
+        }
+        fn alive(&self, pid: u64) -> bool {
+            !self.dead.borrow().contains(&pid)
+        }
+        fn now_ms(&self) -> u64 {
+            self.now.get()
+        }
+    }
+
+    fn spec(lease: Lease<'_>, pid: u64) -> Spec<'_> {
+        Spec {
+            endpoints: Vec::new(),
+            upstreams: Vec::new(),
+            lease,
+            pid,
+        }
+    }
+
+    #[test]
+    fn one_worker_holds_the_lease_until_it_dies_or_goes_silent() {
+        let words: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let lease = Lease::new(&words).unwrap();
+        let host = TestHost::new();
+        let mut a = Collector::new(spec(lease, 10), &host);
+        let mut b = Collector::new(spec(lease, 11), &host);
+        a.tick(1_000);
+        b.tick(1_000);
+        assert!(a.is_holder() && !b.is_holder());
+        // renewed by every tick of the holder, at the time it is given
+        a.tick(1_000 + a.lease_timeout_ms);
+        b.tick(1_000 + a.lease_timeout_ms + 1);
+        assert!(a.is_holder() && !b.is_holder());
+        // the holder goes silent past the timeout: taken over
+        let t = 1_000 + 2 * a.lease_timeout_ms + 2;
+        b.tick(t);
+        assert!(b.is_holder());
+        a.tick(t + 1);
+        assert!(!a.is_holder());
+        assert!(host
+            .log
+            .borrow()
+            .iter()
+            .any(|(l, m)| *l == Level::Notice && m.contains("another worker took over")));
+        // the holder's process dies: taken over at once
+        host.dead.borrow_mut().push(11);
+        a.tick(t + 2);
+        assert!(a.is_holder());
+        assert_eq!(lease.holder(), 10);
+    }
 
     #[test]
     fn peer_spec_takes_its_node_line_over_the_upstream() {
@@ -1021,9 +1102,20 @@ mod tests {
         let bare = PeerSpec::new("127.0.0.2:80", Some(ip), 2.0, false, false, None, &ups);
         assert_eq!(bare.vm, VmRef::GuestIp);
         assert!(bare.capacity.iter().all(|c| c.is_nan()));
-        assert_eq!(format!("{:?}", bare.accounting), format!("{:?}", ups.accounting));
+        assert_eq!(
+            format!("{:?}", bare.accounting),
+            format!("{:?}", ups.accounting)
+        );
         let node = parse_node(&["127.0.0.2:80", "vm=web-1", "cpu=2000", "cpu_ratio=0.8"]).unwrap();
-        let p = PeerSpec::new("127.0.0.2:80", Some(ip), 2.0, true, false, Some(&node), &ups);
+        let p = PeerSpec::new(
+            "127.0.0.2:80",
+            Some(ip),
+            2.0,
+            true,
+            false,
+            Some(&node),
+            &ups,
+        );
         assert_eq!(p.vm, VmRef::Name("web-1".into()));
         assert_eq!(p.capacity[0], 2000.0);
         assert_eq!((p.weight, p.backup, p.ip), (2.0, true, Some(ip)));
@@ -1031,6 +1123,9 @@ mod tests {
             format!("{:?}", p.accounting),
             format!("{:?}", node.accounting.over(&ups.accounting))
         );
-        assert_ne!(format!("{:?}", p.accounting), format!("{:?}", ups.accounting));
+        assert_ne!(
+            format!("{:?}", p.accounting),
+            format!("{:?}", ups.accounting)
+        );
     }
 }

@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 
 use dwepc_core::algo::{Argmax, Rng};
 use dwepc_core::conf::{match_nodes, Mode, Pick};
-use dwepc_core::shared::{names_hash, Shared, SPARE_SLOTS};
+use dwepc_core::shared::{names_hash, Shared};
 use dwepc_core::shares::{LeastShare, SmoothTie};
-use dwepc_core::slots::{ListPeer, SlotKind, SlotMap};
+use dwepc_core::slots::{ListPeer, SlotKind, SlotMap, SPARE_SLOTS};
 use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
     ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin,
@@ -265,17 +265,21 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
-fn with_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
-    RNG.with(|c| {
-        let mut seed = c.get();
-        if seed == 0 {
-            seed = (std::process::id() as u64) << 32 ^ dwepc_core::collector::now_ms();
-        }
-        let mut rng = Rng::new(seed);
-        let out = f(&mut rng);
-        c.set(rng.next_u64() | 1);
-        out
+/// This worker's random generator (paper mode's tie-break), resumed where
+/// its last pick left it.
+fn worker_rng() -> Rng {
+    let seed = RNG.with(Cell::get);
+    Rng::new(if seed == 0 {
+        (std::process::id() as u64) << 32 ^ dwepc_core::collector::now_ms()
+    } else {
+        seed
     })
+}
+
+/// Keeps `rng`'s state for the worker's next pick.
+fn keep_rng(rng: &mut Rng) {
+    let next = rng.next_u64() | 1;
+    RNG.with(|c| c.set(next));
 }
 
 /// `peer.get`.
@@ -327,13 +331,8 @@ impl PeersLock {
     /// already locked by this process.
     #[inline]
     unsafe fn write(peers: *mut ngx_http_upstream_rr_peers_t) -> PeersLock {
-        // SAFETY: as ngx_http_upstream_rr_peers_wlock: lock only when shared.
-        unsafe {
-            if !(*peers).shpool.is_null() {
-                ngx_rwlock_wlock(&mut (*peers).rwlock);
-            }
-        }
-        PeersLock { peers }
+        // SAFETY: forwarded from the caller.
+        unsafe { PeersLock::take(peers, ngx_rwlock_wlock) }
     }
 
     /// The read lock (`ngx_http_upstream_rr_peers_rlock`), to walk the list.
@@ -342,10 +341,21 @@ impl PeersLock {
     /// As [`PeersLock::write`].
     #[inline]
     unsafe fn read(peers: *mut ngx_http_upstream_rr_peers_t) -> PeersLock {
-        // SAFETY: as ngx_http_upstream_rr_peers_rlock: lock only when shared.
+        // SAFETY: forwarded from the caller.
+        unsafe { PeersLock::take(peers, ngx_rwlock_rlock) }
+    }
+
+    /// # Safety
+    /// As [`PeersLock::write`].
+    #[inline]
+    unsafe fn take(
+        peers: *mut ngx_http_upstream_rr_peers_t,
+        lock: unsafe extern "C" fn(*mut ngx::ffi::ngx_atomic_t),
+    ) -> PeersLock {
+        // SAFETY: as nginx's peers locks: lock only when the list is shared.
         unsafe {
             if !(*peers).shpool.is_null() {
-                ngx_rwlock_rlock(&mut (*peers).rwlock);
+                lock(&mut (*peers).rwlock);
             }
         }
         PeersLock { peers }
@@ -355,7 +365,7 @@ impl PeersLock {
 impl Drop for PeersLock {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: pairs with `write` on the same live list (the guard does
+        // SAFETY: pairs with `take` on the same live list (the guard does
         // not outlive it, per `write`'s contract).
         unsafe {
             if !(*self.peers).shpool.is_null() {
@@ -411,7 +421,11 @@ unsafe fn list_version(peers: *mut ngx_http_upstream_rr_peers_t) -> u64 {
 }
 
 /// The slot map of `peers` (the request's primary or backup list),
-/// rebuilt first if the list changed since this worker last built it.
+/// rebuilt first if the list changed since this worker last built it (the
+/// one allocation on the request path: once per worker after `resolve`
+/// changed the list, not per request); None
+/// only if this worker already holds it (never: each use ends before the
+/// next, but it is not worth a panic).
 ///
 /// # Safety
 /// `peers` is `dp.primary` or its backup list, locked as nginx requires.
@@ -420,9 +434,9 @@ unsafe fn slot_map<'u>(
     dp: &PeerData,
     peers: *mut ngx_http_upstream_rr_peers_t,
     shared: Shared<'_>,
-) -> RefMut<'u, SlotMap> {
+) -> Option<RefMut<'u, SlotMap>> {
     let backup = peers != dp.primary;
-    let mut map = ups.slot_maps[usize::from(backup)].borrow_mut();
+    let mut map = ups.slot_maps[usize::from(backup)].try_borrow_mut().ok()?;
     // SAFETY: forwarded from the caller.
     let version = unsafe { list_version(peers) };
     if !map.is_current(version) {
@@ -453,9 +467,9 @@ unsafe fn slot_map<'u>(
         } else {
             0..ups.n_primary
         };
-        map.rebuild(version, &list, &ups.slot_kinds, range, Some(shared));
+        map.rebuild(version, &list, &ups.peers, range, Some(shared));
     }
-    map
+    Some(map)
 }
 
 /// Round robin's pick, counted in the shared totals.
@@ -484,19 +498,20 @@ unsafe fn round_robin(
         // `free` counts nothing either
         let slot = {
             let _lock = PeersLock::read(peers);
-            let map = slot_map(servers, dp, peers, shared);
-            let mut p = (*peers).peer;
-            let mut i = 0;
-            loop {
-                if p.is_null() {
-                    break None;
+            slot_map(servers, dp, peers, shared).and_then(|map| {
+                let mut p = (*peers).peer;
+                let mut i = 0;
+                loop {
+                    if p.is_null() {
+                        break None;
+                    }
+                    if p == dp.rrp.current {
+                        break map.slot(i);
+                    }
+                    p = (*p).next;
+                    i += 1;
                 }
-                if p == dp.rrp.current {
-                    break map.slot(i);
-                }
-                p = (*p).next;
-                i += 1;
-            }
+            })
         };
         if let Some(slot) = slot {
             dp.sent(shared, slot);
@@ -507,8 +522,9 @@ unsafe fn round_robin(
 
 /// How a mode compares peers, on the values the collector publishes.
 enum Picker {
-    /// Paper mode: the largest remaining allocation `L = target - sent`.
-    Remaining(Argmax),
+    /// Paper mode: the largest remaining allocation `L = target - sent`,
+    /// random among equals.
+    Remaining(Argmax, Rng),
     /// Shares and wlc mode: the least in-flight per share.
     PerShare(LeastShare),
 }
@@ -517,9 +533,9 @@ impl Picker {
     /// Offers the peer at position `pos` (slot `slot`); true if it is the
     /// best so far.
     #[inline]
-    fn offer(&mut self, pos: usize, slot: usize, shared: Shared<'_>, rng: &mut Rng) -> bool {
+    fn offer(&mut self, pos: usize, slot: usize, shared: Shared<'_>) -> bool {
         match self {
-            Picker::Remaining(am) => {
+            Picker::Remaining(am, rng) => {
                 let before = am.best();
                 am.offer(pos, shared.remaining(slot), rng);
                 am.best() != before
@@ -574,14 +590,15 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
             return NGX_BUSY as ngx_int_t;
         }
 
-        let map = slot_map(servers, dp, peers, shared);
-        if !map.complete() {
+        let map = match slot_map(servers, dp, peers, shared) {
+            Some(map) if map.complete() => map,
             // a peer without a slot (more addresses than spare slots)
             // cannot be compared with the others: round robin decides
-            drop(map);
-            drop(lock);
-            return round_robin(pc, dp, Some(shared));
-        }
+            _ => {
+                drop(lock);
+                return round_robin(pc, dp, Some(shared));
+            }
+        };
 
         let bits = usize::BITS as usize;
         let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
@@ -604,18 +621,19 @@ unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> n
         // shares and wlc mode the least in-flight per share (wlc publishes
         // its weights as shares), below the in-flight limit
         let mut picker = match (conf.mode, conf.pick) {
-            (Mode::Paper, _) => Picker::Remaining(Argmax::default()),
+            (Mode::Paper, _) => Picker::Remaining(Argmax::default(), worker_rng()),
             (_, Pick::LeastConn) => Picker::PerShare(LeastShare::new()),
             (_, Pick::ExpectedDelay) => Picker::PerShare(LeastShare::expected_delay()),
         };
-        with_rng(|rng| {
-            each_eligible(peers, &eligible, |i, peer, _| {
-                let slot = slot_of(i);
-                if picker.offer(i, slot, shared, rng) {
-                    best = Some(Choice { peer, pos: i, slot });
-                }
-            });
+        each_eligible(peers, &eligible, |i, peer, _| {
+            let slot = slot_of(i);
+            if picker.offer(i, slot, shared) {
+                best = Some(Choice { peer, pos: i, slot });
+            }
         });
+        if let Picker::Remaining(_, rng) = &mut picker {
+            keep_rng(rng);
+        }
         let mut guard_full = false;
         if let Picker::PerShare(ls) = &picker {
             guard_full = best.is_none() && ls.limited;

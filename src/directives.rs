@@ -6,7 +6,11 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
+use std::time::Duration;
+
+use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{self, EndpointRef};
+use dwepc_core::vsphere::client;
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
@@ -155,11 +159,21 @@ pub unsafe extern "C" fn cmd_vsphere(
             if main.endpoints.iter().any(|x| x.conf.name == e.name) {
                 return Err(format!("duplicate vSphere endpoint \"{}\"", e.name));
             }
+            let spec = EndpointSpec {
+                name: e.name.clone(),
+                client: client::Config {
+                    url: e.url.clone(),
+                    user: e.user.clone(),
+                    password,
+                    ca_pem,
+                    tls_verify: e.tls_verify,
+                    timeout: Duration::from_millis(e.timeout_ms),
+                },
+            };
             main.endpoints.push(Endpoint {
                 conf: e,
                 origin,
-                password,
-                ca_pem,
+                spec,
             });
             Ok(())
         })

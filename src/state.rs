@@ -12,6 +12,7 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 
+use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{EndpointConf, NodeConf, UpstreamConf};
 use dwepc_core::slots::{SlotKind, SlotMap};
 use ngx::ffi::ngx_shm_zone_t;
@@ -31,24 +32,14 @@ impl Origin {
 }
 
 /// A `dwepc_vsphere` endpoint.
+#[derive(Debug)]
 pub struct Endpoint {
     pub conf: EndpointConf,
     pub origin: Origin,
-    /// Read from `password_file` at configuration time (as the master's
-    /// user); never logged or shown.
-    pub password: String,
-    /// Contents of `ca_file`.
-    pub ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("conf", &self.conf)
-            .field("origin", &self.origin)
-            .field("password", &"<hidden>")
-            .finish()
-    }
+    /// What the collector connects with: the password read from
+    /// `password_file` and the `ca_file`'s contents at configuration time
+    /// (as the master's user); never logged or shown.
+    pub spec: EndpointSpec,
 }
 
 /// A `dwepc_node` line.
@@ -87,6 +78,19 @@ pub struct PeerMeta {
     pub node: Option<usize>,
 }
 
+impl AsRef<SlotKind> for PeerMeta {
+    fn as_ref(&self) -> &SlotKind {
+        &self.kind
+    }
+}
+
+impl PeerMeta {
+    /// A spare slot of a `resolve` server.
+    pub fn is_spare(&self) -> bool {
+        matches!(self.kind, SlotKind::Spare { .. })
+    }
+}
+
 /// Phase 2: the upstream's slots as `init_upstream` built them, and this
 /// worker's request-path state for them.
 #[derive(Debug)]
@@ -94,8 +98,6 @@ pub struct Servers {
     /// Slots: primaries (fixed, then spares), then backups.
     pub peers: Vec<PeerMeta>,
     pub n_primary: usize,
-    /// Every slot's kind, in slot order.
-    pub slot_kinds: Vec<SlotKind>,
     /// The upstream's zone (`dwepc:<name>`), added with this configuration.
     pub zone: *mut ngx_shm_zone_t,
     /// Shares mode: this worker's smooth-WRR current weights for breaking
@@ -109,7 +111,6 @@ pub struct Servers {
 impl Servers {
     pub fn new(peers: Vec<PeerMeta>, n_primary: usize, zone: *mut ngx_shm_zone_t) -> Servers {
         Servers {
-            slot_kinds: peers.iter().map(|p| p.kind.clone()).collect(),
             tie_weights: peers.iter().map(|_| Cell::new(0)).collect(),
             slot_maps: Default::default(),
             peers,

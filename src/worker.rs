@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dwepc_core::collector::{Collector, EndpointSpec, Host, Level, PeerSpec, Spec, UpstreamSpec};
-use dwepc_core::vsphere::client;
+use dwepc_core::collector::{Collector, Host, Level, PeerSpec, Spec, UpstreamSpec};
 use ngx::ffi::{
     ngx_cycle_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT,
     NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
@@ -79,23 +78,8 @@ impl Host for NginxHost {
 
 /// What the collector works on, borrowing the cycle's zones.
 fn build_spec(main: &MainState) -> Option<Spec<'_>> {
-    // both live in the same cycle.
     let lease = crate::zone::lease(main.lease_zone()?)?;
-    let endpoints = main
-        .endpoints
-        .iter()
-        .map(|e| EndpointSpec {
-            name: e.conf.name.clone(),
-            client: client::Config {
-                url: e.conf.url.clone(),
-                user: e.conf.user.clone(),
-                password: e.password.clone(),
-                ca_pem: e.ca_pem.clone(),
-                tls_verify: e.conf.tls_verify,
-                timeout: Duration::from_millis(e.conf.timeout_ms),
-            },
-        })
-        .collect();
+    let endpoints = main.endpoints.iter().map(|e| e.spec.clone()).collect();
     let upstreams = main
         .upstreams()
         .filter_map(|u| {
@@ -109,7 +93,7 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
                         p.ip,
                         p.weight,
                         p.backup,
-                        matches!(p.kind, dwepc_core::slots::SlotKind::Spare { .. }),
+                        p.is_spare(),
                         p.node.map(|k| &u.parsed.nodes[k].conf),
                         &u.parsed.conf,
                     )

@@ -130,8 +130,8 @@ pub struct UpstreamSpec<'z> {
     pub shared: Shared<'z>,
 }
 
-/// One vSphere endpoint.
-#[derive(Clone)]
+/// One vSphere endpoint (its `Debug` hides the password).
+#[derive(Clone, Debug)]
 pub struct EndpointSpec {
     pub name: String,
     pub client: client::Config,

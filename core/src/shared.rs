@@ -22,13 +22,14 @@
 //! counted before only ends in the zone if its epoch still matches.
 //!
 //! A peer's slot is found by its identity (`server` as written plus its
-//! address, [`ident`]), never by its position in nginx's list, which a
-//! `resolve` server changes at run time. Servers known when the
-//! configuration is read have a fixed slot each; every `resolve` server
-//! has [`SPARE_SLOTS`] spare slots that the addresses it resolves to claim
-//! (a compare-and-swap on the slot's identity word, so two workers that
-//! meet a new address at once agree) and give back once their address is
-//! gone and no request is in flight on them ([`Shared::claim`]).
+//! address, [`crate::slots::ident`]), never by its position in nginx's
+//! list, which a `resolve` server changes at run time. Servers known when
+//! the configuration is read have a fixed slot each; every `resolve`
+//! server has [`crate::slots::SPARE_SLOTS`] spare slots that the addresses
+//! it resolves to claim (a compare-and-swap on the slot's identity word, so
+//! two workers that meet a new address at once agree) and give back once
+//! their address is gone and no request is in flight on them
+//! ([`Shared::claim`]).
 
 use crate::algo::{Res, R};
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -81,10 +82,6 @@ const P_PORT: usize = HOT + 22;
 const ADDR_SET: u64 = 1 << 16;
 const ADDR_V4: u64 = 1 << 17;
 
-/// Spare slots per `resolve` server: the most addresses of one name that
-/// are balanced on counters at once (more are served by round robin).
-pub const SPARE_SLOTS: usize = 8;
-
 /// Peer flag: the peer's VM was found and reports counters.
 pub const FLAG_COUNTERS: u64 = 1;
 
@@ -109,12 +106,6 @@ pub fn names_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
         }
     }
     h
-}
-
-/// A peer's identity: the `server` directive's address as written and the
-/// peer's own address (`ip:port`), hashed; never 0 (0 marks a free slot).
-pub fn ident(server: &str, name: &str) -> u64 {
-    names_hash([server, name]).max(1)
 }
 
 /// A share in [0, 1] as the integer weight the pick compares: share × 2³²,
@@ -887,13 +878,6 @@ mod tests {
             assert_eq!((r.name(), r.text()), (*name, *text));
         }
         assert_eq!(Reason::from_u64(99), Reason::NoSamples);
-    }
-
-    #[test]
-    fn identity_is_never_zero_and_tells_server_from_address() {
-        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("b:80", "1.2.3.4:80"));
-        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("a:80", "1.2.3.5:80"));
-        assert_ne!(ident("", ""), 0);
     }
 
     #[test]

@@ -12,7 +12,17 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use crate::shared::{ident, Shared};
+use crate::shared::{names_hash, Shared};
+
+/// Spare slots per `resolve` server: the most addresses of one name that
+/// are balanced on counters at once (more are served by round robin).
+pub const SPARE_SLOTS: usize = 8;
+
+/// A peer's identity: the `server` directive's address as written and the
+/// peer's own address (`ip:port`), hashed; never 0 (0 marks a free slot).
+pub fn ident(server: &str, name: &str) -> u64 {
+    names_hash([server, name]).max(1)
+}
 
 /// What a slot stands for, fixed when the configuration is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +32,12 @@ pub enum SlotKind {
     /// A spare of a `resolve` server (its `server` address as written):
     /// any address that name resolves to can claim it.
     Spare { server: String },
+}
+
+impl AsRef<SlotKind> for SlotKind {
+    fn as_ref(&self) -> &SlotKind {
+        self
+    }
 }
 
 impl SlotKind {
@@ -91,11 +107,12 @@ impl SlotMap {
     /// Rebuilds the map for the list `peers` at `version`: each peer takes
     /// the fixed slot of its identity in `range`, or a spare slot of its
     /// `resolve` server (claimed in `shared`); at most one peer per slot.
-    pub fn rebuild(
+    /// `kinds` are the slots in order (anything that holds its kind).
+    pub fn rebuild<K: AsRef<SlotKind>>(
         &mut self,
         version: u64,
         peers: &[ListPeer<'_>],
-        kinds: &[SlotKind],
+        kinds: &[K],
         range: Range<usize>,
         shared: Option<Shared<'_>>,
     ) {
@@ -107,7 +124,7 @@ impl SlotMap {
         self.complete = true;
         for (p, &id) in peers.iter().zip(&idents) {
             let fixed = range.clone().find(|&s| {
-                !taken[s] && matches!(kinds[s], SlotKind::Fixed { ident } if ident == id)
+                !taken[s] && matches!(kinds[s].as_ref(), SlotKind::Fixed { ident } if *ident == id)
             });
             let slot = fixed.or_else(|| {
                 let shared = shared?;
@@ -115,7 +132,7 @@ impl SlotMap {
                     .clone()
                     .filter(|&s| {
                         !taken[s]
-                            && matches!(&kinds[s], SlotKind::Spare { server } if server == p.server)
+                            && matches!(kinds[s].as_ref(), SlotKind::Spare { server } if server == p.server)
                     })
                     .collect();
                 shared.claim(&spares, id, p.addr, |old| !listed.contains(&old))
@@ -274,5 +291,12 @@ mod tests {
         m.rebuild(0, &[peer("b:80", "127.0.0.5:80")], &spare, 0..1, None);
         assert_eq!(m.slot(0), None);
         assert!(!m.complete());
+    }
+
+    #[test]
+    fn identity_is_never_zero_and_tells_server_from_address() {
+        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("b:80", "1.2.3.4:80"));
+        assert_ne!(ident("a:80", "1.2.3.4:80"), ident("a:80", "1.2.3.5:80"));
+        assert_ne!(ident("", ""), 0);
     }
 }

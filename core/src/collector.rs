@@ -26,6 +26,7 @@ use crate::shared::{Lease, Reason, Shared};
 use crate::shares;
 use crate::vsphere::client::{self, Client, Error};
 use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
+use crate::vsphere::Api;
 
 /// Network capacity assumed for a VM when none is configured: the link
 /// speed a vmxnet3 adapter reports (10 Gbit/s), in KB/s.
@@ -65,6 +66,11 @@ pub trait Host {
     /// host sets it).
     fn now_ms(&self) -> u64 {
         now_ms()
+    }
+    /// A new (not yet logged in) session with a vSphere endpoint: the
+    /// SOAP client by default (a test host scripts its own vCenter).
+    fn open(&self, cfg: &client::Config) -> Result<Box<dyn Api>, Error> {
+        Ok(Box::new(Client::new(cfg.clone())?))
     }
 }
 
@@ -176,14 +182,16 @@ struct UpRun {
 }
 
 struct EpRun {
-    client: Option<Client>,
+    client: Option<Box<dyn Api>>,
     catalog: HashMap<String, i32>,
     view: Option<MoRef>,
     inventory: Vec<VmInfo>,
-    inventory_at: u64,
+    /// When the inventory / the clock skew was last read (None: not in
+    /// this session).
+    inventory_at: Option<u64>,
     refresh_s: i32,
     skew_ms: i64,
-    skew_at: u64,
+    skew_at: Option<u64>,
     next_poll: u64,
     backoff_ms: u64,
     interval_ms: u64,
@@ -306,10 +314,10 @@ impl<'z, 'h> Collector<'z, 'h> {
                 catalog: HashMap::new(),
                 view: None,
                 inventory: Vec::new(),
-                inventory_at: 0,
+                inventory_at: None,
                 refresh_s: 0,
                 skew_ms: 0,
-                skew_at: 0,
+                skew_at: None,
                 next_poll: 0,
                 backoff_ms: 0,
                 interval_ms: spec
@@ -358,7 +366,7 @@ impl<'z, 'h> Collector<'z, 'h> {
     pub fn calls(&self, endpoint: usize) -> std::collections::BTreeMap<&'static str, u64> {
         let mut m = self.eps[endpoint].calls.clone();
         if let Some(c) = &self.eps[endpoint].client {
-            for (k, v) in &c.calls {
+            for (k, v) in c.calls() {
                 *m.entry(k).or_default() += v;
             }
         }
@@ -391,7 +399,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             if logout {
                 c.logout();
             }
-            for (m, n) in &c.calls {
+            for (m, n) in c.calls() {
                 *ep.calls.entry(m).or_default() += n;
             }
         }
@@ -571,7 +579,7 @@ impl<'z, 'h> Collector<'z, 'h> {
     fn poll_inner(&mut self, k: usize) -> Result<(), Error> {
         let now = self.host.now_ms();
         if self.eps[k].client.is_none() {
-            self.eps[k].client = Some(Client::new(self.spec.endpoints[k].client.clone())?);
+            self.eps[k].client = Some(self.host.open(&self.spec.endpoints[k].client)?);
         }
         let ep = &mut self.eps[k];
         let c = ep.client.as_mut().expect("client set above");
@@ -584,8 +592,8 @@ impl<'z, 'h> Collector<'z, 'h> {
                 .map(|(id, n)| (n, id))
                 .collect();
             ep.view = Some(c.create_vm_view()?);
-            ep.inventory_at = 0;
-            ep.skew_at = 0;
+            ep.inventory_at = None;
+            ep.skew_at = None;
             ep.refresh_s = 0;
             let missing: Vec<&str> = COUNTERS
                 .iter()
@@ -607,12 +615,12 @@ impl<'z, 'h> Collector<'z, 'h> {
                 ep.missing_logged = true;
             }
         }
-        if now.saturating_sub(ep.skew_at) > 600_000 {
+        if ep.skew_at.is_none_or(|t| now.saturating_sub(t) > 600_000) {
             let t0 = self.host.now_ms();
             let server = c.current_time()?;
             let t1 = self.host.now_ms();
             ep.skew_ms = server as i64 - ((t0 + t1) / 2) as i64;
-            ep.skew_at = now;
+            ep.skew_at = Some(now);
         }
         // addresses that took or left spare slots since the last poll
         if self.read_slots(k) {
@@ -627,11 +635,14 @@ impl<'z, 'h> Collector<'z, 'h> {
             .any(|(_, r)| r.vm.iter().zip(&r.present).any(|(v, &p)| p && v.is_none()));
         let ep = &mut self.eps[k];
         let c = ep.client.as_mut().expect("client set above");
-        let age = now.saturating_sub(ep.inventory_at);
-        if ep.inventory_at == 0 || age > 300_000 || (unmapped && age > 30_000) {
+        let due = ep.inventory_at.is_none_or(|t| {
+            let age = now.saturating_sub(t);
+            age > 300_000 || (unmapped && age > 30_000)
+        });
+        if due {
             let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
             ep.inventory = c.vms(&view)?;
-            ep.inventory_at = now;
+            ep.inventory_at = Some(now);
             self.remap(k);
         }
         let ep = &mut self.eps[k];
@@ -1019,23 +1030,38 @@ mod tests {
     use super::*;
     use crate::conf::{parse_node, parse_upstream};
     use crate::shared::{Lease, LEASE_WORDS};
+    use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
     use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
     use std::sync::atomic::AtomicU64;
 
-    /// A host with a clock and process table the test sets.
+    /// A host with a clock and process table the test sets, and a
+    /// scripted vCenter behind its sessions.
     struct TestHost {
-        now: Cell<u64>,
+        now: Rc<Cell<u64>>,
         dead: RefCell<Vec<u64>>,
         log: RefCell<Vec<(Level, String)>>,
+        vc: Rc<RefCell<Vc>>,
     }
 
     impl TestHost {
         fn new() -> TestHost {
+            let now = Rc::new(Cell::new(1_000));
             TestHost {
-                now: Cell::new(1_000),
+                vc: Rc::new(RefCell::new(Vc::new(now.clone()))),
+                now,
                 dead: RefCell::new(Vec::new()),
                 log: RefCell::new(Vec::new()),
             }
+        }
+
+        /// Log lines at `level` containing `text`.
+        fn logged(&self, level: Level, text: &str) -> usize {
+            self.log
+                .borrow()
+                .iter()
+                .filter(|(l, m)| *l == level && m.contains(text))
+                .count()
         }
     }
 
@@ -1052,6 +1078,319 @@ mod tests {
         fn now_ms(&self) -> u64 {
             self.now.get()
         }
+        fn open(&self, _cfg: &client::Config) -> Result<Box<dyn Api>, Error> {
+            Ok(Box::new(Session {
+                vc: self.vc.clone(),
+                generation: None,
+                calls: Default::default(),
+            }))
+        }
+    }
+
+    /// Counter ids of the scripted catalog, in `COUNTERS` order, then
+    /// `READY`.
+    const IDS: [i32; R + 1] = [6, 24, 143, 125, 12];
+
+    /// A scripted vCenter: two VMs, samples the test publishes, faults
+    /// the test injects, and a record of what was asked of it.
+    struct Vc {
+        clock: Rc<Cell<u64>>,
+        /// Server clock minus the host's.
+        skew_ms: i64,
+        vms: Vec<VmInfo>,
+        /// Published samples: (end, server ms; per VM: usage per resource
+        /// in vSphere's units).
+        samples: Vec<(u64, Vec<[i64; R]>)>,
+        /// Every call of `method` fails with this error.
+        failing: Option<(&'static str, Error)>,
+        /// Bumped by a server restart: older sessions are gone.
+        generation: u64,
+        /// (method, host ms) of every call.
+        calls: Vec<(&'static str, u64)>,
+    }
+
+    impl Vc {
+        fn new(clock: Rc<Cell<u64>>) -> Vc {
+            let vm = |n: usize| VmInfo {
+                moref: format!("vm-{n}"),
+                name: format!("web-{n}"),
+                ips: vec![format!("127.0.0.{}", n + 1)],
+                powered_on: true,
+                max_cpu_mhz: 4000.0,
+                num_cpu: 4.0,
+                memory_mb: 4096.0,
+            };
+            Vc {
+                clock,
+                skew_ms: 7_000,
+                vms: vec![vm(1), vm(2)],
+                samples: Vec::new(),
+                failing: None,
+                generation: 1,
+                calls: Vec::new(),
+            }
+        }
+
+        fn server_now(&self) -> u64 {
+            (self.clock.get() as i64 + self.skew_ms) as u64
+        }
+
+        /// Host times of the calls of `method`.
+        fn times(&self, method: &str) -> Vec<u64> {
+            self.calls
+                .iter()
+                .filter(|c| c.0 == method)
+                .map(|c| c.1)
+                .collect()
+        }
+    }
+
+    /// One session with the scripted vCenter.
+    struct Session {
+        vc: Rc<RefCell<Vc>>,
+        /// The server generation it logged in to.
+        generation: Option<u64>,
+        calls: std::collections::BTreeMap<&'static str, u64>,
+    }
+
+    impl Session {
+        fn call(&mut self, method: &'static str, needs_session: bool) -> Result<(), Error> {
+            *self.calls.entry(method).or_default() += 1;
+            let mut vc = self.vc.borrow_mut();
+            let now = vc.clock.get();
+            vc.calls.push((method, now));
+            if let Some((m, e)) = &vc.failing {
+                if *m == method || *m == "*" {
+                    return Err(e.clone());
+                }
+            }
+            if needs_session && self.generation != Some(vc.generation) {
+                return Err(Error::NotAuthenticated);
+            }
+            Ok(())
+        }
+    }
+
+    impl Api for Session {
+        fn logged_in(&self) -> bool {
+            self.generation.is_some()
+        }
+        fn connect(&mut self) -> Result<(), Error> {
+            self.generation = None;
+            self.call("RetrieveServiceContent", false)?;
+            self.call("Login", false)?;
+            self.generation = Some(self.vc.borrow().generation);
+            Ok(())
+        }
+        fn logout(&mut self) {
+            if self.generation.is_some() {
+                let _ = self.call("Logout", true);
+            }
+            self.generation = None;
+        }
+        fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
+            self.call("RetrievePropertiesEx", true)?;
+            Ok(COUNTERS
+                .iter()
+                .chain(&[READY])
+                .zip(IDS)
+                .map(|(n, id)| (id, n.to_string()))
+                .collect())
+        }
+        fn create_vm_view(&mut self) -> Result<MoRef, Error> {
+            self.call("CreateContainerView", true)?;
+            Ok(MoRef {
+                kind: "ContainerView".into(),
+                value: "session[1]view".into(),
+            })
+        }
+        fn vms(&mut self, _view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+            self.call("RetrievePropertiesEx", true)?;
+            Ok(self.vc.borrow().vms.clone())
+        }
+        fn refresh_rate(&mut self, _vm: &str) -> Result<i32, Error> {
+            self.call("QueryPerfProviderSummary", true)?;
+            Ok(20)
+        }
+        fn query_perf(
+            &mut self,
+            vms: &[String],
+            counters: &[i32],
+            interval: i32,
+            max_sample: u32,
+        ) -> Result<Vec<EntityMetric>, Error> {
+            self.call("QueryPerf", true)?;
+            assert_eq!(interval, 20);
+            let vc = self.vc.borrow();
+            // a sample is published a few seconds after its period ends
+            let seen: Vec<&(u64, Vec<[i64; R]>)> = vc
+                .samples
+                .iter()
+                .filter(|s| s.0 + 2_000 <= vc.server_now())
+                .collect();
+            let seen = &seen[seen.len().saturating_sub(max_sample as usize)..];
+            Ok(vms
+                .iter()
+                .map(|vm| {
+                    let v = vc.vms.iter().position(|x| &x.moref == vm).unwrap();
+                    EntityMetric {
+                        entity: vm.clone(),
+                        samples: seen.iter().map(|s| (s.0, 20)).collect(),
+                        series: counters
+                            .iter()
+                            .map(|&id| crate::vsphere::xml::Series {
+                                counter_id: id,
+                                instance: String::new(),
+                                values: seen
+                                    .iter()
+                                    .map(|s| match IDS.iter().position(|&x| x == id) {
+                                        Some(j) if j < R => s.1[v][j],
+                                        _ => 0, // no CPU ready
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect())
+        }
+        fn current_time(&mut self) -> Result<u64, Error> {
+            self.call("CurrentTime", true)?;
+            Ok(self.vc.borrow().server_now())
+        }
+        fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+            &self.calls
+        }
+    }
+
+    /// Work per request the scripted VMs report: CPU MHz·s and network
+    /// KB per request.
+    const CPU_PER_REQUEST: i64 = 100;
+    const NET_PER_REQUEST: i64 = 5;
+
+    /// An upstream of two servers on the scripted vCenter's two VMs, its
+    /// zone, the lease, and the test host.
+    struct Rig {
+        zone: Vec<AtomicU64>,
+        lease: Vec<AtomicU64>,
+        conf: UpstreamConf,
+        host: TestHost,
+        /// Requests completed per server in the current 20-s period.
+        period: RefCell<[i64; 2]>,
+    }
+
+    impl Rig {
+        fn new(args: &[&str]) -> Rig {
+            let rig = Rig {
+                zone: (0..crate::shared::words(2))
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                lease: (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect(),
+                conf: parse_upstream(args).unwrap(),
+                host: TestHost::new(),
+                period: RefCell::new([0; 2]),
+            };
+            rig.shared().init(1);
+            rig
+        }
+
+        fn shared(&self) -> Shared<'_> {
+            Shared::new(&self.zone, 2).unwrap()
+        }
+
+        fn collector(&self, pid: u64) -> Collector<'_, '_> {
+            let peers = (2..4)
+                .map(|n| {
+                    let ip: IpAddr = format!("127.0.0.{n}").parse().unwrap();
+                    PeerSpec::new(
+                        &format!("{ip}:80"),
+                        Some(ip),
+                        1.0,
+                        false,
+                        false,
+                        None,
+                        &self.conf,
+                    )
+                })
+                .collect();
+            let spec = Spec {
+                endpoints: vec![EndpointSpec {
+                    name: "vc".into(),
+                    client: client::Config {
+                        url: "https://vc.test/sdk".into(),
+                        user: "u".into(),
+                        password: "p".into(),
+                        ca_pem: None,
+                        tls_verify: true,
+                        timeout: Duration::from_secs(5),
+                    },
+                }],
+                upstreams: vec![UpstreamSpec {
+                    name: "app".into(),
+                    conf: self.conf.clone(),
+                    endpoint: Some(0),
+                    peers,
+                    shared: self.shared(),
+                }],
+                lease: Lease::new(&self.lease).unwrap(),
+                pid,
+            };
+            Collector::new(spec, &self.host)
+        }
+
+        fn now(&self) -> u64 {
+            self.host.now.get()
+        }
+
+        fn vc(&self) -> std::cell::RefMut<'_, Vc> {
+            self.host.vc.borrow_mut()
+        }
+
+        /// Runs the clock to `until` in 100-ms steps: every step completes
+        /// `rates(period)[i] / 10` requests on server `i` (the rates are
+        /// per second, multiples of 10), the scripted vCenter publishes
+        /// each 20-s period's usage when it ends (work per request ×
+        /// requests), and the collector ticks.
+        fn run(&self, c: &mut Collector<'_, '_>, until: u64, rates: impl Fn(u64) -> [i64; 2]) {
+            let s = self.shared();
+            while self.now() < until {
+                let t = self.now() + 100;
+                self.host.now.set(t);
+                let k = (t - 1) / 20_000;
+                let r = rates(k);
+                for (i, &n) in r.iter().enumerate() {
+                    for _ in 0..n / 10 {
+                        s.count(i);
+                        s.finish(i, s.epoch());
+                    }
+                    self.period.borrow_mut()[i] += n / 10;
+                }
+                if t.is_multiple_of(20_000) {
+                    let done = std::mem::take(&mut *self.period.borrow_mut());
+                    let mut vc = self.vc();
+                    let end = (t as i64 + vc.skew_ms) as u64;
+                    let usage = done
+                        .iter()
+                        .map(|&d| {
+                            [
+                                CPU_PER_REQUEST * d / 20,
+                                1 << 20,
+                                NET_PER_REQUEST * d / 20,
+                                0,
+                            ]
+                        })
+                        .collect();
+                    vc.samples.push((end, usage));
+                }
+                c.tick(t);
+            }
+        }
+    }
+
+    /// Request rates that change every period (so pairing a sample with
+    /// the wrong period's requests gives a wrong cost).
+    fn varying(k: u64) -> [i64; 2] {
+        [10 * (1 + (k % 3) as i64), 10 * (1 + ((k + 1) % 2) as i64)]
     }
 
     fn spec(lease: Lease<'_>, pid: u64) -> Spec<'_> {
@@ -1083,11 +1422,7 @@ mod tests {
         assert!(b.is_holder());
         a.tick(t + 1);
         assert!(!a.is_holder());
-        assert!(host
-            .log
-            .borrow()
-            .iter()
-            .any(|(l, m)| *l == Level::Notice && m.contains("another worker took over")));
+        assert_eq!(host.logged(Level::Notice, "another worker took over"), 1);
         // the holder's process dies: taken over at once
         host.dead.borrow_mut().push(11);
         a.tick(t + 2);
@@ -1127,5 +1462,126 @@ mod tests {
             format!("{:?}", p.accounting),
             format!("{:?}", ups.accounting)
         );
+    }
+
+    #[test]
+    fn samples_are_paired_with_the_requests_of_their_own_period() {
+        // the server clock is 7 s ahead and the rates change every period:
+        // only a sample paired with its own period's requests (skew
+        // removed) gives the true work per request
+        let rig = Rig::new(&["interval=20s"]);
+        let mut c = rig.collector(10);
+        rig.run(&mut c, 200_000, varying);
+        let s = rig.shared();
+        assert!(s.usable(rig.now()), "{:?}", s.reason(rig.now()));
+        let cost = s.cost();
+        assert!((cost[0] - CPU_PER_REQUEST as f64).abs() < 0.5, "{cost:?}");
+        assert!((cost[2] - NET_PER_REQUEST as f64).abs() < 0.05, "{cost:?}");
+        // one session: counters, view, inventory, clock once, one
+        // QueryPerf per 20 s
+        let vc = rig.vc();
+        assert_eq!(vc.times("Login").len(), 1);
+        assert_eq!(vc.times("CurrentTime").len(), 1);
+        let q = vc.times("QueryPerf");
+        // on the interval's grid after the first
+        assert!(q[1..].windows(2).all(|w| w[1] - w[0] == 20_000), "{q:?}");
+        assert_eq!(
+            rig.host
+                .logged(Level::Notice, "polling 2 VMs every 20000 ms"),
+            1
+        );
+        assert_eq!(
+            rig.host.logged(Level::Notice, "balances by ESXi counters"),
+            1
+        );
+    }
+
+    #[test]
+    fn failures_back_off_to_a_cap_and_are_logged_once_per_kind() {
+        let rig = Rig::new(&["interval=20s"]);
+        rig.vc().failing = Some(("RetrieveServiceContent", Error::Connect("refused".into())));
+        let mut c = rig.collector(10);
+        rig.run(&mut c, 200_000, |_| [0, 0]);
+        let t = rig.vc().times("RetrieveServiceContent");
+        let gaps: Vec<u64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        // doubling from 1 s up to twice the interval
+        assert_eq!(gaps[..6], [1_000, 2_000, 4_000, 8_000, 16_000, 32_000]);
+        assert!(gaps[6..].iter().all(|&g| g == 40_000), "{gaps:?}");
+        assert!(gaps.len() >= 8, "{gaps:?}");
+        assert_eq!(rig.host.logged(Level::Warn, "cannot connect: refused"), 1);
+        assert_eq!(rig.shared().reason(rig.now()), Reason::VsphereError);
+        assert_eq!(rig.host.logged(Level::Info, "uses weighted round robin"), 1);
+        // another kind of failure: logged once more
+        rig.vc().failing = Some(("RetrieveServiceContent", Error::Timeout));
+        rig.run(&mut c, 300_000, |_| [0, 0]);
+        assert_eq!(rig.host.logged(Level::Warn, "timed out"), 1);
+        // healed: said once, and back on the interval
+        rig.vc().failing = None;
+        let healed = rig.now();
+        rig.run(&mut c, 450_000, |_| [0, 0]);
+        assert_eq!(rig.host.logged(Level::Notice, "polling 2 VMs"), 1);
+        let q = rig.vc().times("QueryPerf");
+        assert!(q[0] - healed <= 40_000, "{q:?}");
+        assert!(q.windows(2).all(|w| w[1] - w[0] == 20_000), "{q:?}");
+        assert_eq!(rig.vc().times("Login").len(), 1);
+    }
+
+    #[test]
+    fn counters_serve_until_their_ttl_then_round_robin_once_then_recover() {
+        let rig = Rig::new(&["interval=20s", "ttl=60s"]);
+        let mut c = rig.collector(10);
+        rig.run(&mut c, 200_000, varying);
+        let s = rig.shared();
+        assert!(s.usable(rig.now()));
+        rig.vc().failing = Some(("QueryPerf", Error::Timeout));
+        let until = s.valid_until();
+        // the last good window keeps serving up to its TTL ...
+        rig.run(&mut c, until - 100, varying);
+        assert!(s.usable(rig.now()));
+        assert_eq!(rig.host.logged(Level::Warn, "timed out"), 1);
+        assert_eq!(rig.host.logged(Level::Warn, "uses weighted round robin"), 0);
+        // ... then the upstream falls back, said once however long it lasts
+        rig.run(&mut c, until + 200_000, varying);
+        assert!(!s.usable(rig.now()));
+        assert_eq!(s.reason(rig.now()), Reason::Stale);
+        assert_eq!(
+            rig.host.logged(
+                Level::Warn,
+                &format!("uses weighted round robin: {}", Reason::Stale.text())
+            ),
+            1
+        );
+        assert_eq!(rig.host.logged(Level::Warn, "timed out"), 1);
+        // healed: counters drive the pick again, said once
+        rig.vc().failing = None;
+        rig.run(&mut c, until + 320_000, varying);
+        assert!(s.usable(rig.now()), "{:?}", s.reason(rig.now()));
+        assert_eq!(
+            rig.host.logged(Level::Notice, "balances by ESXi counters"),
+            2
+        );
+    }
+
+    #[test]
+    fn an_expired_session_logs_in_again_within_the_same_poll() {
+        let rig = Rig::new(&["interval=20s"]);
+        let mut c = rig.collector(10);
+        rig.run(&mut c, 100_000, varying);
+        assert_eq!(rig.vc().times("Login").len(), 1);
+        // the server restarts: every session it had is gone
+        rig.vc().generation += 1;
+        rig.run(&mut c, 130_000, varying);
+        let vc = rig.vc();
+        assert_eq!(vc.times("Login").len(), 2);
+        let q = vc.times("QueryPerf");
+        // refused, then answered after the new login, in the same poll
+        assert_eq!(q[q.len() - 1], q[q.len() - 2], "{q:?}");
+        drop(vc);
+        assert!(rig.host.log.borrow().iter().all(|(l, _)| *l != Level::Warn));
+        assert!(rig.shared().usable(rig.now()));
+        // stopping logs out of the session
+        c.shutdown();
+        assert_eq!(rig.vc().times("Logout").len(), 1);
+        assert_eq!(rig.vc().calls.last().map(|c| c.0), Some("Logout"));
     }
 }

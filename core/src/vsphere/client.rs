@@ -432,6 +432,45 @@ impl Client {
     }
 }
 
+impl super::Api for Client {
+    fn logged_in(&self) -> bool {
+        Client::logged_in(self)
+    }
+    fn connect(&mut self) -> Result<(), Error> {
+        Client::connect(self).map(|_| ())
+    }
+    fn logout(&mut self) {
+        Client::logout(self)
+    }
+    fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
+        Client::perf_counters(self)
+    }
+    fn create_vm_view(&mut self) -> Result<MoRef, Error> {
+        Client::create_vm_view(self)
+    }
+    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+        Client::vms(self, view)
+    }
+    fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error> {
+        Client::refresh_rate(self, vm)
+    }
+    fn query_perf(
+        &mut self,
+        vms: &[String],
+        counters: &[i32],
+        interval: i32,
+        max_sample: u32,
+    ) -> Result<Vec<EntityMetric>, Error> {
+        Client::query_perf(self, vms, counters, interval, max_sample)
+    }
+    fn current_time(&mut self) -> Result<u64, Error> {
+        Client::current_time(self)
+    }
+    fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.calls
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         // Session cleanup is the owner's decision (logout needs a network

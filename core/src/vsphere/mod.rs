@@ -2,3 +2,39 @@
 
 pub mod client;
 pub mod xml;
+
+use client::Error;
+use xml::{EntityMetric, MoRef, VmInfo};
+
+/// The calls the collector makes on one vSphere session: implemented by
+/// [`client::Client`] over SOAP, and by the collector's tests with a
+/// scripted vCenter.
+pub trait Api {
+    /// True once logged in.
+    fn logged_in(&self) -> bool;
+    /// RetrieveServiceContent + Login.
+    fn connect(&mut self) -> Result<(), Error>;
+    /// Logout (best effort; forgets the session either way).
+    fn logout(&mut self);
+    /// The performance counter catalog: (id, "group.name.rollup").
+    fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error>;
+    /// A ContainerView of all VMs.
+    fn create_vm_view(&mut self) -> Result<MoRef, Error>;
+    /// All VMs in `view` with the inventory properties.
+    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error>;
+    /// A VM's realtime refresh rate (s).
+    fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error>;
+    /// One batched QueryPerf: `counters` of `vms` at `interval` seconds,
+    /// the newest `max_sample` samples.
+    fn query_perf(
+        &mut self,
+        vms: &[String],
+        counters: &[i32],
+        interval: i32,
+        max_sample: u32,
+    ) -> Result<Vec<EntityMetric>, Error>;
+    /// The server clock (ms since the epoch).
+    fn current_time(&mut self) -> Result<u64, Error>;
+    /// Calls made by this session, by method.
+    fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64>;
+}

@@ -1,15 +1,11 @@
 //! Small helpers shared by the FFI glue: panic containment, strings, time,
 //! logging.
 
-use core::ffi::c_char;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, Once, OnceLock};
 
-use ngx::ffi::{
-    ngx_cached_time, ngx_conf_t, ngx_log_error_core, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_LOG_ALERT, NGX_LOG_EMERG,
-};
+use ngx::ffi::{ngx_cached_time, ngx_conf_t, ngx_log_t, ngx_str_t, NGX_LOG_ALERT, NGX_LOG_EMERG};
 
 /// Runs `f`, turning a panic into `on_panic`. Every `extern "C"` entry
 /// point of the module goes through this so no panic unwinds into nginx;
@@ -194,25 +190,17 @@ pub unsafe fn conf_error(cf: *mut ngx_conf_t, msg: &str) {
     ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", msg);
 }
 
-/// Logs `msg` at `level` on `log` (not for the request path).
+/// Logs `msg` at `level` on `log` through `ngx_log_error!` (nothing on a
+/// null log). Not for the request path.
 ///
 /// # Safety
-/// `log` must be a valid nginx log.
+/// `log` must be null or a valid nginx log.
 pub unsafe fn log(level: u32, log: *mut ngx_log_t, msg: &str) {
-    // SAFETY: log is valid per the caller; "%*s" takes a length and pointer.
-    unsafe {
-        if log.is_null() || (level as ngx_uint_t) > (*log).log_level {
-            return;
-        }
-        ngx_log_error_core(
-            level as ngx_uint_t,
-            log,
-            0,
-            c"%*s".as_ptr() as *const c_char,
-            msg.len(),
-            msg.as_ptr(),
-        );
+    if log.is_null() {
+        return;
     }
+    // SAFETY (inside the macro): log is valid per the caller.
+    ngx::ngx_log_error!(level, log, "{msg}");
 }
 
 /// Wall-clock milliseconds from nginx's cached time (no system call).

@@ -3,10 +3,11 @@
 //! credentials (only endpoint names).
 
 use crate::algo::{Res, RESOURCES};
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 /// One peer of an upstream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PeerStatus {
     /// Peer address (`ip:port`).
     pub name: String,
@@ -18,16 +19,8 @@ pub struct PeerStatus {
     /// VM the peer maps to, when known.
     pub vm: Option<String>,
     /// Usable capacity per resource.
+    #[serde(serialize_with = "per_resource")]
     pub capacity: Res,
-    /// Paper mode: predicted headroom per resource.
-    pub q: Res,
-    /// Paper mode: allocation Q·W for the current period; wlc mode: the
-    /// weight (NaN when not in use).
-    pub allocation: f64,
-    /// Paper mode: requests in the current period (V_m).
-    pub v: u64,
-    /// Paper mode: remaining allocation L.
-    pub l: f64,
     /// Requests sent since the zone was created.
     pub requests: u64,
     /// Requests in flight now, over every worker.
@@ -36,20 +29,84 @@ pub struct PeerStatus {
     pub failed: u64,
     /// CPU ready time of the VM's newest sample, percent of its interval.
     pub cpu_ready_pct: f64,
-    /// Shares mode: the share in force (NaN when not in use).
+    /// What the mode's model says of the peer.
+    #[serde(flatten)]
+    pub model: PeerModel,
+}
+
+/// The model's view of one peer, by mode.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum PeerModel {
+    /// `mode=shares`.
+    Shares(SharesPeer),
+    /// `mode=paper` and `mode=wlc`.
+    Paper(PaperPeer),
+}
+
+impl Default for PeerModel {
+    fn default() -> Self {
+        PeerModel::Paper(PaperPeer::default())
+    }
+}
+
+/// Shares mode, per peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct SharesPeer {
+    /// The share in force (NaN when not in use).
     pub share: f64,
-    /// Shares mode: the target share of the newest sample.
+    /// The target share of the newest sample.
     pub target_share: f64,
-    /// Shares mode: the in-flight limit (0 = none).
+    /// The in-flight limit (0 = none, shown as null).
+    #[serde(serialize_with = "limit")]
     pub limit: u64,
-    /// Shares mode: use not explained by this balancer's requests.
+    /// Use not explained by this balancer's requests.
+    #[serde(serialize_with = "per_resource")]
     pub background: Res,
-    /// Shares mode: CPU capacity after CPU ready.
+    /// CPU capacity after CPU ready.
     pub effective_cpu: f64,
 }
 
+impl Default for SharesPeer {
+    fn default() -> Self {
+        SharesPeer {
+            share: f64::NAN,
+            target_share: f64::NAN,
+            limit: 0,
+            background: [f64::NAN; 4],
+            effective_cpu: f64::NAN,
+        }
+    }
+}
+
+/// Paper (and wlc) mode, per peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PaperPeer {
+    /// Predicted headroom per resource.
+    #[serde(serialize_with = "per_resource")]
+    pub q: Res,
+    /// Allocation Q·W for the current period; wlc mode: the weight (NaN
+    /// when not in use).
+    pub allocation: f64,
+    /// Requests in the current period (V_m).
+    pub v: u64,
+    /// Remaining allocation L.
+    pub l: f64,
+}
+
+impl Default for PaperPeer {
+    fn default() -> Self {
+        PaperPeer {
+            q: [f64::NAN; 4],
+            allocation: f64::NAN,
+            v: 0,
+            l: f64::NAN,
+        }
+    }
+}
+
 /// One upstream using dwepc.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct UpstreamStatus {
     /// Upstream name.
     pub name: String,
@@ -67,108 +124,75 @@ pub struct UpstreamStatus {
     pub window_size: u64,
     /// Age of the newest sample, ms.
     pub sample_age_ms: Option<u64>,
-    /// Paper mode: weight vector W (per resource).
-    pub w: Option<Res>,
-    /// Shares mode: cost of one request per resource.
-    pub cost: Option<Res>,
-    /// Shares mode: completed requests per second in the samples.
-    pub rate: f64,
-    /// Shares mode: requests answered at once by the overload guard.
-    pub guard_rejections: u64,
+    /// What the mode's model says of the upstream.
+    #[serde(flatten)]
+    pub model: UpstreamModel,
     /// Peers, primaries first.
     pub peers: Vec<PeerStatus>,
 }
 
-fn num(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
+/// The model's view of one upstream, by mode.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum UpstreamModel {
+    /// `mode=shares`.
+    Shares {
+        /// Cost of one request per resource.
+        #[serde(serialize_with = "maybe_per_resource")]
+        cost: Option<Res>,
+        /// Completed requests per second in the samples.
+        rate: f64,
+        /// Requests answered at once by the overload guard.
+        guard_rejections: u64,
+    },
+    /// `mode=paper` and `mode=wlc`.
+    Paper {
+        /// The weight vector W (per resource).
+        #[serde(serialize_with = "maybe_per_resource")]
+        w: Option<Res>,
+    },
+}
+
+impl Default for UpstreamModel {
+    fn default() -> Self {
+        UpstreamModel::Paper { w: None }
     }
 }
 
-fn res(r: &Res) -> Value {
-    let mut m = Map::new();
-    for (j, name) in RESOURCES.iter().enumerate() {
-        m.insert((*name).into(), num(r[j]));
+/// A per-resource vector as `{"cpu":..,"mem":..,"net":..,"disk":..}`
+/// (serde_json writes NaN as null).
+fn per_resource<S: Serializer>(r: &Res, s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(RESOURCES.len()))?;
+    for (name, x) in RESOURCES.iter().zip(r) {
+        m.serialize_entry(name, x)?;
     }
-    Value::Object(m)
+    m.end()
 }
 
-impl PeerStatus {
-    /// The peer as JSON.
-    pub fn to_json(&self, mode: &str) -> Value {
-        let mut v = json!({
-            "name": self.name,
-            "server": self.server,
-            "backup": self.backup,
-            "vm": self.vm,
-            "capacity": res(&self.capacity),
-            "requests": self.requests,
-            "in_flight": self.in_flight,
-            "failed": self.failed,
-            "cpu_ready_pct": num(self.cpu_ready_pct),
-        });
-        let m = v.as_object_mut().expect("object");
-        if mode == "shares" {
-            m.insert("share".into(), num(self.share));
-            m.insert("target_share".into(), num(self.target_share));
-            m.insert(
-                "limit".into(),
-                if self.limit > 0 {
-                    json!(self.limit)
-                } else {
-                    Value::Null
-                },
-            );
-            m.insert("background".into(), res(&self.background));
-            m.insert("effective_cpu".into(), num(self.effective_cpu));
-        } else {
-            m.insert("q".into(), res(&self.q));
-            m.insert("allocation".into(), num(self.allocation));
-            m.insert("v".into(), json!(self.v));
-            m.insert("l".into(), num(self.l));
-        }
-        v
+fn maybe_per_resource<S: Serializer>(r: &Option<Res>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => per_resource(r, s),
+        None => s.serialize_none(),
     }
 }
 
-impl UpstreamStatus {
-    /// The upstream as JSON.
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "name": self.name,
-            "mode": self.mode,
-            "balancing": self.balancing,
-            "reason": self.reason,
-            "vsphere": self.vsphere,
-            "window": self.window,
-            "window_size": self.window_size,
-            "sample_age_ms": self.sample_age_ms,
-        });
-        let m = v.as_object_mut().expect("object");
-        if self.mode == "shares" {
-            m.insert(
-                "cost".into(),
-                self.cost.as_ref().map(res).unwrap_or(Value::Null),
-            );
-            m.insert("rate".into(), num(self.rate));
-            m.insert("guard_rejections".into(), json!(self.guard_rejections));
-        } else {
-            m.insert("w".into(), self.w.as_ref().map(res).unwrap_or(Value::Null));
-        }
-        m.insert(
-            "peers".into(),
-            Value::Array(self.peers.iter().map(|p| p.to_json(&self.mode)).collect()),
-        );
-        v
+fn limit<S: Serializer>(l: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match l {
+        0 => s.serialize_none(),
+        l => s.serialize_u64(*l),
     }
 }
 
 /// The whole document: `{"upstreams":[...]}` and a newline.
 pub fn render(ups: &[UpstreamStatus]) -> String {
-    let doc = json!({ "upstreams": ups.iter().map(UpstreamStatus::to_json).collect::<Vec<_>>() });
-    format!("{doc}\n")
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        upstreams: &'a [UpstreamStatus],
+    }
+    let mut doc = serde_json::to_string(&Doc { upstreams: ups })
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    doc.push('\n');
+    doc
 }
 
 /// What the snapshot needs of one peer slot besides the zone.
@@ -231,28 +255,36 @@ pub fn snapshot(
                 Some(x) if usable => f(x),
                 _ => f64::NAN,
             };
+            let model = if u.conf.mode == crate::conf::Mode::Shares {
+                PeerModel::Shares(SharesPeer {
+                    share: when_usable(|x| x.share),
+                    target_share: info.map_or(f64::NAN, |x| x.target_share),
+                    limit: match &info {
+                        Some(x) if usable => x.limit,
+                        _ => 0,
+                    },
+                    background: info.map_or(nan4, |x| x.background),
+                    effective_cpu: info.map_or(f64::NAN, |x| x.effective_cpu),
+                })
+            } else {
+                PeerModel::Paper(PaperPeer {
+                    q: info.map_or(nan4, |x| x.q),
+                    allocation: when_usable(|x| x.allocation),
+                    v: info.map_or(0, |x| x.v),
+                    l: when_usable(|x| x.l),
+                })
+            };
             Some(PeerStatus {
                 name,
                 server: p.server.to_string(),
                 backup: p.backup,
                 vm: p.vm.map(str::to_string),
                 capacity: info.map_or(nan4, |x| x.capacity),
-                q: info.map_or(nan4, |x| x.q),
-                allocation: when_usable(|x| x.allocation),
-                v: info.map_or(0, |x| x.v),
-                l: when_usable(|x| x.l),
                 requests: info.map_or(0, |x| x.total),
                 in_flight: info.map_or(0, |x| x.in_flight),
                 failed: info.map_or(0, |x| x.failed),
                 cpu_ready_pct: info.map_or(f64::NAN, |x| x.cpu_ready_pct),
-                share: when_usable(|x| x.share),
-                target_share: info.map_or(f64::NAN, |x| x.target_share),
-                limit: match &info {
-                    Some(x) if usable => x.limit,
-                    _ => 0,
-                },
-                background: info.map_or(nan4, |x| x.background),
-                effective_cpu: info.map_or(f64::NAN, |x| x.effective_cpu),
+                model,
             })
         })
         .collect();
@@ -265,18 +297,26 @@ pub fn snapshot(
         window,
         window_size: u.conf.window as u64,
         sample_age_ms: (sample_end > 0).then(|| now_ms.saturating_sub(sample_end)),
-        w: shared.and_then(|s| s.w()),
-        cost: shared
-            .map(|s| s.cost())
-            .filter(|c| c.iter().any(|x| x.is_finite())),
-        rate: shared.map_or(f64::NAN, |s| s.rate()),
-        guard_rejections: shared.map_or(0, |s| s.guard_rejections()),
+        model: if u.conf.mode == crate::conf::Mode::Shares {
+            UpstreamModel::Shares {
+                cost: shared
+                    .map(|s| s.cost())
+                    .filter(|c| c.iter().any(|x| x.is_finite())),
+                rate: shared.map_or(f64::NAN, |s| s.rate()),
+                guard_rejections: shared.map_or(0, |s| s.guard_rejections()),
+            }
+        } else {
+            UpstreamModel::Paper {
+                w: shared.and_then(|s| s.w()),
+            }
+        },
         peers,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn snapshot_reads_the_zone_and_hides_free_spare_slots() {
@@ -319,19 +359,23 @@ mod tests {
         let names: Vec<&str> = st.peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["127.0.0.1:80", "127.0.0.2:80"]);
         assert_eq!(st.peers[1].server, "app.test:80");
+        let shares = |p: &PeerStatus| match &p.model {
+            PeerModel::Shares(s) => s.clone(),
+            m => panic!("{m:?}"),
+        };
         assert_eq!(
             (
                 st.peers[1].requests,
                 st.peers[1].in_flight,
-                st.peers[1].limit
+                shares(&st.peers[1]).limit
             ),
             (1, 1, 4)
         );
-        assert!((st.peers[1].share - 0.5).abs() < 1e-9);
+        assert!((shares(&st.peers[1]).share - 0.5).abs() < 1e-9);
         // stale: shares are not shown as in force
         let st = snapshot(&meta, Some(sh), 9000);
         assert_eq!(st.balancing, "round_robin");
-        assert!(st.peers[0].share.is_nan() && st.peers[0].limit == 0);
+        assert!(shares(&st.peers[0]).share.is_nan() && shares(&st.peers[0]).limit == 0);
         // no endpoint wins over every other reason
         let meta = UpstreamMeta {
             vsphere: None,
@@ -339,7 +383,7 @@ mod tests {
         };
         assert_eq!(snapshot(&meta, Some(sh), 2000).reason, "no_endpoint");
     }
-    use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn renders_paper_document() {
@@ -370,6 +414,7 @@ mod tests {
         );
         assert_eq!(p["cpu_ready_pct"], Value::Null);
         assert!(p.get("l").is_some() && p.get("share").is_none());
+        assert_eq!(p["q"]["cpu"], Value::Null);
     }
 
     #[test]
@@ -379,16 +424,20 @@ mod tests {
             mode: "shares".into(),
             balancing: "dwepc".into(),
             reason: "active".into(),
-            cost: Some([120.0, f64::NAN, 2.5, f64::NAN]),
-            rate: 40.0,
-            guard_rejections: 3,
+            model: UpstreamModel::Shares {
+                cost: Some([120.0, f64::NAN, 2.5, f64::NAN]),
+                rate: 40.0,
+                guard_rejections: 3,
+            },
             peers: vec![PeerStatus {
-                share: 0.25,
-                target_share: 0.2,
-                limit: 9,
                 in_flight: 4,
-                background: [100.0, f64::NAN, 0.0, f64::NAN],
-                effective_cpu: 3000.0,
+                model: PeerModel::Shares(SharesPeer {
+                    share: 0.25,
+                    target_share: 0.2,
+                    limit: 9,
+                    background: [100.0, f64::NAN, 0.0, f64::NAN],
+                    effective_cpu: 3000.0,
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -406,5 +455,12 @@ mod tests {
         assert_eq!(p["in_flight"], 4);
         assert_eq!(p["background"]["cpu"], 100.0);
         assert!(p.get("l").is_none());
+        // no limit is null, as is an unknown share
+        let v = serde_json::to_value(&PeerStatus {
+            model: PeerModel::Shares(SharesPeer::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((&v["limit"], &v["share"]), (&Value::Null, &Value::Null));
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dwepc_core::algo::Rng;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -40,7 +41,8 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 const TICK_GRACE: Duration = Duration::from_millis(20);
 
 /// How requests arrive.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Pattern {
     /// `users` virtual users, each: request, wait for the answer, think,
     /// repeat (the paper: 2 s think time between requests). Think times are
@@ -51,6 +53,7 @@ pub enum Pattern {
     Closed {
         users: usize,
         think_ms: u64,
+        #[serde(default)]
         fixed_think: bool,
     },
     /// Poisson arrivals at `rate` requests/s, independent of answers,
@@ -62,14 +65,15 @@ pub enum Pattern {
 /// From `from` on (relative to the start of the run), requests pick
 /// uniformly among `paths` (indices into [`LoadSpec::paths`]) and the open
 /// loop runs at `rate_factor` times its rate.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
+    #[serde(rename = "from_ms", with = "millis")]
     pub from: Duration,
     pub paths: Vec<usize>,
     pub rate_factor: f64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadSpec {
     /// nginx instances (or any HTTP/1.1 servers), normally on loopback,
     /// with weights: an open-loop request goes to one at random by weight,
@@ -81,8 +85,10 @@ pub struct LoadSpec {
     pub phases: Vec<Phase>,
     pub pattern: Pattern,
     /// No request starts after this (relative to the start of the run).
+    #[serde(rename = "duration_ms", with = "millis")]
     pub duration: Duration,
     /// Per request, connecting included; a timeout is recorded as status 0.
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
     /// Open loop: arrivals while this many requests are in flight are
     /// recorded as dropped (status 1) without sending; 0 = no limit.
@@ -116,88 +122,26 @@ pub struct Record {
 impl LoadSpec {
     /// The spec as JSON (for a load process of its own).
     pub fn to_json(&self) -> serde_json::Value {
-        let ms = |d: Duration| d.as_millis() as u64;
-        serde_json::json!({
-            "targets": self.targets.iter().map(|(a, w)| serde_json::json!([a.to_string(), w])).collect::<Vec<_>>(),
-            "paths": self.paths,
-            "phases": self.phases.iter().map(|p| serde_json::json!({
-                "from_ms": ms(p.from), "paths": p.paths, "rate_factor": p.rate_factor,
-            })).collect::<Vec<_>>(),
-            "pattern": match &self.pattern {
-                Pattern::Open { rate } => serde_json::json!({"open": rate}),
-                Pattern::Closed { users, think_ms, fixed_think } => serde_json::json!({
-                    "closed": {"users": users, "think_ms": think_ms, "fixed_think": fixed_think}
-                }),
-            },
-            "duration_ms": ms(self.duration),
-            "timeout_ms": ms(self.timeout),
-            "max_in_flight": self.max_in_flight,
-            "seed": self.seed,
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 
     /// Reads [`LoadSpec::to_json`].
     pub fn from_json(v: &serde_json::Value) -> Result<LoadSpec, String> {
-        let bad = |what: &str| format!("load spec: bad or missing {what}");
-        let u = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
-        let targets = v["targets"]
-            .as_array()
-            .ok_or_else(|| bad("targets"))?
-            .iter()
-            .map(|t| {
-                let a = t[0].as_str().and_then(|a| a.parse().ok());
-                match (a, t[1].as_f64()) {
-                    (Some(a), Some(w)) => Ok((a, w)),
-                    _ => Err(bad("target")),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let paths = v["paths"]
-            .as_array()
-            .ok_or_else(|| bad("paths"))?
-            .iter()
-            .map(|p| p.as_str().map(str::to_string).ok_or_else(|| bad("path")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let phases = v["phases"]
-            .as_array()
-            .ok_or_else(|| bad("phases"))?
-            .iter()
-            .map(|p| {
-                let phase = || -> Option<Phase> {
-                    Some(Phase {
-                        from: Duration::from_millis(p["from_ms"].as_u64()?),
-                        paths: p["paths"]
-                            .as_array()?
-                            .iter()
-                            .map(|x| x.as_u64().map(|x| x as usize))
-                            .collect::<Option<Vec<_>>>()?,
-                        rate_factor: p["rate_factor"].as_f64()?,
-                    })
-                };
-                phase().ok_or_else(|| bad("phase"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let pat = &v["pattern"];
-        let pattern = if let Some(rate) = pat["open"].as_f64() {
-            Pattern::Open { rate }
-        } else {
-            let c = &pat["closed"];
-            Pattern::Closed {
-                users: c["users"].as_u64().ok_or_else(|| bad("pattern"))? as usize,
-                think_ms: c["think_ms"].as_u64().ok_or_else(|| bad("pattern"))?,
-                fixed_think: c["fixed_think"].as_bool().unwrap_or(false),
-            }
-        };
-        Ok(LoadSpec {
-            targets,
-            paths,
-            phases,
-            pattern,
-            duration: Duration::from_millis(u("duration_ms")?),
-            timeout: Duration::from_millis(u("timeout_ms")?),
-            max_in_flight: u("max_in_flight")? as usize,
-            seed: u("seed")?,
-        })
+        LoadSpec::deserialize(v).map_err(|e| format!("load spec: {e}"))
+    }
+}
+
+/// A `Duration` as whole milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::wall_ms;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -58,17 +59,22 @@ const COALESCE: usize = 16 * 1024;
 // Specs and usage
 
 /// One emulated VM.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmSpec {
     pub name: String,
+    #[serde(default = "VmSpec::default_ip")]
     pub ip: String,
     /// 0 = any free port (the ready file and [`Handle::addr`] tell which).
+    #[serde(default)]
     pub port: u16,
     /// Total CPU capacity (all vCPUs), MHz.
     pub cpu_mhz: f64,
+    #[serde(default = "VmSpec::default_vcpus")]
     pub vcpus: u32,
     /// Link capacity in KB/s (1 KB = 1024 bytes); 0 = unlimited.
+    #[serde(default)]
     pub net_kbps: f64,
+    #[serde(default = "VmSpec::default_memory_mb")]
     pub memory_mb: f64,
 }
 
@@ -85,58 +91,29 @@ impl VmSpec {
         }
     }
 
+    fn default_ip() -> String {
+        "127.0.0.1".into()
+    }
+    fn default_vcpus() -> u32 {
+        1
+    }
+    fn default_memory_mb() -> f64 {
+        2048.0
+    }
+
     /// From a spec object; `ip` defaults to 127.0.0.1, `port` to 0,
     /// `vcpus` to 1, `net_kbps` to 0 (unlimited), `memory_mb` to 2048.
     pub fn from_json(v: &Value) -> Result<VmSpec, String> {
-        let o = v.as_object().ok_or("a VM spec must be a JSON object")?;
-        let name = o
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or("VM spec without a \"name\" string")?
-            .to_string();
-        let num = |k: &str, default: Option<f64>| -> Result<f64, String> {
-            match o.get(k) {
-                Some(x) => x
-                    .as_f64()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| format!("VM {name}: \"{k}\" is not a number")),
-                None => default.ok_or_else(|| format!("VM {name}: \"{k}\" is missing")),
-            }
-        };
-        let ip = match o.get("ip") {
-            Some(x) => x
-                .as_str()
-                .ok_or_else(|| format!("VM {name}: \"ip\" is not a string"))?
-                .to_string(),
-            None => "127.0.0.1".to_string(),
-        };
-        let port = num("port", Some(0.0))?;
-        let vcpus = num("vcpus", Some(1.0))?;
-        if !(0.0..=65535.0).contains(&port) || port.fract() != 0.0 {
-            return Err(format!("VM {name}: bad port {port}"));
-        }
-        if !(1.0..=1024.0).contains(&vcpus) || vcpus.fract() != 0.0 {
-            return Err(format!("VM {name}: bad vcpus {vcpus}"));
-        }
-        let spec = VmSpec {
-            ip,
-            port: port as u16,
-            cpu_mhz: num("cpu_mhz", None)?,
-            vcpus: vcpus as u32,
-            net_kbps: num("net_kbps", Some(0.0))?,
-            memory_mb: num("memory_mb", Some(2048.0))?,
-            name,
-        };
+        let spec = VmSpec::deserialize(v).map_err(|e| {
+            let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
+            format!("VM {name}: {e}")
+        })?;
         spec.validate()?;
         Ok(spec)
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name, "ip": self.ip, "port": self.port,
-            "cpu_mhz": self.cpu_mhz, "vcpus": self.vcpus,
-            "net_kbps": self.net_kbps, "memory_mb": self.memory_mb,
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -150,8 +127,8 @@ impl VmSpec {
         if !(self.cpu_mhz.is_finite() && self.cpu_mhz >= 1.0) {
             return Err(format!("VM {n}: cpu_mhz must be >= 1"));
         }
-        if self.vcpus == 0 {
-            return Err(format!("VM {n}: vcpus must be >= 1"));
+        if !(1..=1024).contains(&self.vcpus) {
+            return Err(format!("VM {n}: vcpus must be 1 to 1024"));
         }
         if !(self.net_kbps.is_finite() && self.net_kbps >= 0.0) {
             return Err(format!("VM {n}: net_kbps must be >= 0"));
@@ -191,7 +168,7 @@ fn check_names(specs: &[VmSpec]) -> Result<(), String> {
 
 /// One VM's usage at one instant (`GET /usage` answers an array of them,
 /// all measured at the same instant).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub name: String,
     /// Wall clock, ms since the Unix epoch.
@@ -216,50 +193,20 @@ pub struct Usage {
     /// slowdown), MHz.
     pub cpu_eff_mhz: f64,
     /// Cumulative CPU ready time, ms summed over vCPUs.
+    #[serde(default)]
     pub ready_ms: f64,
     pub up: bool,
 }
 
 impl Usage {
     pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name, "t_ms": self.t_ms, "cpu_mhz_ms": self.cpu_mhz_ms,
-            "bytes_sent": self.bytes_sent, "requests": self.requests,
-            "active": self.active, "in_flight": self.in_flight, "mem_kb": self.mem_kb,
-            "hog_mhz": self.hog_mhz, "cpu_mhz": self.cpu_mhz,
-            "cpu_eff_mhz": self.cpu_eff_mhz, "ready_ms": self.ready_ms, "up": self.up,
-        })
-    }
-
-    pub fn from_json(v: &Value) -> Option<Usage> {
-        let f = |k: &str| v.get(k).and_then(Value::as_f64);
-        let u = |k: &str| v.get(k).and_then(Value::as_u64);
-        Some(Usage {
-            name: v.get("name")?.as_str()?.to_string(),
-            t_ms: u("t_ms")?,
-            cpu_mhz_ms: f("cpu_mhz_ms")?,
-            bytes_sent: u("bytes_sent")?,
-            requests: u("requests")?,
-            active: u("active")?,
-            in_flight: u("in_flight")?,
-            mem_kb: f("mem_kb")?,
-            hog_mhz: f("hog_mhz")?,
-            cpu_mhz: f("cpu_mhz")?,
-            cpu_eff_mhz: f("cpu_eff_mhz").or(f("cpu_mhz"))?,
-            ready_ms: f("ready_ms").unwrap_or(0.0),
-            up: v.get("up")?.as_bool()?,
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
 /// Parses a `GET /usage` answer.
 pub fn parse_usage(text: &str) -> Result<Vec<Usage>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("usage: {e}"))?;
-    v.as_array()
-        .ok_or("usage: not a JSON array")?
-        .iter()
-        .map(|u| Usage::from_json(u).ok_or_else(|| format!("usage: bad entry {u}")))
-        .collect()
+    serde_json::from_str(text).map_err(|e| format!("usage: {e}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -25,6 +25,95 @@ pub const VM_PROPERTIES: [&str; 7] = [
     "summary.config.memorySizeMB",
 ];
 
+/// VMs per inventory page (RetrievePropertiesEx `maxObjects`): small
+/// pages keep every answer, and so the memory a hostile answer can take,
+/// small.
+pub const VMS_PER_PAGE: usize = 50;
+
+/// The most one answer may hold: body bytes read and elements parsed
+/// (text is bounded by the body). Sized per call from what the call can
+/// legitimately return, with a margin; the parsed tree then takes at most
+/// about `nodes × 184 + body` bytes ([`xml::Limits::tree_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub body: usize,
+    pub nodes: usize,
+}
+
+impl Budget {
+    /// RetrieveServiceContent, Login, Logout, CurrentTime,
+    /// CreateContainerView, QueryPerfProviderSummary: tens of elements.
+    pub const SMALL: Budget = Budget {
+        body: 64 << 10,
+        nodes: 2_000,
+    };
+    /// The `perfCounter` catalog: about 22 elements and 650 bytes per
+    /// counter; a vCenter has some hundreds (vcsim about 400), 1,500 fit.
+    pub const CATALOG: Budget = Budget {
+        body: 2 << 20,
+        nodes: 40_000,
+    };
+    /// One inventory page of [`VMS_PER_PAGE`] VMs: up to 500 elements and
+    /// 20 KB per VM (a VM with several NICs and addresses in `guest.net`
+    /// has about 250 and 8 KB).
+    pub const PAGE: Budget = Budget {
+        body: 1 << 20,
+        nodes: 25_000,
+    };
+
+    /// QueryPerf of `vms` VMs, `counters` counters, `samples` samples:
+    /// per VM 2 + 3 elements per sample (sampleInfo) + per counter
+    /// 4 + one per sample; about 95 bytes per sampleInfo and 28 per value;
+    /// three times that, plus room for the envelope.
+    pub fn query_perf(vms: usize, counters: usize, samples: usize) -> Budget {
+        let nodes = 2 + 3 * samples + counters * (4 + samples);
+        let body = 300 + 95 * samples + counters * (150 + 28 * samples);
+        Budget {
+            body: 3 * vms * body + (16 << 10),
+            nodes: 3 * vms * nodes + 200,
+        }
+    }
+}
+
+/// Reads at most `cap` bytes of a body, and stops at `deadline`: a server
+/// that sends without end, or a byte at a time, cannot hold the caller
+/// past either.
+struct Capped<R> {
+    inner: R,
+    read: usize,
+    cap: usize,
+    deadline: std::time::Instant,
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::{Error as IoError, ErrorKind};
+        if std::time::Instant::now() > self.deadline {
+            return Err(IoError::new(
+                ErrorKind::TimedOut,
+                "the answer did not end in time",
+            ));
+        }
+        if self.read > self.cap {
+            return Err(IoError::new(
+                ErrorKind::FileTooLarge,
+                format!("more than {} KB", self.cap / 1024),
+            ));
+        }
+        // one byte past the cap tells a body of exactly `cap` from a larger one
+        let room = (self.cap + 1 - self.read).min(buf.len());
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n;
+        if self.read > self.cap {
+            return Err(IoError::new(
+                ErrorKind::FileTooLarge,
+                format!("more than {} KB", self.cap / 1024),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Connection settings.
 #[derive(Clone)]
 pub struct Config {
@@ -73,6 +162,12 @@ pub enum Error {
     Fault(String),
     /// Transport error other than the above.
     Transport(String),
+    /// The answer to `method` was larger than it can legitimately be
+    /// ([`Budget`]); reading stopped there.
+    TooLarge {
+        method: &'static str,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -99,6 +194,7 @@ impl Error {
             Error::InvalidLogin => "invalid_login",
             Error::Fault(_) => "fault",
             Error::Transport(_) => "transport",
+            Error::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -115,6 +211,10 @@ impl std::fmt::Display for Error {
             Error::InvalidLogin => write!(f, "login failed: invalid user name or password"),
             Error::Fault(s) => write!(f, "SOAP fault: {s}"),
             Error::Transport(s) => write!(f, "transport error: {s}"),
+            Error::TooLarge { method, detail } => write!(
+                f,
+                "the answer to {method} is larger than it can legitimately be ({detail}); reading stopped there"
+            ),
         }
     }
 }
@@ -228,8 +328,10 @@ impl Client {
             .ok_or_else(|| Error::Malformed("no service content".into()))
     }
 
-    /// One SOAP call; returns the parsed response document.
-    fn call(&mut self, method: &'static str, body: &str) -> Result<Node, Error> {
+    /// One SOAP call; returns the parsed response document. The answer is
+    /// parsed while it is read, within `budget` and the timeout.
+    fn call(&mut self, method: &'static str, body: &str, budget: Budget) -> Result<Node, Error> {
+        let started = std::time::Instant::now();
         *self.calls.entry(method).or_default() += 1;
         let mut req = self
             .http
@@ -252,9 +354,26 @@ impl Client {
                 }
             }
         }
-        let bytes = resp.bytes().map_err(from_reqwest)?;
-        let doc = match xml::parse(&bytes) {
+        let body = std::io::BufReader::with_capacity(
+            16 << 10,
+            Capped {
+                inner: resp,
+                read: 0,
+                cap: budget.body,
+                deadline: started + self.cfg.timeout,
+            },
+        );
+        let limits = xml::Limits {
+            nodes: budget.nodes,
+            text: budget.body,
+        };
+        let doc = match xml::parse_from(body, limits) {
             Ok(d) => d,
+            Err(xml::XmlError::TooLarge(detail)) => return Err(Error::TooLarge { method, detail }),
+            Err(xml::XmlError::Read(std::io::ErrorKind::TimedOut, _)) => {
+                return Err(Error::Timeout)
+            }
+            Err(xml::XmlError::Read(_, e)) => return Err(Error::Transport(e)),
             // a 500 without a SOAP fault inside is an HTTP error
             Err(e) if status == 200 => return Err(Error::Malformed(e.to_string())),
             Err(_) => return Err(Error::Http(status)),
@@ -279,6 +398,7 @@ impl Client {
         let doc = self.call(
             "RetrieveServiceContent",
             "<RetrieveServiceContent xmlns=\"urn:vim25\"><_this type=\"ServiceInstance\">ServiceInstance</_this></RetrieveServiceContent>",
+            Budget::SMALL,
         )?;
         let sc = xml::service_content(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
         let body = format!(
@@ -288,7 +408,7 @@ impl Client {
             escape(&self.cfg.password)
         );
         self.sc = Some(sc);
-        self.call("Login", &body)?;
+        self.call("Login", &body, Budget::SMALL)?;
         if self.cookie.is_none() {
             return Err(Error::Malformed("Login returned no session cookie".into()));
         }
@@ -303,19 +423,24 @@ impl Client {
                     "<Logout xmlns=\"urn:vim25\">{}</Logout>",
                     mo("_this", &sc.session_manager)
                 );
-                let _ = self.call("Logout", &body);
+                let _ = self.call("Logout", &body, Budget::SMALL);
             }
         }
         self.cookie = None;
     }
 
-    fn retrieve(&mut self, method: &'static str, inner: String) -> Result<Node, Error> {
+    fn retrieve(
+        &mut self,
+        method: &'static str,
+        inner: String,
+        budget: Budget,
+    ) -> Result<Node, Error> {
         let sc = self.sc()?;
         let body = format!(
             "<{method} xmlns=\"urn:vim25\">{}{inner}</{method}>",
             mo("_this", &sc.property_collector)
         );
-        self.call(method, &body)
+        self.call(method, &body, budget)
     }
 
     /// The `perfCounter` property: (id, "group.name.rollup").
@@ -326,7 +451,7 @@ impl Client {
 <objectSet>{}<skip>false</skip></objectSet></specSet><options></options>",
             mo("obj", &pm)
         );
-        let doc = self.retrieve("RetrievePropertiesEx", inner)?;
+        let doc = self.retrieve("RetrievePropertiesEx", inner, Budget::CATALOG)?;
         xml::perf_counters(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
@@ -338,7 +463,7 @@ impl Client {
             mo("_this", &sc.view_manager),
             mo("container", &sc.root_folder)
         );
-        let doc = self.call("CreateContainerView", &body)?;
+        let doc = self.call("CreateContainerView", &body, Budget::SMALL)?;
         xml::moref_return(&doc, "CreateContainerViewResponse")
             .map_err(|e| Error::Malformed(e.to_string()))
     }
@@ -353,10 +478,10 @@ impl Client {
             "<specSet><propSet><type>VirtualMachine</type>{paths}</propSet>\
 <objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>traverseEntities</name>\
 <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet>\
-<options><maxObjects>1000</maxObjects></options>",
+<options><maxObjects>{VMS_PER_PAGE}</maxObjects></options>",
             mo("obj", view)
         );
-        let doc = self.retrieve("RetrievePropertiesEx", inner)?;
+        let doc = self.retrieve("RetrievePropertiesEx", inner, Budget::PAGE)?;
         let (mut all, mut token) = xml::vms(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
         let mut pages = 0;
         while let Some(t) = token.take() {
@@ -367,6 +492,7 @@ impl Client {
             let doc = self.retrieve(
                 "ContinueRetrievePropertiesEx",
                 format!("<token>{}</token>", escape(&t)),
+                Budget::PAGE,
             )?;
             let (more, next) = xml::vms(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
             all.extend(more);
@@ -383,7 +509,7 @@ impl Client {
             mo("_this", &sc.perf_manager),
             escape(vm)
         );
-        let doc = self.call("QueryPerfProviderSummary", &body)?;
+        let doc = self.call("QueryPerfProviderSummary", &body, Budget::SMALL)?;
         xml::refresh_rate(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
@@ -417,7 +543,8 @@ impl Client {
             "<QueryPerf xmlns=\"urn:vim25\">{}{specs}</QueryPerf>",
             mo("_this", &sc.perf_manager)
         );
-        let doc = self.call("QueryPerf", &body)?;
+        let budget = Budget::query_perf(vms.len(), counters.len(), max_sample.max(1) as usize);
+        let doc = self.call("QueryPerf", &body, budget)?;
         xml::perf(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
@@ -427,6 +554,7 @@ impl Client {
         let doc = self.call(
             "CurrentTime",
             "<CurrentTime xmlns=\"urn:vim25\"><_this type=\"ServiceInstance\">ServiceInstance</_this></CurrentTime>",
+            Budget::SMALL,
         )?;
         xml::current_time(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
@@ -532,5 +660,126 @@ mod tests {
             timeout: Duration::from_secs(1),
         });
         assert!(matches!(r, Err(Error::Setup(_))));
+    }
+
+    /// A loopback HTTP server that answers every request on one
+    /// connection with `answer` (which writes the response until it is
+    /// done or the client goes away); the bytes it managed to write are
+    /// sent back when it ends.
+    fn hostile(
+        answer: impl Fn(&mut std::net::TcpStream) -> std::io::Result<()> + Send + 'static,
+    ) -> (String, std::sync::mpsc::Receiver<()>) {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/sdk", l.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_lowercase();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = c.read_exact(&mut body);
+                let _ = answer(&mut c);
+            }
+            let _ = tx.send(());
+        });
+        (url, rx)
+    }
+
+    fn client(url: &str, timeout_s: u64) -> Client {
+        Client::new(Config {
+            url: url.into(),
+            user: "u".into(),
+            password: "p".into(),
+            ca_pem: None,
+            tls_verify: true,
+            timeout: Duration::from_secs(timeout_s),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_endless_answer_stops_at_the_calls_budget() {
+        use std::io::Write;
+        // chunked, never ending (bounded here at 1 GB so the test ends)
+        let (url, done) = hostile(|c| {
+            c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )?;
+            let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, "x".repeat(64 << 10));
+            c.write_all(b"6\r\n<a><b>\r\n")?;
+            for _ in 0..(1 << 14) {
+                c.write_all(chunk.as_bytes())?;
+            }
+            Ok(())
+        });
+        let t = std::time::Instant::now();
+        let e = client(&url, 20).connect().unwrap_err();
+        assert_eq!(e.class(), "too_large", "{e}");
+        assert!(e.to_string().contains("RetrieveServiceContent"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // the client went away: the server's writes failed long before 1 GB
+        done.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn many_small_elements_stop_at_the_element_budget() {
+        use std::io::Write;
+        // 8 MB of empty elements: under 64 KB of body for the first call,
+        // but far over its 2,000 elements
+        let (url, _done) = hostile(|c| {
+            let body = format!("<a>{}</a>", "<b/>".repeat(10_000));
+            write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        let e = client(&url, 5).connect().unwrap_err();
+        assert!(
+            matches!(&e, Error::TooLarge { detail, .. } if detail.contains("2000 elements")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_trickling_answer_times_out() {
+        use std::io::Write;
+        // one byte every 100 ms: every read succeeds, the whole never ends
+        let (url, _done) = hostile(|c| {
+            c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 100000\r\n\r\n<a>",
+            )?;
+            for _ in 0..600 {
+                c.write_all(b"x")?;
+                c.flush()?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        });
+        let t = std::time::Instant::now();
+        let e = client(&url, 2).connect().unwrap_err();
+        assert_eq!(e, Error::Timeout, "{e}");
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn query_perf_budget_fits_its_answer_and_grows_with_it() {
+        let small = Budget::query_perf(5, 5, 30);
+        let big = Budget::query_perf(2000, 5, 30);
+        assert!(small.body < 200 << 10 && small.nodes < 10_000, "{small:?}");
+        assert!(big.body > 1000 * small.body / 5 / 2, "{big:?}");
+        // a real answer's size per VM: sampleInfo and values of 30 samples
+        let per_vm = 30 * 90 + 5 * 30 * 20;
+        assert!(small.body > 5 * per_vm * 2);
     }
 }

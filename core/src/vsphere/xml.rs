@@ -1,17 +1,37 @@
 //! Decoding of vSphere SOAP responses.
 //!
 //! quick-xml's streaming reader turns a response into a small element tree
-//! (local names, `xsi:type`, text), bounded in depth and size so a hostile
-//! or broken server cannot exhaust memory; the decoders below walk that
+//! (local names, `xsi:type`, text), bounded in depth, element count and
+//! text so a hostile or broken server cannot exhaust memory (the caller
+//! sizes the bounds per call, [`Limits`]); the decoders below walk that
 //! tree. Nothing here panics on any input (see the fuzz target).
+
+use std::io::BufRead;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 64;
-/// Most elements accepted in one response.
-pub const MAX_NODES: usize = 2_000_000;
+
+/// Bounds of one parsed document. The tree's memory is at most about
+/// `nodes × (size_of::<Node>() + 64)` plus `text` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most elements.
+    pub nodes: usize,
+    /// Most bytes of element names, attribute values and text together.
+    pub text: usize,
+}
+
+impl Limits {
+    /// Memory the parsed tree may take at most, in bytes (an estimate:
+    /// each element's struct, allocator overhead of its strings and vector,
+    /// and the text).
+    pub fn tree_bytes(&self) -> usize {
+        self.nodes * (std::mem::size_of::<Node>() + 64) + self.text
+    }
+}
 
 /// One XML element.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,8 +73,13 @@ impl Node {
 /// Why a response could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XmlError {
-    /// Not well-formed, or too deep / too large.
+    /// Not well-formed, or too deep.
     Malformed(String),
+    /// Larger than the call's [`Limits`] (or the body's size cap, reported
+    /// by the reader as an I/O error of kind `FileTooLarge`).
+    TooLarge(String),
+    /// Reading the answer failed (connection lost, timed out).
+    Read(std::io::ErrorKind, String),
     /// Well-formed but not the expected shape.
     Unexpected(String),
 }
@@ -63,6 +88,8 @@ impl std::fmt::Display for XmlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             XmlError::Malformed(s) => write!(f, "malformed XML: {s}"),
+            XmlError::TooLarge(s) => write!(f, "answer too large: {s}"),
+            XmlError::Read(_, s) => write!(f, "reading the answer failed: {s}"),
             XmlError::Unexpected(s) => write!(f, "unexpected response: {s}"),
         }
     }
@@ -76,23 +103,55 @@ fn local(name: &[u8]) -> String {
     String::from_utf8_lossy(n).into_owned()
 }
 
-/// Parses a document into its root element.
+/// Parses a document (in memory) into its root element, with bounds
+/// large enough for any test document (16 MB of text, 1,000,000 elements).
 pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
+    parse_from(
+        input,
+        Limits {
+            nodes: 1_000_000,
+            text: 16 << 20,
+        },
+    )
+}
+
+/// Parses a document read from `input` into its root element, stopping
+/// with an error as soon as it exceeds `limits` (nothing past that point
+/// is read or kept).
+pub fn parse_from(input: impl BufRead, limits: Limits) -> Result<Node, XmlError> {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
     let mut count = 0usize;
+    let mut text = 0usize;
     let mut buf = Vec::new();
     let bad = |e: &dyn std::fmt::Display| XmlError::Malformed(e.to_string());
+    let too_large = || {
+        XmlError::TooLarge(format!(
+            "more than {} elements or {} KB of text",
+            limits.nodes,
+            limits.text / 1024
+        ))
+    };
     loop {
-        let ev = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
+        let ev = reader.read_event_into(&mut buf).map_err(|e| match &e {
+            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+                XmlError::TooLarge(io.to_string())
+            }
+            quick_xml::Error::Io(io) => XmlError::Read(io.kind(), io.to_string()),
+            _ => bad(&e),
+        })?;
         let empty = matches!(ev, Event::Empty(_));
         match ev {
             Event::Start(e) | Event::Empty(e) => {
                 count += 1;
-                if count > MAX_NODES || stack.len() >= MAX_DEPTH {
-                    return Err(XmlError::Malformed("document too large or too deep".into()));
+                text += e.name().as_ref().len();
+                if count > limits.nodes || text > limits.text {
+                    return Err(too_large());
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::Malformed("document too deep".into()));
                 }
                 if root.is_some() {
                     return Err(XmlError::Malformed("content after the root element".into()));
@@ -107,6 +166,10 @@ pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
                     let val = a
                         .decode_and_unescape_value(reader.decoder())
                         .map_err(|e| bad(&e))?;
+                    text += val.len();
+                    if text > limits.text {
+                        return Err(too_large());
+                    }
                     if key.ends_with(b":type") {
                         node.xsi_type = Some(local(val.as_bytes()));
                     } else if key == b"type" {
@@ -135,8 +198,9 @@ pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
                 if let Some(top) = stack.last_mut() {
                     let s = t.decode().map_err(|e| bad(&e))?;
                     let s = quick_xml::escape::unescape(&s).map_err(|e| bad(&e))?;
-                    if top.text.len() + s.len() > 16 << 20 {
-                        return Err(XmlError::Malformed("text too large".into()));
+                    text += s.len();
+                    if text > limits.text {
+                        return Err(too_large());
                     }
                     top.text.push_str(&s);
                 } else if !t.iter().all(|c| c.is_ascii_whitespace()) {
@@ -144,6 +208,10 @@ pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
                 }
             }
             Event::CData(t) => {
+                text += t.len();
+                if text > limits.text {
+                    return Err(too_large());
+                }
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&String::from_utf8_lossy(&t));
                 }
@@ -154,6 +222,10 @@ pub fn parse(input: &[u8]) -> Result<Node, XmlError> {
                     let s = quick_xml::escape::unescape(&format!("&{name};"))
                         .map_err(|e| bad(&e))?
                         .into_owned();
+                    text += s.len();
+                    if text > limits.text {
+                        return Err(too_large());
+                    }
                     top.text.push_str(&s);
                 }
             }

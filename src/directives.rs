@@ -19,7 +19,7 @@ use ngx::ffi::{
 };
 
 use crate::module::{main_conf_mut, srv_conf, upstream_conf};
-use crate::state::{Endpoint, MainState, NodeDirective, Origin, SrvConf, UpstreamState};
+use crate::state::{Endpoint, MainState, NodeDirective, Origin, Resolved, SrvConf, UpstreamState};
 use crate::util::{conf_error, conf_location, directive_args, guard, log, ngx_str};
 
 /// NGX_HTTP_UPSTREAM_MODIFY (servers changed at run time, nginx >= 1.27.3).
@@ -47,17 +47,25 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     })
 }
 
-/// `init_main_conf`: resolves endpoints and adds the lease zone. Runs
+/// `init_main_conf`: resolves endpoints, checks timing, and adds the lease zone. Runs
 /// after the upstream module's init_main_conf (this module is loaded after
 /// the built-in ones), so every upstream's servers are known.
 pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
     guard("init_main_conf", NGX_CONF_ERROR, || {
         // SAFETY: conf is our MainState, cf the live configuration.
         let (main, cf) = unsafe { (&*(conf as *const MainState), &mut *cf) };
-        if let Err(msg) = resolve(main) {
-            // SAFETY: cf->log is the configuration's log.
-            unsafe { log(NGX_LOG_EMERG, cf.log, &msg) };
-            return NGX_CONF_ERROR;
+        match resolve(main) {
+            Ok(warnings) => {
+                for w in warnings {
+                    // SAFETY: cf->log is the configuration's log.
+                    unsafe { log(NGX_LOG_WARN, cf.log, &w) };
+                }
+            }
+            Err(msg) => {
+                // SAFETY: cf->log is the configuration's log.
+                unsafe { log(NGX_LOG_EMERG, cf.log, &msg) };
+                return NGX_CONF_ERROR;
+            }
         }
         if main.upstreams().any(|u| u.endpoint().is_some()) {
             // SAFETY: cf is the live configuration.
@@ -70,8 +78,9 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
     })
 }
 
-/// Phase 3: each upstream's endpoint.
-fn resolve(main: &MainState) -> Result<(), String> {
+/// Phase 3: each upstream's endpoint and `ttl`; returns the warnings to
+/// log (with where each upstream was written).
+fn resolve(main: &MainState) -> Result<Vec<String>, String> {
     if let Some(u) = main.upstreams().find(|u| !u.parsed.enabled) {
         let at = u
             .parsed
@@ -96,10 +105,25 @@ fn resolve(main: &MainState) -> Result<(), String> {
     let endpoints: Vec<_> = endpoints.iter().map(|(e, at)| (*e, at.as_str())).collect();
     let refs: Vec<_> = refs.iter().map(|(r, at)| (*r, at.as_str())).collect();
     let chosen = conf::resolve_endpoints(&endpoints, &refs)?;
-    for (u, e) in main.upstreams().zip(chosen) {
-        u.set_endpoint(e);
+    let max_timeout = main
+        .endpoints
+        .iter()
+        .map(|e| e.conf.timeout_ms)
+        .max()
+        .unwrap_or(0);
+    let mut warnings = Vec::new();
+    for (u, endpoint) in main.upstreams().zip(chosen) {
+        let at = u.parsed.origin.at();
+        let mut ttl_ms = u.parsed.conf.ttl_ms;
+        if let Some(e) = endpoint.and_then(|k| main.endpoints.get(k)) {
+            let (ttl, w) = conf::check_timing(&u.parsed.name, &u.parsed.conf, &e.conf, max_timeout)
+                .map_err(|m| format!("{m} in {at}"))?;
+            ttl_ms = ttl;
+            warnings.extend(w.into_iter().map(|w| format!("dwepc: {w} in {at}")));
+        }
+        u.resolve(Resolved { endpoint, ttl_ms });
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The frame every directive handler shares: panics contained (`name`),
@@ -145,16 +169,24 @@ pub unsafe extern "C" fn cmd_vsphere(
         directive("cmd_vsphere", cf, conf::parse_endpoint, |cf, e, origin| {
             let password = conf::password_from(
                 &e.password_file,
-                &read_file(cf, &e.password_file, "password_file")?,
+                &read_file(
+                    cf,
+                    &e.password_file,
+                    "password_file",
+                    conf::MAX_PASSWORD_FILE,
+                )?,
             )?;
             let ca_pem = match &e.ca_file {
                 None => None,
                 Some(f) => {
-                    let pem = read_file(cf, f, "ca_file")?;
+                    let pem = read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?;
                     conf::check_ca(f, &pem)?;
                     Some(pem)
                 }
             };
+            for w in e.warnings() {
+                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
+            }
             let main = main_conf_mut(cf).ok_or("no dwepc main configuration")?;
             if main.endpoints.iter().any(|x| x.conf.name == e.name) {
                 return Err(format!("duplicate vSphere endpoint \"{}\"", e.name));
@@ -181,8 +213,9 @@ pub unsafe extern "C" fn cmd_vsphere(
 }
 
 /// Reads a file named in the configuration (relative names are relative to
-/// the configuration prefix, as nginx does for certificates).
-fn read_file(cf: &ngx_conf_t, name: &str, what: &str) -> Result<Vec<u8>, String> {
+/// the configuration prefix, as nginx does for certificates): a regular
+/// file of at most `max` bytes ([`conf::read_config_file`]).
+fn read_file(cf: &ngx_conf_t, name: &str, what: &str, max: usize) -> Result<Vec<u8>, String> {
     let path = if name.starts_with('/') {
         std::path::PathBuf::from(name)
     } else {
@@ -190,7 +223,7 @@ fn read_file(cf: &ngx_conf_t, name: &str, what: &str) -> Result<Vec<u8>, String>
         let prefix = unsafe { ngx_str(&(*cf.cycle).conf_prefix) };
         std::path::Path::new(&prefix).join(name)
     };
-    std::fs::read(&path).map_err(|e| format!("cannot read {what} \"{}\": {e}", path.display()))
+    conf::read_config_file(&path, what, max)
 }
 
 /// The dwepc state of the upstream block being parsed, created on first

@@ -126,7 +126,17 @@ pub struct UpstreamState {
     /// Phase 1.
     pub parsed: ParsedUpstream,
     servers: OnceCell<Servers>,
-    endpoint: OnceCell<Option<usize>>,
+    resolved: OnceCell<Resolved>,
+}
+
+/// Phase 3 of an upstream: what `init_main_conf` decided.
+#[derive(Clone, Copy, Debug)]
+pub struct Resolved {
+    /// Index into `MainState::endpoints` (None: no counters).
+    pub endpoint: Option<usize>,
+    /// The `ttl` in force (a default raised to the takeover time,
+    /// `dwepc_core::conf::check_timing`).
+    pub ttl_ms: u64,
 }
 
 impl UpstreamState {
@@ -156,14 +166,23 @@ impl UpstreamState {
     }
 
     /// Phase 3, once.
-    pub fn set_endpoint(&self, endpoint: Option<usize>) -> bool {
-        self.endpoint.set(endpoint).is_ok()
+    pub fn resolve(&self, resolved: Resolved) -> bool {
+        self.resolved.set(resolved).is_ok()
     }
 
     /// Index into `MainState::endpoints` (None: no counters, or not
     /// resolved yet).
     pub fn endpoint(&self) -> Option<usize> {
-        self.endpoint.get().copied().flatten()
+        self.resolved.get().and_then(|r| r.endpoint)
+    }
+
+    /// The upstream's configuration with the `ttl` in force.
+    pub fn conf(&self) -> dwepc_core::conf::UpstreamConf {
+        let mut c = self.parsed.conf.clone();
+        if let Some(r) = self.resolved.get() {
+            c.ttl_ms = r.ttl_ms;
+        }
+        c
     }
 }
 

@@ -101,7 +101,7 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
                 .collect();
             Some(UpstreamSpec {
                 name: u.parsed.name.clone(),
-                conf: u.parsed.conf.clone(),
+                conf: u.conf(),
                 endpoint: u.endpoint(),
                 peers,
                 shared,

@@ -10,6 +10,18 @@ fn pw_file() -> String {
     p.display().to_string()
 }
 
+/// A FIFO nobody writes to: reading it would block `nginx -t` forever.
+fn fifo() -> String {
+    let p = std::env::temp_dir().join(format!("dwepc-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&p)
+        .status()
+        .unwrap()
+        .success());
+    p.display().to_string()
+}
+
 fn upstream(body: &str) -> String {
     conf(
         "",
@@ -58,13 +70,47 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={pw} tls_verify=maybe;")), "dwepc_vsphere", "\"on\" or \"off\""),
         (conf("", "dwepc;"), "dwepc;", "\"dwepc\" directive is not allowed here"),
         (conf("", "server { listen 127.0.0.1:1; location / { dwepc_status on; } }"), "dwepc_status", "invalid number of arguments"),
+        // issue 10: settings that cannot work, or leak the password
+        (conf("", &format!("dwepc_vsphere vc url=https://admin:s3cret@vc/sdk user=u password_file={pw};")), "dwepc_vsphere", "put the user in user= and the password in password_file="),
+        (conf("", &format!("dwepc_vsphere vc url=http://vc/sdk user=u password_file={pw};")), "dwepc_vsphere", "clear text"),
+        (conf("", &format!("dwepc_vsphere vc url=https://x user=u password_file={pw};")), "dwepc_vsphere", "has no path"),
+        (conf("", &format!("dwepc_vsphere vc url=https://vc:99999/sdk user=u password_file={pw};")), "dwepc_vsphere", "invalid port"),
+        (conf("", "dwepc_vsphere vc url=https://vc/sdk user=u password_file=/dev/zero;"), "dwepc_vsphere", "is not a regular file"),
+        (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={};", fifo())), "dwepc_vsphere", "is not a regular file"),
+        (upstream("dwepc;\nserver 127.0.0.1:2;\ndwepc_node 127.0.0.1:2 cpu=1e-300;"), "dwepc_node", "a capacity in MHz from 1 to 1e7"),
+        (upstream("dwepc mem_reserved=1e308;\nserver 127.0.0.1:2;"), "mem_reserved", "MB from 0 to 1e8"),
+        (upstream_with_endpoints(&format!("dwepc_vsphere a url=https://vc/sdk user=u password_file={pw};\ndwepc_vsphere b url=https://vc/sdk user=u password_file={pw};")), "dwepc;", "none is marked \"default\": add vsphere= with one of a, b"),
+        (conf("", &format!("{vs}\nupstream app {{ dwepc interval=1s ttl=5s; server 127.0.0.1:2; }}")), "ttl=5s", "shorter than the time to replace a frozen polling worker"),
     ];
     let mut checked = 0;
     for (text, needle, reason) in cases {
         expect_error(&text, needle, reason);
         checked += 1;
     }
-    assert!(checked >= 20);
+    assert!(checked >= 30);
+}
+
+#[test]
+fn settings_that_work_but_need_attention_warn() {
+    let pw = pw_file();
+    let (ok, out, _) = test_config(&conf(
+        "",
+        &format!(
+            "dwepc_vsphere vc url=https://vc/sdk user=u password_file={pw} tls_verify=off timeout=3s;\n\
+             upstream app {{ dwepc interval=1s; server 127.0.0.1:2; }}"
+        ),
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("[warn]") && out.contains("tls_verify=off"),
+        "{out}"
+    );
+    assert!(out.contains("longer than interval=1000 ms"), "{out}");
+    let (ok, out, _) = test_config(&conf(
+        "",
+        &format!("dwepc_vsphere vc url=http://vc/sdk user=u password_file={pw} insecure_http=on;"),
+    ));
+    assert!(ok && out.contains("clear text"), "{out}");
 }
 
 #[test]

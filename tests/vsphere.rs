@@ -161,7 +161,7 @@ fn counter_change_moves_the_split() {
     let mut env = VsEnv::start(VsOpts {
         cpu_mhz: vec![4000, 4000, 4000],
         flat_mem_net: (0, 0),
-        dwepc: "mode=paper interval=1s window=8 min_samples=2 ttl=6s".into(),
+        dwepc: "mode=paper interval=1s window=8 min_samples=2 ttl=8s".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -221,7 +221,7 @@ fn counter_change_moves_the_split() {
 #[test]
 fn endpoint_down_falls_back_after_ttl_then_recovers() {
     let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=1s window=8 min_samples=2 ttl=4s".into(),
+        dwepc: "interval=1s window=8 min_samples=2 ttl=8s".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -229,12 +229,13 @@ fn endpoint_down_falls_back_after_ttl_then_recovers() {
     let fallbacks_before = env.log_count("uses weighted round robin");
     env.vcsim.stop();
     let t0 = Instant::now();
-    env.drive_until(20, Duration::from_secs(15), "fallback", |st| {
+    env.drive_until(20, Duration::from_secs(20), "fallback", |st| {
         st["balancing"] == "round_robin"
     });
     let took = t0.elapsed();
+    // the newest sample is about a second old when the endpoint stops
     assert!(
-        took >= Duration::from_millis(1500),
+        took >= Duration::from_millis(5500),
         "fell back too early: {took:?}"
     );
     // keep serving in fallback for a while: requests succeed, logged once

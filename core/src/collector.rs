@@ -353,7 +353,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             next_snap: 0,
             snap_ms: (min_interval / 10).clamp(100, 1000),
             // a holder blocked in one call must not lose the lease
-            lease_timeout_ms: 3000 + 2 * max_timeout,
+            lease_timeout_ms: crate::conf::takeover_ms(max_timeout),
         }
     }
 

@@ -139,26 +139,44 @@ impl Accounting {
         for (j, r) in RESOURCES.iter().enumerate() {
             if key == format!("{r}_ratio") {
                 return Some(match parse_f64(val) {
-                    Some(x) if x > 0.0 && x <= 1000.0 => {
+                    Some(x) if (MIN_RATIO..=MAX_RATIO).contains(&x) => {
                         self.ratio[j] = x;
                         Ok(())
                     }
-                    _ => Err(invalid(key, val, "a number above 0")),
+                    _ => Err(invalid(
+                        key,
+                        val,
+                        &format!("a ratio from {MIN_RATIO} to {MAX_RATIO}"),
+                    )),
                 });
             }
             if key == format!("{r}_reserved") {
                 return Some(match parse_f64(val) {
-                    Some(x) if x >= 0.0 => {
+                    Some(x) if (0.0..=MAX_CAPACITY[j]).contains(&x) => {
                         self.reserved[j] = x;
                         Ok(())
                     }
-                    _ => Err(invalid(key, val, "a number of 0 or more")),
+                    _ => Err(invalid(
+                        key,
+                        val,
+                        &format!("{} from 0 to {:e}", UNITS[j], MAX_CAPACITY[j]),
+                    )),
                 });
             }
         }
         None
     }
 }
+
+/// Units of capacities and reservations, per resource.
+pub const UNITS: [&str; R] = ["MHz", "MB", "KB/s", "KB/s"];
+/// Largest capacity (and reservation) accepted, per resource: far above
+/// any VM (768 vCPUs at 5 GHz is 3.8e6 MHz; 24 TB of memory is 2.5e7 MB;
+/// 8 Tbit/s is 1e9 KB/s), so only a typo is refused.
+pub const MAX_CAPACITY: [f64; R] = [1e7, 1e8, 1e9, 1e9];
+/// Overcommit ratios accepted.
+pub const MIN_RATIO: f64 = 0.01;
+pub const MAX_RATIO: f64 = 1000.0;
 
 fn pick(a: f64, b: f64) -> f64 {
     if a.is_nan() {
@@ -180,6 +198,9 @@ pub struct UpstreamConf {
     /// Age of the newest sample after which the balancer falls back to
     /// weighted round robin, ms.
     pub ttl_ms: u64,
+    /// `ttl=` was written (else `ttl_ms` is the mode's default, raised to
+    /// the takeover time by [`check_timing`]).
+    pub ttl_set: bool,
     /// Samples with request counts needed for a fit.
     pub min_samples: usize,
     /// Balancing mode.
@@ -219,6 +240,7 @@ impl Default for UpstreamConf {
             window: DEFAULT_WINDOW,
             interval_ms: DEFAULT_INTERVAL_MS,
             ttl_ms: 3 * DEFAULT_INTERVAL_MS,
+            ttl_set: false,
             min_samples: 2,
             mode: Mode::Shares,
             pick: Pick::LeastConn,
@@ -440,6 +462,7 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, String> {
             c.min_samples, c.window
         ));
     }
+    c.ttl_set = ttl_set;
     if !ttl_set {
         // shares move slowly and the pick uses in-flight counts: the last
         // shares stay good for minutes (a vCenter restart), while the
@@ -513,8 +536,14 @@ pub fn parse_node(args: &[&str]) -> Result<NodeConf, String> {
         }
         if let Some(j) = RESOURCES.iter().position(|r| *r == key) {
             match parse_f64(val) {
-                Some(x) if x > 0.0 => n.capacity[j] = x,
-                _ => return Err(invalid(key, val, "a capacity above 0")),
+                Some(x) if (1.0..=MAX_CAPACITY[j]).contains(&x) => n.capacity[j] = x,
+                _ => {
+                    return Err(invalid(
+                        key,
+                        val,
+                        &format!("a capacity in {} from 1 to {:e}", UNITS[j], MAX_CAPACITY[j]),
+                    ))
+                }
             }
             continue;
         }
@@ -545,6 +574,63 @@ pub struct EndpointConf {
     pub timeout_ms: u64,
     /// Default endpoint for `dwepc;` without `vsphere=`.
     pub default: bool,
+    /// `insecure_http=on`: an `http://` URL is accepted (labs only).
+    pub insecure_http: bool,
+}
+
+impl EndpointConf {
+    /// What the configuration allows but an operator should know, for
+    /// `[warn]` lines at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.url.starts_with("http://") {
+            out.push(format!(
+                "vSphere endpoint \"{}\" uses http://: the password crosses the network in clear text (insecure_http=on)",
+                self.name
+            ));
+        } else if !self.tls_verify {
+            out.push(format!(
+                "vSphere endpoint \"{}\" has tls_verify=off: the vCenter's certificate is not checked and anyone on the path can take the password; use ca_file= instead",
+                self.name
+            ));
+        }
+        out
+    }
+}
+
+/// Checks a `url=`: `https://HOST[:PORT]/PATH` (or `http://` if
+/// `insecure_http`), no user or password in it, a path (the SDK's,
+/// normally `/sdk`), no query or fragment. The value is echoed only when
+/// it holds no credentials.
+fn check_url(val: &str) -> Result<(), String> {
+    const WANT: &str = "an https:// URL of the SDK, like https://vcenter.example.com/sdk";
+    let u = url::Url::parse(val).map_err(|e| match e {
+        url::ParseError::InvalidPort => "invalid port in \"url=\": expected 1 to 65535".to_string(),
+        _ if val.contains('@') => "invalid \"url=\"".to_string(),
+        e => format!("invalid value \"{val}\" in \"url=\": {e}; expected {WANT}"),
+    })?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(
+            "credentials in \"url=\" are not accepted: put the user in user= and the password in password_file="
+                .into(),
+        );
+    }
+    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("url", val, WANT));
+    }
+    if u.port() == Some(0) {
+        return Err("invalid port in \"url=\": expected 1 to 65535".into());
+    }
+    if u.path() == "/" || u.path().is_empty() {
+        return Err(format!(
+            "\"url={val}\" has no path: give the SDK's, like https://{}/sdk",
+            u.host_str().unwrap_or("vcenter")
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(invalid("url", val, WANT));
+    }
+    Ok(())
 }
 
 /// Parses the words after `dwepc_vsphere`.
@@ -566,6 +652,7 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
         tls_verify: true,
         timeout_ms: 5000,
         default: false,
+        insecure_http: false,
     };
     let mut seen: Vec<&str> = Vec::new();
     for arg in rest {
@@ -586,17 +673,10 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
         seen.push(key);
         match key {
             "url" => {
-                let ok = (val.starts_with("https://") || val.starts_with("http://"))
-                    && val.len() > "http://".len() + 1;
-                if !ok {
-                    return Err(invalid(
-                        key,
-                        val,
-                        "an http:// or https:// URL of the SDK, like https://vcenter/sdk",
-                    ));
-                }
+                check_url(val)?;
                 e.url = val.to_string();
             }
+            "insecure_http" => e.insecure_http = parse_on_off(key, val)?,
             "user" => {
                 if val.is_empty() {
                     return Err(invalid(key, val, "a user name"));
@@ -616,9 +696,20 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
                 e.ca_file = Some(val.to_string());
             }
             "tls_verify" => e.tls_verify = parse_on_off(key, val)?,
-            "timeout" => e.timeout_ms = parse_time(key, val, 100)?,
+            "timeout" => {
+                e.timeout_ms = parse_time(key, val, 100)?;
+                if e.timeout_ms > MAX_TIMEOUT_MS {
+                    return Err(invalid(key, val, "at most 5m"));
+                }
+            }
             _ => return Err(format!("invalid parameter \"{arg}\"")),
         }
+    }
+    if e.url.starts_with("http://") && !e.insecure_http {
+        return Err(
+            "\"url=\" is http://: the password would cross the network in clear text; use https://, or add insecure_http=on (labs only)"
+                .into(),
+        );
     }
     for (key, v) in [
         ("url", &e.url),
@@ -630,6 +721,81 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, String> {
         }
     }
     Ok(e)
+}
+
+/// Longest `timeout=` of an endpoint.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Largest `password_file` read (as nginx's `ssl_password_file`).
+pub const MAX_PASSWORD_FILE: usize = 4096;
+/// Largest `ca_file` read.
+pub const MAX_CA_FILE: usize = 1 << 20;
+
+/// Reads a file named by the configuration: a regular file of at most
+/// `max` bytes. Opened without blocking (a FIFO would hang `nginx -t`)
+/// and checked on the open handle; a device, FIFO or directory is refused,
+/// and nothing past `max` bytes is read.
+pub fn read_config_file(path: &std::path::Path, what: &str, max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read {what} \"{shown}\": {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {what} \"{shown}\": {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{what} \"{shown}\" is not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot read {what} \"{shown}\": {e}"))?;
+    if out.len() > max {
+        return Err(format!("{what} \"{shown}\" is larger than {max} bytes"));
+    }
+    Ok(out)
+}
+
+/// The time after which another worker takes polling over from a frozen
+/// one: 3 s plus twice the longest call timeout (a poll blocked in one
+/// call must not lose the lease).
+pub fn takeover_ms(max_timeout_ms: u64) -> u64 {
+    3000 + 2 * max_timeout_ms
+}
+
+/// Cross-checks an upstream's timing against its endpoint's timeout and
+/// the takeover time (`max_timeout_ms`: the longest timeout of every
+/// endpoint). The counters must outlive a takeover plus one poll:
+/// `ttl >= interval + takeover`. A default `ttl` is raised to that (the
+/// returned value); a `ttl=` written shorter is an error. Also returns
+/// the warnings to log.
+pub fn check_timing(
+    name: &str,
+    c: &UpstreamConf,
+    endpoint: &EndpointConf,
+    max_timeout_ms: u64,
+) -> Result<(u64, Vec<String>), String> {
+    let need = c.interval_ms + takeover_ms(max_timeout_ms);
+    let mut warnings = Vec::new();
+    if endpoint.timeout_ms > c.interval_ms {
+        warnings.push(format!(
+            "timeout={} ms of vSphere endpoint \"{}\" is longer than interval={} ms of upstream \"{name}\": a slow answer delays the next poll",
+            endpoint.timeout_ms, endpoint.name, c.interval_ms
+        ));
+    }
+    if c.ttl_ms >= need {
+        return Ok((c.ttl_ms, warnings));
+    }
+    if c.ttl_set {
+        return Err(format!(
+            "\"ttl={} ms\" of upstream \"{name}\" is shorter than the time to replace a frozen polling worker plus one poll ({} ms = interval + 3 s + 2 x the longest vSphere timeout): the balancer would fall back to round robin on every takeover",
+            c.ttl_ms, need
+        ));
+    }
+    Ok((need, warnings))
 }
 
 /// The password in a `password_file`'s contents: its first line, which
@@ -675,6 +841,14 @@ pub fn resolve_endpoints(
     refs.iter()
         .map(|(r, at)| match r {
             EndpointRef::Off => Ok(None),
+            EndpointRef::Default if default.is_none() && endpoints.len() > 1 => Err(format!(
+                "\"dwepc\" in {at} names no vSphere endpoint and none is marked \"default\": add vsphere= with one of {}, or mark one \"default\"",
+                endpoints
+                    .iter()
+                    .map(|(e, _)| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             EndpointRef::Default => Ok(default),
             EndpointRef::Named(name) => endpoints
                 .iter()
@@ -746,11 +920,8 @@ mod tests {
             resolve_endpoints(&[(&a, "f:0")], &refs[..1]).unwrap(),
             vec![Some(0)]
         );
-        // two endpoints, none marked: no default
-        assert_eq!(
-            resolve_endpoints(&[(&a, "f:0"), (&a, "f:0")], &refs[..1]).unwrap(),
-            vec![None]
-        );
+        // two endpoints, none marked: the upstream must name one
+        assert!(resolve_endpoints(&[(&a, "f:0"), (&a, "f:0")], &refs[..1]).is_err());
         let e = resolve_endpoints(&[(&b, "f:7"), (&b, "f:8")], &[]).unwrap_err();
         assert!(
             e.contains("more than one default") && e.contains("f:8"),
@@ -860,8 +1031,8 @@ mod tests {
             (&["window=3", "min_samples=5"], "larger than"),
             (&["interval=20s", "ttl=5s"], "shorter than"),
             (&["vsphere=a b"], "endpoint name"),
-            (&["cpu_ratio=0"], "above 0"),
-            (&["mem_reserved=-1"], "0 or more"),
+            (&["cpu_ratio=0"], "a ratio from 0.01 to 1000"),
+            (&["mem_reserved=-1"], "MB from 0 to 1e8"),
         ];
         for (args, want) in cases {
             let err = parse_upstream(args).unwrap_err();
@@ -887,7 +1058,7 @@ mod tests {
         assert!(parse_node(&["vm=x"]).unwrap_err().contains("address"));
         assert!(parse_node(&["a:1", "cpu=0"])
             .unwrap_err()
-            .contains("above 0"));
+            .contains("a capacity in MHz from 1 to 1e7"));
         assert!(parse_node(&["a:1", "gpu=1"])
             .unwrap_err()
             .contains("invalid parameter"));
@@ -942,5 +1113,174 @@ mod tests {
         ])
         .unwrap_err()
         .contains("\"on\" or \"off\""));
+    }
+
+    fn endpoint_with(extra: &[&str]) -> Result<EndpointConf, String> {
+        let mut a = vec!["vc", "user=u", "password_file=p"];
+        a.extend_from_slice(extra);
+        parse_endpoint(&a)
+    }
+
+    #[test]
+    fn urls_that_cannot_work_or_leak_are_refused() {
+        // credentials: refused, and never echoed
+        let e = endpoint_with(&["url=https://admin:s3cret@vc/sdk"]).unwrap_err();
+        assert!(
+            e.contains("put the user in user= and the password in password_file="),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = endpoint_with(&["url=https://admin@vc/sdk"]).unwrap_err();
+        assert!(e.contains("credentials"), "{e}");
+        let e = endpoint_with(&["url=https://admin:s3cret@vc:99999/sdk"]).unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        // clear text only when asked for
+        let e = endpoint_with(&["url=http://vc/sdk"]).unwrap_err();
+        assert!(
+            e.contains("clear text") && e.contains("insecure_http=on"),
+            "{e}"
+        );
+        let ok = endpoint_with(&["url=http://vc/sdk", "insecure_http=on"]).unwrap();
+        assert!(ok.warnings()[0].contains("clear text"));
+        // no path, bad port, bad scheme, query
+        assert!(endpoint_with(&["url=https://x"])
+            .unwrap_err()
+            .contains("has no path"));
+        assert!(endpoint_with(&["url=https://x/"])
+            .unwrap_err()
+            .contains("has no path"));
+        assert!(endpoint_with(&["url=https://vc:99999/sdk"])
+            .unwrap_err()
+            .contains("invalid port"));
+        assert!(endpoint_with(&["url=https://vc:0/sdk"])
+            .unwrap_err()
+            .contains("invalid port"));
+        assert!(endpoint_with(&["url=ftp://vc/sdk"])
+            .unwrap_err()
+            .contains("https://"));
+        assert!(endpoint_with(&["url=https://vc/sdk?x=1"]).is_err());
+        assert!(endpoint_with(&["url=https://vc/sdk", "timeout=10m"]).is_err());
+        // tls_verify=off is allowed and warned about
+        let e = endpoint_with(&["url=https://vc:8443/sdk", "tls_verify=off"]).unwrap();
+        assert!(e.warnings()[0].contains("tls_verify=off"));
+        assert!(endpoint_with(&["url=https://vc/sdk"])
+            .unwrap()
+            .warnings()
+            .is_empty());
+    }
+
+    #[test]
+    fn config_files_are_small_regular_files_read_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("dwepc-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let regular = dir.join("pw");
+        std::fs::write(&regular, "secret\n").unwrap();
+        assert_eq!(
+            read_config_file(&regular, "password_file", MAX_PASSWORD_FILE).unwrap(),
+            b"secret\n"
+        );
+        // a FIFO with no writer: refused at once, not waited on
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let t = std::time::Instant::now();
+        let e = read_config_file(&fifo, "password_file", MAX_PASSWORD_FILE).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // a device that never ends, a directory, a large file
+        let e =
+            read_config_file(std::path::Path::new("/dev/zero"), "password_file", 4096).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(read_config_file(&dir, "ca_file", MAX_CA_FILE)
+            .unwrap_err()
+            .contains("not a regular file"));
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'x'; 5000]).unwrap();
+        let e = read_config_file(&big, "password_file", MAX_PASSWORD_FILE).unwrap_err();
+        assert!(e.contains("larger than 4096 bytes"), "{e}");
+        assert!(read_config_file(&dir.join("none"), "ca_file", 10)
+            .unwrap_err()
+            .contains("cannot read ca_file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ttl_must_outlive_a_takeover_and_a_default_is_raised_to_it() {
+        let vc = endpoint_with(&["url=https://vc/sdk", "timeout=2s"]).unwrap();
+        // interval 1 s + 3 s + 2 x 2 s = 8 s
+        let c = parse_upstream(&["interval=1s", "ttl=6s"]).unwrap();
+        let e = check_timing("app", &c, &vc, 2000).unwrap_err();
+        assert!(e.contains("8000 ms") && e.contains("\"app\""), "{e}");
+        let c = parse_upstream(&["interval=1s", "ttl=8s"]).unwrap();
+        assert_eq!(check_timing("app", &c, &vc, 2000).unwrap().0, 8000);
+        // the longest timeout of every endpoint decides the takeover
+        assert!(check_timing("app", &c, &vc, 5000).is_err());
+        // a default ttl is raised, not refused
+        let c = parse_upstream(&["interval=1s", "mode=paper"]).unwrap();
+        assert_eq!(c.ttl_ms, 3000);
+        assert_eq!(check_timing("app", &c, &vc, 2000).unwrap().0, 8000);
+        // defaults at the default interval and timeout need nothing
+        let d = UpstreamConf::default();
+        let vc5 = endpoint_with(&["url=https://vc/sdk"]).unwrap();
+        let d = parse_upstream(&[]).map(|c| (c, d)).unwrap().0;
+        assert_eq!(
+            check_timing("app", &d, &vc5, 5000).unwrap(),
+            (d.ttl_ms, vec![])
+        );
+        // a timeout longer than the interval works, slowly: a warning
+        let c = parse_upstream(&["interval=1s"]).unwrap();
+        let (_, w) = check_timing("app", &c, &vc, 2000).unwrap();
+        assert!(w[0].contains("longer than interval"), "{w:?}");
+    }
+
+    #[test]
+    fn several_endpoints_and_none_default_must_be_named() {
+        let a = endpoint_with(&["url=https://a/sdk"]).unwrap();
+        let mut b = endpoint_with(&["url=https://b/sdk"]).unwrap();
+        b.name = "vc2".into();
+        let eps = [(&a, "f:1"), (&b, "f:2")];
+        let e = resolve_endpoints(&eps, &[(&EndpointRef::Default, "f:9")]).unwrap_err();
+        assert!(e.contains("vc, vc2") && e.contains("f:9"), "{e}");
+        let named = EndpointRef::Named("vc2".into());
+        assert_eq!(
+            resolve_endpoints(&eps, &[(&named, "f:9"), (&EndpointRef::Off, "f:10")]).unwrap(),
+            vec![Some(1), None]
+        );
+        b.default = true;
+        let eps = [(&a, "f:1"), (&b, "f:2")];
+        assert_eq!(
+            resolve_endpoints(&eps, &[(&EndpointRef::Default, "f:9")]).unwrap(),
+            vec![Some(1)]
+        );
+        // one endpoint, or none: as before
+        assert_eq!(
+            resolve_endpoints(&[(&a, "f:1")], &[(&EndpointRef::Default, "f:9")]).unwrap(),
+            vec![Some(0)]
+        );
+        assert_eq!(
+            resolve_endpoints(&[], &[(&EndpointRef::Default, "f:9")]).unwrap(),
+            vec![None]
+        );
+    }
+
+    #[test]
+    fn capacities_and_reservations_out_of_any_range_are_refused() {
+        for bad in ["cpu=1e-300", "cpu=0.5", "mem=1e12", "net=0", "disk=inf"] {
+            let e = parse_node(&["127.0.0.1:80", bad]).unwrap_err();
+            assert!(e.contains("a capacity in"), "{bad}: {e}");
+        }
+        assert!(parse_node(&["127.0.0.1:80", "cpu=2000", "mem=4096", "net=125000"]).is_ok());
+        for bad in [
+            "mem_reserved=1e308",
+            "cpu_reserved=-1",
+            "cpu_ratio=1e-300",
+            "net_ratio=5000",
+        ] {
+            assert!(parse_upstream(&[bad]).is_err(), "{bad}");
+        }
+        assert!(parse_upstream(&["cpu_ratio=4", "mem_reserved=2048"]).is_ok());
     }
 }

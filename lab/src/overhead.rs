@@ -123,7 +123,7 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
             let text = conf(
                 "worker_processes 1;",
                 &format!(
-                    "dwepc_vsphere vc url={} user=user password_file={} timeout=2s;\n\
+                    "dwepc_vsphere vc url={} user=user password_file={} timeout=2s insecure_http=on;\n\
                      upstream app {{ {lines}\n{servers} keepalive 32; }}\n\
                      server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;\n\
                        location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\

@@ -451,7 +451,7 @@ fn nginx_conf(
          http {{\naccess_log off;\n\
          client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;\n\
          fastcgi_temp_path tmp/fcgi; uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n\
-         dwepc_vsphere lab url={url} user=user password_file={pw} timeout=2s;\n\
+         dwepc_vsphere lab url={url} user=user password_file={pw} timeout=2s insecure_http=on;\n\
          upstream app {{\n{up}}}\n\
          server {{ listen 127.0.0.1:{port} backlog=8192;\n\
            keepalive_requests 100000;\n\

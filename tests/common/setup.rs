@@ -102,7 +102,7 @@ impl Env {
                 vc.set_counters(&flat_counters(backends.len()));
                 let pw = password_file(&vc.dir, "pass");
                 let head = format!(
-                    "dwepc_vsphere vc url={} user=user password_file={pw} timeout=2s;\n",
+                    "dwepc_vsphere vc url={} user=user password_file={pw} timeout=2s insecure_http=on;\n",
                     vc.url
                 );
                 let nodes: String = backends

@@ -112,6 +112,12 @@ impl VsEnv {
         let vcsim = Vcsim::start(&vms, &o.vcsim);
         let pass = o.password.clone().unwrap_or_else(|| o.vcsim.pass.clone());
         let pw = super::setup::password_file(&vcsim.dir, &pass);
+        // vcsim without TLS: a lab endpoint, allowed explicitly
+        let insecure = if vcsim.url.starts_with("http://") {
+            " insecure_http=on"
+        } else {
+            ""
+        };
         let ca = match &vcsim.cert {
             Some(c)
                 if o.vcsim.tls
@@ -142,7 +148,7 @@ impl VsEnv {
         let text = conf(
             &format!("worker_processes {};\n{}", o.workers, o.main_extra),
             &format!(
-                "{}dwepc_vsphere vc url={} user={} password_file={pw}{ca} {};\n\
+                "{}dwepc_vsphere vc url={} user={} password_file={pw}{ca}{insecure} {};\n\
                  upstream app {{\n dwepc {};\n{zone}{servers}{nodes}}}\n\
                  server {{ listen 127.0.0.1:{port};\n\
                    location / {{ proxy_pass http://app; }}\n\

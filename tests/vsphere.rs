@@ -487,6 +487,12 @@ fn tls_and_credentials() {
         env.nginx.error_log()
     );
     assert!(env.vcsim.stats()["logins"].as_u64() == Some(0));
+    // said in words an operator acts on
+    assert!(
+        env.nginx.error_log().contains("not trusted: set ca_file="),
+        "{}",
+        env.nginx.error_log()
+    );
 
     let env = VsEnv::start(VsOpts {
         vcsim: tls,
@@ -517,6 +523,18 @@ fn tls_and_credentials() {
         1,
         "{}",
         env.nginx.error_log()
+    );
+    // a refused login is not retried at the ordinary backoff (vCenter
+    // would lock the account): one try in these seconds
+    assert_eq!(
+        env.vcsim.stats()["calls"]["Login"],
+        1,
+        "{}",
+        env.vcsim.stats()
+    );
+    assert_eq!(
+        env.log_count("login refused for user: check user= and password_file="),
+        1
     );
     assert!(!env.nginx.error_log().contains(secret));
     assert!(!http::get(env.port, "/dwepc").body.contains(secret));

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::algo::{FitState, Model, Params, Res, Sample, Wlc, R, RESOURCES};
 use crate::conf::{Accounting, Mode, UpstreamConf, VmRef};
 use crate::counts::CountHistory;
-use crate::shared::{Lease, Reason, Shared};
+use crate::shared::{names_hash, EndpointRecord, Lease, Reason, Shared};
 use crate::shares;
 use crate::vsphere::client::{self, Client, Error};
 use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
@@ -181,8 +181,10 @@ struct UpRun {
     logged: Option<(bool, Reason)>,
 }
 
-struct EpRun {
+struct EpRun<'z> {
     client: Option<Box<dyn Api>>,
+    /// Its record in the lease zone (calls, errors, login refusals).
+    record: Option<EndpointRecord<'z>>,
     catalog: HashMap<String, i32>,
     view: Option<MoRef>,
     inventory: Vec<VmInfo>,
@@ -200,6 +202,10 @@ struct EpRun {
     missing_logged: bool,
     /// Calls made by sessions of this endpoint, by method (all sessions).
     calls: std::collections::BTreeMap<&'static str, u64>,
+    /// Refused logins in a row and the time of the next try, when the
+    /// lease zone has no record for this endpoint.
+    auth_streak: u32,
+    auth_retry_at: u64,
 }
 
 /// The collector state machine; `tick` is called every ~100 ms.
@@ -207,7 +213,7 @@ pub struct Collector<'z, 'h> {
     spec: Spec<'z>,
     host: &'h dyn Host,
     ups: Vec<UpRun>,
-    eps: Vec<EpRun>,
+    eps: Vec<EpRun<'z>>,
     holder: bool,
     next_snap: u64,
     snap_ms: u64,
@@ -309,8 +315,13 @@ impl<'z, 'h> Collector<'z, 'h> {
             .endpoints
             .iter()
             .enumerate()
-            .map(|(k, _)| EpRun {
+            .map(|(k, e)| EpRun {
                 client: None,
+                record: spec.lease.endpoint(names_hash([
+                    e.name.as_str(),
+                    e.client.url.as_str(),
+                    e.client.user.as_str(),
+                ])),
                 catalog: HashMap::new(),
                 view: None,
                 inventory: Vec::new(),
@@ -330,6 +341,8 @@ impl<'z, 'h> Collector<'z, 'h> {
                 state: Some(""),
                 missing_logged: false,
                 calls: Default::default(),
+                auth_streak: 0,
+                auth_retry_at: 0,
             })
             .collect();
         let min_interval = spec
@@ -433,8 +446,10 @@ impl<'z, 'h> Collector<'z, 'h> {
                     Level::Notice,
                     "dwepc: another worker took over polling vSphere",
                 );
+                // log out: an abandoned session would count against
+                // vCenter's sessions per user until it expires
                 for k in 0..self.eps.len() {
-                    self.drop_session(k, false);
+                    self.drop_session(k, true);
                 }
             }
             return;
@@ -512,7 +527,21 @@ impl<'z, 'h> Collector<'z, 'h> {
         }
     }
 
+    /// SOAP calls made so far on endpoint `k`, every session included.
+    fn calls_total(&self, k: usize) -> u64 {
+        self.calls(k).values().sum()
+    }
+
     fn poll(&mut self, k: usize) {
+        let now = self.host.now_ms();
+        let record = self.eps[k].record;
+        // a refused login holds the next one back (vCenter locks accounts)
+        let held = record.map_or(self.eps[k].auth_retry_at, |r| r.auth_retry_at());
+        if held > now && !self.eps[k].client.as_ref().is_some_and(|c| c.logged_in()) {
+            self.eps[k].next_poll = held;
+            return;
+        }
+        let calls_before = self.calls_total(k);
         let mut result = self.poll_inner(k);
         if result.as_ref().is_err_and(|e| e.needs_login()) {
             // the session expired or the server restarted: log in again now
@@ -520,8 +549,16 @@ impl<'z, 'h> Collector<'z, 'h> {
             result = self.poll_inner(k);
         }
         let now = self.host.now_ms();
+        if let Some(r) = record {
+            r.add_calls(self.calls_total(k) - calls_before);
+            match &result {
+                Ok(()) => r.success(now),
+                Err(e) => r.error(e.class()),
+            }
+        }
         let name = self.spec.endpoints[k].name.clone();
         let url = self.spec.endpoints[k].client.url.clone();
+        let user = self.spec.endpoints[k].client.user.clone();
         let ep = &mut self.eps[k];
         match result {
             Ok(()) => {
@@ -541,6 +578,32 @@ impl<'z, 'h> Collector<'z, 'h> {
                 // on a fixed grid, so polls do not drift by their own latency
                 ep.next_poll = (ep.next_poll + ep.interval_ms).max(now);
             }
+            Err(Error::InvalidLogin) => {
+                // not a transient fault: said once, retried rarely
+                let at = match record {
+                    Some(r) => r.login_refused(now),
+                    None => {
+                        ep.auth_streak += 1;
+                        now + (crate::shared::AUTH_RETRY_MS << (ep.auth_streak - 1).min(4))
+                            .min(crate::shared::AUTH_RETRY_MAX_MS)
+                    }
+                };
+                ep.auth_retry_at = at;
+                if ep.state != Some(Error::InvalidLogin.class()) {
+                    self.host.log(
+                        Level::Error,
+                        &format!(
+                            "dwepc: vSphere \"{name}\" ({url}): login refused for {user}: check user= and password_file= ({}); next try in {} min, no sooner, so that vCenter does not lock the account",
+                            Error::InvalidLogin,
+                            (at - now).div_ceil(60_000)
+                        ),
+                    );
+                }
+                ep.state = Some(Error::InvalidLogin.class());
+                ep.next_poll = at;
+                self.drop_session(k, false);
+                self.mark_failed(k, now);
+            }
             Err(e) => {
                 if ep.state != Some(e.class()) {
                     self.host.log(
@@ -558,20 +621,21 @@ impl<'z, 'h> Collector<'z, 'h> {
                     (ep.backoff_ms * 2).min(cap)
                 };
                 ep.next_poll = now + ep.backoff_ms;
-                if matches!(
-                    e,
-                    Error::Setup(_) | Error::InvalidLogin | Error::NotAuthenticated
-                ) {
+                if matches!(e, Error::Setup(_) | Error::NotAuthenticated) {
                     self.drop_session(k, false);
                 }
-                // an upstream that never had counters says why; one whose
-                // counters expired keeps saying "stale" (the endpoint's own
-                // line above says why), so the fallback is logged once
-                for u in self.spec.upstreams.iter().filter(|u| u.endpoint == Some(k)) {
-                    if !u.shared.usable(now) && u.shared.reason(now) != Reason::Stale {
-                        u.shared.set_reason(Reason::VsphereError);
-                    }
-                }
+                self.mark_failed(k, now);
+            }
+        }
+    }
+
+    /// Upstreams of endpoint `k` that never had counters say why; one
+    /// whose counters expired keeps saying "stale" (the endpoint's own
+    /// line says why), so the fallback is logged once.
+    fn mark_failed(&self, k: usize, now: u64) {
+        for u in self.spec.upstreams.iter().filter(|u| u.endpoint == Some(k)) {
+            if !u.shared.usable(now) && u.shared.reason(now) != Reason::Stale {
+                u.shared.set_reason(Reason::VsphereError);
             }
         }
     }
@@ -586,6 +650,11 @@ impl<'z, 'h> Collector<'z, 'h> {
         if !c.logged_in() {
             ep.view = None;
             c.connect()?;
+            ep.auth_streak = 0;
+            ep.auth_retry_at = 0;
+            if let Some(r) = ep.record {
+                r.login_ok();
+            }
             ep.catalog = c
                 .perf_counters()?
                 .into_iter()
@@ -1583,5 +1652,69 @@ mod tests {
         c.shutdown();
         assert_eq!(rig.vc().times("Logout").len(), 1);
         assert_eq!(rig.vc().calls.last().map(|c| c.0), Some("Logout"));
+    }
+
+    #[test]
+    fn a_refused_login_is_said_once_and_retried_rarely_by_every_worker() {
+        let rig = Rig::new(&["interval=20s"]);
+        rig.vc().failing = Some(("Login", Error::InvalidLogin));
+        let mut a = rig.collector(10);
+        rig.run(&mut a, 31 * 60_000, |_| [10, 10]);
+        let logins = rig.vc().times("Login");
+        // at once, then after 5 and 10 more minutes
+        assert_eq!(logins.len(), 3, "{logins:?}");
+        assert_eq!(logins[1] - logins[0], 5 * 60_000);
+        assert_eq!(logins[2] - logins[1], 10 * 60_000);
+        assert_eq!(
+            rig.host.logged(
+                Level::Error,
+                "login refused for u: check user= and password_file="
+            ),
+            1
+        );
+        assert_eq!(rig.shared().reason(rig.now()), Reason::VsphereError);
+        // another worker takes over: it holds back as well (the refusal is
+        // in the shared record), and the old holder's session is logged out
+        rig.host.dead.borrow_mut().push(10);
+        let mut b = rig.collector(11);
+        rig.run(&mut b, 34 * 60_000, |_| [10, 10]);
+        assert!(b.is_holder());
+        assert_eq!(rig.vc().times("Login").len(), 3);
+        // the password is fixed: the next try (20 minutes after the last)
+        // logs in, and the refusals are forgotten
+        rig.vc().failing = None;
+        rig.run(&mut b, 37 * 60_000, |_| [10, 10]);
+        let logins = rig.vc().times("Login");
+        assert_eq!(logins.len(), 4, "{logins:?}");
+        assert_eq!(logins[3] - logins[2], 20 * 60_000);
+        let lease = Lease::new(&rig.lease).unwrap();
+        let rec = lease
+            .endpoint(names_hash(["vc", "https://vc.test/sdk", "u"]))
+            .unwrap()
+            .stats();
+        assert_eq!(
+            (rec.auth_failures, rec.auth_retry_at_ms, rec.logins),
+            (3, 0, 1)
+        );
+        assert_eq!(rec.errors[6], 3);
+        assert!(rec.last_success_ms > 0 && rec.calls > 4);
+    }
+
+    #[test]
+    fn a_worker_that_loses_the_lease_logs_out() {
+        let rig = Rig::new(&["interval=20s"]);
+        let mut a = rig.collector(10);
+        rig.run(&mut a, 30_000, varying);
+        assert_eq!(rig.vc().times("Login").len(), 1);
+        // a freezes; b takes over after the takeover time
+        let mut b = rig.collector(11);
+        let t = rig.now() + a.lease_timeout_ms + 100;
+        rig.host.now.set(t);
+        b.tick(t);
+        assert!(b.is_holder());
+        // a resumes, finds the lease gone and logs out of its session
+        a.tick(t + 100);
+        assert!(!a.is_holder());
+        assert_eq!(rig.vc().times("Logout").len(), 1);
     }
 }

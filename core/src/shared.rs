@@ -887,8 +887,121 @@ mod tests {
     }
 }
 
-/// Words of the instance-wide lease zone.
-pub const LEASE_WORDS: usize = 8;
+/// Words of the lease itself.
+const LEASE_HEAD: usize = 8;
+/// vSphere endpoints with a record in the lease zone (more endpoints
+/// share the last record's absence: they are polled, not recorded).
+pub const MAX_ENDPOINT_RECORDS: usize = 16;
+/// Words per endpoint record.
+pub const ENDPOINT_WORDS: usize = 24;
+/// Words of the instance-wide lease zone: the lease and one record per
+/// vSphere endpoint.
+pub const LEASE_WORDS: usize = LEASE_HEAD + MAX_ENDPOINT_RECORDS * ENDPOINT_WORDS;
+
+/// Error classes counted per endpoint, in record order
+/// (`vsphere::client::Error::class`).
+pub const ERROR_CLASSES: [&str; 10] = [
+    "setup",
+    "connect",
+    "timeout",
+    "http",
+    "malformed",
+    "not_authenticated",
+    "invalid_login",
+    "fault",
+    "transport",
+    "too_large",
+];
+const E_KEY: usize = 0;
+const E_CALLS: usize = 1;
+const E_LOGINS: usize = 2;
+const E_LAST_OK: usize = 3;
+const E_AUTH_FAILS: usize = 4;
+const E_AUTH_RETRY_AT: usize = 5;
+const E_AUTH_STREAK: usize = 6;
+const E_ERRORS: usize = 8;
+
+/// What every worker knows of one vSphere endpoint, kept in the lease zone
+/// (so a new polling worker, or the workers after a reload, see it):
+/// calls, logins, errors by class, the last success, and the login
+/// refusals that hold further logins back.
+#[derive(Clone, Copy)]
+pub struct EndpointRecord<'a> {
+    mem: &'a [AtomicU64],
+}
+
+/// A snapshot of an [`EndpointRecord`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointStats {
+    pub calls: u64,
+    pub logins: u64,
+    /// Wall-clock ms of the last successful poll (0 = none).
+    pub last_success_ms: u64,
+    /// Logins refused (wrong user or password), in all.
+    pub auth_failures: u64,
+    /// No login is tried before this (wall-clock ms; 0 = none held).
+    pub auth_retry_at_ms: u64,
+    /// Errors per class of [`ERROR_CLASSES`].
+    pub errors: [u64; ERROR_CLASSES.len()],
+}
+
+impl<'a> EndpointRecord<'a> {
+    fn w(&self, i: usize) -> &AtomicU64 {
+        &self.mem[i]
+    }
+    /// Counts `n` calls.
+    pub fn add_calls(&self, n: u64) {
+        self.w(E_CALLS).fetch_add(n, Relaxed);
+    }
+    /// A successful login: the refusal streak ends.
+    pub fn login_ok(&self) {
+        self.w(E_LOGINS).fetch_add(1, Relaxed);
+        self.w(E_AUTH_STREAK).store(0, Relaxed);
+        self.w(E_AUTH_RETRY_AT).store(0, Relaxed);
+    }
+    /// A login refused at `now_ms`: the next is held back 5 minutes,
+    /// doubling with every refusal in a row up to an hour (vCenter locks
+    /// an account after 5 failures in 3 minutes by default). Returns the
+    /// time of the next try.
+    pub fn login_refused(&self, now_ms: u64) -> u64 {
+        self.w(E_AUTH_FAILS).fetch_add(1, Relaxed);
+        let streak = self.w(E_AUTH_STREAK).fetch_add(1, Relaxed).min(4);
+        let wait = (AUTH_RETRY_MS << streak).min(AUTH_RETRY_MAX_MS);
+        let at = now_ms + wait;
+        self.w(E_AUTH_RETRY_AT).store(at, Relaxed);
+        at
+    }
+    /// When the next login may be tried (0 = now).
+    pub fn auth_retry_at(&self) -> u64 {
+        self.w(E_AUTH_RETRY_AT).load(Relaxed)
+    }
+    /// A successful poll at `now_ms`.
+    pub fn success(&self, now_ms: u64) {
+        self.w(E_LAST_OK).store(now_ms, Relaxed);
+    }
+    /// Counts an error of `class` (unknown classes are not counted).
+    pub fn error(&self, class: &str) {
+        if let Some(i) = ERROR_CLASSES.iter().position(|c| *c == class) {
+            self.w(E_ERRORS + i).fetch_add(1, Relaxed);
+        }
+    }
+    /// The record now.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            calls: self.w(E_CALLS).load(Relaxed),
+            logins: self.w(E_LOGINS).load(Relaxed),
+            last_success_ms: self.w(E_LAST_OK).load(Relaxed),
+            auth_failures: self.w(E_AUTH_FAILS).load(Relaxed),
+            auth_retry_at_ms: self.w(E_AUTH_RETRY_AT).load(Relaxed),
+            errors: std::array::from_fn(|i| self.w(E_ERRORS + i).load(Relaxed)),
+        }
+    }
+}
+
+/// First wait after a refused login.
+pub const AUTH_RETRY_MS: u64 = 5 * 60_000;
+/// Longest wait between refused logins.
+pub const AUTH_RETRY_MAX_MS: u64 = 60 * 60_000;
 
 /// The poller lease, shared by all workers of one nginx instance: only the
 /// holder talks to vSphere. A holder renews it every tick; it is taken over
@@ -948,6 +1061,23 @@ impl<'a> Lease<'a> {
     pub fn release(&self, pid: u64) {
         let _ = self.mem[0].compare_exchange(pid, 0, AcqRel, Acquire);
     }
+
+    /// The record of the endpoint identified by `key` (a hash of its
+    /// name, URL and user, never 0), claimed on first use; `None` when
+    /// every record is taken by other endpoints.
+    pub fn endpoint(&self, key: u64) -> Option<EndpointRecord<'a>> {
+        let key = key.max(1);
+        for r in 0..MAX_ENDPOINT_RECORDS {
+            let start = LEASE_HEAD + r * ENDPOINT_WORDS;
+            let mem = self.mem.get(start..start + ENDPOINT_WORDS)?;
+            match mem[E_KEY].compare_exchange(0, key, AcqRel, Acquire) {
+                Ok(_) => return Some(EndpointRecord { mem }),
+                Err(k) if k == key => return Some(EndpointRecord { mem }),
+                Err(_) => {}
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -971,5 +1101,36 @@ mod lease_tests {
         assert_eq!(l.holder(), 0);
         assert!(l.acquire(13, 6000, 3000, |_| true));
         assert_eq!(l.handovers(), 4);
+    }
+
+    #[test]
+    fn endpoint_records_are_found_by_key_and_hold_refused_logins_back() {
+        let words: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let l = Lease::new(&words).unwrap();
+        let a = l.endpoint(7).unwrap();
+        a.add_calls(3);
+        a.error("timeout");
+        a.error("no such class");
+        // the same key finds the same record; another key another one
+        assert_eq!(l.endpoint(7).unwrap().stats().calls, 3);
+        assert_eq!(l.endpoint(8).unwrap().stats().calls, 0);
+        assert_eq!(a.stats().errors[2], 1);
+        assert_eq!(a.stats().errors.iter().sum::<u64>(), 1);
+        // refusals: 5 min, 10, 20, 40, then an hour at most
+        let waits: Vec<u64> = (0..6).map(|_| a.login_refused(1_000) - 1_000).collect();
+        assert_eq!(
+            waits,
+            [5, 10, 20, 40, 60, 60].map(|m| m * 60_000),
+            "{waits:?}"
+        );
+        assert_eq!(a.stats().auth_failures, 6);
+        a.login_ok();
+        assert_eq!(a.auth_retry_at(), 0);
+        assert_eq!(a.login_refused(0), AUTH_RETRY_MS);
+        // records run out
+        for k in 9..(9 + MAX_ENDPOINT_RECORDS as u64 - 2) {
+            assert!(l.endpoint(k).is_some());
+        }
+        assert!(l.endpoint(1_000).is_none());
     }
 }

@@ -50,7 +50,7 @@ impl Default for VsOpts {
             n: 3,
             by_ip: false,
             workers: 1,
-            dwepc: "interval=1s window=8 min_samples=2 ttl=6s".into(),
+            dwepc: "interval=1s window=8 min_samples=2 ttl=8s".into(),
             endpoint: "timeout=2s".into(),
             vcsim: Opts {
                 refresh_s: 1,

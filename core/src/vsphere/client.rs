@@ -228,13 +228,29 @@ fn from_reqwest(e: reqwest::Error) -> Error {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    if e.is_timeout() {
+    if let Some(words) = tls_words(&msg) {
+        Error::Connect(format!("{words} ({msg})"))
+    } else if e.is_timeout() {
         Error::Timeout
     } else if e.is_connect() {
         Error::Connect(msg)
     } else {
         Error::Transport(msg)
     }
+}
+
+/// What an operator does about a TLS failure, from rustls' message.
+pub fn tls_words(msg: &str) -> Option<&'static str> {
+    if !msg.contains("invalid peer certificate") {
+        return None;
+    }
+    Some(if msg.contains("NotValidForName") {
+        "the vCenter's certificate is not issued for the host in url=: use the name it was issued for"
+    } else if msg.contains("Expired") || msg.contains("NotValidYet") {
+        "the vCenter's certificate has expired or is not valid yet: renew it, or check the clocks"
+    } else {
+        "the vCenter's certificate is not trusted: set ca_file= to the vCenter's CA (see README, dwepc_vsphere)"
+    })
 }
 
 /// Escapes text for an XML element.
@@ -610,6 +626,22 @@ impl Drop for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_are_put_in_words() {
+        let m = "error sending request: client error (Connect): invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(tls_words(m).unwrap().contains("set ca_file="));
+        assert!(tls_words("invalid peer certificate: UnknownIssuer")
+            .unwrap()
+            .contains("not trusted"));
+        assert!(tls_words("invalid peer certificate: NotValidForName")
+            .unwrap()
+            .contains("not issued for the host"));
+        assert!(tls_words("invalid peer certificate: Expired")
+            .unwrap()
+            .contains("expired"));
+        assert_eq!(tls_words("connection refused"), None);
+    }
 
     #[test]
     fn escaping() {

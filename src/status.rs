@@ -3,7 +3,6 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use dwepc_core::conf::VmRef;
 use dwepc_core::status::{render, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_core_loc_conf_t,
@@ -65,10 +64,6 @@ fn collect(main: &MainState) -> Vec<UpstreamStatus> {
                         server: &p.server,
                         backup: p.backup,
                         spare: p.is_spare(),
-                        vm: p.node.and_then(|k| match &ups.parsed.nodes[k].conf.vm {
-                            VmRef::Name(n) => Some(n.as_str()),
-                            VmRef::GuestIp => None,
-                        }),
                     })
                     .collect(),
             };

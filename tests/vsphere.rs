@@ -105,7 +105,15 @@ fn mapping_by_guest_ip_and_by_name() {
             "{st}"
         );
         assert_eq!(st["peers"][i]["capacity"]["mem"].as_f64(), Some(2048.0));
+        // found by guest IP: the status names the VM found
+        assert_eq!(st["peers"][i]["vm"], common::vsenv::vm_name(i), "{st}");
+        assert_eq!(st["peers"][i]["mapping"], "mapped", "{st}");
     }
+    assert_eq!(
+        (&st["servers"], &st["mapped"]),
+        (&3.into(), &3.into()),
+        "{st}"
+    );
 
     // by name, with overrides and accounting; one server without a VM
     let env2 = VsEnv::start(VsOpts {
@@ -138,11 +146,22 @@ fn mapping_by_guest_ip_and_by_name() {
     let st = env2.status();
     assert_eq!(st["peers"][0]["vm"], "web-0");
     assert!(st["peers"][2]["capacity"]["cpu"].is_null(), "{st}");
+    // a vm= that names no VM is not echoed as if it existed: unmapped, why
+    assert!(st["peers"][2]["vm"].is_null(), "{st}");
+    assert_eq!(st["peers"][2]["mapping"], "no_vm_named", "{st}");
+    assert_eq!(
+        (&st["servers"], &st["mapped"]),
+        (&3.into(), &2.into()),
+        "{st}"
+    );
     assert!(
         wait_for(Duration::from_secs(10), || (env2
-            .log_count("matches no VM (VM named \"no-such-vm\")")
-            > 0)
-        .then_some(()))
+            .log_count("1 server match no VM: ")
+            > 0
+            && env2.log_count(
+                "(VM named \"no-such-vm\"); balanced on their weight (2 of 3 servers mapped)"
+            ) > 0)
+            .then_some(()))
         .is_some(),
         "{}",
         env2.nginx.error_log()

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::algo::{FitState, Model, Params, Res, Sample, Wlc, R, RESOURCES};
 use crate::conf::{Accounting, Mode, UpstreamConf, VmRef};
 use crate::counts::CountHistory;
-use crate::shared::{names_hash, EndpointRecord, Lease, Reason, Shared};
+use crate::shared::{names_hash, EndpointRecord, Lease, Mapping, Reason, Shared};
 use crate::shares;
 use crate::vsphere::client::{self, Client, Error};
 use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
@@ -563,16 +563,19 @@ impl<'z, 'h> Collector<'z, 'h> {
         match result {
             Ok(()) => {
                 if ep.state.is_some() {
+                    let (mapped, servers, vms) = self.mapped_servers(k);
+                    let ep = &self.eps[k];
                     self.host.log(
                         Level::Notice,
                         &format!(
-                            "dwepc: vSphere \"{name}\" ({url}): polling {} VMs every {} ms (refresh {} s)",
-                            ep.inventory.len(),
+                            "dwepc: vSphere \"{name}\" ({url}): polling {vms} VMs for {mapped} of {servers} servers every {} ms (refresh {} s; {} VMs in the inventory)",
                             ep.interval_ms,
-                            ep.refresh_s
+                            ep.refresh_s,
+                            ep.inventory.len(),
                         ),
                     );
                 }
+                let ep = &mut self.eps[k];
                 ep.state = None;
                 ep.backoff_ms = 0;
                 // on a fixed grid, so polls do not drift by their own latency
@@ -627,6 +630,28 @@ impl<'z, 'h> Collector<'z, 'h> {
                 self.mark_failed(k, now);
             }
         }
+    }
+
+    /// Servers of endpoint `k`'s upstreams that have a VM, servers in
+    /// all, and distinct VMs polled.
+    fn mapped_servers(&self, k: usize) -> (usize, usize, usize) {
+        let mut vms = BTreeSet::new();
+        let (mut mapped, mut servers) = (0, 0);
+        for (u, run) in self.spec.upstreams.iter().zip(&self.ups) {
+            if u.endpoint != Some(k) {
+                continue;
+            }
+            for (v, &present) in run.vm.iter().zip(&run.present) {
+                if present {
+                    servers += 1;
+                    if let Some(v) = v {
+                        mapped += 1;
+                        vms.insert(v.as_str());
+                    }
+                }
+            }
+        }
+        (mapped, servers, vms.len())
     }
 
     /// Upstreams of endpoint `k` that never had counters say why; one
@@ -797,6 +822,8 @@ impl<'z, 'h> Collector<'z, 'h> {
             if u.endpoint != Some(k) {
                 continue;
             }
+            let mut lost: Vec<String> = Vec::new();
+            let mut regained: Vec<String> = Vec::new();
             for (i, p) in u.peers.iter().enumerate() {
                 let present = run.present[i];
                 let found = match &p.vm {
@@ -853,6 +880,16 @@ impl<'z, 'h> Collector<'z, 'h> {
                 };
                 u.shared
                     .set_peer_info(i, run.model.capacity(i), headroom, has_counters);
+                let mapping = match (&p.vm, found) {
+                    (_, Some(_)) => Mapping::Mapped,
+                    _ if !present || (p.vm == VmRef::GuestIp && run.ip[i].is_none()) => {
+                        Mapping::NoAddress
+                    }
+                    (VmRef::Name(_), None) => Mapping::NoVmNamed,
+                    (VmRef::GuestIp, None) => Mapping::NoGuestIp,
+                };
+                u.shared
+                    .set_mapping(i, mapping, found.map(|v| v.name.as_str()));
                 let is_unmapped = found.is_none();
                 if present && run.unmapped[i] != Some(is_unmapped) {
                     let how = match &p.vm {
@@ -863,24 +900,41 @@ impl<'z, 'h> Collector<'z, 'h> {
                         },
                     };
                     if is_unmapped {
-                        self.host.log(
-                            Level::Warn,
-                            &format!(
-                                "dwepc: upstream \"{}\": server {} matches no VM ({how}); it is balanced on its weight",
-                                u.name, p.name
-                            ),
-                        );
+                        lost.push(format!("{} ({how})", p.name));
                     } else if run.unmapped[i].is_some() {
-                        self.host.log(
-                            Level::Notice,
-                            &format!(
-                                "dwepc: upstream \"{}\": server {} found its VM ({how})",
-                                u.name, p.name
-                            ),
-                        );
+                        regained.push(format!("{} ({how})", p.name));
                     }
                     run.unmapped[i] = Some(is_unmapped);
                 }
+            }
+            // one line per upstream and change, however many servers
+            let mapped = (0..u.peers.len())
+                .filter(|&i| run.present[i] && run.vm[i].is_some())
+                .count();
+            let servers = run.present.iter().filter(|&&p| p).count();
+            if !lost.is_empty() {
+                self.host.log(
+                    Level::Warn,
+                    &format!(
+                        "dwepc: upstream \"{}\": {} server{} match no VM: {}; balanced on their weight ({mapped} of {servers} servers mapped)",
+                        u.name,
+                        lost.len(),
+                        if lost.len() == 1 { "" } else { "s" },
+                        first_few(&lost)
+                    ),
+                );
+            }
+            if !regained.is_empty() {
+                self.host.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: upstream \"{}\": {} server{} found their VM: {} ({mapped} of {servers} servers mapped)",
+                        u.name,
+                        regained.len(),
+                        if regained.len() == 1 { "" } else { "s" },
+                        first_few(&regained)
+                    ),
+                );
             }
         }
     }
@@ -1070,6 +1124,16 @@ impl<'z, 'h> Collector<'z, 'h> {
             None => shared.disable(reason_of(st)),
         }
     }
+}
+
+/// The first few items of a list, and how many more.
+fn first_few(items: &[String]) -> String {
+    const FEW: usize = 5;
+    let mut out = items[..items.len().min(FEW)].join(", ");
+    if items.len() > FEW {
+        out.push_str(&format!(" and {} more", items.len() - FEW));
+    }
+    out
 }
 
 /// Counter ids per resource from a catalog (memory falls back to
@@ -1555,8 +1619,10 @@ mod tests {
         // on the interval's grid after the first
         assert!(q[1..].windows(2).all(|w| w[1] - w[0] == 20_000), "{q:?}");
         assert_eq!(
-            rig.host
-                .logged(Level::Notice, "polling 2 VMs every 20000 ms"),
+            rig.host.logged(
+                Level::Notice,
+                "polling 2 VMs for 2 of 2 servers every 20000 ms"
+            ),
             1
         );
         assert_eq!(

@@ -34,12 +34,12 @@
 use crate::algo::{Res, R};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-const MAGIC: u64 = 0x6477_6570_635f_7633; // "dwepc_v3"
+const MAGIC: u64 = 0x6477_6570_635f_7634; // "dwepc_v4"
 
 /// Words in the header.
 pub const HEADER: usize = 24;
-/// Words per peer: 4 hot + 23 cold.
-pub const PEER: usize = 27;
+/// Words per peer: 4 hot + 34 cold.
+pub const PEER: usize = 38;
 const HOT: usize = 4;
 const COLD: usize = PEER - HOT;
 
@@ -78,6 +78,58 @@ const P_FAILED: usize = HOT + 18;
 const P_IDENT: usize = HOT + 19;
 const P_ADDR: usize = HOT + 20; // 2 words
 const P_PORT: usize = HOT + 22;
+const P_MAP: usize = HOT + 23;
+const P_VM: usize = HOT + 24; // VM_NAME_WORDS words
+
+/// Words of a peer's VM name (vSphere names are at most 80 characters).
+const VM_NAME_WORDS: usize = 10;
+
+/// How a peer's server was matched to a VM (the collector writes it; the
+/// status page reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// Not looked up yet (no inventory read).
+    Pending,
+    /// Its VM was found (its name is kept beside).
+    Mapped,
+    /// No VM reports the server's address as a guest IP.
+    NoGuestIp,
+    /// No VM has the name its `dwepc_node vm=` gives.
+    NoVmNamed,
+    /// A spare slot with no address: nothing to look up.
+    NoAddress,
+}
+
+impl Mapping {
+    fn from_u64(x: u64) -> Mapping {
+        match x & 0xff {
+            1 => Mapping::Mapped,
+            2 => Mapping::NoGuestIp,
+            3 => Mapping::NoVmNamed,
+            4 => Mapping::NoAddress,
+            _ => Mapping::Pending,
+        }
+    }
+    fn code(self) -> u64 {
+        match self {
+            Mapping::Pending => 0,
+            Mapping::Mapped => 1,
+            Mapping::NoGuestIp => 2,
+            Mapping::NoVmNamed => 3,
+            Mapping::NoAddress => 4,
+        }
+    }
+    /// Its name on the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mapping::Pending => "pending",
+            Mapping::Mapped => "mapped",
+            Mapping::NoGuestIp => "no_vm_with_guest_ip",
+            Mapping::NoVmNamed => "no_vm_named",
+            Mapping::NoAddress => "no_address",
+        }
+    }
+}
 
 const ADDR_SET: u64 = 1 << 16;
 const ADDR_V4: u64 = 1 << 17;
@@ -647,6 +699,47 @@ impl<'a> Shared<'a> {
             .store(addr.port() as u64 | ADDR_SET | v4, Release);
     }
 
+    /// Records how peer `i` was matched to a VM, and the VM's name
+    /// (truncated to 80 bytes at a character boundary). A reader that
+    /// races a change may see a mixed name; names change only on a remap.
+    pub fn set_mapping(&self, i: usize, m: Mapping, vm: Option<&str>) {
+        if i >= self.n {
+            return;
+        }
+        let name = vm.unwrap_or("");
+        let mut end = name.len().min(VM_NAME_WORDS * 8);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let bytes = &name.as_bytes()[..end];
+        for w in 0..VM_NAME_WORDS {
+            let mut chunk = [0u8; 8];
+            let from = (w * 8).min(bytes.len());
+            let to = (w * 8 + 8).min(bytes.len());
+            chunk[..to - from].copy_from_slice(&bytes[from..to]);
+            self.p(i, P_VM + w)
+                .store(u64::from_le_bytes(chunk), Relaxed);
+        }
+        self.p(i, P_MAP)
+            .store(m.code() | (end as u64) << 8, Release);
+    }
+
+    /// How peer `i` was matched, and its VM's name.
+    pub fn mapping(&self, i: usize) -> (Mapping, Option<String>) {
+        if i >= self.n {
+            return (Mapping::Pending, None);
+        }
+        let word = self.p(i, P_MAP).load(Acquire);
+        let len = ((word >> 8) as usize).min(VM_NAME_WORDS * 8);
+        let mut bytes = Vec::with_capacity(len);
+        for w in 0..VM_NAME_WORDS {
+            bytes.extend_from_slice(&self.p(i, P_VM + w).load(Relaxed).to_le_bytes());
+        }
+        bytes.truncate(len);
+        let name = (len > 0).then(|| String::from_utf8_lossy(&bytes).into_owned());
+        (Mapping::from_u64(word), name)
+    }
+
     /// Status of peer `i`: (capacity, q, allocation, v, l, has_counters).
     pub fn peer_info(&self, i: usize) -> PeerInfo {
         let total = self.total(i);
@@ -717,6 +810,24 @@ mod tests {
 
     fn zone(n: usize) -> Vec<AtomicU64> {
         (0..words(n)).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn mappings_and_vm_names_round_trip() {
+        let z = zone(2);
+        let s = Shared::new(&z, 2).unwrap();
+        s.init(1);
+        assert_eq!(s.mapping(0), (Mapping::Pending, None));
+        s.set_mapping(0, Mapping::Mapped, Some("web-01"));
+        s.set_mapping(1, Mapping::NoVmNamed, None);
+        assert_eq!(s.mapping(0), (Mapping::Mapped, Some("web-01".into())));
+        assert_eq!(s.mapping(1), (Mapping::NoVmNamed, None));
+        // 80 bytes at most, cut at a character boundary
+        let long = "é".repeat(50);
+        s.set_mapping(0, Mapping::Mapped, Some(&long));
+        assert_eq!(s.mapping(0).1.unwrap(), "é".repeat(40));
+        s.set_mapping(0, Mapping::NoGuestIp, None);
+        assert_eq!(s.mapping(0), (Mapping::NoGuestIp, None));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! credentials (only endpoint names).
 
 use crate::algo::{Res, RESOURCES};
+use crate::shared::Mapping;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -16,8 +17,12 @@ pub struct PeerStatus {
     pub server: String,
     /// Backup server.
     pub backup: bool,
-    /// VM the peer maps to, when known.
+    /// The VM the collector found for the peer (by guest IP or by its
+    /// `dwepc_node vm=`), null while none is found.
     pub vm: Option<String>,
+    /// "mapped", or why not: "no_vm_with_guest_ip", "no_vm_named",
+    /// "no_address", "pending" (no inventory read yet).
+    pub mapping: String,
     /// Usable capacity per resource.
     #[serde(serialize_with = "per_resource")]
     pub capacity: Res,
@@ -124,6 +129,9 @@ pub struct UpstreamStatus {
     pub window_size: u64,
     /// Age of the newest sample, ms.
     pub sample_age_ms: Option<u64>,
+    /// Servers listed below, and how many of them have a VM.
+    pub servers: u64,
+    pub mapped: u64,
     /// What the mode's model says of the upstream.
     #[serde(flatten)]
     pub model: UpstreamModel,
@@ -206,8 +214,6 @@ pub struct PeerMeta<'a> {
     /// A spare slot of a `resolve` server: shown only while an address
     /// holds it, under that address.
     pub spare: bool,
-    /// The VM named by its `dwepc_node vm=`, if any.
-    pub vm: Option<&'a str>,
 }
 
 /// What the snapshot needs of one upstream besides the zone.
@@ -274,11 +280,13 @@ pub fn snapshot(
                     l: when_usable(|x| x.l),
                 })
             };
+            let (mapping, vm) = shared.map_or((Mapping::Pending, None), |s| s.mapping(i));
             Some(PeerStatus {
                 name,
                 server: p.server.to_string(),
                 backup: p.backup,
-                vm: p.vm.map(str::to_string),
+                vm,
+                mapping: mapping.name().into(),
                 capacity: info.map_or(nan4, |x| x.capacity),
                 requests: info.map_or(0, |x| x.total),
                 in_flight: info.map_or(0, |x| x.in_flight),
@@ -287,8 +295,10 @@ pub fn snapshot(
                 model,
             })
         })
-        .collect();
+        .collect::<Vec<PeerStatus>>();
     UpstreamStatus {
+        servers: peers.len() as u64,
+        mapped: peers.iter().filter(|p| p.mapping == "mapped").count() as u64,
         name: u.name.to_string(),
         mode: u.conf.mode.name().into(),
         balancing: if usable { "dwepc" } else { "round_robin" }.into(),
@@ -328,7 +338,6 @@ mod tests {
             server: if spare { "app.test:80" } else { name },
             backup: false,
             spare,
-            vm: None,
         };
         let meta = UpstreamMeta {
             name: "app",

@@ -3,12 +3,12 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use dwepc_core::status::{render, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
+use dwepc_core::status::{render, render_error, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
 use ngx::ffi::{
-    ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_core_loc_conf_t,
-    ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
+    ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_arg,
+    ngx_http_core_loc_conf_t, ngx_http_discard_request_body, ngx_http_output_filter,
+    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
@@ -43,11 +43,13 @@ pub unsafe extern "C" fn cmd_status(
     })
 }
 
-/// The status of every dwepc upstream (`dwepc_core::status::snapshot`
-/// over each upstream's configuration and zone).
-fn collect(main: &MainState) -> Vec<UpstreamStatus> {
+/// The status of every dwepc upstream, or of the one named `only`
+/// (`dwepc_core::status::snapshot` over each upstream's configuration and
+/// zone).
+fn collect(main: &MainState, only: Option<&str>) -> Vec<UpstreamStatus> {
     let now = cached_now_ms();
     main.upstreams()
+        .filter(|ups| only.is_none_or(|n| n == ups.parsed.name))
         .map(|ups| {
             let meta = UpstreamMeta {
                 name: &ups.parsed.name,
@@ -95,12 +97,27 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
         if rc != NGX_OK as ngx_int_t {
             return rc;
         }
-        let body = match main_conf(&*r) {
-            Some(main) => render(&collect(main)),
-            None => render(&[]),
+        // ?upstream=NAME: that upstream alone (the page's cost follows
+        // what is asked, not the size of the whole configuration)
+        let mut arg = ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        };
+        let only = (ngx_http_arg(r, c"upstream".as_ptr() as *mut u8, 8, &mut arg)
+            == NGX_OK as ngx_int_t)
+            .then(|| String::from_utf8_lossy(arg.as_bytes()).into_owned());
+        let ups = match main_conf(&*r) {
+            Some(main) => collect(main, only.as_deref()),
+            None => Vec::new(),
+        };
+        let (status, body) = match &only {
+            Some(name) if ups.is_empty() => {
+                (404, render_error(&format!("no dwepc upstream \"{name}\"")))
+            }
+            _ => (200, render(&ups)),
         };
 
-        (*r).headers_out.status = 200;
+        (*r).headers_out.status = status;
         (*r).headers_out.content_length_n = body.len() as _;
         static CT: &[u8] = b"application/json";
         (*r).headers_out.content_type = ngx_str_t {

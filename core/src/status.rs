@@ -203,6 +203,11 @@ pub fn render(ups: &[UpstreamStatus]) -> String {
     doc
 }
 
+/// An error document: `{"error": msg}` and a newline.
+pub fn render_error(msg: &str) -> String {
+    format!("{}\n", serde_json::json!({ "error": msg }))
+}
+
 /// What the snapshot needs of one peer slot besides the zone.
 #[derive(Clone, Debug)]
 pub struct PeerMeta<'a> {

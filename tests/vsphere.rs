@@ -699,3 +699,65 @@ fn overload_guard_answers_at_once() {
     assert_eq!(st["guard_rejections"], 4, "{st}");
     assert!(env.nginx.error_log().contains("no live upstreams"));
 }
+
+/// Resident memory of a process, KB.
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A vCenter that answers without end, with a 200 MB body, or with
+/// 2,000,000 empty elements costs the polling worker a bounded amount of
+/// memory: the call fails as "too large", once logged, and the last
+/// window keeps serving. Prints the figures (BENCHMARKS.md, reliability).
+#[test]
+fn hostile_answers_are_bounded_in_the_polling_worker() {
+    let mut env = VsEnv::start(VsOpts {
+        dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
+        endpoint: "timeout=2s".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let worker = env.nginx.workers()[0];
+    let base = rss_kb(worker);
+    for mode in ["flood", "huge", "elements"] {
+        env.vcsim.fault(mode);
+        let t = Instant::now();
+        let mut peak = 0;
+        while t.elapsed() < Duration::from_secs(8) {
+            peak = peak.max(rss_kb(worker));
+            env.send(2);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let calls = env.vcsim.stats()["calls"]["QueryPerf"].clone();
+        eprintln!(
+            "hostile {mode}: polling worker RSS {base} KB before, peak {peak} KB (+{} KB); QueryPerf calls so far {calls}",
+            peak.saturating_sub(base)
+        );
+        assert!(
+            peak < base + 32 * 1024,
+            "{mode}: RSS grew from {base} KB to {peak} KB"
+        );
+        assert!(active(&env.status()), "{mode}: {}", env.status());
+        env.vcsim.fault("none");
+        env.drive_until(20, Duration::from_secs(30), "healthy again", |st| {
+            st["sample_age_ms"].as_u64().is_some_and(|a| a < 3000)
+        });
+    }
+    let log = env.nginx.error_log();
+    assert!(
+        env.log_count("is larger than it can legitimately be") >= 3,
+        "{log}"
+    );
+    // after the faults, memory comes back near where it was
+    let after = rss_kb(worker);
+    eprintln!("hostile: polling worker RSS after the faults {after} KB (before {base} KB)");
+    assert!(after < base + 16 * 1024, "RSS {base} KB -> {after} KB");
+}

@@ -684,7 +684,52 @@ func terminateAllSessions() int {
 // ---------------------------------------------------------------------------
 
 // faultModes are the accepted values of /dwepc/fault?mode=.
-var faultModes = map[string]bool{"none": true, "hang": true, "http500": true, "garbage": true, "notauth": true}
+var faultModes = map[string]bool{"none": true, "hang": true, "http500": true, "garbage": true, "notauth": true,
+	"flood": true, "huge": true, "elements": true}
+
+// hostileCap bounds what the hostile faults write per request, so a client
+// that reads without limit still ends.
+const hostileCap = 1 << 30
+
+// writeHostile answers with a body no legitimate call returns: "flood", an
+// endless chunked stream of elements (until the client goes away or
+// hostileCap); "huge", a 200 MB body with its Content-Length; "elements",
+// 8 MB of 2,000,000 empty elements in a well-formed envelope.
+func writeHostile(w http.ResponseWriter, mode string) {
+	const head = `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval>`
+	const tail = `</returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>`
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	chunk := []byte(strings.Repeat("<x>flood</x>", 4096))
+	switch mode {
+	case "flood":
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, head)
+		for n := 0; n < hostileCap; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	case "huge":
+		const size = 200 << 20
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.WriteHeader(http.StatusOK)
+		body := []byte(head)
+		for len(body) < size {
+			body = append(body, chunk...)
+		}
+		_, _ = w.Write(body[:size])
+	case "elements":
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, head)
+		empty := []byte(strings.Repeat("<a/>", 1<<16))
+		for n := 0; n < 2000000; n += 1 << 16 {
+			if _, err := w.Write(empty); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(w, tail)
+	}
+}
 
 // maxHang caps how long "hang" holds a request.
 const maxHang = 10 * time.Minute
@@ -835,6 +880,9 @@ func (f *frontend) serveSDK(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
 			_, _ = io.WriteString(w, garbageBody)
+			return
+		case "flood", "huge", "elements":
+			writeHostile(w, mode)
 			return
 		case "notauth":
 			switch call.method {

@@ -3,6 +3,7 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
+use dwepc_core::prometheus::EndpointMetrics;
 use dwepc_core::status::{render, render_error, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_arg,
@@ -74,6 +75,21 @@ fn collect(main: &MainState, only: Option<&str>) -> Vec<UpstreamStatus> {
         .collect()
 }
 
+/// Every endpoint's record in the lease zone (none before the zone).
+fn endpoints(main: &MainState) -> Vec<EndpointMetrics<'_>> {
+    let lease = main.lease_zone().and_then(crate::zone::lease);
+    main.endpoints
+        .iter()
+        .map(|e| EndpointMetrics {
+            name: &e.conf.name,
+            stats: lease
+                .and_then(|l| l.find_endpoint(e.spec.record_key()))
+                .map(|r| r.stats())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(
         "status_handler",
@@ -106,7 +122,16 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
         let only = (ngx_http_arg(r, c"upstream".as_ptr() as *mut u8, 8, &mut arg)
             == NGX_OK as ngx_int_t)
             .then(|| String::from_utf8_lossy(arg.as_bytes()).into_owned());
-        let ups = match main_conf(&*r) {
+        // ?format=prometheus: the text exposition format
+        let mut arg = ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        };
+        let prometheus = ngx_http_arg(r, c"format".as_ptr() as *mut u8, 6, &mut arg)
+            == NGX_OK as ngx_int_t
+            && arg.as_bytes() == b"prometheus";
+        let main = main_conf(&*r);
+        let ups = match main {
             Some(main) => collect(main, only.as_deref()),
             None => Vec::new(),
         };
@@ -114,17 +139,27 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
             Some(name) if ups.is_empty() => {
                 (404, render_error(&format!("no dwepc upstream \"{name}\"")))
             }
+            _ if prometheus => (
+                200,
+                dwepc_core::prometheus::render(&ups, &main.map(endpoints).unwrap_or_default()),
+            ),
             _ => (200, render(&ups)),
         };
 
         (*r).headers_out.status = status;
         (*r).headers_out.content_length_n = body.len() as _;
-        static CT: &[u8] = b"application/json";
-        (*r).headers_out.content_type = ngx_str_t {
-            len: CT.len(),
-            data: CT.as_ptr() as *mut u8,
+        static JSON: &[u8] = b"application/json";
+        static TEXT: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
+        let ct: &'static [u8] = if prometheus && status == 200 {
+            TEXT
+        } else {
+            JSON
         };
-        (*r).headers_out.content_type_len = CT.len();
+        (*r).headers_out.content_type = ngx_str_t {
+            len: ct.len(),
+            data: ct.as_ptr() as *mut u8,
+        };
+        (*r).headers_out.content_type_len = ct.len();
         (*r).headers_out.content_type_lowcase = ptr::null_mut();
 
         let rc = ngx_http_send_header(r);

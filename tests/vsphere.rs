@@ -761,3 +761,73 @@ fn hostile_answers_are_bounded_in_the_polling_worker() {
     eprintln!("hostile: polling worker RSS after the faults {after} KB (before {base} KB)");
     assert!(after < base + 16 * 1024, "RSS {base} KB -> {after} KB");
 }
+
+/// `?format=prometheus`: the text exposition of a live upstream, with the
+/// endpoint's calls and logins from the lease zone.
+#[test]
+fn prometheus_exposition_of_a_live_upstream() {
+    let mut env = VsEnv::start(VsOpts::default());
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.send(20);
+    let resp = http::get(env.port, "/dwepc?format=prometheus");
+    assert_eq!(resp.status, 200);
+    let ct = resp
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = resp.body;
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} not in:\n{text}"))
+    };
+    assert_eq!(
+        value("dwepc_upstream_counters_in_use{upstream=\"app\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("dwepc_upstream_reason{upstream=\"app\",reason=\"active\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("dwepc_upstream_mapped_servers{upstream=\"app\"}"),
+        3.0
+    );
+    let sent: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("dwepc_peer_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let json = env.status();
+    let json_sent: u64 = json["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sent > 0.0 && sent <= json_sent as f64,
+        "{sent} vs {json_sent}"
+    );
+    assert!(value("dwepc_vsphere_calls_total{vsphere=\"vc\"}") > 3.0);
+    assert_eq!(value("dwepc_vsphere_logins_total{vsphere=\"vc\"}"), 1.0);
+    let last = value("dwepc_vsphere_last_success_timestamp_seconds{vsphere=\"vc\"}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 10.0, "{last} vs {now}");
+    // one upstream by name works in this format too
+    let one = http::get(env.port, "/dwepc?format=prometheus&upstream=app");
+    assert!(
+        one.body.contains("dwepc_peer_requests_total"),
+        "{}",
+        one.body
+    );
+}

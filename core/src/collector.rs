@@ -143,6 +143,18 @@ pub struct EndpointSpec {
     pub client: client::Config,
 }
 
+impl EndpointSpec {
+    /// The key of its record in the lease zone: name, URL and user (a
+    /// reload that changes none of them keeps the record).
+    pub fn record_key(&self) -> u64 {
+        names_hash([
+            self.name.as_str(),
+            self.client.url.as_str(),
+            self.client.user.as_str(),
+        ])
+    }
+}
+
 /// Everything the collector thread works on; `'z` is the life of the
 /// shared zones it writes (in nginx, the cycle's).
 #[derive(Clone)]
@@ -317,11 +329,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             .enumerate()
             .map(|(k, e)| EpRun {
                 client: None,
-                record: spec.lease.endpoint(names_hash([
-                    e.name.as_str(),
-                    e.client.url.as_str(),
-                    e.client.user.as_str(),
-                ])),
+                record: spec.lease.endpoint(e.record_key()),
                 catalog: HashMap::new(),
                 view: None,
                 inventory: Vec::new(),

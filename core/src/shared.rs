@@ -217,6 +217,11 @@ pub enum Reason {
 
 /// Every reason with its name on the status page and its text in the log:
 /// the one table of them.
+/// Every reason's name, in order (for the Prometheus exposition).
+pub fn reason_names() -> impl Iterator<Item = &'static str> {
+    REASONS.iter().map(|r| r.1)
+}
+
 const REASONS: [(Reason, &str, &str); 8] = [
     (Reason::Active, "active", "balancing by ESXi counters"),
     (
@@ -1173,6 +1178,17 @@ impl<'a> Lease<'a> {
         let _ = self.mem[0].compare_exchange(pid, 0, AcqRel, Acquire);
     }
 
+    /// The record of the endpoint identified by `key`, if one was claimed
+    /// (read only: for the status page).
+    pub fn find_endpoint(&self, key: u64) -> Option<EndpointRecord<'a>> {
+        let key = key.max(1);
+        (0..MAX_ENDPOINT_RECORDS).find_map(|r| {
+            let start = LEASE_HEAD + r * ENDPOINT_WORDS;
+            let mem = self.mem.get(start..start + ENDPOINT_WORDS)?;
+            (mem[E_KEY].load(Acquire) == key).then_some(EndpointRecord { mem })
+        })
+    }
+
     /// The record of the endpoint identified by `key` (a hash of its
     /// name, URL and user, never 0), claimed on first use; `None` when
     /// every record is taken by other endpoints.
@@ -1224,6 +1240,8 @@ mod lease_tests {
         a.error("no such class");
         // the same key finds the same record; another key another one
         assert_eq!(l.endpoint(7).unwrap().stats().calls, 3);
+        assert_eq!(l.find_endpoint(7).unwrap().stats().calls, 3);
+        assert!(l.find_endpoint(99).is_none());
         assert_eq!(l.endpoint(8).unwrap().stats().calls, 0);
         assert_eq!(a.stats().errors[2], 1);
         assert_eq!(a.stats().errors.iter().sum::<u64>(), 1);

@@ -75,6 +75,28 @@ fn collect(main: &MainState, only: Option<&str>) -> Vec<UpstreamStatus> {
         .collect()
 }
 
+/// The value of query argument `name` (nginx's own parsing, no unescaping).
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn query_arg(r: *mut ngx_http_request_t, name: &core::ffi::CStr) -> Option<String> {
+    let mut value = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
+    // SAFETY: r is live (the caller's contract); ngx_http_arg only reads
+    // the name and r->args, and sets value to point into r->args.
+    let rc = unsafe {
+        ngx_http_arg(
+            r,
+            name.as_ptr() as *mut u8,
+            name.to_bytes().len(),
+            &mut value,
+        )
+    };
+    (rc == NGX_OK as ngx_int_t).then(|| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
 /// Every endpoint's record in the lease zone (none before the zone).
 fn endpoints(main: &MainState) -> Vec<EndpointMetrics<'_>> {
     let lease = main.lease_zone().and_then(crate::zone::lease);
@@ -114,22 +136,10 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
             return rc;
         }
         // ?upstream=NAME: that upstream alone (the page's cost follows
-        // what is asked, not the size of the whole configuration)
-        let mut arg = ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        };
-        let only = (ngx_http_arg(r, c"upstream".as_ptr() as *mut u8, 8, &mut arg)
-            == NGX_OK as ngx_int_t)
-            .then(|| String::from_utf8_lossy(arg.as_bytes()).into_owned());
+        // what is asked, not the size of the whole configuration);
         // ?format=prometheus: the text exposition format
-        let mut arg = ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        };
-        let prometheus = ngx_http_arg(r, c"format".as_ptr() as *mut u8, 6, &mut arg)
-            == NGX_OK as ngx_int_t
-            && arg.as_bytes() == b"prometheus";
+        let only = query_arg(r, c"upstream");
+        let prometheus = query_arg(r, c"format").as_deref() == Some("prometheus");
         let main = main_conf(&*r);
         let ups = match main {
             Some(main) => collect(main, only.as_deref()),

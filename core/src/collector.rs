@@ -193,6 +193,17 @@ struct UpRun {
     logged: Option<(bool, Reason)>,
 }
 
+impl UpRun {
+    /// Servers in nginx's list that have a VM, and servers in the list.
+    fn mapped(&self) -> (usize, usize) {
+        let present = || self.vm.iter().zip(&self.present).filter(|(_, &p)| p);
+        (
+            present().filter(|(v, _)| v.is_some()).count(),
+            present().count(),
+        )
+    }
+}
+
 struct EpRun<'z> {
     client: Option<Box<dyn Api>>,
     /// Its record in the lease zone (calls, errors, login refusals).
@@ -216,7 +227,7 @@ struct EpRun<'z> {
     calls: std::collections::BTreeMap<&'static str, u64>,
     /// Refused logins in a row and the time of the next try, when the
     /// lease zone has no record for this endpoint.
-    auth_streak: u32,
+    auth_streak: u64,
     auth_retry_at: u64,
 }
 
@@ -561,7 +572,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             r.add_calls(self.calls_total(k) - calls_before);
             match &result {
                 Ok(()) => r.success(now),
-                Err(e) => r.error(e.class()),
+                Err(e) => r.error(e),
             }
         }
         let name = self.spec.endpoints[k].name.clone();
@@ -595,8 +606,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                     Some(r) => r.login_refused(now),
                     None => {
                         ep.auth_streak += 1;
-                        now + (crate::shared::AUTH_RETRY_MS << (ep.auth_streak - 1).min(4))
-                            .min(crate::shared::AUTH_RETRY_MAX_MS)
+                        now + crate::shared::auth_wait_ms(ep.auth_streak - 1)
                     }
                 };
                 ep.auth_retry_at = at;
@@ -649,15 +659,15 @@ impl<'z, 'h> Collector<'z, 'h> {
             if u.endpoint != Some(k) {
                 continue;
             }
-            for (v, &present) in run.vm.iter().zip(&run.present) {
-                if present {
-                    servers += 1;
-                    if let Some(v) = v {
-                        mapped += 1;
-                        vms.insert(v.as_str());
-                    }
-                }
-            }
+            let (m, n) = run.mapped();
+            mapped += m;
+            servers += n;
+            vms.extend(
+                run.vm
+                    .iter()
+                    .zip(&run.present)
+                    .filter_map(|(v, &p)| v.as_deref().filter(|_| p)),
+            );
         }
         (mapped, servers, vms.len())
     }
@@ -916,31 +926,27 @@ impl<'z, 'h> Collector<'z, 'h> {
                 }
             }
             // one line per upstream and change, however many servers
-            let mapped = (0..u.peers.len())
-                .filter(|&i| run.present[i] && run.vm[i].is_some())
-                .count();
-            let servers = run.present.iter().filter(|&&p| p).count();
-            if !lost.is_empty() {
+            let (mapped, servers) = run.mapped();
+            for (level, list, what) in [
+                (Level::Warn, &lost, "match no VM"),
+                (Level::Notice, &regained, "found their VM"),
+            ] {
+                if list.is_empty() {
+                    continue;
+                }
+                let tail = if level == Level::Warn {
+                    "; balanced on their weight"
+                } else {
+                    ""
+                };
                 self.host.log(
-                    Level::Warn,
+                    level,
                     &format!(
-                        "dwepc: upstream \"{}\": {} server{} match no VM: {}; balanced on their weight ({mapped} of {servers} servers mapped)",
+                        "dwepc: upstream \"{}\": {} server{} {what}: {}{tail} ({mapped} of {servers} servers mapped)",
                         u.name,
-                        lost.len(),
-                        if lost.len() == 1 { "" } else { "s" },
-                        first_few(&lost)
-                    ),
-                );
-            }
-            if !regained.is_empty() {
-                self.host.log(
-                    Level::Notice,
-                    &format!(
-                        "dwepc: upstream \"{}\": {} server{} found their VM: {} ({mapped} of {servers} servers mapped)",
-                        u.name,
-                        regained.len(),
-                        if regained.len() == 1 { "" } else { "s" },
-                        first_few(&regained)
+                        list.len(),
+                        if list.len() == 1 { "" } else { "s" },
+                        first_few(list)
                     ),
                 );
             }
@@ -1637,6 +1643,46 @@ mod tests {
             rig.host.logged(Level::Notice, "balances by ESXi counters"),
             1
         );
+        // both servers were found by guest IP, and say which VM
+        assert_eq!(
+            rig.shared().mapping(1),
+            (Mapping::Mapped, Some("web-2".into()))
+        );
+    }
+
+    #[test]
+    fn servers_without_a_vm_are_summed_up_in_one_line() {
+        let rig = Rig::new(&["interval=20s"]);
+        rig.vc().vms.clear();
+        let mut c = rig.collector(10);
+        rig.run(&mut c, 60_000, |_| [10, 10]);
+        let lines: Vec<String> = rig
+            .host
+            .log
+            .borrow()
+            .iter()
+            .filter(|(_, m)| m.contains("match no VM"))
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("2 servers match no VM: 127.0.0.2:80 (guest IP 127.0.0.2), 127.0.0.3:80 (guest IP 127.0.0.3); balanced on their weight (0 of 2 servers mapped)"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(rig.shared().mapping(0), (Mapping::NoGuestIp, None));
+        // the VMs appear: one line again, for both
+        let vms = Vc::new(rig.host.now.clone()).vms;
+        rig.vc().vms = vms;
+        rig.run(&mut c, 120_000, |_| [10, 10]);
+        assert_eq!(
+            rig.host
+                .logged(Level::Notice, "2 servers found their VM: 127.0.0.2:80 (guest IP 127.0.0.2), 127.0.0.3:80 (guest IP 127.0.0.3) (2 of 2 servers mapped)"),
+            1
+        );
+        assert_eq!(rig.shared().mapping(0).0, Mapping::Mapped);
+        let seven: Vec<String> = (0..7).map(|i| i.to_string()).collect();
+        assert_eq!(first_few(&seven), "0, 1, 2, 3, 4 and 2 more");
     }
 
     #[test]

@@ -1143,21 +1143,16 @@ mod tests {
         let ok = endpoint_with(&["url=http://vc/sdk", "insecure_http=on"]).unwrap();
         assert!(ok.warnings()[0].contains("clear text"));
         // no path, bad port, bad scheme, query
-        assert!(endpoint_with(&["url=https://x"])
-            .unwrap_err()
-            .contains("has no path"));
-        assert!(endpoint_with(&["url=https://x/"])
-            .unwrap_err()
-            .contains("has no path"));
-        assert!(endpoint_with(&["url=https://vc:99999/sdk"])
-            .unwrap_err()
-            .contains("invalid port"));
-        assert!(endpoint_with(&["url=https://vc:0/sdk"])
-            .unwrap_err()
-            .contains("invalid port"));
-        assert!(endpoint_with(&["url=ftp://vc/sdk"])
-            .unwrap_err()
-            .contains("https://"));
+        for (url, want) in [
+            ("url=https://x", "has no path"),
+            ("url=https://x/", "has no path"),
+            ("url=https://vc:99999/sdk", "invalid port"),
+            ("url=https://vc:0/sdk", "invalid port"),
+            ("url=ftp://vc/sdk", "https://"),
+        ] {
+            let e = endpoint_with(&[url]).unwrap_err();
+            assert!(e.contains(want), "{url}: {e}");
+        }
         assert!(endpoint_with(&["url=https://vc/sdk?x=1"]).is_err());
         assert!(endpoint_with(&["url=https://vc/sdk", "timeout=10m"]).is_err());
         // tls_verify=off is allowed and warned about
@@ -1223,9 +1218,8 @@ mod tests {
         assert_eq!(c.ttl_ms, 3000);
         assert_eq!(check_timing("app", &c, &vc, 2000).unwrap().0, 8000);
         // defaults at the default interval and timeout need nothing
-        let d = UpstreamConf::default();
         let vc5 = endpoint_with(&["url=https://vc/sdk"]).unwrap();
-        let d = parse_upstream(&[]).map(|c| (c, d)).unwrap().0;
+        let d = parse_upstream(&[]).unwrap();
         assert_eq!(
             check_timing("app", &d, &vc5, 5000).unwrap(),
             (d.ttl_ms, vec![])

@@ -6,8 +6,9 @@
 
 use std::fmt::Write;
 
-use crate::shared::{reason_names, EndpointStats, ERROR_CLASSES};
+use crate::shared::{reason_names, EndpointStats};
 use crate::status::{PeerModel, PeerStatus, UpstreamModel, UpstreamStatus};
+use crate::vsphere::client::ERROR_CLASSES;
 
 /// One vSphere endpoint's record, by name.
 pub struct EndpointMetrics<'a> {
@@ -199,7 +200,7 @@ pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> Stri
                     "{},vm=\"{}\",mapping=\"{}\",backup=\"{}\"",
                     peer_label(u, p),
                     esc(p.vm.as_deref().unwrap_or("")),
-                    esc(&p.mapping),
+                    p.mapping.name(),
                     p.backup
                 ),
                 1.0,
@@ -374,7 +375,7 @@ mod tests {
                 name: "127.0.0.2:80".into(),
                 server: "app.test:80".into(),
                 vm: Some("web-1".into()),
-                mapping: "mapped".into(),
+                mapping: crate::shared::Mapping::Mapped,
                 requests: 7,
                 cpu_ready_pct: 2.5,
                 capacity: [4000.0, 2048.0, f64::NAN, f64::NAN],

@@ -32,6 +32,7 @@
 //! ([`Shared::claim`]).
 
 use crate::algo::{Res, R};
+use crate::vsphere::client::{Error, ERROR_CLASSES};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 const MAGIC: u64 = 0x6477_6570_635f_7634; // "dwepc_v4"
@@ -86,9 +87,10 @@ const VM_NAME_WORDS: usize = 10;
 
 /// How a peer's server was matched to a VM (the collector writes it; the
 /// status page reads it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mapping {
     /// Not looked up yet (no inventory read).
+    #[default]
     Pending,
     /// Its VM was found (its name is kept beside).
     Mapped,
@@ -100,34 +102,30 @@ pub enum Mapping {
     NoAddress,
 }
 
+/// Mappings by zone code, with their status-page names.
+const MAPPINGS: [(Mapping, &str); 5] = [
+    (Mapping::Pending, "pending"),
+    (Mapping::Mapped, "mapped"),
+    (Mapping::NoGuestIp, "no_vm_with_guest_ip"),
+    (Mapping::NoVmNamed, "no_vm_named"),
+    (Mapping::NoAddress, "no_address"),
+];
+
 impl Mapping {
     fn from_u64(x: u64) -> Mapping {
-        match x & 0xff {
-            1 => Mapping::Mapped,
-            2 => Mapping::NoGuestIp,
-            3 => Mapping::NoVmNamed,
-            4 => Mapping::NoAddress,
-            _ => Mapping::Pending,
-        }
-    }
-    fn code(self) -> u64 {
-        match self {
-            Mapping::Pending => 0,
-            Mapping::Mapped => 1,
-            Mapping::NoGuestIp => 2,
-            Mapping::NoVmNamed => 3,
-            Mapping::NoAddress => 4,
-        }
+        MAPPINGS
+            .get((x & 0xff) as usize)
+            .map_or(Mapping::Pending, |m| m.0)
     }
     /// Its name on the status page.
     pub fn name(self) -> &'static str {
-        match self {
-            Mapping::Pending => "pending",
-            Mapping::Mapped => "mapped",
-            Mapping::NoGuestIp => "no_vm_with_guest_ip",
-            Mapping::NoVmNamed => "no_vm_named",
-            Mapping::NoAddress => "no_address",
-        }
+        MAPPINGS[self as usize].1
+    }
+}
+
+impl serde::Serialize for Mapping {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -726,7 +724,7 @@ impl<'a> Shared<'a> {
                 .store(u64::from_le_bytes(chunk), Relaxed);
         }
         self.p(i, P_MAP)
-            .store(m.code() | (end as u64) << 8, Release);
+            .store(m as u64 | (end as u64) << 8, Release);
     }
 
     /// How peer `i` was matched, and its VM's name.
@@ -1014,20 +1012,6 @@ pub const ENDPOINT_WORDS: usize = 24;
 /// vSphere endpoint.
 pub const LEASE_WORDS: usize = LEASE_HEAD + MAX_ENDPOINT_RECORDS * ENDPOINT_WORDS;
 
-/// Error classes counted per endpoint, in record order
-/// (`vsphere::client::Error::class`).
-pub const ERROR_CLASSES: [&str; 10] = [
-    "setup",
-    "connect",
-    "timeout",
-    "http",
-    "malformed",
-    "not_authenticated",
-    "invalid_login",
-    "fault",
-    "transport",
-    "too_large",
-];
 const E_KEY: usize = 0;
 const E_CALLS: usize = 1;
 const E_LOGINS: usize = 2;
@@ -1075,15 +1059,12 @@ impl<'a> EndpointRecord<'a> {
         self.w(E_AUTH_STREAK).store(0, Relaxed);
         self.w(E_AUTH_RETRY_AT).store(0, Relaxed);
     }
-    /// A login refused at `now_ms`: the next is held back 5 minutes,
-    /// doubling with every refusal in a row up to an hour (vCenter locks
-    /// an account after 5 failures in 3 minutes by default). Returns the
-    /// time of the next try.
+    /// A login refused at `now_ms`: the next is held back
+    /// ([`auth_wait_ms`]). Returns the time of the next try.
     pub fn login_refused(&self, now_ms: u64) -> u64 {
         self.w(E_AUTH_FAILS).fetch_add(1, Relaxed);
-        let streak = self.w(E_AUTH_STREAK).fetch_add(1, Relaxed).min(4);
-        let wait = (AUTH_RETRY_MS << streak).min(AUTH_RETRY_MAX_MS);
-        let at = now_ms + wait;
+        let streak = self.w(E_AUTH_STREAK).fetch_add(1, Relaxed);
+        let at = now_ms + auth_wait_ms(streak);
         self.w(E_AUTH_RETRY_AT).store(at, Relaxed);
         at
     }
@@ -1095,11 +1076,9 @@ impl<'a> EndpointRecord<'a> {
     pub fn success(&self, now_ms: u64) {
         self.w(E_LAST_OK).store(now_ms, Relaxed);
     }
-    /// Counts an error of `class` (unknown classes are not counted).
-    pub fn error(&self, class: &str) {
-        if let Some(i) = ERROR_CLASSES.iter().position(|c| *c == class) {
-            self.w(E_ERRORS + i).fetch_add(1, Relaxed);
-        }
+    /// Counts an error, by its class.
+    pub fn error(&self, e: &Error) {
+        self.w(E_ERRORS + e.class_index()).fetch_add(1, Relaxed);
     }
     /// The record now.
     pub fn stats(&self) -> EndpointStats {
@@ -1112,6 +1091,13 @@ impl<'a> EndpointRecord<'a> {
             errors: std::array::from_fn(|i| self.w(E_ERRORS + i).load(Relaxed)),
         }
     }
+}
+
+/// The wait after a refused login, `streak` refusals in a row before it:
+/// 5 minutes, doubling up to an hour (vCenter locks an account after 5
+/// failures in 3 minutes by default).
+pub fn auth_wait_ms(streak: u64) -> u64 {
+    (AUTH_RETRY_MS << streak.min(4)).min(AUTH_RETRY_MAX_MS)
 }
 
 /// First wait after a refused login.
@@ -1236,8 +1222,7 @@ mod lease_tests {
         let l = Lease::new(&words).unwrap();
         let a = l.endpoint(7).unwrap();
         a.add_calls(3);
-        a.error("timeout");
-        a.error("no such class");
+        a.error(&crate::vsphere::client::Error::Timeout);
         // the same key finds the same record; another key another one
         assert_eq!(l.endpoint(7).unwrap().stats().calls, 3);
         assert_eq!(l.find_endpoint(7).unwrap().stats().calls, 3);

@@ -22,7 +22,7 @@ pub struct PeerStatus {
     pub vm: Option<String>,
     /// "mapped", or why not: "no_vm_with_guest_ip", "no_vm_named",
     /// "no_address", "pending" (no inventory read yet).
-    pub mapping: String,
+    pub mapping: Mapping,
     /// Usable capacity per resource.
     #[serde(serialize_with = "per_resource")]
     pub capacity: Res,
@@ -197,10 +197,10 @@ pub fn render(ups: &[UpstreamStatus]) -> String {
     struct Doc<'a> {
         upstreams: &'a [UpstreamStatus],
     }
-    let mut doc = serde_json::to_string(&Doc { upstreams: ups })
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    doc.push('\n');
-    doc
+    match serde_json::to_string(&Doc { upstreams: ups }) {
+        Ok(doc) => doc + "\n",
+        Err(e) => render_error(&e.to_string()),
+    }
 }
 
 /// An error document: `{"error": msg}` and a newline.
@@ -291,7 +291,7 @@ pub fn snapshot(
                 server: p.server.to_string(),
                 backup: p.backup,
                 vm,
-                mapping: mapping.name().into(),
+                mapping,
                 capacity: info.map_or(nan4, |x| x.capacity),
                 requests: info.map_or(0, |x| x.total),
                 in_flight: info.map_or(0, |x| x.in_flight),
@@ -303,7 +303,10 @@ pub fn snapshot(
         .collect::<Vec<PeerStatus>>();
     UpstreamStatus {
         servers: peers.len() as u64,
-        mapped: peers.iter().filter(|p| p.mapping == "mapped").count() as u64,
+        mapped: peers
+            .iter()
+            .filter(|p| p.mapping == Mapping::Mapped)
+            .count() as u64,
         name: u.name.to_string(),
         mode: u.conf.mode.name().into(),
         balancing: if usable { "dwepc" } else { "round_robin" }.into(),

@@ -713,11 +713,16 @@ func writeHostile(w http.ResponseWriter, mode string) {
 		const size = 200 << 20
 		w.Header().Set("Content-Length", strconv.Itoa(size))
 		w.WriteHeader(http.StatusOK)
-		body := []byte(head)
-		for len(body) < size {
-			body = append(body, chunk...)
+		_, _ = io.WriteString(w, head)
+		for n := len(head); n < size; n += len(chunk) {
+			part := chunk
+			if size-n < len(part) {
+				part = part[:size-n]
+			}
+			if _, err := w.Write(part); err != nil {
+				return
+			}
 		}
-		_, _ = w.Write(body[:size])
 	case "elements":
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, head)

@@ -33,7 +33,7 @@ pub const VMS_PER_PAGE: usize = 50;
 /// The most one answer may hold: body bytes read and elements parsed
 /// (text is bounded by the body). Sized per call from what the call can
 /// legitimately return, with a margin; the parsed tree then takes at most
-/// about `nodes × 184 + body` bytes ([`xml::Limits::tree_bytes`]).
+/// about `nodes × (size_of::<xml::Node>() + 64) + body` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
     pub body: usize,
@@ -85,30 +85,32 @@ struct Capped<R> {
     deadline: std::time::Instant,
 }
 
+impl<R> Capped<R> {
+    fn too_large(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("more than {} KB", self.cap / 1024),
+        )
+    }
+}
+
 impl<R: std::io::Read> std::io::Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::{Error as IoError, ErrorKind};
         if std::time::Instant::now() > self.deadline {
-            return Err(IoError::new(
-                ErrorKind::TimedOut,
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
                 "the answer did not end in time",
             ));
         }
         if self.read > self.cap {
-            return Err(IoError::new(
-                ErrorKind::FileTooLarge,
-                format!("more than {} KB", self.cap / 1024),
-            ));
+            return Err(self.too_large());
         }
         // one byte past the cap tells a body of exactly `cap` from a larger one
         let room = (self.cap + 1 - self.read).min(buf.len());
         let n = self.inner.read(&mut buf[..room])?;
         self.read += n;
         if self.read > self.cap {
-            return Err(IoError::new(
-                ErrorKind::FileTooLarge,
-                format!("more than {} KB", self.cap / 1024),
-            ));
+            return Err(self.too_large());
         }
         Ok(n)
     }
@@ -182,22 +184,42 @@ impl Error {
         }
     }
 
-    /// A stable short class for "log once per state change".
-    pub fn class(&self) -> &'static str {
+    /// Position of its class in [`ERROR_CLASSES`].
+    pub fn class_index(&self) -> usize {
         match self {
-            Error::Setup(_) => "setup",
-            Error::Connect(_) => "connect",
-            Error::Timeout => "timeout",
-            Error::Http(_) => "http",
-            Error::Malformed(_) => "malformed",
-            Error::NotAuthenticated => "not_authenticated",
-            Error::InvalidLogin => "invalid_login",
-            Error::Fault(_) => "fault",
-            Error::Transport(_) => "transport",
-            Error::TooLarge { .. } => "too_large",
+            Error::Setup(_) => 0,
+            Error::Connect(_) => 1,
+            Error::Timeout => 2,
+            Error::Http(_) => 3,
+            Error::Malformed(_) => 4,
+            Error::NotAuthenticated => 5,
+            Error::InvalidLogin => 6,
+            Error::Fault(_) => 7,
+            Error::Transport(_) => 8,
+            Error::TooLarge { .. } => 9,
         }
     }
+
+    /// A stable short class for "log once per state change", counted per
+    /// endpoint and shown as the `kind` label of the Prometheus errors.
+    pub fn class(&self) -> &'static str {
+        ERROR_CLASSES[self.class_index()]
+    }
 }
+
+/// Every error class, in [`Error::class_index`] order.
+pub const ERROR_CLASSES: [&str; 10] = [
+    "setup",
+    "connect",
+    "timeout",
+    "http",
+    "malformed",
+    "not_authenticated",
+    "invalid_login",
+    "fault",
+    "transport",
+    "too_large",
+];
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -333,11 +355,6 @@ impl Client {
         self.sc.as_ref()
     }
 
-    /// True once logged in.
-    pub fn logged_in(&self) -> bool {
-        self.cookie.is_some()
-    }
-
     fn sc(&self) -> Result<&ServiceContent, Error> {
         self.sc
             .as_ref()
@@ -408,8 +425,28 @@ impl Client {
         Ok(doc)
     }
 
+    fn retrieve(
+        &mut self,
+        method: &'static str,
+        inner: String,
+        budget: Budget,
+    ) -> Result<Node, Error> {
+        let sc = self.sc()?;
+        let body = format!(
+            "<{method} xmlns=\"urn:vim25\">{}{inner}</{method}>",
+            mo("_this", &sc.property_collector)
+        );
+        self.call(method, &body, budget)
+    }
+}
+
+impl super::Api for Client {
+    fn logged_in(&self) -> bool {
+        self.cookie.is_some()
+    }
+
     /// RetrieveServiceContent + Login.
-    pub fn connect(&mut self) -> Result<&ServiceContent, Error> {
+    fn connect(&mut self) -> Result<(), Error> {
         self.cookie = None;
         let doc = self.call(
             "RetrieveServiceContent",
@@ -428,11 +465,11 @@ impl Client {
         if self.cookie.is_none() {
             return Err(Error::Malformed("Login returned no session cookie".into()));
         }
-        self.sc()
+        Ok(())
     }
 
     /// Logout (best effort; forgets the session either way).
-    pub fn logout(&mut self) {
+    fn logout(&mut self) {
         if self.cookie.is_some() {
             if let Ok(sc) = self.sc() {
                 let body = format!(
@@ -445,22 +482,8 @@ impl Client {
         self.cookie = None;
     }
 
-    fn retrieve(
-        &mut self,
-        method: &'static str,
-        inner: String,
-        budget: Budget,
-    ) -> Result<Node, Error> {
-        let sc = self.sc()?;
-        let body = format!(
-            "<{method} xmlns=\"urn:vim25\">{}{inner}</{method}>",
-            mo("_this", &sc.property_collector)
-        );
-        self.call(method, &body, budget)
-    }
-
     /// The `perfCounter` property: (id, "group.name.rollup").
-    pub fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
+    fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
         let pm = self.sc()?.perf_manager.clone();
         let inner = format!(
             "<specSet><propSet><type>PerformanceManager</type><pathSet>perfCounter</pathSet></propSet>\
@@ -472,7 +495,7 @@ impl Client {
     }
 
     /// A ContainerView of all VMs under the root folder.
-    pub fn create_vm_view(&mut self) -> Result<MoRef, Error> {
+    fn create_vm_view(&mut self) -> Result<MoRef, Error> {
         let sc = self.sc()?;
         let body = format!(
             "<CreateContainerView xmlns=\"urn:vim25\">{}{}<type>VirtualMachine</type><recursive>true</recursive></CreateContainerView>",
@@ -485,7 +508,7 @@ impl Client {
     }
 
     /// All VMs in `view` with the inventory properties.
-    pub fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
         let paths: String = VM_PROPERTIES
             .iter()
             .map(|p| format!("<pathSet>{p}</pathSet>"))
@@ -518,7 +541,7 @@ impl Client {
     }
 
     /// QueryPerfProviderSummary of a VM: its realtime refresh rate (s).
-    pub fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error> {
+    fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error> {
         let sc = self.sc()?;
         let body = format!(
             "<QueryPerfProviderSummary xmlns=\"urn:vim25\">{}<entity type=\"VirtualMachine\">{}</entity></QueryPerfProviderSummary>",
@@ -531,7 +554,7 @@ impl Client {
 
     /// One batched QueryPerf for `vms` and `counters` (instance ""), at
     /// `interval` seconds, the newest `max_sample` samples.
-    pub fn query_perf(
+    fn query_perf(
         &mut self,
         vms: &[String],
         counters: &[i32],
@@ -566,7 +589,7 @@ impl Client {
 
     /// CurrentTime: the server clock (ms since the epoch). Also keeps the
     /// session alive.
-    pub fn current_time(&mut self) -> Result<u64, Error> {
+    fn current_time(&mut self) -> Result<u64, Error> {
         let doc = self.call(
             "CurrentTime",
             "<CurrentTime xmlns=\"urn:vim25\"><_this type=\"ServiceInstance\">ServiceInstance</_this></CurrentTime>",
@@ -574,42 +597,7 @@ impl Client {
         )?;
         xml::current_time(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
-}
 
-impl super::Api for Client {
-    fn logged_in(&self) -> bool {
-        Client::logged_in(self)
-    }
-    fn connect(&mut self) -> Result<(), Error> {
-        Client::connect(self).map(|_| ())
-    }
-    fn logout(&mut self) {
-        Client::logout(self)
-    }
-    fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
-        Client::perf_counters(self)
-    }
-    fn create_vm_view(&mut self) -> Result<MoRef, Error> {
-        Client::create_vm_view(self)
-    }
-    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
-        Client::vms(self, view)
-    }
-    fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error> {
-        Client::refresh_rate(self, vm)
-    }
-    fn query_perf(
-        &mut self,
-        vms: &[String],
-        counters: &[i32],
-        interval: i32,
-        max_sample: u32,
-    ) -> Result<Vec<EntityMetric>, Error> {
-        Client::query_perf(self, vms, counters, interval, max_sample)
-    }
-    fn current_time(&mut self) -> Result<u64, Error> {
-        Client::current_time(self)
-    }
     fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.calls
     }
@@ -626,6 +614,7 @@ impl Drop for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vsphere::Api;
 
     #[test]
     fn tls_failures_are_put_in_words() {

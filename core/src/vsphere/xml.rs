@@ -24,15 +24,6 @@ pub struct Limits {
     pub text: usize,
 }
 
-impl Limits {
-    /// Memory the parsed tree may take at most, in bytes (an estimate:
-    /// each element's struct, allocator overhead of its strings and vector,
-    /// and the text).
-    pub fn tree_bytes(&self) -> usize {
-        self.nodes * (std::mem::size_of::<Node>() + 64) + self.text
-    }
-}
-
 /// One XML element.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Node {

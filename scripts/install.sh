@@ -5,12 +5,17 @@
 #   golang-go golang-github-vmware-govmomi-dev   the vcsim test peer
 #   wrk                          HTTP load for benchmarks
 #   python3-matplotlib           lab plots
+#   prometheus                   promtool and the Prometheus server the
+#                                exposition is tested with
+#   nginx nginx-dev dpkg-dev     the Debian package: Debian's nginx and its
+#                                source (build-deb.sh), dpkg-shlibdeps
 # Runs apt-get update once, only when something is missing. Needs root (CI
 # runs as root) or sudo.
 set -euo pipefail
 
 pkgs=(libclang-dev libpcre2-dev libssl-dev zlib1g-dev make pkg-config
-      golang-go golang-github-vmware-govmomi-dev wrk python3-matplotlib)
+      golang-go golang-github-vmware-govmomi-dev wrk python3-matplotlib
+      prometheus nginx nginx-dev dpkg-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -21,7 +21,7 @@ use dwepc_core::algo::{Argmax, Rng};
 use dwepc_core::conf::{match_nodes, Mode, Pick};
 use dwepc_core::shared::{names_hash, Shared};
 use dwepc_core::shares::{LeastShare, SmoothTie};
-use dwepc_core::slots::{ListPeer, SlotKind, SlotMap, SPARE_SLOTS};
+use dwepc_core::slots::{ListPeer, SlotKind, SlotMap};
 use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
     ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_init_round_robin,
@@ -77,7 +77,7 @@ unsafe fn state_of(us: *mut ngx_http_upstream_srv_conf_t) -> *const UpstreamStat
 }
 
 /// The slots of one peer list: its peers at configuration (a fixed slot
-/// each), then [`SPARE_SLOTS`] spares per `resolve` server of the list.
+/// each), then [`dwepc_core::slots::SPARE_SLOTS`] spares per `resolve` server of the list.
 fn peers_meta(peers: *mut ngx_http_upstream_rr_peers_t, backup: bool, out: &mut Vec<PeerMeta>) {
     if peers.is_null() {
         return;
@@ -105,7 +105,7 @@ fn peers_meta(peers: *mut ngx_http_upstream_rr_peers_t, backup: bool, out: &mut 
             let mut t = (*peers).resolve;
             while !t.is_null() {
                 let server = ngx_str(&(*t).server);
-                for _ in 0..SPARE_SLOTS {
+                for _ in 0..dwepc_core::slots::SPARE_SLOTS {
                     out.push(PeerMeta {
                         kind: SlotKind::Spare {
                             server: server.clone(),

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{Mutex, Once};
 
 use ngx::ffi::{ngx_cached_time, ngx_conf_t, ngx_log_t, ngx_str_t, NGX_LOG_ALERT, NGX_LOG_EMERG};
 
@@ -122,7 +122,7 @@ pub fn fault(point: &'static str) {
     #[cfg(debug_assertions)]
     {
         // read once: no allocation or lock on the request path after that
-        static LISTED: OnceLock<Vec<String>> = OnceLock::new();
+        static LISTED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         static FIRED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
         let listed = LISTED.get_or_init(|| {
             std::env::var("DWEPC_FAULT")

@@ -2,6 +2,7 @@
 //! the collector thread, mapping, the split, faults, sessions, reloads.
 
 mod common;
+use common::prom;
 use common::vcsim::Opts;
 use common::vsenv::{VsEnv, VsOpts};
 use common::{http, nginx, wait_for};
@@ -823,11 +824,51 @@ fn prometheus_exposition_of_a_live_upstream() {
         .unwrap()
         .as_secs_f64();
     assert!((now - last).abs() < 10.0, "{last} vs {now}");
+    // each mapped VM's newest sample as a fraction of its capacity
+    let cpu: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("dwepc_peer_utilization_ratio{") && l.contains("resource=\"cpu\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .collect();
+    assert_eq!(cpu.len(), 3, "{text}");
+    assert!(cpu.iter().all(|u| (0.0..=1.5).contains(u)), "{cpu:?}");
+    assert!(cpu.iter().any(|&u| u > 0.0), "{cpu:?}");
     // one upstream by name works in this format too
     let one = http::get(env.port, "/dwepc?format=prometheus&upstream=app");
     assert!(
         one.body.contains("dwepc_peer_requests_total"),
         "{}",
         one.body
+    );
+
+    // Prometheus' own linter accepts the exposition
+    let (ok, said) = prom::promtool_check(&text);
+    assert!(ok, "promtool check metrics:\n{said}\n{text}");
+
+    // and a real Prometheus server scrapes it: the scrape succeeds (up=1,
+    // which needs the whole page to parse) and the servers' request
+    // counters can be queried through its HTTP API, as sent
+    let p = prom::Prometheus::start(env.port, "/dwepc");
+    let series = wait_for(Duration::from_secs(30), || {
+        let up = p.query("up{job=\"dwepc\"}");
+        let reqs = p.query("dwepc_peer_requests_total{upstream=\"app\"}");
+        (up.first().map(|x| x.1) == Some(1.0) && reqs.len() == 3).then_some(reqs)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no dwepc series in Prometheus: up={:?}\n{}",
+            p.query("up"),
+            p.log()
+        )
+    });
+    let scraped: f64 = series.iter().map(|x| x.1).sum();
+    assert!(scraped >= sent, "{scraped} vs {sent}");
+    assert!(
+        series
+            .iter()
+            .all(|(m, _)| m["server"].is_string() && m["peer"].is_string()),
+        "{series:?}"
     );
 }

@@ -989,6 +989,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             }
         }
         let mut added = false;
+        let mut newest_usage: Option<Vec<Res>> = None;
         for (ts, iv) in stamps {
             if ts <= run.newest_ts || iv == 0 {
                 continue;
@@ -1010,6 +1011,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                     })
                 })
                 .collect();
+            newest_usage = Some(usage.clone());
             let end = (ts as i64 - skew_ms).max(0) as u64;
             let period = iv as u64 * 1000;
             // shares mode feeds its own model only; the paper model keeps
@@ -1049,6 +1051,9 @@ impl<'z, 'h> Collector<'z, 'h> {
             return;
         }
         let shared = u.shared;
+        for (p, x) in newest_usage.iter().flatten().enumerate() {
+            shared.set_usage(p, *x);
+        }
         let now = self.host.now_ms();
         if let Some(sm) = &mut run.shares {
             shared.set_window(sm.window_len(), sm.newest_ms().unwrap_or(0));
@@ -1624,6 +1629,13 @@ mod tests {
         let cost = s.cost();
         assert!((cost[0] - CPU_PER_REQUEST as f64).abs() < 0.5, "{cost:?}");
         assert!((cost[2] - NET_PER_REQUEST as f64).abs() < 0.05, "{cost:?}");
+        // each VM's newest sample is published as it was reported (MB for
+        // memory): one of the periods' 1, 2 or 3 requests per 100 ms
+        for p in 0..2 {
+            let u = s.peer_info(p).usage;
+            assert!([1000.0, 2000.0, 3000.0].contains(&u[0]), "{u:?}");
+            assert_eq!(&u[1..], &[1024.0, 5.0 * u[0] / 100.0, 0.0], "{u:?}");
+        }
         // one session: counters, view, inventory, clock once, one
         // QueryPerf per 20 s
         let vc = rig.vc();

@@ -249,6 +249,19 @@ pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> Stri
         "Usable network capacity of the server's VM.",
         per_peer(&|p| p.capacity[2] * 1024.0),
     );
+    o.family(
+        "dwepc_peer_utilization_ratio",
+        "gauge",
+        "What the server's VM used in its newest sample, as a fraction of its usable capacity, per resource.",
+        peers.iter().flat_map(|(u, p)| {
+            crate::algo::RESOURCES.iter().enumerate().map(move |(j, r)| {
+                (
+                    format!("{},resource=\"{r}\"", peer_label(u, p)),
+                    p.usage[j] / p.capacity[j],
+                )
+            })
+        }),
+    );
     let sp = |p: &PeerStatus| match &p.model {
         PeerModel::Shares(s) => Some(s.clone()),
         PeerModel::Paper(_) => None,
@@ -379,6 +392,7 @@ mod tests {
                 requests: 7,
                 cpu_ready_pct: 2.5,
                 capacity: [4000.0, 2048.0, f64::NAN, f64::NAN],
+                usage: [1000.0, 512.0, 30.0, f64::NAN],
                 model: PeerModel::Shares(SharesPeer {
                     share: 0.25,
                     ..SharesPeer::default()
@@ -406,6 +420,8 @@ mod tests {
             "dwepc_peer_cpu_ready_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\"} 0.025",
             "dwepc_peer_memory_capacity_bytes{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\"} 2147483648",
             "dwepc_peer_share_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\"} 0.25",
+            "dwepc_peer_utilization_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\",resource=\"cpu\"} 0.25",
+            "dwepc_peer_utilization_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\",resource=\"mem\"} 0.25",
             "vm=\"web-1\",mapping=\"mapped\",backup=\"false\"} 1",
             "dwepc_vsphere_errors_total{vsphere=\"vc\",kind=\"timeout\"} 4",
             "dwepc_vsphere_errors_total{vsphere=\"vc\",kind=\"too_large\"} 0",
@@ -417,6 +433,9 @@ mod tests {
         assert!(!text.contains("NaN"), "{text}");
         assert!(!text.contains("dwepc_peer_network_capacity_bytes_per_second"));
         assert!(!text.contains("dwepc_peer_allocation"));
+        // net: no capacity; disk: not reported
+        assert!(!text.contains("resource=\"net\""));
+        assert!(!text.contains("resource=\"disk\""));
         // every sample line belongs to a family declared just before it
         let mut declared = std::collections::HashSet::new();
         for l in text.lines() {

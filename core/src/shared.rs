@@ -13,7 +13,8 @@
 //!          lines)
 //! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU
 //!          ready, target share, background[4], effective CPU, failed,
-//!          identity, address[2], port (see below)
+//!          identity, address[2], port, mapping, VM name[10],
+//!          newest usage[4] (see below)
 //! ```
 //!
 //! In-flight requests of a peer are `sent − done` over every worker of the
@@ -35,12 +36,12 @@ use crate::algo::{Res, R};
 use crate::vsphere::client::{Error, ERROR_CLASSES};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-const MAGIC: u64 = 0x6477_6570_635f_7634; // "dwepc_v4"
+const MAGIC: u64 = 0x6477_6570_635f_7635; // "dwepc_v5"
 
 /// Words in the header.
 pub const HEADER: usize = 24;
-/// Words per peer: 4 hot + 34 cold.
-pub const PEER: usize = 38;
+/// Words per peer: 4 hot + 38 cold.
+pub const PEER: usize = 42;
 const HOT: usize = 4;
 const COLD: usize = PEER - HOT;
 
@@ -81,9 +82,11 @@ const P_ADDR: usize = HOT + 20; // 2 words
 const P_PORT: usize = HOT + 22;
 const P_MAP: usize = HOT + 23;
 const P_VM: usize = HOT + 24; // VM_NAME_WORDS words
+const P_USE: usize = P_VM + VM_NAME_WORDS; // 4 words
 
 /// Words of a peer's VM name (vSphere names are at most 80 characters).
 const VM_NAME_WORDS: usize = 10;
+const _: () = assert!(P_USE + R == PEER, "peer words out of step with PEER");
 
 /// How a peer's server was matched to a VM (the collector writes it; the
 /// status page reads it).
@@ -339,6 +342,7 @@ impl<'a> Shared<'a> {
                 self.p(i, P_CAP + j).store(nan, Relaxed);
                 self.p(i, P_Q + j).store(nan, Relaxed);
                 self.p(i, P_BG + j).store(nan, Relaxed);
+                self.p(i, P_USE + j).store(nan, Relaxed);
             }
         }
         for j in 0..R {
@@ -616,6 +620,14 @@ impl<'a> Shared<'a> {
         self.p(i, P_READY).store(pct.to_bits(), Relaxed);
     }
 
+    /// Publishes what peer `i`'s VM used in its newest sample, per
+    /// resource (MHz, MB, KB/s, KB/s; NaN: not reported).
+    pub fn set_usage(&self, i: usize, usage: Res) {
+        for (j, x) in usage.iter().enumerate() {
+            self.p(i, P_USE + j).store(x.to_bits(), Relaxed);
+        }
+    }
+
     /// The identity that holds slot `i` (0: a free spare slot).
     pub fn slot_ident(&self, i: usize) -> u64 {
         self.p(i, P_IDENT).load(Acquire)
@@ -764,6 +776,7 @@ impl<'a> Shared<'a> {
             target_share: f(self.p(i, P_TSHARE).load(Relaxed)),
             background: std::array::from_fn(|j| f(self.p(i, P_BG + j).load(Relaxed))),
             effective_cpu: f(self.p(i, P_ECPU).load(Relaxed)),
+            usage: std::array::from_fn(|j| f(self.p(i, P_USE + j).load(Relaxed))),
         }
     }
 }
@@ -805,6 +818,8 @@ pub struct PeerInfo {
     pub background: Res,
     /// CPU capacity after CPU ready.
     pub effective_cpu: f64,
+    /// Use of the VM in its newest sample, per resource.
+    pub usage: Res,
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ pub struct PeerStatus {
     /// Usable capacity per resource.
     #[serde(serialize_with = "per_resource")]
     pub capacity: Res,
+    /// What the VM used in its newest sample, per resource (MHz, MB,
+    /// KB/s, KB/s).
+    #[serde(serialize_with = "per_resource")]
+    pub usage: Res,
     /// Requests sent since the zone was created.
     pub requests: u64,
     /// Requests in flight now, over every worker.
@@ -293,6 +297,7 @@ pub fn snapshot(
                 vm,
                 mapping,
                 capacity: info.map_or(nan4, |x| x.capacity),
+                usage: info.map_or(nan4, |x| x.usage),
                 requests: info.map_or(0, |x| x.total),
                 in_flight: info.map_or(0, |x| x.in_flight),
                 failed: info.map_or(0, |x| x.failed),

@@ -75,7 +75,7 @@ pub struct VsEnv {
     pub vcsim: Vcsim,
     pub backends: Vec<Backend>,
     pub text: String,
-    feeder: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    feeder: Option<Feeder>,
     net_per_req: f64,
     flat_mem_net: (i64, i64),
     /// Extra CPU (MHz) per VM, added by the feeder.
@@ -170,58 +170,20 @@ impl VsEnv {
         }
     }
 
-    /// Counters written every 200 ms from the backends' request rates over
-    /// the last second: cpu = extra + 25 MHz per req/s, net = a constant +
-    /// `net_per_req` per req/s, memory constant.
+    /// Counters written every 200 ms from the backends' request rates (see
+    /// [`Feeder`]), with this environment's extra CPU per VM.
     pub fn start_feeder(&mut self) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let counts: Vec<Arc<std::sync::atomic::AtomicU64>> =
-            self.backends.iter().map(|b| b.requests.clone()).collect();
-        let path = self.vcsim.counters_path();
-        let extra = self.extra_cpu.clone();
-        let s2 = stop.clone();
-        let net_per_req = self.net_per_req;
-        let (mem, net) = self.flat_mem_net;
-        let h = std::thread::spawn(move || {
-            let mut hist: std::collections::VecDeque<(Instant, Vec<u64>)> = Default::default();
-            while !s2.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                let cur: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-                hist.push_back((now, cur.clone()));
-                while hist.len() > 2 && now.duration_since(hist[1].0) >= Duration::from_secs(1) {
-                    hist.pop_front();
-                }
-                let (t0, c0) = hist.front().unwrap().clone();
-                let dt = now.duration_since(t0).as_secs_f64().max(0.2);
-                let extra = extra.lock().unwrap().clone();
-                let mut m = serde_json::Map::new();
-                for i in 0..cur.len() {
-                    let rate = (cur[i] - c0[i]) as f64 / dt;
-                    m.insert(
-                        vm_name(i),
-                        serde_json::json!({
-                            "cpu.usagemhz.average": (extra[i] + 25.0 * rate).round() as i64,
-                            "mem.consumed.average": mem,
-                            "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
-                            "disk.usage.average": 0,
-                            "cpu.ready.summation": 10 * (i as i64 + 1)
-                        }),
-                    );
-                }
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).unwrap();
-                std::fs::rename(&tmp, &path).unwrap();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        self.feeder = Some((stop, h));
+        self.feeder = Some(Feeder::start(
+            &self.backends,
+            self.vcsim.counters_path(),
+            self.extra_cpu.clone(),
+            self.net_per_req,
+            self.flat_mem_net,
+        ));
     }
 
     pub fn stop_feeder(&mut self) {
-        if let Some((s, h)) = self.feeder.take() {
-            s.store(true, Ordering::Relaxed);
-            let _ = h.join();
-        }
+        self.feeder = None;
     }
 
     /// The status of upstream "app".
@@ -280,5 +242,74 @@ impl VsEnv {
 impl Drop for VsEnv {
     fn drop(&mut self) {
         self.stop_feeder();
+    }
+}
+
+/// Writes vcsim's counters file every 200 ms from the backends' request
+/// rates over the last second: cpu = extra + 25 MHz per req/s, net = a
+/// constant + `net_per_req` per req/s, memory constant; VM `web-i` for
+/// backend `i`. Stops when dropped.
+pub struct Feeder {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feeder {
+    pub fn start(
+        backends: &[Backend],
+        path: std::path::PathBuf,
+        extra: Arc<Mutex<Vec<f64>>>,
+        net_per_req: f64,
+        (mem, net): (i64, i64),
+    ) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Vec<Arc<std::sync::atomic::AtomicU64>> =
+            backends.iter().map(|b| b.requests.clone()).collect();
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            let mut hist: std::collections::VecDeque<(Instant, Vec<u64>)> = Default::default();
+            while !s2.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                let cur: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                hist.push_back((now, cur.clone()));
+                while hist.len() > 2 && now.duration_since(hist[1].0) >= Duration::from_secs(1) {
+                    hist.pop_front();
+                }
+                let (t0, c0) = hist.front().unwrap().clone();
+                let dt = now.duration_since(t0).as_secs_f64().max(0.2);
+                let extra = extra.lock().unwrap().clone();
+                let mut m = serde_json::Map::new();
+                for i in 0..cur.len() {
+                    let rate = (cur[i] - c0[i]) as f64 / dt;
+                    m.insert(
+                        vm_name(i),
+                        serde_json::json!({
+                            "cpu.usagemhz.average": (extra.get(i).copied().unwrap_or(0.0) + 25.0 * rate).round() as i64,
+                            "mem.consumed.average": mem,
+                            "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
+                            "disk.usage.average": 0,
+                            "cpu.ready.summation": 10 * (i as i64 + 1)
+                        }),
+                    );
+                }
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Feeder {
+            stop,
+            thread: Some(h),
+        }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
     }
 }

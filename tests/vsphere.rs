@@ -395,7 +395,8 @@ fn hanging_or_lying_endpoint_never_stalls_requests() {
 }
 
 /// With several workers exactly one vSphere session exists; the poller
-/// moves to another worker when its worker dies.
+/// moves to another worker when its worker dies, and carries on with the
+/// dead worker's session instead of leaving it open and opening another.
 #[test]
 fn one_session_for_many_workers_and_takeover() {
     let mut env = VsEnv::start(VsOpts {
@@ -408,11 +409,22 @@ fn one_session_for_many_workers_and_takeover() {
     let st = env.vcsim.stats();
     assert_eq!(st["sessions"].as_u64(), Some(1), "{st}");
     assert_eq!(st["logins"].as_u64(), Some(1), "{st}");
-    // kill every worker but one hard: a survivor (or a respawned worker)
-    // takes over within a few seconds
+    // the polling worker is the one that said "polling" ("[notice] PID#TID:")
+    let log = env.nginx.error_log();
+    let holder: i32 = log
+        .lines()
+        .rfind(|l| l.contains("polling 3 VMs"))
+        .and_then(|l| l.split("] ").nth(1))
+        .and_then(|l| l.split('#').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no polling line: {log}"));
+    // kill it and another worker hard (kill -9: no logout): a survivor (or
+    // a respawned worker) takes over within a few seconds
     let workers = env.nginx.workers();
-    for w in &workers[..2] {
-        nginx::signal(*w, libc::SIGKILL);
+    assert!(workers.contains(&holder), "{holder} not in {workers:?}");
+    let other = *workers.iter().find(|&&w| w != holder).unwrap();
+    for w in [holder, other] {
+        nginx::signal(w, libc::SIGKILL);
     }
     let q0 = env.vcsim.calls("QueryPerf");
     std::thread::sleep(Duration::from_secs(4));
@@ -424,6 +436,16 @@ fn one_session_for_many_workers_and_takeover() {
     std::thread::sleep(Duration::from_secs(5));
     let per_s = (env.vcsim.calls("QueryPerf") - q1) as f64 / t.elapsed().as_secs_f64();
     assert!(per_s < 1.6, "QueryPerf {per_s:.2}/s: more than one poller?");
+    // with the dead worker's session: still one session, one login
+    let st = env.vcsim.stats();
+    assert_eq!(st["sessions"].as_u64(), Some(1), "{st}");
+    assert_eq!(st["logins"].as_u64(), Some(1), "{st}");
+    assert_eq!(
+        env.log_count("reusing the session of the previous polling worker"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
 }
 
 /// Reloads while polling: no hang, old workers exit promptly, no thread

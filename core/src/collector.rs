@@ -229,6 +229,11 @@ struct EpRun<'z> {
     /// lease zone has no record for this endpoint.
     auth_streak: u64,
     auth_retry_at: u64,
+    /// Just became the polling worker: the session a previous holder left
+    /// in the record may be taken over (once).
+    may_reuse: bool,
+    /// The current session was taken over and has not answered yet.
+    adopted: bool,
 }
 
 /// The collector state machine; `tick` is called every ~100 ms.
@@ -359,6 +364,8 @@ impl<'z, 'h> Collector<'z, 'h> {
                     .unwrap_or(20_000),
                 state: Some(""),
                 missing_logged: false,
+                may_reuse: false,
+                adopted: false,
                 calls: Default::default(),
                 auth_streak: 0,
                 auth_retry_at: 0,
@@ -416,12 +423,30 @@ impl<'z, 'h> Collector<'z, 'h> {
 
     /// Logs out of every session and gives the lease up.
     pub fn shutdown(&mut self) {
+        // no worker may take over a session that is being logged out
+        for k in 0..self.eps.len() {
+            if self.session_is_published(k) {
+                if let Some(r) = self.eps[k].record {
+                    r.set_session(None);
+                }
+            }
+        }
         if self.holder {
             self.spec.lease.release(self.spec.pid);
             self.holder = false;
         }
         for k in 0..self.eps.len() {
             self.drop_session(k, true);
+        }
+    }
+
+    /// Whether endpoint `k`'s session is the one its record hands over to
+    /// the next polling worker.
+    fn session_is_published(&self, k: usize) -> bool {
+        let ep = &self.eps[k];
+        match (ep.record, ep.client.as_ref().and_then(|c| c.session())) {
+            (Some(r), Some(ours)) => r.session().as_deref() == Some(ours.as_str()),
+            _ => false,
         }
     }
 
@@ -465,10 +490,13 @@ impl<'z, 'h> Collector<'z, 'h> {
                     Level::Notice,
                     "dwepc: another worker took over polling vSphere",
                 );
-                // log out: an abandoned session would count against
-                // vCenter's sessions per user until it expires
+                // a session still in the record is the new holder's to
+                // reuse; any other is logged out: an abandoned session
+                // counts against vCenter's sessions per user until it
+                // expires
                 for k in 0..self.eps.len() {
-                    self.drop_session(k, true);
+                    let handed_over = self.session_is_published(k);
+                    self.drop_session(k, !handed_over);
                 }
             }
             return;
@@ -480,6 +508,7 @@ impl<'z, 'h> Collector<'z, 'h> {
             }
             for e in &mut self.eps {
                 e.next_poll = 0;
+                e.may_reuse = true;
             }
         }
         for k in 0..self.eps.len() {
@@ -563,7 +592,9 @@ impl<'z, 'h> Collector<'z, 'h> {
         let calls_before = self.calls_total(k);
         let mut result = self.poll_inner(k);
         if result.as_ref().is_err_and(|e| e.needs_login()) {
-            // the session expired or the server restarted: log in again now
+            // the session expired, the server restarted, or the session
+            // taken over was gone: log in again now
+            self.eps[k].may_reuse = false;
             self.drop_session(k, false);
             result = self.poll_inner(k);
         }
@@ -692,17 +723,45 @@ impl<'z, 'h> Collector<'z, 'h> {
         let c = ep.client.as_mut().expect("client set above");
         if !c.logged_in() {
             ep.view = None;
-            c.connect()?;
-            ep.auth_streak = 0;
-            ep.auth_retry_at = 0;
-            if let Some(r) = ep.record {
-                r.login_ok();
+            // the session a polling worker that died or froze left behind,
+            // rather than a second one (checked by the next call)
+            let reuse = ep
+                .record
+                .filter(|_| std::mem::take(&mut ep.may_reuse))
+                .and_then(|r| r.session());
+            ep.adopted = false;
+            match reuse {
+                Some(cookie) => {
+                    c.adopt(&cookie)?;
+                    ep.adopted = true;
+                }
+                None => {
+                    c.connect()?;
+                    ep.auth_streak = 0;
+                    ep.auth_retry_at = 0;
+                    if let Some(r) = ep.record {
+                        r.login_ok();
+                        r.set_session(c.session().as_deref());
+                    }
+                }
             }
             ep.catalog = c
                 .perf_counters()?
                 .into_iter()
                 .map(|(id, n)| (n, id))
                 .collect();
+            if std::mem::take(&mut ep.adopted) {
+                if let Some(r) = ep.record {
+                    r.session_reused();
+                }
+                self.host.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: vSphere \"{}\": reusing the session of the previous polling worker",
+                        self.spec.endpoints[k].name
+                    ),
+                );
+            }
             ep.view = Some(c.create_vm_view()?);
             ep.inventory_at = None;
             ep.skew_at = None;
@@ -1233,7 +1292,7 @@ mod tests {
         fn open(&self, _cfg: &client::Config) -> Result<Box<dyn Api>, Error> {
             Ok(Box::new(Session {
                 vc: self.vc.clone(),
-                generation: None,
+                id: None,
                 calls: Default::default(),
             }))
         }
@@ -1255,8 +1314,10 @@ mod tests {
         samples: Vec<(u64, Vec<[i64; R]>)>,
         /// Every call of `method` fails with this error.
         failing: Option<(&'static str, Error)>,
-        /// Bumped by a server restart: older sessions are gone.
-        generation: u64,
+        /// Open sessions (a server restart clears them).
+        sessions: BTreeSet<u64>,
+        /// Sessions opened so far.
+        logins: u64,
         /// (method, host ms) of every call.
         calls: Vec<(&'static str, u64)>,
     }
@@ -1278,7 +1339,8 @@ mod tests {
                 vms: vec![vm(1), vm(2)],
                 samples: Vec::new(),
                 failing: None,
-                generation: 1,
+                sessions: BTreeSet::new(),
+                logins: 0,
                 calls: Vec::new(),
             }
         }
@@ -1300,8 +1362,8 @@ mod tests {
     /// One session with the scripted vCenter.
     struct Session {
         vc: Rc<RefCell<Vc>>,
-        /// The server generation it logged in to.
-        generation: Option<u64>,
+        /// Its session id (None: not logged in).
+        id: Option<u64>,
         calls: std::collections::BTreeMap<&'static str, u64>,
     }
 
@@ -1316,7 +1378,7 @@ mod tests {
                     return Err(e.clone());
                 }
             }
-            if needs_session && self.generation != Some(vc.generation) {
+            if needs_session && !self.id.is_some_and(|id| vc.sessions.contains(&id)) {
                 return Err(Error::NotAuthenticated);
             }
             Ok(())
@@ -1325,20 +1387,39 @@ mod tests {
 
     impl Api for Session {
         fn logged_in(&self) -> bool {
-            self.generation.is_some()
+            self.id.is_some()
         }
         fn connect(&mut self) -> Result<(), Error> {
-            self.generation = None;
+            self.id = None;
             self.call("RetrieveServiceContent", false)?;
             self.call("Login", false)?;
-            self.generation = Some(self.vc.borrow().generation);
+            let mut vc = self.vc.borrow_mut();
+            vc.logins += 1;
+            let id = vc.logins;
+            vc.sessions.insert(id);
+            self.id = Some(id);
             Ok(())
         }
         fn logout(&mut self) {
-            if self.generation.is_some() {
-                let _ = self.call("Logout", true);
+            if self.id.is_some() && self.call("Logout", true).is_ok() {
+                let id = self.id.unwrap_or(0);
+                self.vc.borrow_mut().sessions.remove(&id);
             }
-            self.generation = None;
+            self.id = None;
+        }
+        fn session(&self) -> Option<String> {
+            self.id.map(|id| format!("vmware_soap_session=\"s{id}\""))
+        }
+        fn adopt(&mut self, cookie: &str) -> Result<(), Error> {
+            self.id = None;
+            self.call("RetrieveServiceContent", false)?;
+            let id = cookie
+                .strip_prefix("vmware_soap_session=\"s")
+                .and_then(|c| c.strip_suffix('"'))
+                .and_then(|c| c.parse().ok())
+                .expect("a cookie of this vCenter");
+            self.id = Some(id);
+            Ok(())
         }
         fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
             self.call("RetrievePropertiesEx", true)?;
@@ -1770,7 +1851,7 @@ mod tests {
         rig.run(&mut c, 100_000, varying);
         assert_eq!(rig.vc().times("Login").len(), 1);
         // the server restarts: every session it had is gone
-        rig.vc().generation += 1;
+        rig.vc().sessions.clear();
         rig.run(&mut c, 130_000, varying);
         let vc = rig.vc();
         assert_eq!(vc.times("Login").len(), 2);
@@ -1832,21 +1913,119 @@ mod tests {
         assert!(rec.last_success_ms > 0 && rec.calls > 4);
     }
 
+    impl Rig {
+        /// The endpoint's record in the lease zone.
+        fn record(&self) -> crate::shared::EndpointRecord<'_> {
+            Lease::new(&self.lease)
+                .unwrap()
+                .find_endpoint(names_hash(["vc", "https://vc.test/sdk", "u"]))
+                .expect("the endpoint's record")
+        }
+        /// Open sessions on the scripted vCenter.
+        fn sessions(&self) -> Vec<u64> {
+            self.vc().sessions.iter().copied().collect()
+        }
+    }
+
     #[test]
-    fn a_worker_that_loses_the_lease_logs_out() {
+    fn a_killed_polling_worker_s_session_is_reused_not_left_open() {
         let rig = Rig::new(&["interval=20s"]);
         let mut a = rig.collector(10);
         rig.run(&mut a, 30_000, varying);
+        assert_eq!(rig.sessions(), [1]);
+        assert_eq!(
+            rig.record().session().as_deref(),
+            Some("vmware_soap_session=\"s1\"")
+        );
+        // a is killed (kill -9: no logout); b takes over and carries on
+        // with a's session instead of opening a second one
+        rig.host.dead.borrow_mut().push(10);
+        let mut b = rig.collector(11);
+        rig.run(&mut b, 100_000, varying);
+        assert!(b.is_holder());
         assert_eq!(rig.vc().times("Login").len(), 1);
-        // a freezes; b takes over after the takeover time
+        assert_eq!(rig.sessions(), [1]);
+        assert!(rig.shared().usable(rig.now()));
+        assert_eq!(
+            rig.host.logged(
+                Level::Notice,
+                "reusing the session of the previous polling worker"
+            ),
+            1
+        );
+        assert_eq!(rig.record().stats().sessions_reused, 1);
+        assert_eq!(rig.record().stats().logins, 1);
+        // b stops: the session is logged out and no longer handed over
+        b.shutdown();
+        assert!(rig.sessions().is_empty());
+        assert_eq!(rig.record().session(), None);
+        assert_eq!(rig.vc().times("Logout").len(), 1);
+    }
+
+    #[test]
+    fn a_handed_over_session_that_is_gone_is_replaced_in_the_same_poll() {
+        let rig = Rig::new(&["interval=20s"]);
+        let mut a = rig.collector(10);
+        rig.run(&mut a, 30_000, varying);
+        // a is killed and the vCenter restarts before b takes over: the
+        // session in the record is gone, so b logs in, within its first
+        // poll and without a warning
+        rig.host.dead.borrow_mut().push(10);
+        rig.vc().sessions.clear();
+        let mut b = rig.collector(11);
+        rig.run(&mut b, 100_000, varying);
+        assert_eq!(rig.vc().times("Login").len(), 2);
+        assert_eq!(rig.sessions(), [2]);
+        assert_eq!(
+            rig.record().session().as_deref(),
+            Some("vmware_soap_session=\"s2\"")
+        );
+        assert_eq!(rig.record().stats().sessions_reused, 0);
+        assert!(rig.host.log.borrow().iter().all(|(l, _)| *l != Level::Warn));
+        assert!(rig.shared().usable(rig.now()));
+    }
+
+    #[test]
+    fn a_frozen_worker_leaves_its_session_to_the_one_that_took_over() {
+        let rig = Rig::new(&["interval=20s"]);
+        let mut a = rig.collector(10);
+        rig.run(&mut a, 30_000, varying);
+        // a freezes; b takes over after the takeover time, with a's session
         let mut b = rig.collector(11);
         let t = rig.now() + a.lease_timeout_ms + 100;
         rig.host.now.set(t);
         b.tick(t);
         assert!(b.is_holder());
-        // a resumes, finds the lease gone and logs out of its session
+        // a resumes and finds the lease gone: the session is b's now, so a
+        // forgets it without logging it out
+        a.tick(t + 100);
+        assert!(!a.is_holder());
+        assert_eq!(rig.vc().times("Logout").len(), 0);
+        rig.run(&mut b, t + 60_000, varying);
+        assert_eq!(rig.vc().times("Login").len(), 1);
+        assert_eq!(rig.sessions(), [1]);
+        assert!(rig.shared().usable(rig.now()));
+    }
+
+    #[test]
+    fn a_frozen_worker_logs_out_a_session_no_one_took_over() {
+        let rig = Rig::new(&["interval=20s"]);
+        let mut a = rig.collector(10);
+        rig.run(&mut a, 30_000, varying);
+        // a freezes; its session was not handed over (a cookie too long
+        // for the record, say), so b opens its own
+        rig.record().set_session(None);
+        let mut b = rig.collector(11);
+        let t = rig.now() + a.lease_timeout_ms + 100;
+        rig.host.now.set(t);
+        b.tick(t);
+        assert!(b.is_holder());
+        assert_eq!(rig.sessions(), [1, 2]);
+        // a resumes: its session is not the one handed over, so a logs it
+        // out rather than leaving it open
         a.tick(t + 100);
         assert!(!a.is_holder());
         assert_eq!(rig.vc().times("Logout").len(), 1);
+        assert_eq!(rig.sessions(), [2]);
     }
 }

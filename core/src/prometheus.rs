@@ -339,6 +339,14 @@ pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> Stri
         endpoints.iter().map(|e| (ep(e), e.stats.logins as f64)),
     );
     o.family(
+        "dwepc_vsphere_sessions_reused_total",
+        "counter",
+        "Sessions taken over from a polling worker that died or froze, instead of opening another.",
+        endpoints
+            .iter()
+            .map(|e| (ep(e), e.stats.sessions_reused as f64)),
+    );
+    o.family(
         "dwepc_vsphere_login_refusals_total",
         "counter",
         "Logins the endpoint refused (wrong user or password).",

@@ -1022,7 +1022,7 @@ const LEASE_HEAD: usize = 8;
 /// share the last record's absence: they are polled, not recorded).
 pub const MAX_ENDPOINT_RECORDS: usize = 16;
 /// Words per endpoint record.
-pub const ENDPOINT_WORDS: usize = 24;
+pub const ENDPOINT_WORDS: usize = 40;
 /// Words of the instance-wide lease zone: the lease and one record per
 /// vSphere endpoint.
 pub const LEASE_WORDS: usize = LEASE_HEAD + MAX_ENDPOINT_RECORDS * ENDPOINT_WORDS;
@@ -1034,12 +1034,23 @@ const E_LAST_OK: usize = 3;
 const E_AUTH_FAILS: usize = 4;
 const E_AUTH_RETRY_AT: usize = 5;
 const E_AUTH_STREAK: usize = 6;
-const E_ERRORS: usize = 8;
+const E_REUSED: usize = 7;
+const E_ERRORS: usize = 8; // ERROR_CLASSES.len() words
+const E_SESSION_LEN: usize = 24;
+const E_SESSION: usize = 25; // SESSION_WORDS words
+const SESSION_WORDS: usize = ENDPOINT_WORDS - E_SESSION;
+/// The longest session cookie the record keeps (vCenter's and vcsim's
+/// are about 60 bytes); a longer one is not shared, only not reused.
+pub const MAX_SESSION_COOKIE: usize = SESSION_WORDS * 8;
+const _: () = assert!(E_ERRORS + ERROR_CLASSES.len() <= E_SESSION_LEN);
 
 /// What every worker knows of one vSphere endpoint, kept in the lease zone
 /// (so a new polling worker, or the workers after a reload, see it):
-/// calls, logins, errors by class, the last success, and the login
-/// refusals that hold further logins back.
+/// calls, logins, errors by class, the last success, the login refusals
+/// that hold further logins back, and the polling worker's session cookie,
+/// which a worker that takes over after the holder died or froze reuses
+/// instead of leaving that session open on the vCenter and opening
+/// another (vCenter caps sessions per user).
 #[derive(Clone, Copy)]
 pub struct EndpointRecord<'a> {
     mem: &'a [AtomicU64],
@@ -1056,6 +1067,8 @@ pub struct EndpointStats {
     pub auth_failures: u64,
     /// No login is tried before this (wall-clock ms; 0 = none held).
     pub auth_retry_at_ms: u64,
+    /// Sessions taken over from a polling worker that died or froze.
+    pub sessions_reused: u64,
     /// Errors per class of [`ERROR_CLASSES`].
     pub errors: [u64; ERROR_CLASSES.len()],
 }
@@ -1095,6 +1108,45 @@ impl<'a> EndpointRecord<'a> {
     pub fn error(&self, e: &Error) {
         self.w(E_ERRORS + e.class_index()).fetch_add(1, Relaxed);
     }
+    /// Publishes the polling worker's session cookie (`None`: no session
+    /// to hand over). Only the lease holder writes it.
+    pub fn set_session(&self, cookie: Option<&str>) {
+        let bytes = cookie.map_or(&[][..], str::as_bytes);
+        // an odd length word means "being written"
+        self.w(E_SESSION_LEN).store(1, Release);
+        if bytes.is_empty() || bytes.len() > MAX_SESSION_COOKIE {
+            self.w(E_SESSION_LEN).store(0, Release);
+            return;
+        }
+        for (i, chunk) in bytes.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.w(E_SESSION + i).store(u64::from_le_bytes(w), Relaxed);
+        }
+        self.w(E_SESSION_LEN)
+            .store((bytes.len() as u64) << 1, Release);
+    }
+    /// The session cookie published by the polling worker, if any.
+    pub fn session(&self) -> Option<String> {
+        let len = self.w(E_SESSION_LEN).load(Acquire);
+        if len == 0 || len & 1 == 1 {
+            return None;
+        }
+        let n = ((len >> 1) as usize).min(MAX_SESSION_COOKIE);
+        let mut bytes: Vec<u8> = (0..n.div_ceil(8))
+            .flat_map(|i| self.w(E_SESSION + i).load(Relaxed).to_le_bytes())
+            .collect();
+        bytes.truncate(n);
+        // written again meanwhile: no cookie rather than a torn one
+        if self.w(E_SESSION_LEN).load(Acquire) != len {
+            return None;
+        }
+        String::from_utf8(bytes).ok()
+    }
+    /// Counts a session taken over from a previous polling worker.
+    pub fn session_reused(&self) {
+        self.w(E_REUSED).fetch_add(1, Relaxed);
+    }
     /// The record now.
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
@@ -1103,6 +1155,7 @@ impl<'a> EndpointRecord<'a> {
             last_success_ms: self.w(E_LAST_OK).load(Relaxed),
             auth_failures: self.w(E_AUTH_FAILS).load(Relaxed),
             auth_retry_at_ms: self.w(E_AUTH_RETRY_AT).load(Relaxed),
+            sessions_reused: self.w(E_REUSED).load(Relaxed),
             errors: std::array::from_fn(|i| self.w(E_ERRORS + i).load(Relaxed)),
         }
     }
@@ -1261,5 +1314,36 @@ mod lease_tests {
             assert!(l.endpoint(k).is_some());
         }
         assert!(l.endpoint(1_000).is_none());
+    }
+
+    #[test]
+    fn the_session_cookie_round_trips_through_the_record() {
+        let words: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let l = Lease::new(&words).unwrap();
+        let a = l.endpoint(7).unwrap();
+        assert_eq!(a.session(), None);
+        let cookie = "vmware_soap_session=\"52a1c2f3-9d1e-4b7a-8c3f-0e6d2b1a9f47\"";
+        a.set_session(Some(cookie));
+        assert_eq!(
+            l.find_endpoint(7).unwrap().session().as_deref(),
+            Some(cookie)
+        );
+        // a shorter one leaves nothing of the longer behind
+        a.set_session(Some("s=1"));
+        assert_eq!(a.session().as_deref(), Some("s=1"));
+        // the longest kept, and one byte more is not kept at all
+        let longest = "x".repeat(MAX_SESSION_COOKIE);
+        a.set_session(Some(&longest));
+        assert_eq!(a.session().as_deref(), Some(longest.as_str()));
+        a.set_session(Some(&"x".repeat(MAX_SESSION_COOKIE + 1)));
+        assert_eq!(a.session(), None);
+        a.set_session(Some("s=2"));
+        a.set_session(None);
+        assert_eq!(a.session(), None);
+        // the record's other words are untouched
+        a.add_calls(2);
+        a.set_session(Some(&longest));
+        assert_eq!(a.stats().calls, 2);
+        assert_eq!(a.stats().errors, [0; ERROR_CLASSES.len()]);
     }
 }

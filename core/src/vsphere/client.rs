@@ -425,6 +425,17 @@ impl Client {
         Ok(doc)
     }
 
+    /// RetrieveServiceContent, forgetting any session.
+    fn service_content(&mut self) -> Result<ServiceContent, Error> {
+        self.cookie = None;
+        let doc = self.call(
+            "RetrieveServiceContent",
+            "<RetrieveServiceContent xmlns=\"urn:vim25\"><_this type=\"ServiceInstance\">ServiceInstance</_this></RetrieveServiceContent>",
+            Budget::SMALL,
+        )?;
+        xml::service_content(&doc).map_err(|e| Error::Malformed(e.to_string()))
+    }
+
     fn retrieve(
         &mut self,
         method: &'static str,
@@ -447,13 +458,7 @@ impl super::Api for Client {
 
     /// RetrieveServiceContent + Login.
     fn connect(&mut self) -> Result<(), Error> {
-        self.cookie = None;
-        let doc = self.call(
-            "RetrieveServiceContent",
-            "<RetrieveServiceContent xmlns=\"urn:vim25\"><_this type=\"ServiceInstance\">ServiceInstance</_this></RetrieveServiceContent>",
-            Budget::SMALL,
-        )?;
-        let sc = xml::service_content(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
+        let sc = self.service_content()?;
         let body = format!(
             "<Login xmlns=\"urn:vim25\">{}<userName>{}</userName><password>{}</password></Login>",
             mo("_this", &sc.session_manager),
@@ -465,6 +470,17 @@ impl super::Api for Client {
         if self.cookie.is_none() {
             return Err(Error::Malformed("Login returned no session cookie".into()));
         }
+        Ok(())
+    }
+
+    fn session(&self) -> Option<String> {
+        self.cookie.clone()
+    }
+
+    fn adopt(&mut self, cookie: &str) -> Result<(), Error> {
+        let sc = self.service_content()?;
+        self.sc = Some(sc);
+        self.cookie = Some(cookie.to_string());
         Ok(())
     }
 

@@ -16,6 +16,12 @@ pub trait Api {
     fn connect(&mut self) -> Result<(), Error>;
     /// Logout (best effort; forgets the session either way).
     fn logout(&mut self);
+    /// The session's cookie, once logged in (to hand it over).
+    fn session(&self) -> Option<String>;
+    /// RetrieveServiceContent, then carries on with the session `cookie`
+    /// (another worker's) instead of logging in; the next call that needs
+    /// a session tells whether it still lives (`NotAuthenticated`).
+    fn adopt(&mut self, cookie: &str) -> Result<(), Error>;
     /// The performance counter catalog: (id, "group.name.rollup").
     fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error>;
     /// A ContainerView of all VMs.

@@ -10,6 +10,7 @@ pub mod collector;
 pub mod conf;
 pub mod counts;
 pub mod linalg;
+pub mod place;
 pub mod prometheus;
 pub mod shared;
 pub mod shares;

@@ -30,19 +30,24 @@ struct Out {
 }
 
 impl Out {
-    fn family<I>(&mut self, name: &str, kind: &str, help: &str, samples: I)
+    /// Labels may be owned or borrowed (a server's labels are built once
+    /// and borrowed by each of its families).
+    fn family<I, L>(&mut self, name: &str, kind: &str, help: &str, samples: I)
     where
-        I: IntoIterator<Item = (String, f64)>,
+        I: IntoIterator<Item = (L, f64)>,
+        L: AsRef<str>,
     {
-        let samples: Vec<(String, f64)> =
-            samples.into_iter().filter(|(_, v)| v.is_finite()).collect();
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        let mut head = false;
         for (labels, v) in samples {
-            let _ = writeln!(self.text, "{name}{{{labels}}} {v}");
+            if !v.is_finite() {
+                continue;
+            }
+            if !head {
+                let _ = writeln!(self.text, "# HELP {name} {help}");
+                let _ = writeln!(self.text, "# TYPE {name} {kind}");
+                head = true;
+            }
+            let _ = writeln!(self.text, "{name}{{{}}} {v}", labels.as_ref());
         }
     }
 }
@@ -184,21 +189,23 @@ pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> Stri
         .iter()
         .flat_map(|u| u.peers.iter().map(move |p| (u, p)))
         .collect();
-    let per_peer = |f: &dyn Fn(&PeerStatus) -> f64| -> Vec<(String, f64)> {
+    // each server's labels, escaped once for all its families
+    let labels: Vec<String> = peers.iter().map(|(u, p)| peer_label(u, p)).collect();
+    let per_peer = |f: &dyn Fn(&PeerStatus) -> f64| -> Vec<(&str, f64)> {
         peers
             .iter()
-            .map(|(u, p)| (peer_label(u, p), f(p)))
+            .zip(&labels)
+            .map(|((_, p), l)| (l.as_str(), f(p)))
             .collect()
     };
     o.family(
         "dwepc_peer_info",
         "gauge",
         "A server's VM and how it was matched (always 1).",
-        peers.iter().map(|(u, p)| {
+        peers.iter().zip(&labels).map(|((_, p), l)| {
             (
                 format!(
-                    "{},vm=\"{}\",mapping=\"{}\",backup=\"{}\"",
-                    peer_label(u, p),
+                    "{l},vm=\"{}\",mapping=\"{}\",backup=\"{}\"",
                     esc(p.vm.as_deref().unwrap_or("")),
                     p.mapping.name(),
                     p.backup
@@ -253,19 +260,20 @@ pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> Stri
         "dwepc_peer_utilization_ratio",
         "gauge",
         "What the server's VM used in its newest sample, as a fraction of its usable capacity, per resource.",
-        peers.iter().flat_map(|(u, p)| {
-            crate::algo::RESOURCES.iter().enumerate().map(move |(j, r)| {
-                (
-                    format!("{},resource=\"{r}\"", peer_label(u, p)),
-                    p.usage[j] / p.capacity[j],
-                )
-            })
+        peers.iter().zip(&labels).flat_map(|((_, p), l)| {
+            crate::algo::RESOURCES
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| (p.usage[j] / p.capacity[j]).is_finite())
+                .map(move |(j, r)| (format!("{l},resource=\"{r}\""), p.usage[j] / p.capacity[j]))
         }),
     );
-    let sp = |p: &PeerStatus| match &p.model {
-        PeerModel::Shares(s) => Some(s.clone()),
-        PeerModel::Paper(_) => None,
-    };
+    fn sp(p: &PeerStatus) -> Option<&crate::status::SharesPeer> {
+        match &p.model {
+            PeerModel::Shares(s) => Some(s),
+            PeerModel::Paper(_) => None,
+        }
+    }
     o.family(
         "dwepc_peer_share_ratio",
         "gauge",

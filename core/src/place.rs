@@ -1,0 +1,647 @@
+//! The placement advisor's optimizer (`dwepc-place`): where the VMs should
+//! run so that one resource (or a weighted mix) is balanced over the hosts,
+//! starting from where they run now and within a budget of migrations.
+//! Plain data in, a plan out; no vSphere types.
+//!
+//! The load of a host is the weighted sum, over the balanced resources, of
+//! its VMs' demand divided by the host's capacity for that resource (its
+//! utilisation). A placement is better than another when its largest host
+//! load is smaller, and at an equal largest load when the sum of squared
+//! loads is smaller (so that a move that relieves the second-busiest host
+//! still counts).
+//!
+//! Constraints, never broken by a plan: each host's CPU and memory, Nova
+//! style (`capacity × ratio − reserved`, [`crate::conf`]'s accounting)
+//! hold the VMs placed there; VMs of one anti-affinity group run on
+//! different hosts; excluded hosts (maintenance, or named by the user)
+//! receive no VM and give none (their VMs stay and are not balanced); at
+//! most `max_moves` VMs end on another host than their current one. A VM
+//! that already breaks a constraint where it runs now is not forced away;
+//! the plan only never makes a host worse on a constraint.
+//!
+//! The search ([`plan`]): best-improvement local search from the current
+//! placement over single moves and pairwise swaps, each step taking the
+//! move (or swap) that lowers the objective most, until no step helps or
+//! the budget is spent; a move that brings a VM back home gives a
+//! migration back. With an unlimited budget it also runs from the
+//! greedy placement (largest VM first onto the least-loaded host that can
+//! take it) and keeps the better, so it is never worse than greedy. The
+//! seed's greedy ([`greedy_lpt`]) and the greedy cut to a budget
+//! ([`greedy_within`]) are here too, for the comparison in BENCHMARKS.md.
+
+/// Resources: CPU (MHz), memory (MB), network (KB/s), disk (KB/s).
+pub const RESOURCES: [&str; 4] = ["cpu", "mem", "net", "disk"];
+
+/// One host.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    /// Capacity per resource (CPU MHz, memory MB, network and disk KB/s;
+    /// a resource without a known capacity: 1, so loads are raw sums).
+    pub capacity: [f64; 4],
+    /// What CPU and memory may hold: capacity × ratio − reserved.
+    pub limit_cpu: f64,
+    pub limit_mem: f64,
+    /// Receives and gives no VM.
+    pub excluded: bool,
+}
+
+/// One VM.
+#[derive(Clone, Debug)]
+pub struct Vm {
+    pub name: String,
+    /// Index of its current host.
+    pub host: usize,
+    /// Demand per resource, in the hosts' units.
+    pub demand: [f64; 4],
+    /// CPU and memory it holds where it runs (its reservation or its
+    /// configured size, as the caller accounts; often its demand).
+    pub cpu: f64,
+    pub mem: f64,
+}
+
+/// What to balance and under which constraints.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub hosts: Vec<Host>,
+    pub vms: Vec<Vm>,
+    /// Weight of each resource in a host's load (e.g. disk only: [0,0,0,1]).
+    pub weights: [f64; 4],
+    /// Groups of VM indices that must run on different hosts.
+    pub apart: Vec<Vec<usize>>,
+    /// Most VMs that may end on another host (None: no limit).
+    pub max_moves: Option<usize>,
+}
+
+/// A placement and what it scores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// Host index per VM.
+    pub host: Vec<usize>,
+    /// Load per host.
+    pub load: Vec<f64>,
+}
+
+impl Placement {
+    /// The largest host load among hosts that are balanced.
+    pub fn max_load(&self, p: &Problem) -> f64 {
+        balanced(p).map(|h| self.load[h]).fold(0.0, f64::max)
+    }
+    /// Mean load of the balanced hosts.
+    pub fn mean_load(&self, p: &Problem) -> f64 {
+        let n = balanced(p).count().max(1);
+        balanced(p).map(|h| self.load[h]).sum::<f64>() / n as f64
+    }
+    /// VMs not on their current host.
+    pub fn moves(&self, p: &Problem) -> usize {
+        self.host
+            .iter()
+            .zip(&p.vms)
+            .filter(|(h, v)| **h != v.host)
+            .count()
+    }
+}
+
+fn balanced(p: &Problem) -> impl Iterator<Item = usize> + '_ {
+    (0..p.hosts.len()).filter(|&h| !p.hosts[h].excluded)
+}
+
+/// A VM's contribution to a host's load.
+fn weight(p: &Problem, v: usize, h: usize) -> f64 {
+    let (vm, host) = (&p.vms[v], &p.hosts[h]);
+    (0..4)
+        .filter(|&r| p.weights[r] != 0.0)
+        .map(|r| p.weights[r] * vm.demand[r] / host.capacity[r])
+        .sum()
+}
+
+/// Scores a placement.
+pub fn evaluate(p: &Problem, host: &[usize]) -> Placement {
+    let mut load = vec![0.0; p.hosts.len()];
+    for (v, &h) in host.iter().enumerate() {
+        load[h] += weight(p, v, h);
+    }
+    Placement {
+        host: host.to_vec(),
+        load,
+    }
+}
+
+/// The current placement.
+pub fn current(p: &Problem) -> Placement {
+    evaluate(p, &p.vms.iter().map(|v| v.host).collect::<Vec<_>>())
+}
+
+/// Whether a placement keeps every constraint (capacity on hosts that
+/// gained a VM, anti-affinity for groups a plan changed, excluded hosts,
+/// the budget), judged against the current placement as the module
+/// does: what already was is not counted against a plan.
+pub fn feasible(p: &Problem, host: &[usize]) -> Result<(), String> {
+    let cur: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
+    let (cpu0, mem0) = used(p, &cur);
+    let (cpu, mem) = used(p, host);
+    for (h, hs) in p.hosts.iter().enumerate() {
+        if cpu[h] > hs.limit_cpu.max(cpu0[h]) + 1e-9 {
+            return Err(format!("host {} over its CPU", hs.name));
+        }
+        if mem[h] > hs.limit_mem.max(mem0[h]) + 1e-9 {
+            return Err(format!("host {} over its memory", hs.name));
+        }
+    }
+    for (v, (&h, vm)) in host.iter().zip(&p.vms).enumerate() {
+        if h != vm.host && (p.hosts[h].excluded || p.hosts[vm.host].excluded) {
+            return Err(format!(
+                "VM {} moved from or to an excluded host",
+                p.vms[v].name
+            ));
+        }
+    }
+    for g in &p.apart {
+        let clashes = |hs: &dyn Fn(usize) -> usize| {
+            let mut seen: Vec<usize> = g.iter().map(|&v| hs(v)).collect();
+            seen.sort_unstable();
+            seen.windows(2).filter(|w| w[0] == w[1]).count()
+        };
+        if clashes(&|v| host[v]) > clashes(&|v| cur[v]) {
+            return Err("anti-affinity group on one host".into());
+        }
+    }
+    if let Some(m) = p.max_moves {
+        let moves = host
+            .iter()
+            .zip(&p.vms)
+            .filter(|(h, v)| **h != v.host)
+            .count();
+        if moves > m {
+            return Err(format!("{moves} moves over the budget of {m}"));
+        }
+    }
+    Ok(())
+}
+
+fn used(p: &Problem, host: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let mut cpu = vec![0.0; p.hosts.len()];
+    let mut mem = vec![0.0; p.hosts.len()];
+    for (v, &h) in host.iter().enumerate() {
+        cpu[h] += p.vms[v].cpu;
+        mem[h] += p.vms[v].mem;
+    }
+    (cpu, mem)
+}
+
+/// The search state: a placement with its loads, CPU and memory per host.
+struct State<'a> {
+    p: &'a Problem,
+    host: Vec<usize>,
+    load: Vec<f64>,
+    cpu: Vec<f64>,
+    mem: Vec<f64>,
+    /// CPU and memory a host may hold: its limit, or what it held at the
+    /// start if more.
+    cap_cpu: Vec<f64>,
+    cap_mem: Vec<f64>,
+    /// Per VM, its anti-affinity groups.
+    groups: Vec<Vec<usize>>,
+    moves: usize,
+}
+
+/// A candidate step: move `v` to `to`, or swap `v` and `w`.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Move { v: usize, to: usize },
+    Swap { v: usize, w: usize },
+}
+
+/// (max load, sum of squared loads), compared lexicographically with a
+/// tolerance on the max.
+#[derive(Clone, Copy, Debug)]
+struct Score {
+    max: f64,
+    sq: f64,
+}
+
+impl Score {
+    fn better_than(&self, o: &Score) -> bool {
+        let tol = 1e-12 * o.max.abs().max(1e-300);
+        if self.max < o.max - tol {
+            return true;
+        }
+        self.max <= o.max + tol && self.sq < o.sq - 1e-12 * o.sq.abs().max(1e-300)
+    }
+}
+
+impl<'a> State<'a> {
+    fn new(p: &'a Problem, host: Vec<usize>) -> State<'a> {
+        let pl = evaluate(p, &host);
+        let (cpu, mem) = used(p, &host);
+        let cur: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
+        let (cpu0, mem0) = used(p, &cur);
+        let mut groups = vec![Vec::new(); p.vms.len()];
+        for (gi, g) in p.apart.iter().enumerate() {
+            for &v in g {
+                groups[v].push(gi);
+            }
+        }
+        let moves = host
+            .iter()
+            .zip(&p.vms)
+            .filter(|(h, v)| **h != v.host)
+            .count();
+        State {
+            cap_cpu: p
+                .hosts
+                .iter()
+                .zip(&cpu0)
+                .map(|(h, &c)| h.limit_cpu.max(c))
+                .collect(),
+            cap_mem: p
+                .hosts
+                .iter()
+                .zip(&mem0)
+                .map(|(h, &m)| h.limit_mem.max(m))
+                .collect(),
+            p,
+            host,
+            load: pl.load,
+            cpu,
+            mem,
+            groups,
+            moves,
+        }
+    }
+
+    fn score(&self) -> Score {
+        let mut s = Score { max: 0.0, sq: 0.0 };
+        for h in balanced(self.p) {
+            s.max = s.max.max(self.load[h]);
+            s.sq += self.load[h] * self.load[h];
+        }
+        s
+    }
+
+    /// The three largest loads of balanced hosts, as (load, host).
+    fn top3(&self) -> [(f64, usize); 3] {
+        let mut t = [(f64::NEG_INFINITY, usize::MAX); 3];
+        for h in balanced(self.p) {
+            let l = self.load[h];
+            if l > t[0].0 {
+                t = [(l, h), t[0], t[1]];
+            } else if l > t[1].0 {
+                t = [t[0], (l, h), t[1]];
+            } else if l > t[2].0 {
+                t[2] = (l, h);
+            }
+        }
+        t
+    }
+
+    /// Whether `v` may run on `to` alongside the VMs there, `gone` (if
+    /// any) leaving `to` at the same time.
+    fn apart_ok(&self, v: usize, to: usize, gone: Option<usize>) -> bool {
+        self.groups[v].iter().all(|&g| {
+            self.p.apart[g]
+                .iter()
+                .all(|&u| u == v || Some(u) == gone || self.host[u] != to)
+        })
+    }
+
+    fn moved_delta(&self, v: usize, to: usize) -> isize {
+        let home = self.p.vms[v].host;
+        let was = (self.host[v] != home) as isize;
+        let will = (to != home) as isize;
+        will - was
+    }
+
+    /// The score after `step` and its change in migrations, or None if it
+    /// breaks a constraint.
+    fn try_step(
+        &self,
+        step: Step,
+        top: &[(f64, usize); 3],
+        base: &Score,
+    ) -> Option<(Score, isize)> {
+        let p = self.p;
+        // (host, new load) for the two hosts the step changes
+        let (a, b, la, lb, dm) = match step {
+            Step::Move { v, to } => {
+                let from = self.host[v];
+                if to == from || p.hosts[to].excluded || p.hosts[from].excluded {
+                    return None;
+                }
+                let vm = &p.vms[v];
+                if self.cpu[to] + vm.cpu > self.cap_cpu[to] + 1e-9
+                    || self.mem[to] + vm.mem > self.cap_mem[to] + 1e-9
+                    || !self.apart_ok(v, to, None)
+                {
+                    return None;
+                }
+                (
+                    from,
+                    to,
+                    self.load[from] - weight(p, v, from),
+                    self.load[to] + weight(p, v, to),
+                    self.moved_delta(v, to),
+                )
+            }
+            Step::Swap { v, w } => {
+                let (hv, hw) = (self.host[v], self.host[w]);
+                if hv == hw || p.hosts[hv].excluded || p.hosts[hw].excluded {
+                    return None;
+                }
+                let (x, y) = (&p.vms[v], &p.vms[w]);
+                if self.cpu[hw] - y.cpu + x.cpu > self.cap_cpu[hw] + 1e-9
+                    || self.mem[hw] - y.mem + x.mem > self.cap_mem[hw] + 1e-9
+                    || self.cpu[hv] - x.cpu + y.cpu > self.cap_cpu[hv] + 1e-9
+                    || self.mem[hv] - x.mem + y.mem > self.cap_mem[hv] + 1e-9
+                    || !self.apart_ok(v, hw, Some(w))
+                    || !self.apart_ok(w, hv, Some(v))
+                {
+                    return None;
+                }
+                (
+                    hv,
+                    hw,
+                    self.load[hv] - weight(p, v, hv) + weight(p, w, hv),
+                    self.load[hw] - weight(p, w, hw) + weight(p, v, hw),
+                    self.moved_delta(v, hw) + self.moved_delta(w, hv),
+                )
+            }
+        };
+        if let Some(m) = p.max_moves {
+            if self.moves as isize + dm > m as isize {
+                return None;
+            }
+        }
+        let rest = top
+            .iter()
+            .find(|(_, h)| *h != a && *h != b)
+            .map_or(0.0, |t| t.0.max(0.0));
+        let max = rest.max(la).max(lb);
+        let (oa, ob) = (self.load[a], self.load[b]);
+        let sq = base.sq - oa * oa - ob * ob + la * la + lb * lb;
+        Some((Score { max, sq }, dm))
+    }
+
+    fn apply(&mut self, step: Step) {
+        let p = self.p;
+        let put = |s: &mut State, v: usize, to: usize| {
+            let from = s.host[v];
+            s.moves = (s.moves as isize + s.moved_delta(v, to)) as usize;
+            s.load[from] -= weight(p, v, from);
+            s.load[to] += weight(p, v, to);
+            s.cpu[from] -= p.vms[v].cpu;
+            s.cpu[to] += p.vms[v].cpu;
+            s.mem[from] -= p.vms[v].mem;
+            s.mem[to] += p.vms[v].mem;
+            s.host[v] = to;
+        };
+        match step {
+            Step::Move { v, to } => put(self, v, to),
+            Step::Swap { v, w } => {
+                let (hv, hw) = (self.host[v], self.host[w]);
+                put(self, v, hw);
+                put(self, w, hv);
+            }
+        }
+    }
+
+    /// The best improving step, preferring (at an equal score) the one
+    /// that uses fewer migrations.
+    fn best_step(&self) -> Option<Step> {
+        let p = self.p;
+        let base = self.score();
+        let top = self.top3();
+        let mut best: Option<(Score, isize, Step)> = None;
+        let consider = |step: Step, best: &mut Option<(Score, isize, Step)>| {
+            if let Some((s, dm)) = self.try_step(step, &top, &base) {
+                if !s.better_than(&base) {
+                    return;
+                }
+                let wins = match best {
+                    None => true,
+                    Some((bs, bdm, _)) => s.better_than(bs) || (!bs.better_than(&s) && dm < *bdm),
+                };
+                if wins {
+                    *best = Some((s, dm, step));
+                }
+            }
+        };
+        let hosts: Vec<usize> = balanced(p).collect();
+        for v in 0..p.vms.len() {
+            for &to in &hosts {
+                consider(Step::Move { v, to }, &mut best);
+            }
+        }
+        // swaps that touch one of the busiest hosts (only they can lower
+        // the max; the sum of squares alone rarely needs a swap)
+        let busy: Vec<usize> = top
+            .iter()
+            .map(|t| t.1)
+            .filter(|&h| h != usize::MAX)
+            .collect();
+        for v in (0..p.vms.len()).filter(|&v| busy.contains(&self.host[v])) {
+            for w in 0..p.vms.len() {
+                if self.host[w] != self.host[v] {
+                    consider(Step::Swap { v, w }, &mut best);
+                }
+            }
+        }
+        best.map(|b| b.2)
+    }
+
+    /// Improves until no step helps, the budget is spent, or the largest
+    /// load is at `bound` (no placement does better), then takes back
+    /// every migration the largest load does not need.
+    fn run(&mut self, max_steps: usize, bound: f64) {
+        for _ in 0..max_steps {
+            if self.score().max <= bound * (1.0 + 1e-9) {
+                break;
+            }
+            match self.best_step() {
+                Some(s) => self.apply(s),
+                None => break,
+            }
+        }
+        self.take_back();
+    }
+
+    /// Sends moved VMs home (smallest first) while the largest load stays
+    /// where it is: a migration that only evened out quieter hosts is not
+    /// worth a vMotion.
+    fn take_back(&mut self) {
+        let p = self.p;
+        let max = self.score().max;
+        let mut moved: Vec<usize> = (0..p.vms.len())
+            .filter(|&v| self.host[v] != p.vms[v].host)
+            .collect();
+        moved.sort_by(|&a, &b| {
+            weight(p, a, self.host[a])
+                .total_cmp(&weight(p, b, self.host[b]))
+                .then(a.cmp(&b))
+        });
+        for v in moved {
+            let step = Step::Move {
+                v,
+                to: p.vms[v].host,
+            };
+            let base = self.score();
+            let top = self.top3();
+            if let Some((s, _)) = self.try_step(step, &top, &base) {
+                if s.max <= max * (1.0 + 1e-12) {
+                    self.apply(step);
+                }
+            }
+        }
+    }
+}
+
+/// The seed's greedy (seeds/004): every balanced VM, heaviest first, onto
+/// the currently lightest host, from an empty cluster; no capacity,
+/// anti-affinity or budget (VMs on excluded hosts stay).
+pub fn greedy_lpt(p: &Problem) -> Placement {
+    greedy(p, false)
+}
+
+/// Greedy as above but only onto hosts that can take the VM (CPU, memory,
+/// anti-affinity); a VM no host can take stays where it is.
+pub fn greedy_feasible(p: &Problem) -> Placement {
+    greedy(p, true)
+}
+
+fn greedy(p: &Problem, check: bool) -> Placement {
+    let mut host: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
+    let movable: Vec<usize> = (0..p.vms.len())
+        .filter(|&v| !p.hosts[p.vms[v].host].excluded)
+        .collect();
+    let mut order = movable.clone();
+    let size = |v: usize| -> f64 {
+        (0..4)
+            .map(|r| p.weights[r] * p.vms[v].demand[r])
+            .sum::<f64>()
+    };
+    order.sort_by(|&a, &b| size(b).total_cmp(&size(a)).then(a.cmp(&b)));
+    let mut load = vec![0.0; p.hosts.len()];
+    let mut cpu = vec![0.0; p.hosts.len()];
+    let mut mem = vec![0.0; p.hosts.len()];
+    for (v, vm) in p.vms.iter().enumerate() {
+        if p.hosts[vm.host].excluded {
+            cpu[vm.host] += vm.cpu;
+            mem[vm.host] += vm.mem;
+            load[vm.host] += weight(p, v, vm.host);
+        }
+    }
+    let mut placed: Vec<Option<usize>> = vec![None; p.vms.len()];
+    for &v in &order {
+        let vm = &p.vms[v];
+        let fits = |h: usize| {
+            !check
+                || (cpu[h] + vm.cpu <= p.hosts[h].limit_cpu + 1e-9
+                    && mem[h] + vm.mem <= p.hosts[h].limit_mem + 1e-9
+                    && p.apart
+                        .iter()
+                        .filter(|g| g.contains(&v))
+                        .all(|g| g.iter().all(|&u| u == v || placed[u] != Some(h))))
+        };
+        let target = balanced(p)
+            .filter(|&h| fits(h))
+            .min_by(|&a, &b| (load[a] + weight(p, v, a)).total_cmp(&(load[b] + weight(p, v, b))));
+        let h = target.unwrap_or(vm.host);
+        placed[v] = Some(h);
+        host[v] = h;
+        load[h] += weight(p, v, h);
+        cpu[h] += vm.cpu;
+        mem[h] += vm.mem;
+    }
+    evaluate(p, &host)
+}
+
+/// The seed's greedy plan cut to `budget` migrations: its moves taken
+/// heaviest VM first while each keeps the constraints, the rest left
+/// where they run.
+pub fn greedy_within(p: &Problem, budget: usize) -> Placement {
+    let target = greedy_lpt(p);
+    let size = |v: usize| -> f64 {
+        (0..4)
+            .map(|r| p.weights[r] * p.vms[v].demand[r])
+            .sum::<f64>()
+    };
+    let mut order: Vec<usize> = (0..p.vms.len())
+        .filter(|&v| target.host[v] != p.vms[v].host)
+        .collect();
+    order.sort_by(|&a, &b| size(b).total_cmp(&size(a)).then(a.cmp(&b)));
+    let mut st = State::new(p, p.vms.iter().map(|v| v.host).collect());
+    for v in order {
+        if st.moves >= budget {
+            break;
+        }
+        let step = Step::Move {
+            v,
+            to: target.host[v],
+        };
+        let base = st.score();
+        let top = st.top3();
+        if st.try_step(step, &top, &base).is_some() {
+            st.apply(step);
+        }
+    }
+    evaluate(p, &st.host)
+}
+
+/// The plan: the best placement found within the constraints. Never worse
+/// than the current placement; with no budget, never worse than greedy
+/// ([`greedy_feasible`], or [`greedy_lpt`] where it keeps the
+/// constraints) either.
+pub fn plan(p: &Problem) -> Placement {
+    let steps = 20 * p.vms.len() + 100;
+    let bound = lower_bound(p);
+    let mut st = State::new(p, p.vms.iter().map(|v| v.host).collect());
+    st.run(steps, bound);
+    let mut best = evaluate(p, &st.host);
+    if p.max_moves.is_none() {
+        for g in [greedy_feasible(p), greedy_lpt(p)] {
+            if feasible(p, &g.host).is_err() {
+                continue;
+            }
+            let mut sg = State::new(p, g.host);
+            sg.run(steps, bound);
+            let cand = evaluate(p, &sg.host);
+            let (sb, sc) = (score_of(p, &best), score_of(p, &cand));
+            // the better objective; at a tie, fewer migrations
+            if sc.better_than(&sb) || (!sb.better_than(&sc) && cand.moves(p) < best.moves(p)) {
+                best = cand;
+            }
+        }
+    }
+    best
+}
+
+fn score_of(p: &Problem, pl: &Placement) -> Score {
+    let mut s = Score { max: 0.0, sq: 0.0 };
+    for h in balanced(p) {
+        s.max = s.max.max(pl.load[h]);
+        s.sq += pl.load[h] * pl.load[h];
+    }
+    s
+}
+
+/// A lower bound on the largest load of any placement of the balanced
+/// VMs: max(total / hosts, largest VM), each VM counted on the host where
+/// it weighs least (for equal hosts: the plain total and largest VM).
+pub fn lower_bound(p: &Problem) -> f64 {
+    let hosts: Vec<usize> = balanced(p).collect();
+    if hosts.is_empty() {
+        return 0.0;
+    }
+    let vms: Vec<usize> = (0..p.vms.len())
+        .filter(|&v| !p.hosts[p.vms[v].host].excluded)
+        .collect();
+    let best = |v: usize| {
+        hosts
+            .iter()
+            .map(|&h| weight(p, v, h))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let total: f64 = vms.iter().map(|&v| best(v)).sum();
+    let largest = vms.iter().map(|&v| best(v)).fold(0.0, f64::max);
+    (total / hosts.len() as f64).max(largest)
+}

@@ -1,0 +1,221 @@
+//! Property tests of the placement optimizer (core/src/place.rs): a plan
+//! never breaks a capacity, anti-affinity, exclusion or budget constraint,
+//! never ends worse than the current placement, and with no budget is
+//! never worse than greedy.
+
+use dwepc_core::place::{
+    current, evaluate, feasible, greedy_feasible, greedy_lpt, greedy_within, lower_bound, plan,
+    Host, Problem, Vm,
+};
+use proptest::prelude::*;
+
+/// Hosts (CPU MHz, memory MB, excluded) and VMs (host, disk, CPU, memory).
+fn problem() -> impl Strategy<Value = Problem> {
+    (2usize..7, 1usize..30).prop_flat_map(|(nh, nv)| {
+        (
+            prop::collection::vec(
+                (
+                    20_000.0f64..60_000.0,
+                    64_000.0f64..256_000.0,
+                    prop::bool::weighted(0.1),
+                ),
+                nh,
+            ),
+            prop::collection::vec(
+                (
+                    0..nh,
+                    0.0f64..1000.0,
+                    100.0f64..8000.0,
+                    512.0f64..32_000.0,
+                    prop::bool::weighted(0.3),
+                ),
+                nv,
+            ),
+            prop::collection::vec(prop::collection::vec(0..nv, 2..4), 0..3),
+            prop_oneof![Just(None), (0usize..6).prop_map(Some)],
+            prop::array::uniform4(prop_oneof![Just(0.0), 0.1f64..1.0]),
+        )
+            .prop_map(move |(hosts, vms, apart, max_moves, w)| {
+                let hosts: Vec<Host> = hosts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, excluded))| Host {
+                        name: format!("h{i}"),
+                        capacity: [cpu, mem, 1.0, 1.0],
+                        limit_cpu: cpu,
+                        limit_mem: mem,
+                        excluded,
+                    })
+                    .collect();
+                let vms: Vec<Vm> = vms
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (host, disk, cpu, mem, heavy_tail))| Vm {
+                        name: format!("vm{i}"),
+                        host,
+                        // heavy-tailed I/O: some VMs 20x the rest
+                        demand: [
+                            cpu,
+                            mem,
+                            disk / 10.0,
+                            if heavy_tail { disk * 20.0 } else { disk },
+                        ],
+                        cpu,
+                        mem,
+                    })
+                    .collect();
+                let mut apart: Vec<Vec<usize>> = apart
+                    .into_iter()
+                    .map(|mut g| {
+                        g.sort_unstable();
+                        g.dedup();
+                        g
+                    })
+                    .filter(|g| g.len() >= 2)
+                    .collect();
+                apart.dedup();
+                // balance disk, sometimes mixed with another resource
+                let mut weights = w;
+                weights[3] = 1.0;
+                Problem {
+                    hosts,
+                    vms,
+                    weights,
+                    apart,
+                    max_moves,
+                }
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the instance, the plan keeps every constraint, is no worse
+    /// than where the VMs run now, and moves no more VMs than allowed.
+    #[test]
+    fn a_plan_keeps_the_constraints_and_never_makes_it_worse(p in problem()) {
+        let now = current(&p);
+        let pl = plan(&p);
+        prop_assert!(feasible(&p, &pl.host).is_ok(), "{:?}", feasible(&p, &pl.host));
+        prop_assert!(pl.max_load(&p) <= now.max_load(&p) * (1.0 + 1e-9) + 1e-12);
+        if let Some(m) = p.max_moves {
+            prop_assert!(pl.moves(&p) <= m);
+        }
+        // excluded hosts give and receive nothing
+        for (v, &h) in pl.host.iter().enumerate() {
+            if p.hosts[h].excluded || p.hosts[p.vms[v].host].excluded {
+                prop_assert_eq!(h, p.vms[v].host);
+            }
+        }
+        // the loads it reports are the loads of its placement
+        prop_assert_eq!(&evaluate(&p, &pl.host), &pl);
+        prop_assert!(pl.max_load(&p) >= lower_bound(&p) * (1.0 - 1e-9) - 1e-12);
+    }
+
+    /// With no budget, the plan is never worse than greedy (when greedy
+    /// keeps the constraints).
+    #[test]
+    fn with_no_budget_never_worse_than_greedy(mut p in problem()) {
+        p.max_moves = None;
+        let pl = plan(&p);
+        for g in [greedy_feasible(&p), greedy_lpt(&p)] {
+            if feasible(&p, &g.host).is_ok() {
+                prop_assert!(
+                    pl.max_load(&p) <= g.max_load(&p) * (1.0 + 1e-9) + 1e-12,
+                    "plan {} greedy {}", pl.max_load(&p), g.max_load(&p)
+                );
+            }
+        }
+    }
+
+    /// The greedy cut to a budget keeps the budget and the constraints.
+    #[test]
+    fn greedy_within_a_budget_keeps_it(p in problem(), budget in 0usize..6) {
+        let g = greedy_within(&p, budget);
+        prop_assert!(g.moves(&p) <= budget);
+        let q = Problem { max_moves: Some(budget), ..p.clone() };
+        prop_assert!(feasible(&q, &g.host).is_ok());
+    }
+}
+
+/// The seed's case: two heavy VMs share a host while another idles; one
+/// move fixes it, and the plan makes exactly that move.
+#[test]
+fn two_heavy_vms_on_one_host_are_split_with_one_move() {
+    let host = |n: &str| Host {
+        name: n.into(),
+        capacity: [40_000.0, 128_000.0, 1.0, 1.0],
+        limit_cpu: 40_000.0,
+        limit_mem: 128_000.0,
+        excluded: false,
+    };
+    let vm = |n: &str, h: usize, disk: f64| Vm {
+        name: n.into(),
+        host: h,
+        demand: [1000.0, 4096.0, 0.0, disk],
+        cpu: 1000.0,
+        mem: 4096.0,
+    };
+    let p = Problem {
+        hosts: vec![host("esx-1"), host("esx-2"), host("esx-3")],
+        vms: vec![
+            vm("db-1", 0, 900.0),
+            vm("db-2", 0, 800.0),
+            vm("web-1", 1, 100.0),
+            vm("web-2", 2, 120.0),
+        ],
+        weights: [0.0, 0.0, 0.0, 1.0],
+        apart: Vec::new(),
+        max_moves: Some(3),
+    };
+    let pl = plan(&p);
+    assert_eq!(pl.moves(&p), 1, "{pl:?}");
+    assert_ne!(pl.host[0], pl.host[1], "{pl:?}");
+    assert_eq!(pl.max_load(&p), 900.0);
+    // the seed's greedy moves VMs that need not move
+    assert!(greedy_lpt(&p).moves(&p) >= 1);
+    // no budget at all: nothing moves
+    let none = Problem {
+        max_moves: Some(0),
+        ..p.clone()
+    };
+    assert_eq!(plan(&none).moves(&none), 0);
+}
+
+/// Capacity: the idle host has no memory left, so the heavy VM goes to the
+/// other one even though it is busier.
+#[test]
+fn a_full_host_receives_nothing() {
+    let host = |n: &str, mem: f64| Host {
+        name: n.into(),
+        capacity: [40_000.0, mem, 1.0, 1.0],
+        limit_cpu: 40_000.0,
+        limit_mem: mem,
+        excluded: false,
+    };
+    let vm = |n: &str, h: usize, disk: f64, mem: f64| Vm {
+        name: n.into(),
+        host: h,
+        demand: [1000.0, mem, 0.0, disk],
+        cpu: 1000.0,
+        mem,
+    };
+    let p = Problem {
+        hosts: vec![host("a", 64_000.0), host("b", 64_000.0), host("c", 8_000.0)],
+        vms: vec![
+            vm("x", 0, 900.0, 16_000.0),
+            vm("y", 0, 800.0, 16_000.0),
+            vm("z", 1, 300.0, 16_000.0),
+            vm("small", 2, 10.0, 6_000.0),
+        ],
+        weights: [0.0, 0.0, 0.0, 1.0],
+        apart: Vec::new(),
+        max_moves: Some(1),
+    };
+    let pl = plan(&p);
+    assert_eq!(pl.host[3], 2);
+    assert!(pl.host.iter().filter(|&&h| h == 2).count() == 1, "{pl:?}");
+    assert_eq!(pl.moves(&p), 1);
+    assert!((pl.max_load(&p) - 1100.0).abs() < 1e-9, "{pl:?}");
+}

@@ -6,11 +6,8 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use std::time::Duration;
-
 use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{self, EndpointRef};
-use dwepc_core::vsphere::client;
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
@@ -167,23 +164,17 @@ pub unsafe extern "C" fn cmd_vsphere(
     // SAFETY: cf is the live configuration.
     unsafe {
         directive("cmd_vsphere", cf, conf::parse_endpoint, |cf, e, origin| {
-            let password = conf::password_from(
+            let password = read_file(
+                cf,
                 &e.password_file,
-                &read_file(
-                    cf,
-                    &e.password_file,
-                    "password_file",
-                    conf::MAX_PASSWORD_FILE,
-                )?,
+                "password_file",
+                conf::MAX_PASSWORD_FILE,
             )?;
             let ca_pem = match &e.ca_file {
                 None => None,
-                Some(f) => {
-                    let pem = read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?;
-                    conf::check_ca(f, &pem)?;
-                    Some(pem)
-                }
+                Some(f) => Some(read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?),
             };
+            let client = e.client_config(&password, ca_pem)?;
             for w in e.warnings() {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
             }
@@ -193,14 +184,7 @@ pub unsafe extern "C" fn cmd_vsphere(
             }
             let spec = EndpointSpec {
                 name: e.name.clone(),
-                client: client::Config {
-                    url: e.url.clone(),
-                    user: e.user.clone(),
-                    password,
-                    ca_pem,
-                    tls_verify: e.tls_verify,
-                    timeout: Duration::from_millis(e.timeout_ms),
-                },
+                client,
             };
             main.endpoints.push(Endpoint {
                 conf: e,

@@ -1332,6 +1332,7 @@ mod tests {
                 max_cpu_mhz: 4000.0,
                 num_cpu: 4.0,
                 memory_mb: 4096.0,
+                host: None,
             };
             Vc {
                 clock,

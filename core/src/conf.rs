@@ -579,6 +579,27 @@ pub struct EndpointConf {
 }
 
 impl EndpointConf {
+    /// The client's configuration, from the contents of `password_file`
+    /// and of `ca_file` (if any), checked.
+    pub fn client_config(
+        &self,
+        password_file: &[u8],
+        ca_file: Option<Vec<u8>>,
+    ) -> Result<crate::vsphere::client::Config, String> {
+        let password = password_from(&self.password_file, password_file)?;
+        if let (Some(f), Some(pem)) = (&self.ca_file, &ca_file) {
+            check_ca(f, pem)?;
+        }
+        Ok(crate::vsphere::client::Config {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password,
+            ca_pem: ca_file,
+            tls_verify: self.tls_verify,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+        })
+    }
+
     /// What the configuration allows but an operator should know, for
     /// `[warn]` lines at start.
     pub fn warnings(&self) -> Vec<String> {

@@ -106,6 +106,11 @@ fn balanced(p: &Problem) -> impl Iterator<Item = usize> + '_ {
     (0..p.hosts.len()).filter(|&h| !p.hosts[h].excluded)
 }
 
+/// VM `v`'s share of host `h`'s load, were it there.
+pub fn vm_load(p: &Problem, v: usize, h: usize) -> f64 {
+    weight(p, v, h)
+}
+
 /// A VM's contribution to a host's load.
 fn weight(p: &Problem, v: usize, h: usize) -> f64 {
     let (vm, host) = (&p.vms[v], &p.hosts[h]);
@@ -644,4 +649,108 @@ pub fn lower_bound(p: &Problem) -> f64 {
     let total: f64 = vms.iter().map(|&v| best(v)).sum();
     let largest = vms.iter().map(|&v| best(v)).fold(0.0, f64::max);
     (total / hosts.len() as f64).max(largest)
+}
+
+/// Per-VM demand over a horizon from its samples: a high percentile or
+/// the mean.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stat {
+    /// The `q`-quantile (0..=1), nearest rank: `p95` = 0.95.
+    Percentile(f64),
+    Mean,
+}
+
+impl Stat {
+    /// `p95`, `p50`, `p99.9`, `max`, `mean`.
+    pub fn parse(s: &str) -> Result<Stat, String> {
+        match s {
+            "mean" => Ok(Stat::Mean),
+            "max" => Ok(Stat::Percentile(1.0)),
+            _ => s
+                .strip_prefix('p')
+                .and_then(|q| q.parse::<f64>().ok())
+                .filter(|q| (0.0..=100.0).contains(q) && *q > 0.0)
+                .map(|q| Stat::Percentile(q / 100.0))
+                .ok_or_else(|| {
+                    format!("unknown statistic \"{s}\": use p95 (any p1..p100), max or mean")
+                }),
+        }
+    }
+
+    /// The statistic of `values` (non-finite and negative values, which
+    /// vSphere uses for "no value", are left out); None if none is left.
+    pub fn of(self, values: &[f64]) -> Option<f64> {
+        let mut v: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        Some(match self {
+            Stat::Mean => v.iter().sum::<f64>() / v.len() as f64,
+            Stat::Percentile(q) => {
+                v.sort_by(f64::total_cmp);
+                let rank = (q * v.len() as f64).ceil() as usize;
+                v[rank.clamp(1, v.len()) - 1]
+            }
+        })
+    }
+}
+
+/// One migration of a plan, in the order it can be carried out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Move {
+    pub vm: usize,
+    pub from: usize,
+    pub to: usize,
+    /// The largest host load once this and the moves before it are done.
+    pub peak_after: f64,
+}
+
+/// The migrations from the current placement to `plan`, one at a time
+/// such that each keeps every host within CPU and memory and the
+/// anti-affinity groups apart on its own (each step chosen to lower the
+/// peak most); the moves that cannot be done one at a time (a swap
+/// between two full hosts) are returned apart, in plan order.
+pub fn ordered_moves(p: &Problem, plan: &Placement) -> (Vec<Move>, Vec<usize>) {
+    let free = Problem {
+        max_moves: None,
+        ..p.clone()
+    };
+    let mut st = State::new(&free, p.vms.iter().map(|v| v.host).collect());
+    let mut left: Vec<usize> = (0..p.vms.len())
+        .filter(|&v| plan.host[v] != p.vms[v].host)
+        .collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let base = st.score();
+        let top = st.top3();
+        let best = left
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &v)| {
+                let step = Step::Move {
+                    v,
+                    to: plan.host[v],
+                };
+                st.try_step(step, &top, &base).map(|(s, _)| (i, v, s))
+            })
+            .min_by(|a, b| a.2.max.total_cmp(&b.2.max).then(a.2.sq.total_cmp(&b.2.sq)));
+        let Some((i, v, _)) = best else { break };
+        let from = st.host[v];
+        st.apply(Step::Move {
+            v,
+            to: plan.host[v],
+        });
+        out.push(Move {
+            vm: v,
+            from,
+            to: plan.host[v],
+            peak_after: st.score().max,
+        });
+        left.remove(i);
+    }
+    (out, left)
 }

@@ -219,3 +219,42 @@ fn a_full_host_receives_nothing() {
     assert_eq!(pl.moves(&p), 1);
     assert!((pl.max_load(&p) - 1100.0).abs() < 1e-9, "{pl:?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The plan's migrations, one at a time in the given order, end at the
+    /// plan, and every intermediate placement keeps the constraints.
+    #[test]
+    fn migrations_in_order_keep_the_constraints_at_every_step(p in problem()) {
+        let pl = plan(&p);
+        let (moves, stuck) = dwepc_core::place::ordered_moves(&p, &pl);
+        let mut at: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
+        let free = Problem { max_moves: None, ..p.clone() };
+        for m in &moves {
+            prop_assert_eq!(at[m.vm], m.from);
+            at[m.vm] = m.to;
+            prop_assert!(feasible(&free, &at).is_ok(), "{:?}", feasible(&free, &at));
+            prop_assert!((evaluate(&p, &at).max_load(&p) - m.peak_after).abs() <= 1e-9 * m.peak_after.max(1.0));
+        }
+        for &v in &stuck {
+            at[v] = pl.host[v];
+        }
+        prop_assert_eq!(at, pl.host.clone());
+    }
+}
+
+#[test]
+fn statistics_of_samples() {
+    use dwepc_core::place::Stat;
+    let v: Vec<f64> = (1..=100).map(f64::from).collect();
+    assert_eq!(Stat::parse("p95").unwrap().of(&v), Some(95.0));
+    assert_eq!(Stat::parse("max").unwrap().of(&v), Some(100.0));
+    assert_eq!(Stat::parse("mean").unwrap().of(&v), Some(50.5));
+    // vSphere's -1 ("no value") and NaN are left out
+    assert_eq!(Stat::Mean.of(&[-1.0, 4.0, f64::NAN, 2.0]), Some(3.0));
+    assert_eq!(Stat::Mean.of(&[-1.0]), None);
+    assert!(
+        Stat::parse("p0").is_err() && Stat::parse("q95").is_err() && Stat::parse("p101").is_err()
+    );
+}

@@ -15,7 +15,7 @@ use super::xml::{self, EntityMetric, Fault, MoRef, Node, ServiceContent, VmInfo}
 pub const API_VERSION: &str = "6.5";
 
 /// VM properties read for the inventory.
-pub const VM_PROPERTIES: [&str; 7] = [
+pub const VM_PROPERTIES: [&str; 8] = [
     "name",
     "guest.ipAddress",
     "guest.net",
@@ -23,6 +23,21 @@ pub const VM_PROPERTIES: [&str; 7] = [
     "summary.runtime.maxCpuUsage",
     "summary.config.numCpu",
     "summary.config.memorySizeMB",
+    "runtime.host",
+];
+
+/// A decoder of one page of objects: the objects and the continuation
+/// token, if more follow.
+type Decode<T> = fn(&Node) -> Result<(Vec<T>, Option<String>), xml::XmlError>;
+
+/// Host properties the placement advisor reads.
+pub const HOST_PROPERTIES: [&str; 6] = [
+    "name",
+    "summary.hardware.cpuMhz",
+    "summary.hardware.numCpuCores",
+    "summary.hardware.memorySize",
+    "runtime.inMaintenanceMode",
+    "runtime.connectionState",
 ];
 
 /// VMs per inventory page (RetrievePropertiesEx `maxObjects`): small
@@ -436,6 +451,130 @@ impl Client {
         xml::service_content(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
+    /// Every object of type `kind` in container view `view`, with
+    /// properties `paths`, page by page ([`VMS_PER_PAGE`] objects each),
+    /// decoded by `decode`.
+    fn objects_in<T>(
+        &mut self,
+        view: &MoRef,
+        kind: &str,
+        paths: &[&str],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, Error> {
+        let paths: String = paths
+            .iter()
+            .map(|p| format!("<pathSet>{p}</pathSet>"))
+            .collect();
+        let inner = format!(
+            "<specSet><propSet><type>{kind}</type>{paths}</propSet>\
+<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>traverseEntities</name>\
+<type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet>\
+<options><maxObjects>{VMS_PER_PAGE}</maxObjects></options>",
+            mo("obj", view)
+        );
+        let doc = self.retrieve("RetrievePropertiesEx", inner, Budget::PAGE)?;
+        let (mut all, mut token) = decode(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
+        let mut pages = 0;
+        while let Some(t) = token.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(Error::Malformed("endless continuation".into()));
+            }
+            let doc = self.retrieve(
+                "ContinueRetrievePropertiesEx",
+                format!("<token>{}</token>", escape(&t)),
+                Budget::PAGE,
+            )?;
+            let (more, next) = decode(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
+            all.extend(more);
+            token = next;
+        }
+        Ok(all)
+    }
+
+    /// A ContainerView of every object of type `kind` under the root
+    /// folder.
+    fn view_of(&mut self, kind: &str) -> Result<MoRef, Error> {
+        let sc = self.sc()?;
+        let body = format!(
+            "<CreateContainerView xmlns=\"urn:vim25\">{}{}<type>{}</type><recursive>true</recursive></CreateContainerView>",
+            mo("_this", &sc.view_manager),
+            mo("container", &sc.root_folder),
+            escape(kind)
+        );
+        let doc = self.call("CreateContainerView", &body, Budget::SMALL)?;
+        xml::moref_return(&doc, "CreateContainerViewResponse")
+            .map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// The ESXi hosts of the inventory (placement advisor).
+    pub fn hosts(&mut self) -> Result<Vec<xml::HostInfo>, Error> {
+        let view = self.view_of("HostSystem")?;
+        self.objects_in(&view, "HostSystem", &HOST_PROPERTIES, xml::hosts)
+    }
+
+    /// QueryPerf over a time range (placement advisor): `counters` of
+    /// `vms` at `interval` seconds (20 = realtime, 300, 1800, 7200, 86400
+    /// = the historical rollups), samples after `start_ms` up to `end_ms`.
+    pub fn query_perf_range(
+        &mut self,
+        vms: &[String],
+        counters: &[i32],
+        interval: i32,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Result<Vec<EntityMetric>, Error> {
+        let sc = self.sc()?;
+        let metrics: String = counters
+            .iter()
+            .map(|c| {
+                format!("<metricId><counterId>{c}</counterId><instance></instance></metricId>")
+            })
+            .collect();
+        let (start, end) = (xml::format_datetime(start_ms), xml::format_datetime(end_ms));
+        let specs: String = vms
+            .iter()
+            .map(|vm| {
+                format!(
+                    "<querySpec><entity type=\"VirtualMachine\">{}</entity><startTime>{start}</startTime><endTime>{end}</endTime>{metrics}<intervalId>{interval}</intervalId></querySpec>",
+                    escape(vm)
+                )
+            })
+            .collect();
+        let body = format!(
+            "<QueryPerf xmlns=\"urn:vim25\">{}{specs}</QueryPerf>",
+            mo("_this", &sc.perf_manager)
+        );
+        let samples =
+            (end_ms.saturating_sub(start_ms) / 1000 / interval.max(1) as u64) as usize + 2;
+        let budget = Budget::query_perf(vms.len(), counters.len(), samples);
+        let doc = self.call("QueryPerf", &body, budget)?;
+        xml::perf(&doc).map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// RelocateVM_Task of VM `vm` (moref value) to host `host`: the task.
+    pub fn relocate(&mut self, vm: &str, host: &str) -> Result<MoRef, Error> {
+        let body = format!(
+            "<RelocateVM_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachine\">{}</_this><spec><host type=\"HostSystem\">{}</host></spec></RelocateVM_Task>",
+            escape(vm),
+            escape(host)
+        );
+        let doc = self.call("RelocateVM_Task", &body, Budget::SMALL)?;
+        xml::moref_return(&doc, "RelocateVM_TaskResponse")
+            .map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// Where task `task` stands.
+    pub fn task_state(&mut self, task: &MoRef) -> Result<xml::TaskState, Error> {
+        let inner = format!(
+            "<specSet><propSet><type>Task</type><pathSet>info</pathSet></propSet>\
+<objectSet>{}<skip>false</skip></objectSet></specSet><options></options>",
+            mo("obj", task)
+        );
+        let doc = self.retrieve("RetrievePropertiesEx", inner, Budget::SMALL)?;
+        xml::task_info(&doc).map_err(|e| Error::Malformed(e.to_string()))
+    }
+
     fn retrieve(
         &mut self,
         method: &'static str,
@@ -512,48 +651,12 @@ impl super::Api for Client {
 
     /// A ContainerView of all VMs under the root folder.
     fn create_vm_view(&mut self) -> Result<MoRef, Error> {
-        let sc = self.sc()?;
-        let body = format!(
-            "<CreateContainerView xmlns=\"urn:vim25\">{}{}<type>VirtualMachine</type><recursive>true</recursive></CreateContainerView>",
-            mo("_this", &sc.view_manager),
-            mo("container", &sc.root_folder)
-        );
-        let doc = self.call("CreateContainerView", &body, Budget::SMALL)?;
-        xml::moref_return(&doc, "CreateContainerViewResponse")
-            .map_err(|e| Error::Malformed(e.to_string()))
+        self.view_of("VirtualMachine")
     }
 
     /// All VMs in `view` with the inventory properties.
     fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
-        let paths: String = VM_PROPERTIES
-            .iter()
-            .map(|p| format!("<pathSet>{p}</pathSet>"))
-            .collect();
-        let inner = format!(
-            "<specSet><propSet><type>VirtualMachine</type>{paths}</propSet>\
-<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>traverseEntities</name>\
-<type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet>\
-<options><maxObjects>{VMS_PER_PAGE}</maxObjects></options>",
-            mo("obj", view)
-        );
-        let doc = self.retrieve("RetrievePropertiesEx", inner, Budget::PAGE)?;
-        let (mut all, mut token) = xml::vms(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
-        let mut pages = 0;
-        while let Some(t) = token.take() {
-            pages += 1;
-            if pages > 10_000 {
-                return Err(Error::Malformed("endless continuation".into()));
-            }
-            let doc = self.retrieve(
-                "ContinueRetrievePropertiesEx",
-                format!("<token>{}</token>", escape(&t)),
-                Budget::PAGE,
-            )?;
-            let (more, next) = xml::vms(&doc).map_err(|e| Error::Malformed(e.to_string()))?;
-            all.extend(more);
-            token = next;
-        }
-        Ok(all)
+        self.objects_in(view, "VirtualMachine", &VM_PROPERTIES, xml::vms)
     }
 
     /// QueryPerfProviderSummary of a VM: its realtime refresh rate (s).

@@ -423,6 +423,8 @@ pub struct VmInfo {
     pub max_cpu_mhz: f64,
     pub num_cpu: f64,
     pub memory_mb: f64,
+    /// runtime.host: the host it runs on (moref value), if reported.
+    pub host: Option<String>,
 }
 
 fn num(n: Option<&Node>) -> f64 {
@@ -466,6 +468,9 @@ pub fn vms(root: &Node) -> Result<(Vec<VmInfo>, Option<String>), XmlError> {
         vm.max_cpu_mhz = num(prop(obj, "summary.runtime.maxCpuUsage"));
         vm.num_cpu = num(prop(obj, "summary.config.numCpu"));
         vm.memory_mb = num(prop(obj, "summary.config.memorySizeMB"));
+        vm.host = prop(obj, "runtime.host")
+            .map(|v| v.text.trim().to_string())
+            .filter(|h| !h.is_empty());
         out.push(vm);
     }
     Ok((out, token))
@@ -573,6 +578,115 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + d as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// Formats ms since the epoch as an xsd:dateTime in UTC
+/// (`2026-11-22T06:10:00Z`), the inverse of [`parse_datetime_ms`] to the
+/// second.
+pub fn format_datetime(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil from days (H. Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One ESXi host of the inventory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostInfo {
+    pub moref: String,
+    pub name: String,
+    /// summary.hardware.cpuMhz × numCpuCores.
+    pub cpu_mhz: f64,
+    /// summary.hardware.memorySize, in MB.
+    pub memory_mb: f64,
+    pub in_maintenance: bool,
+    /// runtime.connectionState is "connected".
+    pub connected: bool,
+}
+
+/// Decodes hosts from a RetrievePropertiesEx response over a container
+/// view of HostSystem.
+pub fn hosts(root: &Node) -> Result<(Vec<HostInfo>, Option<String>), XmlError> {
+    let (objs, token) = object_contents(root)?;
+    let mut out = Vec::new();
+    for obj in objs {
+        let Some(mo) = obj.child("obj").and_then(MoRef::from_node) else {
+            continue;
+        };
+        out.push(HostInfo {
+            moref: mo.value,
+            name: prop(obj, "name").map_or(String::new(), |v| v.text.trim().to_string()),
+            cpu_mhz: num(prop(obj, "summary.hardware.cpuMhz"))
+                * num(prop(obj, "summary.hardware.numCpuCores")),
+            memory_mb: num(prop(obj, "summary.hardware.memorySize")) / 1_048_576.0,
+            in_maintenance: prop(obj, "runtime.inMaintenanceMode").map(|v| v.text.trim())
+                == Some("true"),
+            connected: prop(obj, "runtime.connectionState").map(|v| v.text.trim())
+                == Some("connected"),
+        });
+    }
+    Ok((out, token))
+}
+
+/// Where a vSphere task stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Running,
+    Success,
+    /// Failed, with the fault's type and message.
+    Error(String),
+}
+
+/// Decodes a task's `info` (RetrievePropertiesEx of Task, path `info`).
+pub fn task_info(root: &Node) -> Result<TaskState, XmlError> {
+    let (objs, _) = object_contents(root)?;
+    let info = objs
+        .first()
+        .and_then(|o| prop(o, "info"))
+        .ok_or_else(|| XmlError::Unexpected("no task info".into()))?;
+    Ok(match info.text_of("state").map(str::trim) {
+        Some("queued") => TaskState::Queued,
+        Some("running") => TaskState::Running,
+        Some("success") => TaskState::Success,
+        Some("error") => {
+            let e = info.child("error");
+            let kind = e
+                .and_then(|e| e.child("fault"))
+                .and_then(|f| f.xsi_type.clone())
+                .unwrap_or_else(|| "fault".into());
+            let msg = e
+                .and_then(|e| e.text_of("localizedMessage"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            TaskState::Error(if msg.is_empty() {
+                kind
+            } else {
+                format!("{kind}: {msg}")
+            })
+        }
+        other => {
+            return Err(XmlError::Unexpected(format!(
+                "task state {}",
+                other.unwrap_or("missing")
+            )))
+        }
+    })
 }
 
 /// Parses an xsd:dateTime like `2026-11-22T06:10:00Z`,
@@ -688,6 +802,55 @@ mod tests {
         ] {
             assert_eq!(parse_datetime_ms(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn datetimes_format_back() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59Z",
+            "2026-11-22T06:10:00Z",
+            "2100-03-01T00:00:01Z",
+        ] {
+            assert_eq!(format_datetime(parse_datetime_ms(s).unwrap()), s);
+        }
+        assert_eq!(format_datetime(1_500), "1970-01-01T00:00:01Z");
+    }
+
+    #[test]
+    fn host_and_task_decoding() {
+        let d = doc(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="HostSystem">host-21</obj><propSet><name>name</name><val xsi:type="xsd:string">esx-1</val></propSet><propSet><name>runtime.connectionState</name><val xsi:type="HostSystemConnectionState">connected</val></propSet><propSet><name>runtime.inMaintenanceMode</name><val xsi:type="xsd:boolean">true</val></propSet><propSet><name>summary.hardware.cpuMhz</name><val xsi:type="xsd:int">2000</val></propSet><propSet><name>summary.hardware.memorySize</name><val xsi:type="xsd:long">4294967296</val></propSet><propSet><name>summary.hardware.numCpuCores</name><val xsi:type="xsd:short">8</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
+        );
+        let (h, token) = hosts(&d).unwrap();
+        assert_eq!(token, None);
+        assert_eq!(
+            h,
+            [HostInfo {
+                moref: "host-21".into(),
+                name: "esx-1".into(),
+                cpu_mhz: 16_000.0,
+                memory_mb: 4096.0,
+                in_maintenance: true,
+                connected: true,
+            }]
+        );
+        let task = |state: &str, error: &str| {
+            doc(&format!(
+                r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="Task">task-9</obj><propSet><name>info</name><val xsi:type="TaskInfo"><key>task-9</key><state>{state}</state>{error}</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#
+            ))
+        };
+        assert_eq!(task_info(&task("running", "")).unwrap(), TaskState::Running);
+        assert_eq!(task_info(&task("success", "")).unwrap(), TaskState::Success);
+        assert_eq!(
+            task_info(&task(
+                "error",
+                r#"<error><fault xsi:type="MigrationFault"></fault><localizedMessage>host is busy</localizedMessage></error>"#
+            ))
+            .unwrap(),
+            TaskState::Error("MigrationFault: host is busy".into())
+        );
+        assert!(task_info(&task("exploded", "")).is_err());
     }
 
     #[test]

@@ -63,6 +63,22 @@ pub struct Opts {
     /// The only credentials Login accepts.
     pub user: String,
     pub pass: String,
+    /// The cluster's hosts, DC0_C0_H0, DC0_C0_H1, ... (empty: the
+    /// model's three).
+    pub hosts: Vec<HostSpec>,
+    /// (VM name, host name): where a VM runs (others: the simulator's
+    /// choice).
+    pub vm_hosts: Vec<(String, String)>,
+}
+
+/// One host of the simulated cluster.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostSpec {
+    /// Per core.
+    pub cpu_mhz: u32,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub maintenance: bool,
 }
 
 impl Default for Opts {
@@ -74,6 +90,8 @@ impl Default for Opts {
             port: None,
             user: "user".to_string(),
             pass: "pass".to_string(),
+            hosts: Vec::new(),
+            vm_hosts: Vec::new(),
         }
     }
 }
@@ -175,6 +193,9 @@ impl Vcsim {
                 if let Some(ip) = &vm.ip {
                     v["ip"] = serde_json::Value::String(ip.clone());
                 }
+                if let Some((_, h)) = opts.vm_hosts.iter().find(|(n, _)| *n == vm.name) {
+                    v["host"] = serde_json::Value::String(h.clone());
+                }
                 v
             })
             .collect();
@@ -183,6 +204,14 @@ impl Vcsim {
             serde_json::to_string_pretty(&list).unwrap().as_bytes(),
         );
         write_atomic(&dir.join("counters.json"), b"{}\n");
+        if !opts.hosts.is_empty() {
+            write_atomic(
+                &dir.join("hosts.json"),
+                serde_json::to_string_pretty(&opts.hosts)
+                    .unwrap()
+                    .as_bytes(),
+            );
+        }
 
         let mut sim = Vcsim {
             url: String::new(),
@@ -245,6 +274,9 @@ impl Vcsim {
             .arg(&self.opts.pass);
         if let Some(t) = self.opts.idle_timeout {
             cmd.arg("-idle-timeout").arg(format!("{}ns", t.as_nanos()));
+        }
+        if !self.opts.hosts.is_empty() {
+            cmd.arg("-hosts").arg(self.dir.join("hosts.json"));
         }
         if let Some(cert) = &self.cert {
             cmd.arg("-tls")

@@ -347,7 +347,12 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
         })
         .collect();
     for (r, w) in s.weights.iter().enumerate() {
-        if *w > 0.0 && r < 2 && hosts.iter().any(|h| h.capacity[r].is_nan() || h.capacity[r] <= 0.0) {
+        if *w > 0.0
+            && r < 2
+            && hosts
+                .iter()
+                .any(|h| h.capacity[r].is_nan() || h.capacity[r] <= 0.0)
+        {
             return Err(format!("a host reports no {} capacity", RESOURCES[r]));
         }
     }

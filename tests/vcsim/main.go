@@ -10,11 +10,15 @@
 //   - strict credentials (-user/-pass), optional session idle expiry
 //     (-idle-timeout) and optional HTTPS with a generated certificate (-tls);
 //   - plain HTTP control endpoints next to /sdk (same port):
-//     GET /dwepc/stats, GET /dwepc/fault?mode=..., GET /dwepc/expire.
+//     GET /dwepc/stats, GET /dwepc/fault?mode=..., GET /dwepc/expire;
+//   - optionally the cluster's hosts as listed in a JSON file (-hosts:
+//     count, CPU, memory, maintenance mode) and each VM on a chosen host;
+//   - a "migratefail" fault: RelocateVM_Task/MigrateVM_Task return a task
+//     that fails with MigrationFault.
 //     With -tls the port speaks both TLS and plain HTTP (told apart by the
 //     first byte); plain HTTP is then accepted for /dwepc/ only.
 //
-// Flags: -listen ADDR (loopback only, default 127.0.0.1:0), -ready FILE,
+// Flags: -listen ADDR (loopback only, default 127.0.0.1:0), -ready FILE, -hosts FILE,
 // -vms FILE, -counters FILE, -refresh SECONDS, -tls, -cert-out FILE,
 // -tls-state FILE, -idle-timeout DURATION, -user U, -pass P,
 // -model vpx|esx, -empty-entity omit|keep, -trace. Once listening it prints
@@ -81,6 +85,7 @@ type options struct {
 	listen      string
 	ready       string
 	vmsFile     string
+	hostsFile   string
 	counters    string
 	refresh     int
 	tls         bool
@@ -99,6 +104,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.listen, "listen", "127.0.0.1:0", "loopback `ADDR` (host:port) to listen on; port 0 picks a free port")
 	flag.StringVar(&o.ready, "ready", "", "write the ready JSON line to `FILE` (atomically) once listening")
 	flag.StringVar(&o.vmsFile, "vms", "", "JSON `FILE`: array of VMs to create (without it the model's default VMs are kept)")
+	flag.StringVar(&o.hostsFile, "hosts", "", "JSON `FILE`: array of the cluster's hosts (cpu_mhz per core, cores, memory_mb, maintenance), named DC0_C0_H0, DC0_C0_H1, ...")
 	flag.StringVar(&o.counters, "counters", "", "JSON `FILE` with counter values per VM name, re-read on every QueryPerf")
 	flag.IntVar(&o.refresh, "refresh", 20, "realtime refresh rate in `SECONDS` reported by QueryPerfProviderSummary")
 	flag.BoolVar(&o.tls, "tls", false, "serve HTTPS with a generated certificate for 127.0.0.1")
@@ -139,6 +145,69 @@ type vmSpec struct {
 	CPUMHz   int32  `json:"cpu_mhz"`   // summary.runtime.maxCpuUsage; default 2000 * num_cpu
 	MemoryMB int32  `json:"memory_mb"` // default 1024
 	Power    string `json:"power"`     // "on" (default) or "off"
+	Host     string `json:"host"`      // host to run on (e.g. DC0_C0_H1); default: the simulator's choice
+}
+
+// hostSpec is one entry of the -hosts file: the cluster's i-th host,
+// DC0_C0_H<i>.
+type hostSpec struct {
+	CPUMHz      int32 `json:"cpu_mhz"`   // per core; default 2000
+	Cores       int16 `json:"cores"`     // default 8
+	MemoryMB    int64 `json:"memory_mb"` // default 65536
+	Maintenance bool  `json:"maintenance"`
+}
+
+func readHostSpecs(path string) ([]hostSpec, error) {
+	data, err := ioutil.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var specs []hostSpec
+	if err := json.Unmarshal(data, &specs); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if len(specs) == 0 {
+		return nil, fmt.Errorf("%s: no host", path)
+	}
+	for i := range specs {
+		s := &specs[i]
+		if s.CPUMHz <= 0 {
+			s.CPUMHz = 2000
+		}
+		if s.Cores <= 0 {
+			s.Cores = 8
+		}
+		if s.MemoryMB <= 0 {
+			s.MemoryMB = 65536
+		}
+	}
+	return specs, nil
+}
+
+// configureHosts sets the cluster hosts' hardware summary and maintenance
+// mode (on the simulator objects, through Registry.Update).
+func configureHosts(specs []hostSpec) error {
+	for i, s := range specs {
+		name := fmt.Sprintf("DC0_C0_H%d", i)
+		var host mo.Reference
+		for _, obj := range simulator.Map.All("HostSystem") {
+			if e, ok := obj.(mo.Entity); ok && e.Entity().Name == name {
+				host = obj
+			}
+		}
+		if host == nil {
+			return fmt.Errorf("host %s not in the model", name)
+		}
+		simulator.Map.WithLock(host, func() {
+			simulator.Map.Update(host, []types.PropertyChange{
+				{Name: "summary.hardware.cpuMhz", Val: s.CPUMHz},
+				{Name: "summary.hardware.numCpuCores", Val: s.Cores},
+				{Name: "summary.hardware.memorySize", Val: s.MemoryMB * 1024 * 1024},
+				{Name: "runtime.inMaintenanceMode", Val: s.Maintenance},
+			})
+		})
+	}
+	return nil
 }
 
 func readVMSpecs(path string) ([]vmSpec, error) {
@@ -243,7 +312,13 @@ func createVMs(svc *simulator.Service, specs []vmSpec) error {
 			Files:        &types.VirtualMachineFileInfo{VmPathName: "[" + ds.Name() + "]"},
 			DeviceChange: change,
 		}
-		task, err := folders.VmFolder.CreateVM(ctx, spec, pool, nil)
+		var host *object.HostSystem
+		if s.Host != "" {
+			if host, err = finder.HostSystem(ctx, s.Host); err != nil {
+				return fmt.Errorf("VM %s: host %s: %v", s.Name, s.Host, err)
+			}
+		}
+		task, err := folders.VmFolder.CreateVM(ctx, spec, pool, host)
 		if err != nil {
 			return err
 		}
@@ -685,7 +760,7 @@ func terminateAllSessions() int {
 
 // faultModes are the accepted values of /dwepc/fault?mode=.
 var faultModes = map[string]bool{"none": true, "hang": true, "http500": true, "garbage": true, "notauth": true,
-	"flood": true, "huge": true, "elements": true}
+	"flood": true, "huge": true, "elements": true, "migratefail": true}
 
 // hostileCap bounds what the hostile faults write per request, so a client
 // that reads without limit still ends.
@@ -807,7 +882,7 @@ func (f *frontend) serveStats(w http.ResponseWriter, _ *http.Request) {
 func (f *frontend) serveFault(w http.ResponseWriter, r *http.Request) {
 	mode := r.URL.Query().Get("mode")
 	if !faultModes[mode] {
-		http.Error(w, "mode must be one of none|hang|http500|garbage|notauth", http.StatusBadRequest)
+		http.Error(w, "mode must be one of none|hang|http500|garbage|notauth|flood|huge|elements|migratefail", http.StatusBadRequest)
 		return
 	}
 	f.mu.Lock()
@@ -889,6 +964,11 @@ func (f *frontend) serveSDK(w http.ResponseWriter, r *http.Request) {
 		case "flood", "huge", "elements":
 			writeHostile(w, mode)
 			return
+		case "migratefail":
+			if call.method == "RelocateVM_Task" || call.method == "MigrateVM_Task" {
+				writeFailingMigration(w, call)
+				return
+			}
 		case "notauth":
 			switch call.method {
 			case "RetrieveServiceContent":
@@ -917,6 +997,26 @@ func (f *frontend) serveSDK(w http.ResponseWriter, r *http.Request) {
 		}
 		f.mu.Unlock()
 	}
+}
+
+// writeFailingMigration answers a RelocateVM_Task / MigrateVM_Task with a
+// real simulator task that ends in a MigrationFault (the "migratefail"
+// fault): the VM stays where it is, as when vCenter refuses a vMotion.
+func writeFailingMigration(w http.ResponseWriter, c soapCall) {
+	ref := types.ManagedObjectReference{Type: c.thisType, Value: c.thisVal}
+	obj := simulator.Map.Get(ref)
+	if obj == nil {
+		writeNotAuthenticated(w, c)
+		return
+	}
+	task := simulator.CreateTask(obj, "relocateVm", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+		return nil, &types.MigrationFault{}
+	})
+	moref := task.Run()
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><%sResponse xmlns="urn:vim25"><returnval type="Task">%s</returnval></%sResponse></soapenv:Body></soapenv:Envelope>`,
+		c.method, moref.Value, c.method)
 }
 
 // garbageBody is served with HTTP 200 by the "garbage" fault: it starts like
@@ -1320,11 +1420,25 @@ func main() {
 		m.Machine = 0
 		m.Host = 0
 	}
+	var hostSpecs []hostSpec
+	if o.hostsFile != "" {
+		var err error
+		if hostSpecs, err = readHostSpecs(o.hostsFile); err != nil {
+			log.Fatal(err)
+		}
+		m.ClusterHost = len(hostSpecs)
+	}
 	if err := m.Create(); err != nil {
 		log.Fatalf("model: %v", err)
 	}
 	defer m.Remove() // deletes the model's temporary datastore directories
 
+	if len(hostSpecs) > 0 {
+		if err := configureHosts(hostSpecs); err != nil {
+			m.Remove()
+			log.Fatalf("hosts: %v", err)
+		}
+	}
 	if o.vmsFile != "" {
 		if err := createVMs(m.Service, specs); err != nil {
 			m.Remove()

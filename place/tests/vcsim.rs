@@ -1,0 +1,221 @@
+//! dwepc-place end to end against the vcsim launcher: a cluster of three
+//! hosts where two disk-heavy VMs share a host. The plan moves one of
+//! them; --apply moves it (its runtime.host changes in vcsim); a failed
+//! migration stops the run with what was and was not moved; bad input
+//! fails with a clear message and no plan.
+
+use dwepc_core::vsphere::client::{Client, Config};
+use dwepc_core::vsphere::Api;
+use dwepc_lab::vcsim::{HostSpec, Opts, Vcsim, VmSpec};
+use std::process::Command;
+use std::time::Duration;
+
+/// db-1 and db-2 (heavy disk) on host 0, web-1 on host 1, web-2 on host
+/// 2; hosts of 8 x 2000 MHz and 64 GB; counters as given.
+fn cluster(counters: bool) -> Vcsim {
+    let vms: Vec<VmSpec> = ["db-1", "db-2", "web-1", "web-2"]
+        .iter()
+        .map(|n| VmSpec::new(n, None, 2, 4000, 4096))
+        .collect();
+    let host = HostSpec {
+        cpu_mhz: 2000,
+        cores: 8,
+        memory_mb: 65536,
+        maintenance: false,
+    };
+    let opts = Opts {
+        hosts: vec![host.clone(), host.clone(), host],
+        vm_hosts: [("db-1", 0), ("db-2", 0), ("web-1", 1), ("web-2", 2)]
+            .iter()
+            .map(|(v, h)| (v.to_string(), format!("DC0_C0_H{h}")))
+            .collect(),
+        ..Opts::default()
+    };
+    let sim = Vcsim::start(&vms, &opts);
+    if counters {
+        let vm = |disk: i64| {
+            serde_json::json!({
+                "cpu.usagemhz.average": 1000,
+                "mem.consumed.average": 2_097_152,
+                "net.usage.average": 100,
+                "disk.usage.average": disk
+            })
+        };
+        sim.set_counters(&serde_json::json!({
+            "db-1": vm(900), "db-2": vm(800), "web-1": vm(100), "web-2": vm(120)
+        }));
+    }
+    sim
+}
+
+fn place(sim: &Vcsim, extra: &[&str]) -> (i32, String, String) {
+    place_at(&sim.url, sim, extra)
+}
+
+/// dwepc-place on `url`, with the simulator's credentials: (exit status,
+/// stdout, stderr).
+fn place_at(url: &str, sim: &Vcsim, extra: &[&str]) -> (i32, String, String) {
+    let pw = sim.dir.join("pass");
+    std::fs::write(&pw, "pass\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dwepc-place"))
+        .args([
+            "--url",
+            url,
+            "--insecure-http",
+            "--user",
+            "user",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--timeout",
+            "5s",
+        ])
+        .args(extra)
+        .output()
+        .expect("run dwepc-place");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Where each VM runs now, by host name, read through the vSphere API.
+fn hosts_of(sim: &Vcsim) -> std::collections::BTreeMap<String, String> {
+    let mut c = Client::new(Config {
+        url: sim.url.clone(),
+        user: "user".into(),
+        password: "pass".into(),
+        ca_pem: None,
+        tls_verify: true,
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    c.connect().unwrap();
+    let hosts = c.hosts().unwrap();
+    let view = c.create_vm_view().unwrap();
+    let out = c
+        .vms(&view)
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            let h = v.host.unwrap_or_default();
+            let name = hosts
+                .iter()
+                .find(|x| x.moref == h)
+                .map_or(h, |x| x.name.clone());
+            (v.name, name)
+        })
+        .collect();
+    c.logout();
+    out
+}
+
+#[test]
+fn two_heavy_vms_on_one_host_are_split_and_the_move_applied() {
+    let sim = cluster(true);
+    let before = hosts_of(&sim);
+    assert_eq!(before["db-1"], "DC0_C0_H0");
+    assert_eq!(before["db-2"], "DC0_C0_H0");
+
+    // the plan: one migration of a db VM off host 0, nothing changed
+    let (code, out, err) = place(&sim, &["--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["outcome"], "plan", "{plan}");
+    let moves = plan["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{plan}");
+    let vm = moves[0]["vm"].as_str().unwrap().to_string();
+    assert!(vm.starts_with("db-"), "{plan}");
+    assert_eq!(moves[0]["from"], "DC0_C0_H0");
+    assert_eq!(plan["peak_before"], 1700.0);
+    assert_eq!(plan["peak_after"], 900.0);
+    assert_eq!(plan["interval_s"], 20);
+    assert_eq!(
+        hosts_of(&sim),
+        before,
+        "a plan without --apply changes nothing"
+    );
+
+    // the readable plan says the same
+    let (code, text, _) = place(&sim, &[]);
+    assert_eq!(code, 0);
+    eprintln!("{text}");
+    assert!(
+        text.contains("plan: 1 migration(s), peak 1700.0 -> 900.0 KB/s"),
+        "{text}"
+    );
+
+    // --apply moves it: the VM's runtime.host changes in vcsim
+    let (code, out, err) = place(&sim, &["--apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("moved {vm} to")), "{out}");
+    let after = hosts_of(&sim);
+    assert_ne!(after["db-1"], after["db-2"], "{after:?}");
+    assert_eq!(after[&vm], moves[0]["to"].as_str().unwrap());
+    assert_eq!(sim.calls("RelocateVM_Task"), 1);
+
+    // balanced now: nothing to do, exit 0, no migration
+    let (code, out, _) = place(&sim, &["--apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(sim.calls("RelocateVM_Task"), 1);
+    // every session was logged out
+    assert_eq!(sim.stats()["sessions"], 0, "{}", sim.stats());
+}
+
+#[test]
+fn a_failed_migration_stops_the_run_and_says_what_moved() {
+    let sim = cluster(true);
+    sim.fault("migratefail");
+    let (code, out, err) = place(&sim, &["--apply", "--max-moves", "3"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("failed: MigrationFault"), "{err}");
+    assert!(err.contains("Moved: none"), "{err}");
+    let after = hosts_of(&sim);
+    assert_eq!(after["db-1"], "DC0_C0_H0");
+    assert_eq!(after["db-2"], "DC0_C0_H0");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason_and_no_plan() {
+    let sim = cluster(true);
+    for (args, want) in [
+        (vec!["--exclude", "esx-9"], "--exclude esx-9: no such host"),
+        (
+            vec!["--apart", "db-1,nosuch"],
+            "no powered-on VM named \"nosuch\"",
+        ),
+        (vec!["--balance", "iops"], "unknown resource \"iops\""),
+        (vec!["--since", "10s"], "invalid --since"),
+        (vec!["--stat", "q9"], "unknown statistic"),
+    ] {
+        let (code, out, err) = place(&sim, &args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: a plan was printed: {out}");
+    }
+    // an unreachable vCenter
+    let (code, out, err) = place_at("http://127.0.0.1:9/sdk", &sim, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("vSphere:"), "{err}");
+    assert!(out.is_empty());
+    // credentials in the URL: refused as the module refuses them
+    let (code, _, err) = place_at("https://a:b@127.0.0.1/sdk", &sim, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("credentials in \"url=\" are not accepted"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_horizon_without_samples_is_an_error() {
+    let sim = cluster(false);
+    let (code, out, err) = place(&sim, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("all 4 of 4 VMs have no sample of disk.usage.average"),
+        "{err}"
+    );
+    assert!(out.is_empty());
+}

@@ -463,7 +463,8 @@ struct Report<'a> {
     peak_after: f64,
     mean: f64,
     lower_bound: f64,
-    /// "balanced" (nothing to do), "no_better_plan", or "plan".
+    /// "plan", or why nothing is to do: "balanced", "no_better_plan",
+    /// "one_host".
     outcome: &'a str,
     hosts: Vec<HostRow<'a>>,
     moves: Vec<MoveRow<'a>>,
@@ -536,7 +537,8 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
     let now = place::current(&p);
     let bound = place::lower_bound(&p);
     let (peak, mean) = (now.max_load(&p), now.mean_load(&p));
-    let balanced = peak <= mean * (1.0 + a.tolerance) || peak <= bound * (1.0 + 1e-9);
+    let usable = p.hosts.iter().filter(|h| !h.excluded).count();
+    let balanced = usable < 2 || peak <= mean * (1.0 + a.tolerance) || peak <= bound * (1.0 + 1e-9);
     let plan = if balanced {
         now.clone()
     } else {
@@ -545,7 +547,9 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
     let improves = plan.max_load(&p) < peak * (1.0 - 1e-9);
     let plan = if improves { plan } else { now.clone() };
     let (moves, together) = place::ordered_moves(&p, &plan);
-    let outcome = if balanced {
+    let outcome = if usable < 2 {
+        "one_host"
+    } else if balanced {
         "balanced"
     } else if !improves {
         "no_better_plan"
@@ -651,6 +655,7 @@ fn print_report(r: &Report<'_>, vms: usize) {
     println!();
     match r.outcome {
         "balanced" => println!("nothing to do: the busiest host is within the tolerance of the mean (or at the lower bound)"),
+        "one_host" => println!("nothing to do: fewer than two hosts can give and take VMs (the others are in maintenance, disconnected or excluded)"),
         "no_better_plan" => println!(
             "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity lowers the peak",
             r.max_moves.map_or("any number of".to_string(), |m| m.to_string())

@@ -13,6 +13,11 @@ use std::time::Duration;
 /// db-1 and db-2 (heavy disk) on host 0, web-1 on host 1, web-2 on host
 /// 2; hosts of 8 x 2000 MHz and 64 GB; counters as given.
 fn cluster(counters: bool) -> Vcsim {
+    cluster_with(counters, [false; 3])
+}
+
+/// As [`cluster`], with hosts in maintenance as given.
+fn cluster_with(counters: bool, maintenance: [bool; 3]) -> Vcsim {
     let vms: Vec<VmSpec> = ["db-1", "db-2", "web-1", "web-2"]
         .iter()
         .map(|n| VmSpec::new(n, None, 2, 4000, 4096))
@@ -24,7 +29,13 @@ fn cluster(counters: bool) -> Vcsim {
         maintenance: false,
     };
     let opts = Opts {
-        hosts: vec![host.clone(), host.clone(), host],
+        hosts: maintenance
+            .iter()
+            .map(|&m| HostSpec {
+                maintenance: m,
+                ..host.clone()
+            })
+            .collect(),
         vm_hosts: [("db-1", 0), ("db-2", 0), ("web-1", 1), ("web-2", 2)]
             .iter()
             .map(|(v, h)| (v.to_string(), format!("DC0_C0_H{h}")))
@@ -218,4 +229,43 @@ fn a_horizon_without_samples_is_an_error() {
         "{err}"
     );
     assert!(out.is_empty());
+}
+
+#[test]
+fn hosts_in_maintenance_or_excluded_and_apart_groups_are_respected() {
+    // host 1 (the idlest) is in maintenance: db-2 goes to host 2
+    let sim = cluster_with(true, [false, true, false]);
+    let (code, out, err) = place(&sim, &["--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let moves = plan["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{plan}");
+    assert_eq!(moves[0]["to"], "DC0_C0_H2", "{plan}");
+    assert_eq!(plan["hosts"][1]["excluded"], true);
+    // host 2 excluded as well: nowhere to go, nothing to do
+    let (code, out, _) = place(&sim, &["--exclude", "DC0_C0_H2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do: fewer than two hosts"), "{out}");
+    // with no budget at all, nothing moves either
+    let (code, out, _) = place(&sim, &["--max-moves", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("nothing to do: no plan within 0 migration(s)"),
+        "{out}"
+    );
+    // all three usable, db-2 and web-2 kept apart: db-2 goes to host 1
+    let sim = cluster(true);
+    let (code, out, err) = place(
+        &sim,
+        &["--json", "--apart", "db-2,web-2", "--apart", "db-1,web-1"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let moved: Vec<(&str, &str)> = plan["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["vm"].as_str().unwrap(), m["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(moved, [("db-2", "DC0_C0_H1")], "{plan}");
 }

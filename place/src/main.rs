@@ -668,17 +668,21 @@ fn print_report(r: &Report<'_>, vms: usize) {
                 f(r.peak_after),
                 r.unit
             );
+            let mut peak = r.peak_before;
             for (i, m) in r.moves.iter().enumerate() {
                 println!(
-                    "  {}. {}: {} -> {} ({} {}), peak after {}",
+                    "  {}. {}: {} -> {} ({} {}); peak {} -> {} (gain {})",
                     i + 1,
                     m.vm,
                     m.from,
                     m.to,
                     f(m.load),
                     r.unit,
-                    f(m.peak_after)
+                    f(peak),
+                    f(m.peak_after),
+                    f(peak - m.peak_after)
                 );
+                peak = m.peak_after;
             }
             if !r.together.is_empty() {
                 println!("  together (not one at a time): {}", r.together.join(", "));

@@ -146,6 +146,31 @@ fn two_heavy_vms_on_one_host_are_split_and_the_move_applied() {
         before,
         "a plan without --apply changes nothing"
     );
+    // a day's horizon reads vCenter's 5-minute rollup, where (over the
+    // day) web-2 was as heavy as the db VMs: the peak is another
+    let vm_at = |disk: i64, day: i64| {
+        serde_json::json!({
+            "cpu.usagemhz.average": 1000,
+            "mem.consumed.average": 2_097_152,
+            "disk.usage.average": disk,
+            "disk.usage.average@300": day
+        })
+    };
+    sim.set_counters(&serde_json::json!({
+        "db-1": vm_at(900, 300), "db-2": vm_at(800, 300),
+        "web-1": vm_at(100, 100), "web-2": vm_at(120, 300)
+    }));
+    let (code, out, err) = place(&sim, &["--json", "--since", "1d", "--stat", "mean"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let day: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(day["interval_s"], 300, "{day}");
+    assert_eq!(day["peak_before"], 600.0, "{day}");
+    assert_eq!(day["outcome"], "plan", "{day}");
+    // the last hour is what the 20-s samples say: the same plan as before
+    let (_, out, _) = place(&sim, &["--json"]);
+    let hour: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hour["peak_before"], 1700.0, "{hour}");
+    assert_eq!(hour["moves"], plan["moves"], "{hour}");
 
     // the readable plan says the same
     let (code, text, _) = place(&sim, &[]);

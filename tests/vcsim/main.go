@@ -6,7 +6,8 @@
 //     including guest IP, vCPU count, memory and maximum CPU (MHz);
 //   - a PerformanceManager whose QueryPerf answers from a JSON file that is
 //     re-read on every call (-counters), so a test can change the counter
-//     values at any time;
+//     values at any time; a key "counter@300" gives a value for the 300-s
+//     (historical) interval only;
 //   - strict credentials (-user/-pass), optional session idle expiry
 //     (-idle-timeout) and optional HTTPS with a generated certificate (-tls);
 //   - plain HTTP control endpoints next to /sdk (same port):
@@ -503,6 +504,25 @@ func loadCounters(path string) counterData {
 // Counter keys in the file are "group.name.rollup" for the aggregate
 // instance "" and "group.name.rollup:INSTANCE" for a specific instance.
 // Instance "*" in the request returns every instance present in the file.
+// atInterval returns the values a VM reports at sampling interval
+// `interval` (seconds): a key "name@300" is the value of "name" at the
+// 300-s interval only (it overrides "name" there); keys for other
+// intervals are left out.
+func atInterval(vals map[string]int64, interval int32) map[string]int64 {
+	out := make(map[string]int64, len(vals))
+	suffix := "@" + strconv.Itoa(int(interval))
+	for k, v := range vals {
+		if !strings.Contains(k, "@") {
+			if _, over := vals[k+suffix]; !over {
+				out[k] = v
+			}
+		} else if strings.HasSuffix(k, suffix) {
+			out[strings.TrimSuffix(k, suffix)] = v
+		}
+	}
+	return out
+}
+
 func seriesFor(vals map[string]int64, key, instance string) (instances []string, values []int64) {
 	if key == "" || vals == nil {
 		return nil, nil
@@ -568,8 +588,6 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 		if e, ok := obj.(mo.Entity); ok {
 			name = e.Entity().Name
 		}
-		vals := data.values[name]
-
 		// Sample times: the newest is "_time" or now truncated to the
 		// interval; older ones step back by the interval. startTime is
 		// exclusive and endTime inclusive, as in vSphere.
@@ -577,6 +595,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 		if interval <= 0 {
 			interval = p.refresh
 		}
+		vals := atInterval(data.values[name], interval)
 		step := time.Duration(interval) * time.Second
 		latest := now.Truncate(step)
 		if data.time != nil {

@@ -162,13 +162,16 @@ pub fn feasible(p: &Problem, host: &[usize]) -> Result<(), String> {
         }
     }
     for g in &p.apart {
-        let clashes = |hs: &dyn Fn(usize) -> usize| {
-            let mut seen: Vec<usize> = g.iter().map(|&v| hs(v)).collect();
-            seen.sort_unstable();
-            seen.windows(2).filter(|w| w[0] == w[1]).count()
-        };
-        if clashes(&|v| host[v]) > clashes(&|v| cur[v]) {
-            return Err("anti-affinity group on one host".into());
+        // no two VMs of a group meet on a host unless they already did
+        for (i, &u) in g.iter().enumerate() {
+            for &w in &g[i + 1..] {
+                if host[u] == host[w] && cur[u] != cur[w] {
+                    return Err(format!(
+                        "VMs {} and {} of an anti-affinity group on one host",
+                        p.vms[u].name, p.vms[w].name
+                    ));
+                }
+            }
         }
     }
     if let Some(m) = p.max_moves {
@@ -195,6 +198,7 @@ fn used(p: &Problem, host: &[usize]) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// The search state: a placement with its loads, CPU and memory per host.
+#[derive(Clone)]
 struct State<'a> {
     p: &'a Problem,
     host: Vec<usize>,
@@ -208,6 +212,9 @@ struct State<'a> {
     /// Per VM, its anti-affinity groups.
     groups: Vec<Vec<usize>>,
     moves: usize,
+    /// Swaps are tried (a swap between two full hosts cannot be carried
+    /// out one migration at a time).
+    swaps: bool,
 }
 
 /// A candidate step: move `v` to `to`, or swap `v` and `w`.
@@ -272,6 +279,7 @@ impl<'a> State<'a> {
             mem,
             groups,
             moves,
+            swaps: true,
         }
     }
 
@@ -444,7 +452,7 @@ impl<'a> State<'a> {
             .map(|t| t.1)
             .filter(|&h| h != usize::MAX)
             .collect();
-        for v in (0..p.vms.len()).filter(|&v| busy.contains(&self.host[v])) {
+        for v in (0..p.vms.len()).filter(|&v| self.swaps && busy.contains(&self.host[v])) {
             for w in 0..p.vms.len() {
                 if self.host[w] != self.host[v] {
                     consider(Step::Swap { v, w }, &mut best);
@@ -597,9 +605,17 @@ pub fn greedy_within(p: &Problem, budget: usize) -> Placement {
 /// ([`greedy_feasible`], or [`greedy_lpt`] where it keeps the
 /// constraints) either.
 pub fn plan(p: &Problem) -> Placement {
+    plan_with(p, true)
+}
+
+/// [`plan`] with or without swaps: a plan of single moves only can
+/// always be carried out in the order its search found it, one migration
+/// at a time.
+pub fn plan_with(p: &Problem, swaps: bool) -> Placement {
     let steps = 20 * p.vms.len() + 100;
     let bound = lower_bound(p);
     let mut st = State::new(p, p.vms.iter().map(|v| v.host).collect());
+    st.swaps = swaps;
     st.run(steps, bound);
     let mut best = evaluate(p, &st.host);
     if p.max_moves.is_none() {
@@ -608,6 +624,7 @@ pub fn plan(p: &Problem) -> Placement {
                 continue;
             }
             let mut sg = State::new(p, g.host);
+            sg.swaps = swaps;
             sg.run(steps, bound);
             let cand = evaluate(p, &sg.host);
             let (sb, sc) = (score_of(p, &best), score_of(p, &cand));
@@ -692,7 +709,9 @@ impl Stat {
             Stat::Mean => v.iter().sum::<f64>() / v.len() as f64,
             Stat::Percentile(q) => {
                 v.sort_by(f64::total_cmp);
-                let rank = (q * v.len() as f64).ceil() as usize;
+                // nearest rank; the epsilon keeps q = 0.55 of 180 samples
+                // at rank 99, which 0.55 * 180 in floating point is not
+                let rank = (q * v.len() as f64 - 1e-9).ceil() as usize;
                 v[rank.clamp(1, v.len()) - 1]
             }
         })
@@ -719,38 +738,74 @@ pub fn ordered_moves(p: &Problem, plan: &Placement) -> (Vec<Move>, Vec<usize>) {
         max_moves: None,
         ..p.clone()
     };
-    let mut st = State::new(&free, p.vms.iter().map(|v| v.host).collect());
-    let mut left: Vec<usize> = (0..p.vms.len())
+    let st = State::new(&free, p.vms.iter().map(|v| v.host).collect());
+    let left: Vec<usize> = (0..p.vms.len())
         .filter(|&v| plan.host[v] != p.vms[v].host)
         .collect();
-    let mut out = Vec::new();
-    while !left.is_empty() {
-        let base = st.score();
-        let top = st.top3();
-        let best = left
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &v)| {
-                let step = Step::Move {
-                    v,
-                    to: plan.host[v],
-                };
-                st.try_step(step, &top, &base).map(|(s, _)| (i, v, s))
-            })
-            .min_by(|a, b| a.2.max.total_cmp(&b.2.max).then(a.2.sq.total_cmp(&b.2.sq)));
-        let Some((i, v, _)) = best else { break };
-        let from = st.host[v];
-        st.apply(Step::Move {
+    // depth first, the step that lowers the peak most first, backtracking
+    // when stuck, within a bounded number of steps tried
+    let mut budget = 20_000usize;
+    let mut best: Vec<Move> = Vec::new();
+    let mut path: Vec<Move> = Vec::new();
+    order_from(st, &left, plan, &mut path, &mut best, &mut budget);
+    let done: Vec<usize> = best.iter().map(|m| m.vm).collect();
+    let stuck = left.into_iter().filter(|v| !done.contains(v)).collect();
+    (best, stuck)
+}
+
+/// Extends `path` from `st` with the moves of `left`; keeps in `best` the
+/// longest order found. Returns true once every move is ordered.
+fn order_from(
+    st: State<'_>,
+    left: &[usize],
+    plan: &Placement,
+    path: &mut Vec<Move>,
+    best: &mut Vec<Move>,
+    budget: &mut usize,
+) -> bool {
+    if path.len() > best.len() {
+        *best = path.clone();
+    }
+    if left.is_empty() {
+        return true;
+    }
+    let base = st.score();
+    let top = st.top3();
+    let mut steps: Vec<(usize, Score)> = left
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &v)| {
+            let step = Step::Move {
+                v,
+                to: plan.host[v],
+            };
+            st.try_step(step, &top, &base).map(|(s, _)| (i, s))
+        })
+        .collect();
+    steps.sort_by(|a, b| a.1.max.total_cmp(&b.1.max).then(a.1.sq.total_cmp(&b.1.sq)));
+    for (i, _) in steps {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let v = left[i];
+        let mut next = st.clone();
+        let from = next.host[v];
+        next.apply(Step::Move {
             v,
             to: plan.host[v],
         });
-        out.push(Move {
+        path.push(Move {
             vm: v,
             from,
             to: plan.host[v],
-            peak_after: st.score().max,
+            peak_after: next.score().max,
         });
-        left.remove(i);
+        let rest: Vec<usize> = left.iter().copied().filter(|&u| u != v).collect();
+        if order_from(next, &rest, plan, path, best, budget) {
+            return true;
+        }
+        path.pop();
     }
-    (out, left)
+    false
 }

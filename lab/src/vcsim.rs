@@ -69,6 +69,9 @@ pub struct Opts {
     /// (VM name, host name): where a VM runs (others: the simulator's
     /// choice).
     pub vm_hosts: Vec<(String, String)>,
+    /// Standalone hosts besides the cluster (DC0_H0, ...), each its own
+    /// compute resource.
+    pub standalone_hosts: u32,
 }
 
 /// One host of the simulated cluster.
@@ -92,6 +95,7 @@ impl Default for Opts {
             pass: "pass".to_string(),
             hosts: Vec::new(),
             vm_hosts: Vec::new(),
+            standalone_hosts: 0,
         }
     }
 }
@@ -277,6 +281,10 @@ impl Vcsim {
         }
         if !self.opts.hosts.is_empty() {
             cmd.arg("-hosts").arg(self.dir.join("hosts.json"));
+        }
+        if self.opts.standalone_hosts > 0 {
+            cmd.arg("-standalone")
+                .arg(self.opts.standalone_hosts.to_string());
         }
         if let Some(cert) = &self.cert {
             cmd.arg("-tls")

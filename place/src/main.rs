@@ -8,7 +8,8 @@
 //!
 //! Exit status: 0 a plan was made (and applied with `--apply`), or nothing
 //! needs to move; 1 no plan (bad input, vCenter unreachable, no samples);
-//! 2 bad command line; 3 `--apply` stopped at a failed migration.
+//! 2 bad command line; 3 `--apply` stopped at a failed migration, or
+//! could not start because the plan's moves cannot be made one at a time.
 
 use clap::Parser;
 use dwepc_core::collector::{COUNTERS, MEM_FALLBACK};
@@ -75,6 +76,10 @@ struct Args {
     /// VMs that must run on different hosts, comma-separated (repeatable)
     #[arg(long, value_name = "VM,VM,...")]
     apart: Vec<String>,
+    /// The cluster to balance (needed when the vCenter has more than one
+    /// cluster or standalone host)
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
     /// A host that receives and gives no VM (repeatable); hosts in
     /// maintenance or disconnected are left out anyway
     #[arg(long, value_name = "HOST")]
@@ -261,15 +266,38 @@ struct Cluster {
     demand: Vec<[Option<f64>; 4]>,
 }
 
-fn read_cluster(c: &mut Client, s: &Settings) -> Result<Cluster, Failure> {
+fn read_cluster(c: &mut Client, a: &Args, s: &Settings) -> Result<Cluster, Failure> {
     c.connect()?;
-    let mut hosts = c.hosts()?;
+    // one cluster: VMs move between its hosts only
+    let resources = c.compute_resources()?;
+    let names = || first_few(resources.iter().map(|r| r.name.as_str()));
+    let cr = match &a.cluster {
+        Some(name) => resources.iter().find(|r| &r.name == name).ok_or_else(|| {
+            Failure::Input(format!("--cluster {name}: no such cluster (there are: {})", names()))
+        })?,
+        None if resources.len() == 1 => &resources[0],
+        None if resources.is_empty() => {
+            return Err(Failure::Input("the vCenter has no cluster or host".into()))
+        }
+        None => {
+            return Err(Failure::Input(format!(
+                "the vCenter has {} clusters and standalone hosts ({}): name the one to balance with --cluster",
+                resources.len(),
+                names()
+            )))
+        }
+    };
+    let mut hosts: Vec<HostInfo> = c
+        .hosts()?
+        .into_iter()
+        .filter(|h| cr.hosts.contains(&h.moref))
+        .collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     let view = c.create_vm_view()?;
     let mut vms: Vec<VmInfo> = c
         .vms(&view)?
         .into_iter()
-        .filter(|v| v.powered_on && v.host.is_some())
+        .filter(|v| v.powered_on && v.host.as_ref().is_some_and(|h| cr.hosts.contains(h)))
         .collect();
     vms.sort_by(|a, b| a.name.cmp(&b.name));
     let catalog: HashMap<String, i32> = c
@@ -351,7 +379,7 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
             && r < 2
             && hosts
                 .iter()
-                .any(|h| h.capacity[r].is_nan() || h.capacity[r] <= 0.0)
+                .any(|h| !h.excluded && (h.capacity[r].is_nan() || h.capacity[r] <= 0.0))
         {
             return Err(format!("a host reports no {} capacity", RESOURCES[r]));
         }
@@ -371,7 +399,9 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
                 v.name
             ));
         };
-        if (0..4).any(|r| s.weights[r] > 0.0 && d[r].is_none()) {
+        // a VM on an excluded host stays and is not balanced: it needs no
+        // samples (a disconnected host's VMs have none)
+        if !hosts[h].excluded && (0..4).any(|r| s.weights[r] > 0.0 && d[r].is_none()) {
             missing.push(v.name.as_str());
         }
         vms.push(Vm {
@@ -532,7 +562,7 @@ fn run(a: &Args) -> Result<(), Failure> {
 }
 
 fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Failure> {
-    let cl = read_cluster(client, s)?;
+    let cl = read_cluster(client, a, s)?;
     let p = input(problem(a, s, &cl))?;
     let now = place::current(&p);
     let bound = place::lower_bound(&p);
@@ -546,7 +576,17 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
     };
     let improves = plan.max_load(&p) < peak * (1.0 - 1e-9);
     let plan = if improves { plan } else { now.clone() };
-    let (moves, together) = place::ordered_moves(&p, &plan);
+    let (mut moves, mut together) = place::ordered_moves(&p, &plan);
+    let mut plan = plan;
+    if !together.is_empty() {
+        // a swap between full hosts cannot be carried out one migration
+        // at a time: a plan of single moves instead, if it still helps
+        let single = place::plan_with(&p, false);
+        let (m, t) = place::ordered_moves(&p, &single);
+        if t.is_empty() && single.max_load(&p) < peak * (1.0 - 1e-9) {
+            (plan, moves, together) = (single, m, t);
+        }
+    }
     let outcome = if usable < 2 {
         "one_host"
     } else if balanced {
@@ -557,12 +597,13 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
         "plan"
     };
     let active: Vec<usize> = (0..4).filter(|&r| s.weights[r] > 0.0).collect();
+    // raw KB/s only for network or disk alone, weight 1, no capacity;
+    // anything divided by a capacity is a utilisation
     let unit = match active.as_slice() {
-        [0] => "MHz",
-        [1] => "MB",
-        [2] if a.net_capacity.is_none() => "KB/s",
-        [3] if a.disk_capacity.is_none() => "KB/s",
-        _ => "utilisation",
+        [2] if a.net_capacity.is_none() && s.weights[2] == 1.0 => "KB/s",
+        [3] if a.disk_capacity.is_none() && s.weights[3] == 1.0 => "KB/s",
+        [r] if s.weights[*r] == 1.0 => "utilisation",
+        _ => "weighted load",
     };
     let count = |pl: &place::Placement, h: usize| pl.host.iter().filter(|&&x| x == h).count();
     let report = Report {
@@ -612,7 +653,7 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
     }
     if !together.is_empty() {
         return Err(Failure::Apply(format!(
-            "not applied: {} must move at once (a swap between full hosts), which one migration at a time cannot do; nothing was moved",
+            "not applied: {} cannot move one migration at a time without overfilling a host or joining an anti-affinity group (they must move at once); nothing was moved",
             report.together.join(", ")
         )));
     }
@@ -620,7 +661,13 @@ fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Fai
 }
 
 fn print_report(r: &Report<'_>, vms: usize) {
-    let f = |x: f64| format!("{x:.1}");
+    let f = |x: f64| {
+        if r.unit == "KB/s" {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.4}")
+        }
+    };
     println!(
         "{} hosts, {vms} VMs; balancing {} by the {} of {}-s samples over the last {}",
         r.hosts.len(),

@@ -13,11 +13,12 @@ use std::time::Duration;
 /// db-1 and db-2 (heavy disk) on host 0, web-1 on host 1, web-2 on host
 /// 2; hosts of 8 x 2000 MHz and 64 GB; counters as given.
 fn cluster(counters: bool) -> Vcsim {
-    cluster_with(counters, [false; 3])
+    cluster_with(counters, [false; 3], 0)
 }
 
-/// As [`cluster`], with hosts in maintenance as given.
-fn cluster_with(counters: bool, maintenance: [bool; 3]) -> Vcsim {
+/// As [`cluster`], with hosts in maintenance as given and `standalone`
+/// standalone hosts besides the cluster.
+fn cluster_with(counters: bool, maintenance: [bool; 3], standalone: u32) -> Vcsim {
     let vms: Vec<VmSpec> = ["db-1", "db-2", "web-1", "web-2"]
         .iter()
         .map(|n| VmSpec::new(n, None, 2, 4000, 4096))
@@ -40,6 +41,7 @@ fn cluster_with(counters: bool, maintenance: [bool; 3]) -> Vcsim {
             .iter()
             .map(|(v, h)| (v.to_string(), format!("DC0_C0_H{h}")))
             .collect(),
+        standalone_hosts: standalone,
         ..Opts::default()
     };
     let sim = Vcsim::start(&vms, &opts);
@@ -259,7 +261,7 @@ fn a_horizon_without_samples_is_an_error() {
 #[test]
 fn hosts_in_maintenance_or_excluded_and_apart_groups_are_respected() {
     // host 1 (the idlest) is in maintenance: db-2 goes to host 2
-    let sim = cluster_with(true, [false, true, false]);
+    let sim = cluster_with(true, [false, true, false], 0);
     let (code, out, err) = place(&sim, &["--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -293,4 +295,38 @@ fn hosts_in_maintenance_or_excluded_and_apart_groups_are_respected() {
         .map(|m| (m["vm"].as_str().unwrap(), m["to"].as_str().unwrap()))
         .collect();
     assert_eq!(moved, [("db-2", "DC0_C0_H1")], "{plan}");
+}
+
+#[test]
+fn one_cluster_is_balanced_and_must_be_named_when_there_are_several() {
+    // the cluster DC0_C0 and a standalone host beside it
+    let sim = cluster_with(true, [false; 3], 1);
+    let (code, out, err) = place(&sim, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("name the one to balance with --cluster"),
+        "{err}"
+    );
+    assert!(err.contains("DC0_C0"), "{err}");
+    let (code, _, err) = place(&sim, &["--cluster", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--cluster nope: no such cluster"), "{err}");
+    // named: only its three hosts are considered
+    let (code, out, err) = place(&sim, &["--cluster", "DC0_C0", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hosts: Vec<&str> = plan["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2"], "{plan}");
+    assert_eq!(plan["moves"][0]["to"], "DC0_C0_H1", "{plan}");
+    // CPU balanced: loads are utilisations (2 x 1000 MHz of 16,000), and
+    // no single move lowers the peak of 0.125
+    let (code, out, err) = place(&sim, &["--cluster", "DC0_C0", "--balance", "cpu"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("peak 0.1250 utilisation"), "{out}");
+    assert!(out.contains("nothing to do: no plan within 3"), "{out}");
 }

@@ -19,7 +19,7 @@
 //     With -tls the port speaks both TLS and plain HTTP (told apart by the
 //     first byte); plain HTTP is then accepted for /dwepc/ only.
 //
-// Flags: -listen ADDR (loopback only, default 127.0.0.1:0), -ready FILE, -hosts FILE,
+// Flags: -listen ADDR (loopback only, default 127.0.0.1:0), -ready FILE, -hosts FILE, -standalone N,
 // -vms FILE, -counters FILE, -refresh SECONDS, -tls, -cert-out FILE,
 // -tls-state FILE, -idle-timeout DURATION, -user U, -pass P,
 // -model vpx|esx, -empty-entity omit|keep, -trace. Once listening it prints
@@ -87,6 +87,7 @@ type options struct {
 	ready       string
 	vmsFile     string
 	hostsFile   string
+	standalone  int
 	counters    string
 	refresh     int
 	tls         bool
@@ -106,6 +107,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.ready, "ready", "", "write the ready JSON line to `FILE` (atomically) once listening")
 	flag.StringVar(&o.vmsFile, "vms", "", "JSON `FILE`: array of VMs to create (without it the model's default VMs are kept)")
 	flag.StringVar(&o.hostsFile, "hosts", "", "JSON `FILE`: array of the cluster's hosts (cpu_mhz per core, cores, memory_mb, maintenance), named DC0_C0_H0, DC0_C0_H1, ...")
+	flag.IntVar(&o.standalone, "standalone", 0, "with -vms: `N` standalone hosts (each its own compute resource, DC0_H0, ...) besides the cluster")
 	flag.StringVar(&o.counters, "counters", "", "JSON `FILE` with counter values per VM name, re-read on every QueryPerf")
 	flag.IntVar(&o.refresh, "refresh", 20, "realtime refresh rate in `SECONDS` reported by QueryPerfProviderSummary")
 	flag.BoolVar(&o.tls, "tls", false, "serve HTTPS with a generated certificate for 127.0.0.1")
@@ -275,9 +277,13 @@ func createVMs(svc *simulator.Service, specs []vmSpec) error {
 	if err != nil {
 		return err
 	}
-	pool, err := finder.DefaultResourcePool(ctx)
+	// the cluster's pool (with -standalone there are several pools), or
+	// the only one (the ESX model)
+	pool, err := finder.ResourcePool(ctx, "DC0_C0/Resources")
 	if err != nil {
-		return fmt.Errorf("resource pool: %v", err)
+		if pool, err = finder.DefaultResourcePool(ctx); err != nil {
+			return fmt.Errorf("resource pool: %v", err)
+		}
 	}
 	ds, err := finder.DefaultDatastore(ctx)
 	if err != nil {
@@ -1437,7 +1443,7 @@ func main() {
 	}
 	if o.vmsFile != "" {
 		m.Machine = 0
-		m.Host = 0
+		m.Host = o.standalone
 	}
 	var hostSpecs []hostSpec
 	if o.hostsFile != "" {

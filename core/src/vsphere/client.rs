@@ -513,6 +513,18 @@ impl Client {
         self.objects_in(&view, "HostSystem", &HOST_PROPERTIES, xml::hosts)
     }
 
+    /// The compute resources (clusters, and standalone hosts' own) with
+    /// their hosts (placement advisor).
+    pub fn compute_resources(&mut self) -> Result<Vec<xml::ComputeResourceInfo>, Error> {
+        let view = self.view_of("ComputeResource")?;
+        self.objects_in(
+            &view,
+            "ComputeResource",
+            &["name", "host"],
+            xml::compute_resources,
+        )
+    }
+
     /// QueryPerf over a time range (placement advisor): `counters` of
     /// `vms` at `interval` seconds (20 = realtime, 300, 1800, 7200, 86400
     /// = the historical rollups), samples after `start_ms` up to `end_ms`.

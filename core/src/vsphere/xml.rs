@@ -642,6 +642,39 @@ pub fn hosts(root: &Node) -> Result<(Vec<HostInfo>, Option<String>), XmlError> {
     Ok((out, token))
 }
 
+/// A compute resource: a cluster, or a standalone host's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ComputeResourceInfo {
+    pub moref: String,
+    pub name: String,
+    /// Its hosts (moref values).
+    pub hosts: Vec<String>,
+}
+
+/// Decodes compute resources (`name`, `host`) from a RetrievePropertiesEx
+/// response over a container view.
+pub fn compute_resources(
+    root: &Node,
+) -> Result<(Vec<ComputeResourceInfo>, Option<String>), XmlError> {
+    let (objs, token) = object_contents(root)?;
+    let mut out = Vec::new();
+    for obj in objs {
+        let Some(mo) = obj.child("obj").and_then(MoRef::from_node) else {
+            continue;
+        };
+        out.push(ComputeResourceInfo {
+            moref: mo.value,
+            name: prop(obj, "name").map_or(String::new(), |v| v.text.trim().to_string()),
+            hosts: prop(obj, "host").map_or(Vec::new(), |v| {
+                v.all("ManagedObjectReference")
+                    .map(|h| h.text.trim().to_string())
+                    .collect()
+            }),
+        });
+    }
+    Ok((out, token))
+}
+
 /// Where a vSphere task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskState {
@@ -851,6 +884,18 @@ mod tests {
             TaskState::Error("MigrationFault: host is busy".into())
         );
         assert!(task_info(&task("exploded", "")).is_err());
+        let d = doc(
+            r#"<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="ClusterComputeResource">domain-c7</obj><propSet><name>host</name><val xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="HostSystem" xsi:type="ManagedObjectReference">host-21</ManagedObjectReference><ManagedObjectReference type="HostSystem" xsi:type="ManagedObjectReference">host-22</ManagedObjectReference></val></propSet><propSet><name>name</name><val xsi:type="xsd:string">prod</val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
+        );
+        let (c, _) = compute_resources(&d).unwrap();
+        assert_eq!(
+            c,
+            [ComputeResourceInfo {
+                moref: "domain-c7".into(),
+                name: "prod".into(),
+                hosts: vec!["host-21".into(), "host-22".into()],
+            }]
+        );
     }
 
     #[test]

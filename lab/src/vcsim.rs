@@ -362,7 +362,8 @@ impl Vcsim {
     /// `{"web-01": {"cpu.usagemhz.average": 1200, ...}, "_time": "RFC3339"}`;
     /// "group.name.rollup:INSTANCE" keys give per-instance values, and
     /// "group.name.rollup@SECONDS" keys a value at that sampling interval
-    /// only (e.g. `@300`, vCenter's 5-minute rollup).
+    /// only (e.g. `@300`, vCenter's 5-minute rollup); an array of values
+    /// gives one per sample, cycled by the sample's time.
     /// Like [`Vcsim::set_counters`], reporting a failure instead of
     /// panicking (for long-running callers).
     pub fn try_set_counters(&self, values: &serde_json::Value) -> std::io::Result<()> {

@@ -330,3 +330,35 @@ fn one_cluster_is_balanced_and_must_be_named_when_there_are_several() {
     assert!(out.contains("peak 0.1250 utilisation"), "{out}");
     assert!(out.contains("nothing to do: no plan within 3"), "{out}");
 }
+
+#[test]
+fn the_statistic_of_varying_samples_decides_the_plan() {
+    // db-2's disk I/O alternates 10 samples of 0 and 10 of 1600 KB/s: its
+    // mean is 800, its p95 1600, its median 0
+    let sim = cluster(true);
+    let mut burst = vec![0; 10];
+    burst.extend([1600; 10]);
+    let vm = |disk: serde_json::Value| {
+        serde_json::json!({
+            "cpu.usagemhz.average": 1000,
+            "mem.consumed.average": 2_097_152,
+            "disk.usage.average": disk
+        })
+    };
+    sim.set_counters(&serde_json::json!({
+        "db-1": vm(900.into()), "db-2": vm(burst.into()),
+        "web-1": vm(100.into()), "web-2": vm(120.into())
+    }));
+    let peak = |stat: &str| -> (f64, String) {
+        let (code, out, err) = place(&sim, &["--json", "--stat", stat]);
+        assert_eq!(code, 0, "{stat}: {out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (
+            v["peak_before"].as_f64().unwrap(),
+            v["outcome"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(peak("mean"), (1700.0, "plan".into()));
+    assert_eq!(peak("p95"), (2500.0, "plan".into()));
+    assert_eq!(peak("p50"), (900.0, "balanced".into()));
+}

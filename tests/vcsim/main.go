@@ -7,7 +7,8 @@
 //   - a PerformanceManager whose QueryPerf answers from a JSON file that is
 //     re-read on every call (-counters), so a test can change the counter
 //     values at any time; a key "counter@300" gives a value for the 300-s
-//     (historical) interval only;
+//     (historical) interval only, and an array of values gives one per
+//     sample, cycled by the sample's time;
 //   - strict credentials (-user/-pass), optional session idle expiry
 //     (-idle-timeout) and optional HTTPS with a generated certificate (-tls);
 //   - plain HTTP control endpoints next to /sdk (same port):
@@ -456,13 +457,13 @@ func installPerfManager(o *options) error {
 // counterData is one reading of the -counters file.
 type counterData struct {
 	time   *time.Time                  // "_time" override, if any
-	values map[string]map[string]int64 // entity name -> counter key -> value
+	values map[string]map[string][]int64 // entity name -> counter key -> values
 }
 
 // loadCounters reads the counters file. A missing or unparseable file (or
 // entry) simply yields no values, as documented.
 func loadCounters(path string) counterData {
-	d := counterData{values: make(map[string]map[string]int64)}
+	d := counterData{values: make(map[string]map[string][]int64)}
 	if path == "" {
 		return d
 	}
@@ -486,18 +487,36 @@ func loadCounters(path string) counterData {
 			}
 			continue
 		}
-		var entry map[string]json.Number
-		dec := json.NewDecoder(bytes.NewReader(msg))
-		dec.UseNumber()
-		if err := dec.Decode(&entry); err != nil {
+		var entry map[string]json.RawMessage
+		if err := json.Unmarshal(msg, &entry); err != nil {
 			continue
 		}
-		vals := make(map[string]int64, len(entry))
-		for k, n := range entry {
-			if i, err := n.Int64(); err == nil {
-				vals[k] = i
-			} else if f, err := n.Float64(); err == nil {
-				vals[k] = int64(math.Round(f))
+		vals := make(map[string][]int64, len(entry))
+		for k, raw := range entry {
+			// a number, or an array of numbers (one per sample, cycled)
+			var nums []json.Number
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			var one json.Number
+			if err := dec.Decode(&one); err == nil {
+				nums = []json.Number{one}
+			} else {
+				dec = json.NewDecoder(bytes.NewReader(raw))
+				dec.UseNumber()
+				if err := dec.Decode(&nums); err != nil {
+					continue
+				}
+			}
+			var seq []int64
+			for _, n := range nums {
+				if i, err := n.Int64(); err == nil {
+					seq = append(seq, i)
+				} else if f, err := n.Float64(); err == nil {
+					seq = append(seq, int64(math.Round(f)))
+				}
+			}
+			if len(seq) > 0 {
+				vals[k] = seq
 			}
 		}
 		d.values[name] = vals
@@ -514,8 +533,8 @@ func loadCounters(path string) counterData {
 // `interval` (seconds): a key "name@300" is the value of "name" at the
 // 300-s interval only (it overrides "name" there); keys for other
 // intervals are left out.
-func atInterval(vals map[string]int64, interval int32) map[string]int64 {
-	out := make(map[string]int64, len(vals))
+func atInterval(vals map[string][]int64, interval int32) map[string][]int64 {
+	out := make(map[string][]int64, len(vals))
 	suffix := "@" + strconv.Itoa(int(interval))
 	for k, v := range vals {
 		if !strings.Contains(k, "@") {
@@ -529,7 +548,21 @@ func atInterval(vals map[string]int64, interval int32) map[string]int64 {
 	return out
 }
 
-func seriesFor(vals map[string]int64, key, instance string) (instances []string, values []int64) {
+// valueAt is the value of a series at sample time t: a single value, or
+// the sequence's entry for the sample's position on the interval's grid
+// (so the same time always has the same value, whatever the query).
+func valueAt(seq []int64, t time.Time, interval int32) int64 {
+	if len(seq) == 1 || interval <= 0 {
+		return seq[0]
+	}
+	k := t.Unix() / int64(interval) % int64(len(seq))
+	if k < 0 {
+		k += int64(len(seq))
+	}
+	return seq[k]
+}
+
+func seriesFor(vals map[string][]int64, key, instance string) (instances []string, values [][]int64) {
 	if key == "" || vals == nil {
 		return nil, nil
 	}
@@ -552,11 +585,11 @@ func seriesFor(vals map[string]int64, key, instance string) (instances []string,
 		}
 	case "":
 		if v, ok := vals[key]; ok {
-			instances, values = []string{""}, []int64{v}
+			instances, values = []string{""}, [][]int64{v}
 		}
 	default:
 		if v, ok := vals[key+":"+instance]; ok {
-			instances, values = []string{instance}, []int64{v}
+			instances, values = []string{instance}, [][]int64{v}
 		}
 	}
 	return instances, values
@@ -631,8 +664,8 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 
 		// One series per requested metric id that has a value.
 		type series struct {
-			id    types.PerfMetricId
-			value int64
+			id     types.PerfMetricId
+			values []int64 // cycled over the samples by their time
 		}
 		var found []series
 		if len(stamps) > 0 {
@@ -641,7 +674,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 				for i := range insts {
 					found = append(found, series{
 						id:    types.PerfMetricId{CounterId: mid.CounterId, Instance: insts[i]},
-						value: values[i],
+						values: values[i],
 					})
 				}
 			}
@@ -666,7 +699,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 			for _, s := range found {
 				v := make([]string, len(stamps))
 				for i := range v {
-					v[i] = strconv.FormatInt(s.value, 10)
+					v[i] = strconv.FormatInt(valueAt(s.values, stamps[i], interval), 10)
 				}
 				cs := types.PerfMetricSeriesCSV{Value: strings.Join(v, ",")}
 				cs.Id = s.id
@@ -685,7 +718,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 			is := &PerfMetricIntSeries{Value: make([]int64, len(stamps))}
 			is.Id = s.id
 			for i := range is.Value {
-				is.Value[i] = s.value
+				is.Value[i] = valueAt(s.values, stamps[i], interval)
 			}
 			m.Value = append(m.Value, is)
 		}

@@ -162,10 +162,12 @@ pub fn feasible(p: &Problem, host: &[usize]) -> Result<(), String> {
         }
     }
     for g in &p.apart {
-        // no two VMs of a group meet on a host unless they already did
+        // no two VMs of a group share a host, unless both already run
+        // there and stay (a plan does not fix every old breach, but it
+        // never makes one, nor moves one elsewhere)
         for (i, &u) in g.iter().enumerate() {
             for &w in &g[i + 1..] {
-                if host[u] == host[w] && cur[u] != cur[w] {
+                if host[u] == host[w] && (host[u] != cur[u] || host[w] != cur[w]) {
                     return Err(format!(
                         "VMs {} and {} of an anti-affinity group on one host",
                         p.vms[u].name, p.vms[w].name

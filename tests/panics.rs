@@ -8,12 +8,8 @@ mod common;
 
 use common::http;
 use common::setup::vcsim_available;
-use common::vsenv::{VsEnv, VsOpts};
+use common::vsenv::{active, VsEnv, VsOpts};
 use std::time::{Duration, Instant};
-
-fn active(st: &serde_json::Value) -> bool {
-    st["balancing"] == "dwepc"
-}
 
 /// The `[alert]` lines of `log` that contain `needle`.
 fn alerts<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {

@@ -12,14 +12,10 @@
 
 mod common;
 
-use common::vsenv::{VsEnv, VsOpts};
+use common::vsenv::{active, rss_kb, VsEnv, VsOpts};
 use common::{backend::Backend, http, nginx, wait_for};
 use dwepc_lab::load::{self, LoadSpec, Pattern, Record};
 use std::time::{Duration, Instant};
-
-fn active(st: &serde_json::Value) -> bool {
-    st["balancing"] == "dwepc"
-}
 
 /// Open-loop load on `port` at `rate` requests/s for `secs`, on its own
 /// thread.
@@ -58,17 +54,6 @@ fn failed(recs: &[Record]) -> Vec<(u32, u16)> {
         .collect()
 }
 
-fn proc_field(pid: i32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -80,7 +65,7 @@ fn footprint(n: &nginx::Nginx) -> (usize, usize, u64) {
     (
         pids.iter().map(|&p| nginx::threads(p)).sum(),
         pids.iter().map(|&p| fds(p)).sum(),
-        pids.iter().map(|&p| proc_field(p, "VmRSS:")).sum(),
+        pids.iter().map(|&p| rss_kb(p)).sum(),
     )
 }
 
@@ -91,17 +76,6 @@ fn alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
-/// The PID of the worker that polls vSphere (the last "polling" line).
-fn polling_worker(env: &VsEnv) -> i32 {
-    let log = env.nginx.error_log();
-    log.lines()
-        .rfind(|l| l.contains("polling 3 VMs"))
-        .and_then(|l| l.split("] ").nth(1))
-        .and_then(|l| l.split('#').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no polling line: {log}"))
-}
-
 #[test]
 #[ignore = "measurement (BENCHMARKS.md, reliability)"]
 fn reloads_under_load() {
@@ -110,8 +84,7 @@ fn reloads_under_load() {
         workers: 2,
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     std::thread::sleep(Duration::from_secs(2));
     let before = footprint(&env.nginx);
     let secs = 60;
@@ -171,14 +144,13 @@ fn polling_worker_killed_under_load() {
         workers: 2,
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     std::thread::sleep(Duration::from_secs(2));
     let mut rows = Vec::new();
     for round in 0..5 {
         let load = load_on(env.port, 200.0, 10);
         std::thread::sleep(Duration::from_secs(3));
-        let holder = polling_worker(&env);
+        let holder = env.polling_worker();
         let q0 = env.vcsim.calls("QueryPerf");
         let t = Instant::now();
         nginx::signal(holder, libc::SIGKILL);
@@ -218,13 +190,8 @@ fn polling_worker_killed_under_load() {
 #[test]
 #[ignore = "measurement (BENCHMARKS.md, reliability)"]
 fn hostile_endpoint_proxied_latency() {
-    let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
-        endpoint: "timeout=2s".into(),
-        ..VsOpts::default()
-    });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let mut env = VsEnv::start(VsOpts::riding_out_faults());
+    env.feed_and_warm_up();
     let worker = env.nginx.workers()[0];
     let phases = ["none", "flood", "huge", "elements", "hang", "none"];
     let phase_s = 10u64;
@@ -238,7 +205,7 @@ fn hostile_endpoint_proxied_latency() {
         let end = Duration::from_secs(phase_s * (i as u64 + 1));
         let mut peak = 0;
         while t0.elapsed() < end {
-            peak = peak.max(proc_field(worker, "VmRSS:"));
+            peak = peak.max(rss_kb(worker));
             std::thread::sleep(Duration::from_millis(50));
         }
         peaks.push(peak);

@@ -4,14 +4,10 @@
 mod common;
 use common::prom;
 use common::vcsim::Opts;
-use common::vsenv::{VsEnv, VsOpts};
+use common::vsenv::{active, rss_kb, VsEnv, VsOpts};
 use common::{http, nginx, wait_for};
 use dwepc_core::algo::{Dispatcher, Rng};
 use std::time::{Duration, Instant};
-
-fn active(st: &serde_json::Value) -> bool {
-    st["balancing"] == "dwepc"
-}
 
 /// Given published Q, W and V, the pick follows argmax L = Q·W − V: the
 /// split of the next requests equals the algorithm's own prediction.
@@ -184,8 +180,7 @@ fn counter_change_moves_the_split() {
         dwepc: "mode=paper interval=1s window=8 min_samples=2 ttl=8s".into(),
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     let share = |env: &VsEnv, secs: u64| {
         let before = env.backends[0].served();
         let all: u64 = env.backends.iter().map(|b| b.served()).sum();
@@ -244,8 +239,7 @@ fn endpoint_down_falls_back_after_ttl_then_recovers() {
         dwepc: "interval=1s window=8 min_samples=2 ttl=8s".into(),
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     let fallbacks_before = env.log_count("uses weighted round robin");
     env.vcsim.stop();
     let t0 = Instant::now();
@@ -292,8 +286,7 @@ fn endpoint_down_falls_back_after_ttl_then_recovers() {
 #[test]
 fn expired_session_logs_in_again() {
     let mut env = VsEnv::start(VsOpts::default());
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     let logins = env.vcsim.stats()["logins"].as_u64().unwrap();
     env.vcsim.expire_sessions();
     assert!(
@@ -338,13 +331,8 @@ fn expired_session_logs_in_again() {
 /// the last window; each fault is logged once.
 #[test]
 fn hanging_or_lying_endpoint_never_stalls_requests() {
-    let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
-        endpoint: "timeout=2s".into(),
-        ..VsOpts::default()
-    });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let mut env = VsEnv::start(VsOpts::riding_out_faults());
+    env.feed_and_warm_up();
     let lat = |env: &VsEnv| {
         let mut v: Vec<Duration> = (0..100)
             .map(|_| {
@@ -403,21 +391,12 @@ fn one_session_for_many_workers_and_takeover() {
         workers: 3,
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     std::thread::sleep(Duration::from_secs(3));
     let st = env.vcsim.stats();
     assert_eq!(st["sessions"].as_u64(), Some(1), "{st}");
     assert_eq!(st["logins"].as_u64(), Some(1), "{st}");
-    // the polling worker is the one that said "polling" ("[notice] PID#TID:")
-    let log = env.nginx.error_log();
-    let holder: i32 = log
-        .lines()
-        .rfind(|l| l.contains("polling 3 VMs"))
-        .and_then(|l| l.split("] ").nth(1))
-        .and_then(|l| l.split('#').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no polling line: {log}"));
+    let holder = env.polling_worker();
     // kill it and another worker hard (kill -9: no logout): a survivor (or
     // a respawned worker) takes over within a few seconds
     let workers = env.nginx.workers();
@@ -456,8 +435,7 @@ fn reload_during_polling_does_not_hang_or_leak() {
         workers: 2,
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     let threads_before: usize = env.nginx.workers().iter().map(|p| nginx::threads(*p)).sum();
     for round in 0..3 {
         let old = env.nginx.workers();
@@ -588,8 +566,7 @@ fn tls_and_credentials() {
 #[test]
 fn steady_state_calls_per_tick() {
     let mut env = VsEnv::start(VsOpts::default());
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     std::thread::sleep(Duration::from_secs(2));
     let s0 = env.vcsim.stats();
     let t = Instant::now();
@@ -687,8 +664,7 @@ fn overload_guard_answers_at_once() {
         dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1".into(),
         ..VsOpts::default()
     });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     let st = env.status();
     // 2 VMs x 2 vCPUs x 1 per vCPU, by share (about half each)
     let limits: Vec<u64> = (0..2)
@@ -723,31 +699,14 @@ fn overload_guard_answers_at_once() {
     assert!(env.nginx.error_log().contains("no live upstreams"));
 }
 
-/// Resident memory of a process, KB.
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// A vCenter that answers without end, with a 200 MB body, or with
 /// 2,000,000 empty elements costs the polling worker a bounded amount of
 /// memory: the call fails as "too large", once logged, and the last
 /// window keeps serving. Prints the figures (BENCHMARKS.md, reliability).
 #[test]
 fn hostile_answers_are_bounded_in_the_polling_worker() {
-    let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
-        endpoint: "timeout=2s".into(),
-        ..VsOpts::default()
-    });
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let mut env = VsEnv::start(VsOpts::riding_out_faults());
+    env.feed_and_warm_up();
     let worker = env.nginx.workers()[0];
     let base = rss_kb(worker);
     for mode in ["flood", "huge", "elements"] {
@@ -790,8 +749,7 @@ fn hostile_answers_are_bounded_in_the_polling_worker() {
 #[test]
 fn prometheus_exposition_of_a_live_upstream() {
     let mut env = VsEnv::start(VsOpts::default());
-    env.start_feeder();
-    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    env.feed_and_warm_up();
     env.send(20);
     let resp = http::get(env.port, "/dwepc?format=prometheus");
     assert_eq!(resp.status, 200);

@@ -232,8 +232,6 @@ struct EpRun<'z> {
     /// Just became the polling worker: the session a previous holder left
     /// in the record may be taken over (once).
     may_reuse: bool,
-    /// The current session was taken over and has not answered yet.
-    adopted: bool,
 }
 
 /// The collector state machine; `tick` is called every ~100 ms.
@@ -365,7 +363,6 @@ impl<'z, 'h> Collector<'z, 'h> {
                 state: Some(""),
                 missing_logged: false,
                 may_reuse: false,
-                adopted: false,
                 calls: Default::default(),
                 auth_streak: 0,
                 auth_retry_at: 0,
@@ -725,16 +722,11 @@ impl<'z, 'h> Collector<'z, 'h> {
             ep.view = None;
             // the session a polling worker that died or froze left behind,
             // rather than a second one (checked by the next call)
-            let reuse = ep
-                .record
-                .filter(|_| std::mem::take(&mut ep.may_reuse))
-                .and_then(|r| r.session());
-            ep.adopted = false;
+            let may_reuse = std::mem::take(&mut ep.may_reuse);
+            let reuse = ep.record.filter(|_| may_reuse).and_then(|r| r.session());
+            let adopted = reuse.is_some();
             match reuse {
-                Some(cookie) => {
-                    c.adopt(&cookie)?;
-                    ep.adopted = true;
-                }
+                Some(cookie) => c.adopt(&cookie)?,
                 None => {
                     c.connect()?;
                     ep.auth_streak = 0;
@@ -750,7 +742,7 @@ impl<'z, 'h> Collector<'z, 'h> {
                 .into_iter()
                 .map(|(id, n)| (n, id))
                 .collect();
-            if std::mem::take(&mut ep.adopted) {
+            if adopted {
                 if let Some(r) = ep.record {
                     r.session_reused();
                 }
@@ -1205,9 +1197,10 @@ impl<'z, 'h> Collector<'z, 'h> {
 }
 
 /// The first few items of a list, and how many more.
-fn first_few(items: &[String]) -> String {
+pub fn first_few<S: AsRef<str>>(items: &[S]) -> String {
     const FEW: usize = 5;
-    let mut out = items[..items.len().min(FEW)].join(", ");
+    let shown: Vec<&str> = items.iter().take(FEW).map(AsRef::as_ref).collect();
+    let mut out = shown.join(", ");
     if items.len() > FEW {
         out.push_str(&format!(" and {} more", items.len() - FEW));
     }

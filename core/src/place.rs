@@ -286,12 +286,7 @@ impl<'a> State<'a> {
     }
 
     fn score(&self) -> Score {
-        let mut s = Score { max: 0.0, sq: 0.0 };
-        for h in balanced(self.p) {
-            s.max = s.max.max(self.load[h]);
-            s.sq += self.load[h] * self.load[h];
-        }
-        s
+        score_of(self.p, &self.load)
     }
 
     /// The three largest loads of balanced hosts, as (load, host).
@@ -529,12 +524,7 @@ fn greedy(p: &Problem, check: bool) -> Placement {
         .filter(|&v| !p.hosts[p.vms[v].host].excluded)
         .collect();
     let mut order = movable.clone();
-    let size = |v: usize| -> f64 {
-        (0..4)
-            .map(|r| p.weights[r] * p.vms[v].demand[r])
-            .sum::<f64>()
-    };
-    order.sort_by(|&a, &b| size(b).total_cmp(&size(a)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| size(p, b).total_cmp(&size(p, a)).then(a.cmp(&b)));
     let mut load = vec![0.0; p.hosts.len()];
     let mut cpu = vec![0.0; p.hosts.len()];
     let mut mem = vec![0.0; p.hosts.len()];
@@ -575,15 +565,10 @@ fn greedy(p: &Problem, check: bool) -> Placement {
 /// where they run.
 pub fn greedy_within(p: &Problem, budget: usize) -> Placement {
     let target = greedy_lpt(p);
-    let size = |v: usize| -> f64 {
-        (0..4)
-            .map(|r| p.weights[r] * p.vms[v].demand[r])
-            .sum::<f64>()
-    };
     let mut order: Vec<usize> = (0..p.vms.len())
         .filter(|&v| target.host[v] != p.vms[v].host)
         .collect();
-    order.sort_by(|&a, &b| size(b).total_cmp(&size(a)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| size(p, b).total_cmp(&size(p, a)).then(a.cmp(&b)));
     let mut st = State::new(p, p.vms.iter().map(|v| v.host).collect());
     for v in order {
         if st.moves >= budget {
@@ -629,7 +614,7 @@ pub fn plan_with(p: &Problem, swaps: bool) -> Placement {
             sg.swaps = swaps;
             sg.run(steps, bound);
             let cand = evaluate(p, &sg.host);
-            let (sb, sc) = (score_of(p, &best), score_of(p, &cand));
+            let (sb, sc) = (score_of(p, &best.load), score_of(p, &cand.load));
             // the better objective; at a tie, fewer migrations
             if sc.better_than(&sb) || (!sb.better_than(&sc) && cand.moves(p) < best.moves(p)) {
                 best = cand;
@@ -639,13 +624,19 @@ pub fn plan_with(p: &Problem, swaps: bool) -> Placement {
     best
 }
 
-fn score_of(p: &Problem, pl: &Placement) -> Score {
+/// The score of host loads `load`.
+fn score_of(p: &Problem, load: &[f64]) -> Score {
     let mut s = Score { max: 0.0, sq: 0.0 };
     for h in balanced(p) {
-        s.max = s.max.max(pl.load[h]);
-        s.sq += pl.load[h] * pl.load[h];
+        s.max = s.max.max(load[h]);
+        s.sq += load[h] * load[h];
     }
     s
+}
+
+/// A VM's size for the greedy order: its weighted demand.
+fn size(p: &Problem, v: usize) -> f64 {
+    (0..4).map(|r| p.weights[r] * p.vms[v].demand[r]).sum()
 }
 
 /// A lower bound on the largest load of any placement of the balanced

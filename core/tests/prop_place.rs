@@ -143,32 +143,20 @@ proptest! {
 /// move fixes it, and the plan makes exactly that move.
 #[test]
 fn two_heavy_vms_on_one_host_are_split_with_one_move() {
-    let host = |n: &str| Host {
-        name: n.into(),
-        capacity: [40_000.0, 128_000.0, 1.0, 1.0],
-        limit_cpu: 40_000.0,
-        limit_mem: 128_000.0,
-        excluded: false,
-    };
-    let vm = |n: &str, h: usize, disk: f64| Vm {
-        name: n.into(),
-        host: h,
-        demand: [1000.0, 4096.0, 0.0, disk],
-        cpu: 1000.0,
-        mem: 4096.0,
-    };
-    let p = Problem {
-        hosts: vec![host("esx-1"), host("esx-2"), host("esx-3")],
-        vms: vec![
-            vm("db-1", 0, 900.0),
-            vm("db-2", 0, 800.0),
-            vm("web-1", 1, 100.0),
-            vm("web-2", 2, 120.0),
+    let p = disk_only(
+        vec![
+            host("esx-1", 40_000.0, 128_000.0),
+            host("esx-2", 40_000.0, 128_000.0),
+            host("esx-3", 40_000.0, 128_000.0),
         ],
-        weights: [0.0, 0.0, 0.0, 1.0],
-        apart: Vec::new(),
-        max_moves: Some(3),
-    };
+        vec![
+            vm("db-1", 0, 900.0, 1000.0, 4096.0),
+            vm("db-2", 0, 800.0, 1000.0, 4096.0),
+            vm("web-1", 1, 100.0, 1000.0, 4096.0),
+            vm("web-2", 2, 120.0, 1000.0, 4096.0),
+        ],
+        Some(3),
+    );
     let pl = plan(&p);
     assert_eq!(pl.moves(&p), 1, "{pl:?}");
     assert_ne!(pl.host[0], pl.host[1], "{pl:?}");
@@ -187,32 +175,20 @@ fn two_heavy_vms_on_one_host_are_split_with_one_move() {
 /// other one even though it is busier.
 #[test]
 fn a_full_host_receives_nothing() {
-    let host = |n: &str, mem: f64| Host {
-        name: n.into(),
-        capacity: [40_000.0, mem, 1.0, 1.0],
-        limit_cpu: 40_000.0,
-        limit_mem: mem,
-        excluded: false,
-    };
-    let vm = |n: &str, h: usize, disk: f64, mem: f64| Vm {
-        name: n.into(),
-        host: h,
-        demand: [1000.0, mem, 0.0, disk],
-        cpu: 1000.0,
-        mem,
-    };
-    let p = Problem {
-        hosts: vec![host("a", 64_000.0), host("b", 64_000.0), host("c", 8_000.0)],
-        vms: vec![
-            vm("x", 0, 900.0, 16_000.0),
-            vm("y", 0, 800.0, 16_000.0),
-            vm("z", 1, 300.0, 16_000.0),
-            vm("small", 2, 10.0, 6_000.0),
+    let p = disk_only(
+        vec![
+            host("a", 40_000.0, 64_000.0),
+            host("b", 40_000.0, 64_000.0),
+            host("c", 40_000.0, 8_000.0),
         ],
-        weights: [0.0, 0.0, 0.0, 1.0],
-        apart: Vec::new(),
-        max_moves: Some(1),
-    };
+        vec![
+            vm("x", 0, 900.0, 1000.0, 16_000.0),
+            vm("y", 0, 800.0, 1000.0, 16_000.0),
+            vm("z", 1, 300.0, 1000.0, 16_000.0),
+            vm("small", 2, 10.0, 1000.0, 6_000.0),
+        ],
+        Some(1),
+    );
     let pl = plan(&p);
     assert_eq!(pl.host[3], 2);
     assert!(pl.host.iter().filter(|&&h| h == 2).count() == 1, "{pl:?}");
@@ -270,23 +246,36 @@ fn some_order_works(p: &Problem, at: &[usize], left: &[usize], target: &[usize])
     })
 }
 
-fn host(name: &str, cpu: f64) -> Host {
+/// Disk I/O balanced over `hosts`, no anti-affinity.
+fn disk_only(hosts: Vec<Host>, vms: Vec<Vm>, max_moves: Option<usize>) -> Problem {
+    Problem {
+        hosts,
+        vms,
+        weights: [0.0, 0.0, 0.0, 1.0],
+        apart: Vec::new(),
+        max_moves,
+    }
+}
+
+/// A host of `cpu` MHz and `mem` MB, all of it usable.
+fn host(name: &str, cpu: f64, mem: f64) -> Host {
     Host {
         name: name.into(),
-        capacity: [cpu, 1e6, 1.0, 1.0],
+        capacity: [cpu, mem, 1.0, 1.0],
         limit_cpu: cpu,
-        limit_mem: 1e6,
+        limit_mem: mem,
         excluded: false,
     }
 }
 
-fn vm(name: &str, host: usize, disk: f64, cpu: f64) -> Vm {
+/// A VM on host `host` using `disk` KB/s, `cpu` MHz and `mem` MB.
+fn vm(name: &str, host: usize, disk: f64, cpu: f64, mem: f64) -> Vm {
     Vm {
         name: name.into(),
         host,
-        demand: [cpu, 1.0, 0.0, disk],
+        demand: [cpu, mem, 0.0, disk],
         cpu,
-        mem: 1.0,
+        mem,
     }
 }
 
@@ -295,15 +284,16 @@ fn vm(name: &str, host: usize, disk: f64, cpu: f64) -> Vm {
 #[test]
 fn no_plan_brings_an_anti_affinity_pair_together() {
     let p = Problem {
-        hosts: vec![host("h0", 1e6), host("h1", 1e6)],
-        vms: vec![
-            vm("vm0", 1, 10.0, 1.0),
-            vm("vm1", 0, 50.0, 1.0),
-            vm("vm2", 0, 300.0, 1.0),
-        ],
-        weights: [0.0, 0.0, 0.0, 1.0],
         apart: vec![vec![0, 1, 2]],
-        max_moves: None,
+        ..disk_only(
+            vec![host("h0", 1e6, 1e6), host("h1", 1e6, 1e6)],
+            vec![
+                vm("vm0", 1, 10.0, 1.0, 1.0),
+                vm("vm1", 0, 50.0, 1.0, 1.0),
+                vm("vm2", 0, 300.0, 1.0, 1.0),
+            ],
+            None,
+        )
     };
     let pl = plan(&p);
     assert!(feasible(&p, &pl.host).is_ok(), "{pl:?}");
@@ -315,25 +305,23 @@ fn no_plan_brings_an_anti_affinity_pair_together() {
 /// order v1, v0, v3 works and is found.
 #[test]
 fn a_migration_order_is_found_where_the_first_choice_blocks() {
-    let p = Problem {
-        hosts: vec![
-            host("h0", 400.0),
-            host("h1", 400.0),
-            host("h2", 300.0),
-            host("h3", 300.0),
+    let p = disk_only(
+        vec![
+            host("h0", 400.0, 1e6),
+            host("h1", 400.0, 1e6),
+            host("h2", 300.0, 1e6),
+            host("h3", 300.0, 1e6),
         ],
-        vms: vec![
-            vm("v0", 1, 200.0, 100.0),
-            vm("v1", 3, 50.0, 200.0),
-            vm("v2", 2, 300.0, 100.0),
-            vm("v3", 0, 300.0, 200.0),
-            vm("v4", 0, 300.0, 200.0),
-            vm("v5", 3, 200.0, 100.0),
+        vec![
+            vm("v0", 1, 200.0, 100.0, 1.0),
+            vm("v1", 3, 50.0, 200.0, 1.0),
+            vm("v2", 2, 300.0, 100.0, 1.0),
+            vm("v3", 0, 300.0, 200.0, 1.0),
+            vm("v4", 0, 300.0, 200.0, 1.0),
+            vm("v5", 3, 200.0, 100.0, 1.0),
         ],
-        weights: [0.0, 0.0, 0.0, 1.0],
-        apart: Vec::new(),
-        max_moves: None,
-    };
+        None,
+    );
     let target = evaluate(&p, &[3, 1, 2, 1, 0, 3]);
     let (moves, stuck) = dwepc_core::place::ordered_moves(&p, &target);
     assert!(stuck.is_empty(), "{moves:?} {stuck:?}");

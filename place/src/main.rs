@@ -12,7 +12,7 @@
 //! could not start because the plan's moves cannot be made one at a time.
 
 use clap::Parser;
-use dwepc_core::collector::{COUNTERS, MEM_FALLBACK};
+use dwepc_core::collector::{counter_ids, first_few, COUNTERS};
 use dwepc_core::conf;
 use dwepc_core::place::{self, Host, Problem, Stat, Vm, RESOURCES};
 use dwepc_core::vsphere::client::{Client, Error as VsError};
@@ -270,7 +270,14 @@ fn read_cluster(c: &mut Client, a: &Args, s: &Settings) -> Result<Cluster, Failu
     c.connect()?;
     // one cluster: VMs move between its hosts only
     let resources = c.compute_resources()?;
-    let names = || first_few(resources.iter().map(|r| r.name.as_str()));
+    let names = || {
+        first_few(
+            &resources
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+    };
     let cr = match &a.cluster {
         Some(name) => resources.iter().find(|r| &r.name == name).ok_or_else(|| {
             Failure::Input(format!("--cluster {name}: no such cluster (there are: {})", names()))
@@ -305,12 +312,7 @@ fn read_cluster(c: &mut Client, a: &Args, s: &Settings) -> Result<Cluster, Failu
         .into_iter()
         .map(|(id, n)| (n, id))
         .collect();
-    let ids: [Option<i32>; 4] = std::array::from_fn(|r| {
-        catalog
-            .get(COUNTERS[r])
-            .or_else(|| (r == 1).then(|| catalog.get(MEM_FALLBACK)).flatten())
-            .copied()
-    });
+    let ids = counter_ids(&catalog);
     for (r, id) in ids.iter().enumerate() {
         if id.is_none() && s.weights[r] > 0.0 {
             return Err(Failure::Input(format!(
@@ -354,7 +356,7 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
         if !cl.hosts.iter().any(|h| &h.name == x) {
             return Err(format!(
                 "--exclude {x}: no such host (hosts: {})",
-                first_few(cl.hosts.iter().map(|h| h.name.as_str()))
+                first_few(&cl.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>())
             ));
         }
     }
@@ -432,7 +434,7 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
             what.join(", "),
             a.since,
             s.interval,
-            first_few(missing.iter().copied()),
+            first_few(&missing),
             if all {
                 "; is the horizon longer than what vCenter keeps at this level, or the statistics level too low?"
             } else {
@@ -469,15 +471,6 @@ fn problem(a: &Args, s: &Settings, cl: &Cluster) -> Result<Problem, String> {
         apart,
         max_moves: s.max_moves,
     })
-}
-
-fn first_few<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let all: Vec<&str> = names.collect();
-    let mut s = all.iter().take(5).copied().collect::<Vec<_>>().join(", ");
-    if all.len() > 5 {
-        s.push_str(&format!(" and {} more", all.len() - 5));
-    }
-    s
 }
 
 /// The plan as printed with --json.

@@ -69,6 +69,18 @@ impl Default for VsOpts {
     }
 }
 
+impl VsOpts {
+    /// One worker whose counters outlive two minutes of vSphere faults
+    /// (`ttl=120s`, 2-s call timeout): the last window keeps serving.
+    pub fn riding_out_faults() -> VsOpts {
+        VsOpts {
+            dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
+            endpoint: "timeout=2s".into(),
+            ..VsOpts::default()
+        }
+    }
+}
+
 pub struct VsEnv {
     pub port: u16,
     pub nginx: Nginx,
@@ -80,6 +92,23 @@ pub struct VsEnv {
     flat_mem_net: (i64, i64),
     /// Extra CPU (MHz) per VM, added by the feeder.
     pub extra_cpu: Arc<Mutex<Vec<f64>>>,
+}
+
+/// The status says counters drive the pick.
+pub fn active(st: &serde_json::Value) -> bool {
+    st["balancing"] == "dwepc"
+}
+
+/// Resident memory of a process, KB (0 if it is gone).
+pub fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 pub fn vm_name(i: usize) -> String {
@@ -180,6 +209,25 @@ impl VsEnv {
             self.net_per_req,
             self.flat_mem_net,
         ));
+    }
+
+    /// Starts the feeder and sends requests until counters drive the
+    /// pick (at most 40 s).
+    pub fn feed_and_warm_up(&mut self) {
+        self.start_feeder();
+        self.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    }
+
+    /// The PID of the worker that polls vSphere: the one that logged the
+    /// last "polling N VMs" line ("[notice] PID#TID: ...").
+    pub fn polling_worker(&self) -> i32 {
+        let log = self.nginx.error_log();
+        log.lines()
+            .rfind(|l| l.contains("dwepc: vSphere") && l.contains(": polling "))
+            .and_then(|l| l.split("] ").nth(1))
+            .and_then(|l| l.split('#').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no polling line: {log}"))
     }
 
     pub fn stop_feeder(&mut self) {

@@ -536,6 +536,28 @@ impl Client {
         start_ms: u64,
         end_ms: u64,
     ) -> Result<Vec<EntityMetric>, Error> {
+        let range = format!(
+            "<startTime>{}</startTime><endTime>{}</endTime>",
+            xml::format_datetime(start_ms),
+            xml::format_datetime(end_ms)
+        );
+        let samples =
+            (end_ms.saturating_sub(start_ms) / 1000 / interval.max(1) as u64) as usize + 2;
+        self.perf_query(vms, counters, interval, &range, samples)
+    }
+
+    /// One batched QueryPerf of `counters` (instance "") of `vms` at
+    /// `interval` seconds; `range` selects the samples in each querySpec
+    /// (maxSample, or startTime/endTime), of which there are at most
+    /// `samples` per series (sizes the answer's budget).
+    fn perf_query(
+        &mut self,
+        vms: &[String],
+        counters: &[i32],
+        interval: i32,
+        range: &str,
+        samples: usize,
+    ) -> Result<Vec<EntityMetric>, Error> {
         let sc = self.sc()?;
         let metrics: String = counters
             .iter()
@@ -543,12 +565,11 @@ impl Client {
                 format!("<metricId><counterId>{c}</counterId><instance></instance></metricId>")
             })
             .collect();
-        let (start, end) = (xml::format_datetime(start_ms), xml::format_datetime(end_ms));
         let specs: String = vms
             .iter()
             .map(|vm| {
                 format!(
-                    "<querySpec><entity type=\"VirtualMachine\">{}</entity><startTime>{start}</startTime><endTime>{end}</endTime>{metrics}<intervalId>{interval}</intervalId></querySpec>",
+                    "<querySpec><entity type=\"VirtualMachine\">{}</entity>{range}{metrics}<intervalId>{interval}</intervalId></querySpec>",
                     escape(vm)
                 )
             })
@@ -557,8 +578,6 @@ impl Client {
             "<QueryPerf xmlns=\"urn:vim25\">{}{specs}</QueryPerf>",
             mo("_this", &sc.perf_manager)
         );
-        let samples =
-            (end_ms.saturating_sub(start_ms) / 1000 / interval.max(1) as u64) as usize + 2;
         let budget = Budget::query_perf(vms.len(), counters.len(), samples);
         let doc = self.call("QueryPerf", &body, budget)?;
         xml::perf(&doc).map_err(|e| Error::Malformed(e.to_string()))
@@ -692,30 +711,9 @@ impl super::Api for Client {
         interval: i32,
         max_sample: u32,
     ) -> Result<Vec<EntityMetric>, Error> {
-        let sc = self.sc()?;
-        let metrics: String = counters
-            .iter()
-            .map(|c| {
-                format!("<metricId><counterId>{c}</counterId><instance></instance></metricId>")
-            })
-            .collect();
-        let specs: String = vms
-            .iter()
-            .map(|vm| {
-                format!(
-                    "<querySpec><entity type=\"VirtualMachine\">{}</entity><maxSample>{}</maxSample>{metrics}<intervalId>{interval}</intervalId></querySpec>",
-                    escape(vm),
-                    max_sample.max(1)
-                )
-            })
-            .collect();
-        let body = format!(
-            "<QueryPerf xmlns=\"urn:vim25\">{}{specs}</QueryPerf>",
-            mo("_this", &sc.perf_manager)
-        );
-        let budget = Budget::query_perf(vms.len(), counters.len(), max_sample.max(1) as usize);
-        let doc = self.call("QueryPerf", &body, budget)?;
-        xml::perf(&doc).map_err(|e| Error::Malformed(e.to_string()))
+        let n = max_sample.max(1);
+        let range = format!("<maxSample>{n}</maxSample>");
+        self.perf_query(vms, counters, interval, &range, n as usize)
     }
 
     /// CurrentTime: the server clock (ms since the epoch). Also keeps the

@@ -7,7 +7,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use dwepc_core::collector::EndpointSpec;
-use dwepc_core::conf::{self, EndpointRef};
+use dwepc_core::conf::{self, ConfError, EndpointRef};
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
@@ -17,7 +17,7 @@ use ngx::ffi::{
 
 use crate::module::{main_conf_mut, srv_conf, upstream_conf};
 use crate::state::{Endpoint, MainState, NodeDirective, Origin, Resolved, SrvConf, UpstreamState};
-use crate::util::{conf_error, conf_location, directive_args, guard, log, ngx_str};
+use crate::util::{catch_panic, conf_error, conf_location, directive_args, log, ngx_str};
 
 /// NGX_HTTP_UPSTREAM_MODIFY (servers changed at run time, nginx >= 1.27.3).
 #[cfg(dwepc_peer_refs)]
@@ -27,7 +27,7 @@ const UPSTREAM_MODIFY: u32 = 0;
 
 /// `create_main_conf`.
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    guard("create_main_conf", ptr::null_mut(), || {
+    catch_panic("create_main_conf", ptr::null_mut(), || {
         // SAFETY: cf is the live configuration; its pool frees the state
         // (and runs its destructor) with the cycle.
         let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
@@ -37,7 +37,7 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 
 /// `create_srv_conf` (called for every server and upstream block).
 pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    guard("create_srv_conf", ptr::null_mut(), || {
+    catch_panic("create_srv_conf", ptr::null_mut(), || {
         // SAFETY: as create_main_conf.
         let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
         pool.allocate(SrvConf::default()) as *mut c_void
@@ -48,7 +48,7 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 /// after the upstream module's init_main_conf (this module is loaded after
 /// the built-in ones), so every upstream's servers are known.
 pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
-    guard("init_main_conf", NGX_CONF_ERROR, || {
+    catch_panic("init_main_conf", NGX_CONF_ERROR, || {
         // SAFETY: conf is our MainState, cf the live configuration.
         let (main, cf) = unsafe { (&*(conf as *const MainState), &mut *cf) };
         match resolve(main) {
@@ -60,7 +60,7 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
             }
             Err(msg) => {
                 // SAFETY: cf->log is the configuration's log.
-                unsafe { log(NGX_LOG_EMERG, cf.log, &msg) };
+                unsafe { log(NGX_LOG_EMERG, cf.log, &msg.to_string()) };
                 return NGX_CONF_ERROR;
             }
         }
@@ -77,7 +77,7 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
 
 /// Phase 3: each upstream's endpoint and `ttl`; returns the warnings to
 /// log (with where each upstream was written).
-fn resolve(main: &MainState) -> Result<Vec<String>, String> {
+fn resolve(main: &MainState) -> Result<Vec<String>, ConfError> {
     if let Some(u) = main.upstreams().find(|u| !u.parsed.enabled) {
         let at = u
             .parsed
@@ -85,10 +85,10 @@ fn resolve(main: &MainState) -> Result<Vec<String>, String> {
             .first()
             .map(|n| n.origin.at())
             .unwrap_or_default();
-        return Err(format!(
-            "\"dwepc_node\" in upstream \"{}\" without \"dwepc\" in {at}",
-            u.parsed.name
-        ));
+        return Err(ConfError::NodeWithoutDwepc {
+            upstream: u.parsed.name.clone(),
+            at,
+        });
     }
     let endpoints: Vec<(&conf::EndpointConf, String)> = main
         .endpoints
@@ -102,19 +102,15 @@ fn resolve(main: &MainState) -> Result<Vec<String>, String> {
     let endpoints: Vec<_> = endpoints.iter().map(|(e, at)| (*e, at.as_str())).collect();
     let refs: Vec<_> = refs.iter().map(|(r, at)| (*r, at.as_str())).collect();
     let chosen = conf::resolve_endpoints(&endpoints, &refs)?;
-    let max_timeout = main
-        .endpoints
-        .iter()
-        .map(|e| e.conf.timeout_ms)
-        .max()
-        .unwrap_or(0);
+    let longest_timeout = conf::longest_timeout(main.endpoints.iter().map(|e| e.conf.timeout_ms));
     let mut warnings = Vec::new();
     for (u, endpoint) in main.upstreams().zip(chosen) {
         let at = u.parsed.origin.at();
         let mut ttl_ms = u.parsed.conf.ttl_ms;
         if let Some(e) = endpoint.and_then(|k| main.endpoints.get(k)) {
-            let (ttl, w) = conf::check_timing(&u.parsed.name, &u.parsed.conf, &e.conf, max_timeout)
-                .map_err(|m| format!("{m} in {at}"))?;
+            let (ttl, w) =
+                conf::check_timing(&u.parsed.name, &u.parsed.conf, &e.conf, longest_timeout)
+                    .map_err(|m| m.at(&at))?;
             ttl_ms = ttl;
             warnings.extend(w.into_iter().map(|w| format!("dwepc: {w} in {at}")));
         }
@@ -132,10 +128,10 @@ fn resolve(main: &MainState) -> Result<Vec<String>, String> {
 unsafe fn directive<T>(
     name: &'static str,
     cf: *mut ngx_conf_t,
-    parse: impl FnOnce(&[&str]) -> Result<T, String>,
-    apply: impl FnOnce(&mut ngx_conf_t, T, Origin) -> Result<(), String>,
+    parse: impl FnOnce(&[&str]) -> Result<T, ConfError>,
+    apply: impl FnOnce(&mut ngx_conf_t, T, Origin) -> Result<(), ConfError>,
 ) -> *mut c_char {
-    guard(name, NGX_CONF_ERROR, || {
+    catch_panic(name, NGX_CONF_ERROR, || {
         // SAFETY: forwarded from the caller.
         let args = unsafe { directive_args(cf) };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -146,9 +142,9 @@ unsafe fn directive<T>(
             parse(&argv).and_then(|v| apply(unsafe { &mut *cf }, v, Origin { file, line }));
         match result {
             Ok(()) => NGX_CONF_OK,
-            Err(msg) => {
+            Err(e) => {
                 // SAFETY: forwarded from the caller.
-                unsafe { conf_error(cf, &msg) };
+                unsafe { conf_error(cf, &e.to_string()) };
                 NGX_CONF_ERROR
             }
         }
@@ -178,9 +174,9 @@ pub unsafe extern "C" fn cmd_vsphere(
             for w in e.warnings() {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
             }
-            let main = main_conf_mut(cf).ok_or("no dwepc main configuration")?;
+            let main = main_conf_mut(cf).ok_or(ConfError::NoMainConf)?;
             if main.endpoints.iter().any(|x| x.conf.name == e.name) {
-                return Err(format!("duplicate vSphere endpoint \"{}\"", e.name));
+                return Err(ConfError::DuplicateEndpoint(e.name));
             }
             let spec = EndpointSpec {
                 name: e.name.clone(),
@@ -199,7 +195,12 @@ pub unsafe extern "C" fn cmd_vsphere(
 /// Reads a file named in the configuration (relative names are relative to
 /// the configuration prefix, as nginx does for certificates): a regular
 /// file of at most `max` bytes ([`conf::read_config_file`]).
-fn read_file(cf: &ngx_conf_t, name: &str, what: &str, max: usize) -> Result<Vec<u8>, String> {
+fn read_file(
+    cf: &ngx_conf_t,
+    name: &str,
+    what: &'static str,
+    max: usize,
+) -> Result<Vec<u8>, ConfError> {
     let path = if name.starts_with('/') {
         std::path::PathBuf::from(name)
     } else {
@@ -212,8 +213,8 @@ fn read_file(cf: &ngx_conf_t, name: &str, what: &str, max: usize) -> Result<Vec<
 
 /// The dwepc state of the upstream block being parsed, created on first
 /// use and listed in the main state.
-fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, String> {
-    const NO_BLOCK: &str = "not inside an \"upstream\" block";
+fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, ConfError> {
+    const NO_BLOCK: ConfError = ConfError::NotInUpstream;
     // SAFETY: the directives are only allowed inside upstream{}.
     let mut ups = unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups;
     if ups.is_null() {
@@ -223,12 +224,12 @@ fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, String> {
         let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
         ups = pool.allocate(UpstreamState::new(name));
         if ups.is_null() {
-            return Err("out of memory".into());
+            return Err(ConfError::OutOfMemory);
         }
         // SAFETY: as above.
         unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups = ups;
         main_conf_mut(cf)
-            .ok_or("no dwepc main configuration")?
+            .ok_or(ConfError::NoMainConf)?
             .upstreams
             .push(ups);
     }
@@ -248,9 +249,9 @@ pub unsafe extern "C" fn cmd_dwepc(
     unsafe {
         directive("cmd_dwepc", cf, conf::parse_upstream, |cf, args, origin| {
             if upstream_state(cf)?.parsed.enabled {
-                return Err("\"dwepc\" directive is duplicate".into());
+                return Err(ConfError::DuplicateDirective("dwepc"));
             }
-            let uscf = upstream_conf(cf).ok_or("not inside an \"upstream\" block")?;
+            let uscf = upstream_conf(cf).ok_or(ConfError::NotInUpstream)?;
             let redefined = uscf.peer.init_upstream.is_some();
             uscf.peer.init_upstream = Some(crate::balancer::init_upstream);
             uscf.flags = (NGX_HTTP_UPSTREAM_CREATE
@@ -265,6 +266,7 @@ pub unsafe extern "C" fn cmd_dwepc(
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "load balancing method redefined");
             }
             let ups = upstream_state(cf)?;
+            ups.parsed.comparison = args.mode.comparison(&args.tuning);
             ups.parsed.conf = args;
             ups.parsed.enabled = true;
             ups.parsed.origin = origin;
@@ -289,7 +291,7 @@ pub unsafe extern "C" fn cmd_node(
                 .iter()
                 .any(|n| n.conf.address == node.address)
             {
-                return Err(format!("duplicate \"dwepc_node\" for \"{}\"", node.address));
+                return Err(ConfError::DuplicateNode(node.address));
             }
             ups.parsed.nodes.push(NodeDirective { conf: node, origin });
             Ok(())

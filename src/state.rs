@@ -14,7 +14,8 @@ use std::cell::{Cell, OnceCell, RefCell};
 
 use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{EndpointConf, NodeConf, UpstreamConf};
-use dwepc_core::slots::{SlotKind, SlotMap};
+use dwepc_core::policy::Comparison;
+use dwepc_core::zone::slots::{SlotKind, SlotMap};
 use ngx::ffi::ngx_shm_zone_t;
 
 /// Where a directive was written.
@@ -50,7 +51,7 @@ pub struct NodeDirective {
 }
 
 /// Phase 1: what an upstream block's `dwepc` and `dwepc_node` say.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ParsedUpstream {
     pub name: String,
     pub conf: UpstreamConf,
@@ -59,6 +60,22 @@ pub struct ParsedUpstream {
     /// Where `dwepc` was written.
     pub origin: Origin,
     pub nodes: Vec<NodeDirective>,
+    /// How the pick compares peers (the mode's, for its tuning).
+    pub comparison: Comparison,
+}
+
+impl Default for ParsedUpstream {
+    fn default() -> Self {
+        let conf = UpstreamConf::default();
+        ParsedUpstream {
+            name: String::new(),
+            comparison: conf.mode.comparison(&conf.tuning),
+            conf,
+            enabled: false,
+            origin: Origin::default(),
+            nodes: Vec::new(),
+        }
+    }
 }
 
 /// What the module knows of one slot (a peer known at configuration, or a
@@ -177,7 +194,7 @@ impl UpstreamState {
     }
 
     /// The upstream's configuration with the `ttl` in force.
-    pub fn conf(&self) -> dwepc_core::conf::UpstreamConf {
+    pub fn conf(&self) -> UpstreamConf {
         let mut c = self.parsed.conf.clone();
         if let Some(r) = self.resolved.get() {
             c.ttl_ms = r.ttl_ms;

@@ -3,8 +3,9 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use dwepc_core::prometheus::EndpointMetrics;
-use dwepc_core::status::{render, render_error, snapshot, PeerMeta, UpstreamMeta, UpstreamStatus};
+use dwepc_core::status::{
+    render, render_error, snapshot, EndpointMetrics, PeerMeta, UpstreamMeta, UpstreamStatus,
+};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_arg,
     ngx_http_core_loc_conf_t, ngx_http_discard_request_body, ngx_http_output_filter,
@@ -17,7 +18,7 @@ use ngx::http::{HttpModuleConfExt, NgxHttpCoreModule};
 
 use crate::module::main_conf;
 use crate::state::MainState;
-use crate::util::{cached_now_ms, guard};
+use crate::util::{cached_now_ms, catch_panic};
 
 /// `dwepc_status;` in a location.
 pub unsafe extern "C" fn cmd_status(
@@ -25,7 +26,7 @@ pub unsafe extern "C" fn cmd_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    guard("cmd_status", NGX_CONF_ERROR, || {
+    catch_panic("cmd_status", NGX_CONF_ERROR, || {
         // SAFETY: in a location block the core module's loc conf is an
         // ngx_http_core_loc_conf_t in the configuration pool.
         let clcf = unsafe {
@@ -113,7 +114,7 @@ fn endpoints(main: &MainState) -> Vec<EndpointMetrics<'_>> {
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guard(
+    catch_panic(
         "status_handler",
         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         || {
@@ -151,7 +152,10 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
             _ if prometheus => (
                 200,
-                dwepc_core::prometheus::render(&ups, &main.map(endpoints).unwrap_or_default()),
+                dwepc_core::status::prometheus::render(
+                    &ups,
+                    &main.map(endpoints).unwrap_or_default(),
+                ),
             ),
             _ => (200, render(&ups)),
         };

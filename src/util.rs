@@ -14,7 +14,7 @@ use ngx::ffi::{ngx_cached_time, ngx_conf_t, ngx_log_t, ngx_str_t, NGX_LOG_ALERT,
 /// ([`report_panic`]). Anything `f` holds is released by its drop guards
 /// while unwinding.
 #[inline]
-pub fn guard<T>(name: &'static str, on_panic: T, f: impl FnOnce() -> T) -> T {
+pub fn catch_panic<T>(name: &'static str, on_panic: T, f: impl FnOnce() -> T) -> T {
     quiet_panics();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
@@ -76,7 +76,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn report_panic(name: &'static str, payload: &(dyn std::any::Any + Send)) {
     static SEEN: Mutex<Vec<(&'static str, u64, u64)>> = Mutex::new(Vec::new());
     let text = panic_text(payload);
-    let now = dwepc_core::collector::now_ms();
+    let now = dwepc_core::clock::now_ms();
     let line = {
         let Ok(mut seen) = SEEN.lock() else { return };
         match seen.iter_mut().find(|e| e.0 == name) {
@@ -203,7 +203,8 @@ pub unsafe fn log(level: u32, log: *mut ngx_log_t, msg: &str) {
     ngx::ngx_log_error!(level, log, "{msg}");
 }
 
-/// Wall-clock milliseconds from nginx's cached time (no system call).
+/// The clock of [`dwepc_core::clock`], from nginx's cached time (no
+/// system call): what the request path and the status page read.
 #[inline]
 pub fn cached_now_ms() -> u64 {
     // SAFETY: ngx_cached_time always points at a valid slot once nginx has

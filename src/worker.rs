@@ -1,4 +1,4 @@
-//! Starting and stopping the collector thread (dwepc_core::collector) in
+//! Starting and stopping the collector thread (`dwepc_core::collector`) in
 //! each worker process.
 //!
 //! The thread is started in `init_process` of worker processes only (not
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dwepc_core::collector::{Collector, Host, Level, PeerSpec, Spec, UpstreamSpec};
+use dwepc_core::collector::{Collector, Level, PeerSpec, Runtime, Spec, UpstreamSpec};
 use ngx::ffi::{
     ngx_cycle_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT,
     NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
@@ -23,7 +23,7 @@ use ngx::ffi::{
 
 use crate::module::main_conf;
 use crate::state::MainState;
-use crate::util::guard;
+use crate::util::catch_panic;
 
 struct Running {
     stop: Arc<AtomicBool>,
@@ -33,7 +33,7 @@ struct Running {
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 
 /// The worker's log, usable from the thread.
-struct NginxHost {
+struct NginxRuntime {
     log: *mut ngx_log_t,
     /// The cycle the thread was started for (compared, never dereferenced).
     cycle: *mut ngx_cycle_t,
@@ -42,9 +42,9 @@ struct NginxHost {
 
 // SAFETY: the log pointer is the cycle's log, valid for the whole life of
 // the worker; nginx's log writer is used from its own thread pools too.
-unsafe impl Send for NginxHost {}
+unsafe impl Send for NginxRuntime {}
 
-impl Host for NginxHost {
+impl Runtime for NginxRuntime {
     fn log(&self, level: Level, msg: &str) {
         let lvl = match level {
             Level::Error => NGX_LOG_ERR,
@@ -83,7 +83,7 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
     let upstreams = main
         .upstreams()
         .filter_map(|u| {
-            let shared = crate::zone::of(u)?;
+            let zone = crate::zone::of(u)?;
             let peers = u
                 .peers()
                 .iter()
@@ -104,7 +104,7 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
                 conf: u.conf(),
                 endpoint: u.endpoint(),
                 peers,
-                shared,
+                zone,
             })
         })
         .collect();
@@ -121,14 +121,14 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
 /// spec (sessions anew, the shared zone as it is) after a back-off of 1 s,
 /// doubling up to a minute (back to 1 s after ten good minutes), so an
 /// upstream never goes stale silently.
-fn supervise(spec: Spec, host: NginxHost) {
+fn supervise(spec: Spec, rt: NginxRuntime) {
     crate::util::quiet_panics();
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::util::fault("collector");
-            Collector::new(spec.clone(), &host).run();
+            Collector::new(spec.clone(), &rt).run();
         }));
         let Err(payload) = run else { return };
         if started.elapsed() > Duration::from_secs(600) {
@@ -136,11 +136,11 @@ fn supervise(spec: Spec, host: NginxHost) {
             backoff = Duration::from_secs(1);
         }
         let text = crate::util::panic_text(payload.as_ref());
-        // SAFETY: see `unsafe impl Send for NginxHost`.
+        // SAFETY: see `unsafe impl Send for NginxRuntime`.
         unsafe {
             crate::util::log(
                 NGX_LOG_ALERT,
-                host.log,
+                rt.log,
                 &format!(
                     "dwepc: the collector thread panicked: {text}; restarting it in {} s",
                     backoff.as_secs()
@@ -149,7 +149,7 @@ fn supervise(spec: Spec, host: NginxHost) {
         };
         let until = Instant::now() + backoff;
         while Instant::now() < until {
-            if host.stopping() {
+            if rt.stopping() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -177,7 +177,7 @@ fn spawn_masked(f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle
 
 /// `init_process`.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard("init_process", NGX_OK as ngx_int_t, || {
+    catch_panic("init_process", NGX_OK as ngx_int_t, || {
         // SAFETY: nginx passes the live cycle.
         unsafe { start(cycle) };
         NGX_OK as ngx_int_t
@@ -205,16 +205,16 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
         // zones stay mapped until the process exits, and exit_process asks
         // the thread to stop first. In single-process mode (`master_process
         // off`, for debugging) a reload makes a new cycle in this process;
-        // the thread stops when it sees ngx_cycle change (NginxHost), and
+        // the thread stops when it sees ngx_cycle change (NginxRuntime), and
         // nginx keeps a zone whose name and size stay the same.
         let spec = std::mem::transmute::<Spec<'_>, Spec<'static>>(spec);
         let stop = Arc::new(AtomicBool::new(false));
-        let host = NginxHost {
+        let rt = NginxRuntime {
             log: (*cycle).log,
             cycle,
             stop: stop.clone(),
         };
-        match spawn_masked(move || supervise(spec, host)) {
+        match spawn_masked(move || supervise(spec, rt)) {
             Ok(handle) => {
                 if let Ok(mut r) = RUNNING.lock() {
                     *r = Some(Running { stop, handle });
@@ -231,7 +231,7 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
 
 /// `exit_process`.
 pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    guard("exit_process", (), || {
+    catch_panic("exit_process", (), || {
         let Some(run) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };

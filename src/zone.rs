@@ -1,5 +1,5 @@
 //! Shared-memory zones of `AtomicU64` words: one per dwepc upstream, named
-//! `dwepc:<upstream>` (the words of `dwepc_core::shared::Shared`), and one
+//! `dwepc:<upstream>` (the words of `dwepc_core::zone::UpstreamZone`), and one
 //! per instance, `dwepc_lease`, for the poller lease. nginx initialises
 //! every zone as a slab pool; the words are one slab allocation. A reload
 //! that keeps an upstream's peers keeps its zone (same name and size) and
@@ -9,7 +9,7 @@ use core::ffi::c_void;
 use core::ptr;
 use std::sync::atomic::AtomicU64;
 
-use dwepc_core::shared::{self, Shared};
+use dwepc_core::zone::{self, Lease, UpstreamZone};
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
     ngx_str_t, NGX_ERROR, NGX_OK,
@@ -20,7 +20,7 @@ use ngx::http::HttpModule;
 
 use crate::module::Dwepc;
 use crate::state::UpstreamState;
-use crate::util::guard;
+use crate::util::catch_panic;
 
 /// What a zone's init callback needs.
 struct ZoneCtx {
@@ -38,7 +38,7 @@ struct ZoneCtx {
 /// `cf` must be the live configuration.
 pub unsafe fn add(cf: *mut ngx_conf_t, upstream: &str, n: usize, hash: u64) -> *mut ngx_shm_zone_t {
     // SAFETY: forwarded from the caller.
-    unsafe { add_words(cf, &format!("dwepc:{upstream}"), shared::words(n), n, hash) }
+    unsafe { add_words(cf, &format!("dwepc:{upstream}"), zone::words(n), n, hash) }
 }
 
 /// Adds the instance-wide lease zone.
@@ -47,7 +47,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, upstream: &str, n: usize, hash: u64) -> *
 /// `cf` must be the live configuration.
 pub unsafe fn add_lease(cf: *mut ngx_conf_t) -> *mut ngx_shm_zone_t {
     // SAFETY: forwarded from the caller.
-    unsafe { add_words(cf, "dwepc_lease", shared::LEASE_WORDS, 0, 0) }
+    unsafe { add_words(cf, "dwepc_lease", zone::LEASE_WORDS, 0, 0) }
 }
 
 /// # Safety
@@ -101,7 +101,7 @@ unsafe fn add_words(
 }
 
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
-    guard("init_zone", NGX_ERROR as ngx_int_t, || {
+    catch_panic("init_zone", NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls this once per cycle with our zone (data set by
         // `add`) and, on reload with the same name and size, the previous
         // cycle's data (a ZoneCtx whose words live in this same mapping).
@@ -150,21 +150,21 @@ fn words(zone: &ngx_shm_zone_t) -> Option<(&[AtomicU64], usize)> {
 }
 
 /// The shared view of an upstream zone of `n` peers.
-pub fn view(zone: &ngx_shm_zone_t, n: usize) -> Option<Shared<'_>> {
+pub fn view(zone: &ngx_shm_zone_t, n: usize) -> Option<UpstreamZone<'_>> {
     let (w, zn) = words(zone)?;
     if zn != n {
         return None;
     }
-    Shared::new(w, n)
+    UpstreamZone::new(w, n)
 }
 
 /// The lease of the lease zone.
-pub fn lease(zone: &ngx_shm_zone_t) -> Option<shared::Lease<'_>> {
-    shared::Lease::new(words(zone)?.0)
+pub fn lease(zone: &ngx_shm_zone_t) -> Option<Lease<'_>> {
+    Lease::new(words(zone)?.0)
 }
 
 /// The shared view of an upstream's zone, once `init_upstream` added it.
-pub fn of(ups: &UpstreamState) -> Option<Shared<'_>> {
+pub fn of(ups: &UpstreamState) -> Option<UpstreamZone<'_>> {
     let servers = ups.servers()?;
     // SAFETY: `zone` is the zone added for this upstream while parsing the
     // configuration its state belongs to: both live in that cycle (its

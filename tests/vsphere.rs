@@ -6,7 +6,8 @@ use common::prom;
 use common::vcsim::Opts;
 use common::vsenv::{active, rss_kb, VsEnv, VsOpts};
 use common::{http, nginx, wait_for};
-use dwepc_core::algo::{Dispatcher, Rng};
+use dwepc_core::policy::paper::Dispatcher;
+use dwepc_core::rng::Rng;
 use std::time::{Duration, Instant};
 
 /// Given published Q, W and V, the pick follows argmax L = Q·W − V: the

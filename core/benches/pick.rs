@@ -21,10 +21,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dwepc_core::algo::{Argmax, Rng};
-use dwepc_core::shared::{words, Shared};
-use dwepc_core::shares::{LeastShare, SmoothTie};
-use dwepc_core::slots::{ListPeer, SlotKind, SlotMap};
+use dwepc_core::policy::pick::SmoothTie;
+use dwepc_core::policy::{Comparison, Picker};
+use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
+use dwepc_core::zone::{words, UpstreamZone};
 
 /// nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
 struct Wrr {
@@ -144,28 +144,36 @@ impl NgxRwlock {
     }
 }
 
-/// The shares mode's pick over the shared words, as the module's `get`
-/// does it (minus nginx's own peer checks, which least_conn above lacks
-/// too): the list's slot map checked, each peer's slot looked up, counted.
-fn pick_shares(shared: &Shared, map: &SlotMap, n: usize, tie: &mut [i64]) -> usize {
+/// A mode's pick over the zone's words, as the module's `get` does it
+/// (minus nginx's own peer checks, which least_conn above lacks too): the
+/// list's slot map checked, each peer's slot looked up, a [`Picker`] of the
+/// mode's comparison over them, the tie pass, counted.
+fn pick_mode(
+    zone: UpstreamZone<'_>,
+    how: Comparison,
+    map: &SlotMap,
+    n: usize,
+    tie: &mut [i64],
+) -> usize {
     assert!(map.is_current(0) && map.complete());
     let off = map.offset();
     let slot = |i: usize| match off {
         Some(base) => base + i,
         None => map.slot(i).unwrap_or(usize::MAX),
     };
-    let mut ls = LeastShare::new();
+    let mut picker = Picker::new(how);
+    let mut k = 0;
     for i in 0..n {
-        let (in_flight, share, limit) = shared.pick_view(slot(i));
-        ls.offer(i, in_flight, share, limit);
+        if picker.offer(i, slot(i), zone) {
+            k = i;
+        }
     }
-    let mut k = ls.best().unwrap();
-    if ls.tied() {
+    if picker.tied() {
         // as nginx: the tied are the first best and peers after it
         let mut t = SmoothTie::default();
         for i in k..n {
-            let (in_flight, share, limit) = shared.pick_view(slot(i));
-            if ls.is_tied(in_flight, share, limit) {
+            if picker.is_tied(slot(i), zone) {
+                let share = zone.pick_view(slot(i)).1;
                 tie[i] = t.offer(i, share, tie[i]);
             }
         }
@@ -174,12 +182,12 @@ fn pick_shares(shared: &Shared, map: &SlotMap, n: usize, tie: &mut [i64]) -> usi
             k = w;
         }
     }
-    shared.count(slot(k));
+    zone.count(slot(k));
     k
 }
 
 /// A slot map for `n` configured servers, as a worker builds it once.
-fn slot_map(shared: Shared<'_>, n: usize) -> SlotMap {
+fn slot_map(shared: UpstreamZone<'_>, n: usize) -> SlotMap {
     let names: Vec<String> = (0..n)
         .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250))
         .collect();
@@ -197,40 +205,31 @@ fn slot_map(shared: Shared<'_>, n: usize) -> SlotMap {
     map
 }
 
-/// The paper mode's pick over the shared words: the largest remaining
-/// allocation, random tie-break, counted.
-fn pick(shared: &Shared, n: usize, rng: &mut Rng) -> usize {
-    let mut am = Argmax::default();
-    for i in 0..n {
-        am.offer(i, shared.remaining(i), rng);
-    }
-    let k = am.best().unwrap();
-    shared.count(k);
-    k
-}
-
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [4usize, 32, 256, 2000] {
         let zone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let shared = Shared::new(&zone, n).unwrap();
+        let shared = UpstreamZone::new(&zone, n).unwrap();
         shared.init(1);
         // allocations as Q·W gives them: distinct reals
         let alloc: Vec<f64> = (0..n)
             .map(|i| 1000.0 + (i as f64 * 0.618_034).fract() * 100.0)
             .collect();
         shared.apply(&alloc, u64::MAX, 0);
-        let mut rng = Rng::new(42);
+        let paper = Comparison::LargestRemaining;
+        let pmap = slot_map(shared, n);
+        let mut ptie = vec![0i64; n];
         g.bench_with_input(BenchmarkId::new("dwepc_paper", n), &n, |b, &n| {
-            b.iter(|| black_box(pick(&shared, n, &mut rng)))
+            b.iter(|| black_box(pick_mode(shared, paper, &pmap, n, &mut ptie)))
         });
         // worst case: every allocation equal, every comparison a tie
         let tzone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let ties = Shared::new(&tzone, n).unwrap();
+        let ties = UpstreamZone::new(&tzone, n).unwrap();
         ties.init(1);
         ties.apply(&vec![1000.0; n], u64::MAX, 0);
+        let tmap = slot_map(ties, n);
         g.bench_with_input(BenchmarkId::new("dwepc_paper_all_ties", n), &n, |b, &n| {
-            b.iter(|| black_box(pick(&ties, n, &mut rng)))
+            b.iter(|| black_box(pick_mode(ties, paper, &tmap, n, &mut ptie)))
         });
         let mut wrr = Wrr {
             weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
@@ -273,7 +272,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         let szone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let sh = Shared::new(&szone, n).unwrap();
+        let sh = UpstreamZone::new(&szone, n).unwrap();
         sh.init(1);
         let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
         let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
@@ -286,9 +285,10 @@ fn bench(c: &mut Criterion) {
         let epoch = sh.epoch();
         let map = slot_map(sh, n);
         let mut tie = vec![0i64; n];
+        let shares = Comparison::LeastPerShare { plus_one: false };
         g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
             b.iter(|| {
-                let k = pick_shares(&sh, &map, n, &mut tie);
+                let k = pick_mode(sh, shares, &map, n, &mut tie);
                 let j = (k + 1) % n;
                 if sh.in_flight(j) > 0 {
                     sh.finish(j, epoch);
@@ -301,7 +301,7 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
             b.iter(|| {
                 peers_lock.wlock();
-                let k = pick_shares(&sh, &map, n, &mut tie);
+                let k = pick_mode(sh, shares, &map, n, &mut tie);
                 peers_lock.unlock();
                 let j = (k + 1) % n;
                 peers_lock.rlock();

@@ -11,10 +11,10 @@
 //!
 //!     cargo run --release -p dwepc-core --example place_compare -- [INSTANCES] [SEED]
 
-use dwepc_core::algo::Rng;
 use dwepc_core::place::{
     current, feasible, greedy_lpt, greedy_within, lower_bound, plan, Host, Placement, Problem, Vm,
 };
+use dwepc_core::rng::Rng;
 use std::time::Instant;
 
 fn uniform(r: &mut Rng) -> f64 {

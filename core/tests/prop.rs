@@ -1,6 +1,9 @@
-//! Property tests of the DWEPC algorithm.
+//! Property tests of the DWEPC paper's model (`policy::paper`).
 
-use dwepc_core::algo::{Dispatcher, FitState, Model, Params, Res, Rng, Sample, R};
+use dwepc_core::policy::paper::{Dispatcher, FitParams, FitState, PaperModel, ALLOC_LIMIT};
+use dwepc_core::policy::Sample;
+use dwepc_core::resources::{Res, R};
+use dwepc_core::rng::Rng;
 use proptest::prelude::*;
 
 fn any_f64() -> impl Strategy<Value = f64> {
@@ -29,7 +32,7 @@ proptest! {
     ) {
         prop_assume!(w_true.iter().any(|x| *x > 0.0));
         let mut rng = Rng::new(seed);
-        let mut m = Model::new(Params { window: samples, ..Params::default() }, vec![1.0; n]);
+        let mut m = PaperModel::new(FitParams { window: samples, ..FitParams::default() }, vec![1.0; n]);
         for i in 0..n {
             m.set_capacity(i, [1e5; R]);
         }
@@ -39,7 +42,7 @@ proptest! {
                 .map(|_| std::array::from_fn(|j| 1.0 + (rng.below(1_000_000) as f64 / 1e6) * scale[j]))
                 .collect();
             let req: Vec<f64> = usage.iter().map(|e| (0..R).map(|j| e[j] * w_true[j]).sum()).collect();
-            let s = Sample { end_ms: t * 1000, period_ms: 1000, usage, requests: Some(req) };
+            let s = Sample { end_ms: t * 1000, period_ms: 1000, usage, sent: Some(req), ..Sample::default() };
             prop_assert!(m.push(s));
         }
         let st = m.refit();
@@ -103,7 +106,7 @@ proptest! {
         window in 0usize..8,
         min_samples in 0usize..8,
     ) {
-        let mut m = Model::new(Params { window, min_samples, ridge: f64::NAN }, weights[..n].to_vec()).with_w(w0);
+        let mut m = PaperModel::new(FitParams { window, min_samples, ridge: f64::NAN }, weights[..n].to_vec()).with_w(w0);
         for (i, c) in caps.iter().enumerate().take(n) {
             m.set_capacity(i, *c);
         }
@@ -112,7 +115,8 @@ proptest! {
                 end_ms: t as u64 * 100,
                 period_ms: 100,
                 usage: usage[..n].to_vec(),
-                requests: has.then(|| req[..n].to_vec()),
+                sent: has.then(|| req[..n].to_vec()),
+                ..Sample::default()
             };
             m.push(s);
             m.refit();
@@ -121,7 +125,7 @@ proptest! {
             }
             if let Some(a) = m.allocations() {
                 prop_assert_eq!(a.len(), n);
-                prop_assert!(a.iter().all(|x| x.is_finite() && x.abs() <= dwepc_core::algo::ALLOC_LIMIT), "{:?}", a);
+                prop_assert!(a.iter().all(|x| x.is_finite() && x.abs() <= ALLOC_LIMIT), "{:?}", a);
                 let mut d = Dispatcher::new(n);
                 d.apply(&a);
                 let mut rng = Rng::new(1);

@@ -1,13 +1,14 @@
-//! Property tests of the shares mode (core/src/shares.rs).
+//! Property tests of the shares mode (`policy::shares`).
 
 // Index loops read best in these numeric checks.
 #![allow(clippy::needless_range_loop)]
 
-use dwepc_core::algo::{Res, R};
-use dwepc_core::shared::{share_weight, weight_share};
-use dwepc_core::shares::{
-    floored, water_fill, LeastShare, Model, Node, Params, Sample, SmoothTie, State,
-};
+use dwepc_core::policy::pick::{LeastShare, SmoothTie};
+use dwepc_core::policy::shares::math::{floored, water_fill};
+use dwepc_core::policy::shares::{ShareParams, ShareState, SharesModel};
+use dwepc_core::policy::{PeerFacts, Sample};
+use dwepc_core::resources::{Res, R};
+use dwepc_core::zone::{share_weight, weight_share};
 use proptest::prelude::*;
 
 fn any_value() -> impl Strategy<Value = f64> {
@@ -21,14 +22,14 @@ fn any_value() -> impl Strategy<Value = f64> {
     ]
 }
 
-fn node_strategy() -> impl Strategy<Value = Node> {
+fn node_strategy() -> impl Strategy<Value = PeerFacts> {
     (
         prop::array::uniform4(prop_oneof![4 => 100.0f64..20_000.0, 1 => any_value()]),
         prop_oneof![3 => 1.0f64..16.0, 1 => any_value()],
         prop_oneof![3 => 1.0f64..10.0, 1 => any_value()],
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(capacity, vcpus, weight, backup)| Node {
+        .prop_map(|(capacity, vcpus, weight, backup)| PeerFacts {
             capacity,
             vcpus,
             weight,
@@ -37,7 +38,7 @@ fn node_strategy() -> impl Strategy<Value = Node> {
         })
 }
 
-fn group_sums(m: &Model, s: &[f64]) -> Vec<f64> {
+fn group_sums(m: &SharesModel, s: &[f64]) -> Vec<f64> {
     let mut sums = Vec::new();
     for backup in [false, true] {
         let idx: Vec<usize> = (0..m.len())
@@ -67,7 +68,7 @@ proptest! {
         step in 0.05f64..1.0,
     ) {
         let n = nodes.len();
-        let mut m = Model::new(Params { floor, step, ..Params::default() }, nodes)
+        let mut m = SharesModel::new(ShareParams { floor, step, ..ShareParams::default() }, nodes)
             .resume(None, Some([50.0, f64::NAN, 3.0, f64::NAN]));
         for (t, (usage, ready, done)) in samples.into_iter().enumerate() {
             m.push(Sample {
@@ -75,12 +76,13 @@ proptest! {
                 period_ms: 20_000,
                 usage: usage[..n].to_vec(),
                 ready_ms: ready[..n].to_vec(),
+                sent: None,
                 done: done.map(|d| d[..n].to_vec()),
                 failed: None,
             });
             let st = m.update();
             if let Some(s) = m.shares() {
-                prop_assert_eq!(st, State::Active);
+                prop_assert_eq!(st, ShareState::Active);
                 prop_assert!(s.iter().all(|x| x.is_finite() && *x > 0.0), "{:?}", s);
                 for sum in group_sums(&m, s) {
                     prop_assert!((sum - 1.0).abs() < 1e-9, "sum {} of {:?}", sum, s);
@@ -100,10 +102,10 @@ proptest! {
         step in 0.05f64..1.0,
     ) {
         let n = caps.len();
-        let nodes: Vec<Node> = caps.iter().map(|&c| Node {
-            capacity: [c, 4096.0, 1e6, f64::NAN], vcpus: 4.0, ..Node::default()
+        let nodes: Vec<PeerFacts> = caps.iter().map(|&c| PeerFacts {
+            capacity: [c, 4096.0, 1e6, f64::NAN], vcpus: 4.0, ..PeerFacts::default()
         }).collect();
-        let mut m = Model::new(Params { step, floor: 0.01, ..Params::default() }, nodes);
+        let mut m = SharesModel::new(ShareParams { step, floor: 0.01, ..ShareParams::default() }, nodes);
         let mut prev: Option<Vec<f64>> = None;
         for (t, bg) in bgs.iter().enumerate() {
             let rate: Vec<f64> = caps.iter().map(|c| c * 0.3 / 100.0).collect();
@@ -113,6 +115,7 @@ proptest! {
                 period_ms: 20_000,
                 usage,
                 ready_ms: vec![0.0; n],
+                sent: None,
                 done: Some(rate.iter().map(|x| x * 20.0).collect()),
                 failed: None,
             });
@@ -150,19 +153,20 @@ proptest! {
         prop_assume!(rate[k] < 0.5 * total_rate);
         let mut bg = vec![0.0; n];
         bg[k] = bg_frac * caps[k] * (1.0 + (seed % 7) as f64 / 10.0);
-        let nodes: Vec<Node> = caps.iter().map(|&c| Node {
-            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: 2.0, ..Node::default()
+        let nodes: Vec<PeerFacts> = caps.iter().map(|&c| PeerFacts {
+            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: 2.0, ..PeerFacts::default()
         }).collect();
-        let mut m = Model::new(Params { step: 1.0, ..Params::default() }, nodes);
+        let mut m = SharesModel::new(ShareParams { step: 1.0, ..ShareParams::default() }, nodes);
         m.push(Sample {
             end_ms: 20_000,
             period_ms: 20_000,
             usage: (0..n).map(|i| [bg[i] + cost * rate[i], 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
+            sent: None,
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
                 failed: None,
         });
-        prop_assert_eq!(m.update(), State::Active);
+        prop_assert_eq!(m.update(), ShareState::Active);
         let c = m.cost().unwrap();
         prop_assert!((c[0] - cost).abs() < 1e-6 * cost, "{} vs {}", c[0], cost);
         for i in 0..n {
@@ -191,16 +195,17 @@ proptest! {
         per_vcpu in 0.5f64..16.0,
     ) {
         let n = caps.len();
-        let nodes: Vec<Node> = caps.iter().zip(&vcpus).map(|(&c, &v)| Node {
-            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: v.floor(), ..Node::default()
+        let nodes: Vec<PeerFacts> = caps.iter().zip(&vcpus).map(|(&c, &v)| PeerFacts {
+            capacity: [c, 4096.0, f64::NAN, f64::NAN], vcpus: v.floor(), ..PeerFacts::default()
         }).collect();
-        let mut m = Model::new(Params { inflight_per_vcpu: per_vcpu, ..Params::default() }, nodes);
+        let mut m = SharesModel::new(ShareParams { inflight_per_vcpu: per_vcpu, ..ShareParams::default() }, nodes);
         let rate: Vec<f64> = caps.iter().map(|c| c * 0.4 / 100.0).collect();
         m.push(Sample {
             end_ms: 20_000,
             period_ms: 20_000,
             usage: rate.iter().map(|x| [100.0 * x, 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
+            sent: None,
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
                 failed: None,
         });

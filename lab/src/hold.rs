@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dwepc_core::algo::Rng;
+use dwepc_core::rng::Rng;
 
 /// seeds/000's controller.
 #[derive(Clone, Debug, PartialEq)]

@@ -41,7 +41,7 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
 }
 
 /// Wall-clock milliseconds since the epoch (the module's own clock).
-pub use dwepc_core::collector::now_ms as wall_ms;
+pub use dwepc_core::clock::now_ms as wall_ms;
 
 /// Now as an RFC 3339 UTC timestamp with whole seconds.
 pub fn now_rfc3339() -> String {

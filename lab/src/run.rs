@@ -926,7 +926,13 @@ fn ideal_split(cell: &Cell, t: f64) -> Vec<f64> {
         * cell.scenario.workload.capacity_rps(&cell.cluster)
         * w.capacity_rps(&cell.cluster)
         / cell.scenario.workload.capacity_rps(&cell.cluster);
-    let x = dwepc_core::shares::water_fill(&caps, &bgs, &cost, [true, false, true, false], rate);
+    let x = dwepc_core::policy::shares::math::water_fill(
+        &caps,
+        &bgs,
+        &cost,
+        [true, false, true, false],
+        rate,
+    );
     let sum: f64 = x.iter().sum();
     x.iter()
         .map(|v| if sum > 0.0 { v / sum } else { 0.0 })

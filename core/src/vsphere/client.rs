@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use super::xml::{self, EntityMetric, Fault, MoRef, Node, ServiceContent, VmInfo};
+use super::budget::{Budget, Capped, VMS_PER_PAGE};
+use super::error::Error;
+use super::xml::{self, Element, EntityMetric, Fault, MoRef, ServiceContent, VmInfo};
 
 /// SOAPAction version requested (understood by vSphere 6.5 and later).
 pub const API_VERSION: &str = "6.5";
@@ -28,7 +30,7 @@ pub const VM_PROPERTIES: [&str; 8] = [
 
 /// A decoder of one page of objects: the objects and the continuation
 /// token, if more follow.
-type Decode<T> = fn(&Node) -> Result<(Vec<T>, Option<String>), xml::XmlError>;
+type Decode<T> = fn(&Element) -> Result<(Vec<T>, Option<String>), xml::XmlError>;
 
 /// Host properties the placement advisor reads.
 pub const HOST_PROPERTIES: [&str; 6] = [
@@ -39,97 +41,6 @@ pub const HOST_PROPERTIES: [&str; 6] = [
     "runtime.inMaintenanceMode",
     "runtime.connectionState",
 ];
-
-/// VMs per inventory page (RetrievePropertiesEx `maxObjects`): small
-/// pages keep every answer, and so the memory a hostile answer can take,
-/// small.
-pub const VMS_PER_PAGE: usize = 50;
-
-/// The most one answer may hold: body bytes read and elements parsed
-/// (text is bounded by the body). Sized per call from what the call can
-/// legitimately return, with a margin; the parsed tree then takes at most
-/// about `nodes × (size_of::<xml::Node>() + 64) + body` bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Budget {
-    pub body: usize,
-    pub nodes: usize,
-}
-
-impl Budget {
-    /// RetrieveServiceContent, Login, Logout, CurrentTime,
-    /// CreateContainerView, QueryPerfProviderSummary: tens of elements.
-    pub const SMALL: Budget = Budget {
-        body: 64 << 10,
-        nodes: 2_000,
-    };
-    /// The `perfCounter` catalog: about 22 elements and 650 bytes per
-    /// counter; a vCenter has some hundreds (vcsim about 400), 1,500 fit.
-    pub const CATALOG: Budget = Budget {
-        body: 2 << 20,
-        nodes: 40_000,
-    };
-    /// One inventory page of [`VMS_PER_PAGE`] VMs: up to 500 elements and
-    /// 20 KB per VM (a VM with several NICs and addresses in `guest.net`
-    /// has about 250 and 8 KB).
-    pub const PAGE: Budget = Budget {
-        body: 1 << 20,
-        nodes: 25_000,
-    };
-
-    /// QueryPerf of `vms` VMs, `counters` counters, `samples` samples:
-    /// per VM 2 + 3 elements per sample (sampleInfo) + per counter
-    /// 4 + one per sample; about 95 bytes per sampleInfo and 28 per value;
-    /// three times that, plus room for the envelope.
-    pub fn query_perf(vms: usize, counters: usize, samples: usize) -> Budget {
-        let nodes = 2 + 3 * samples + counters * (4 + samples);
-        let body = 300 + 95 * samples + counters * (150 + 28 * samples);
-        Budget {
-            body: 3 * vms * body + (16 << 10),
-            nodes: 3 * vms * nodes + 200,
-        }
-    }
-}
-
-/// Reads at most `cap` bytes of a body, and stops at `deadline`: a server
-/// that sends without end, or a byte at a time, cannot hold the caller
-/// past either.
-struct Capped<R> {
-    inner: R,
-    read: usize,
-    cap: usize,
-    deadline: std::time::Instant,
-}
-
-impl<R> Capped<R> {
-    fn too_large(&self) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("more than {} KB", self.cap / 1024),
-        )
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if std::time::Instant::now() > self.deadline {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the answer did not end in time",
-            ));
-        }
-        if self.read > self.cap {
-            return Err(self.too_large());
-        }
-        // one byte past the cap tells a body of exactly `cap` from a larger one
-        let room = (self.cap + 1 - self.read).min(buf.len());
-        let n = self.inner.read(&mut buf[..room])?;
-        self.read += n;
-        if self.read > self.cap {
-            return Err(self.too_large());
-        }
-        Ok(n)
-    }
-}
 
 /// Connection settings.
 #[derive(Clone)]
@@ -155,104 +66,6 @@ impl std::fmt::Debug for Config {
             .field("tls_verify", &self.tls_verify)
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// What went wrong with a call. Messages never contain credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Error {
-    /// TLS or client set-up problem.
-    Setup(String),
-    /// Could not connect (refused, unreachable, DNS, TLS handshake).
-    Connect(String),
-    /// The call took longer than the timeout.
-    Timeout,
-    /// Non-SOAP HTTP error status.
-    Http(u16),
-    /// The response was not well-formed or not the expected shape.
-    Malformed(String),
-    /// The session is gone (expired, logged out, server restarted).
-    NotAuthenticated,
-    /// Wrong user name or password.
-    InvalidLogin,
-    /// Any other SOAP fault.
-    Fault(String),
-    /// Transport error other than the above.
-    Transport(String),
-    /// The answer to `method` was larger than it can legitimately be
-    /// ([`Budget`]); reading stopped there.
-    TooLarge {
-        method: &'static str,
-        detail: String,
-    },
-}
-
-impl Error {
-    /// The session (or an object of it, like the container view) is gone:
-    /// log in again and recreate the view. vcsim answers a view of an
-    /// expired session with ManagedObjectNotFound.
-    pub fn needs_login(&self) -> bool {
-        match self {
-            Error::NotAuthenticated => true,
-            Error::Fault(s) => s.starts_with("ManagedObjectNotFound"),
-            _ => false,
-        }
-    }
-
-    /// Position of its class in [`ERROR_CLASSES`].
-    pub fn class_index(&self) -> usize {
-        match self {
-            Error::Setup(_) => 0,
-            Error::Connect(_) => 1,
-            Error::Timeout => 2,
-            Error::Http(_) => 3,
-            Error::Malformed(_) => 4,
-            Error::NotAuthenticated => 5,
-            Error::InvalidLogin => 6,
-            Error::Fault(_) => 7,
-            Error::Transport(_) => 8,
-            Error::TooLarge { .. } => 9,
-        }
-    }
-
-    /// A stable short class for "log once per state change", counted per
-    /// endpoint and shown as the `kind` label of the Prometheus errors.
-    pub fn class(&self) -> &'static str {
-        ERROR_CLASSES[self.class_index()]
-    }
-}
-
-/// Every error class, in [`Error::class_index`] order.
-pub const ERROR_CLASSES: [&str; 10] = [
-    "setup",
-    "connect",
-    "timeout",
-    "http",
-    "malformed",
-    "not_authenticated",
-    "invalid_login",
-    "fault",
-    "transport",
-    "too_large",
-];
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Setup(s) => write!(f, "client set-up failed: {s}"),
-            Error::Connect(s) => write!(f, "cannot connect: {s}"),
-            Error::Timeout => write!(f, "timed out"),
-            Error::Http(c) => write!(f, "HTTP status {c}"),
-            Error::Malformed(s) => write!(f, "bad response: {s}"),
-            Error::NotAuthenticated => write!(f, "session not authenticated"),
-            Error::InvalidLogin => write!(f, "login failed: invalid user name or password"),
-            Error::Fault(s) => write!(f, "SOAP fault: {s}"),
-            Error::Transport(s) => write!(f, "transport error: {s}"),
-            Error::TooLarge { method, detail } => write!(
-                f,
-                "the answer to {method} is larger than it can legitimately be ({detail}); reading stopped there"
-            ),
-        }
     }
 }
 
@@ -378,7 +191,7 @@ impl Client {
 
     /// One SOAP call; returns the parsed response document. The answer is
     /// parsed while it is read, within `budget` and the timeout.
-    fn call(&mut self, method: &'static str, body: &str, budget: Budget) -> Result<Node, Error> {
+    fn call(&mut self, method: &'static str, body: &str, budget: Budget) -> Result<Element, Error> {
         let started = std::time::Instant::now();
         *self.calls.entry(method).or_default() += 1;
         let mut req = self
@@ -611,7 +424,7 @@ impl Client {
         method: &'static str,
         inner: String,
         budget: Budget,
-    ) -> Result<Node, Error> {
+    ) -> Result<Element, Error> {
         let sc = self.sc()?;
         let body = format!(
             "<{method} xmlns=\"urn:vim25\">{}{inner}</{method}>",
@@ -920,16 +733,5 @@ mod tests {
         let e = client(&url, 2).connect().unwrap_err();
         assert_eq!(e, Error::Timeout, "{e}");
         assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    }
-
-    #[test]
-    fn query_perf_budget_fits_its_answer_and_grows_with_it() {
-        let small = Budget::query_perf(5, 5, 30);
-        let big = Budget::query_perf(2000, 5, 30);
-        assert!(small.body < 200 << 10 && small.nodes < 10_000, "{small:?}");
-        assert!(big.body > 1000 * small.body / 5 / 2, "{big:?}");
-        // a real answer's size per VM: sampleInfo and values of 30 samples
-        let per_vm = 30 * 90 + 5 * 30 * 20;
-        assert!(small.body > 5 * per_vm * 2);
     }
 }

@@ -1,9 +1,17 @@
-//! The vSphere side: a small SOAP client and its response decoders.
+//! The vSphere side: a small SOAP client ([`client`]) for the calls dwepc
+//! makes, what each answer may hold ([`budget`]), the decoders of the
+//! answers ([`xml`]), what can go wrong ([`error`]), and how long to hold
+//! back after a refused login ([`lockout`]). The collector drives a
+//! session through [`Api`], which a test implements with a scripted
+//! vCenter.
 
+pub mod budget;
 pub mod client;
+pub mod error;
+pub mod lockout;
 pub mod xml;
 
-use client::Error;
+pub use error::{Error, ErrorKind};
 use xml::{EntityMetric, MoRef, VmInfo};
 
 /// The calls the collector makes on one vSphere session: implemented by

@@ -1,15 +1,19 @@
 //! Pairing request counts with sample periods.
 //!
-//! The balancer keeps one cumulative dispatch counter per node (one atomic
-//! add per request). The collector snapshots those counters every tick into
-//! a [`CountHistory`]; when a vSphere sample for the period `(t0, t1]`
-//! arrives (late, and stamped by vSphere), the requests sent during that
-//! period are `cum(t1) - cum(t0)`, with `cum` interpolated linearly between
-//! the snapshots around each instant.
+//! The request path keeps cumulative per-peer counters in the zone (one
+//! atomic add each). Every worker's collector snapshots the counters its
+//! policy pairs ([`crate::policy::Pairing`]) every tick into a
+//! [`CountHistory`]; when a vSphere sample for the period `(t0, t1]`
+//! arrives (late, and stamped by vSphere), the requests of that period are
+//! `cum(t1) - cum(t0)`, with `cum` interpolated linearly between the
+//! snapshots around each instant.
 
 use std::collections::VecDeque;
 
-/// Snapshots of cumulative per-node counters, oldest first.
+use crate::policy::Pairing;
+use crate::zone::UpstreamZone;
+
+/// Snapshots of cumulative per-peer counters, oldest first.
 #[derive(Clone, Debug)]
 pub struct CountHistory {
     n: usize,
@@ -18,7 +22,7 @@ pub struct CountHistory {
 }
 
 impl CountHistory {
-    /// History for `n` nodes keeping `retain_ms` of snapshots.
+    /// History for `n` peers keeping `retain_ms` of snapshots.
     pub fn new(n: usize, retain_ms: u64) -> CountHistory {
         CountHistory {
             n,
@@ -52,7 +56,7 @@ impl CountHistory {
         self.snaps.front().map(|s| s.0)
     }
 
-    /// Interpolated cumulative count of node `i` at `t_ms`; `None` before
+    /// Interpolated cumulative count of peer `i` at `t_ms`; `None` before
     /// the oldest snapshot; after the newest, the newest value.
     fn at(&self, i: usize, t_ms: u64) -> Option<f64> {
         let first = self.snaps.front()?;
@@ -71,7 +75,7 @@ impl CountHistory {
         }
     }
 
-    /// Requests per node during `(t0_ms, t1_ms]`, or `None` if the history
+    /// Requests per peer during `(t0_ms, t1_ms]`, or `None` if the history
     /// does not reach back to `t0_ms`.
     pub fn between(&self, t0_ms: u64, t1_ms: u64) -> Option<Vec<f64>> {
         if t1_ms < t0_ms {
@@ -80,6 +84,57 @@ impl CountHistory {
         (0..self.n)
             .map(|i| Some((self.at(i, t1_ms)? - self.at(i, t0_ms)?).max(0.0)))
             .collect()
+    }
+}
+
+/// The histories one upstream's policy pairs: requests sent, ended and
+/// failed, each kept only if the policy asks for it.
+#[derive(Clone, Debug)]
+pub struct Counts {
+    sent: Option<CountHistory>,
+    done: Option<CountHistory>,
+    failed: Option<CountHistory>,
+}
+
+/// Requests per peer in one period, as [`Counts::period`] pairs them.
+pub struct PeriodCounts {
+    pub sent: Option<Vec<f64>>,
+    pub done: Option<Vec<f64>>,
+    pub failed: Option<Vec<f64>>,
+}
+
+impl Counts {
+    /// Histories of `n` peers for `pairing`, keeping `retain_ms`.
+    pub fn new(pairing: Pairing, n: usize, retain_ms: u64) -> Counts {
+        let history = |want: bool| want.then(|| CountHistory::new(n, retain_ms));
+        Counts {
+            sent: history(pairing.sent),
+            done: history(pairing.done),
+            failed: history(pairing.failed),
+        }
+    }
+
+    /// Snapshots the zone's counters at `now_ms`.
+    pub fn record(&mut self, now_ms: u64, zone: UpstreamZone<'_>) {
+        if let Some(h) = &mut self.sent {
+            h.record(now_ms, &zone.totals());
+        }
+        if let Some(h) = &mut self.done {
+            h.record(now_ms, &zone.dones());
+        }
+        if let Some(h) = &mut self.failed {
+            h.record(now_ms, &zone.all_failures());
+        }
+    }
+
+    /// The requests of the period `(t0_ms, t1_ms]`.
+    pub fn period(&self, t0_ms: u64, t1_ms: u64) -> PeriodCounts {
+        let of = |h: &Option<CountHistory>| h.as_ref().and_then(|h| h.between(t0_ms, t1_ms));
+        PeriodCounts {
+            sent: of(&self.sent),
+            done: of(&self.done),
+            failed: of(&self.failed),
+        }
     }
 }
 

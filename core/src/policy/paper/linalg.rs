@@ -13,8 +13,8 @@
 // Index loops read best in the matrix code.
 #![allow(clippy::needless_range_loop)]
 
-/// Number of unknowns (resources).
-pub const K: usize = 4;
+/// Number of unknowns: one weight per resource.
+pub const K: usize = crate::resources::R;
 
 /// Solves `A_SS x = b_S` for the variables in `mask` (bit j set = variable j
 /// free) by Gaussian elimination with partial pivoting. Variables outside the

@@ -1,5 +1,7 @@
-//! The DWEPC model: sliding window of usage samples paired with request
-//! counts, the non-negative weight fit W, headroom Q and allocations Q·W.
+//! The DWEPC paper's model: a sliding window of usage samples paired with
+//! the requests sent in each sample's period, the non-negative weight fit
+//! W, headroom Q and allocations Q·W (reconstructed in
+//! `docs/ALGORITHM.md`).
 //!
 //! Units: CPU in MHz, memory in MB, network and disk in KB/s; request counts
 //! per sample period. W converts resource amounts into requests per period,
@@ -23,38 +25,22 @@
 // Index loops read best in the matrix code.
 #![allow(clippy::needless_range_loop)]
 
-use crate::linalg::{self, K};
 use std::collections::VecDeque;
 
-/// Number of resources: cpu, mem, net, disk.
-pub const R: usize = K;
-/// Resource names in index order.
-pub const RESOURCES: [&str; R] = ["cpu", "mem", "net", "disk"];
-/// A per-resource vector.
-pub type Res = [f64; R];
+use super::linalg;
+use crate::policy::pick::Argmax;
+use crate::policy::window::{clean_counts, insert_by_end};
+use crate::policy::Sample;
+use crate::resources::{self, Res, R};
+use crate::rng::Rng;
 
 /// Largest magnitude an allocation may take (keeps `L` finite and keeps
 /// `f64` exact for request counts).
 pub const ALLOC_LIMIT: f64 = 1e12;
 
-/// One collection tick: what every node used during one period, and how many
-/// requests this nginx sent to each node during that same period.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// End of the measured period, ms since the Unix epoch (local clock).
-    pub end_ms: u64,
-    /// Length of the measured period in ms.
-    pub period_ms: u64,
-    /// Usage per node, in the units above; NaN marks a missing counter.
-    pub usage: Vec<Res>,
-    /// Requests sent to each node during the period, or `None` when they
-    /// are unknown (the period started before this process kept counts).
-    pub requests: Option<Vec<f64>>,
-}
-
-/// Tunables of the model.
+/// Tunables of the paper's model.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Params {
+pub struct FitParams {
     /// Window length m (samples kept).
     pub window: usize,
     /// Samples with request counts needed before W is fitted.
@@ -63,9 +49,9 @@ pub struct Params {
     pub ridge: f64,
 }
 
-impl Default for Params {
+impl Default for FitParams {
     fn default() -> Self {
-        Params {
+        FitParams {
             window: 20,
             min_samples: 2,
             ridge: 1e-6,
@@ -73,7 +59,7 @@ impl Default for Params {
     }
 }
 
-/// What the last call to [`Model::refit`] did.
+/// What the last call to [`PaperModel::refit`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FitState {
     /// The window is empty.
@@ -103,9 +89,9 @@ impl FitState {
 
 /// The DWEPC model for one upstream of `n` nodes.
 #[derive(Clone, Debug)]
-pub struct Model {
+pub struct PaperModel {
     n: usize,
-    params: Params,
+    params: FitParams,
     capacity: Vec<Res>,
     weight: Vec<f64>,
     window: VecDeque<Sample>,
@@ -113,29 +99,21 @@ pub struct Model {
     state: FitState,
 }
 
-fn finite_or_nan(x: f64) -> f64 {
-    if x.is_finite() && x.abs() < 1e15 {
-        x
-    } else {
-        f64::NAN
-    }
-}
-
-impl Model {
+impl PaperModel {
     /// A model for `n` nodes with configured round-robin weights `weight`
     /// (used for nodes without counters). Capacities start unknown.
-    pub fn new(params: Params, weight: Vec<f64>) -> Model {
+    pub fn new(params: FitParams, weight: Vec<f64>) -> PaperModel {
         let n = weight.len();
-        let params = Params {
+        let params = FitParams {
             window: params.window.max(1),
             min_samples: params.min_samples.clamp(1, params.window.max(1)),
             ridge: if params.ridge.is_finite() && params.ridge > 0.0 {
                 params.ridge
             } else {
-                Params::default().ridge
+                FitParams::default().ridge
             },
         };
-        Model {
+        PaperModel {
             n,
             params,
             capacity: vec![[f64::NAN; R]; n],
@@ -151,7 +129,7 @@ impl Model {
 
     /// Starts from a weight vector fitted earlier (e.g. before a reload):
     /// W is per resource, so it stays meaningful when nodes change.
-    pub fn with_w(mut self, w: Res) -> Model {
+    pub fn with_w(mut self, w: Res) -> PaperModel {
         if w.iter().all(|x| x.is_finite() && *x >= 0.0) && w.iter().any(|x| *x > 0.0) {
             self.w = Some(w);
         }
@@ -169,21 +147,14 @@ impl Model {
     }
 
     /// The parameters in force (after clamping).
-    pub fn params(&self) -> Params {
+    pub fn params(&self) -> FitParams {
         self.params
     }
 
     /// Sets the usable capacity of node `i` (NaN or <= 0 = unknown).
     pub fn set_capacity(&mut self, i: usize, c: Res) {
         if let Some(slot) = self.capacity.get_mut(i) {
-            *slot = c.map(|x| {
-                let x = finite_or_nan(x);
-                if x > 0.0 {
-                    x
-                } else {
-                    f64::NAN
-                }
-            });
+            *slot = c.map(resources::capacity);
         }
     }
 
@@ -225,22 +196,19 @@ impl Model {
         if s.usage.len() != self.n {
             return false;
         }
-        if let Some(r) = &s.requests {
-            if r.len() != self.n {
-                s.requests = None;
-            }
+        if s.sent.as_ref().is_some_and(|r| r.len() != self.n) {
+            s.sent = None;
         }
+        // vSphere's -1 marks a gap; the paper pairs requests sent only
         for row in &mut s.usage {
-            for x in row.iter_mut() {
-                *x = finite_or_nan(*x);
-                if *x < 0.0 {
-                    *x = f64::NAN; // vSphere's -1 marks a gap
-                }
-            }
+            *row = row.map(resources::amount);
         }
-        if let Some(r) = &mut s.requests {
+        if let Some(r) = &mut s.sent {
             clean_counts(r);
         }
+        s.ready_ms = Vec::new();
+        s.done = None;
+        s.failed = None;
         insert_by_end(&mut self.window, s, self.params.window, |o| o.end_ms)
     }
 
@@ -286,7 +254,7 @@ impl Model {
         if self.window.is_empty() {
             return FitState::NoSamples;
         }
-        let with_counts = self.window.iter().filter(|s| s.requests.is_some()).count();
+        let with_counts = self.window.iter().filter(|s| s.sent.is_some()).count();
         if with_counts < self.params.min_samples {
             return FitState::TooFewSamples {
                 have: with_counts,
@@ -294,68 +262,14 @@ impl Model {
             };
         }
         let modelled = self.modelled();
-        // Rows: (usage restricted to modelled resources, requests).
-        let mut rows: Vec<(Res, f64)> = Vec::new();
-        for s in &self.window {
-            let Some(req) = &s.requests else { continue };
-            for i in 0..self.n {
-                let u = s.usage[i];
-                if (0..R).any(|j| modelled[j] && !u[j].is_finite()) {
-                    continue;
-                }
-                let mut e = [0.0; R];
-                for j in 0..R {
-                    if modelled[j] {
-                        e[j] = u[j];
-                    }
-                }
-                rows.push((e, req[i]));
-            }
-        }
-        // Column scaling by RMS.
-        let mut sigma = [0.0; R];
-        for (e, _) in &rows {
-            for j in 0..R {
-                sigma[j] += e[j] * e[j];
-            }
-        }
-        let mut allowed = 0u8;
-        for (j, s) in sigma.iter_mut().enumerate() {
-            *s = (*s / rows.len().max(1) as f64).sqrt();
-            if modelled[j] && s.is_finite() && *s > 0.0 {
-                allowed |= 1 << j;
-            } else {
-                *s = 1.0;
-            }
-        }
+        let rows = self.rows(modelled);
+        let (sigma, allowed) = column_scales(&rows, modelled);
         if allowed == 0 {
             return FitState::NoResources;
         }
-        let mut a = [[0.0; R]; R];
-        let mut b = [0.0; R];
-        let mut traffic = 0.0;
-        for (e, v) in &rows {
-            let x: Res = std::array::from_fn(|j| e[j] / sigma[j]);
-            for i in 0..R {
-                for j in 0..R {
-                    a[i][j] += x[i] * x[j];
-                }
-                b[i] += x[i] * v;
-            }
-            traffic += v;
-        }
-        if traffic <= 0.0 {
+        let Some((a, b)) = normal_equations(&rows, &sigma, allowed, self.params.ridge) else {
             return FitState::NoTraffic;
-        }
-        let diag: f64 = (0..R)
-            .filter(|j| allowed & (1 << j) != 0)
-            .map(|j| a[j][j])
-            .sum::<f64>()
-            / allowed.count_ones() as f64;
-        let lambda = self.params.ridge * diag.max(f64::MIN_POSITIVE);
-        for (j, row) in a.iter_mut().enumerate() {
-            row[j] += lambda;
-        }
+        };
         let ws = linalg::nnls(&a, &b, allowed);
         let w: Res = std::array::from_fn(|j| ws[j] / sigma[j]);
         if w.iter().all(|x| *x == 0.0) || w.iter().any(|x| !x.is_finite()) {
@@ -363,6 +277,25 @@ impl Model {
         }
         self.w = Some(w);
         FitState::Fitted { rows: rows.len() }
+    }
+
+    /// The fit's rows: per (sample with request counts, node with every
+    /// modelled counter) the usage restricted to the modelled resources
+    /// and the requests sent.
+    fn rows(&self, modelled: [bool; R]) -> Vec<(Res, f64)> {
+        let mut rows = Vec::new();
+        for s in &self.window {
+            let Some(req) = &s.sent else { continue };
+            for i in 0..self.n {
+                let u = s.usage[i];
+                if (0..R).any(|j| modelled[j] && !u[j].is_finite()) {
+                    continue;
+                }
+                let e: Res = std::array::from_fn(|j| if modelled[j] { u[j] } else { 0.0 });
+                rows.push((e, req[i]));
+            }
+        }
+        rows
     }
 
     /// Mean usage of node `i` over the window, per resource (NaN where the
@@ -441,172 +374,62 @@ impl Model {
     }
 }
 
-/// Request counts as they may be used: a non-finite or negative count is 0.
-pub fn clean_counts(v: &mut [f64]) {
-    for x in v.iter_mut() {
-        if !(x.is_finite() && *x >= 0.0) {
-            *x = 0.0;
+/// Each column's RMS over `rows` (1 where it is zero or not modelled),
+/// and the mask of the columns that can be fitted.
+fn column_scales(rows: &[(Res, f64)], modelled: [bool; R]) -> (Res, u8) {
+    let mut sigma = [0.0; R];
+    for (e, _) in rows {
+        for j in 0..R {
+            sigma[j] += e[j] * e[j];
         }
     }
-}
-
-/// Inserts `s` into `window` (oldest first, ordered by `end`), keeping at
-/// most `cap` (the oldest go). Returns false, changing nothing, when a
-/// sample with the same end is already held (vSphere returns the same
-/// realtime sample until the next one) or `s` is older than everything in
-/// a full window.
-pub fn insert_by_end<T>(
-    window: &mut VecDeque<T>,
-    s: T,
-    cap: usize,
-    end: impl Fn(&T) -> u64,
-) -> bool {
-    let e = end(&s);
-    if window.iter().any(|o| end(o) == e) {
-        return false;
-    }
-    let pos = window.partition_point(|o| end(o) < e);
-    if pos == 0 && window.len() >= cap {
-        return false;
-    }
-    window.insert(pos, s);
-    while window.len() > cap {
-        window.pop_front();
-    }
-    true
-}
-
-/// The dynamic weighted least-connection policy of seeds/001 (LVS), kept
-/// as a comparison mode: `weight = A·(1 − (K_cpu·cpu + K_mem·mem +
-/// K_net·net))` from current utilisations, 0 when any utilisation exceeds
-/// the cutoff, and a new weight replaces the old one only when it moved by
-/// more than B.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Wlc {
-    /// Scale A (weights in [0, A]).
-    pub a: f64,
-    /// Rewrite threshold B.
-    pub b: f64,
-    /// Influence factors for cpu, mem, net.
-    pub k: [f64; 3],
-    /// Utilisation above which the weight is 0.
-    pub cutoff: f64,
-}
-
-impl Default for Wlc {
-    /// The paper's values: A = 10, B = 5, K = 0.5/0.3/0.2, cutoff 0.9.
-    fn default() -> Self {
-        Wlc {
-            a: 10.0,
-            b: 5.0,
-            k: [0.5, 0.3, 0.2],
-            cutoff: 0.9,
-        }
-    }
-}
-
-impl Wlc {
-    /// Weight for utilisations (cpu, mem, net) in [0, 1]; a NaN
-    /// utilisation (no counter or capacity) contributes nothing.
-    pub fn weight(&self, util: [f64; 3]) -> f64 {
-        let mut load = 0.0;
-        for (u, k) in util.iter().zip(self.k) {
-            if u.is_finite() {
-                if *u > self.cutoff {
-                    return 0.0;
-                }
-                load += k * u.max(0.0);
-            }
-        }
-        (self.a * (1.0 - load)).clamp(0.0, self.a)
-    }
-
-    /// The weight in force after a new computation: replaced only when it
-    /// moved by more than B (the first one is always taken).
-    pub fn update(&self, old: Option<f64>, new: f64) -> f64 {
-        match old {
-            Some(o) if (new - o).abs() <= self.b => o,
-            _ => new,
-        }
-    }
-}
-
-/// A small, fast PRNG (xorshift64*) for tie-breaking; not for secrets.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded generator (a zero seed is replaced).
-    pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
+    let mut allowed = 0u8;
+    for (j, s) in sigma.iter_mut().enumerate() {
+        *s = (*s / rows.len().max(1) as f64).sqrt();
+        if modelled[j] && s.is_finite() && *s > 0.0 {
+            allowed |= 1 << j;
         } else {
-            seed
-        })
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..k` (k > 0), by multiply-shift.
-    pub fn below(&mut self, k: u64) -> u64 {
-        ((self.next_u64() >> 32) * k) >> 32
-    }
-}
-
-/// Running argmax of `L` with uniform random tie-breaking (reservoir
-/// sampling over the tied candidates), used on the per-request path.
-#[derive(Clone, Copy, Debug)]
-pub struct Argmax {
-    best: Option<usize>,
-    value: f64,
-    ties: u64,
-}
-
-impl Default for Argmax {
-    fn default() -> Self {
-        Argmax {
-            best: None,
-            value: f64::NEG_INFINITY,
-            ties: 0,
+            *s = 1.0;
         }
     }
+    (sigma, allowed)
 }
 
-impl Argmax {
-    /// Offers candidate `i` with remaining allocation `l`; NaN counts as
-    /// -infinity (the candidate can still win if it is the only one).
-    #[inline]
-    pub fn offer(&mut self, i: usize, l: f64, rng: &mut Rng) {
-        let l = if l.is_nan() { f64::NEG_INFINITY } else { l };
-        if self.best.is_none() || l > self.value {
-            self.best = Some(i);
-            self.value = l;
-            self.ties = 1;
-        } else if l == self.value {
-            self.ties += 1;
-            if rng.below(self.ties) == 0 {
-                self.best = Some(i);
+/// The normal equations `A w = b` of the scaled rows, with a ridge of
+/// `ridge` times the mean diagonal of the fitted columns; `None` when the
+/// rows hold no traffic.
+fn normal_equations(
+    rows: &[(Res, f64)],
+    sigma: &Res,
+    allowed: u8,
+    ridge: f64,
+) -> Option<([[f64; R]; R], Res)> {
+    let mut a = [[0.0; R]; R];
+    let mut b = [0.0; R];
+    let mut traffic = 0.0;
+    for (e, v) in rows {
+        let x: Res = std::array::from_fn(|j| e[j] / sigma[j]);
+        for i in 0..R {
+            for j in 0..R {
+                a[i][j] += x[i] * x[j];
             }
+            b[i] += x[i] * v;
         }
+        traffic += v;
     }
-
-    /// The winner, if any candidate was offered.
-    pub fn best(&self) -> Option<usize> {
-        self.best
+    if traffic <= 0.0 {
+        return None;
     }
-
-    /// The winner's value.
-    pub fn value(&self) -> f64 {
-        self.value
+    let diag: f64 = (0..R)
+        .filter(|j| allowed & (1 << j) != 0)
+        .map(|j| a[j][j])
+        .sum::<f64>()
+        / allowed.count_ones() as f64;
+    let lambda = ridge * diag.max(f64::MIN_POSITIVE);
+    for (j, row) in a.iter_mut().enumerate() {
+        row[j] += lambda;
     }
+    Some((a, b))
 }
 
 /// Per-node dispatch counting in one period, as the balancer does it:
@@ -663,12 +486,13 @@ mod tests {
             end_ms,
             period_ms: 1000,
             usage,
-            requests: req,
+            sent: req,
+            ..Sample::default()
         }
     }
 
-    fn model(n: usize) -> Model {
-        let mut m = Model::new(Params::default(), vec![1.0; n]);
+    fn model(n: usize) -> PaperModel {
+        let mut m = PaperModel::new(FitParams::default(), vec![1.0; n]);
         for i in 0..n {
             m.set_capacity(i, [1000.0, 1000.0, 1000.0, 1000.0]);
         }
@@ -695,10 +519,10 @@ mod tests {
 
     #[test]
     fn duplicate_and_stale_samples_are_dropped() {
-        let mut m = Model::new(
-            Params {
+        let mut m = PaperModel::new(
+            FitParams {
                 window: 2,
-                ..Params::default()
+                ..FitParams::default()
             },
             vec![1.0],
         );
@@ -762,7 +586,8 @@ mod tests {
 
     #[test]
     fn node_without_counters_gets_weighted_mean() {
-        let mut m = Model::new(Params::default(), vec![1.0, 1.0, 2.0]).with_w([0.1, 0.0, 0.0, 0.0]);
+        let mut m =
+            PaperModel::new(FitParams::default(), vec![1.0, 1.0, 2.0]).with_w([0.1, 0.0, 0.0, 0.0]);
         for i in 0..3 {
             m.set_capacity(i, [1000.0; 4]);
         }
@@ -783,7 +608,7 @@ mod tests {
 
     #[test]
     fn unknown_capacity_drops_the_resource() {
-        let mut m = Model::new(Params::default(), vec![1.0, 1.0]);
+        let mut m = PaperModel::new(FitParams::default(), vec![1.0, 1.0]);
         m.set_capacity(0, [1000.0, 1000.0, f64::NAN, 0.0]);
         m.set_capacity(1, [1000.0, 1000.0, 1000.0, 1000.0]);
         m.push(sample(
@@ -804,9 +629,10 @@ mod tests {
 
     #[test]
     fn reload_carries_w_over() {
-        let m = Model::new(Params::default(), vec![1.0; 5]).with_w([0.5, 0.0, 0.1, 0.0]);
+        let m = PaperModel::new(FitParams::default(), vec![1.0; 5]).with_w([0.5, 0.0, 0.1, 0.0]);
         assert_eq!(m.w(), Some([0.5, 0.0, 0.1, 0.0]));
-        let bad = Model::new(Params::default(), vec![1.0]).with_w([f64::NAN, 0.0, 0.0, 0.0]);
+        let bad =
+            PaperModel::new(FitParams::default(), vec![1.0]).with_w([f64::NAN, 0.0, 0.0, 0.0]);
         assert_eq!(bad.w(), None);
     }
 
@@ -816,45 +642,5 @@ mod tests {
         m.push(sample(1, vec![[-1.0, 10.0, 10.0, 10.0]], None));
         assert!(m.mean_usage(0)[0].is_nan());
         assert_eq!(m.mean_usage(0)[1], 10.0);
-    }
-
-    #[test]
-    fn wlc_weights_follow_the_lvs_paper() {
-        let w = Wlc::default();
-        assert_eq!(w.weight([0.0, 0.0, 0.0]), 10.0);
-        assert!((w.weight([0.5, 0.5, 0.5]) - 5.0).abs() < 1e-12);
-        assert_eq!(w.weight([0.91, 0.0, 0.0]), 0.0);
-        assert_eq!(w.weight([0.0, 0.0, 0.95]), 0.0);
-        assert!((w.weight([0.4, f64::NAN, 0.0]) - 8.0).abs() < 1e-12);
-        assert_eq!(w.update(None, 7.0), 7.0);
-        assert_eq!(w.update(Some(7.0), 3.0), 7.0); // moved by 4 <= B
-        assert_eq!(w.update(Some(7.0), 1.0), 1.0); // moved by 6 > B
-    }
-
-    #[test]
-    fn argmax_ties_are_uniform() {
-        let mut rng = Rng::new(7);
-        let mut hits = [0u32; 4];
-        for _ in 0..40_000 {
-            let mut am = Argmax::default();
-            for i in 0..4 {
-                am.offer(i, if i == 0 { 1.0 } else { 5.0 }, &mut rng);
-            }
-            hits[am.best().unwrap()] += 1;
-        }
-        assert_eq!(hits[0], 0);
-        for h in &hits[1..] {
-            assert!((*h as f64 - 13_333.0).abs() < 600.0, "{hits:?}");
-        }
-    }
-
-    #[test]
-    fn nan_candidate_loses_but_can_win_alone() {
-        let mut rng = Rng::new(1);
-        let mut am = Argmax::default();
-        am.offer(0, f64::NAN, &mut rng);
-        assert_eq!(am.best(), Some(0));
-        am.offer(1, -1e300, &mut rng);
-        assert_eq!(am.best(), Some(1));
     }
 }

@@ -7,12 +7,22 @@
 //! rebuilt when the list's version (nginx's `*peers->config`) changes,
 //! under nginx's peer lock; the request path then reads a slot per
 //! position.
+//!
+//! Servers known when the configuration is read have a fixed slot each;
+//! every `resolve` server has [`SPARE_SLOTS`] spare slots that the
+//! addresses it resolves to claim (a compare-and-swap on the slot's
+//! identity word in the zone, so two workers that meet a new address at
+//! once agree) and give back once their address is gone and no request is
+//! in flight on them ([`UpstreamZone::claim`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use crate::shared::{names_hash, Shared};
+use std::sync::atomic::Ordering::*;
+
+use super::layout::{names_hash, H_SLOTS, P_ADDR, P_IDENT, P_PORT};
+use super::UpstreamZone;
 
 /// Spare slots per `resolve` server: the most addresses of one name that
 /// are balanced on counters at once (more are served by round robin).
@@ -114,7 +124,7 @@ impl SlotMap {
         peers: &[ListPeer<'_>],
         kinds: &[K],
         range: Range<usize>,
-        shared: Option<Shared<'_>>,
+        shared: Option<UpstreamZone<'_>>,
     ) {
         let range = range.start.min(kinds.len())..range.end.min(kinds.len());
         let idents: Vec<u64> = peers.iter().map(|p| ident(p.server, p.name)).collect();
@@ -160,13 +170,104 @@ impl SlotMap {
     }
 }
 
+const ADDR_SET: u64 = 1 << 16;
+const ADDR_V4: u64 = 1 << 17;
+
+impl UpstreamZone<'_> {
+    /// The identity that holds slot `i` (0: a free spare slot).
+    pub fn slot_ident(&self, i: usize) -> u64 {
+        self.p(i, P_IDENT).load(Acquire)
+    }
+
+    /// The address of the peer that claimed spare slot `i`, if any.
+    pub fn slot_addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let port = self.p(i, P_PORT).load(Acquire);
+        if port & ADDR_SET == 0 || self.slot_ident(i) == 0 {
+            return None;
+        }
+        let bits = (self.p(i, P_ADDR).load(Relaxed) as u128) << 64
+            | self.p(i, P_ADDR + 1).load(Relaxed) as u128;
+        let v6 = std::net::Ipv6Addr::from(bits);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if port & ADDR_V4 != 0 => std::net::IpAddr::V4(v4),
+            _ => std::net::IpAddr::V6(v6),
+        };
+        Some(std::net::SocketAddr::new(ip, port as u16))
+    }
+
+    /// Changes every time a spare slot is claimed (for the collector, which
+    /// maps the new address to its VM).
+    pub fn slots_generation(&self) -> u64 {
+        self.h(H_SLOTS).load(Acquire)
+    }
+
+    /// The slot for the peer `ident` (at `addr`) among the spare slots
+    /// `candidates` (the ones its `resolve` server owns, minus those
+    /// already given to other peers of the list): the slot that already
+    /// holds `ident`, else a free one, else one whose identity `gone` says
+    /// has left nginx's list and that has no request in flight. Claims are
+    /// compare-and-swaps, so workers that meet a new address at once end
+    /// up in the same slot. `None` when every candidate is in use.
+    pub fn claim(
+        &self,
+        candidates: &[usize],
+        ident: u64,
+        addr: Option<std::net::SocketAddr>,
+        gone: impl Fn(u64) -> bool,
+    ) -> Option<usize> {
+        // a lost race means another worker claimed a slot: look again
+        for _ in 0..=candidates.len() {
+            if let Some(&i) = candidates.iter().find(|&&i| self.slot_ident(i) == ident) {
+                return Some(i);
+            }
+            let free = candidates
+                .iter()
+                .copied()
+                .find(|&i| self.slot_ident(i) == 0);
+            let stale = || {
+                candidates.iter().copied().find(|&i| {
+                    let old = self.slot_ident(i);
+                    gone(old) && self.in_flight(i) == 0
+                })
+            };
+            let i = free.or_else(stale)?;
+            let old = self.slot_ident(i);
+            if self
+                .p(i, P_IDENT)
+                .compare_exchange(old, ident, AcqRel, Relaxed)
+                .is_ok()
+            {
+                self.set_slot_addr(i, addr);
+                self.h(H_SLOTS).fetch_add(1, Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn set_slot_addr(&self, i: usize, addr: Option<std::net::SocketAddr>) {
+        let Some(addr) = addr else {
+            self.p(i, P_PORT).store(0, Release);
+            return;
+        };
+        let (bits, v4) = match addr.ip() {
+            std::net::IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), ADDR_V4),
+            std::net::IpAddr::V6(a) => (u128::from(a), 0),
+        };
+        self.p(i, P_ADDR).store((bits >> 64) as u64, Relaxed);
+        self.p(i, P_ADDR + 1).store(bits as u64, Relaxed);
+        self.p(i, P_PORT)
+            .store(addr.port() as u64 | ADDR_SET | v4, Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
     fn zone(n: usize) -> Vec<AtomicU64> {
-        (0..crate::shared::words(n))
+        (0..super::super::layout::words(n))
             .map(|_| AtomicU64::new(0))
             .collect()
     }
@@ -196,7 +297,7 @@ mod tests {
     #[test]
     fn slots_follow_identity_not_position() {
         let z = zone(4);
-        let s = Shared::new(&z, 4).unwrap();
+        let s = UpstreamZone::new(&z, 4).unwrap();
         s.init(1);
         let k = kinds();
         let mut m = SlotMap::default();
@@ -298,5 +399,40 @@ mod tests {
         assert_ne!(ident("a:80", "1.2.3.4:80"), ident("b:80", "1.2.3.4:80"));
         assert_ne!(ident("a:80", "1.2.3.4:80"), ident("a:80", "1.2.3.5:80"));
         assert_ne!(ident("", ""), 0);
+    }
+
+    #[test]
+    fn claims_find_keep_and_reuse_spare_slots() {
+        let z = zone(4);
+        let s = UpstreamZone::new(&z, 4).unwrap();
+        s.init(1);
+        let a: std::net::SocketAddr = "127.0.0.2:80".parse().unwrap();
+        let b: std::net::SocketAddr = "[::1]:81".parse().unwrap();
+        let c: std::net::SocketAddr = "127.0.0.4:80".parse().unwrap();
+        let spares = [1, 2];
+        let g0 = s.slots_generation();
+        assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
+        assert_eq!(s.slot_addr(1), Some(a));
+        assert!(s.slots_generation() > g0);
+        // the same identity finds its slot again, without a new claim
+        let g1 = s.slots_generation();
+        assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
+        assert_eq!(s.slots_generation(), g1);
+        assert_eq!(s.claim(&spares, 11, Some(b), |_| false), Some(2));
+        assert_eq!(s.slot_addr(2), Some(b));
+        // full: a third identity gets nothing while the others are listed
+        assert_eq!(s.claim(&spares, 12, Some(c), |_| false), None);
+        // 10 left the list but has a request in flight: not reused yet
+        s.count(1);
+        assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), None);
+        s.finish(1, s.epoch());
+        assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), Some(1));
+        assert_eq!((s.slot_ident(1), s.slot_addr(1)), (12, Some(c)));
+        // slots outside the candidates are never touched
+        assert_eq!(s.slot_ident(0), 0);
+        assert_eq!(s.slot_addr(3), None);
+        // a cleared zone frees every slot
+        s.init(2);
+        assert_eq!((s.slot_ident(1), s.slot_addr(1)), (0, None));
     }
 }

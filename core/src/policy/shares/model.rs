@@ -1,4 +1,4 @@
-//! The default mode, `shares`: counters steer, in-flight counts pick.
+//! The shares model: counters steer, in-flight counts pick.
 //!
 //! vSphere's realtime counters are 20-s averages that reach the balancer
 //! 20–45 s after the period they measure began, far too old to score single
@@ -26,7 +26,7 @@
 //! `in-flight / share` (nginx's weighted least-connections with the shares
 //! as weights; ties by smooth weighted round robin), see [`LeastShare`].
 //! The overload guard gives each peer an in-flight limit proportional to its
-//! share ([`Model::limits`]); when every peer is at its limit the request is
+//! share ([`SharesModel::limits`]); when every peer is at its limit the request is
 //! answered at once (like `max_conns`) instead of queueing everywhere.
 //!
 //! # Degenerate cases (each has a test below)
@@ -48,15 +48,16 @@
 // Index loops read best in the numeric code.
 #![allow(clippy::needless_range_loop)]
 
-use crate::algo::{clean_counts, insert_by_end, Res, R};
 use std::collections::VecDeque;
 
-/// Resources whose use is a rate that requests drive (cpu, net, disk).
-pub const RATE_RESOURCES: [bool; R] = [true, false, true, true];
+use super::math::{floored, ready_factor, water_fill, weighted_median};
+use crate::policy::window::{clean_counts, insert_by_end};
+use crate::policy::{PeerFacts, Sample};
+use crate::resources::{self, Res, R, RATE_RESOURCES};
 
-/// Tunables of the mode.
+/// Tunables of the shares model.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Params {
+pub struct ShareParams {
     /// Samples kept for the cost estimate.
     pub window: usize,
     /// Smallest share of a node (of its group), 0..0.5.
@@ -68,9 +69,9 @@ pub struct Params {
     pub inflight_per_vcpu: f64,
 }
 
-impl Default for Params {
+impl Default for ShareParams {
     fn default() -> Self {
-        Params {
+        ShareParams {
             window: DEFAULT_WINDOW,
             floor: 0.01,
             step: 0.5,
@@ -91,30 +92,9 @@ pub const COST_MIN_REQUESTS: f64 = 300.0;
 /// saturation, so it binds only in overload.
 pub const DEFAULT_INFLIGHT_PER_VCPU: f64 = 32.0;
 
-/// One sample: what every node used during one period, and what this
-/// balancer sent and completed on each node during that same period.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// End of the measured period, ms (local clock).
-    pub end_ms: u64,
-    /// Length of the period, ms.
-    pub period_ms: u64,
-    /// Usage per node (MHz, MB, KB/s, KB/s); NaN = missing.
-    pub usage: Vec<Res>,
-    /// `cpu.ready.summation` per node in the period, ms summed over vCPUs;
-    /// NaN = not reported.
-    pub ready_ms: Vec<f64>,
-    /// Requests completed per node in the period (`None`: unknown, the
-    /// period began before this process kept counts), failures included.
-    pub done: Option<Vec<f64>>,
-    /// Of those, requests that failed (connection refused, timeout, bad
-    /// answer); `None` = none counted.
-    pub failed: Option<Vec<f64>>,
-}
-
-/// What the last [`Model::update`] did.
+/// What the last [`SharesModel::update`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
+pub enum ShareState {
     /// The window is empty.
     NoSamples,
     /// No sample with request counts yet, and no cost from before.
@@ -127,39 +107,11 @@ pub enum State {
     Active,
 }
 
-/// Per-node facts that do not come with samples.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Node {
-    /// Usable capacity per resource (NaN = unknown).
-    pub capacity: Res,
-    /// vCPUs of the VM (NaN = unknown), for CPU ready and the guard.
-    pub vcpus: f64,
-    /// Configured `weight=`.
-    pub weight: f64,
-    /// Backup server (its own group).
-    pub backup: bool,
-    /// In nginx's list: false for a spare slot of a `resolve` server that
-    /// no address holds (share 0, in no group).
-    pub present: bool,
-}
-
-impl Default for Node {
-    fn default() -> Self {
-        Node {
-            capacity: [f64::NAN; R],
-            vcpus: f64::NAN,
-            weight: 1.0,
-            backup: false,
-            present: true,
-        }
-    }
-}
-
-/// The model of one upstream.
+/// The shares model of one upstream.
 #[derive(Clone, Debug)]
-pub struct Model {
-    params: Params,
-    nodes: Vec<Node>,
+pub struct SharesModel {
+    params: ShareParams,
+    nodes: Vec<PeerFacts>,
     window: VecDeque<Sample>,
     cost: Option<Res>,
     background: Vec<Res>,
@@ -168,22 +120,14 @@ pub struct Model {
     shares: Option<Vec<f64>>,
     rate: Option<f64>,
     down: Vec<bool>,
-    state: State,
+    state: ShareState,
 }
 
-fn clean(x: f64) -> f64 {
-    if (0.0..1e15).contains(&x) {
-        x
-    } else {
-        f64::NAN
-    }
-}
-
-impl Model {
+impl SharesModel {
     /// A model of `nodes`; parameters are clamped to sane ranges.
-    pub fn new(params: Params, nodes: Vec<Node>) -> Model {
+    pub fn new(params: ShareParams, nodes: Vec<PeerFacts>) -> SharesModel {
         let n = nodes.len();
-        let params = Params {
+        let params = ShareParams {
             window: params.window.max(1),
             floor: if params.floor.is_finite() {
                 params.floor.clamp(0.0, 0.5)
@@ -204,10 +148,8 @@ impl Model {
         let nodes = nodes
             .into_iter()
             .map(|mut nd| {
-                nd.capacity = nd
-                    .capacity
-                    .map(|c| if clean(c) > 0.0 { c } else { f64::NAN });
-                nd.vcpus = if clean(nd.vcpus) >= 1.0 {
+                nd.capacity = nd.capacity.map(resources::capacity);
+                nd.vcpus = if resources::amount(nd.vcpus) >= 1.0 {
                     nd.vcpus
                 } else {
                     f64::NAN
@@ -220,7 +162,7 @@ impl Model {
                 nd
             })
             .collect();
-        Model {
+        SharesModel {
             params,
             nodes,
             window: VecDeque::new(),
@@ -231,13 +173,13 @@ impl Model {
             shares: None,
             rate: None,
             down: vec![false; n],
-            state: State::NoSamples,
+            state: ShareState::NoSamples,
         }
     }
 
     /// Starts from shares and a cost kept from before (a reload with the
     /// same servers, or another worker's collector that held the lease).
-    pub fn resume(mut self, shares: Option<Vec<f64>>, cost: Option<Res>) -> Model {
+    pub fn resume(mut self, shares: Option<Vec<f64>>, cost: Option<Res>) -> SharesModel {
         if let Some(s) = shares {
             if s.len() == self.nodes.len() && s.iter().all(|x| x.is_finite() && *x > 0.0) {
                 self.shares = Some(s);
@@ -267,11 +209,11 @@ impl Model {
     /// presence when a `resolve` address takes or leaves a spare slot). A
     /// node that leaves gets share 0 at once; one that arrives gets the
     /// mean share of its group until the next sample places it.
-    pub fn set_node(&mut self, i: usize, node: Node) {
+    pub fn set_node(&mut self, i: usize, node: PeerFacts) {
         if i >= self.nodes.len() {
             return;
         }
-        let fresh = Model::new(self.params, vec![node]);
+        let fresh = SharesModel::new(self.params, vec![node]);
         let was = self.nodes[i].present;
         self.nodes[i] = fresh.nodes[0];
         if was == node.present {
@@ -300,7 +242,7 @@ impl Model {
     }
 
     /// Node `i`'s facts.
-    pub fn node(&self, i: usize) -> Node {
+    pub fn node(&self, i: usize) -> PeerFacts {
         self.nodes.get(i).copied().unwrap_or_default()
     }
 
@@ -321,11 +263,13 @@ impl Model {
             s.failed = None;
         }
         for row in &mut s.usage {
-            *row = row.map(clean);
+            *row = row.map(resources::amount);
         }
         for r in &mut s.ready_ms {
-            *r = clean(*r);
+            *r = resources::amount(*r);
         }
+        // what requests were sent is not this model's business
+        s.sent = None;
         for d in [&mut s.done, &mut s.failed].into_iter().flatten() {
             clean_counts(d);
         }
@@ -381,7 +325,7 @@ impl Model {
 
     /// Shares in force (`None`: weighted round robin).
     pub fn shares(&self) -> Option<&[f64]> {
-        if self.state == State::Active {
+        if self.state == ShareState::Active {
             self.shares.as_deref()
         } else {
             None
@@ -397,15 +341,15 @@ impl Model {
 
     /// Recomputes cost, background, capacities, target and shares from the
     /// window. Call once per new sample.
-    pub fn update(&mut self) -> State {
+    pub fn update(&mut self) -> ShareState {
         self.state = self.update_inner();
         self.state
     }
 
-    fn update_inner(&mut self) -> State {
+    fn update_inner(&mut self) -> ShareState {
         let n = self.nodes.len();
         let Some(newest) = self.window.back().cloned() else {
-            return State::NoSamples;
+            return ShareState::NoSamples;
         };
         let with_counts = self.window.iter().any(|s| s.done.is_some());
         // cost per request, pooled over nodes
@@ -414,34 +358,45 @@ impl Model {
         }
         let Some(cost) = self.cost else {
             return if with_counts {
-                State::NoTraffic
+                ShareState::NoTraffic
             } else {
-                State::TooFewSamples
+                ShareState::TooFewSamples
             };
         };
         let counted: Vec<bool> = (0..n)
             .map(|i| newest.usage[i].iter().any(|x| x.is_finite()))
             .collect();
         if !counted.iter().any(|&c| c) {
-            return State::NoCounters;
+            return ShareState::NoCounters;
         }
-        // a node whose requests failed and none succeeded in the newest
-        // sample is down (nginx's max_fails already skips it): it keeps
-        // only the floor share, so the others get its in-flight limits
-        let down: Vec<bool> = (0..n)
-            .map(|i| {
-                let f = newest.failed.as_ref().map_or(0.0, |f| f[i]);
-                let ok = newest.done.as_ref().map_or(0.0, |d| d[i]);
-                f > 0.0 && ok == 0.0
-            })
-            .collect();
-        self.down.clone_from(&down);
+        self.down = down_in(&newest);
+        let rate = self.read_newest(&newest, &cost);
+        let groups = self.groups();
+        let mut target = vec![0.0; n];
+        for members in groups.iter().filter(|m| !m.is_empty()) {
+            let t = self.group_target(members, &counted, &self.down, &cost, rate);
+            for (k, &i) in members.iter().enumerate() {
+                target[i] = t[k];
+            }
+        }
+        if target.iter().any(|x| !x.is_finite()) {
+            return ShareState::NoCounters;
+        }
+        self.shares = Some(self.step_towards(&target, &groups));
+        self.target = Some(target);
+        ShareState::Active
+    }
+
+    /// What the newest sample says besides the cost: each node's
+    /// background and effective capacity, and the (smoothed) total rate
+    /// of completed requests the shares are computed for.
+    fn read_newest(&mut self, newest: &Sample, cost: &Res) -> f64 {
+        let n = self.nodes.len();
         let secs = newest.period_ms as f64 / 1000.0;
         let rate: Vec<f64> = match &newest.done {
             Some(d) => d.iter().map(|x| x / secs).collect(),
             None => vec![f64::NAN; n],
         };
-        // background and effective capacity per node
         for i in 0..n {
             let u = newest.usage[i];
             self.background[i] = std::array::from_fn(|j| {
@@ -453,11 +408,9 @@ impl Model {
             });
             let nd = self.nodes[i];
             let mut c = nd.capacity;
-            let g = ready_factor(u[0], nd.capacity[0], newest.ready_ms[i], secs, nd.vcpus);
-            c[0] *= g;
+            c[0] *= ready_factor(u[0], nd.capacity[0], newest.ready_ms[i], secs, nd.vcpus);
             self.effective[i] = c;
         }
-        // the total rate the shares are computed for
         let total: f64 = rate.iter().filter(|x| x.is_finite()).sum();
         if newest.done.is_some() {
             self.rate = Some(match self.rate {
@@ -465,44 +418,32 @@ impl Model {
                 None => total,
             });
         }
-        let x_total = self.rate.unwrap_or(0.0);
-        // per group: primaries, backups
-        let groups = self.groups();
-        let mut target = vec![0.0; n];
-        for members in groups.iter().filter(|m| !m.is_empty()) {
-            let t = self.group_target(members, &counted, &down, &cost, x_total);
-            for (k, &i) in members.iter().enumerate() {
-                target[i] = t[k];
-            }
-        }
-        if target.iter().any(|x| !x.is_finite()) {
-            return State::NoCounters;
-        }
-        let shares = match &self.shares {
-            Some(s) if s.len() == n => {
-                let a = self.params.step;
-                let mut out: Vec<f64> = s
-                    .iter()
-                    .zip(&target)
-                    .zip(&self.nodes)
-                    .map(|((s, t), nd)| if nd.present { s + a * (t - s) } else { 0.0 })
-                    .collect();
-                // keep each group summing to exactly 1
-                for members in &groups {
-                    let sum: f64 = members.iter().map(|&i| out[i]).sum();
-                    if sum > 0.0 {
-                        for &i in members {
-                            out[i] /= sum;
-                        }
-                    }
-                }
-                out
-            }
-            _ => target.clone(),
+        self.rate.unwrap_or(0.0)
+    }
+
+    /// The shares a fraction `step` of the way from those in force to
+    /// `target` (each group summing to exactly 1), or the target itself
+    /// when none are in force.
+    fn step_towards(&self, target: &[f64], groups: &[Vec<usize>; 2]) -> Vec<f64> {
+        let Some(s) = self.shares.as_ref().filter(|s| s.len() == target.len()) else {
+            return target.to_vec();
         };
-        self.target = Some(target);
-        self.shares = Some(shares);
-        State::Active
+        let a = self.params.step;
+        let mut out: Vec<f64> = s
+            .iter()
+            .zip(target)
+            .zip(&self.nodes)
+            .map(|((s, t), nd)| if nd.present { s + a * (t - s) } else { 0.0 })
+            .collect();
+        for members in groups {
+            let sum: f64 = members.iter().map(|&i| out[i]).sum();
+            if sum > 0.0 {
+                for &i in members {
+                    out[i] /= sum;
+                }
+            }
+        }
+        out
     }
 
     /// The nodes of each group (present in nginx's list): primaries, then
@@ -663,319 +604,47 @@ impl Model {
     }
 }
 
-/// `run / (run + ready)`: the part of the cycles a VM wants that it gets.
-/// `usage` MHz of `capacity` MHz over `secs`, `ready_ms` summed over
-/// `vcpus`. 1 when there is no evidence (no counter, an idle VM).
-pub fn ready_factor(usage: f64, capacity: f64, ready_ms: f64, secs: f64, vcpus: f64) -> f64 {
-    let v = if vcpus.is_finite() && vcpus >= 1.0 {
-        vcpus
-    } else {
-        1.0
-    };
-    if !(usage.is_finite() && capacity.is_finite() && capacity > 0.0 && ready_ms.is_finite())
-        || secs <= 0.0
-    {
-        return 1.0;
-    }
-    let run = (usage / capacity).clamp(0.0, 1.0);
-    let ready = (ready_ms / 1000.0 / secs / v).clamp(0.0, 1.0);
-    if run + ready < 0.02 {
-        return 1.0;
-    }
-    (run / (run + ready)).clamp(0.05, 1.0)
-}
-
-/// Weighted median of (value, weight) points; NaN for none.
-pub fn weighted_median(mut pts: Vec<(f64, f64)>) -> f64 {
-    pts.retain(|(v, w)| v.is_finite() && w.is_finite() && *w > 0.0);
-    if pts.is_empty() {
-        return f64::NAN;
-    }
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total: f64 = pts.iter().map(|p| p.1).sum();
-    let mut acc = 0.0;
-    for (v, w) in &pts {
-        acc += w;
-        if acc >= total / 2.0 {
-            return *v;
-        }
-    }
-    pts[pts.len() - 1].0
-}
-
-/// Rates per node (summing to `total`, or proportional to free capacity
-/// when `total` is 0) that equalise the predicted bottleneck utilisation
-/// `max_j (bg_ij + cost_j·x_i) / cap_ij` over the resources in `use_res`.
-pub fn water_fill(
-    caps: &[Res],
-    bg: &[Res],
-    cost: &Res,
-    use_res: [bool; R],
-    total: f64,
-) -> Vec<f64> {
-    let n = caps.len();
-    let res: Vec<usize> = (0..R)
-        .filter(|&j| use_res[j] && cost[j].is_finite() && cost[j] > 0.0)
-        .collect();
-    if n == 0 || res.is_empty() {
-        return vec![0.0; n];
-    }
-    let x_at = |level: f64, i: usize| -> f64 {
-        let mut x = f64::INFINITY;
-        for &j in &res {
-            let c = caps[i][j];
-            let b = if bg[i][j].is_finite() { bg[i][j] } else { 0.0 };
-            let xj = if c.is_finite() && c > 0.0 {
-                (level * c - b) / cost[j]
-            } else {
-                0.0
-            };
-            x = x.min(xj);
-        }
-        x.max(0.0)
-    };
-    let sum_at = |level: f64| (0..n).map(|i| x_at(level, i)).sum::<f64>();
-    // an idle cluster: the level of a tiny rate, so shares follow free capacity
-    let want = if total.is_finite() && total > 0.0 {
-        total
-    } else {
-        sum_at(1.0).max(1e-9) * 1e-3
-    };
-    let mut hi = 1.0;
-    let mut tries = 0;
-    while sum_at(hi) < want && tries < 64 {
-        hi *= 2.0;
-        tries += 1;
-    }
-    if sum_at(hi) <= 0.0 {
-        return vec![0.0; n];
-    }
-    let mut lo = 0.0;
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if sum_at(mid) < want {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    (0..n).map(|i| x_at(hi, i)).collect()
-}
-
-/// `raw` normalised to sum 1 with every entry at least `floor` (shrunk to
-/// half an equal share when there are more than 1/(2·floor) entries).
-pub fn floored(raw: &[f64], floor: f64) -> Vec<f64> {
-    let k = raw.len();
-    if k == 0 {
-        return Vec::new();
-    }
-    let floor = floor.clamp(0.0, 0.5 / k as f64);
-    let mut x: Vec<f64> = raw
-        .iter()
-        .map(|v| if v.is_finite() && *v > 0.0 { *v } else { 0.0 })
-        .collect();
-    let sum: f64 = x.iter().sum();
-    if sum.is_nan() || sum <= 0.0 {
-        return vec![1.0 / k as f64; k];
-    }
-    x.iter_mut().for_each(|v| *v /= sum);
-    // fix the entries below the floor at the floor, rescale the rest;
-    // repeat until none falls below (at most k rounds)
-    let mut fixed = vec![false; k];
-    for _ in 0..k {
-        let nfixed = fixed.iter().filter(|&&f| f).count();
-        let free_sum: f64 = (0..k).filter(|&i| !fixed[i]).map(|i| x[i]).sum();
-        let room = 1.0 - floor * nfixed as f64;
-        let scale = if free_sum > 0.0 { room / free_sum } else { 0.0 };
-        let mut changed = false;
-        for i in 0..k {
-            if !fixed[i] && x[i] * scale < floor {
-                fixed[i] = true;
-                changed = true;
-            }
-        }
-        if !changed {
-            for i in 0..k {
-                x[i] = if fixed[i] { floor } else { x[i] * scale };
-            }
-            return x;
-        }
-    }
-    vec![1.0 / k as f64; k]
-}
-
-/// The per-request pick of this mode over the eligible peers: the lowest
-/// `in-flight / share` (or `(in-flight + 1) / share` with
-/// [`LeastShare::expected_delay`]), compared by integer cross-multiplication
-/// of in-flight counts and share weights ([`crate::shared::share_weight`]) as
-/// nginx's least_conn compares `conns × weight`; a peer at its in-flight
-/// limit is skipped.
-///
-/// Feed every eligible peer to [`LeastShare::offer`]; if [`LeastShare::tied`]
-/// afterwards, feed the eligible peers from [`LeastShare::best`] on to
-/// [`LeastShare::is_tied`], the tied ones to a [`SmoothTie`] with the
-/// caller's smooth-WRR state, and take [`SmoothTie::winner`].
-#[derive(Clone, Copy, Debug)]
-pub struct LeastShare {
-    add: u64,
-    best: Option<usize>,
-    best_conns: u64,
-    best_weight: u64,
-    ties: u32,
-    /// Some eligible peer was skipped for being at its limit.
-    pub limited: bool,
-}
-
-impl LeastShare {
-    /// Least in-flight per share.
-    pub fn new() -> LeastShare {
-        LeastShare {
-            add: 0,
-            best: None,
-            best_conns: 0,
-            best_weight: 1,
-            ties: 0,
-            limited: false,
-        }
-    }
-
-    /// Shortest expected delay: least (in-flight + 1) per share.
-    pub fn expected_delay() -> LeastShare {
-        LeastShare {
-            add: 1,
-            ..LeastShare::new()
-        }
-    }
-
-    /// In-flight count as compared: plus one for expected delay, at most
-    /// 2³² − 1 so that its product with a 32-bit weight fits 64 bits.
-    #[inline]
-    fn conns(&self, conns: u64) -> u64 {
-        conns.saturating_add(self.add).min(u32::MAX as u64)
-    }
-
-    /// Offers peer `i` with `conns` in flight, share `weight` and in-flight
-    /// `limit` (0 = none). Returns true if it is the best so far. A weight
-    /// of 0 compares as the smallest positive one (1 in 2³²).
-    #[inline]
-    pub fn offer(&mut self, i: usize, conns: u64, weight: u32, limit: u32) -> bool {
-        if limit != 0 && conns >= limit as u64 {
-            self.limited = true;
-            return false;
-        }
-        let c = self.conns(conns);
-        let w = weight.max(1) as u64;
-        if self.best.is_some() {
-            let lhs = c * self.best_weight;
-            let rhs = self.best_conns * w;
-            if lhs > rhs {
-                return false;
-            }
-            if lhs == rhs {
-                self.ties += 1;
-                return false;
-            }
-        }
-        self.best = Some(i);
-        self.best_conns = c;
-        self.best_weight = w;
-        self.ties = 1;
-        true
-    }
-
-    /// The best peer (the only one, or the first of the tied).
-    pub fn best(&self) -> Option<usize> {
-        self.best
-    }
-
-    /// More than one peer has the best ratio.
-    pub fn tied(&self) -> bool {
-        self.ties > 1
-    }
-
-    /// Second pass over the eligible peers: is peer (`conns`, `weight`,
-    /// `limit`) one of the tied best?
-    #[inline]
-    pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
-        if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
-            return false;
-        }
-        self.conns(conns) * self.best_weight == self.best_conns * weight.max(1) as u64
-    }
-}
-
-impl Default for LeastShare {
-    fn default() -> Self {
-        LeastShare::new()
-    }
-}
-
-/// Smooth weighted round robin among tied peers, as nginx breaks
-/// least_conn's ties: every tied peer's current weight grows by its share
-/// weight, the largest wins and loses the sum.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SmoothTie {
-    best: Option<usize>,
-    best_current: i64,
-    total: i64,
-}
-
-impl SmoothTie {
-    /// Offers tied peer `i` with share `weight` and its current weight
-    /// `current` (the caller's per-peer state), returning the updated
-    /// current weight.
-    #[inline]
-    pub fn offer(&mut self, i: usize, weight: u32, current: i64) -> i64 {
-        let w = weight as i64;
-        let c = current.saturating_add(w);
-        self.total = self.total.saturating_add(w);
-        if self.best.is_none() || c > self.best_current {
-            self.best = Some(i);
-            self.best_current = c;
-        }
-        c
-    }
-
-    /// The tied peer leading so far (the one offered last, if it just
-    /// took the lead).
-    pub fn leader(&self) -> Option<usize> {
-        self.best
-    }
-
-    /// The winner and the current weight it must be set to.
-    pub fn winner(&self) -> Option<(usize, i64)> {
-        self.best
-            .map(|b| (b, self.best_current.saturating_sub(self.total)))
-    }
+/// Nodes whose requests all failed in `newest` (none succeeded): down.
+/// nginx's max_fails already skips them; they keep only the floor share,
+/// so the others get their in-flight limits.
+fn down_in(newest: &Sample) -> Vec<bool> {
+    (0..newest.usage.len())
+        .map(|i| {
+            let f = newest.failed.as_ref().map_or(0.0, |f| f[i]);
+            let ok = newest.done.as_ref().map_or(0.0, |d| d[i]);
+            f > 0.0 && ok == 0.0
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::math::*;
     use super::*;
 
     const NAN4: Res = [f64::NAN; R];
 
-    fn node(cpu: f64, net: f64, vcpus: f64) -> Node {
-        Node {
+    fn node(cpu: f64, net: f64, vcpus: f64) -> PeerFacts {
+        PeerFacts {
             capacity: [cpu, 4096.0, net, f64::NAN],
             vcpus,
-            ..Node::default()
+            ..PeerFacts::default()
         }
     }
 
     /// A model of the lab's cluster moving `step` of the way per sample.
-    fn stepping(step: f64) -> Model {
-        Model::new(
-            Params {
+    fn stepping(step: f64) -> SharesModel {
+        SharesModel::new(
+            ShareParams {
                 step,
-                ..Params::default()
+                ..ShareParams::default()
             },
             lab_nodes(),
         )
     }
 
     /// The lab's cluster: CPU 2..10 GHz, network 4/8/4/16/2 MB/s.
-    fn lab_nodes() -> Vec<Node> {
+    fn lab_nodes() -> Vec<PeerFacts> {
         vec![
             node(2000.0, 4000.0, 1.0),
             node(4000.0, 8000.0, 2.0),
@@ -998,6 +667,7 @@ mod tests {
             period_ms: 20_000,
             usage,
             ready_ms: vec![0.0; rate.len()],
+            sent: None,
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
             failed: None,
         }
@@ -1018,31 +688,31 @@ mod tests {
 
     #[test]
     fn no_samples_means_round_robin() {
-        let mut m = Model::new(Params::default(), lab_nodes());
-        assert_eq!(m.update(), State::NoSamples);
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
+        assert_eq!(m.update(), ShareState::NoSamples);
         assert!(m.shares().is_none());
         assert_eq!(m.limits(), vec![0; 5]);
     }
 
     #[test]
     fn samples_without_counts_wait() {
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         let mut s = sample(1, &[1.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5));
         s.done = None;
         m.push(s);
-        assert_eq!(m.update(), State::TooFewSamples);
+        assert_eq!(m.update(), ShareState::TooFewSamples);
         assert!(m.shares().is_none());
     }
 
     #[test]
     fn zero_traffic_without_history_waits_and_with_history_keeps_cost() {
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         m.push(sample(1, &[0.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5)));
-        assert_eq!(m.update(), State::NoTraffic);
-        let mut m = Model::new(Params::default(), lab_nodes())
+        assert_eq!(m.update(), ShareState::NoTraffic);
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes())
             .resume(None, Some([100.0, f64::NAN, 10.0, f64::NAN]));
         m.push(sample(1, &[0.0; 5], [100.0, 0.0, 10.0, 0.0], &no_bg(5)));
-        assert_eq!(m.update(), State::Active);
+        assert_eq!(m.update(), ShareState::Active);
         // an idle cluster: shares by free capacity of the bottleneck (CPU
         // with cost 100 vs net with cost 10: min over resources)
         let s = m.shares().unwrap();
@@ -1051,12 +721,12 @@ mod tests {
 
     #[test]
     fn cpu_bound_shares_follow_cpu_capacity() {
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         // a balanced start: every node at 50 % CPU, 1 KB per request
         let cost = [100.0, 0.0, 1.0, 0.0];
         let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
-        assert_eq!(m.update(), State::Active);
+        assert_eq!(m.update(), ShareState::Active);
         let c = m.cost().unwrap();
         assert!(
             (c[0] - 100.0).abs() < 1e-9 && (c[2] - 1.0).abs() < 1e-9,
@@ -1072,12 +742,12 @@ mod tests {
     fn absent_spare_slots_get_nothing_and_arrivals_start_at_the_mean() {
         let mut nodes = lab_nodes();
         nodes[4].present = false;
-        let mut m = Model::new(Params::default(), nodes.clone());
+        let mut m = SharesModel::new(ShareParams::default(), nodes.clone());
         let cost = [100.0, 0.0, 1.0, 0.0];
         let mut rate = half_load();
         rate[4] = 0.0;
         m.push(sample(1, &rate, cost, &no_bg(5)));
-        assert_eq!(m.update(), State::Active);
+        assert_eq!(m.update(), ShareState::Active);
         let s = m.shares().unwrap();
         assert_eq!(s[4], 0.0);
         assert!((s[..4].iter().sum::<f64>() - 1.0).abs() < 1e-9, "{s:?}");
@@ -1102,7 +772,7 @@ mod tests {
 
     #[test]
     fn network_bound_shares_follow_the_network() {
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         // 300 KB per request, little CPU: the network is the bottleneck
         let cost = [10.0, 0.0, 300.0, 0.0];
         let rate = [5.0, 10.0, 5.0, 20.0, 2.0];
@@ -1173,12 +843,12 @@ mod tests {
     fn unmapped_node_gets_weighted_mean_share() {
         let mut nodes = lab_nodes();
         nodes[2].weight = 2.0;
-        let mut m = Model::new(Params::default(), nodes);
+        let mut m = SharesModel::new(ShareParams::default(), nodes);
         let cost = [100.0, 0.0, 1.0, 0.0];
         let mut s = sample(1, &[10.0, 20.0, 30.0, 40.0, 50.0], cost, &no_bg(5));
         s.usage[2] = NAN4;
         m.push(s);
-        assert_eq!(m.update(), State::Active);
+        assert_eq!(m.update(), ShareState::Active);
         let sh = m.shares().unwrap();
         assert!((sh.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         // known nodes' mean share per weight, times 2, before normalising
@@ -1190,17 +860,18 @@ mod tests {
 
     #[test]
     fn no_counters_at_all() {
-        let mut m = Model::new(Params::default(), lab_nodes())
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes())
             .resume(None, Some([1.0, f64::NAN, 1.0, f64::NAN]));
         m.push(Sample {
             end_ms: 1,
             period_ms: 20_000,
             usage: vec![NAN4; 5],
             ready_ms: vec![],
+            sent: None,
             done: None,
             failed: None,
         });
-        assert_eq!(m.update(), State::NoCounters);
+        assert_eq!(m.update(), ShareState::NoCounters);
         assert!(m.shares().is_none());
     }
 
@@ -1241,7 +912,7 @@ mod tests {
 
     #[test]
     fn cost_follows_a_change_of_the_mix_at_once() {
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         let rate = [10.0, 20.0, 30.0, 40.0, 50.0];
         m.push(sample(1, &rate, [10.0, 0.0, 300.0, 0.0], &no_bg(5)));
         m.update();
@@ -1255,7 +926,7 @@ mod tests {
             "{c:?}"
         );
         // light traffic: the window is pooled until enough requests
-        let mut m = Model::new(Params::default(), lab_nodes());
+        let mut m = SharesModel::new(ShareParams::default(), lab_nodes());
         let light = [0.1, 0.2, 0.3, 0.4, 0.5]; // 30 requests per sample
         m.push(sample(1, &light, [100.0, 0.0, 1.0, 0.0], &no_bg(5)));
         m.push(sample(2, &light, [200.0, 0.0, 1.0, 0.0], &no_bg(5)));
@@ -1296,7 +967,7 @@ mod tests {
         let mut nodes = lab_nodes();
         nodes[4].backup = true;
         nodes[3].backup = true;
-        let mut m = Model::new(Params::default(), nodes);
+        let mut m = SharesModel::new(ShareParams::default(), nodes);
         let cost = [100.0, 0.0, 1.0, 0.0];
         m.push(sample(1, &[10.0, 20.0, 30.0, 0.0, 0.0], cost, &no_bg(5)));
         m.update();
@@ -1307,10 +978,10 @@ mod tests {
 
     #[test]
     fn limits_follow_shares() {
-        let mut m = Model::new(
-            Params {
+        let mut m = SharesModel::new(
+            ShareParams {
                 inflight_per_vcpu: 4.0,
-                ..Params::default()
+                ..ShareParams::default()
             },
             lab_nodes(),
         );
@@ -1321,10 +992,10 @@ mod tests {
         m.update();
         // 13 vCPUs × 4 = 52 in flight, by CPU share
         assert_eq!(m.limits(), vec![3, 7, 10, 14, 17]);
-        let mut off = Model::new(
-            Params {
+        let mut off = SharesModel::new(
+            ShareParams {
                 inflight_per_vcpu: 0.0,
-                ..Params::default()
+                ..ShareParams::default()
             },
             lab_nodes(),
         );
@@ -1366,64 +1037,5 @@ mod tests {
             1.0
         );
         assert_eq!(weighted_median(vec![(f64::NAN, 10.0), (2.0, 1.0)]), 2.0);
-    }
-
-    #[test]
-    fn least_share_pick_and_ties() {
-        // in flight 2, 1, 3 with shares .5, .25, .25: ratios 4, 4, 12
-        let conns = [2u64, 1, 3];
-        let share = [0.5, 0.25, 0.25].map(crate::shared::share_weight);
-        let mut p = LeastShare::new();
-        for i in 0..3 {
-            p.offer(i, conns[i], share[i], 0);
-        }
-        assert!(p.tied());
-        let mut cur = [0i64; 3];
-        let mut wins = [0u32; 3];
-        for _ in 0..300 {
-            let mut t = SmoothTie::default();
-            for i in 0..3 {
-                if p.is_tied(conns[i], share[i], 0) {
-                    cur[i] = t.offer(i, share[i], cur[i]);
-                }
-            }
-            let (w, c) = t.winner().unwrap();
-            cur[w] = c;
-            wins[w] += 1;
-        }
-        assert_eq!(wins, [200, 100, 0]);
-        // a limit excludes; (conns+1)/share favours the big share when idle
-        let mut p = LeastShare::new();
-        p.offer(0, 4, 5, 4);
-        p.offer(1, 9, 5, 0);
-        assert!(p.limited && p.best() == Some(1));
-        let mut p = LeastShare::expected_delay();
-        p.offer(0, 0, 2, 0);
-        p.offer(1, 1, 8, 0);
-        assert_eq!(p.best(), Some(1));
-        let mut p = LeastShare::new();
-        assert!(p.offer(0, 0, 2, 0));
-        p.offer(1, 1, 8, 0);
-        assert_eq!(p.best(), Some(0));
-        // a zero weight is the smallest share: it loses to any real share
-        // unless it has nothing in flight and they have
-        let half = crate::shared::share_weight(0.5);
-        let mut p = LeastShare::new();
-        p.offer(0, 1, 0, 0);
-        p.offer(1, 5, half, 0);
-        assert_eq!(p.best(), Some(1));
-        let mut p = LeastShare::new();
-        p.offer(0, 3, half, 0);
-        p.offer(1, 0, 0, 0);
-        assert_eq!(p.best(), Some(1));
-        let mut p = LeastShare::new();
-        p.offer(0, 0, half, 0);
-        p.offer(1, 0, 0, 0);
-        assert!(p.tied());
-        // no overflow at the extremes: u32::MAX weights, huge counts
-        let mut p = LeastShare::expected_delay();
-        p.offer(0, u64::MAX, u32::MAX, 0);
-        p.offer(1, u64::MAX - 1, u32::MAX, 0);
-        assert!(p.tied());
     }
 }

@@ -1,0 +1,175 @@
+//! Samples into the policies: one batched `QueryPerf` for every VM of an
+//! endpoint's upstreams, then per upstream each new sample (by vSphere's
+//! timestamp, moved onto our clock by the measured skew) paired with the
+//! requests of its own period and given to the upstream's policy, which
+//! publishes what it makes of them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::upstream::UpRun;
+use super::Collector;
+use crate::policy::Sample;
+use crate::resources::{Res, COUNTERS, MEM, MEM_FALLBACK, R, READY};
+use crate::vsphere::xml::EntityMetric;
+use crate::vsphere::Error;
+
+/// Counter ids per resource from a catalog (memory falls back to
+/// `mem.active.average`).
+pub fn counter_ids(catalog: &HashMap<String, i32>) -> [Option<i32>; R] {
+    std::array::from_fn(|j| {
+        catalog
+            .get(COUNTERS[j])
+            .or_else(|| {
+                if j == MEM {
+                    catalog.get(MEM_FALLBACK)
+                } else {
+                    None
+                }
+            })
+            .copied()
+    })
+}
+
+/// A QueryPerf answer, by VM, with the counters it was asked for.
+struct Answer<'a> {
+    by_vm: HashMap<&'a str, &'a EntityMetric>,
+    ids: [Option<i32>; R],
+    ready: Option<i32>,
+}
+
+impl Answer<'_> {
+    /// VM `vm`'s value of counter `id` in its sample stamped `ts`.
+    fn value(&self, vm: Option<&String>, ts: u64, id: Option<i32>) -> Option<i64> {
+        let m = self.by_vm.get(vm?.as_str())?;
+        let pos = m.samples.iter().position(|s| s.0 == ts)?;
+        m.value(id?, pos)
+    }
+
+    /// Each peer's usage in the sample stamped `ts` (memory in MB).
+    fn usage(&self, run: &UpRun, ts: u64) -> Vec<Res> {
+        run.vm
+            .iter()
+            .map(|v| {
+                std::array::from_fn(|j| match self.value(v.as_ref(), ts, self.ids[j]) {
+                    Some(x) if j == MEM => x as f64 / 1024.0, // KB -> MB
+                    Some(x) => x as f64,
+                    None => f64::NAN,
+                })
+            })
+            .collect()
+    }
+
+    /// Each peer's CPU ready time in the sample stamped `ts`, ms.
+    fn ready_ms(&self, run: &UpRun, ts: u64) -> Vec<f64> {
+        run.vm
+            .iter()
+            .map(|v| {
+                self.value(v.as_ref(), ts, self.ready)
+                    .map_or(f64::NAN, |x| x as f64)
+            })
+            .collect()
+    }
+}
+
+impl Collector<'_, '_> {
+    /// Queries the newest samples of every VM of endpoint `k`'s upstreams
+    /// (a whole window for an upstream that just got a new poller) and
+    /// gives them to their policies.
+    pub(super) fn query(&mut self, k: usize) -> Result<(), Error> {
+        let mut vms: Vec<String> = Vec::new();
+        let mut max_sample = 1u32;
+        for ui in self.spec.upstreams_of(k) {
+            let run = &self.ups[ui];
+            for v in run.vm.iter().flatten() {
+                if !vms.contains(v) {
+                    vms.push(v.clone());
+                }
+            }
+            if run.refill {
+                max_sample = max_sample.max(self.spec.upstreams[ui].conf.tuning.window as u32);
+            }
+        }
+        if vms.is_empty() {
+            return Ok(());
+        }
+        let ep = &mut self.eps[k];
+        if ep.refresh_s <= 0 {
+            let r = ep.api()?.refresh_rate(&vms[0])?;
+            ep.refresh_s = if r > 0 { r } else { 20 };
+        }
+        let ids = counter_ids(&ep.catalog);
+        let ready = ep.catalog.get(READY).copied();
+        let wanted: Vec<i32> = ids.iter().flatten().chain(&ready).copied().collect();
+        let refresh_s = ep.refresh_s;
+        let metrics = ep.api()?.query_perf(&vms, &wanted, refresh_s, max_sample)?;
+        let answer = Answer {
+            by_vm: metrics.iter().map(|m| (m.entity.as_str(), m)).collect(),
+            ids,
+            ready,
+        };
+        let skew = ep.skew_ms;
+        let ups: Vec<usize> = self.spec.upstreams_of(k).collect();
+        for ui in ups {
+            self.ingest(ui, &answer, skew);
+            self.publish_ready(ui, &answer);
+            self.ups[ui].refill = false;
+        }
+        Ok(())
+    }
+
+    /// Gives upstream `ui`'s policy the samples of `answer` it has not
+    /// seen, and lets it publish.
+    fn ingest(&mut self, ui: usize, answer: &Answer<'_>, skew_ms: i64) {
+        let (u, run) = (&self.spec.upstreams[ui], &mut self.ups[ui]);
+        let mut stamps: BTreeSet<(u64, u32)> = BTreeSet::new();
+        for v in run.vm.iter().flatten() {
+            if let Some(m) = answer.by_vm.get(v.as_str()) {
+                stamps.extend(m.samples.iter().copied());
+            }
+        }
+        let mut added = false;
+        let mut newest_usage: Option<Vec<Res>> = None;
+        for (ts, iv) in stamps {
+            if ts <= run.newest_ts || iv == 0 {
+                continue;
+            }
+            let end = (ts as i64 - skew_ms).max(0) as u64;
+            let period = iv as u64 * 1000;
+            let counts = run.counts.period(end.saturating_sub(period), end);
+            let usage = answer.usage(run, ts);
+            newest_usage = Some(usage.clone());
+            added |= run.policy.push(Sample {
+                end_ms: end,
+                period_ms: period,
+                usage,
+                ready_ms: answer.ready_ms(run, ts),
+                sent: counts.sent,
+                done: counts.done,
+                failed: counts.failed,
+            });
+            run.newest_ts = run.newest_ts.max(ts);
+        }
+        if !added {
+            return;
+        }
+        for (p, x) in newest_usage.iter().flatten().enumerate() {
+            u.zone.set_usage(p, *x);
+        }
+        run.policy.update(u.zone, u.conf.ttl_ms, self.rt.now_ms());
+    }
+
+    /// Publishes each peer's `cpu.ready.summation` of its VM's newest
+    /// sample (percent of the sample interval), for the status page.
+    fn publish_ready(&self, ui: usize, answer: &Answer<'_>) {
+        let u = &self.spec.upstreams[ui];
+        for (p, vm) in self.ups[ui].vm.iter().enumerate() {
+            let pct = (|| {
+                let m = answer.by_vm.get(vm.as_ref()?.as_str())?;
+                let (pos, &(_, iv)) = m.samples.iter().enumerate().max_by_key(|(_, s)| s.0)?;
+                let ms = m.value(answer.ready?, pos)?;
+                (iv > 0).then(|| ms as f64 / (iv as f64 * 1000.0) * 100.0)
+            })();
+            u.zone.set_cpu_ready(p, pct.unwrap_or(f64::NAN));
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The status document: plain data in, JSON out (serde_json; NaN and
+//! infinities are written as `null`).
+
+use serde::ser::Serializer;
+use serde::Serialize;
+
+use crate::policy::{Field, Fields};
+use crate::resources::Res;
+use crate::zone::Mapping;
+
+/// One peer of an upstream.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStatus {
+    /// Peer address (`ip:port`).
+    pub name: String,
+    /// The `server` directive's address as written (a `resolve` name for
+    /// the addresses it resolved to).
+    pub server: String,
+    /// Backup server.
+    pub backup: bool,
+    /// The VM the collector found for the peer (by guest IP or by its
+    /// `dwepc_node vm=`), null while none is found.
+    pub vm: Option<String>,
+    /// "mapped", or why not: "no_vm_with_guest_ip", "no_vm_named",
+    /// "no_address", "pending" (no inventory read yet).
+    pub mapping: Mapping,
+    /// Usable capacity per resource.
+    #[serde(serialize_with = "per_resource")]
+    pub capacity: Res,
+    /// What the VM used in its newest sample, per resource (MHz, MB,
+    /// KB/s, KB/s).
+    #[serde(serialize_with = "per_resource")]
+    pub usage: Res,
+    /// Requests sent since the zone was created.
+    pub requests: u64,
+    /// Requests in flight now, over every worker.
+    pub in_flight: u64,
+    /// Requests that failed (refused, timed out, bad answer).
+    pub failed: u64,
+    /// CPU ready time of the VM's newest sample, percent of its interval.
+    pub cpu_ready_pct: f64,
+    /// What the mode says of the peer.
+    #[serde(flatten)]
+    pub model: Fields,
+}
+
+/// One upstream using dwepc.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UpstreamStatus {
+    /// Upstream name.
+    pub name: String,
+    /// Configured mode.
+    pub mode: String,
+    /// "dwepc" when counters drive the pick, "round_robin" otherwise.
+    pub balancing: String,
+    /// Why the balancer is where it is (e.g. "no_samples", "stale").
+    pub reason: String,
+    /// Endpoint name, if any.
+    pub vsphere: Option<String>,
+    /// Samples in the window.
+    pub window: u64,
+    /// Window size m.
+    pub window_size: u64,
+    /// Age of the newest sample, ms.
+    pub sample_age_ms: Option<u64>,
+    /// Servers listed below, and how many of them have a VM.
+    pub servers: u64,
+    pub mapped: u64,
+    /// What the mode says of the upstream.
+    #[serde(flatten)]
+    pub model: Fields,
+    /// Peers, primaries first.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A per-resource vector as `{"cpu":..,"mem":..,"net":..,"disk":..}`.
+fn per_resource<S: Serializer>(r: &Res, s: S) -> Result<S::Ok, S::Error> {
+    Field::Resources(*r).serialize(s)
+}
+
+/// The whole document: `{"upstreams":[...]}` and a newline.
+pub fn render(ups: &[UpstreamStatus]) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        upstreams: &'a [UpstreamStatus],
+    }
+    match serde_json::to_string(&Doc { upstreams: ups }) {
+        Ok(doc) => doc + "\n",
+        Err(e) => render_error(&e.to_string()),
+    }
+}
+
+/// An error document: `{"error": msg}` and a newline.
+pub fn render_error(msg: &str) -> String {
+    format!("{}\n", serde_json::json!({ "error": msg }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::paper::Paper;
+    use crate::policy::shares::Shares;
+    use crate::policy::Mode;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn renders_paper_document() {
+        let u = UpstreamStatus {
+            name: "app\"x".into(),
+            mode: "paper".into(),
+            balancing: "round_robin".into(),
+            reason: "no_samples".into(),
+            model: Paper.upstream_fields(None),
+            peers: vec![PeerStatus {
+                name: "127.0.0.1:80".into(),
+                capacity: [1.0, f64::NAN, 2.0, 3.0],
+                cpu_ready_pct: f64::NAN,
+                model: Paper.peer_fields(None, false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let doc = render(&[u]);
+        assert!(doc.ends_with("}\n"));
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        let u = &v["upstreams"][0];
+        assert_eq!(u["name"], "app\"x");
+        assert_eq!(u["sample_age_ms"], Value::Null);
+        assert_eq!(u["w"], Value::Null);
+        let p = &u["peers"][0];
+        assert_eq!(
+            p["capacity"],
+            json!({"cpu": 1.0, "mem": null, "net": 2.0, "disk": 3.0})
+        );
+        assert_eq!(p["cpu_ready_pct"], Value::Null);
+        assert!(p.get("l").is_some() && p.get("share").is_none());
+        assert_eq!(p["q"]["cpu"], Value::Null);
+    }
+
+    #[test]
+    fn renders_shares_document() {
+        let u = UpstreamStatus {
+            name: "app".into(),
+            mode: "shares".into(),
+            balancing: "dwepc".into(),
+            reason: "active".into(),
+            model: Fields(vec![
+                (
+                    "cost",
+                    Field::MaybeResources(Some([120.0, f64::NAN, 2.5, f64::NAN])),
+                ),
+                ("rate", Field::Number(40.0)),
+                ("guard_rejections", Field::Count(3)),
+            ]),
+            peers: vec![PeerStatus {
+                in_flight: 4,
+                model: Fields(vec![
+                    ("share", Field::Number(0.25)),
+                    ("target_share", Field::Number(0.2)),
+                    ("limit", Field::Limit(9)),
+                    (
+                        "background",
+                        Field::Resources([100.0, f64::NAN, 0.0, f64::NAN]),
+                    ),
+                    ("effective_cpu", Field::Number(3000.0)),
+                ]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(&render(&[u])).unwrap();
+        let u = &v["upstreams"][0];
+        assert_eq!(u["cost"]["cpu"], 120.0);
+        assert_eq!(u["guard_rejections"], 3);
+        assert!(u.get("w").is_none());
+        let p = &u["peers"][0];
+        assert_eq!(
+            (p["share"].as_f64(), p["limit"].as_u64()),
+            (Some(0.25), Some(9))
+        );
+        assert_eq!(p["in_flight"], 4);
+        assert_eq!(p["background"]["cpu"], 100.0);
+        assert!(p.get("l").is_none());
+        // no limit is null, as is an unknown share
+        let v = serde_json::to_value(&PeerStatus {
+            model: Shares.peer_fields(None, false),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((&v["limit"], &v["share"]), (&Value::Null, &Value::Null));
+    }
+}

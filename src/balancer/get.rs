@@ -1,0 +1,305 @@
+//! `peer.get`: one pick. Under nginx's peer lock (as least_conn takes it),
+//! the eligible peers of the list (not tried, not down, not failed, below
+//! `max_conns`) are offered to the mode's [`Picker`] on what its policy
+//! published in the zone; ties go to this worker's smooth weighted round
+//! robin on the shares; the chosen peer is taken as round robin takes one
+//! and counted in its slot. Without usable counters, or with a peer that
+//! has no slot, round robin picks and the request is still counted.
+
+use core::ptr;
+
+use dwepc_core::policy::pick::SmoothTie;
+use dwepc_core::policy::Picker;
+use dwepc_core::zone::slots::SlotMap;
+use dwepc_core::zone::UpstreamZone;
+use ngx::ffi::{
+    ngx_http_upstream_get_round_robin_peer, ngx_http_upstream_rr_peer_t,
+    ngx_http_upstream_rr_peers_t, ngx_int_t, ngx_peer_connection_t, ngx_time, time_t, NGX_BUSY,
+    NGX_OK,
+};
+
+use super::list::{each_eligible, position, slot_map, PeersLock};
+use super::PeerData;
+use crate::state::Servers;
+use crate::util::cached_now_ms;
+
+/// What the pick chose: the peer, its position in the list and its slot.
+struct Choice {
+    peer: *mut ngx_http_upstream_rr_peer_t,
+    pos: usize,
+    slot: usize,
+}
+
+/// Bits of a word of the `tried` bitmap.
+const BITS: usize = usize::BITS as usize;
+
+/// One pick for the request of `dp`.
+///
+/// # Safety
+/// `pc` and `dp` belong to a live request set up by `init_peer`.
+pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) -> ngx_int_t {
+    // SAFETY: dp.ups is NULL or the upstream state init_peer stored, which
+    // lives in the configuration pool as long as the request.
+    let Some(ups) = (unsafe { dp.ups.as_ref() }) else {
+        // SAFETY: dp.rrp is round robin's data for this request.
+        return unsafe { ngx_http_upstream_get_round_robin_peer(pc, dp.rrp_data()) };
+    };
+    let peers = dp.rrp.peers;
+    // SAFETY: rrp.peers is the live list round robin's init chose.
+    let single = unsafe { (*peers).single() } != 0;
+    let (zone, servers) = match (crate::zone::of(ups), ups.servers()) {
+        (Some(z), Some(s)) if !single && z.usable(cached_now_ms()) => (z, s),
+        // SAFETY: pc and dp belong to this live request.
+        (other, _) => return unsafe { round_robin(pc, dp, other) },
+    };
+    pc.set_cached(0);
+    pc.connection = ptr::null_mut();
+    // SAFETY: peers is live and not yet locked by this process.
+    let lock = unsafe { PeersLock::write(peers) };
+    crate::util::fault("get_peer_locked");
+    // SAFETY: peers is live and locked (`lock`).
+    if unsafe { changed_since_init(peers, dp) } {
+        drop(lock);
+        // SAFETY: peers is live; nginx reads pc->name even on NGX_BUSY.
+        pc.name = unsafe { (*peers).name };
+        return NGX_BUSY as ngx_int_t;
+    }
+    let backup = peers != dp.primary;
+    // SAFETY: peers is this upstream's primary or backup list, locked.
+    let map = match unsafe { slot_map(servers, peers, backup, zone) } {
+        Some(map) if map.complete() => map,
+        // a peer without a slot (more addresses than spare slots)
+        // cannot be compared with the others: round robin decides
+        _ => {
+            drop(lock);
+            // SAFETY: pc and dp belong to this live request.
+            return unsafe { round_robin(pc, dp, Some(zone)) };
+        }
+    };
+    // SAFETY: peers is live and locked; dp's tried bitmap covers it.
+    let (best, full) = unsafe { scan(peers, dp, &map, zone, servers) };
+    drop(map);
+    match best {
+        // SAFETY: the choice is a live peer of the list `lock` holds.
+        Some(c) => unsafe { take(pc, dp, c, lock, zone) },
+        // SAFETY: pc and dp belong to this live request; lock holds peers.
+        None => unsafe { exhausted(pc, dp, lock, full, zone) },
+    }
+}
+
+/// True if `resolve` changed the list since round robin's init for this
+/// request (as round robin answers: NGX_BUSY).
+///
+/// # Safety
+/// `peers` is live and locked.
+#[inline]
+unsafe fn changed_since_init(peers: *mut ngx_http_upstream_rr_peers_t, dp: &PeerData) -> bool {
+    #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
+    // SAFETY: config is NULL or a word of the upstream's shared zone.
+    unsafe {
+        if !(*peers).config.is_null() && dp.rrp.config != *(*peers).config {
+            return true;
+        }
+    }
+    let _ = (peers, dp);
+    false
+}
+
+/// The eligible peers offered to the mode's picker, then the tie pass:
+/// the best, and whether every eligible peer was at its in-flight limit.
+///
+/// # Safety
+/// `peers` is live and locked; `dp.rrp.tried` has a bit for each of them.
+unsafe fn scan(
+    peers: *mut ngx_http_upstream_rr_peers_t,
+    dp: &PeerData,
+    map: &SlotMap,
+    zone: UpstreamZone<'_>,
+    servers: &Servers,
+) -> (Option<Choice>, bool) {
+    let now = ngx_time();
+    let tried = dp.rrp.tried;
+    let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
+        // SAFETY: the bitmap has a word for every BITS peers of the list.
+        let done = unsafe { *tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
+        !done && p.down == 0 && !failed(p, now) && !(p.max_conns != 0 && p.conns >= p.max_conns)
+    };
+    // the map is complete: every position has a slot (usually its
+    // position plus the group's first slot)
+    let offset = map.offset();
+    let slot_of = |i: usize| match offset {
+        Some(base) => base + i,
+        None => map.slot(i).unwrap_or(usize::MAX),
+    };
+    // SAFETY: ups.parsed is immutable after configuration.
+    let comparison = unsafe { (*dp.ups).parsed.comparison };
+    let mut picker = Picker::new(comparison);
+    let mut best: Option<Choice> = None;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        each_eligible(peers, &eligible, |i, peer, _| {
+            let slot = slot_of(i);
+            if picker.offer(i, slot, zone) {
+                best = Some(Choice { peer, pos: i, slot });
+            }
+        })
+    };
+    let full = best.is_none() && picker.limited();
+    if picker.tied() {
+        // the first of the tied is the best: none before it is tied
+        let first = best.as_ref().map_or(0, |c| c.pos);
+        let mut tie = SmoothTie::default();
+        let mut leader: Option<Choice> = None;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            each_eligible(peers, &eligible, |i, peer, _| {
+                let slot = slot_of(i);
+                if i < first || !picker.is_tied(slot, zone) {
+                    return;
+                }
+                if let Some(cell) = servers.tie_weights.get(slot) {
+                    cell.set(tie.offer(i, zone.pick_view(slot).1, cell.get()));
+                    if tie.leader() == Some(i) {
+                        leader = Some(Choice { peer, pos: i, slot });
+                    }
+                }
+            })
+        };
+        if let (Some((_, current)), Some(c)) = (tie.winner(), leader) {
+            if let Some(cell) = servers.tie_weights.get(c.slot) {
+                cell.set(current);
+            }
+            best = Some(c);
+        }
+    }
+    (best, full)
+}
+
+/// nginx's max_fails: the peer failed too often within fail_timeout.
+#[inline]
+fn failed(p: &ngx_http_upstream_rr_peer_t, now: time_t) -> bool {
+    p.max_fails != 0 && p.fails >= p.max_fails && now - p.checked <= p.fail_timeout
+}
+
+/// Takes the chosen peer as round robin takes one (connection, `conns`,
+/// `current`, a reference, the `tried` bit), releases the list, counts it.
+///
+/// # Safety
+/// `c.peer` is a live peer of the list `lock` holds; `dp`'s tried bitmap
+/// covers `c.pos`.
+unsafe fn take(
+    pc: &mut ngx_peer_connection_t,
+    dp: &mut PeerData,
+    c: Choice,
+    lock: PeersLock,
+    zone: UpstreamZone<'_>,
+) -> ngx_int_t {
+    let now = ngx_time();
+    // SAFETY: the peer is live and the list's write lock is held, so this
+    // process may write it.
+    let b = unsafe { &mut *c.peer };
+    if now - b.checked > b.fail_timeout {
+        b.checked = now;
+    }
+    pc.sockaddr = b.sockaddr;
+    pc.socklen = b.socklen;
+    pc.name = &mut b.name;
+    b.conns += 1;
+    dp.rrp.current = c.peer;
+    // ngx_http_upstream_rr_peer_ref (round robin's free unrefs)
+    #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
+    {
+        b.refs += 1;
+    }
+    // SAFETY: the bitmap has a word for every BITS peers of the list.
+    unsafe { *dp.rrp.tried.add(c.pos / BITS) |= 1usize << (c.pos % BITS) };
+    drop(lock);
+    dp.sent(zone, c.slot);
+    NGX_OK as ngx_int_t
+}
+
+/// No eligible peer: the backup servers, as least_conn goes on (also when
+/// every primary is at its in-flight limit, as with max_conns); without
+/// backups, NGX_BUSY — counted as an overload-guard answer when every
+/// peer was at its in-flight limit (nginx answers 502 at once, as when
+/// every server is at max_conns, rather than queue the request
+/// everywhere).
+///
+/// # Safety
+/// `pc` and `dp` belong to a live request; `lock` holds `dp.rrp.peers`.
+unsafe fn exhausted(
+    pc: &mut ngx_peer_connection_t,
+    dp: &mut PeerData,
+    lock: PeersLock,
+    full: bool,
+    zone: UpstreamZone<'_>,
+) -> ngx_int_t {
+    let peers = dp.rrp.peers;
+    // SAFETY: peers is live (locked by `lock`).
+    let next = unsafe { (*peers).next };
+    if !next.is_null() {
+        dp.rrp.peers = next;
+        // SAFETY: next is the live backup list; the tried bitmap has a word
+        // for every BITS of its peers.
+        unsafe {
+            for k in 0..(*next).number.div_ceil(BITS) {
+                *dp.rrp.tried.add(k) = 0;
+            }
+        }
+        drop(lock);
+        // SAFETY: pc and dp belong to this live request.
+        let rc = unsafe { get_peer_inner(pc, dp) };
+        if rc != NGX_BUSY as ngx_int_t {
+            return rc;
+        }
+    } else {
+        drop(lock);
+        if full {
+            zone.guard_reject();
+        }
+    }
+    // SAFETY: peers is live for the request; nginx reads pc->name even
+    // on NGX_BUSY.
+    pc.name = unsafe { (*peers).name };
+    NGX_BUSY as ngx_int_t
+}
+
+/// Round robin's pick, counted in the peer's slot.
+///
+/// # Safety
+/// `pc` and `dp` belong to a live request set up by `init_peer`.
+pub unsafe fn round_robin(
+    pc: &mut ngx_peer_connection_t,
+    dp: &mut PeerData,
+    zone: Option<UpstreamZone<'_>>,
+) -> ngx_int_t {
+    // SAFETY: dp.rrp is valid round-robin data for this request.
+    let rc = unsafe { ngx_http_upstream_get_round_robin_peer(pc, dp.rrp_data()) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: as in get_peer_inner: NULL or the configuration's state.
+    let servers = unsafe { dp.ups.as_ref() }.and_then(|u| u.servers());
+    let (Some(zone), Some(servers)) = (zone, servers) else {
+        return rc;
+    };
+    let peers = dp.rrp.peers;
+    let backup = peers != dp.primary;
+    // round robin has released the list: find the peer's slot under the
+    // read lock (with `zone` + `resolve` other workers relink it); a peer
+    // removed meanwhile is not found and not counted, and its `free`
+    // counts nothing either
+    let slot = {
+        // SAFETY: peers is the request's live list, not locked by us now.
+        let _lock = unsafe { PeersLock::read(peers) };
+        // SAFETY: peers is live and locked (`_lock`).
+        unsafe { slot_map(servers, peers, backup, zone) }.and_then(|map| {
+            // SAFETY: as above.
+            unsafe { position(peers, dp.rrp.current) }.and_then(|i| map.slot(i))
+        })
+    };
+    if let Some(slot) = slot {
+        dp.sent(zone, slot);
+    }
+    rc
+}

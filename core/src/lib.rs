@@ -10,7 +10,6 @@ pub mod collector;
 pub mod conf;
 pub mod counts;
 pub mod linalg;
-pub mod place;
 pub mod prometheus;
 pub mod shared;
 pub mod shares;

@@ -33,7 +33,6 @@
 pub mod clock;
 pub mod collector;
 pub mod conf;
-pub mod place;
 pub mod policy;
 pub mod resources;
 pub mod rng;

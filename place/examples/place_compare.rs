@@ -1,20 +1,21 @@
 //! Compares placement methods on random clusters (BENCHMARKS.md,
-//! placement): the seed's greedy (seeds/004), greedy cut to a migration
-//! budget, and `dwepc_core::place::plan` at budgets 1, 3, 10 and none.
-//! Each instance: 3–32 equal hosts, 10–500 VMs placed at random where
-//! they fit, heavy-tailed disk I/O (Pareto, shape 1.2), CPU and memory
-//! per VM at random with hosts about 60 % full; the objective is disk I/O
-//! per host. Reports max/mean host load over the lower bound
+//! placement): the greedy of the Proxmox VE / Ceph I/O-balancing article
+//! (greedy 'stones into piles'; "seed's greedy" in the table), that greedy
+//! cut to a migration budget, and `dwepc_place::plan::plan` at budgets 1,
+//! 3, 10 and none. Each instance: 3–32 equal hosts, 10–500 VMs placed at
+//! random where they fit, heavy-tailed disk I/O (Pareto, shape 1.2), CPU
+//! and memory per VM at random with hosts about 60 % full; the objective
+//! is disk I/O per host. Reports max/mean host load over the lower bound
 //! max(total/hosts, largest VM), the migrations used, how often the
-//! seed's greedy breaks a host's CPU or memory, and the plan's run time
+//! article's greedy breaks a host's CPU or memory, and the plan's run time
 //! at 32 hosts x 500 VMs.
 //!
-//!     cargo run --release -p dwepc-core --example place_compare -- [INSTANCES] [SEED]
+//!     cargo run --release -p dwepc-place --example place_compare -- [INSTANCES] [SEED]
 
-use dwepc_core::place::{
+use dwepc_core::rng::Rng;
+use dwepc_place::plan::{
     current, feasible, greedy_lpt, greedy_within, lower_bound, plan, Host, Placement, Problem, Vm,
 };
-use dwepc_core::rng::Rng;
 use std::time::Instant;
 
 fn uniform(r: &mut Rng) -> f64 {

@@ -1,9 +1,9 @@
-//! Property tests of the placement optimizer (core/src/place.rs): a plan
+//! Property tests of the placement optimizer (place/src/plan/): a plan
 //! never breaks a capacity, anti-affinity, exclusion or budget constraint,
 //! never ends worse than the current placement, and with no budget is
 //! never worse than greedy.
 
-use dwepc_core::place::{
+use dwepc_place::plan::{
     current, evaluate, feasible, greedy_feasible, greedy_lpt, greedy_within, lower_bound, plan,
     Host, Problem, Vm,
 };
@@ -139,8 +139,9 @@ proptest! {
     }
 }
 
-/// The seed's case: two heavy VMs share a host while another idles; one
-/// move fixes it, and the plan makes exactly that move.
+/// The case of the Proxmox VE / Ceph I/O-balancing article (greedy
+/// 'stones into piles'): two heavy VMs share a host while another idles;
+/// one move fixes it, and the plan makes exactly that move.
 #[test]
 fn two_heavy_vms_on_one_host_are_split_with_one_move() {
     let p = disk_only(
@@ -161,7 +162,7 @@ fn two_heavy_vms_on_one_host_are_split_with_one_move() {
     assert_eq!(pl.moves(&p), 1, "{pl:?}");
     assert_ne!(pl.host[0], pl.host[1], "{pl:?}");
     assert_eq!(pl.max_load(&p), 900.0);
-    // the seed's greedy moves VMs that need not move
+    // the article's greedy moves VMs that need not move
     assert!(greedy_lpt(&p).moves(&p) >= 1);
     // no budget at all: nothing moves
     let none = Problem {
@@ -204,7 +205,7 @@ proptest! {
     #[test]
     fn migrations_in_order_keep_the_constraints_at_every_step(p in problem()) {
         let pl = plan(&p);
-        let (moves, stuck) = dwepc_core::place::ordered_moves(&p, &pl);
+        let (moves, stuck) = dwepc_place::plan::ordered_moves(&p, &pl);
         let mut at: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
         let free = Problem { max_moves: None, ..p.clone() };
         for m in &moves {
@@ -219,8 +220,8 @@ proptest! {
         prop_assert_eq!(&at, &pl.host);
         // moves left out only when no order of them all works: with few
         // moves the search is exhaustive, and every order is tried here
-        for target in [pl, dwepc_core::place::plan_with(&p, false)] {
-            let (moves, stuck) = dwepc_core::place::ordered_moves(&p, &target);
+        for target in [pl, dwepc_place::plan::plan_with(&p, false)] {
+            let (moves, stuck) = dwepc_place::plan::ordered_moves(&p, &target);
             let home: Vec<usize> = p.vms.iter().map(|v| v.host).collect();
             let all: Vec<usize> = moves.iter().map(|m| m.vm).chain(stuck.iter().copied()).collect();
             if !stuck.is_empty() && all.len() <= 6 {
@@ -323,14 +324,14 @@ fn a_migration_order_is_found_where_the_first_choice_blocks() {
         None,
     );
     let target = evaluate(&p, &[3, 1, 2, 1, 0, 3]);
-    let (moves, stuck) = dwepc_core::place::ordered_moves(&p, &target);
+    let (moves, stuck) = dwepc_place::plan::ordered_moves(&p, &target);
     assert!(stuck.is_empty(), "{moves:?} {stuck:?}");
     assert_eq!(moves.len(), 3);
 }
 
 #[test]
 fn statistics_of_samples() {
-    use dwepc_core::place::Stat;
+    use dwepc_place::plan::Stat;
     let v: Vec<f64> = (1..=100).map(f64::from).collect();
     assert_eq!(Stat::parse("p95").unwrap().of(&v), Some(95.0));
     assert_eq!(Stat::parse("max").unwrap().of(&v), Some(100.0));

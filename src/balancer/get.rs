@@ -122,7 +122,8 @@ unsafe fn scan(
     let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
         // SAFETY: the bitmap has a word for every BITS peers of the list.
         let done = unsafe { *tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
-        !done && p.down == 0 && !failed(p, now) && !(p.max_conns != 0 && p.conns >= p.max_conns)
+        let full = p.max_conns != 0 && p.conns >= p.max_conns;
+        !done && p.down == 0 && !failed(p, now) && !full
     };
     // the map is complete: every position has a slot (usually its
     // position plus the group's first slot)

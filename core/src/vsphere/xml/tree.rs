@@ -135,13 +135,11 @@ pub fn parse_from(input: impl BufRead, limits: Limits) -> Result<Element, XmlErr
                 tree.spend(t.len())?;
                 tree.push_text(&String::from_utf8_lossy(&t));
             }
-            Event::GeneralRef(r) => {
-                if tree.in_element() {
-                    let name = String::from_utf8_lossy(&r).into_owned();
-                    let reference = format!("&{name};");
-                    let s = quick_xml::escape::unescape(&reference).map_err(|e| bad(&e))?;
-                    tree.text(&s)?;
-                }
+            Event::GeneralRef(r) if tree.in_element() => {
+                let name = String::from_utf8_lossy(&r).into_owned();
+                let reference = format!("&{name};");
+                let s = quick_xml::escape::unescape(&reference).map_err(|e| bad(&e))?;
+                tree.text(&s)?;
             }
             Event::Eof => break,
             _ => {}

@@ -1,17 +1,18 @@
 //! dwepc: an nginx dynamic module that balances an `upstream {}` of VMware
-//! VMs by their ESXi performance counters (the DWEPC algorithm).
+//! VMs by their ESXi performance counters (`ARCHITECTURE.md` at the root is
+//! the map).
 //!
 //! This crate is the FFI layer only: every `extern "C"` function is a thin
-//! shim that catches panics; the algorithm, parsing and status rendering are
-//! plain Rust in `dwepc-core`.
+//! shim that catches panics; the balancing modes, parsing and status
+//! rendering are plain Rust in `dwepc-core`.
 //!
 //! `src/` depends on `dwepc-core`, never the other way, and its files in
 //! one direction (no circle):
 //!
 //! ```text
-//! lib (module table) ─> directives ─> balancer ─┐
-//!                    ─> status ─────────────────┼─> zone ─> module ─> state
-//!                    ─> worker (collector thread)┘
+//! lib (module table) ─> directives ─> balancer/ ─┐
+//!                    ─> status ──────────────────┼─> zone ─> module ─> state
+//!                    ─> worker (collector thread) ┘
 //! ```
 //! Every file may use `util` (panic containment, logging, strings), which
 //! uses none of them; `module` declares the module object for lookups, as

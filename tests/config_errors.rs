@@ -70,7 +70,7 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={pw} tls_verify=maybe;")), "dwepc_vsphere", "\"on\" or \"off\""),
         (conf("", "dwepc;"), "dwepc;", "\"dwepc\" directive is not allowed here"),
         (conf("", "server { listen 127.0.0.1:1; location / { dwepc_status on; } }"), "dwepc_status", "invalid number of arguments"),
-        // issue 10: settings that cannot work, or leak the password
+        // settings that cannot work, or leak the password
         (conf("", &format!("dwepc_vsphere vc url=https://admin:s3cret@vc/sdk user=u password_file={pw};")), "dwepc_vsphere", "put the user in user= and the password in password_file="),
         (conf("", &format!("dwepc_vsphere vc url=http://vc/sdk user=u password_file={pw};")), "dwepc_vsphere", "clear text"),
         (conf("", &format!("dwepc_vsphere vc url=https://x user=u password_file={pw};")), "dwepc_vsphere", "has no path"),

@@ -58,7 +58,7 @@ fn panic_under_the_peer_lock_releases_it() {
     let alerts = alerts(&log, "dwepc: panic in get_peer");
     assert_eq!(alerts.len(), 1, "{log}");
     assert!(
-        alerts[0].contains("dwepc fault injection: get_peer_locked at src/balancer.rs:"),
+        alerts[0].contains("dwepc fault injection: get_peer_locked at src/balancer/get.rs:"),
         "{}",
         alerts[0]
     );

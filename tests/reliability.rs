@@ -1,4 +1,4 @@
-//! Reliability figures for BENCHMARKS.md (issue 10): reloads under load,
+//! Reliability figures for BENCHMARKS.md ("Reliability"): reloads under load,
 //! the polling worker killed under load, proxied latency while vSphere
 //! answers are hostile, and proxied latency while the status page of a
 //! 2,000-server upstream is pulled in a loop. Measurements, not checks of

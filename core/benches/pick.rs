@@ -4,14 +4,17 @@
 //!
 //!     cargo bench -p dwepc-core --bench pick
 //!
-//! `dwepc` is the default shares mode (least in-flight per share, in-flight
-//! from the zone's sent/done words, limit check, smooth-WRR tie pass);
+//! `dwepc` is the default shares mode as the module runs it (the slot map,
+//! a `policy::Picker` of the mode's comparison: least in-flight per share,
+//! in-flight from the zone's sent/done words, limit check; the smooth-WRR
+//! tie pass);
 //! `least_conn` is nginx's loop with its tie pass and per-worker counts
 //! (an upstream without `zone`); `least_conn_zone` adds the locks nginx
 //! takes around the pick and the end of a request when the upstream has a
 //! `zone`, and `dwepc_zone` the same locks around dwepc (the module wraps
 //! nginx's round robin peer data, so it takes them too); `dwepc_paper` is
-//! the paper mode's argmax of L. Every loop sees one request end per pick.
+//! the paper mode's pick (the largest L, through the same slot map and
+//! picker). Every loop sees one request end per pick.
 
 // Index loops mirror nginx's C loops.
 #![allow(clippy::needless_range_loop)]
@@ -205,115 +208,142 @@ fn slot_map(shared: UpstreamZone<'_>, n: usize) -> SlotMap {
     map
 }
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// A zone of `n` peers, initialised.
+fn zone_words(n: usize) -> Vec<AtomicU64> {
+    let words: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
+    UpstreamZone::new(&words, n).unwrap().init(1);
+    words
+}
+
+/// The paper mode's pick: distinct allocations as Q·W gives them, and the
+/// worst case, every allocation equal (every comparison a tie).
+fn bench_paper(g: &mut Group<'_>, n: usize) {
+    let paper = Comparison::LargestRemaining;
+    let mut tie = vec![0i64; n];
+    let words = zone_words(n);
+    let zone = UpstreamZone::new(&words, n).unwrap();
+    let alloc: Vec<f64> = (0..n)
+        .map(|i| 1000.0 + (i as f64 * 0.618_034).fract() * 100.0)
+        .collect();
+    zone.apply(&alloc, u64::MAX, 0);
+    let map = slot_map(zone, n);
+    g.bench_with_input(BenchmarkId::new("dwepc_paper", n), &n, |b, &n| {
+        b.iter(|| black_box(pick_mode(zone, paper, &map, n, &mut tie)))
+    });
+    let twords = zone_words(n);
+    let ties = UpstreamZone::new(&twords, n).unwrap();
+    ties.apply(&vec![1000.0; n], u64::MAX, 0);
+    let tmap = slot_map(ties, n);
+    g.bench_with_input(BenchmarkId::new("dwepc_paper_all_ties", n), &n, |b, &n| {
+        b.iter(|| black_box(pick_mode(ties, paper, &tmap, n, &mut tie)))
+    });
+}
+
+/// nginx's own: smooth weighted round robin, least_conn, and least_conn
+/// inside the locks of an upstream with a `zone`.
+fn bench_nginx(g: &mut Group<'_>, n: usize) {
+    let mut wrr = Wrr {
+        weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
+        current: vec![0; n],
+        effective: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
+    };
+    g.bench_with_input(BenchmarkId::new("round_robin", n), &n, |b, _| {
+        b.iter(|| black_box(wrr.pick()))
+    });
+    // least_conn and dwepc see the same requests end: after each pick
+    // one request ends on the next peer, so in-flight counts keep
+    // moving and ties happen as in a live upstream
+    let mut lc = LeastConn {
+        conns: (0..n).map(|i| (i % 13) as u64).collect(),
+        weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
+        current: vec![0; n],
+    };
+    g.bench_with_input(BenchmarkId::new("least_conn", n), &n, |b, _| {
+        b.iter(|| {
+            let k = lc.pick();
+            lc.conns[(k + 1) % n] = lc.conns[(k + 1) % n].saturating_sub(1);
+            black_box(k)
+        })
+    });
+    // the same with a `zone`: nginx's locks around the pick and the end
+    let peers_lock = NgxRwlock(AtomicU64::new(0));
+    let peer_locks: Vec<NgxRwlock> = (0..n).map(|_| NgxRwlock(AtomicU64::new(0))).collect();
+    g.bench_with_input(BenchmarkId::new("least_conn_zone", n), &n, |b, _| {
+        b.iter(|| {
+            peers_lock.wlock();
+            let k = lc.pick();
+            peers_lock.unlock();
+            let j = (k + 1) % n;
+            peers_lock.rlock();
+            peer_locks[j].wlock();
+            lc.conns[j] = lc.conns[j].saturating_sub(1);
+            peer_locks[j].unlock();
+            peers_lock.unlock();
+            black_box(k)
+        })
+    });
+}
+
+/// The shares mode's pick, without and with nginx's `zone` locks (the
+/// module's get and free run inside them as least_conn's do).
+fn bench_shares(g: &mut Group<'_>, n: usize) {
+    let words = zone_words(n);
+    let sh = UpstreamZone::new(&words, n).unwrap();
+    let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
+    let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
+    sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
+    for i in 0..n {
+        for _ in 0..(i % 13) {
+            sh.count(i);
+        }
+    }
+    let epoch = sh.epoch();
+    let map = slot_map(sh, n);
+    let mut tie = vec![0i64; n];
+    let how = Comparison::LeastPerShare { plus_one: false };
+    // one pick, and one request ending on the next peer
+    let mut step = |n: usize| {
+        let k = pick_mode(sh, how, &map, n, &mut tie);
+        let j = (k + 1) % n;
+        (k, j)
+    };
+    let end = |j: usize| {
+        if sh.in_flight(j) > 0 {
+            sh.finish(j, epoch);
+        }
+    };
+    g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
+        b.iter(|| {
+            let (k, j) = step(n);
+            end(j);
+            black_box(k)
+        })
+    });
+    let peers_lock = NgxRwlock(AtomicU64::new(0));
+    let peer_locks: Vec<NgxRwlock> = (0..n).map(|_| NgxRwlock(AtomicU64::new(0))).collect();
+    g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
+        b.iter(|| {
+            peers_lock.wlock();
+            let (k, j) = step(n);
+            peers_lock.unlock();
+            peers_lock.rlock();
+            peer_locks[j].wlock();
+            end(j);
+            peer_locks[j].unlock();
+            peers_lock.unlock();
+            black_box(k)
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [4usize, 32, 256, 2000] {
-        let zone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let shared = UpstreamZone::new(&zone, n).unwrap();
-        shared.init(1);
-        // allocations as Q·W gives them: distinct reals
-        let alloc: Vec<f64> = (0..n)
-            .map(|i| 1000.0 + (i as f64 * 0.618_034).fract() * 100.0)
-            .collect();
-        shared.apply(&alloc, u64::MAX, 0);
-        let paper = Comparison::LargestRemaining;
-        let pmap = slot_map(shared, n);
-        let mut ptie = vec![0i64; n];
-        g.bench_with_input(BenchmarkId::new("dwepc_paper", n), &n, |b, &n| {
-            b.iter(|| black_box(pick_mode(shared, paper, &pmap, n, &mut ptie)))
-        });
-        // worst case: every allocation equal, every comparison a tie
-        let tzone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let ties = UpstreamZone::new(&tzone, n).unwrap();
-        ties.init(1);
-        ties.apply(&vec![1000.0; n], u64::MAX, 0);
-        let tmap = slot_map(ties, n);
-        g.bench_with_input(BenchmarkId::new("dwepc_paper_all_ties", n), &n, |b, &n| {
-            b.iter(|| black_box(pick_mode(ties, paper, &tmap, n, &mut ptie)))
-        });
-        let mut wrr = Wrr {
-            weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
-            current: vec![0; n],
-            effective: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
-        };
-        g.bench_with_input(BenchmarkId::new("round_robin", n), &n, |b, _| {
-            b.iter(|| black_box(wrr.pick()))
-        });
-        // least_conn and dwepc see the same requests end: after each pick
-        // one request ends on the next peer, so in-flight counts keep
-        // moving and ties happen as in a live upstream
-        let mut lc = LeastConn {
-            conns: (0..n).map(|i| (i % 13) as u64).collect(),
-            weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
-            current: vec![0; n],
-        };
-        g.bench_with_input(BenchmarkId::new("least_conn", n), &n, |b, _| {
-            b.iter(|| {
-                let k = lc.pick();
-                lc.conns[(k + 1) % n] = lc.conns[(k + 1) % n].saturating_sub(1);
-                black_box(k)
-            })
-        });
-        // the same with a `zone`: nginx's locks around the pick and the end
-        let peers_lock = NgxRwlock(AtomicU64::new(0));
-        let peer_locks: Vec<NgxRwlock> = (0..n).map(|_| NgxRwlock(AtomicU64::new(0))).collect();
-        g.bench_with_input(BenchmarkId::new("least_conn_zone", n), &n, |b, _| {
-            b.iter(|| {
-                peers_lock.wlock();
-                let k = lc.pick();
-                peers_lock.unlock();
-                let j = (k + 1) % n;
-                peers_lock.rlock();
-                peer_locks[j].wlock();
-                lc.conns[j] = lc.conns[j].saturating_sub(1);
-                peer_locks[j].unlock();
-                peers_lock.unlock();
-                black_box(k)
-            })
-        });
-        let szone: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
-        let sh = UpstreamZone::new(&szone, n).unwrap();
-        sh.init(1);
-        let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
-        let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
-        sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
-        for i in 0..n {
-            for _ in 0..(i % 13) {
-                sh.count(i);
-            }
-        }
-        let epoch = sh.epoch();
-        let map = slot_map(sh, n);
-        let mut tie = vec![0i64; n];
-        let shares = Comparison::LeastPerShare { plus_one: false };
-        g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
-            b.iter(|| {
-                let k = pick_mode(sh, shares, &map, n, &mut tie);
-                let j = (k + 1) % n;
-                if sh.in_flight(j) > 0 {
-                    sh.finish(j, epoch);
-                }
-                black_box(k)
-            })
-        });
-        // with a `zone` the module's get and free run inside nginx's locks
-        // as least_conn's do
-        g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
-            b.iter(|| {
-                peers_lock.wlock();
-                let k = pick_mode(sh, shares, &map, n, &mut tie);
-                peers_lock.unlock();
-                let j = (k + 1) % n;
-                peers_lock.rlock();
-                peer_locks[j].wlock();
-                if sh.in_flight(j) > 0 {
-                    sh.finish(j, epoch);
-                }
-                peer_locks[j].unlock();
-                peers_lock.unlock();
-                black_box(k)
-            })
-        });
+        bench_paper(&mut g, n);
+        bench_nginx(&mut g, n);
+        bench_shares(&mut g, n);
     }
     g.finish();
 }

@@ -236,7 +236,7 @@ pub fn resolve_endpoints(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -322,7 +322,9 @@ mod tests {
         .contains("\"on\" or \"off\""));
     }
 
-    fn endpoint_with(extra: &[&str]) -> Result<EndpointConf, String> {
+    /// An endpoint `vc` of user `u` with `extra` parameters, its error as
+    /// text.
+    pub(crate) fn endpoint_with(extra: &[&str]) -> Result<EndpointConf, String> {
         let mut a = vec!["vc", "user=u", "password_file=p"];
         a.extend_from_slice(extra);
         parse_endpoint(&a).map_err(|e| e.to_string())

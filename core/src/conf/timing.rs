@@ -53,13 +53,8 @@ pub fn check_timing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::{parse_endpoint, parse_upstream};
-
-    fn endpoint_with(extra: &[&str]) -> Result<EndpointConf, String> {
-        let mut a = vec!["vc", "user=u", "password_file=p"];
-        a.extend_from_slice(extra);
-        parse_endpoint(&a).map_err(|e| e.to_string())
-    }
+    use crate::conf::endpoint::tests::endpoint_with;
+    use crate::conf::parse_upstream;
 
     #[test]
     fn ttl_must_outlive_a_takeover_and_a_default_is_raised_to_it() {

@@ -10,9 +10,9 @@
 //! mode's model for its window, capacities and the status it shows, and
 //! adds only the weights.
 
-use super::paper::{self, PaperModel};
+use super::paper::{self, FitState, PaperModel, PaperPolicy, Publish};
 use super::view::{Fields, Metric};
-use super::{Comparison, Mode, Pairing, PeerFacts, Policy, Sample, Tuning};
+use super::{Comparison, Mode, PeerFacts, Policy, Tuning};
 use crate::resources::{CPU, MEM, NET, R};
 use crate::zone::{PeerInfo, UpstreamZone};
 
@@ -29,12 +29,12 @@ impl Mode for Wlc {
     }
 
     fn policy(&self, t: &Tuning, peers: &[PeerFacts], zone: UpstreamZone<'_>) -> Box<dyn Policy> {
-        Box::new(WlcPolicy {
-            model: paper::resumed_model(t, peers, zone),
-            weights: WlcWeights::default(),
+        let weights = Weights {
+            f: WlcWeights::default(),
             configured: peers.iter().map(|p| p.weight).collect(),
             in_force: vec![None; peers.len()],
-        })
+        };
+        Box::new(PaperPolicy::new(t, peers, zone, weights))
     }
 
     fn comparison(&self, _t: &Tuning) -> Comparison {
@@ -105,34 +105,32 @@ impl WlcWeights {
     }
 }
 
-/// The wlc mode's policy: the paper model's window and the weights in
-/// force.
-struct WlcPolicy {
-    model: PaperModel,
-    weights: WlcWeights,
+/// The wlc mode's publication on the paper's model: the weights in force.
+struct Weights {
+    f: WlcWeights,
     /// Configured `weight=` per peer (for peers without counters).
     configured: Vec<f64>,
     /// Weight in force per peer.
     in_force: Vec<Option<f64>>,
 }
 
-impl WlcPolicy {
+impl Weights {
     /// New weights from the newest sample's utilisations; a peer without
     /// counters gets its configured weight, scaled to A.
-    fn next_weights(&mut self) -> Vec<f64> {
-        let newest = self.model.window().last().cloned();
+    fn next(&mut self, model: &PaperModel) -> Vec<f64> {
+        let newest = model.window().last().cloned();
         let heaviest = self.configured.iter().copied().fold(1.0, f64::max);
-        (0..self.model.len())
+        (0..model.len())
             .map(|p| {
-                let cap = self.model.capacity(p);
+                let cap = model.capacity(p);
                 let e = newest.as_ref().map_or([f64::NAN; R], |s| s.usage[p]);
                 let util = [CPU, MEM, NET].map(|j| e[j] / cap[j]);
                 let w = if util.iter().all(|x| !x.is_finite()) {
-                    self.weights.a * self.configured[p] / heaviest
+                    self.f.a * self.configured[p] / heaviest
                 } else {
-                    self.weights.weight(util)
+                    self.f.weight(util)
                 };
-                let w = self.weights.update(self.in_force[p], w);
+                let w = self.f.update(self.in_force[p], w);
                 self.in_force[p] = Some(w);
                 w
             })
@@ -140,25 +138,16 @@ impl WlcPolicy {
     }
 }
 
-impl Policy for WlcPolicy {
-    fn pairing(&self) -> Pairing {
-        Pairing {
-            sent: true,
-            ..Pairing::default()
-        }
-    }
-
-    fn set_peer(&mut self, i: usize, facts: PeerFacts) {
-        self.model.set_capacity(i, facts.capacity);
-    }
-
-    fn push(&mut self, sample: Sample) -> bool {
-        self.model.push(sample)
-    }
-
-    fn update(&mut self, zone: UpstreamZone<'_>, ttl_ms: u64, now_ms: u64) {
-        paper::publish_fit(&mut self.model, zone);
-        let weights = self.next_weights();
+impl Publish for Weights {
+    fn publish(
+        &mut self,
+        model: &PaperModel,
+        _st: FitState,
+        zone: UpstreamZone<'_>,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) {
+        let weights = self.next(model);
         // the pick reads the weights as shares (least in flight per share
         // is weighted least connections); the status page shows them as
         // allocations
@@ -173,17 +162,9 @@ impl Policy for WlcPolicy {
                 }
             })
             .collect();
-        let valid_until = self.model.newest_ms().unwrap_or(0) + ttl_ms;
+        let valid_until = model.newest_ms().unwrap_or(0) + ttl_ms;
         zone.apply(&weights, valid_until, now_ms);
         zone.apply_shares(&shares, &[], valid_until, now_ms);
-    }
-
-    fn publish_peer(&self, zone: UpstreamZone<'_>, i: usize) {
-        paper::publish_peer(&self.model, zone, i);
-    }
-
-    fn summary(&self, zone: UpstreamZone<'_>) -> String {
-        paper::summary(zone)
     }
 }
 

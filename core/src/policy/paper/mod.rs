@@ -32,9 +32,7 @@ impl Mode for Paper {
     }
 
     fn policy(&self, t: &Tuning, peers: &[PeerFacts], zone: UpstreamZone<'_>) -> Box<dyn Policy> {
-        Box::new(PaperPolicy {
-            model: resumed_model(t, peers, zone),
-        })
+        Box::new(PaperPolicy::new(t, peers, zone, Allocations))
     }
 
     fn comparison(&self, _t: &Tuning) -> Comparison {
@@ -54,29 +52,54 @@ impl Mode for Paper {
     }
 }
 
-/// The paper's model for `peers`, starting from the W the zone holds
-/// (fitted before a reload, or by another worker that polled).
-pub(super) fn resumed_model(t: &Tuning, peers: &[PeerFacts], zone: UpstreamZone<'_>) -> PaperModel {
-    let model = PaperModel::new(
-        FitParams {
-            window: t.window,
-            min_samples: t.min_samples,
-            ..FitParams::default()
-        },
-        peers.iter().map(|p| p.weight).collect(),
+/// What a policy on the paper's model publishes for the pick after each
+/// fit: the paper mode its allocations, the wlc mode its weights.
+pub(super) trait Publish {
+    /// Publishes into `zone` after `model` was refitted (`st`), valid
+    /// until its newest sample plus `ttl_ms`.
+    fn publish(
+        &mut self,
+        model: &PaperModel,
+        st: FitState,
+        zone: UpstreamZone<'_>,
+        ttl_ms: u64,
+        now_ms: u64,
     );
-    match zone.w() {
-        Some(w) => model.with_w(w),
-        None => model,
+}
+
+/// A policy on the paper's model: its window, capacities and fit, and what
+/// it publishes for the pick.
+pub(super) struct PaperPolicy<P> {
+    model: PaperModel,
+    publish: P,
+}
+
+impl<P: Publish> PaperPolicy<P> {
+    /// The model for `peers`, starting from the W the zone holds (fitted
+    /// before a reload, or by another worker that polled).
+    pub(super) fn new(
+        t: &Tuning,
+        peers: &[PeerFacts],
+        zone: UpstreamZone<'_>,
+        publish: P,
+    ) -> PaperPolicy<P> {
+        let model = PaperModel::new(
+            FitParams {
+                window: t.window,
+                min_samples: t.min_samples,
+                ..FitParams::default()
+            },
+            peers.iter().map(|p| p.weight).collect(),
+        );
+        let model = match zone.w() {
+            Some(w) => model.with_w(w),
+            None => model,
+        };
+        PaperPolicy { model, publish }
     }
 }
 
-/// The paper mode's policy: its model, and what it publishes.
-struct PaperPolicy {
-    model: PaperModel,
-}
-
-impl Policy for PaperPolicy {
+impl<P: Publish> Policy for PaperPolicy<P> {
     fn pairing(&self) -> Pairing {
         Pairing {
             sent: true,
@@ -93,48 +116,49 @@ impl Policy for PaperPolicy {
     }
 
     fn update(&mut self, zone: UpstreamZone<'_>, ttl_ms: u64, now_ms: u64) {
-        let st = publish_fit(&mut self.model, zone);
-        match self.model.allocations() {
+        let st = self.model.refit();
+        zone.set_w(self.model.w());
+        zone.set_window(self.model.window_len(), self.model.newest_ms().unwrap_or(0));
+        for i in 0..self.model.len() {
+            self.publish_peer(zone, i);
+        }
+        self.publish.publish(&self.model, st, zone, ttl_ms, now_ms);
+    }
+
+    fn publish_peer(&self, zone: UpstreamZone<'_>, i: usize) {
+        zone.set_peer_model(i, self.model.headroom(i), self.model.has_counters(i));
+    }
+
+    fn summary(&self, zone: UpstreamZone<'_>) -> String {
+        let w = zone.w().unwrap_or([f64::NAN; R]);
+        format!(
+            "W cpu={:.4e} mem={:.4e} net={:.4e} disk={:.4e}",
+            w[0], w[1], w[2], w[3]
+        )
+    }
+}
+
+/// The paper mode's publication: each peer's allocation `Q·W` for the
+/// period, or round robin with the reason.
+struct Allocations;
+
+impl Publish for Allocations {
+    fn publish(
+        &mut self,
+        model: &PaperModel,
+        st: FitState,
+        zone: UpstreamZone<'_>,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) {
+        match model.allocations() {
             Some(a) => {
-                let valid_until = self.model.newest_ms().unwrap_or(0) + ttl_ms;
+                let valid_until = model.newest_ms().unwrap_or(0) + ttl_ms;
                 zone.apply(&a, valid_until, now_ms);
             }
             None => zone.disable(reason_of(st)),
         }
     }
-
-    fn publish_peer(&self, zone: UpstreamZone<'_>, i: usize) {
-        publish_peer(&self.model, zone, i);
-    }
-
-    fn summary(&self, zone: UpstreamZone<'_>) -> String {
-        summary(zone)
-    }
-}
-
-/// Refits `model` and publishes W, the window and every peer's headroom.
-pub(super) fn publish_fit(model: &mut PaperModel, zone: UpstreamZone<'_>) -> FitState {
-    let st = model.refit();
-    zone.set_w(model.w());
-    zone.set_window(model.window_len(), model.newest_ms().unwrap_or(0));
-    for i in 0..model.len() {
-        publish_peer(model, zone, i);
-    }
-    st
-}
-
-/// Publishes peer `i`'s headroom and whether it has counters.
-pub(super) fn publish_peer(model: &PaperModel, zone: UpstreamZone<'_>, i: usize) {
-    zone.set_peer_model(i, model.headroom(i), model.has_counters(i));
-}
-
-/// The log's words for the fitted W.
-pub(super) fn summary(zone: UpstreamZone<'_>) -> String {
-    let w = zone.w().unwrap_or([f64::NAN; R]);
-    format!(
-        "W cpu={:.4e} mem={:.4e} net={:.4e} disk={:.4e}",
-        w[0], w[1], w[2], w[3]
-    )
 }
 
 /// Why the model gives no allocations.

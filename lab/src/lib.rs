@@ -2,6 +2,11 @@
 //! (the vSphere simulator), backends on loopback and an HTTP client. The
 //! integration tests of the module and the lab binary both use it. Every
 //! process started here is stopped by its own PID.
+//!
+//! The three larger parts are folders, a file per job: [`vm`] (the emulated
+//! VMs: specs, pages, queue model, serving, control endpoint), [`load`] (the
+//! load generator: spec, arrivals, connections) and [`run`] (a lab cell:
+//! policies, stacks, clock, events, load processes, analysis, results).
 
 pub mod backend;
 pub mod hold;
@@ -24,6 +29,11 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Locks `m`, also after another holder panicked.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Polls `f` every 20 ms for up to `timeout`, returning its first `Some`.

@@ -1,7 +1,9 @@
 //! Holding a CPU's utilisation in a band with an adaptive number of
-//! threads, as seeds/000's script does (`min max threads step sleep`): every
-//! second the utilisation is measured; below the band `step` threads are
-//! added, above it `step` are removed.
+//! threads, as the CPU-hold script of the blog post "虚拟化环境下服务器负载均衡的参考实现"
+//! ("A reference implementation of server load balancing in virtualised
+//! environments") does (`min max threads step sleep`): every second the
+//! utilisation is measured; below the band `step` threads are added, above
+//! it `step` are removed.
 //!
 //! The same controller drives two things:
 //!
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use dwepc_core::rng::Rng;
 
-/// seeds/000's controller.
+/// The controller of the blog post's CPU-hold script (see the module's doc).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Holder {
     /// Band, percent.
@@ -147,7 +149,7 @@ pub struct HoldOpts {
 }
 
 /// `dwepc-lab cpuhold`: holds this machine's CPU utilisation in the band,
-/// printing one line per second as seeds/000 does.
+/// printing one line per second as the blog post's CPU-hold script does.
 pub fn run_machine(o: &HoldOpts) -> i32 {
     let max = 64 * std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut holder = Holder::new(o.lo, o.hi, o.threads, o.step, max);

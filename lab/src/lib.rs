@@ -2,6 +2,11 @@
 //! (the vSphere simulator), backends on loopback and an HTTP client. The
 //! integration tests of the module and the lab binary both use it. Every
 //! process started here is stopped by its own PID.
+//!
+//! The three larger parts are folders, a file per job: [`vm`] (the emulated
+//! VMs: specs, pages, queue model, serving, control endpoint), [`load`] (the
+//! load generator: spec, arrivals, connections) and [`run`] (a lab cell:
+//! policies, stacks, clock, events, load processes, analysis, results).
 
 pub mod backend;
 pub mod hold;
@@ -26,6 +31,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Locks `m`, also after another holder panicked.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Polls `f` every 20 ms for up to `timeout`, returning its first `Some`.
 pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = std::time::Instant::now();
@@ -40,12 +50,9 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
-/// Wall-clock milliseconds since the epoch (the module's own clock).
-pub use dwepc_core::clock::now_ms as wall_ms;
-
 /// Now as an RFC 3339 UTC timestamp with whole seconds.
 pub fn now_rfc3339() -> String {
-    rfc3339(wall_ms() / 1000)
+    rfc3339(dwepc_core::clock::now_ms() / 1000)
 }
 
 /// `secs` since the epoch as an RFC 3339 UTC timestamp.

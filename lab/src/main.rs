@@ -2,6 +2,8 @@
 //! on every subcommand).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -51,7 +53,9 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Holds this machine's CPU utilisation in a band with an adaptive
-    /// number of threads (seeds/000); prints one line per second.
+    /// number of threads (as the CPU-hold script of the blog post "A reference
+    /// implementation of server load balancing in virtualised environments");
+    /// prints one line per second.
     Cpuhold(HoldArgs),
     /// (Used by the lab) one load generator from a given wall-clock instant,
     /// writing one line per request to OUT.
@@ -181,77 +185,112 @@ fn run_cells(cells: &[Cell], out: &Path, parallel: usize) -> Result<(), String> 
         hms(total),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let started = Instant::now();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-    let saving = std::sync::Mutex::new(());
+    let batch = Batch {
+        cells,
+        out,
+        total,
+        started: Instant::now(),
+        next: AtomicUsize::new(0),
+        failed: Mutex::new(None),
+        saving: Mutex::new(()),
+    };
     std::thread::scope(|scope| {
         for _ in 0..parallel.min(cells.len()) {
-            scope.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(c) = cells.get(i) else { return };
-                let left = total.saturating_sub(started.elapsed());
-                eprintln!(
-                    "lab: cell {}/{} {} (level {}, seed {}, {} policies, cadence {}): about {} left",
-                    i + 1,
-                    cells.len(),
-                    c.name,
-                    c.level,
-                    c.seed,
-                    c.policies.len(),
-                    c.cadence.label(),
-                    hms(left)
-                );
-                let label = format!("cell {}/{} {} seed {}", i + 1, cells.len(), c.name, c.seed);
-                let res = run::run_cell(c, |el, tot| {
-                    if el.as_secs() % 30 < 10 {
-                        eprintln!(
-                            "lab:   {label}: {}/{} s, about {} left in all",
-                            el.as_secs(),
-                            tot.as_secs(),
-                            hms(total.saturating_sub(started.elapsed()))
-                        );
-                    }
-                });
-                let rs = match res {
-                    Ok(rs) => rs,
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            *f = Some(format!("{label}: {e}"));
-                        }
-                        return;
-                    }
-                };
-                let _g = saving.lock();
-                for r in &rs {
-                    eprintln!(
-                        "lab:   {label} {:<22} {:>6.1} req/s p99 {:>8.1} ms  timeouts {:>5} 5xx {:>5}  CoV {:.3} max/mean {:.2}  CPU {:.0}%",
-                        r.policy.name(),
-                        r.goodput,
-                        r.p99_ms,
-                        r.timeouts,
-                        r.http_5xx,
-                        r.bottleneck.cov,
-                        r.bottleneck.max_over_mean,
-                        r.machine_cpu_pct
-                    );
-                }
-                if let Err(e) = run::save(out, &rs) {
-                    if let Ok(mut f) = failed.lock() {
-                        *f = Some(format!("{}: {e}", out.display()));
-                    }
-                }
-            });
+            scope.spawn(|| batch.worker());
         }
     });
-    if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+    if let Some(e) = batch.failed.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
-    eprintln!("lab: {} cells in {}", cells.len(), hms(started.elapsed()));
+    eprintln!(
+        "lab: {} cells in {}",
+        cells.len(),
+        hms(batch.started.elapsed())
+    );
     Ok(())
+}
+
+/// What the workers of [`run_cells`] share.
+struct Batch<'a> {
+    cells: &'a [Cell],
+    out: &'a Path,
+    /// The estimated time of the whole batch.
+    total: Duration,
+    started: Instant,
+    /// The next cell to take.
+    next: AtomicUsize,
+    /// The first failure: the workers stop taking cells.
+    failed: Mutex<Option<String>>,
+    /// Held while a worker prints and saves its results.
+    saving: Mutex<()>,
+}
+
+impl Batch<'_> {
+    /// Takes the next cell and runs it, until none is left or one failed.
+    fn worker(&self) {
+        loop {
+            if self.failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                return;
+            }
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(c) = self.cells.get(i) else { return };
+            if let Err(e) = self.run_one(i, c) {
+                if let Ok(mut f) = self.failed.lock() {
+                    *f = Some(e);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Runs cell `i`, prints one line per policy and saves the results.
+    fn run_one(&self, i: usize, c: &Cell) -> Result<(), String> {
+        let left = self.total.saturating_sub(self.started.elapsed());
+        eprintln!(
+            "lab: cell {}/{} {} (level {}, seed {}, {} policies, cadence {}): about {} left",
+            i + 1,
+            self.cells.len(),
+            c.name,
+            c.level,
+            c.seed,
+            c.policies.len(),
+            c.cadence.label(),
+            hms(left)
+        );
+        let label = format!(
+            "cell {}/{} {} seed {}",
+            i + 1,
+            self.cells.len(),
+            c.name,
+            c.seed
+        );
+        let rs = run::run_cell(c, |el, tot| {
+            if el.as_secs() % 30 < 10 {
+                eprintln!(
+                    "lab:   {label}: {}/{} s, about {} left in all",
+                    el.as_secs(),
+                    tot.as_secs(),
+                    hms(self.total.saturating_sub(self.started.elapsed()))
+                );
+            }
+        })
+        .map_err(|e| format!("{label}: {e}"))?;
+        let _g = self.saving.lock();
+        for r in &rs {
+            eprintln!(
+                "lab:   {label} {:<22} {:>6.1} req/s p99 {:>8.1} ms  timeouts {:>5} 5xx {:>5}  CoV {:.3} max/mean {:.2}  CPU {:.0}%",
+                r.policy.name(),
+                r.goodput,
+                r.p99_ms,
+                r.timeouts,
+                r.http_5xx,
+                r.bottleneck.cov,
+                r.bottleneck.max_over_mean,
+                r.machine_cpu_pct
+            );
+        }
+        run::save(self.out, &rs).map_err(|e| format!("{}: {e}", self.out.display()))
+    }
 }
 
 fn report(out: &Path) {
@@ -373,7 +412,7 @@ fn cmd_load(spec: &Path, out: &Path, start_at_ms: u64, backends: &[String]) -> R
     let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let spec = dwepc_lab::load::LoadSpec::from_json(&v)?;
-    let now = dwepc_lab::wall_ms();
+    let now = dwepc_core::clock::now_ms();
     if start_at_ms > now {
         std::thread::sleep(Duration::from_millis(start_at_ms - now));
     }

@@ -3,6 +3,7 @@
 //! `return 200`), measured with wrk in the same run, rounds interleaved.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -57,12 +58,41 @@ fn parse_wrk(out: &str) -> Option<(f64, f64)> {
 pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
     // fast backends: one nginx answering on 4 loopback ports
     let bports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let listen: String = bports
+    let _backends = fast_backends(&bports);
+    let (vc, pw) = live_vcsim();
+    let configs = configs(&bports);
+    let port = free_port();
+    let mut rows: Vec<Row> = configs
+        .iter()
+        .map(|(n, _)| Row {
+            name: n,
+            rps: vec![],
+            p99_ms: vec![],
+        })
+        .collect();
+    for round in 0..rounds {
+        for (k, (name, lines)) in configs.iter().enumerate() {
+            let text = proxy_conf(&vc, &pw, lines, &bports, port);
+            let (rps, p99) = measure(round, name, &text, port, secs, conns);
+            rows[k].rps.push(rps);
+            rows[k].p99_ms.push(p99);
+        }
+    }
+    rows
+}
+
+/// One nginx answering `200 ok` on each of `ports`.
+fn fast_backends(ports: &[u16]) -> Nginx {
+    let listen: String = ports
         .iter()
         .map(|p| format!("server {{ listen 127.0.0.1:{p}; keepalive_requests 100000; location / {{ return 200 \"ok\\n\"; }} }}\n"))
         .collect();
-    let _backends = Nginx::start(&conf("worker_processes 1;", &listen), bports[0]);
-    // vcsim with constant counters, so the dwepc path runs with live allocations
+    Nginx::start(&conf("worker_processes 1;", &listen), ports[0])
+}
+
+/// vcsim with constant counters for VMs b0..b3, so the dwepc path runs
+/// with live allocations; and its password file.
+fn live_vcsim() -> (Vcsim, PathBuf) {
     let vms: Vec<VmSpec> = (0..4)
         .map(|i| VmSpec::new(&format!("b{i}"), None, 2, 4000, 2048))
         .collect();
@@ -84,16 +114,18 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
     vc.set_counters(&serde_json::Value::Object(counters));
     let pw = vc.dir.join("pw");
     std::fs::write(&pw, "pass\n").unwrap();
-    let servers: String = bports
-        .iter()
-        .map(|p| format!("server 127.0.0.1:{p};\n"))
-        .collect();
+    (vc, pw)
+}
+
+/// The configurations compared: name and the upstream block's method
+/// lines (with `dwepc_node` lines mapping the backends to b0..b3).
+fn configs(bports: &[u16]) -> [(&'static str, String); 5] {
     let nodes: String = bports
         .iter()
         .enumerate()
         .map(|(i, p)| format!("dwepc_node 127.0.0.1:{p} vm=b{i};\n"))
         .collect();
-    let configs: [(&'static str, String); 5] = [
+    [
         ("round_robin", String::new()),
         ("least_conn", "least_conn;".into()),
         (
@@ -108,49 +140,48 @@ pub fn run(rounds: usize, secs: u64, conns: u32) -> Vec<Row> {
             "dwepc paper (live counters)",
             format!("dwepc mode=paper interval=1s ttl=1h;\n{nodes}"),
         ),
-    ];
-    let port = free_port();
-    let mut rows: Vec<Row> = configs
+    ]
+}
+
+/// The proxy's configuration: `lines` in front of the backends, on `port`.
+fn proxy_conf(vc: &Vcsim, pw: &Path, lines: &str, bports: &[u16], port: u16) -> String {
+    let servers: String = bports
         .iter()
-        .map(|(n, _)| Row {
-            name: n,
-            rps: vec![],
-            p99_ms: vec![],
-        })
+        .map(|p| format!("server 127.0.0.1:{p};\n"))
         .collect();
-    for round in 0..rounds {
-        for (k, (name, lines)) in configs.iter().enumerate() {
-            let text = conf(
-                "worker_processes 1;",
-                &format!(
-                    "dwepc_vsphere vc url={} user=user password_file={} timeout=2s insecure_http=on;\n\
-                     upstream app {{ {lines}\n{servers} keepalive 32; }}\n\
-                     server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;\n\
-                       location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
-                       location = /dwepc {{ dwepc_status; }} }}",
-                    vc.url,
-                    pw.display()
-                ),
-            );
-            let mut ng = Nginx::start(&text, port);
-            if name.contains("live") {
-                let ok = wait_for(Duration::from_secs(30), || {
-                    let _ = http::request(port, "GET", "/");
-                    let st = http::request(port, "GET", "/dwepc").ok()?;
-                    st.body.contains("\"balancing\":\"dwepc\"").then_some(())
-                });
-                assert!(ok.is_some(), "counters never took over");
-            }
-            // warm up, then measure
-            let _ = wrk(port, 1, conns);
-            let (rps, p99) = wrk(port, secs, conns).expect("wrk output");
-            eprintln!("overhead: round {round} {name:<40} {rps:>10.0} req/s  p99 {p99:.3} ms");
-            rows[k].rps.push(rps);
-            rows[k].p99_ms.push(p99);
-            ng.stop(Duration::from_secs(10));
-        }
+    conf(
+        "worker_processes 1;",
+        &format!(
+            "dwepc_vsphere vc url={} user=user password_file={} timeout=2s insecure_http=on;\n\
+             upstream app {{ {lines}\n{servers} keepalive 32; }}\n\
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;\n\
+               location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+               location = /dwepc {{ dwepc_status; }} }}",
+            vc.url,
+            pw.display()
+        ),
+    )
+}
+
+/// One measurement of configuration `name`: nginx started with `text`
+/// (with live counters, once they took over), a 1-s warm-up, then wrk
+/// for `secs`: (requests/s, p99 ms).
+fn measure(round: usize, name: &str, text: &str, port: u16, secs: u64, conns: u32) -> (f64, f64) {
+    let mut ng = Nginx::start(text, port);
+    if name.contains("live") {
+        let ok = wait_for(Duration::from_secs(30), || {
+            let _ = http::request(port, "GET", "/");
+            let st = http::request(port, "GET", "/dwepc").ok()?;
+            st.body.contains("\"balancing\":\"dwepc\"").then_some(())
+        });
+        assert!(ok.is_some(), "counters never took over");
     }
-    rows
+    // warm up, then measure
+    let _ = wrk(port, 1, conns);
+    let (rps, p99) = wrk(port, secs, conns).expect("wrk output");
+    eprintln!("overhead: round {round} {name:<40} {rps:>10.0} req/s  p99 {p99:.3} ms");
+    ng.stop(Duration::from_secs(10));
+    (rps, p99)
 }
 
 fn wrk(port: u16, secs: u64, conns: u32) -> Option<(f64, f64)> {

@@ -14,7 +14,8 @@
 //! ```text
 //! workload t2                        # t1 | t2 | mix | short (default t2)
 //! frontends 60 40                    # nginx instances in front of the same VMs, traffic split
-//! at 60s vm5 background cpu 40-50%   # a batch job holds its CPU use in the band (seeds/000)
+//! at 60s vm5 background cpu 40-50%   # a batch job holds its CPU use in the band, as the CPU-hold script of
+//!                                    # "A reference implementation of server load balancing in virtualised environments"
 //! at 60s vm5 background cpu 50%      # ... or at a fixed level
 //! at 200s vm5 background off
 //! at 60s vm4 contention 50%          # the hypervisor withholds 50 % of vm4's cycles (CPU ready)
@@ -118,7 +119,9 @@ impl Workload {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// A batch job in the VM holds its CPU use between `lo` and `hi`
-    /// percent of the VM's CPU (adaptive, as seeds/000).
+    /// percent of the VM's CPU (adaptive, as the CPU-hold script of the blog
+    /// post "虚拟化环境下服务器负载均衡的参考实现", "A reference implementation of
+    /// server load balancing in virtualised environments").
     Background {
         vm: String,
         lo: f64,
@@ -230,50 +233,7 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
             }
             ["at", t, rest @ ..] => {
                 let at_s = secs(t).ok_or_else(|| err("bad time"))?;
-                let action = match rest {
-                    ["vsphere", "down"] => Action::VsphereDown { secs: None },
-                    ["vsphere", "down", d] => Action::VsphereDown {
-                        secs: Some(secs(d).ok_or_else(|| err("bad duration"))?),
-                    },
-                    ["vsphere", "up"] => Action::VsphereUp,
-                    ["mix", x] => Action::Mix {
-                        workload: Workload::parse(x).ok_or_else(|| err("unknown workload"))?,
-                    },
-                    [vm, "background", "off"] => Action::BackgroundOff { vm: vm.to_string() },
-                    [vm, "background", "cpu", band] => {
-                        let (lo, hi) = match band.strip_suffix('%').unwrap_or(band).split_once('-')
-                        {
-                            Some((a, b)) => (pct(a), pct(b)),
-                            None => (pct(band), pct(band)),
-                        };
-                        let (Some(lo), Some(hi)) = (lo, hi) else {
-                            return Err(err("bad band (like 40-50%)"));
-                        };
-                        if lo > hi || hi > 95.0 {
-                            return Err(err("band must be low-high, at most 95%"));
-                        }
-                        Action::Background {
-                            vm: vm.to_string(),
-                            lo,
-                            hi,
-                        }
-                    }
-                    [vm, "contention", p] => Action::Contention {
-                        vm: vm.to_string(),
-                        pct: pct(p)
-                            .filter(|x| *x <= 95.0)
-                            .ok_or_else(|| err("bad percentage (0-95%)"))?,
-                    },
-                    [vm, "slowdown", p] => Action::Slowdown {
-                        vm: vm.to_string(),
-                        pct: pct(p)
-                            .filter(|x| *x <= 95.0)
-                            .ok_or_else(|| err("bad percentage (0-95%)"))?,
-                    },
-                    [vm, "down"] => Action::Down { vm: vm.to_string() },
-                    [vm, "up"] => Action::Up { vm: vm.to_string() },
-                    _ => return Err(err("unknown event")),
-                };
+                let action = parse_action(rest, &err)?;
                 sc.events.push(Event { at_s, action });
             }
             _ => return Err(err("unknown statement")),
@@ -281,6 +241,60 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     }
     sc.events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     Ok(sc)
+}
+
+/// The action of an `at TIME ...` statement (the words after the time);
+/// `err` names the line in an error.
+fn parse_action(rest: &[&str], err: &impl Fn(&str) -> String) -> Result<Action, String> {
+    Ok(match rest {
+        ["vsphere", "down"] => Action::VsphereDown { secs: None },
+        ["vsphere", "down", d] => Action::VsphereDown {
+            secs: Some(secs(d).ok_or_else(|| err("bad duration"))?),
+        },
+        ["vsphere", "up"] => Action::VsphereUp,
+        ["mix", x] => Action::Mix {
+            workload: Workload::parse(x).ok_or_else(|| err("unknown workload"))?,
+        },
+        [vm, "background", "off"] => Action::BackgroundOff { vm: vm.to_string() },
+        [vm, "background", "cpu", band] => {
+            let (lo, hi) = parse_band(band, err)?;
+            Action::Background {
+                vm: vm.to_string(),
+                lo,
+                hi,
+            }
+        }
+        [vm, "contention", p] => Action::Contention {
+            vm: vm.to_string(),
+            pct: pct(p)
+                .filter(|x| *x <= 95.0)
+                .ok_or_else(|| err("bad percentage (0-95%)"))?,
+        },
+        [vm, "slowdown", p] => Action::Slowdown {
+            vm: vm.to_string(),
+            pct: pct(p)
+                .filter(|x| *x <= 95.0)
+                .ok_or_else(|| err("bad percentage (0-95%)"))?,
+        },
+        [vm, "down"] => Action::Down { vm: vm.to_string() },
+        [vm, "up"] => Action::Up { vm: vm.to_string() },
+        _ => return Err(err("unknown event")),
+    })
+}
+
+/// A background job's band, `40-50%` or `50%` (low = high), percent.
+fn parse_band(band: &str, err: &impl Fn(&str) -> String) -> Result<(f64, f64), String> {
+    let (lo, hi) = match band.strip_suffix('%').unwrap_or(band).split_once('-') {
+        Some((a, b)) => (pct(a), pct(b)),
+        None => (pct(band), pct(band)),
+    };
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Err(err("bad band (like 40-50%)"));
+    };
+    if lo > hi || hi > 95.0 {
+        return Err(err("band must be low-high, at most 95%"));
+    }
+    Ok((lo, hi))
 }
 
 /// Reads a scenario file (its name is the file stem).

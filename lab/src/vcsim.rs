@@ -260,7 +260,21 @@ impl Vcsim {
     fn spawn_once(&mut self, deadline: Instant) -> Result<(), String> {
         let ready = self.dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
+        let mut cmd = self.command(&ready);
+        self.redirect_output(&mut cmd)?;
+        let child = cmd.spawn().map_err(|e| {
+            format!(
+                "spawn {}: {e} (run scripts/build-vcsim.sh?)",
+                binary().display()
+            )
+        })?;
+        crate::procs::register(child.id());
+        self.wait_ready(child, &ready, deadline)
+    }
 
+    /// The simulator's command line: the files in `self.dir`, `self.port`
+    /// and the options.
+    fn command(&self, ready: &Path) -> Command {
         let mut cmd = Command::new(binary());
         cmd.arg("-listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -269,7 +283,7 @@ impl Vcsim {
             .arg("-counters")
             .arg(self.dir.join("counters.json"))
             .arg("-ready")
-            .arg(&ready)
+            .arg(ready)
             .arg("-refresh")
             .arg(self.opts.refresh_s.to_string())
             .arg("-user")
@@ -293,6 +307,12 @@ impl Vcsim {
                 .arg("-tls-state")
                 .arg(self.dir.join("tls-state.pem"));
         }
+        cmd
+    }
+
+    /// Appends the simulator's stderr and stdout to vcsim.log and
+    /// stdout.log in `self.dir`, and keeps its temporary files there.
+    fn redirect_output(&self, cmd: &mut Command) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -308,16 +328,20 @@ impl Vcsim {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(log));
-        let mut child = cmd.spawn().map_err(|e| {
-            format!(
-                "spawn {}: {e} (run scripts/build-vcsim.sh?)",
-                binary().display()
-            )
-        })?;
-        crate::procs::register(child.id());
+        Ok(())
+    }
 
+    /// Waits for the ready file and takes the URL and port it names; an
+    /// error if the process exits first or `deadline` passes (then it is
+    /// killed).
+    fn wait_ready(
+        &mut self,
+        mut child: Child,
+        ready: &Path,
+        deadline: Instant,
+    ) -> Result<(), String> {
         loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
+            if let Ok(text) = std::fs::read_to_string(ready) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                     let url = v["url"].as_str().unwrap_or_default().to_string();
                     let port = url

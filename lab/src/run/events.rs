@@ -1,0 +1,62 @@
+//! The scenario's events on a stack: when each happens (the timeline) and
+//! what it does (apply).
+
+use std::time::Duration;
+
+use super::lock;
+use super::stack::Stack;
+use crate::hold::BackgroundJob;
+use crate::scenario::{Action, Scenario};
+use crate::vm::VmSpec;
+
+/// Applies one event to one stack.
+pub(super) fn apply(stack: &Stack, action: &Action, seed: u64, cluster: &[VmSpec]) {
+    let idx = |vm: &str| cluster.iter().position(|v| v.name == vm);
+    let res = match action {
+        Action::Background { vm, lo, hi } => {
+            if let Some(i) = idx(vm) {
+                lock(&stack.jobs)[i] =
+                    Some(BackgroundJob::new(*lo, *hi, seed ^ ((i as u64 + 1) * 7919)));
+            }
+            Ok(())
+        }
+        Action::BackgroundOff { vm } => {
+            if let Some(i) = idx(vm) {
+                lock(&stack.jobs)[i] = None;
+            }
+            stack.vms.ctl(&format!("/vm/{vm}/hog?mhz=0"))
+        }
+        Action::Contention { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/contention?pct={pct}")),
+        Action::Slowdown { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/slowdown?pct={pct}")),
+        Action::Down { vm } => stack.vms.ctl(&format!("/vm/{vm}/down")),
+        Action::Up { vm } => stack.vms.ctl(&format!("/vm/{vm}/up")),
+        Action::VsphereDown { .. } => {
+            stack.vc.fault("hang");
+            Ok(())
+        }
+        Action::VsphereUp => {
+            stack.vc.fault("none");
+            Ok(())
+        }
+        Action::Mix { .. } => Ok(()), // the load generator's phases
+    };
+    if let Err(e) = res {
+        eprintln!("lab: event {action:?} on {}: {e}", stack.policy.name());
+    }
+}
+
+/// The events of a scenario as (ms after the load starts, action), with the
+/// end of a timed vSphere outage as its own event.
+pub(super) fn timeline(sc: &Scenario, warmup: Duration) -> Vec<(u64, Action)> {
+    let w = warmup.as_millis() as f64;
+    let mut out = Vec::new();
+    for e in &sc.events {
+        let at = (w + e.at_s * 1000.0).max(0.0) as u64;
+        out.push((at, e.action.clone()));
+        if let Action::VsphereDown { secs: Some(d) } = e.action {
+            out.push((at + (d * 1000.0) as u64, Action::VsphereUp));
+        }
+    }
+    out.sort_by_key(|x| x.0);
+    out
+}

@@ -1,0 +1,116 @@
+//! The balancing policies compared side by side, and the upstream block
+//! each one configures.
+
+/// Balancing policies compared side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// nginx round robin, no weights.
+    Rr,
+    /// nginx weighted round robin with capacity weights (the paper's baseline).
+    Wrr,
+    /// nginx least_conn.
+    Lc,
+    /// nginx least_conn with capacity weights (what an expert configures).
+    LcW,
+    /// nginx random two least_conn.
+    Random2,
+    /// The dynamic WLC of She Peng, "LVS集群加权最小连接调度算法的研究"
+    /// ("Research on the weighted least-connection scheduling algorithm of
+    /// LVS clusters"), Computer & Digital Engineering, 2019 no. 4; as
+    /// `dwepc mode=wlc`.
+    DynWlc,
+    /// dwepc, paper mode.
+    Paper,
+    /// dwepc, the default shares mode.
+    Dwepc,
+    /// dwepc shares mode with `pick=expected_delay`.
+    DwepcSed,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 9] = [
+        Policy::Rr,
+        Policy::Wrr,
+        Policy::Lc,
+        Policy::LcW,
+        Policy::Random2,
+        Policy::DynWlc,
+        Policy::Paper,
+        Policy::Dwepc,
+        Policy::DwepcSed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Rr => "round_robin",
+            Policy::Wrr => "weighted_rr",
+            Policy::Lc => "least_conn",
+            Policy::LcW => "weighted_least_conn",
+            Policy::Random2 => "random2_least_conn",
+            Policy::DynWlc => "dynamic_wlc",
+            Policy::Paper => "dwepc_paper",
+            Policy::Dwepc => "dwepc",
+            Policy::DwepcSed => "dwepc_expected_delay",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Policy::Rr => "rr",
+            Policy::Wrr => "wrr",
+            Policy::Lc => "lc",
+            Policy::LcW => "lcw",
+            Policy::Random2 => "r2",
+            Policy::DynWlc => "dwlc",
+            Policy::Paper => "paper",
+            Policy::Dwepc => "dwepc",
+            Policy::DwepcSed => "sed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s || p.short() == s)
+    }
+
+    /// Parses a comma-separated list.
+    pub fn parse_list(s: &str) -> Result<Vec<Policy>, String> {
+        s.split(',')
+            .map(|x| {
+                Policy::parse(x.trim()).ok_or_else(|| {
+                    format!(
+                        "unknown policy {x:?} (one of {})",
+                        Policy::ALL.map(|p| p.short()).join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn uses_counters(self) -> bool {
+        matches!(
+            self,
+            Policy::DynWlc | Policy::Paper | Policy::Dwepc | Policy::DwepcSed
+        )
+    }
+
+    pub(super) fn weighted(self) -> bool {
+        matches!(self, Policy::Wrr | Policy::LcW) || self.uses_counters()
+    }
+
+    /// The upstream block's lines (the `server` lines come after).
+    pub(super) fn method(self, period_s: u64) -> String {
+        let i = period_s;
+        match self {
+            Policy::Rr | Policy::Wrr => String::new(),
+            Policy::Lc | Policy::LcW => "least_conn;".into(),
+            Policy::Random2 => "random two least_conn;".into(),
+            Policy::DynWlc => format!("dwepc mode=wlc interval={i}s window=20;"),
+            Policy::Paper => format!("dwepc mode=paper interval={i}s window=20;"),
+            Policy::Dwepc => format!("dwepc interval={i}s;"),
+            Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The set of emulated VMs of one process and the operations on them:
+//! usage, capacity changes, down and up.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+
+use super::lock;
+use super::serve::accept_loop;
+use super::spec::Usage;
+use super::state::State;
+use dwepc_core::clock;
+
+/// Listen backlog of every VM.
+const BACKLOG: u32 = 1024;
+
+/// One emulated VM: its address, its state and the signals of its tasks.
+pub(super) struct Vm {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pub(super) memory_mb: f64,
+    pub(super) state: Mutex<State>,
+    /// Bumped on every capacity change: waiting requests re-time.
+    pub(super) epoch: watch::Sender<u64>,
+    /// Bumped when the VM goes down: its listener and connections close.
+    pub(super) life: watch::Sender<u64>,
+    /// The raw fd of the listener while up (serialises up/down).
+    pub(super) listener_fd: Mutex<Option<i32>>,
+}
+
+impl Vm {
+    pub(super) fn usage(&self, st: &State, t: f64, wall_ms: u64) -> Usage {
+        Usage {
+            name: self.name.clone(),
+            t_ms: wall_ms,
+            cpu_mhz_ms: st.cpu_mhz_ms(t),
+            bytes_sent: st.bytes_sent(t),
+            requests: st.requests,
+            active: st.active,
+            in_flight: st.in_flight,
+            mem_kb: 0.3 * self.memory_mb * 1024.0 + 1024.0 * st.active as f64,
+            hog_mhz: st.hog_mhz,
+            cpu_mhz: st.cpu_mhz,
+            cpu_eff_mhz: st.cpu_eff(),
+            ready_ms: st.ready_ms(t),
+            up: st.up,
+        }
+    }
+}
+
+/// An error of a control operation: HTTP status and message.
+pub(super) type CtlError = (u16, String);
+
+/// The VMs of this process, their clock and runtime, and the control
+/// endpoint's address.
+pub(super) struct Lab {
+    pub(super) base: Instant,
+    pub(super) base_tokio: tokio::time::Instant,
+    pub(super) vms: Vec<Arc<Vm>>,
+    pub(super) rt: tokio::runtime::Handle,
+    pub(super) control: SocketAddr,
+    pub(super) quit: watch::Sender<bool>,
+}
+
+impl Lab {
+    /// Now, ms since `base` (take it while holding the VM's lock).
+    pub(super) fn now_ms(&self) -> f64 {
+        self.base.elapsed().as_secs_f64() * 1000.0
+    }
+
+    pub(super) fn at(&self, ms: f64) -> tokio::time::Instant {
+        let ms = if ms.is_finite() { ms.max(0.0) } else { 1e12 };
+        self.base_tokio + Duration::from_secs_f64(ms / 1000.0)
+    }
+
+    pub(super) fn vm(&self, name: &str) -> Result<&Arc<Vm>, CtlError> {
+        self.vms
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| (404, format!("no VM named {name:?}")))
+    }
+
+    pub(super) fn usage(&self) -> Vec<Usage> {
+        let guards: Vec<_> = self.vms.iter().map(|v| lock(&v.state)).collect();
+        let t = self.now_ms();
+        let wall = clock::now_ms();
+        self.vms
+            .iter()
+            .zip(&guards)
+            .map(|(vm, st)| vm.usage(st, t, wall))
+            .collect()
+    }
+
+    pub(super) fn usage_of(&self, name: &str) -> Result<Usage, CtlError> {
+        let vm = self.vm(name)?;
+        let st = lock(&vm.state);
+        Ok(vm.usage(&st, self.now_ms(), clock::now_ms()))
+    }
+
+    pub(super) fn reconfigure(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut State),
+    ) -> Result<(), CtlError> {
+        let vm = self.vm(name)?;
+        {
+            let mut st = lock(&vm.state);
+            let t = self.now_ms();
+            st.reconfigure(t, f);
+        }
+        vm.epoch.send_modify(|e| *e += 1);
+        Ok(())
+    }
+
+    pub(super) fn set_hog(&self, name: &str, mhz: f64) -> Result<(), CtlError> {
+        if !(mhz.is_finite() && mhz >= 0.0) {
+            return Err((400, format!("bad hog {mhz}")));
+        }
+        self.reconfigure(name, |s| s.hog_mhz = mhz)
+    }
+
+    pub(super) fn set_cpu(&self, name: &str, mhz: f64) -> Result<(), CtlError> {
+        if !(mhz.is_finite() && mhz >= 1.0) {
+            return Err((400, format!("bad cpu capacity {mhz} (>= 1 MHz)")));
+        }
+        self.reconfigure(name, |s| s.cpu_mhz = mhz)
+    }
+
+    pub(super) fn set_net(&self, name: &str, kbps: f64) -> Result<(), CtlError> {
+        if !(kbps.is_finite() && kbps >= 0.0) {
+            return Err((400, format!("bad link capacity {kbps}")));
+        }
+        self.reconfigure(name, |s| s.net_kbps = kbps)
+    }
+
+    pub(super) fn set_contention(&self, name: &str, pct: f64) -> Result<(), CtlError> {
+        if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
+            return Err((400, format!("bad contention {pct} (0 to 95 %)")));
+        }
+        self.reconfigure(name, |s| s.contention = pct / 100.0)
+    }
+
+    pub(super) fn set_slowdown(&self, name: &str, pct: f64) -> Result<(), CtlError> {
+        if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
+            return Err((400, format!("bad slowdown {pct} (0 to 95 %)")));
+        }
+        self.reconfigure(name, |s| s.slowdown = pct / 100.0)
+    }
+
+    pub(super) fn down(&self, name: &str) -> Result<(), CtlError> {
+        let vm = self.vm(name)?;
+        let mut fd = lock(&vm.listener_fd);
+        let Some(raw) = fd.take() else {
+            return Ok(());
+        };
+        // Stops listening now (new connections are refused at once); the
+        // accept loop owns the fd and closes it when it sees `life` change.
+        // SAFETY: the listener is alive until its loop sees `life` change.
+        unsafe { libc::shutdown(raw, libc::SHUT_RDWR) };
+        {
+            let mut st = lock(&vm.state);
+            let t = self.now_ms();
+            st.reconfigure(t, |s| {
+                s.up = false;
+                s.servers.iter_mut().for_each(|q| q.truncate(t));
+                if let Some(l) = &mut s.link {
+                    l.truncate(t);
+                }
+            });
+        }
+        vm.life.send_modify(|g| *g += 1);
+        vm.epoch.send_modify(|e| *e += 1);
+        Ok(())
+    }
+
+    pub(super) fn up(self: &Arc<Self>, name: &str) -> Result<(), CtlError> {
+        let vm = self.vm(name)?.clone();
+        let fd = lock(&vm.listener_fd);
+        if fd.is_some() {
+            return Ok(());
+        }
+        let listener = {
+            let _g = self.rt.enter();
+            bind(vm.addr)
+        }
+        .map_err(|e| (500, format!("bind {}: {e}", vm.addr)))?;
+        self.listen(vm.clone(), listener, fd);
+        Ok(())
+    }
+
+    /// Marks `vm` up and serves `listener` (with the `listener_fd` lock).
+    pub(super) fn listen(
+        self: &Arc<Self>,
+        vm: Arc<Vm>,
+        listener: TcpListener,
+        mut fd: MutexGuard<Option<i32>>,
+    ) {
+        *fd = Some(listener.as_raw_fd());
+        {
+            let mut st = lock(&vm.state);
+            let t = self.now_ms();
+            st.reconfigure(t, |s| s.up = true);
+        }
+        let life = vm.life.subscribe();
+        self.rt
+            .spawn(accept_loop(self.clone(), vm.clone(), listener, life));
+        drop(fd);
+        vm.epoch.send_modify(|e| *e += 1);
+    }
+
+    pub(super) fn ready_json(&self) -> Value {
+        json!({
+            "control": self.control.to_string(),
+            "vms": self.vms.iter()
+                .map(|v| json!({"name": v.name, "addr": v.addr.to_string()}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Binds a listener with `SO_REUSEADDR` and the VMs' backlog.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(BACKLOG)
+}

@@ -218,7 +218,8 @@ fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, ConfError> 
     // SAFETY: the directives are only allowed inside upstream{}.
     let mut ups = unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups;
     if ups.is_null() {
-        // SAFETY: as above.
+        // SAFETY: inside upstream{} (the directives are allowed nowhere
+        // else) the upstream module's srv conf is the block's.
         let name = ngx_str(&unsafe { upstream_conf(cf) }.ok_or(NO_BLOCK)?.host);
         // SAFETY: the configuration pool frees the state with the cycle.
         let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
@@ -226,7 +227,8 @@ fn upstream_state(cf: &mut ngx_conf_t) -> Result<&mut UpstreamState, ConfError> 
         if ups.is_null() {
             return Err(ConfError::OutOfMemory);
         }
-        // SAFETY: as above.
+        // SAFETY: inside upstream{}, our srv conf slot is the SrvConf that
+        // create_srv_conf made for this block.
         unsafe { srv_conf(cf) }.ok_or(NO_BLOCK)?.ups = ups;
         main_conf_mut(cf)
             .ok_or(ConfError::NoMainConf)?

@@ -36,7 +36,9 @@ pub unsafe extern "C" fn cmd_status(
         };
         match clcf {
             Some(mut clcf) => {
-                // SAFETY: as above; parsing is single-threaded.
+                // SAFETY: clcf is the location's core conf (above), in the
+                // configuration pool; parsing is single-threaded, so no
+                // other reference to it is alive.
                 unsafe { clcf.as_mut().handler = Some(handler) };
                 NGX_CONF_OK
             }

@@ -52,7 +52,8 @@ impl Runtime for NginxRuntime {
             Level::Notice => NGX_LOG_NOTICE,
             Level::Info => NGX_LOG_INFO,
         };
-        // SAFETY: see `unsafe impl Send`.
+        // SAFETY: self.log is the cycle's log, valid for the worker's life;
+        // nginx's log writer is used from its own threads too.
         unsafe { crate::util::log(lvl, self.log, msg) };
     }
 
@@ -136,7 +137,8 @@ fn supervise(spec: Spec, rt: NginxRuntime) {
             backoff = Duration::from_secs(1);
         }
         let text = crate::util::panic_text(payload.as_ref());
-        // SAFETY: see `unsafe impl Send for NginxRuntime`.
+        // SAFETY: rt.log is the cycle's log, valid for the worker's life;
+        // nginx's log writer is used from its own threads too.
         unsafe {
             crate::util::log(
                 NGX_LOG_ALERT,

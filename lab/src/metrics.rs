@@ -1,4 +1,4 @@
-//! Balance and latency metrics for the lab (DESIGN §1.1 "balance metric").
+//! Balance and latency metrics for the lab (docs/ALGORITHM.md, "Balance metric").
 //!
 //! For one resource k with utilisations `u[t][i]` of node i in sample t
 //! (N samples, n nodes), the paper's balance is

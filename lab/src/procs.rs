@@ -57,7 +57,7 @@ pub fn stop_all(grace: Duration) {
     }
     for &p in &pids {
         if alive(p) {
-            // SAFETY: as above.
+            // SAFETY: kill(2) on a PID this process started and registered.
             unsafe {
                 libc::kill(p as libc::pid_t, libc::SIGKILL);
             }

@@ -295,7 +295,8 @@ pub unsafe fn round_robin(
         let _lock = unsafe { PeersLock::read(peers) };
         // SAFETY: peers is live and locked (`_lock`).
         unsafe { slot_map(servers, peers, backup, zone) }.and_then(|map| {
-            // SAFETY: as above.
+            // SAFETY: peers is live and read-locked (`_lock`); current is
+            // the peer round robin just took from it (or one since gone).
             unsafe { position(peers, dp.rrp.current) }.and_then(|i| map.slot(i))
         })
     };

@@ -43,7 +43,7 @@ pub fn peers_meta(peers: *mut ngx_http_upstream_rr_peers_t, backup: bool, out: &
         }
     }
     #[cfg(all(ngx_feature = "http_upstream_zone", dwepc_peer_refs))]
-    // SAFETY: as above: the list's `resolve` templates are a
+    // SAFETY: at init_upstream time the list's `resolve` templates are a
     // NULL-terminated list in the configuration pool.
     unsafe {
         let mut t = (*peers).resolve;

@@ -1,4 +1,4 @@
-//! Emulated VMs for the lab (DESIGN.md §4).
+//! Emulated VMs for the lab (README, "The lab").
 //!
 //! One process hosts N emulated VMs of different sizes on loopback, each a
 //! real HTTP/1.1 server on its own `ip:port` (distinct 127.0.0.x addresses,

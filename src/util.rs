@@ -11,7 +11,7 @@ use ngx::ffi::{ngx_cached_time, ngx_conf_t, ngx_log_t, ngx_str_t, NGX_LOG_ALERT,
 /// point of the module goes through this so no panic unwinds into nginx;
 /// a caught panic is logged at `[alert]` on the cycle's log with `name`
 /// (the entry point), its message and where it happened
-/// ([`report_panic`]). Anything `f` holds is released by its drop guards
+/// ([`report_panic`]). Anything `f` holds is released when dropped
 /// while unwinding.
 #[inline]
 pub fn catch_panic<T>(name: &'static str, on_panic: T, f: impl FnOnce() -> T) -> T {

@@ -5,7 +5,7 @@
 //!     cargo bench -p dwepc-core --bench pick
 //!
 //! `dwepc` is the default shares mode as the module runs it (the slot map,
-//! a `policy::Picker` of the mode's comparison: least in-flight per share,
+//! the mode's comparison run over the peers: least in-flight per share,
 //! in-flight from the zone's sent/done words, limit check; the smooth-WRR
 //! tie pass);
 //! `least_conn` is nginx's loop with its tie pass and per-worker counts
@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dwepc_core::policy::pick::SmoothTie;
-use dwepc_core::policy::{Comparison, Picker};
+use dwepc_core::policy::{Compare, Comparison, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
 use dwepc_core::zone::{words, UpstreamZone};
 
@@ -149,8 +149,52 @@ impl NgxRwlock {
 
 /// A mode's pick over the zone's words, as the module's `get` does it
 /// (minus nginx's own peer checks, which least_conn above lacks too): the
-/// list's slot map checked, each peer's slot looked up, a [`Picker`] of the
-/// mode's comparison over them, the tie pass, counted.
+/// list's slot map checked, each peer's slot looked up, the mode's
+/// comparison run over them ([`Comparison::run`]), the tie pass, counted.
+struct BenchScan<'a> {
+    zone: UpstreamZone<'a>,
+    map: &'a SlotMap,
+    n: usize,
+    tie: &'a mut [i64],
+}
+
+impl Scan for BenchScan<'_> {
+    type Peer = usize;
+    type Out = usize;
+
+    #[inline(always)]
+    fn scan<C: Compare<usize>>(self, mut c: C) -> usize {
+        let (zone, map, n) = (self.zone, self.map, self.n);
+        assert!(map.is_current(0) && map.complete());
+        let slot_of = |i: usize| match map.offset() {
+            Some(base) => base + i,
+            None => map.slot(i).unwrap_or(usize::MAX),
+        };
+        // as the module: one loop per way of finding slots
+        match map.offset() {
+            Some(base) => (0..n).for_each(|i| c.offer(i, base + i, zone)),
+            None => (0..n).for_each(|i| c.offer(i, slot_of(i), zone)),
+        }
+        let mut k = c.best().unwrap_or(0);
+        if c.tied() {
+            // as nginx: the tied are the first best and peers after it
+            let mut t = SmoothTie::default();
+            for i in k..n {
+                if let Some(share) = c.tie_weight(slot_of(i), zone) {
+                    self.tie[i] = t.offer(i, share, self.tie[i]);
+                }
+            }
+            if let Some((w, cur)) = t.winner() {
+                self.tie[w] = cur;
+                k = w;
+            }
+        }
+        zone.count(slot_of(k));
+        k
+    }
+}
+
+/// One pick of `how` over `n` peers.
 fn pick_mode(
     zone: UpstreamZone<'_>,
     how: Comparison,
@@ -158,35 +202,7 @@ fn pick_mode(
     n: usize,
     tie: &mut [i64],
 ) -> usize {
-    assert!(map.is_current(0) && map.complete());
-    let off = map.offset();
-    let slot = |i: usize| match off {
-        Some(base) => base + i,
-        None => map.slot(i).unwrap_or(usize::MAX),
-    };
-    let mut picker = Picker::new(how);
-    let mut k = 0;
-    for i in 0..n {
-        if picker.offer(i, slot(i), zone) {
-            k = i;
-        }
-    }
-    if picker.tied() {
-        // as nginx: the tied are the first best and peers after it
-        let mut t = SmoothTie::default();
-        for i in k..n {
-            if picker.is_tied(slot(i), zone) {
-                let share = zone.pick_view(slot(i)).1;
-                tie[i] = t.offer(i, share, tie[i]);
-            }
-        }
-        if let Some((w, c)) = t.winner() {
-            tie[w] = c;
-            k = w;
-        }
-    }
-    zone.count(slot(k));
-    k
+    how.run(BenchScan { zone, map, n, tie })
 }
 
 /// A slot map for `n` configured servers, as a worker builds it once.
@@ -303,21 +319,13 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];
     let how = Comparison::LeastPerShare { plus_one: false };
-    // one pick, and one request ending on the next peer
-    let mut step = |n: usize| {
-        let k = pick_mode(sh, how, &map, n, &mut tie);
-        let j = (k + 1) % n;
-        (k, j)
-    };
-    let end = |j: usize| {
-        if sh.in_flight(j) > 0 {
-            sh.finish(j, epoch);
-        }
-    };
     g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
         b.iter(|| {
-            let (k, j) = step(n);
-            end(j);
+            let k = pick_mode(sh, how, &map, n, &mut tie);
+            let j = (k + 1) % n;
+            if sh.in_flight(j) > 0 {
+                sh.finish(j, epoch);
+            }
             black_box(k)
         })
     });
@@ -326,11 +334,14 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
     g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
         b.iter(|| {
             peers_lock.wlock();
-            let (k, j) = step(n);
+            let k = pick_mode(sh, how, &map, n, &mut tie);
             peers_lock.unlock();
+            let j = (k + 1) % n;
             peers_lock.rlock();
             peer_locks[j].wlock();
-            end(j);
+            if sh.in_flight(j) > 0 {
+                sh.finish(j, epoch);
+            }
             peer_locks[j].unlock();
             peers_lock.unlock();
             black_box(k)

@@ -19,8 +19,8 @@
 //!
 //! The two data paths:
 //!
-//! * a request: the module's `get` runs a [`policy::Picker`] over nginx's
-//!   peers on what the upstream's policy published in its
+//! * a request: the module's `get` runs the upstream's
+//!   [`policy::Comparison`] over nginx's peers on what its policy published in its
 //!   [`zone::UpstreamZone`], and counts the request there; `free` counts
 //!   its end;
 //! * a counter sample: the [`collector`] reads it with the

@@ -1,6 +1,6 @@
 //! `peer.get`: one pick. Under nginx's peer lock (as least_conn takes it),
 //! the eligible peers of the list (not tried, not down, not failed, below
-//! `max_conns`) are offered to the mode's [`Picker`] on what its policy
+//! `max_conns`) are offered to the mode's comparison on what its policy
 //! published in the zone; ties go to this worker's smooth weighted round
 //! robin on the shares; the chosen peer is taken as round robin takes one
 //! and counted in its slot. Without usable counters, or with a peer that
@@ -9,7 +9,7 @@
 use core::ptr;
 
 use dwepc_core::policy::pick::SmoothTie;
-use dwepc_core::policy::Picker;
+use dwepc_core::policy::{Compare, Scan};
 use dwepc_core::zone::slots::SlotMap;
 use dwepc_core::zone::UpstreamZone;
 use ngx::ffi::{
@@ -24,6 +24,7 @@ use crate::state::Servers;
 use crate::util::cached_now_ms;
 
 /// What the pick chose: the peer, its position in the list and its slot.
+#[derive(Clone, Copy)]
 struct Choice {
     peer: *mut ngx_http_upstream_rr_peer_t,
     pos: usize,
@@ -76,8 +77,10 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
             return unsafe { round_robin(pc, dp, Some(zone)) };
         }
     };
-    // SAFETY: peers is live and locked; dp's tried bitmap covers it.
-    let (best, full) = unsafe { scan(peers, dp, &map, zone, servers) };
+    // SAFETY: peers is live and locked (`lock`) for the scan; dp's tried
+    // bitmap has a bit for each of its peers (round robin sized it).
+    let scan = unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers) };
+    let (best, full) = ups.parsed.comparison.run(scan);
     drop(map);
     match best {
         // SAFETY: the choice is a live peer of the list `lock` holds.
@@ -105,75 +108,118 @@ unsafe fn changed_since_init(peers: *mut ngx_http_upstream_rr_peers_t, dp: &Peer
     false
 }
 
-/// The eligible peers offered to the mode's picker, then the tie pass:
-/// the best, and whether every eligible peer was at its in-flight limit.
-///
-/// # Safety
-/// `peers` is live and locked; `dp.rrp.tried` has a bit for each of them.
-unsafe fn scan(
+/// A pick's walk over a peer list, under nginx's lock: the eligible peers
+/// offered to the mode's comparison, then the tie pass. Its result: the
+/// best, and whether every eligible peer was at its in-flight limit.
+struct ScanPeers<'a> {
     peers: *mut ngx_http_upstream_rr_peers_t,
-    dp: &PeerData,
-    map: &SlotMap,
-    zone: UpstreamZone<'_>,
-    servers: &Servers,
-) -> (Option<Choice>, bool) {
-    let now = ngx_time();
-    let tried = dp.rrp.tried;
-    let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
-        // SAFETY: the bitmap has a word for every BITS peers of the list.
-        let done = unsafe { *tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
-        let full = p.max_conns != 0 && p.conns >= p.max_conns;
-        !done && p.down == 0 && !failed(p, now) && !full
-    };
-    // the map is complete: every position has a slot (usually its
-    // position plus the group's first slot)
-    let offset = map.offset();
-    let slot_of = |i: usize| match offset {
-        Some(base) => base + i,
-        None => map.slot(i).unwrap_or(usize::MAX),
-    };
-    // SAFETY: ups.parsed is immutable after configuration.
-    let comparison = unsafe { (*dp.ups).parsed.comparison };
-    let mut picker = Picker::new(comparison);
-    let mut best: Option<Choice> = None;
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        each_eligible(peers, &eligible, |i, peer, _| {
-            let slot = slot_of(i);
-            if picker.offer(i, slot, zone) {
-                best = Some(Choice { peer, pos: i, slot });
-            }
-        })
-    };
-    let full = best.is_none() && picker.limited();
-    if picker.tied() {
-        // the first of the tied is the best: none before it is tied
-        let first = best.as_ref().map_or(0, |c| c.pos);
-        let mut tie = SmoothTie::default();
-        let mut leader: Option<Choice> = None;
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            each_eligible(peers, &eligible, |i, peer, _| {
-                let slot = slot_of(i);
-                if i < first || !picker.is_tied(slot, zone) {
-                    return;
-                }
-                if let Some(cell) = servers.tie_weights.get(slot) {
-                    cell.set(tie.offer(i, zone.pick_view(slot).1, cell.get()));
-                    if tie.leader() == Some(i) {
-                        leader = Some(Choice { peer, pos: i, slot });
-                    }
-                }
-            })
-        };
-        if let (Some((_, current)), Some(c)) = (tie.winner(), leader) {
-            if let Some(cell) = servers.tie_weights.get(c.slot) {
-                cell.set(current);
-            }
-            best = Some(c);
+    tried: *mut usize,
+    /// nginx's time, for max_fails' fail_timeout.
+    now: time_t,
+    map: &'a SlotMap,
+    zone: UpstreamZone<'a>,
+    servers: &'a Servers,
+}
+
+impl<'a> ScanPeers<'a> {
+    /// # Safety
+    /// `peers` is live and locked while the scan runs; `tried` is the
+    /// request's bitmap, with a bit for each of its peers.
+    unsafe fn new(
+        peers: *mut ngx_http_upstream_rr_peers_t,
+        tried: *mut usize,
+        map: &'a SlotMap,
+        zone: UpstreamZone<'a>,
+        servers: &'a Servers,
+    ) -> ScanPeers<'a> {
+        ScanPeers {
+            peers,
+            tried,
+            now: ngx_time(),
+            map,
+            zone,
+            servers,
         }
     }
-    (best, full)
+
+    /// Calls `f(i, peer)` for every eligible peer: not tried, not down, not
+    /// failed (max_fails), below max_conns.
+    #[inline]
+    fn each(&self, mut f: impl FnMut(usize, *mut ngx_http_upstream_rr_peer_t)) {
+        let (now, tried) = (self.now, self.tried);
+        let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
+            // SAFETY: the bitmap has a bit for every peer of the list
+            // (ScanPeers::new's contract).
+            let done = unsafe { *tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
+            let full = p.max_conns != 0 && p.conns >= p.max_conns;
+            !done && p.down == 0 && !failed(p, now) && !full
+        };
+        // SAFETY: the list is live and locked (ScanPeers::new's contract).
+        unsafe { each_eligible(self.peers, &eligible, |i, peer, _| f(i, peer)) };
+    }
+}
+
+impl Scan for ScanPeers<'_> {
+    type Peer = Choice;
+    type Out = (Option<Choice>, bool);
+
+    #[inline(always)]
+    fn scan<C: Compare<Choice>>(self, mut c: C) -> Self::Out {
+        match self.map.offset() {
+            Some(base) => self.offer_all(&mut c, |pos| base + pos),
+            None => self.offer_all(&mut c, |pos| self.map.slot(pos).unwrap_or(usize::MAX)),
+        }
+        let best = c.best();
+        let full = best.is_none() && c.limited();
+        if !c.tied() {
+            return (best, full);
+        }
+        // ties: smooth weighted round robin on the shares, with this
+        // worker's current weights; the first of the tied is the best,
+        // none before it is tied
+        let first = best.map_or(0, |b| b.pos);
+        let mut tie = SmoothTie::default();
+        self.each(|pos, peer| {
+            let slot = self.slot_of(pos);
+            let Some(share) = c.tie_weight(slot, self.zone).filter(|_| pos >= first) else {
+                return;
+            };
+            if let Some(cell) = self.servers.tie_weights.get(slot) {
+                cell.set(tie.offer(Choice { peer, pos, slot }, share, cell.get()));
+            }
+        });
+        match tie.winner() {
+            Some((w, current)) => {
+                if let Some(cell) = self.servers.tie_weights.get(w.slot) {
+                    cell.set(current);
+                }
+                (Some(w), full)
+            }
+            None => (best, full),
+        }
+    }
+}
+
+impl ScanPeers<'_> {
+    /// Offers every eligible peer to `c`, its slot from `slot_of` (a loop
+    /// compiled per way of finding slots, so the usual one is an
+    /// addition).
+    #[inline(always)]
+    fn offer_all<C: Compare<Choice>>(&self, c: &mut C, slot_of: impl Fn(usize) -> usize) {
+        self.each(|pos, peer| {
+            let slot = slot_of(pos);
+            c.offer(Choice { peer, pos, slot }, slot, self.zone);
+        });
+    }
+
+    /// The slot of the peer at position `pos` (the map is complete).
+    #[inline]
+    fn slot_of(&self, pos: usize) -> usize {
+        match self.map.offset() {
+            Some(base) => base + pos,
+            None => self.map.slot(pos).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// nginx's max_fails: the peer failed too often within fail_timeout.

@@ -29,7 +29,7 @@ pub mod view;
 pub mod window;
 pub mod wlc;
 
-pub use pick::{Comparison, Pick, Picker};
+pub use pick::{Compare, Comparison, Pick, Scan};
 pub use view::{Field, Fields, Metric};
 
 use crate::resources::{Res, R};

@@ -1,9 +1,10 @@
 //! The request path's comparisons: how a mode's pick compares the
 //! eligible peers on what its policy published in the zone. A mode chooses
-//! one [`Comparison`] at configuration; the nginx module runs a
-//! [`Picker`] of it over nginx's peer list for every request (the
-//! eligibility checks, `tried` bits and locks are nginx's and stay in the
-//! module).
+//! one [`Comparison`] at configuration; for every request the nginx module
+//! runs it ([`Comparison::run`]) over nginx's peer list with its own
+//! [`Scan`] (the eligibility checks, `tried` bits and locks are nginx's and
+//! stay in the module), each comparison ([`Compare`]) compiled into its own
+//! loop.
 //!
 //! * [`Comparison::LeastPerShare`]: the least in-flight per share
 //!   ([`LeastShare`]), at most each peer's in-flight limit; ties broken by
@@ -59,10 +60,60 @@ pub enum Comparison {
     LeastPerShare { plus_one: bool },
 }
 
-/// One pick in progress: offer it every eligible peer, in list order.
-pub enum Picker {
-    Largest(Argmax, Rng),
-    PerShare(LeastShare),
+impl Comparison {
+    /// Runs `scan` with a fresh comparison of this kind: the one dispatch
+    /// of a pick, so that each comparison's loop over the peers is
+    /// compiled for it alone.
+    #[inline(always)]
+    pub fn run<S: Scan>(self, scan: S) -> S::Out {
+        match self {
+            Comparison::LargestRemaining => scan.scan(Largest::new()),
+            Comparison::LeastPerShare { plus_one: false } => scan.scan(LeastShare::new()),
+            Comparison::LeastPerShare { plus_one: true } => scan.scan(LeastShare::expected_delay()),
+        }
+    }
+}
+
+/// What walks a peer list for a pick (the nginx module's scan under its
+/// peer lock, the benchmark's loop), generic over the comparison.
+pub trait Scan {
+    /// The walker's handle of a peer: what it needs to take the winner
+    /// (the comparison keeps the best one's, so the walk itself does not
+    /// branch per peer).
+    type Peer: Copy;
+    type Out;
+    /// Offers every eligible peer to `c`, in list order; then, if
+    /// [`Compare::tied`], breaks the tie with a second pass from the best
+    /// on ([`Compare::tie_weight`] of each, the tied ones offered to a
+    /// [`SmoothTie`]).
+    fn scan<C: Compare<Self::Peer>>(self, c: C) -> Self::Out;
+}
+
+/// One comparison of the eligible peers on what the zone holds.
+pub trait Compare<P: Copy> {
+    /// Offers peer `p`, counted in `slot` of `zone`.
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>);
+
+    /// The best peer offered (the first of the tied), if any.
+    fn best(&self) -> Option<P>;
+
+    /// More than one peer has the best value, and a second pass breaks
+    /// the tie.
+    fn tied(&self) -> bool {
+        false
+    }
+
+    /// Second pass: the share weight of the peer in `slot` if it is one of
+    /// the tied best.
+    fn tie_weight(&self, _slot: usize, _zone: UpstreamZone<'_>) -> Option<u32> {
+        None
+    }
+
+    /// Some eligible peer was passed over for being at its in-flight limit
+    /// (when none was picked: every peer is full).
+    fn limited(&self) -> bool {
+        false
+    }
 }
 
 thread_local! {
@@ -71,87 +122,83 @@ thread_local! {
     static WORKER_RNG: Cell<u64> = const { Cell::new(0) };
 }
 
-impl Picker {
-    /// A pick by `c`. Only [`Comparison::LargestRemaining`] draws from the
-    /// worker's generator (taken here, given back when the pick is
-    /// dropped).
-    #[inline]
-    pub fn new(c: Comparison) -> Picker {
-        match c {
-            Comparison::LargestRemaining => {
-                let seed = WORKER_RNG.with(Cell::get);
-                let seed = if seed == 0 {
-                    (std::process::id() as u64) << 32 ^ crate::clock::now_ms()
-                } else {
-                    seed
-                };
-                Picker::Largest(Argmax::default(), Rng::new(seed))
-            }
-            Comparison::LeastPerShare { plus_one: false } => Picker::PerShare(LeastShare::new()),
-            Comparison::LeastPerShare { plus_one: true } => {
-                Picker::PerShare(LeastShare::expected_delay())
-            }
-        }
-    }
+/// [`Comparison::LargestRemaining`]: the largest remaining allocation
+/// `L = target − sent`, random among equals, with the worker's generator
+/// (taken when the comparison starts, given back when it is dropped).
+pub struct Largest<P = usize> {
+    am: Argmax<P>,
+    rng: Rng,
+}
 
-    /// Offers the peer at list position `pos`, counted in `slot` of
-    /// `zone`; true if it is the best so far.
+impl<P: Copy> Largest<P> {
+    /// A comparison with this worker's generator.
     #[inline]
-    pub fn offer(&mut self, pos: usize, slot: usize, zone: UpstreamZone<'_>) -> bool {
-        match self {
-            Picker::Largest(am, rng) => {
-                let before = am.best();
-                am.offer(pos, zone.remaining(slot), rng);
-                am.best() != before
-            }
-            Picker::PerShare(ls) => {
-                let (in_flight, share, limit) = zone.pick_view(slot);
-                ls.offer(pos, in_flight, share, limit)
-            }
-        }
-    }
-
-    /// More than one peer has the best value and the tie is broken by a
-    /// second pass ([`Picker::is_tied`] over the peers from the best on,
-    /// each tied one offered to a [`SmoothTie`]).
-    #[inline]
-    pub fn tied(&self) -> bool {
-        match self {
-            Picker::Largest(..) => false,
-            Picker::PerShare(ls) => ls.tied(),
-        }
-    }
-
-    /// Second pass: is the peer in `slot` one of the tied best?
-    #[inline]
-    pub fn is_tied(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
-        match self {
-            Picker::Largest(..) => false,
-            Picker::PerShare(ls) => {
-                let (in_flight, share, limit) = zone.pick_view(slot);
-                ls.is_tied(in_flight, share, limit)
-            }
-        }
-    }
-
-    /// Some eligible peer was passed over for being at its in-flight
-    /// limit (when none was picked: every peer is full).
-    #[inline]
-    pub fn limited(&self) -> bool {
-        match self {
-            Picker::Largest(..) => false,
-            Picker::PerShare(ls) => ls.limited,
+    pub fn new() -> Largest<P> {
+        let seed = WORKER_RNG.with(Cell::get);
+        let seed = if seed == 0 {
+            (std::process::id() as u64) << 32 ^ crate::clock::now_ms()
+        } else {
+            seed
+        };
+        Largest {
+            am: Argmax::default(),
+            rng: Rng::new(seed),
         }
     }
 }
 
-impl Drop for Picker {
+impl<P: Copy> Default for Largest<P> {
+    fn default() -> Self {
+        Largest::new()
+    }
+}
+
+impl<P> Drop for Largest<P> {
     #[inline]
     fn drop(&mut self) {
-        if let Picker::Largest(_, rng) = self {
-            let next = rng.next_u64() | 1;
-            WORKER_RNG.with(|c| c.set(next));
-        }
+        let next = self.rng.next_u64() | 1;
+        WORKER_RNG.with(|c| c.set(next));
+    }
+}
+
+impl<P: Copy> Compare<P> for Largest<P> {
+    #[inline]
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
+        self.am.offer(p, zone.remaining(slot), &mut self.rng);
+    }
+
+    #[inline]
+    fn best(&self) -> Option<P> {
+        self.am.best()
+    }
+}
+
+impl<P: Copy> Compare<P> for LeastShare<P> {
+    #[inline]
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        LeastShare::offer(self, p, in_flight, share, limit);
+    }
+
+    #[inline]
+    fn best(&self) -> Option<P> {
+        LeastShare::best(self)
+    }
+
+    #[inline]
+    fn tied(&self) -> bool {
+        LeastShare::tied(self)
+    }
+
+    #[inline]
+    fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        self.is_tied(in_flight, share, limit).then_some(share)
+    }
+
+    #[inline]
+    fn limited(&self) -> bool {
+        self.limited
     }
 }
 
@@ -167,9 +214,9 @@ impl Drop for Picker {
 /// [`LeastShare::is_tied`], the tied ones to a [`SmoothTie`] with the
 /// caller's smooth-WRR state, and take [`SmoothTie::winner`].
 #[derive(Clone, Copy, Debug)]
-pub struct LeastShare {
+pub struct LeastShare<T = usize> {
     add: u64,
-    best: Option<usize>,
+    best: Option<T>,
     best_conns: u64,
     best_weight: u64,
     ties: u32,
@@ -177,9 +224,9 @@ pub struct LeastShare {
     pub limited: bool,
 }
 
-impl LeastShare {
+impl<T: Copy> LeastShare<T> {
     /// Least in-flight per share.
-    pub fn new() -> LeastShare {
+    pub fn new() -> LeastShare<T> {
         LeastShare {
             add: 0,
             best: None,
@@ -191,7 +238,7 @@ impl LeastShare {
     }
 
     /// Shortest expected delay: least (in-flight + 1) per share.
-    pub fn expected_delay() -> LeastShare {
+    pub fn expected_delay() -> LeastShare<T> {
         LeastShare {
             add: 1,
             ..LeastShare::new()
@@ -205,11 +252,13 @@ impl LeastShare {
         conns.saturating_add(self.add).min(u32::MAX as u64)
     }
 
-    /// Offers peer `i` with `conns` in flight, share `weight` and in-flight
-    /// `limit` (0 = none). Returns true if it is the best so far. A weight
-    /// of 0 compares as the smallest positive one (1 in 2³²).
+    /// Offers peer `i` (the caller's handle of it: its position, or
+    /// whatever it needs to take it) with `conns` in flight, share
+    /// `weight` and in-flight `limit` (0 = none). Returns true if it is the
+    /// best so far. A weight of 0 compares as the smallest positive one
+    /// (1 in 2³²).
     #[inline]
-    pub fn offer(&mut self, i: usize, conns: u64, weight: u32, limit: u32) -> bool {
+    pub fn offer(&mut self, i: T, conns: u64, weight: u32, limit: u32) -> bool {
         if limit != 0 && conns >= limit as u64 {
             self.limited = true;
             return false;
@@ -235,7 +284,7 @@ impl LeastShare {
     }
 
     /// The best peer (the only one, or the first of the tied).
-    pub fn best(&self) -> Option<usize> {
+    pub fn best(&self) -> Option<T> {
         self.best
     }
 
@@ -255,7 +304,7 @@ impl LeastShare {
     }
 }
 
-impl Default for LeastShare {
+impl<T: Copy> Default for LeastShare<T> {
     fn default() -> Self {
         LeastShare::new()
     }
@@ -264,19 +313,29 @@ impl Default for LeastShare {
 /// Smooth weighted round robin among tied peers, as nginx breaks
 /// least_conn's ties: every tied peer's current weight grows by its share
 /// weight, the largest wins and loses the sum.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SmoothTie {
-    best: Option<usize>,
+#[derive(Clone, Copy, Debug)]
+pub struct SmoothTie<T = usize> {
+    best: Option<T>,
     best_current: i64,
     total: i64,
 }
 
-impl SmoothTie {
+impl<T: Copy> Default for SmoothTie<T> {
+    fn default() -> Self {
+        SmoothTie {
+            best: None,
+            best_current: 0,
+            total: 0,
+        }
+    }
+}
+
+impl<T: Copy> SmoothTie<T> {
     /// Offers tied peer `i` with share `weight` and its current weight
     /// `current` (the caller's per-peer state), returning the updated
     /// current weight.
     #[inline]
-    pub fn offer(&mut self, i: usize, weight: u32, current: i64) -> i64 {
+    pub fn offer(&mut self, i: T, weight: u32, current: i64) -> i64 {
         let w = weight as i64;
         let c = current.saturating_add(w);
         self.total = self.total.saturating_add(w);
@@ -289,12 +348,12 @@ impl SmoothTie {
 
     /// The tied peer leading so far (the one offered last, if it just
     /// took the lead).
-    pub fn leader(&self) -> Option<usize> {
+    pub fn leader(&self) -> Option<T> {
         self.best
     }
 
     /// The winner and the current weight it must be set to.
-    pub fn winner(&self) -> Option<(usize, i64)> {
+    pub fn winner(&self) -> Option<(T, i64)> {
         self.best
             .map(|b| (b, self.best_current.saturating_sub(self.total)))
     }
@@ -303,13 +362,13 @@ impl SmoothTie {
 /// Running argmax of `L` with uniform random tie-breaking (reservoir
 /// sampling over the tied candidates), used on the per-request path.
 #[derive(Clone, Copy, Debug)]
-pub struct Argmax {
-    best: Option<usize>,
+pub struct Argmax<T = usize> {
+    best: Option<T>,
     value: f64,
     ties: u64,
 }
 
-impl Default for Argmax {
+impl<T: Copy> Default for Argmax<T> {
     fn default() -> Self {
         Argmax {
             best: None,
@@ -319,11 +378,11 @@ impl Default for Argmax {
     }
 }
 
-impl Argmax {
+impl<T: Copy> Argmax<T> {
     /// Offers candidate `i` with remaining allocation `l`; NaN counts as
     /// -infinity (the candidate can still win if it is the only one).
     #[inline]
-    pub fn offer(&mut self, i: usize, l: f64, rng: &mut Rng) {
+    pub fn offer(&mut self, i: T, l: f64, rng: &mut Rng) {
         let l = if l.is_nan() { f64::NEG_INFINITY } else { l };
         if self.best.is_none() || l > self.value {
             self.best = Some(i);
@@ -338,7 +397,7 @@ impl Argmax {
     }
 
     /// The winner, if any candidate was offered.
-    pub fn best(&self) -> Option<usize> {
+    pub fn best(&self) -> Option<T> {
         self.best
     }
 
@@ -439,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn pickers_compare_what_their_mode_published() {
+    fn comparisons_read_what_their_mode_published() {
         use std::sync::atomic::AtomicU64;
         let words: Vec<AtomicU64> = (0..crate::zone::words(3))
             .map(|_| AtomicU64::new(0))
@@ -448,18 +507,46 @@ mod tests {
         z.init(1);
         // paper: the largest remaining allocation
         z.apply(&[5.0, 9.0, 1.0], u64::MAX, 0);
-        let mut p = Picker::new(Comparison::LargestRemaining);
-        let best: Vec<bool> = (0..3).map(|i| p.offer(i, i, z)).collect();
-        assert_eq!(best, [true, true, false]);
-        assert!(!p.tied() && !p.limited() && !p.is_tied(1, z));
+        let mut p: Largest<usize> = Largest::new();
+        for i in 0..3 {
+            Compare::offer(&mut p, i, i, z);
+        }
+        assert_eq!(Compare::best(&p), Some(1));
+        assert!(!Compare::tied(&p) && !Compare::limited(&p) && p.tie_weight(1, z).is_none());
         drop(p);
         assert_ne!(WORKER_RNG.with(Cell::get), 0);
-        // shares: the least in flight per share, a full peer skipped
+        // shares: the least in flight per share, a full peer skipped; the
+        // comparison keeps the caller's handle of the best
         z.apply_shares(&[0.5, 0.25, 0.25], &[1, 0, 0], u64::MAX, 0);
         z.count(0);
-        let mut p = Picker::new(Comparison::LeastPerShare { plus_one: false });
-        assert!(!p.offer(0, 0, z) && p.limited());
-        assert!(p.offer(1, 1, z));
-        assert!(!p.offer(2, 2, z) && p.tied() && p.is_tied(2, z));
+        let mut p: LeastShare<&str> = LeastShare::new();
+        Compare::offer(&mut p, "first", 0, z);
+        assert!(Compare::limited(&p) && Compare::best(&p).is_none());
+        Compare::offer(&mut p, "second", 1, z);
+        Compare::offer(&mut p, "third", 2, z);
+        assert_eq!(Compare::best(&p), Some("second"));
+        assert!(Compare::tied(&p));
+        assert_eq!(p.tie_weight(2, z), Some(share_weight(0.25)));
+        assert_eq!(p.tie_weight(0, z), None);
+        // run: one dispatch, then the comparison of the kind asked for
+        struct Kind;
+        impl Scan for Kind {
+            type Peer = usize;
+            type Out = &'static str;
+            fn scan<C: Compare<usize>>(self, _c: C) -> &'static str {
+                let name = std::any::type_name::<C>();
+                name.split('<')
+                    .next()
+                    .unwrap_or("")
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("")
+            }
+        }
+        assert_eq!(Comparison::LargestRemaining.run(Kind), "Largest");
+        assert_eq!(
+            Comparison::LeastPerShare { plus_one: true }.run(Kind),
+            "LeastShare"
+        );
     }
 }

@@ -76,9 +76,8 @@ proptest! {
                 period_ms: 20_000,
                 usage: usage[..n].to_vec(),
                 ready_ms: ready[..n].to_vec(),
-                sent: None,
                 done: done.map(|d| d[..n].to_vec()),
-                failed: None,
+                ..Sample::default()
             });
             let st = m.update();
             if let Some(s) = m.shares() {
@@ -115,9 +114,8 @@ proptest! {
                 period_ms: 20_000,
                 usage,
                 ready_ms: vec![0.0; n],
-                sent: None,
                 done: Some(rate.iter().map(|x| x * 20.0).collect()),
-                failed: None,
+                ..Sample::default()
             });
             m.update();
             let s = m.shares().unwrap().to_vec();
@@ -162,9 +160,8 @@ proptest! {
             period_ms: 20_000,
             usage: (0..n).map(|i| [bg[i] + cost * rate[i], 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
-            sent: None,
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
-                failed: None,
+            ..Sample::default()
         });
         prop_assert_eq!(m.update(), ShareState::Active);
         let c = m.cost().unwrap();
@@ -205,9 +202,8 @@ proptest! {
             period_ms: 20_000,
             usage: rate.iter().map(|x| [100.0 * x, 500.0, f64::NAN, f64::NAN]).collect(),
             ready_ms: vec![0.0; n],
-            sent: None,
             done: Some(rate.iter().map(|x| x * 20.0).collect()),
-                failed: None,
+            ..Sample::default()
         });
         m.update();
         let s = m.shares().unwrap().to_vec();

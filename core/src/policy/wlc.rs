@@ -10,7 +10,7 @@
 //! mode's model for its window, capacities and the status it shows, and
 //! adds only the weights.
 
-use super::paper::{self, FitState, PaperModel, PaperPolicy, Publish};
+use super::paper::{self, PaperModel, PaperPolicy, Publish};
 use super::view::{Fields, Metric};
 use super::{Comparison, Mode, PeerFacts, Policy, Tuning};
 use crate::resources::{CPU, MEM, NET, R};
@@ -139,14 +139,7 @@ impl Weights {
 }
 
 impl Publish for Weights {
-    fn publish(
-        &mut self,
-        model: &PaperModel,
-        _st: FitState,
-        zone: UpstreamZone<'_>,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) {
+    fn publish(&mut self, model: &PaperModel, zone: UpstreamZone<'_>, until_ms: u64, now: u64) {
         let weights = self.next(model);
         // the pick reads the weights as shares (least in flight per share
         // is weighted least connections); the status page shows them as
@@ -162,9 +155,8 @@ impl Publish for Weights {
                 }
             })
             .collect();
-        let valid_until = model.newest_ms().unwrap_or(0) + ttl_ms;
-        zone.apply(&weights, valid_until, now_ms);
-        zone.apply_shares(&shares, &[], valid_until, now_ms);
+        zone.apply(&weights, until_ms, now);
+        zone.apply_shares(&shares, &[], until_ms, now);
     }
 }
 

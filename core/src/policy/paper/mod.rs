@@ -55,16 +55,9 @@ impl Mode for Paper {
 /// What a policy on the paper's model publishes for the pick after each
 /// fit: the paper mode its allocations, the wlc mode its weights.
 pub(super) trait Publish {
-    /// Publishes into `zone` after `model` was refitted (`st`), valid
-    /// until its newest sample plus `ttl_ms`.
-    fn publish(
-        &mut self,
-        model: &PaperModel,
-        st: FitState,
-        zone: UpstreamZone<'_>,
-        ttl_ms: u64,
-        now_ms: u64,
-    );
+    /// Publishes into `zone` after `model` was refitted, valid until
+    /// `until_ms` (its newest sample plus the ttl).
+    fn publish(&mut self, model: &PaperModel, zone: UpstreamZone<'_>, until_ms: u64, now: u64);
 }
 
 /// A policy on the paper's model: its window, capacities and fit, and what
@@ -116,13 +109,14 @@ impl<P: Publish> Policy for PaperPolicy<P> {
     }
 
     fn update(&mut self, zone: UpstreamZone<'_>, ttl_ms: u64, now_ms: u64) {
-        let st = self.model.refit();
+        self.model.refit();
         zone.set_w(self.model.w());
         zone.set_window(self.model.window_len(), self.model.newest_ms().unwrap_or(0));
         for i in 0..self.model.len() {
             self.publish_peer(zone, i);
         }
-        self.publish.publish(&self.model, st, zone, ttl_ms, now_ms);
+        let until = self.model.newest_ms().unwrap_or(0) + ttl_ms;
+        self.publish.publish(&self.model, zone, until, now_ms);
     }
 
     fn publish_peer(&self, zone: UpstreamZone<'_>, i: usize) {
@@ -143,20 +137,10 @@ impl<P: Publish> Policy for PaperPolicy<P> {
 struct Allocations;
 
 impl Publish for Allocations {
-    fn publish(
-        &mut self,
-        model: &PaperModel,
-        st: FitState,
-        zone: UpstreamZone<'_>,
-        ttl_ms: u64,
-        now_ms: u64,
-    ) {
+    fn publish(&mut self, model: &PaperModel, zone: UpstreamZone<'_>, until_ms: u64, now: u64) {
         match model.allocations() {
-            Some(a) => {
-                let valid_until = model.newest_ms().unwrap_or(0) + ttl_ms;
-                zone.apply(&a, valid_until, now_ms);
-            }
-            None => zone.disable(reason_of(st)),
+            Some(a) => zone.apply(&a, until_ms, now),
+            None => zone.disable(reason_of(model.state())),
         }
     }
 }

@@ -56,7 +56,8 @@ fn resolved_addresses_count_in_their_own_slots() {
     };
     let (a2, a3) = (format!("127.0.0.2:{p}"), format!("127.0.0.3:{p}"));
     let seen = wait_for(Duration::from_secs(15), || {
-        let _ = http::get(port, "/");
+        // traffic until the address is used: a failed request is only retried
+        let _ = http::request(port, "GET", "/");
         (b2.served() > 0).then_some(())
     });
     assert!(seen.is_some(), "{}\n{}", status(), nginx.error_log());
@@ -76,7 +77,8 @@ fn resolved_addresses_count_in_their_own_slots() {
     // address
     dns.set("app.test", &["127.0.0.3"]);
     let moved = wait_for(Duration::from_secs(15), || {
-        let _ = http::get(port, "/");
+        // traffic until the address is used: a failed request is only retried
+        let _ = http::request(port, "GET", "/");
         (b3.served() > 0).then_some(())
     });
     assert!(moved.is_some(), "{}\n{}", status(), nginx.error_log());

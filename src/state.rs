@@ -14,6 +14,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 
 use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{EndpointConf, NodeConf, UpstreamConf};
+use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::Comparison;
 use dwepc_core::zone::slots::{SlotKind, SlotMap};
 use ngx::ffi::ngx_shm_zone_t;
@@ -121,6 +122,11 @@ pub struct Servers {
     /// ties (per process, as nginx's least_conn keeps them per worker
     /// without a zone).
     pub tie_weights: Vec<Cell<i64>>,
+    /// This worker's response-time estimate per slot (the comparisons
+    /// that use it: `least_time`).
+    pub latency: Vec<Cell<PeakEwma>>,
+    /// The configured `weight=` per slot.
+    pub weights: Vec<u32>,
     /// This worker's position → slot maps of the primary and backup lists.
     pub slot_maps: [RefCell<SlotMap>; 2],
 }
@@ -129,6 +135,8 @@ impl Servers {
     pub fn new(peers: Vec<PeerMeta>, n_primary: usize, zone: *mut ngx_shm_zone_t) -> Servers {
         Servers {
             tie_weights: peers.iter().map(|_| Cell::new(0)).collect(),
+            latency: peers.iter().map(|_| Cell::default()).collect(),
+            weights: peers.iter().map(|p| p.weight.max(1.0) as u32).collect(),
             slot_maps: Default::default(),
             peers,
             n_primary,

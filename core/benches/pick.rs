@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dwepc_core::policy::pick::SmoothTie;
-use dwepc_core::policy::{Compare, Comparison, Scan};
+use dwepc_core::policy::{Compare, Comparison, Local, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
 use dwepc_core::zone::{words, UpstreamZone};
 
@@ -202,7 +202,13 @@ fn pick_mode(
     n: usize,
     tie: &mut [i64],
 ) -> usize {
-    how.run(BenchScan { zone, map, n, tie })
+    let local = Local {
+        latency: &[],
+        weight: &[],
+        now_ms: 0,
+        tau_ms: 1.0,
+    };
+    how.run(BenchScan { zone, map, n, tie }, local)
 }
 
 /// A slot map for `n` configured servers, as a worker builds it once.

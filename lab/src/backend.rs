@@ -16,6 +16,8 @@ pub enum Behaviour {
     Error500,
     /// Accept, read the request, close without answering.
     Reset,
+    /// 200 with the id, this many ms later than asked.
+    Slow(u64),
 }
 
 pub struct Backend {
@@ -171,8 +173,13 @@ fn handle(
         }
         let now = infl.fetch_add(1, Ordering::SeqCst) + 1;
         maxf.fetch_max(now, Ordering::SeqCst);
-        if let Some(ms) = path.split("delay=").nth(1) {
-            let ms: u64 = ms.split('&').next().unwrap_or("0").parse().unwrap_or(0);
+        let mut ms: u64 = path.split("delay=").nth(1).map_or(0, |v| {
+            v.split('&').next().unwrap_or("0").parse().unwrap_or(0)
+        });
+        if let Behaviour::Slow(extra) = b {
+            ms += extra;
+        }
+        if ms > 0 {
             std::thread::sleep(Duration::from_millis(ms));
         }
         req.fetch_add(1, Ordering::SeqCst);

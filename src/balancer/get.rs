@@ -8,8 +8,9 @@
 
 use core::ptr;
 
+use dwepc_core::policy::latency::DEFAULT_TAU_MS;
 use dwepc_core::policy::pick::SmoothTie;
-use dwepc_core::policy::{Compare, Scan};
+use dwepc_core::policy::{Compare, Local, Scan};
 use dwepc_core::zone::slots::SlotMap;
 use dwepc_core::zone::UpstreamZone;
 use ngx::ffi::{
@@ -48,8 +49,12 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     let peers = dp.rrp.peers;
     // SAFETY: rrp.peers is the live list round robin's init chose.
     let single = unsafe { (*peers).single() } != 0;
+    let comparison = ups.parsed.comparison;
+    let now_ms = cached_now_ms();
     let (zone, servers) = match (crate::zone::of(ups), ups.servers()) {
-        (Some(z), Some(s)) if !single && z.usable(cached_now_ms()) => (z, s),
+        (Some(z), Some(s)) if !single && (z.usable(now_ms) || !comparison.needs_counters()) => {
+            (z, s)
+        }
         // SAFETY: pc and dp belong to this live request.
         (other, _) => return unsafe { round_robin(pc, dp, other) },
     };
@@ -80,7 +85,13 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     // SAFETY: peers is live and locked (`lock`) for the scan; dp's tried
     // bitmap has a bit for each of its peers (round robin sized it).
     let scan = unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers) };
-    let (best, full) = ups.parsed.comparison.run(scan);
+    let local = Local {
+        latency: &servers.latency,
+        weight: &servers.weights,
+        now_ms,
+        tau_ms: DEFAULT_TAU_MS,
+    };
+    let (best, full) = comparison.run(scan, local);
     drop(map);
     match best {
         // SAFETY: the choice is a live peer of the list `lock` holds.

@@ -32,7 +32,8 @@ use ngx::ffi::{
 
 use crate::module::upstream_state;
 use crate::state::{PeerMeta, Servers, UpstreamState};
-use crate::util::{catch_panic, log};
+use crate::util::{cached_now_ms, catch_panic, log};
+use dwepc_core::policy::latency::DEFAULT_TAU_MS;
 use list::peers_meta;
 
 /// Per-request data: round robin's first, so its free/set_session/
@@ -48,6 +49,9 @@ pub struct PeerData {
     /// the zone's epoch when it was counted; `free` ends it.
     slot: usize,
     epoch: u64,
+    /// When the request was sent to that peer (nginx's cached clock, ms),
+    /// for its response time.
+    sent_ms: u64,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -60,6 +64,7 @@ impl PeerData {
             zone.count(slot);
             self.slot = slot;
             self.epoch = zone.epoch();
+            self.sent_ms = cached_now_ms();
         }
     }
 
@@ -199,6 +204,7 @@ unsafe extern "C" fn init_peer(
             (*dp).primary = (*dp).rrp.peers;
             (*dp).slot = NO_SLOT;
             (*dp).epoch = 0;
+            (*dp).sent_ms = 0;
             (*u).peer.get = Some(get_peer);
             (*u).peer.free = Some(free_peer);
         }
@@ -229,15 +235,33 @@ unsafe extern "C" fn free_peer(
         if dp.slot != NO_SLOT {
             // SAFETY: dp.ups is NULL or the configuration's upstream state,
             // which outlives the request.
-            if let Some(zone) = unsafe { dp.ups.as_ref() }.and_then(crate::zone::of) {
+            // SAFETY: as above (dp.ups, the configuration's state).
+            let ups = unsafe { dp.ups.as_ref() };
+            if let Some(zone) = ups.and_then(crate::zone::of) {
                 if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
                     zone.failed(dp.slot, dp.epoch);
                 }
                 zone.finish(dp.slot, dp.epoch);
+            }
+            if let Some(ups) = ups.filter(|u| u.parsed.comparison.uses_latency()) {
+                observe_latency(ups, dp.slot, dp.sent_ms);
             }
             dp.slot = NO_SLOT;
         }
         // SAFETY: round robin's free takes the same connection and data.
         unsafe { ngx_http_upstream_free_round_robin_peer(pc, data, state) };
     })
+}
+
+/// Takes the response time of a request sent to `slot` at `sent_ms` into
+/// this worker's estimate of that slot (slot numbers are the zone's, the
+/// same in every worker).
+fn observe_latency(ups: &UpstreamState, slot: usize, sent_ms: u64) {
+    let Some(cell) = ups.servers().and_then(|s| s.latency.get(slot)) else {
+        return;
+    };
+    let now = cached_now_ms();
+    let mut e = cell.get();
+    e.observe(now.saturating_sub(sent_ms) as f64, now, DEFAULT_TAU_MS);
+    cell.set(e);
 }

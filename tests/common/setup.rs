@@ -16,6 +16,8 @@ pub enum Mode {
     Paper,
     /// vcsim counters drive the pick, shares mode (the default).
     Shares,
+    /// No endpoint: `mode=least_time` (response times drive the pick).
+    LeastTime,
 }
 
 pub fn vcsim_available() -> bool {
@@ -82,6 +84,12 @@ impl Env {
             .collect();
         let (vcsim, http_head, dwepc, nodes) = match mode {
             Mode::Fallback => (None, String::new(), "dwepc;".to_string(), String::new()),
+            Mode::LeastTime => (
+                None,
+                String::new(),
+                "dwepc mode=least_time;".to_string(),
+                String::new(),
+            ),
             Mode::Paper | Mode::Shares => {
                 let vms: Vec<VmSpec> = (0..backends.len())
                     .map(|i| VmSpec {

@@ -79,6 +79,22 @@ impl UpRun {
     /// was last said: counters drive (with the policy's summary), or round
     /// robin and why (a warning when counters drove before).
     pub(super) fn log_state(&mut self, u: &UpstreamSpec<'_>, now_ms: u64, rt: &dyn Runtime) {
+        if !u.conf.mode.comparison(&u.conf.tuning).needs_counters() {
+            // the pick does not wait for counters: said once
+            if self.logged.is_none() {
+                rt.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: upstream \"{}\" balances by {} (mode={}); counters are read for the status page",
+                        u.name,
+                        self.policy.summary(u.zone),
+                        u.conf.mode.name()
+                    ),
+                );
+                self.logged = Some((true, Reason::Active));
+            }
+            return;
+        }
         if u.endpoint.is_none() {
             if self.logged.is_none() {
                 u.zone.set_reason(Reason::NoEndpoint);

@@ -239,7 +239,10 @@ mod tests {
                 "invalid value \"fast\" in \"interval=\"",
             ),
             (&["interval=10ms"], "from 100ms"),
-            (&["mode=magic"], "expected \"shares\", \"paper\" or \"wlc\""),
+            (
+                &["mode=magic"],
+                "expected \"shares\", \"paper\", \"wlc\" or \"least_time\"",
+            ),
             (&["pick=fast"], "\"least_conn\" or \"expected_delay\""),
             (&["inflight=0"], "above 0"),
             (&["inflight=-3"], "above 0"),

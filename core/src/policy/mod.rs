@@ -21,7 +21,10 @@
 //! | [`shares`] (default) | cost per request, background, CPU ready → a share per peer | least in flight per share |
 //! | [`paper`] | the DWEPC paper's window and weight fit → an allocation per period | largest remaining allocation |
 //! | [`wlc`] | the LVS paper's dynamic weights over the paper model's window | least in flight per weight |
+//! | [`least_time`] | none (counters only for the status page) | least (in flight + 1) × response time ÷ weight |
 
+pub mod latency;
+pub mod least_time;
 pub mod paper;
 pub mod pick;
 pub mod shares;
@@ -29,14 +32,19 @@ pub mod view;
 pub mod window;
 pub mod wlc;
 
-pub use pick::{Compare, Comparison, Pick, Scan};
+pub use pick::{Compare, Comparison, Local, Pick, Scan};
 pub use view::{Field, Fields, Metric};
 
 use crate::resources::{Res, R};
 use crate::zone::{PeerInfo, UpstreamZone};
 
 /// Every mode, the default first. Adding a mode: one line here.
-pub static MODES: [&dyn Mode; 3] = [&shares::Shares, &paper::Paper, &wlc::Wlc];
+pub static MODES: [&dyn Mode; 4] = [
+    &shares::Shares,
+    &paper::Paper,
+    &wlc::Wlc,
+    &least_time::LeastTime,
+];
 
 /// The mode used when `dwepc` names none.
 pub fn default_mode() -> &'static dyn Mode {
@@ -242,7 +250,7 @@ mod tests {
         assert!(mode_named("magic").is_none());
         assert_eq!(
             names_of(MODES.iter().map(|m| m.name())),
-            "\"shares\", \"paper\" or \"wlc\""
+            "\"shares\", \"paper\", \"wlc\" or \"least_time\""
         );
         assert_eq!(names_of(["a"]), "\"a\"");
         // every option some mode takes is one the parser knows

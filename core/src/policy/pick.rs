@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 
+use super::latency::PeakEwma;
 use crate::rng::Rng;
 #[cfg(test)]
 use crate::zone::share_weight;
@@ -58,6 +59,53 @@ pub enum Comparison {
     /// The least in-flight per share (`plus_one`: (in-flight + 1) per
     /// share), below the in-flight limit.
     LeastPerShare { plus_one: bool },
+    /// The least (in-flight + 1) × response time ÷ configured weight
+    /// (NGINX Plus's `least_time`), from this worker's estimates.
+    LeastTime,
+}
+
+impl Comparison {
+    /// True if the comparison reads values the collector publishes (so
+    /// that without usable counters the pick falls back to round robin);
+    /// false if it needs only what the request path itself measures.
+    pub fn needs_counters(self) -> bool {
+        !matches!(self, Comparison::LeastTime)
+    }
+
+    /// True if the comparison reads the worker's response-time estimates
+    /// (so that the end of every request updates them).
+    pub fn uses_latency(self) -> bool {
+        matches!(self, Comparison::LeastTime)
+    }
+}
+
+/// What a worker itself knows of each slot, besides the zone: its
+/// response-time estimate and its configured `weight=`.
+#[derive(Clone, Copy, Debug)]
+pub struct Local<'a> {
+    pub latency: &'a [Cell<PeakEwma>],
+    pub weight: &'a [u32],
+    /// The time of the pick, ms (the one clock).
+    pub now_ms: u64,
+    /// The estimates' time constant, ms.
+    pub tau_ms: f64,
+}
+
+impl Local<'_> {
+    /// Slot `slot`'s response time now (decaying toward 0 while it
+    /// answers nothing; `None` before any answer) and weight.
+    #[inline]
+    fn of(&self, slot: usize) -> (Option<f64>, u32) {
+        let l = self
+            .latency
+            .get(slot)
+            .map(Cell::get)
+            .filter(PeakEwma::observed);
+        (
+            l.map(|e| e.read(self.now_ms, self.tau_ms, 0.0)),
+            self.weight.get(slot).copied().unwrap_or(1).max(1),
+        )
+    }
 }
 
 impl Comparison {
@@ -65,11 +113,12 @@ impl Comparison {
     /// of a pick, so that each comparison's loop over the peers is
     /// compiled for it alone.
     #[inline(always)]
-    pub fn run<S: Scan>(self, scan: S) -> S::Out {
+    pub fn run<S: Scan>(self, scan: S, local: Local<'_>) -> S::Out {
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => scan.scan(LeastShare::new()),
             Comparison::LeastPerShare { plus_one: true } => scan.scan(LeastShare::expected_delay()),
+            Comparison::LeastTime => scan.scan(LeastTime::new(local)),
         }
     }
 }
@@ -199,6 +248,76 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
     #[inline]
     fn limited(&self) -> bool {
         self.limited
+    }
+}
+
+/// [`Comparison::LeastTime`]: the least `(in-flight + 1) × response time ÷
+/// weight`. A peer with no response time yet costs 0 while it has nothing
+/// in flight (it is tried once) and [`UNSEEN_PENALTY_MS`] per request in
+/// flight otherwise (as Finagle's peak-EWMA), so a new peer does not take
+/// every request until its first answer.
+pub struct LeastTime<'a, P = usize> {
+    local: Local<'a>,
+    best: Option<P>,
+    best_cost: f64,
+    ties: u32,
+}
+
+/// The response time a peer with requests in flight and none answered
+/// counts with, ms.
+pub const UNSEEN_PENALTY_MS: f64 = 60_000.0;
+
+impl<'a, P: Copy> LeastTime<'a, P> {
+    /// A comparison on `local`'s estimates.
+    pub fn new(local: Local<'a>) -> LeastTime<'a, P> {
+        LeastTime {
+            local,
+            best: None,
+            best_cost: f64::INFINITY,
+            ties: 0,
+        }
+    }
+
+    /// Slot `slot`'s cost with `in_flight` requests, and its weight.
+    #[inline]
+    fn cost(&self, slot: usize, in_flight: u64) -> (f64, u32) {
+        let (l, w) = self.local.of(slot);
+        let l = match l {
+            Some(l) => l,
+            None if in_flight == 0 => 0.0,
+            None => UNSEEN_PENALTY_MS,
+        };
+        ((in_flight as f64 + 1.0) * l / w as f64, w)
+    }
+}
+
+impl<P: Copy> Compare<P> for LeastTime<'_, P> {
+    #[inline]
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
+        let (c, _) = self.cost(slot, zone.in_flight(slot));
+        if self.best.is_none() || c < self.best_cost {
+            self.best = Some(p);
+            self.best_cost = c;
+            self.ties = 1;
+        } else if c == self.best_cost {
+            self.ties += 1;
+        }
+    }
+
+    #[inline]
+    fn best(&self) -> Option<P> {
+        self.best
+    }
+
+    #[inline]
+    fn tied(&self) -> bool {
+        self.ties > 1
+    }
+
+    #[inline]
+    fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
+        let (c, w) = self.cost(slot, zone.in_flight(slot));
+        (self.best.is_some() && c == self.best_cost).then_some(w)
     }
 }
 
@@ -543,10 +662,67 @@ mod tests {
                     .unwrap_or("")
             }
         }
-        assert_eq!(Comparison::LargestRemaining.run(Kind), "Largest");
+        let local = Local {
+            latency: &[],
+            weight: &[],
+            now_ms: 0,
+            tau_ms: 1.0,
+        };
+        assert_eq!(Comparison::LargestRemaining.run(Kind, local), "Largest");
         assert_eq!(
-            Comparison::LeastPerShare { plus_one: true }.run(Kind),
+            Comparison::LeastPerShare { plus_one: true }.run(Kind, local),
             "LeastShare"
         );
+        assert_eq!(Comparison::LeastTime.run(Kind, local), "LeastTime");
+        assert!(!Comparison::LeastTime.needs_counters());
+        assert!(Comparison::LargestRemaining.needs_counters());
+    }
+
+    #[test]
+    fn least_time_weighs_response_times_in_flight_and_weights() {
+        use super::super::latency::PeakEwma;
+        use std::sync::atomic::AtomicU64;
+        let words: Vec<AtomicU64> = (0..crate::zone::words(3))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let z = UpstreamZone::new(&words, 3).unwrap();
+        z.init(1);
+        let lat: Vec<Cell<PeakEwma>> = (0..3).map(|_| Cell::new(PeakEwma::default())).collect();
+        let weight = [1u32, 1, 2];
+        let local = |now| Local {
+            latency: &lat,
+            weight: &weight,
+            now_ms: now,
+            tau_ms: 10_000.0,
+        };
+        let pick = |now| {
+            let mut c: LeastTime<usize> = LeastTime::new(local(now));
+            for i in 0..3 {
+                c.offer(i, i, z);
+            }
+            (c.best(), c.tied())
+        };
+        // nothing seen yet, nothing in flight: every peer costs 0, a tie
+        assert_eq!(pick(1_000), (Some(0), true));
+        // peer 0 answered in 100 ms; peer 1 has a request in flight and no
+        // answer yet (penalised); peer 2 nothing: the untried idle peer
+        let mut e = PeakEwma::default();
+        e.observe(100.0, 1_000, 10_000.0);
+        lat[0].set(e);
+        z.count(1);
+        assert_eq!(pick(1_000), (Some(2), false));
+        // all answered: (in-flight + 1) × time ÷ weight
+        let mut e2 = PeakEwma::default();
+        e2.observe(300.0, 1_000, 10_000.0);
+        lat[2].set(e2); // 300 / 2 = 150 > 100
+        let mut e1 = PeakEwma::default();
+        e1.observe(40.0, 1_000, 10_000.0);
+        lat[1].set(e1); // (1 + 1) × 40 = 80 < 100
+        assert_eq!(pick(1_000), (Some(1), false));
+        z.count(1); // (2 + 1) × 40 = 120: peer 0 wins
+        assert_eq!(pick(1_000), (Some(0), false));
+        // a minute without answers: every estimate decayed toward 0, the
+        // peer with nothing in flight wins
+        assert_eq!(pick(61_000).0, Some(0));
     }
 }

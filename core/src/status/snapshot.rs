@@ -36,8 +36,11 @@ pub fn snapshot(
     now_ms: u64,
 ) -> UpstreamStatus {
     let (window, sample_end) = zone.map(|s| s.window()).unwrap_or((0, 0));
+    let own = !u.conf.mode.comparison(&u.conf.tuning).needs_counters();
     let usable = zone.is_some_and(|s| s.usable(now_ms));
     let reason = match zone {
+        // a pick of the module's own that needs no counters
+        Some(_) if own => "active",
         _ if u.vsphere.is_none() => "no_endpoint",
         Some(s) => s.reason(now_ms).name(),
         None => "no_zone",
@@ -56,7 +59,12 @@ pub fn snapshot(
             .count() as u64,
         name: u.name.to_string(),
         mode: u.conf.mode.name().into(),
-        balancing: if usable { "dwepc" } else { "round_robin" }.into(),
+        balancing: if usable || (own && zone.is_some()) {
+            "dwepc"
+        } else {
+            "round_robin"
+        }
+        .into(),
         reason: reason.into(),
         vsphere: u.vsphere.map(str::to_string),
         window,

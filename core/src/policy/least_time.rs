@@ -1,0 +1,87 @@
+//! `mode=least_time`: NGINX Plus's `least_time` for open-source nginx,
+//! without counters. Each request goes to the peer with the least
+//! `(in-flight + 1) × response time ÷ weight=`, the response time being
+//! this worker's peak-EWMA of the peer's answers ([`super::latency`]),
+//! measured from the pick to the end of the upstream request (NGINX Plus's
+//! `last_byte`). In-flight counts are the instance's (every worker's);
+//! response times carry the load of every frontend, which in-flight counts
+//! do not. A lab baseline, and a mode of its own where no vCenter is at
+//! hand: the collector only reads counters for the status page.
+
+use super::view::{Fields, Metric};
+use super::{Comparison, Mode, Pairing, PeerFacts, Policy, Sample, Tuning};
+use crate::zone::{PeerInfo, UpstreamZone};
+
+/// The least_time mode.
+pub struct LeastTime;
+
+impl Mode for LeastTime {
+    fn name(&self) -> &'static str {
+        "least_time"
+    }
+
+    fn defaults(&self, _t: &mut Tuning, interval_ms: u64, _written: &dyn Fn(&str) -> bool) -> u64 {
+        3 * interval_ms
+    }
+
+    fn policy(&self, _t: &Tuning, peers: &[PeerFacts], _zone: UpstreamZone<'_>) -> Box<dyn Policy> {
+        Box::new(Watch {
+            counted: vec![false; peers.len()],
+        })
+    }
+
+    fn comparison(&self, _t: &Tuning) -> Comparison {
+        Comparison::LeastTime
+    }
+
+    fn upstream_fields(&self, _zone: Option<UpstreamZone<'_>>) -> Fields {
+        Fields::default()
+    }
+
+    fn peer_fields(&self, _info: Option<&PeerInfo>, _usable: bool) -> Fields {
+        Fields::default()
+    }
+
+    fn metrics(&self) -> &'static [Metric] {
+        &[]
+    }
+}
+
+/// The collector's side of the mode: nothing drives the pick; it says
+/// which peers' VMs report counters (the status page shows their usage).
+struct Watch {
+    counted: Vec<bool>,
+}
+
+impl Policy for Watch {
+    fn pairing(&self) -> Pairing {
+        Pairing::default()
+    }
+
+    fn set_peer(&mut self, _i: usize, _facts: PeerFacts) {}
+
+    fn push(&mut self, sample: Sample) -> bool {
+        if sample.usage.len() != self.counted.len() {
+            return false;
+        }
+        for (c, u) in self.counted.iter_mut().zip(&sample.usage) {
+            *c = u.iter().any(|x| x.is_finite());
+        }
+        true
+    }
+
+    fn update(&mut self, zone: UpstreamZone<'_>, _ttl_ms: u64, _now_ms: u64) {
+        for i in 0..self.counted.len() {
+            self.publish_peer(zone, i);
+        }
+    }
+
+    fn publish_peer(&self, zone: UpstreamZone<'_>, i: usize) {
+        let counted = self.counted.get(i).copied().unwrap_or(false);
+        zone.set_peer_model(i, [f64::NAN; crate::resources::R], counted);
+    }
+
+    fn summary(&self, _zone: UpstreamZone<'_>) -> String {
+        "response times".into()
+    }
+}

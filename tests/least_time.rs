@@ -1,0 +1,65 @@
+//! `mode=least_time`: response times drive the pick, without counters.
+//! One request after another goes to the faster server; requests in
+//! flight at once spread as `(in-flight + 1) × response time` evens out;
+//! the status page says the module picks.
+
+mod common;
+use common::backend::{Backend, Behaviour};
+use common::http;
+use common::setup::{Env, Mode};
+
+#[test]
+fn the_faster_server_takes_sequential_traffic_and_concurrency_spreads_it() {
+    let slow = Backend::start("slow");
+    let fast = Backend::start("fast");
+    slow.set(Behaviour::Slow(40));
+    let env = Env::start(Mode::LeastTime, &[&slow, &fast], |_| String::new(), "", 1);
+    let st = env.status();
+    assert_eq!(
+        (
+            st["mode"].as_str(),
+            st["balancing"].as_str(),
+            st["reason"].as_str()
+        ),
+        (Some("least_time"), Some("dwepc"), Some("active")),
+        "{st}"
+    );
+    // every server answered once (each is tried while it has no time)
+    for _ in 0..4 {
+        assert_eq!(http::get(env.port, "/?delay=10").status, 200);
+    }
+    let (s0, f0) = (slow.served(), fast.served());
+    assert!(s0 >= 1 && f0 >= 1, "{s0} {f0}");
+    // one after another: 10 ms against 50 ms, the fast one (all but a
+    // request or two, should the machine stall one of its answers)
+    for _ in 0..30 {
+        assert_eq!(http::get(env.port, "/?delay=10").status, 200);
+    }
+    let to_slow = slow.served() - s0;
+    assert!(
+        to_slow <= 2,
+        "{to_slow} of 30 sequential requests went to the slow server"
+    );
+    assert_eq!(fast.served() - f0, 30 - to_slow);
+    // eight at a time: once four are in flight on the fast one, (4 + 1) x
+    // 10 ms is the slow one's 50 ms, and it takes its part
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let port = env.port;
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    assert_eq!(http::get(port, "/?delay=10").status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (s1, f1) = (
+        slow.served() - s0 - to_slow,
+        fast.served() - f0 - (30 - to_slow),
+    );
+    assert_eq!(s1 + f1, 80);
+    assert!(s1 >= 1 && f1 > 2 * s1, "slow {s1}, fast {f1}");
+}

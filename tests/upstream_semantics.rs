@@ -215,8 +215,13 @@ fn retries_never_hit_a_tried_peer() {
             bad1.served() - a0 <= n && bad2.served() - b0 <= n,
             "{mode:?}"
         );
-        // and with max_fails=0 they stay in rotation: both are tried
-        assert!(bad1.served() > a0 && bad2.served() > b0, "{mode:?}");
+        // and with max_fails=0 they stay in rotation: both are tried (in
+        // the modes that spread sequential requests; least_time keeps
+        // sending first to whichever answered fastest before, failing or
+        // not, as stock nginx leaves failures to max_fails)
+        if mode != Mode::LeastTime {
+            assert!(bad1.served() > a0 && bad2.served() > b0, "{mode:?}");
+        }
     });
 }
 

@@ -235,7 +235,6 @@ unsafe extern "C" fn free_peer(
         if dp.slot != NO_SLOT {
             // SAFETY: dp.ups is NULL or the configuration's upstream state,
             // which outlives the request.
-            // SAFETY: as above (dp.ups, the configuration's state).
             let ups = unsafe { dp.ups.as_ref() };
             if let Some(zone) = ups.and_then(crate::zone::of) {
                 if state & NGX_PEER_FAILED as ngx_uint_t != 0 {

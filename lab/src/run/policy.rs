@@ -25,10 +25,14 @@ pub enum Policy {
     Dwepc,
     /// dwepc shares mode with `pick=expected_delay`.
     DwepcSed,
+    /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
+    /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
+    /// least_time-class baseline.
+    LeastTime,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 9] = [
+    pub const ALL: [Policy; 10] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -38,6 +42,7 @@ impl Policy {
         Policy::Paper,
         Policy::Dwepc,
         Policy::DwepcSed,
+        Policy::LeastTime,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Policy {
             Policy::Paper => "dwepc_paper",
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "dwepc_expected_delay",
+            Policy::LeastTime => "least_time",
         }
     }
 
@@ -65,6 +71,7 @@ impl Policy {
             Policy::Paper => "paper",
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "sed",
+            Policy::LeastTime => "lt",
         }
     }
 
@@ -97,7 +104,7 @@ impl Policy {
     }
 
     pub(super) fn weighted(self) -> bool {
-        matches!(self, Policy::Wrr | Policy::LcW) || self.uses_counters()
+        matches!(self, Policy::Wrr | Policy::LcW | Policy::LeastTime) || self.uses_counters()
     }
 
     /// The upstream block's lines (the `server` lines come after).
@@ -111,6 +118,7 @@ impl Policy {
             Policy::Paper => format!("dwepc mode=paper interval={i}s window=20;"),
             Policy::Dwepc => format!("dwepc interval={i}s;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
+            Policy::LeastTime => "dwepc mode=least_time;".into(),
         }
     }
 }

@@ -51,7 +51,7 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (upstream("dwepc bogus=1;\nserver 127.0.0.1:2;"), "dwepc bogus", "invalid parameter \"bogus=1\""),
         (upstream("dwepc;\ndwepc window=3;\nserver 127.0.0.1:2;"), "dwepc window=3", "\"dwepc\" directive is duplicate"),
         (upstream("dwepc interval=fast;\nserver 127.0.0.1:2;"), "interval=fast", "invalid value \"fast\" in \"interval=\""),
-        (upstream("dwepc mode=magic;\nserver 127.0.0.1:2;"), "mode=magic", "expected \"shares\", \"paper\", \"wlc\" or \"least_time\""),
+        (upstream("dwepc mode=magic;\nserver 127.0.0.1:2;"), "mode=magic", "expected \"shares\", \"paper\", \"wlc\", \"least_time\" or \"random_two\""),
         (upstream("dwepc mode=paper inflight=4;\nserver 127.0.0.1:2;"), "mode=paper inflight=4", "applies to \"mode=shares\" only"),
         (upstream("dwepc pick=random;\nserver 127.0.0.1:2;"), "pick=random", "\"least_conn\" or \"expected_delay\""),
         (upstream("dwepc window=20 min_samples=30;\nserver 127.0.0.1:2;"), "min_samples=30", "larger than"),

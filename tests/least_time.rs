@@ -1,7 +1,9 @@
-//! `mode=least_time`: response times drive the pick, without counters.
-//! One request after another goes to the faster server; requests in
-//! flight at once spread as `(in-flight + 1) × response time` evens out;
-//! the status page says the module picks.
+//! `mode=least_time` and `mode=random_two`: response times drive the
+//! pick, without counters. One request after another goes to the faster
+//! server (random_two: the faster of two drawn, so both fast servers of
+//! three share the traffic); requests in flight at once spread as
+//! `(in-flight + 1) × response time` evens out; the status page says the
+//! module picks.
 
 mod common;
 use common::backend::{Backend, Behaviour};
@@ -62,4 +64,59 @@ fn the_faster_server_takes_sequential_traffic_and_concurrency_spreads_it() {
     );
     assert_eq!(s1 + f1, 80);
     assert!(s1 >= 1 && f1 > 2 * s1, "slow {s1}, fast {f1}");
+}
+
+#[test]
+fn random_two_keeps_off_the_slow_server_and_shares_the_others() {
+    let slow = Backend::start("slow");
+    let mid = Backend::start("mid");
+    let fast = Backend::start("fast");
+    slow.set(Behaviour::Slow(40));
+    mid.set(Behaviour::Slow(5));
+    let env = Env::start(
+        Mode::RandomTwo,
+        &[&slow, &mid, &fast],
+        |_| String::new(),
+        "",
+        1,
+    );
+    let st = env.status();
+    assert_eq!(
+        (st["mode"].as_str(), st["balancing"].as_str()),
+        (Some("random_two"), Some("dwepc")),
+        "{st}"
+    );
+    // until each has answered once, an unanswered idle server costs 0
+    for _ in 0..6 {
+        assert_eq!(http::get(env.port, "/?delay=10").status, 200);
+    }
+    let base = [slow.served(), mid.served(), fast.served()];
+    assert!(base.iter().all(|&n| n >= 1), "{base:?}");
+    // one after another (50, 15 and 10 ms): the slow one loses every draw
+    // it is in; the middle one wins its draws with the slow one (a third),
+    // where least_time sends everything to the fast one; the fast one wins
+    // at least its draws with the slow one (a third, should a stalled
+    // answer have made it look slower than the middle one for a while)
+    let n = 90;
+    for _ in 0..n {
+        assert_eq!(http::get(env.port, "/?delay=10").status, 200);
+    }
+    let got = [
+        slow.served() - base[0],
+        mid.served() - base[1],
+        fast.served() - base[2],
+    ];
+    assert_eq!(got.iter().sum::<u64>(), n);
+    assert!(
+        got[0] <= 2,
+        "{got:?}: the slow server took more than a stalled answer or two"
+    );
+    assert!(
+        got[1] >= 15,
+        "{got:?}: the middle server lost draws it should win"
+    );
+    assert!(
+        got[2] >= 15,
+        "{got:?}: the fast server lost draws it should win"
+    );
 }

@@ -1,8 +1,8 @@
 //! Stock upstream behaviours that must keep working under `dwepc`, each
-//! run four times: without counters (the fallback: nginx's weighted round
+//! run five times: without counters (the fallback: nginx's weighted round
 //! robin, counted), with live counters from vcsim in paper mode and in
-//! shares mode, and in least_time mode (response times; our own `get` in
-//! the last three).
+//! shares mode, and in the least_time and random_two modes (response
+//! times; our own `get` in the last four).
 
 mod common;
 use common::backend::{Backend, Behaviour};
@@ -12,12 +12,14 @@ use std::time::Duration;
 
 fn every_mode(f: impl Fn(Mode)) {
     f(Mode::LeastTime);
+    f(Mode::RandomTwo);
     spreading_modes(f);
 }
 
 /// The modes whose pick spreads one request after another over equal
-/// servers (least_time instead sends them all to the faster server, so a
-/// test that waits for the other one to be tried does not apply to it).
+/// servers (least_time and random_two instead send them to the faster
+/// server, so a test that waits for the other one to be tried does not
+/// apply to them).
 fn spreading_modes(f: impl Fn(Mode)) {
     f(Mode::Fallback);
     if common::setup::vcsim_available() {
@@ -109,7 +111,7 @@ fn backup_serves_only_when_primaries_fail() {
     });
 }
 
-/// (Not in least_time mode: nothing makes it try the slower of two idle
+/// (Not in the response-time modes: nothing makes it try the slower of two idle
 /// servers within ten requests; the eligibility test it relies on is the
 /// same code for every mode.)
 #[test]
@@ -216,10 +218,11 @@ fn retries_never_hit_a_tried_peer() {
             "{mode:?}"
         );
         // and with max_fails=0 they stay in rotation: both are tried (in
-        // the modes that spread sequential requests; least_time keeps
-        // sending first to whichever answered fastest before, failing or
-        // not, as stock nginx leaves failures to max_fails)
-        if mode != Mode::LeastTime {
+        // the modes that spread sequential requests; least_time and
+        // random_two keep sending first to whichever answered fastest
+        // before, failing or not, as stock nginx leaves failures to
+        // max_fails)
+        if !mode.follows_response_times() {
             assert!(bad1.served() > a0 && bad2.served() > b0, "{mode:?}");
         }
     });

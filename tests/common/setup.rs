@@ -18,6 +18,17 @@ pub enum Mode {
     Shares,
     /// No endpoint: `mode=least_time` (response times drive the pick).
     LeastTime,
+    /// No endpoint: `mode=random_two` (response times of two drawn at
+    /// random).
+    RandomTwo,
+}
+
+impl Mode {
+    /// True for the modes whose pick follows response times (one request
+    /// after another goes to the faster server, not around the list).
+    pub fn follows_response_times(self) -> bool {
+        matches!(self, Mode::LeastTime | Mode::RandomTwo)
+    }
 }
 
 pub fn vcsim_available() -> bool {
@@ -84,10 +95,17 @@ impl Env {
             .collect();
         let (vcsim, http_head, dwepc, nodes) = match mode {
             Mode::Fallback => (None, String::new(), "dwepc;".to_string(), String::new()),
-            Mode::LeastTime => (
+            Mode::LeastTime | Mode::RandomTwo => (
                 None,
                 String::new(),
-                "dwepc mode=least_time;".to_string(),
+                format!(
+                    "dwepc mode={};",
+                    if mode == Mode::LeastTime {
+                        "least_time"
+                    } else {
+                        "random_two"
+                    }
+                ),
                 String::new(),
             ),
             Mode::Paper | Mode::Shares => {

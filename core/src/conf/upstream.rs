@@ -241,7 +241,7 @@ mod tests {
             (&["interval=10ms"], "from 100ms"),
             (
                 &["mode=magic"],
-                "expected \"shares\", \"paper\", \"wlc\" or \"least_time\"",
+                "expected \"shares\", \"paper\", \"wlc\", \"least_time\" or \"random_two\"",
             ),
             (&["pick=fast"], "\"least_conn\" or \"expected_delay\""),
             (&["inflight=0"], "above 0"),

@@ -25,9 +25,7 @@ impl Mode for LeastTime {
     }
 
     fn policy(&self, _t: &Tuning, peers: &[PeerFacts], _zone: UpstreamZone<'_>) -> Box<dyn Policy> {
-        Box::new(Watch {
-            counted: vec![false; peers.len()],
-        })
+        Box::new(Watch::new(peers.len()))
     }
 
     fn comparison(&self, _t: &Tuning) -> Comparison {
@@ -49,8 +47,17 @@ impl Mode for LeastTime {
 
 /// The collector's side of the mode: nothing drives the pick; it says
 /// which peers' VMs report counters (the status page shows their usage).
-struct Watch {
+pub(super) struct Watch {
     counted: Vec<bool>,
+}
+
+impl Watch {
+    /// The policy of an upstream of `n` peers.
+    pub(super) fn new(n: usize) -> Watch {
+        Watch {
+            counted: vec![false; n],
+        }
+    }
 }
 
 impl Policy for Watch {

@@ -22,11 +22,13 @@
 //! | [`paper`] | the DWEPC paper's window and weight fit → an allocation per period | largest remaining allocation |
 //! | [`wlc`] | the LVS paper's dynamic weights over the paper model's window | least in flight per weight |
 //! | [`least_time`] | none (counters only for the status page) | least (in flight + 1) × response time ÷ weight |
+//! | [`random_two`] | none (as least_time) | the same, of two peers drawn at random |
 
 pub mod latency;
 pub mod least_time;
 pub mod paper;
 pub mod pick;
+pub mod random_two;
 pub mod shares;
 pub mod view;
 pub mod window;
@@ -39,11 +41,12 @@ use crate::resources::{Res, R};
 use crate::zone::{PeerInfo, UpstreamZone};
 
 /// Every mode, the default first. Adding a mode: one line here.
-pub static MODES: [&dyn Mode; 4] = [
+pub static MODES: [&dyn Mode; 5] = [
     &shares::Shares,
     &paper::Paper,
     &wlc::Wlc,
     &least_time::LeastTime,
+    &random_two::RandomTwo,
 ];
 
 /// The mode used when `dwepc` names none.
@@ -250,7 +253,7 @@ mod tests {
         assert!(mode_named("magic").is_none());
         assert_eq!(
             names_of(MODES.iter().map(|m| m.name())),
-            "\"shares\", \"paper\", \"wlc\" or \"least_time\""
+            "\"shares\", \"paper\", \"wlc\", \"least_time\" or \"random_two\""
         );
         assert_eq!(names_of(["a"]), "\"a\"");
         // every option some mode takes is one the parser knows

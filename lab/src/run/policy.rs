@@ -29,10 +29,14 @@ pub enum Policy {
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
     /// least_time-class baseline.
     LeastTime,
+    /// `dwepc mode=random_two` with capacity weights: the same cost, of two
+    /// peers drawn at random (Linkerd's power of two choices over
+    /// peak-EWMA), the P2C baseline.
+    RandomTwo,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 10] = [
+    pub const ALL: [Policy; 11] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -43,6 +47,7 @@ impl Policy {
         Policy::Dwepc,
         Policy::DwepcSed,
         Policy::LeastTime,
+        Policy::RandomTwo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +62,7 @@ impl Policy {
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "dwepc_expected_delay",
             Policy::LeastTime => "least_time",
+            Policy::RandomTwo => "random_two",
         }
     }
 
@@ -72,6 +78,7 @@ impl Policy {
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "sed",
             Policy::LeastTime => "lt",
+            Policy::RandomTwo => "p2c",
         }
     }
 
@@ -104,7 +111,10 @@ impl Policy {
     }
 
     pub(super) fn weighted(self) -> bool {
-        matches!(self, Policy::Wrr | Policy::LcW | Policy::LeastTime) || self.uses_counters()
+        matches!(
+            self,
+            Policy::Wrr | Policy::LcW | Policy::LeastTime | Policy::RandomTwo
+        ) || self.uses_counters()
     }
 
     /// The upstream block's lines (the `server` lines come after).
@@ -119,6 +129,7 @@ impl Policy {
             Policy::Dwepc => format!("dwepc interval={i}s;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
             Policy::LeastTime => "dwepc mode=least_time;".into(),
+            Policy::RandomTwo => "dwepc mode=random_two;".into(),
         }
     }
 }

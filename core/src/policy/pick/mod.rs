@@ -1,0 +1,248 @@
+//! The request path's comparisons: how a mode's pick compares the
+//! eligible peers on what its policy published in the zone and on what the
+//! worker itself measured. A mode chooses one [`Comparison`] at
+//! configuration; for every request the nginx module runs it
+//! ([`Comparison::run`]) over nginx's peer list with its own [`Scan`] (the
+//! eligibility checks, `tried` bits and locks are nginx's and stay in the
+//! module), each comparison ([`Compare`]) compiled into its own loop.
+//!
+//! | comparison | file | compares | ties |
+//! |---|---|---|---|
+//! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`LeastShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
+//! | [`Comparison::LargestRemaining`] | [`largest`] | the remaining allocation `L = target − sent` ([`Argmax`]) | at random |
+//! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ weight ([`LeastTime`]) | smooth weighted round robin on `weight=` |
+//! | [`Comparison::RandomTwo`] | [`time`] | the same, of two peers drawn at random ([`RandomTwo`]) | at random |
+//!
+//! The random ones draw from the worker's generator ([`worker_rng`]), kept
+//! between picks.
+
+mod largest;
+mod share;
+mod time;
+mod worker_rng;
+
+pub use largest::{Argmax, Largest};
+pub use share::{LeastShare, SmoothTie};
+pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
+
+use std::cell::Cell;
+
+use super::latency::PeakEwma;
+use crate::zone::UpstreamZone;
+
+/// `pick=` of the shares mode: what "least in flight per share" counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Least `in-flight / share` (nginx's least_conn with the shares as
+    /// weights).
+    LeastConn,
+    /// Least `(in-flight + 1) / share` (shortest expected delay): lower
+    /// latency with light traffic, less even utilisation.
+    ExpectedDelay,
+}
+
+impl Pick {
+    /// Every option with its name as written.
+    pub const ALL: [(Pick, &'static str); 2] = [
+        (Pick::LeastConn, "least_conn"),
+        (Pick::ExpectedDelay, "expected_delay"),
+    ];
+
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        Pick::ALL[self as usize].1
+    }
+
+    /// The option named `s`.
+    pub fn named(s: &str) -> Option<Pick> {
+        Pick::ALL.iter().find(|(_, n)| *n == s).map(|(p, _)| *p)
+    }
+}
+
+/// How a mode's pick compares peers, chosen once at configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    /// The largest remaining allocation, random among equals.
+    LargestRemaining,
+    /// The least in-flight per share (`plus_one`: (in-flight + 1) per
+    /// share), below the in-flight limit.
+    LeastPerShare { plus_one: bool },
+    /// The least (in-flight + 1) × response time ÷ configured weight
+    /// (NGINX Plus's `least_time`), from this worker's estimates.
+    LeastTime,
+    /// The same cost, of two peers drawn at random (NGINX Plus's `random
+    /// two least_time`, Linkerd's power of two choices).
+    RandomTwo,
+}
+
+impl Comparison {
+    /// True if the comparison reads values the collector publishes (so
+    /// that without usable counters the pick falls back to round robin);
+    /// false if it needs only what the request path itself measures.
+    pub fn needs_counters(self) -> bool {
+        !self.uses_latency()
+    }
+
+    /// True if the comparison reads the worker's response-time estimates
+    /// (so that the end of every request updates them).
+    pub fn uses_latency(self) -> bool {
+        matches!(self, Comparison::LeastTime | Comparison::RandomTwo)
+    }
+}
+
+/// What a worker itself knows of each slot, besides the zone: its
+/// response-time estimate and its configured `weight=`.
+#[derive(Clone, Copy, Debug)]
+pub struct Local<'a> {
+    pub latency: &'a [Cell<PeakEwma>],
+    pub weight: &'a [u32],
+    /// The time of the pick, ms (the one clock).
+    pub now_ms: u64,
+    /// The estimates' time constant, ms.
+    pub tau_ms: f64,
+}
+
+impl Local<'_> {
+    /// Slot `slot`'s response time now (decaying toward 0 while it
+    /// answers nothing; `None` before any answer) and weight.
+    #[inline]
+    fn of(&self, slot: usize) -> (Option<f64>, u32) {
+        let l = self
+            .latency
+            .get(slot)
+            .map(Cell::get)
+            .filter(PeakEwma::observed);
+        (
+            l.map(|e| e.read(self.now_ms, self.tau_ms, 0.0)),
+            self.weight.get(slot).copied().unwrap_or(1).max(1),
+        )
+    }
+}
+
+impl Comparison {
+    /// Runs `scan` with a fresh comparison of this kind: the one dispatch
+    /// of a pick, so that each comparison's loop over the peers is
+    /// compiled for it alone.
+    #[inline(always)]
+    pub fn run<S: Scan>(self, scan: S, local: Local<'_>) -> S::Out {
+        match self {
+            Comparison::LargestRemaining => scan.scan(Largest::new()),
+            Comparison::LeastPerShare { plus_one: false } => scan.scan(LeastShare::new()),
+            Comparison::LeastPerShare { plus_one: true } => scan.scan(LeastShare::expected_delay()),
+            Comparison::LeastTime => scan.scan(LeastTime::new(local)),
+            Comparison::RandomTwo => scan.scan(RandomTwo::new(local)),
+        }
+    }
+}
+
+/// What walks a peer list for a pick (the nginx module's scan under its
+/// peer lock, the benchmark's loop), generic over the comparison.
+pub trait Scan {
+    /// The walker's handle of a peer: what it needs to take the winner
+    /// (the comparison keeps the best one's, so the walk itself does not
+    /// branch per peer).
+    type Peer: Copy;
+    type Out;
+    /// Offers every eligible peer to `c`, in list order; then, if
+    /// [`Compare::tied`], breaks the tie with a second pass from the best
+    /// on ([`Compare::tie_weight`] of each, the tied ones offered to a
+    /// [`SmoothTie`]).
+    fn scan<C: Compare<Self::Peer>>(self, c: C) -> Self::Out;
+}
+
+/// One comparison of the eligible peers on what the zone holds.
+pub trait Compare<P: Copy> {
+    /// Offers peer `p`, counted in `slot` of `zone`.
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>);
+
+    /// The best peer offered (the first of the tied), if any.
+    fn best(&self) -> Option<P>;
+
+    /// More than one peer has the best value, and a second pass breaks
+    /// the tie.
+    fn tied(&self) -> bool {
+        false
+    }
+
+    /// Second pass: the share weight of the peer in `slot` if it is one of
+    /// the tied best.
+    fn tie_weight(&self, _slot: usize, _zone: UpstreamZone<'_>) -> Option<u32> {
+        None
+    }
+
+    /// Some eligible peer was passed over for being at its in-flight limit
+    /// (when none was picked: every peer is full).
+    fn limited(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::share_weight;
+
+    #[test]
+    fn comparisons_read_what_their_mode_published() {
+        use std::sync::atomic::AtomicU64;
+        let words: Vec<AtomicU64> = (0..crate::zone::words(3))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let z = UpstreamZone::new(&words, 3).unwrap();
+        z.init(1);
+        // paper: the largest remaining allocation
+        z.apply(&[5.0, 9.0, 1.0], u64::MAX, 0);
+        let mut p: Largest<usize> = Largest::new();
+        for i in 0..3 {
+            Compare::offer(&mut p, i, i, z);
+        }
+        assert_eq!(Compare::best(&p), Some(1));
+        assert!(!Compare::tied(&p) && !Compare::limited(&p) && p.tie_weight(1, z).is_none());
+        drop(p);
+        assert_ne!(worker_rng::WORKER_RNG.with(Cell::get), 0);
+        // shares: the least in flight per share, a full peer skipped; the
+        // comparison keeps the caller's handle of the best
+        z.apply_shares(&[0.5, 0.25, 0.25], &[1, 0, 0], u64::MAX, 0);
+        z.count(0);
+        let mut p: LeastShare<&str> = LeastShare::new();
+        Compare::offer(&mut p, "first", 0, z);
+        assert!(Compare::limited(&p) && Compare::best(&p).is_none());
+        Compare::offer(&mut p, "second", 1, z);
+        Compare::offer(&mut p, "third", 2, z);
+        assert_eq!(Compare::best(&p), Some("second"));
+        assert!(Compare::tied(&p));
+        assert_eq!(p.tie_weight(2, z), Some(share_weight(0.25)));
+        assert_eq!(p.tie_weight(0, z), None);
+        // run: one dispatch, then the comparison of the kind asked for
+        struct Kind;
+        impl Scan for Kind {
+            type Peer = usize;
+            type Out = &'static str;
+            fn scan<C: Compare<usize>>(self, _c: C) -> &'static str {
+                let name = std::any::type_name::<C>();
+                name.split('<')
+                    .next()
+                    .unwrap_or("")
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("")
+            }
+        }
+        let local = Local {
+            latency: &[],
+            weight: &[],
+            now_ms: 0,
+            tau_ms: 1.0,
+        };
+        assert_eq!(Comparison::LargestRemaining.run(Kind, local), "Largest");
+        assert_eq!(
+            Comparison::LeastPerShare { plus_one: true }.run(Kind, local),
+            "LeastShare"
+        );
+        assert_eq!(Comparison::LeastTime.run(Kind, local), "LeastTime");
+        assert_eq!(Comparison::RandomTwo.run(Kind, local), "RandomTwo");
+        assert!(Comparison::RandomTwo.uses_latency() && !Comparison::RandomTwo.needs_counters());
+        assert!(!Comparison::LeastTime.needs_counters());
+        assert!(Comparison::LargestRemaining.needs_counters());
+    }
+}

@@ -1,0 +1,259 @@
+//! [`super::Comparison::LeastPerShare`], the shares mode's pick: the least
+//! in flight per share, below each peer's in-flight limit, ties by smooth
+//! weighted round robin on the shares.
+
+use super::Compare;
+#[cfg(doc)]
+use crate::zone::share_weight;
+use crate::zone::UpstreamZone;
+
+/// The per-request pick of this mode over the eligible peers: the lowest
+/// `in-flight / share` (or `(in-flight + 1) / share` with
+/// [`LeastShare::expected_delay`]), compared by integer cross-multiplication
+/// of in-flight counts and share weights ([`share_weight`]) as
+/// nginx's least_conn compares `conns × weight`; a peer at its in-flight
+/// limit is skipped.
+///
+/// Feed every eligible peer to [`LeastShare::offer`]; if [`LeastShare::tied`]
+/// afterwards, feed the eligible peers from [`LeastShare::best`] on to
+/// [`LeastShare::is_tied`], the tied ones to a [`SmoothTie`] with the
+/// caller's smooth-WRR state, and take [`SmoothTie::winner`].
+#[derive(Clone, Copy, Debug)]
+pub struct LeastShare<T = usize> {
+    add: u64,
+    best: Option<T>,
+    best_conns: u64,
+    best_weight: u64,
+    ties: u32,
+    /// Some eligible peer was skipped for being at its limit.
+    pub limited: bool,
+}
+
+impl<T: Copy> LeastShare<T> {
+    /// Least in-flight per share.
+    pub fn new() -> LeastShare<T> {
+        LeastShare {
+            add: 0,
+            best: None,
+            best_conns: 0,
+            best_weight: 1,
+            ties: 0,
+            limited: false,
+        }
+    }
+
+    /// Shortest expected delay: least (in-flight + 1) per share.
+    pub fn expected_delay() -> LeastShare<T> {
+        LeastShare {
+            add: 1,
+            ..LeastShare::new()
+        }
+    }
+
+    /// In-flight count as compared: plus one for expected delay, at most
+    /// 2³² − 1 so that its product with a 32-bit weight fits 64 bits.
+    #[inline]
+    fn conns(&self, conns: u64) -> u64 {
+        conns.saturating_add(self.add).min(u32::MAX as u64)
+    }
+
+    /// Offers peer `i` (the caller's handle of it: its position, or
+    /// whatever it needs to take it) with `conns` in flight, share
+    /// `weight` and in-flight `limit` (0 = none). Returns true if it is the
+    /// best so far. A weight of 0 compares as the smallest positive one
+    /// (1 in 2³²).
+    #[inline]
+    pub fn offer(&mut self, i: T, conns: u64, weight: u32, limit: u32) -> bool {
+        if limit != 0 && conns >= limit as u64 {
+            self.limited = true;
+            return false;
+        }
+        let c = self.conns(conns);
+        let w = weight.max(1) as u64;
+        if self.best.is_some() {
+            let lhs = c * self.best_weight;
+            let rhs = self.best_conns * w;
+            if lhs > rhs {
+                return false;
+            }
+            if lhs == rhs {
+                self.ties += 1;
+                return false;
+            }
+        }
+        self.best = Some(i);
+        self.best_conns = c;
+        self.best_weight = w;
+        self.ties = 1;
+        true
+    }
+
+    /// The best peer (the only one, or the first of the tied).
+    pub fn best(&self) -> Option<T> {
+        self.best
+    }
+
+    /// More than one peer has the best ratio.
+    pub fn tied(&self) -> bool {
+        self.ties > 1
+    }
+
+    /// Second pass over the eligible peers: is peer (`conns`, `weight`,
+    /// `limit`) one of the tied best?
+    #[inline]
+    pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
+        if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
+            return false;
+        }
+        self.conns(conns) * self.best_weight == self.best_conns * weight.max(1) as u64
+    }
+}
+
+impl<T: Copy> Default for LeastShare<T> {
+    fn default() -> Self {
+        LeastShare::new()
+    }
+}
+
+/// Smooth weighted round robin among tied peers, as nginx breaks
+/// least_conn's ties: every tied peer's current weight grows by its share
+/// weight, the largest wins and loses the sum.
+#[derive(Clone, Copy, Debug)]
+pub struct SmoothTie<T = usize> {
+    best: Option<T>,
+    best_current: i64,
+    total: i64,
+}
+
+impl<T: Copy> Default for SmoothTie<T> {
+    fn default() -> Self {
+        SmoothTie {
+            best: None,
+            best_current: 0,
+            total: 0,
+        }
+    }
+}
+
+impl<T: Copy> SmoothTie<T> {
+    /// Offers tied peer `i` with share `weight` and its current weight
+    /// `current` (the caller's per-peer state), returning the updated
+    /// current weight.
+    #[inline]
+    pub fn offer(&mut self, i: T, weight: u32, current: i64) -> i64 {
+        let w = weight as i64;
+        let c = current.saturating_add(w);
+        self.total = self.total.saturating_add(w);
+        if self.best.is_none() || c > self.best_current {
+            self.best = Some(i);
+            self.best_current = c;
+        }
+        c
+    }
+
+    /// The tied peer leading so far (the one offered last, if it just
+    /// took the lead).
+    pub fn leader(&self) -> Option<T> {
+        self.best
+    }
+
+    /// The winner and the current weight it must be set to.
+    pub fn winner(&self) -> Option<(T, i64)> {
+        self.best
+            .map(|b| (b, self.best_current.saturating_sub(self.total)))
+    }
+}
+
+impl<P: Copy> Compare<P> for LeastShare<P> {
+    #[inline]
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        LeastShare::offer(self, p, in_flight, share, limit);
+    }
+
+    #[inline]
+    fn best(&self) -> Option<P> {
+        LeastShare::best(self)
+    }
+
+    #[inline]
+    fn tied(&self) -> bool {
+        LeastShare::tied(self)
+    }
+
+    #[inline]
+    fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        self.is_tied(in_flight, share, limit).then_some(share)
+    }
+
+    #[inline]
+    fn limited(&self) -> bool {
+        self.limited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::share_weight;
+
+    #[test]
+    fn least_share_pick_and_ties() {
+        // in flight 2, 1, 3 with shares .5, .25, .25: ratios 4, 4, 12
+        let conns = [2u64, 1, 3];
+        let share = [0.5, 0.25, 0.25].map(share_weight);
+        let mut p = LeastShare::new();
+        for i in 0..3 {
+            p.offer(i, conns[i], share[i], 0);
+        }
+        assert!(p.tied());
+        let mut cur = [0i64; 3];
+        let mut wins = [0u32; 3];
+        for _ in 0..300 {
+            let mut t = SmoothTie::default();
+            for i in 0..3 {
+                if p.is_tied(conns[i], share[i], 0) {
+                    cur[i] = t.offer(i, share[i], cur[i]);
+                }
+            }
+            let (w, c) = t.winner().unwrap();
+            cur[w] = c;
+            wins[w] += 1;
+        }
+        assert_eq!(wins, [200, 100, 0]);
+        // a limit excludes; (conns+1)/share favours the big share when idle
+        let mut p = LeastShare::new();
+        p.offer(0, 4, 5, 4);
+        p.offer(1, 9, 5, 0);
+        assert!(p.limited && p.best() == Some(1));
+        let mut p = LeastShare::expected_delay();
+        p.offer(0, 0, 2, 0);
+        p.offer(1, 1, 8, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        assert!(p.offer(0, 0, 2, 0));
+        p.offer(1, 1, 8, 0);
+        assert_eq!(p.best(), Some(0));
+        // a zero weight is the smallest share: it loses to any real share
+        // unless it has nothing in flight and they have
+        let half = share_weight(0.5);
+        let mut p = LeastShare::new();
+        p.offer(0, 1, 0, 0);
+        p.offer(1, 5, half, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        p.offer(0, 3, half, 0);
+        p.offer(1, 0, 0, 0);
+        assert_eq!(p.best(), Some(1));
+        let mut p = LeastShare::new();
+        p.offer(0, 0, half, 0);
+        p.offer(1, 0, 0, 0);
+        assert!(p.tied());
+        // no overflow at the extremes: u32::MAX weights, huge counts
+        let mut p = LeastShare::expected_delay();
+        p.offer(0, u64::MAX, u32::MAX, 0);
+        p.offer(1, u64::MAX - 1, u32::MAX, 0);
+        assert!(p.tied());
+    }
+}

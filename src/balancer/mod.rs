@@ -33,7 +33,7 @@ use ngx::ffi::{
 use crate::module::upstream_state;
 use crate::state::{PeerMeta, Servers, UpstreamState};
 use crate::util::{cached_now_ms, catch_panic, log};
-use dwepc_core::policy::latency::DEFAULT_TAU_MS;
+use dwepc_core::policy::latency::{DEFAULT_TAU_MS, PRIOR_MS};
 use list::peers_meta;
 
 /// Per-request data: round robin's first, so its free/set_session/
@@ -261,6 +261,11 @@ fn observe_latency(ups: &UpstreamState, slot: usize, sent_ms: u64) {
     };
     let now = cached_now_ms();
     let mut e = cell.get();
-    e.observe(now.saturating_sub(sent_ms) as f64, now, DEFAULT_TAU_MS);
+    e.observe(
+        now.saturating_sub(sent_ms) as f64,
+        now,
+        DEFAULT_TAU_MS,
+        PRIOR_MS,
+    );
     cell.set(e);
 }

@@ -27,7 +27,7 @@ pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 
 use std::cell::Cell;
 
-use super::latency::PeakEwma;
+use super::latency::{PeakEwma, PRIOR_MS};
 use crate::zone::UpstreamZone;
 
 /// `pick=` of the shares mode: what "least in flight per share" counts.
@@ -113,7 +113,7 @@ impl Local<'_> {
             .map(Cell::get)
             .filter(PeakEwma::observed);
         (
-            l.map(|e| e.read(self.now_ms, self.tau_ms, 0.0)),
+            l.map(|e| e.read(self.now_ms, self.tau_ms, PRIOR_MS)),
             self.weight.get(slot).copied().unwrap_or(1).max(1),
         )
     }

@@ -175,16 +175,16 @@ mod tests {
         // peer 0 answered in 100 ms; peer 1 has a request in flight and no
         // answer yet (penalised); peer 2 nothing: the untried idle peer
         let mut e = PeakEwma::default();
-        e.observe(100.0, 1_000, 10_000.0);
+        e.observe(100.0, 1_000, 10_000.0, 0.0);
         lat[0].set(e);
         z.count(1);
         assert_eq!(pick(1_000), (Some(2), false));
         // all answered: (in-flight + 1) × time ÷ weight
         let mut e2 = PeakEwma::default();
-        e2.observe(300.0, 1_000, 10_000.0);
+        e2.observe(300.0, 1_000, 10_000.0, 0.0);
         lat[2].set(e2); // 300 / 2 = 150 > 100
         let mut e1 = PeakEwma::default();
-        e1.observe(40.0, 1_000, 10_000.0);
+        e1.observe(40.0, 1_000, 10_000.0, 0.0);
         lat[1].set(e1); // (1 + 1) × 40 = 80 < 100
         assert_eq!(pick(1_000), (Some(1), false));
         z.count(1); // (2 + 1) × 40 = 120: peer 0 wins
@@ -214,7 +214,7 @@ mod tests {
         let lat: Vec<Cell<PeakEwma>> = (0..n)
             .map(|i| {
                 let mut e = PeakEwma::default();
-                e.observe(10.0 * (i + 1) as f64, 1_000, 10_000.0);
+                e.observe(10.0 * (i + 1) as f64, 1_000, 10_000.0, 0.0);
                 Cell::new(e)
             })
             .collect();

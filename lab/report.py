@@ -27,7 +27,8 @@ import sys
 from collections import defaultdict
 
 ORDER = ["round_robin", "weighted_rr", "least_conn", "weighted_least_conn", "random2_least_conn",
-         "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay"]
+         "least_time", "random_two", "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay",
+         "dwepc_least_time"]
 BASE = "least_conn"
 OURS = "dwepc"
 

@@ -1,14 +1,17 @@
-//! `mode=least_time` and `mode=random_two`: response times drive the
-//! pick, without counters. One request after another goes to the faster
-//! server (random_two: the faster of two drawn, so both fast servers of
-//! three share the traffic); requests in flight at once spread as
-//! `(in-flight + 1) × response time` evens out; the status page says the
-//! module picks.
+//! Response times in the pick. `mode=least_time` and `mode=random_two`,
+//! without counters: one request after another goes to the faster server
+//! (random_two: the faster of two drawn, so the middle one of three wins
+//! its draws with the slowest); requests in flight at once spread as
+//! `(in-flight + 1) × response time` evens out; the status page says what
+//! picks. `pick=least_time` of the shares mode: counters and response
+//! times together, and response times alone when counters go stale.
 
 mod common;
 use common::backend::{Backend, Behaviour};
 use common::http;
 use common::setup::{Env, Mode};
+use common::vsenv::{active, VsEnv, VsOpts};
+use std::time::Duration;
 
 #[test]
 fn the_faster_server_takes_sequential_traffic_and_concurrency_spreads_it() {
@@ -23,7 +26,7 @@ fn the_faster_server_takes_sequential_traffic_and_concurrency_spreads_it() {
             st["balancing"].as_str(),
             st["reason"].as_str()
         ),
-        (Some("least_time"), Some("dwepc"), Some("active")),
+        (Some("least_time"), Some("response_times"), Some("active")),
         "{st}"
     );
     // every server answered once (each is tried while it has no time)
@@ -83,7 +86,7 @@ fn random_two_keeps_off_the_slow_server_and_shares_the_others() {
     let st = env.status();
     assert_eq!(
         (st["mode"].as_str(), st["balancing"].as_str()),
-        (Some("random_two"), Some("dwepc")),
+        (Some("random_two"), Some("response_times")),
         "{st}"
     );
     // until each has answered once, an unanswered idle server costs 0
@@ -119,4 +122,35 @@ fn random_two_keeps_off_the_slow_server_and_shares_the_others() {
         got[2] >= 15,
         "{got:?}: the fast server lost draws it should win"
     );
+}
+
+#[test]
+fn shares_per_response_time_and_response_times_alone_when_counters_go() {
+    let mut env = VsEnv::start(VsOpts {
+        n: 2,
+        dwepc: "interval=1s window=8 min_samples=2 ttl=8s pick=least_time".into(),
+        ..VsOpts::default()
+    });
+    env.backends[0].set(Behaviour::Slow(40));
+    env.feed_and_warm_up();
+    // equal VMs, equal shares: the faster server takes sequential traffic
+    let to_slow = |ids: &[String]| ids.iter().filter(|b| *b == "b0").count();
+    let ids = env.send(30);
+    assert!(to_slow(&ids) <= 3, "{ids:?}");
+    // vCenter goes: once the counters are stale the pick is least_time on
+    // weight= (not round robin, which would send half to the slow one),
+    // said once in the log and on the status page
+    env.vcsim.stop();
+    env.drive_until(20, Duration::from_secs(20), "stale", |st| {
+        st["balancing"] == "response_times" && st["reason"] != "active"
+    });
+    let ids = env.send(30);
+    assert!(to_slow(&ids) <= 3, "{ids:?}");
+    assert_eq!(
+        env.log_count("balances by response times (least_time on weight=): counters are stale"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+    assert!(!active(&env.status()));
 }

@@ -1,8 +1,8 @@
 //! Stock upstream behaviours that must keep working under `dwepc`, each
-//! run five times: without counters (the fallback: nginx's weighted round
-//! robin, counted), with live counters from vcsim in paper mode and in
-//! shares mode, and in the least_time and random_two modes (response
-//! times; our own `get` in the last four).
+//! run six times: without counters (the fallback: nginx's weighted round
+//! robin, counted), with live counters from vcsim in paper mode, in shares
+//! mode and in shares mode `pick=least_time`, and in the least_time and
+//! random_two modes (response times; our own `get` in the last five).
 
 mod common;
 use common::backend::{Backend, Behaviour};
@@ -13,11 +13,14 @@ use std::time::Duration;
 fn every_mode(f: impl Fn(Mode)) {
     f(Mode::LeastTime);
     f(Mode::RandomTwo);
+    if common::setup::vcsim_available() {
+        f(Mode::SharesTime);
+    }
     spreading_modes(f);
 }
 
 /// The modes whose pick spreads one request after another over equal
-/// servers (least_time and random_two instead send them to the faster
+/// servers (the response-time picks instead send them to the faster
 /// server, so a test that waits for the other one to be tried does not
 /// apply to them).
 fn spreading_modes(f: impl Fn(Mode)) {
@@ -218,10 +221,9 @@ fn retries_never_hit_a_tried_peer() {
             "{mode:?}"
         );
         // and with max_fails=0 they stay in rotation: both are tried (in
-        // the modes that spread sequential requests; least_time and
-        // random_two keep sending first to whichever answered fastest
-        // before, failing or not, as stock nginx leaves failures to
-        // max_fails)
+        // the modes that spread sequential requests; the response-time
+        // picks keep sending first to whichever answered fastest before,
+        // failing or not, as stock nginx leaves failures to max_fails)
         if !mode.follows_response_times() {
             assert!(bad1.served() > a0 && bad2.served() > b0, "{mode:?}");
         }

@@ -95,7 +95,7 @@ proptest! {
         let end = 20 * TAU as u64;
         while now < end {
             let local = Local { latency: &lat, weight: &weight, now_ms: now, tau_ms: TAU };
-            let mut c: LeastTime<usize> = LeastTime::new(local);
+            let mut c: LeastTime<usize> = LeastTime::new(local, false);
             for i in 0..n {
                 c.offer(i, i, zone);
             }

@@ -3,8 +3,10 @@
 //! `max_conns`) are offered to the mode's comparison on what its policy
 //! published in the zone; ties go to this worker's smooth weighted round
 //! robin on the shares; the chosen peer is taken as round robin takes one
-//! and counted in its slot. Without usable counters, or with a peer that
-//! has no slot, round robin picks and the request is still counted.
+//! and counted in its slot. Without usable counters the comparison's own
+//! stand-in picks (least_time for one that reads response times), or
+//! round robin; with a peer that has no slot, round robin; the request is
+//! counted either way.
 
 use core::ptr;
 
@@ -49,12 +51,13 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     let peers = dp.rrp.peers;
     // SAFETY: rrp.peers is the live list round robin's init chose.
     let single = unsafe { (*peers).single() } != 0;
-    let comparison = ups.parsed.comparison;
     let now_ms = cached_now_ms();
-    let (zone, servers) = match (crate::zone::of(ups), ups.servers()) {
-        (Some(z), Some(s)) if !single && (z.usable(now_ms) || !comparison.needs_counters()) => {
-            (z, s)
-        }
+    let (zone, servers, comparison) = match (crate::zone::of(ups), ups.servers()) {
+        (Some(z), Some(s)) if !single => match ups.parsed.comparison.now(z.usable(now_ms)) {
+            Some(c) => (z, s, c),
+            // SAFETY: pc and dp belong to this live request.
+            None => return unsafe { round_robin(pc, dp, Some(z)) },
+        },
         // SAFETY: pc and dp belong to this live request.
         (other, _) => return unsafe { round_robin(pc, dp, other) },
     };

@@ -16,6 +16,8 @@ pub enum Mode {
     Paper,
     /// vcsim counters drive the pick, shares mode (the default).
     Shares,
+    /// vcsim counters and response times, shares mode `pick=least_time`.
+    SharesTime,
     /// No endpoint: `mode=least_time` (response times drive the pick).
     LeastTime,
     /// No endpoint: `mode=random_two` (response times of two drawn at
@@ -27,7 +29,16 @@ impl Mode {
     /// True for the modes whose pick follows response times (one request
     /// after another goes to the faster server, not around the list).
     pub fn follows_response_times(self) -> bool {
-        matches!(self, Mode::LeastTime | Mode::RandomTwo)
+        matches!(self, Mode::LeastTime | Mode::RandomTwo | Mode::SharesTime)
+    }
+
+    /// What the status page says drives the pick once warmed up.
+    pub fn balancing(self) -> &'static str {
+        match self {
+            Mode::Fallback => "round_robin",
+            Mode::LeastTime | Mode::RandomTwo => "response_times",
+            Mode::Paper | Mode::Shares | Mode::SharesTime => "dwepc",
+        }
     }
 }
 
@@ -108,7 +119,7 @@ impl Env {
                 ),
                 String::new(),
             ),
-            Mode::Paper | Mode::Shares => {
+            Mode::Paper | Mode::Shares | Mode::SharesTime => {
                 let vms: Vec<VmSpec> = (0..backends.len())
                     .map(|i| VmSpec {
                         name: format!("web-{i}"),
@@ -139,10 +150,12 @@ impl Env {
                 (
                     Some(vc),
                     head,
-                    if mode == Mode::Paper {
-                        "dwepc mode=paper interval=1s window=5 min_samples=2 ttl=30s;"
-                    } else {
-                        "dwepc interval=1s window=5 ttl=30s;"
+                    match mode {
+                        Mode::Paper => {
+                            "dwepc mode=paper interval=1s window=5 min_samples=2 ttl=30s;"
+                        }
+                        Mode::SharesTime => "dwepc interval=1s window=5 ttl=30s pick=least_time;",
+                        _ => "dwepc interval=1s window=5 ttl=30s;",
                     }
                     .to_string(),
                     nodes,
@@ -171,16 +184,18 @@ impl Env {
         env
     }
 
-    /// Sends a trickle of requests until counters drive the pick.
+    /// Sends a trickle of requests until the module drives the pick as
+    /// the mode does.
     pub fn warm_up(&self) {
+        let want = self.mode.balancing();
         let ok = wait_for(Duration::from_secs(40), || {
             let _ = http::request(self.port, "GET", "/");
             std::thread::sleep(Duration::from_millis(30));
-            (self.status()["balancing"] == "dwepc").then_some(())
+            (self.status()["balancing"] == want).then_some(())
         });
         assert!(
             ok.is_some(),
-            "counters never took over: {}\n{}",
+            "the pick never became {want}: {}\n{}",
             self.status(),
             self.nginx.error_log()
         );

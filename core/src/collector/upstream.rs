@@ -76,8 +76,9 @@ impl UpRun {
     }
 
     /// Logs how upstream `u` balances at `now_ms` if that changed since it
-    /// was last said: counters drive (with the policy's summary), or round
-    /// robin and why (a warning when counters drove before).
+    /// was last said: counters drive (with the policy's summary), or the
+    /// pick without counters (round robin, or response times) and why (a
+    /// warning when counters drove before).
     pub(super) fn log_state(&mut self, u: &UpstreamSpec<'_>, now_ms: u64, rt: &dyn Runtime) {
         if !u.conf.mode.comparison(&u.conf.tuning).needs_counters() {
             // the pick does not wait for counters: said once
@@ -119,8 +120,12 @@ impl UpRun {
             (false, reason) => rt.log(
                 if was_active { Level::Warn } else { Level::Info },
                 &format!(
-                    "dwepc: upstream \"{}\" uses weighted round robin: {}",
+                    "dwepc: upstream \"{}\" {}: {}",
                     u.name,
+                    match u.conf.mode.comparison(&u.conf.tuning).without_counters() {
+                        Some(_) => "balances by response times (least_time on weight=)",
+                        None => "uses weighted round robin",
+                    },
                     reason.text()
                 ),
             ),

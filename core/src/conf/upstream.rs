@@ -243,7 +243,10 @@ mod tests {
                 &["mode=magic"],
                 "expected \"shares\", \"paper\", \"wlc\", \"least_time\" or \"random_two\"",
             ),
-            (&["pick=fast"], "\"least_conn\" or \"expected_delay\""),
+            (
+                &["pick=fast"],
+                "\"least_conn\", \"expected_delay\" or \"least_time\"",
+            ),
             (&["inflight=0"], "above 0"),
             (&["inflight=-3"], "above 0"),
             (&["floor=30%"], "from 0 to 0.2"),

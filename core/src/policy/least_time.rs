@@ -29,7 +29,7 @@ impl Mode for LeastTime {
     }
 
     fn comparison(&self, _t: &Tuning) -> Comparison {
-        Comparison::LeastTime
+        Comparison::LeastTime { per_share: false }
     }
 
     fn upstream_fields(&self, _zone: Option<UpstreamZone<'_>>) -> Fields {

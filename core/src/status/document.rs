@@ -51,7 +51,9 @@ pub struct UpstreamStatus {
     pub name: String,
     /// Configured mode.
     pub mode: String,
-    /// "dwepc" when counters drive the pick, "round_robin" otherwise.
+    /// What drives the pick: "dwepc" (counters), "response_times" (the
+    /// worker's response times: the least_time and random_two modes, and
+    /// `pick=least_time` while counters are not usable) or "round_robin".
     pub balancing: String,
     /// Why the balancer is where it is (e.g. "no_samples", "stale").
     pub reason: String,

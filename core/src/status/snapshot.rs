@@ -36,8 +36,15 @@ pub fn snapshot(
     now_ms: u64,
 ) -> UpstreamStatus {
     let (window, sample_end) = zone.map(|s| s.window()).unwrap_or((0, 0));
-    let own = !u.conf.mode.comparison(&u.conf.tuning).needs_counters();
+    let comparison = u.conf.mode.comparison(&u.conf.tuning);
+    let own = !comparison.needs_counters();
     let usable = zone.is_some_and(|s| s.usable(now_ms));
+    let balancing = match zone {
+        None => "round_robin",
+        Some(_) if usable && !own => "dwepc",
+        Some(_) if comparison.now(usable).is_some() => "response_times",
+        Some(_) => "round_robin",
+    };
     let reason = match zone {
         // a pick of the module's own that needs no counters
         Some(_) if own => "active",
@@ -59,12 +66,7 @@ pub fn snapshot(
             .count() as u64,
         name: u.name.to_string(),
         mode: u.conf.mode.name().into(),
-        balancing: if usable || (own && zone.is_some()) {
-            "dwepc"
-        } else {
-            "round_robin"
-        }
-        .into(),
+        balancing: balancing.into(),
         reason: reason.into(),
         vsphere: u.vsphere.map(str::to_string),
         window,

@@ -25,6 +25,8 @@ pub enum Policy {
     Dwepc,
     /// dwepc shares mode with `pick=expected_delay`.
     DwepcSed,
+    /// dwepc shares mode with `pick=least_time`: shares per response time.
+    DwepcTime,
     /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
     /// least_time-class baseline.
@@ -36,7 +38,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 11] = [
+    pub const ALL: [Policy; 12] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -46,6 +48,7 @@ impl Policy {
         Policy::Paper,
         Policy::Dwepc,
         Policy::DwepcSed,
+        Policy::DwepcTime,
         Policy::LeastTime,
         Policy::RandomTwo,
     ];
@@ -61,6 +64,7 @@ impl Policy {
             Policy::Paper => "dwepc_paper",
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "dwepc_expected_delay",
+            Policy::DwepcTime => "dwepc_least_time",
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
         }
@@ -77,6 +81,7 @@ impl Policy {
             Policy::Paper => "paper",
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "sed",
+            Policy::DwepcTime => "hyb",
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
         }
@@ -106,7 +111,7 @@ impl Policy {
     pub fn uses_counters(self) -> bool {
         matches!(
             self,
-            Policy::DynWlc | Policy::Paper | Policy::Dwepc | Policy::DwepcSed
+            Policy::DynWlc | Policy::Paper | Policy::Dwepc | Policy::DwepcSed | Policy::DwepcTime
         )
     }
 
@@ -128,6 +133,7 @@ impl Policy {
             Policy::Paper => format!("dwepc mode=paper interval={i}s window=20;"),
             Policy::Dwepc => format!("dwepc interval={i}s;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
+            Policy::DwepcTime => format!("dwepc interval={i}s pick=least_time;"),
             Policy::LeastTime => "dwepc mode=least_time;".into(),
             Policy::RandomTwo => "dwepc mode=random_two;".into(),
         }

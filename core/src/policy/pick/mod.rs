@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`LeastShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
 //! | [`Comparison::LargestRemaining`] | [`largest`] | the remaining allocation `L = target − sent` ([`Argmax`]) | at random |
-//! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ weight ([`LeastTime`]) | smooth weighted round robin on `weight=` |
+//! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ `weight=`, or ÷ share below the in-flight limit ([`LeastTime`]) | smooth weighted round robin on the same weights |
 //! | [`Comparison::RandomTwo`] | [`time`] | the same, of two peers drawn at random ([`RandomTwo`]) | at random |
 //!
 //! The random ones draw from the worker's generator ([`worker_rng`]), kept
@@ -30,7 +30,7 @@ use std::cell::Cell;
 use super::latency::{PeakEwma, PRIOR_MS};
 use crate::zone::UpstreamZone;
 
-/// `pick=` of the shares mode: what "least in flight per share" counts.
+/// `pick=` of the shares mode: what it compares per share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
     /// Least `in-flight / share` (nginx's least_conn with the shares as
@@ -39,13 +39,18 @@ pub enum Pick {
     /// Least `(in-flight + 1) / share` (shortest expected delay): lower
     /// latency with light traffic, less even utilisation.
     ExpectedDelay,
+    /// Least `(in-flight + 1) × response time / share`: the shares from
+    /// counters as the prior, each worker's response times as the fast
+    /// correction (they carry the load other frontends put on a server).
+    LeastTime,
 }
 
 impl Pick {
     /// Every option with its name as written.
-    pub const ALL: [(Pick, &'static str); 2] = [
+    pub const ALL: [(Pick, &'static str); 3] = [
         (Pick::LeastConn, "least_conn"),
         (Pick::ExpectedDelay, "expected_delay"),
+        (Pick::LeastTime, "least_time"),
     ];
 
     /// Name as written in the configuration.
@@ -67,26 +72,54 @@ pub enum Comparison {
     /// The least in-flight per share (`plus_one`: (in-flight + 1) per
     /// share), below the in-flight limit.
     LeastPerShare { plus_one: bool },
-    /// The least (in-flight + 1) × response time ÷ configured weight
-    /// (NGINX Plus's `least_time`), from this worker's estimates.
-    LeastTime,
-    /// The same cost, of two peers drawn at random (NGINX Plus's `random
-    /// two least_time`, Linkerd's power of two choices).
+    /// The least (in-flight + 1) × response time ÷ weight, from this
+    /// worker's estimates: the configured `weight=` (NGINX Plus's
+    /// `least_time`), or (`per_share`) the mode's share, below the
+    /// in-flight limit (counters set the prior, response times correct
+    /// it).
+    LeastTime { per_share: bool },
+    /// The same cost on `weight=`, of two peers drawn at random (NGINX
+    /// Plus's `random two least_time`, Linkerd's power of two choices).
     RandomTwo,
 }
 
 impl Comparison {
     /// True if the comparison reads values the collector publishes (so
-    /// that without usable counters the pick falls back to round robin);
+    /// that without usable counters the pick is [`Comparison::without_counters`]);
     /// false if it needs only what the request path itself measures.
     pub fn needs_counters(self) -> bool {
-        !self.uses_latency()
+        !matches!(
+            self,
+            Comparison::LeastTime { per_share: false } | Comparison::RandomTwo
+        )
     }
 
     /// True if the comparison reads the worker's response-time estimates
     /// (so that the end of every request updates them).
     pub fn uses_latency(self) -> bool {
-        matches!(self, Comparison::LeastTime | Comparison::RandomTwo)
+        matches!(self, Comparison::LeastTime { .. } | Comparison::RandomTwo)
+    }
+
+    /// What the pick runs while counters are not usable: the comparison
+    /// itself if it needs none; least_time on `weight=` for one that also
+    /// reads response times; `None` (nginx's round robin) otherwise.
+    pub fn without_counters(self) -> Option<Comparison> {
+        match self {
+            c if !c.needs_counters() => Some(c),
+            Comparison::LeastTime { .. } => Some(Comparison::LeastTime { per_share: false }),
+            _ => None,
+        }
+    }
+
+    /// What the pick runs now: itself with usable counters, else
+    /// [`Comparison::without_counters`].
+    #[inline]
+    pub fn now(self, counters_usable: bool) -> Option<Comparison> {
+        if counters_usable {
+            Some(self)
+        } else {
+            self.without_counters()
+        }
     }
 }
 
@@ -103,19 +136,21 @@ pub struct Local<'a> {
 }
 
 impl Local<'_> {
-    /// Slot `slot`'s response time now (decaying toward 0 while it
-    /// answers nothing; `None` before any answer) and weight.
+    /// Slot `slot`'s response time now (decaying toward
+    /// [`PRIOR_MS`] while it answers nothing; `None` before any answer).
     #[inline]
-    fn of(&self, slot: usize) -> (Option<f64>, u32) {
-        let l = self
-            .latency
+    fn latency(&self, slot: usize) -> Option<f64> {
+        self.latency
             .get(slot)
             .map(Cell::get)
-            .filter(PeakEwma::observed);
-        (
-            l.map(|e| e.read(self.now_ms, self.tau_ms, PRIOR_MS)),
-            self.weight.get(slot).copied().unwrap_or(1).max(1),
-        )
+            .filter(PeakEwma::observed)
+            .map(|e| e.read(self.now_ms, self.tau_ms, PRIOR_MS))
+    }
+
+    /// Slot `slot`'s configured weight (at least 1).
+    #[inline]
+    fn weight(&self, slot: usize) -> u32 {
+        self.weight.get(slot).copied().unwrap_or(1).max(1)
     }
 }
 
@@ -129,7 +164,7 @@ impl Comparison {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => scan.scan(LeastShare::new()),
             Comparison::LeastPerShare { plus_one: true } => scan.scan(LeastShare::expected_delay()),
-            Comparison::LeastTime => scan.scan(LeastTime::new(local)),
+            Comparison::LeastTime { per_share } => scan.scan(LeastTime::new(local, per_share)),
             Comparison::RandomTwo => scan.scan(RandomTwo::new(local)),
         }
     }
@@ -239,10 +274,15 @@ mod tests {
             Comparison::LeastPerShare { plus_one: true }.run(Kind, local),
             "LeastShare"
         );
-        assert_eq!(Comparison::LeastTime.run(Kind, local), "LeastTime");
+        let lt = Comparison::LeastTime { per_share: false };
+        assert_eq!(lt.run(Kind, local), "LeastTime");
         assert_eq!(Comparison::RandomTwo.run(Kind, local), "RandomTwo");
         assert!(Comparison::RandomTwo.uses_latency() && !Comparison::RandomTwo.needs_counters());
-        assert!(!Comparison::LeastTime.needs_counters());
+        assert!(!lt.needs_counters() && lt.without_counters() == Some(lt));
         assert!(Comparison::LargestRemaining.needs_counters());
+        assert_eq!(Comparison::LargestRemaining.without_counters(), None);
+        let hybrid = Comparison::LeastTime { per_share: true };
+        assert!(hybrid.needs_counters() && hybrid.uses_latency());
+        assert_eq!(hybrid.without_counters(), Some(lt));
     }
 }

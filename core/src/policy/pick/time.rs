@@ -1,49 +1,69 @@
 //! The response-time picks: [`super::Comparison::LeastTime`] (every
 //! eligible peer compared) and [`super::Comparison::RandomTwo`] (two drawn
 //! at random), both on `(in-flight + 1) × response time ÷ weight` from the
-//! worker's own estimates ([`Local`]).
+//! worker's own estimates ([`Local`]); the weight is `weight=`, or for
+//! least_time per share the mode's share from the zone.
 
 use super::worker_rng::WorkerRng;
 use super::{Compare, Local};
 use crate::zone::UpstreamZone;
 
-/// [`super::Comparison::LeastTime`]: the least `(in-flight + 1) × response time ÷
-/// weight`. A peer with no response time yet costs 0 while it has nothing
-/// in flight (it is tried once) and [`UNSEEN_PENALTY_MS`] per request in
-/// flight otherwise (as Finagle's peak-EWMA), so a new peer does not take
-/// every request until its first answer.
+/// [`super::Comparison::LeastTime`]: the least `(in-flight + 1) × response
+/// time ÷ weight`. A peer with no response time yet costs 0 while it has
+/// nothing in flight (it is tried once) and [`UNSEEN_PENALTY_MS`] per
+/// request in flight otherwise (as Finagle's peak-EWMA), so a new peer
+/// does not take every request until its first answer. Per share, a peer
+/// at its in-flight limit is skipped.
 pub struct LeastTime<'a, P = usize> {
     local: Local<'a>,
+    per_share: bool,
     best: Option<P>,
     best_cost: f64,
     ties: u32,
+    limited: bool,
 }
 
 /// The response time a peer with requests in flight and none answered
 /// counts with, ms.
 pub const UNSEEN_PENALTY_MS: f64 = 60_000.0;
 
-/// Slot `slot`'s cost with `in_flight` requests, `(in_flight + 1) × time ÷
-/// weight`, and its weight.
+/// Slot `slot`'s cost `(in-flight + 1) × time ÷ weight` and its weight,
+/// the weight being `weight=` or (`per_share`) its share; `None` at its
+/// in-flight limit.
 #[inline]
-fn cost(local: &Local<'_>, slot: usize, in_flight: u64) -> (f64, u32) {
-    let (l, w) = local.of(slot);
-    let l = match l {
+fn cost(
+    local: &Local<'_>,
+    slot: usize,
+    zone: UpstreamZone<'_>,
+    per_share: bool,
+) -> Option<(f64, u32)> {
+    let (in_flight, w) = if per_share {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        if limit != 0 && in_flight >= limit as u64 {
+            return None;
+        }
+        (in_flight, share.max(1))
+    } else {
+        (zone.in_flight(slot), local.weight(slot))
+    };
+    let l = match local.latency(slot) {
         Some(l) => l,
         None if in_flight == 0 => 0.0,
         None => UNSEEN_PENALTY_MS,
     };
-    ((in_flight as f64 + 1.0) * l / w as f64, w)
+    Some(((in_flight as f64 + 1.0) * l / w as f64, w))
 }
 
 impl<'a, P: Copy> LeastTime<'a, P> {
-    /// A comparison on `local`'s estimates.
-    pub fn new(local: Local<'a>) -> LeastTime<'a, P> {
+    /// A comparison on `local`'s estimates, per share or per `weight=`.
+    pub fn new(local: Local<'a>, per_share: bool) -> LeastTime<'a, P> {
         LeastTime {
             local,
+            per_share,
             best: None,
             best_cost: f64::INFINITY,
             ties: 0,
+            limited: false,
         }
     }
 }
@@ -51,7 +71,10 @@ impl<'a, P: Copy> LeastTime<'a, P> {
 impl<P: Copy> Compare<P> for LeastTime<'_, P> {
     #[inline]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
-        let (c, _) = cost(&self.local, slot, zone.in_flight(slot));
+        let Some((c, _)) = cost(&self.local, slot, zone, self.per_share) else {
+            self.limited = true;
+            return;
+        };
         if self.best.is_none() || c < self.best_cost {
             self.best = Some(p);
             self.best_cost = c;
@@ -73,8 +96,13 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
 
     #[inline]
     fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
-        let (c, w) = cost(&self.local, slot, zone.in_flight(slot));
+        let (c, w) = cost(&self.local, slot, zone, self.per_share)?;
         (self.best.is_some() && c == self.best_cost).then_some(w)
+    }
+
+    #[inline]
+    fn limited(&self) -> bool {
+        self.limited
     }
 }
 
@@ -125,8 +153,9 @@ impl<P: Copy> Compare<P> for RandomTwo<'_, P> {
                 _ => return,
             },
         };
-        let (c, _) = cost(&self.local, slot, zone.in_flight(slot));
-        self.drawn[at] = Some((p, c));
+        if let Some((c, _)) = cost(&self.local, slot, zone, false) {
+            self.drawn[at] = Some((p, c));
+        }
     }
 
     #[inline]
@@ -164,7 +193,7 @@ mod tests {
             tau_ms: 10_000.0,
         };
         let pick = |now| {
-            let mut c: LeastTime<usize> = LeastTime::new(local(now));
+            let mut c: LeastTime<usize> = LeastTime::new(local(now), false);
             for i in 0..3 {
                 c.offer(i, i, z);
             }

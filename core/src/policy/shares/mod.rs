@@ -72,8 +72,10 @@ impl Mode for Shares {
     }
 
     fn comparison(&self, t: &Tuning) -> Comparison {
-        Comparison::LeastPerShare {
-            plus_one: t.pick == Pick::ExpectedDelay,
+        match t.pick {
+            Pick::LeastConn => Comparison::LeastPerShare { plus_one: false },
+            Pick::ExpectedDelay => Comparison::LeastPerShare { plus_one: true },
+            Pick::LeastTime => Comparison::LeastTime { per_share: true },
         }
     }
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 
 ORDER = ["round_robin", "weighted_rr", "least_conn", "weighted_least_conn", "random2_least_conn",
          "least_time", "random_two", "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay",
-         "dwepc_least_time"]
+         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start"]
 BASE = "least_conn"
 OURS = "dwepc"
 

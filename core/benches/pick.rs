@@ -207,6 +207,7 @@ fn pick_mode(
         weight: &[],
         now_ms: 0,
         tau_ms: 1.0,
+        slow_start_ms: 0,
     };
     how.run(BenchScan { zone, map, n, tie }, local)
 }

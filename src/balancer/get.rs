@@ -93,6 +93,7 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         weight: &servers.weights,
         now_ms,
         tau_ms: DEFAULT_TAU_MS,
+        slow_start_ms: ups.parsed.conf.tuning.slow_start_ms,
     };
     let (best, full) = comparison.run(scan, local);
     drop(map);
@@ -259,6 +260,9 @@ unsafe fn take(
     // SAFETY: the peer is live and the list's write lock is held, so this
     // process may write it.
     let b = unsafe { &mut *c.peer };
+    // failed max_fails times and tried again after fail_timeout: if it
+    // answers, slow start begins
+    let probe = b.max_fails != 0 && b.fails >= b.max_fails;
     if now - b.checked > b.fail_timeout {
         b.checked = now;
     }
@@ -276,6 +280,7 @@ unsafe fn take(
     unsafe { *dp.rrp.tried.add(c.pos / BITS) |= 1usize << (c.pos % BITS) };
     drop(lock);
     dp.sent(zone, c.slot);
+    dp.probe = probe;
     NGX_OK as ngx_int_t
 }
 
@@ -336,6 +341,7 @@ pub unsafe fn round_robin(
 ) -> ngx_int_t {
     // SAFETY: dp.rrp is valid round-robin data for this request.
     let rc = unsafe { ngx_http_upstream_get_round_robin_peer(pc, dp.rrp_data()) };
+    dp.probe = false;
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }

@@ -52,6 +52,9 @@ pub struct PeerData {
     /// When the request was sent to that peer (nginx's cached clock, ms),
     /// for its response time.
     sent_ms: u64,
+    /// That peer had failed `max_fails` times: this request tries it
+    /// again, and its answer begins the peer's slow start.
+    probe: bool,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -205,6 +208,7 @@ unsafe extern "C" fn init_peer(
             (*dp).slot = NO_SLOT;
             (*dp).epoch = 0;
             (*dp).sent_ms = 0;
+            (*dp).probe = false;
             (*u).peer.get = Some(get_peer);
             (*u).peer.free = Some(free_peer);
         }
@@ -239,6 +243,8 @@ unsafe extern "C" fn free_peer(
             if let Some(zone) = ups.and_then(crate::zone::of) {
                 if state & NGX_PEER_FAILED as ngx_uint_t != 0 {
                     zone.failed(dp.slot, dp.epoch);
+                } else if dp.probe && zone.epoch() == dp.epoch {
+                    zone.start_ramp(dp.slot, cached_now_ms());
                 }
                 zone.finish(dp.slot, dp.epoch);
             }
@@ -246,6 +252,7 @@ unsafe extern "C" fn free_peer(
                 observe_latency(ups, dp.slot, dp.sent_ms);
             }
             dp.slot = NO_SLOT;
+            dp.probe = false;
         }
         // SAFETY: round robin's free takes the same connection and data.
         unsafe { ngx_http_upstream_free_round_robin_peer(pc, data, state) };

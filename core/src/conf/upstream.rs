@@ -1,5 +1,6 @@
 //! `dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
-//! [min_samples=N] [mode=NAME] [MODE OPTIONS] [ACCOUNTING]` inside
+//! [min_samples=N] [mode=NAME] [MODE OPTIONS] [slow_start=TIME]
+//! [ACCOUNTING]` inside
 //! `upstream {}`: the upstream's endpoint, timing, mode and its tuning.
 
 use super::accounting::Accounting;
@@ -155,6 +156,7 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
                 }
             }
         }
+        "slow_start" => t.slow_start_ms = parse_time(key, val, 1000)?,
         _ => match c.accounting.parse(key, val) {
             Some(r) => r?,
             None => return Ok(false),
@@ -215,6 +217,9 @@ mod tests {
             (0.0, 0.02, 0.25)
         );
         assert_eq!((c.tuning.window, c.tuning.min_samples), (1, 1));
+        assert_eq!(c.tuning.slow_start_ms, 0);
+        let c = parse_upstream(&["mode=least_time", "slow_start=30s"]).unwrap();
+        assert_eq!(c.tuning.slow_start_ms, 30_000);
         let c = parse_upstream(&["interval=3s", "window=20", "mode=paper"]).unwrap();
         assert_eq!((c.interval_ms, c.ttl_ms, c.tuning.window), (3000, 9000, 20));
         let c = parse_upstream(&["interval=3s"]).unwrap();
@@ -252,6 +257,11 @@ mod tests {
             (&["floor=30%"], "from 0 to 0.2"),
             (&["step=0"], "above 0 and up to 1"),
             (&["step=1.5"], "above 0 and up to 1"),
+            (&["slow_start=500ms"], "a time from 1000ms to 1d"),
+            (
+                &["mode=paper", "slow_start=30s"],
+                "applies to \"mode=shares\", \"mode=wlc\", \"mode=least_time\" or \"mode=random_two\" only",
+            ),
             (
                 &["mode=paper", "inflight=4"],
                 "applies to \"mode=shares\" only",

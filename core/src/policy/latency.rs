@@ -68,6 +68,11 @@ impl PeakEwma {
     pub fn observed(&self) -> bool {
         self.at_ms != 0
     }
+
+    /// When a response time was last observed (0: never).
+    pub fn observed_at(&self) -> u64 {
+        self.at_ms
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod paper;
 pub mod pick;
 pub mod random_two;
 pub mod shares;
+pub mod slow_start;
 pub mod view;
 pub mod window;
 pub mod wlc;
@@ -69,7 +70,7 @@ pub fn names_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Parameters of `dwepc` that only some modes take ([`Mode::options`]).
-pub const MODE_OPTIONS: [&str; 4] = ["pick", "inflight", "floor", "step"];
+pub const MODE_OPTIONS: [&str; 5] = ["pick", "inflight", "floor", "step", "slow_start"];
 
 /// Largest window accepted.
 pub const MAX_WINDOW: usize = 1024;
@@ -89,6 +90,9 @@ pub struct Tuning {
     pub floor: f64,
     /// Shares mode: fraction of the way to the target moved per sample.
     pub step: f64,
+    /// The modes that compare in-flight requests: a returning or added
+    /// server's ramp-up time, ms (0 = off; [`slow_start`]).
+    pub slow_start_ms: u64,
 }
 
 /// Default window of the paper and wlc modes (the paper's m).
@@ -103,6 +107,7 @@ impl Default for Tuning {
             inflight_per_vcpu: shares::DEFAULT_INFLIGHT_PER_VCPU,
             floor: 0.01,
             step: 0.5,
+            slow_start_ms: 0,
         }
     }
 }

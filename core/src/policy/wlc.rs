@@ -24,6 +24,10 @@ impl Mode for Wlc {
         "wlc"
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        &["slow_start"]
+    }
+
     fn defaults(&self, _t: &mut Tuning, interval_ms: u64, _written: &dyn Fn(&str) -> bool) -> u64 {
         3 * interval_ms
     }

@@ -21,7 +21,7 @@ use std::ops::Range;
 
 use std::sync::atomic::Ordering::*;
 
-use super::layout::{names_hash, H_SLOTS, P_ADDR, P_IDENT, P_PORT};
+use super::layout::{names_hash, H_SLOTS, P_ADDR, P_IDENT, P_PORT, P_RAMP};
 use super::UpstreamZone;
 
 /// Spare slots per `resolve` server: the most addresses of one name that
@@ -207,7 +207,9 @@ impl UpstreamZone<'_> {
     /// holds `ident`, else a free one, else one whose identity `gone` says
     /// has left nginx's list and that has no request in flight. Claims are
     /// compare-and-swaps, so workers that meet a new address at once end
-    /// up in the same slot. `None` when every candidate is in use.
+    /// up in the same slot. A slot claimed while other peers have been
+    /// sent requests starts its slow start now. `None` when every
+    /// candidate is in use.
     pub fn claim(
         &self,
         candidates: &[usize],
@@ -238,6 +240,14 @@ impl UpstreamZone<'_> {
                 .is_ok()
             {
                 self.set_slot_addr(i, addr);
+                // a server added while the upstream serves ramps up (if
+                // it has slow_start=); one there from the start does not
+                let since = if self.serving_besides(i) {
+                    crate::clock::now_ms().max(1)
+                } else {
+                    0
+                };
+                self.p(i, P_RAMP).store(since, Relaxed);
                 self.h(H_SLOTS).fetch_add(1, Release);
                 return Some(i);
             }
@@ -414,6 +424,8 @@ mod tests {
         assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
         assert_eq!(s.slot_addr(1), Some(a));
         assert!(s.slots_generation() > g0);
+        // claimed before any traffic: no slow start
+        assert_eq!(s.ramp_since(1), 0);
         // the same identity finds its slot again, without a new claim
         let g1 = s.slots_generation();
         assert_eq!(s.claim(&spares, 10, Some(a), |_| false), Some(1));
@@ -426,8 +438,12 @@ mod tests {
         s.count(1);
         assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), None);
         s.finish(1, s.epoch());
+        s.count(0);
+        let before = crate::clock::now_ms();
         assert_eq!(s.claim(&spares, 12, Some(c), |x| x == 10), Some(1));
         assert_eq!((s.slot_ident(1), s.slot_addr(1)), (12, Some(c)));
+        // added while another server serves: its slow start begins
+        assert!(s.ramp_since(1) >= before, "{}", s.ramp_since(1));
         // slots outside the candidates are never touched
         assert_eq!(s.slot_ident(0), 0);
         assert_eq!(s.slot_addr(3), None);

@@ -167,6 +167,32 @@ impl<'a> UpstreamZone<'a> {
         }
     }
 
+    /// Starts peer `i`'s slow start at `now_ms`: it answered after nginx
+    /// had marked it failed (`max_fails`).
+    #[inline]
+    pub fn start_ramp(&self, i: usize, now_ms: u64) {
+        if i < self.n {
+            self.p(i, P_RAMP).store(now_ms.max(1), Relaxed);
+        }
+    }
+
+    /// When peer `i`'s slow start began (0: never), a cold word read only
+    /// by upstreams with `slow_start=`.
+    #[inline]
+    pub fn ramp_since(&self, i: usize) -> u64 {
+        if i < self.n {
+            self.p(i, P_RAMP).load(Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Some peer other than `i` was sent a request (the upstream serves
+    /// traffic).
+    pub(super) fn serving_besides(&self, i: usize) -> bool {
+        (0..self.n).any(|j| j != i && self.total(j) > 0)
+    }
+
     /// Counts a request answered at once because every peer was at its
     /// in-flight limit (the overload guard).
     #[inline]

@@ -35,10 +35,14 @@ pub enum Policy {
     /// peers drawn at random (Linkerd's power of two choices over
     /// peak-EWMA), the P2C baseline.
     RandomTwo,
+    /// [`Policy::DwepcTime`] with `slow_start=30s`.
+    DwepcTimeSlow,
+    /// [`Policy::LeastTime`] with `slow_start=30s`.
+    LeastTimeSlow,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 12] = [
+    pub const ALL: [Policy; 14] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -51,6 +55,8 @@ impl Policy {
         Policy::DwepcTime,
         Policy::LeastTime,
         Policy::RandomTwo,
+        Policy::DwepcTimeSlow,
+        Policy::LeastTimeSlow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +73,8 @@ impl Policy {
             Policy::DwepcTime => "dwepc_least_time",
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
+            Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
+            Policy::LeastTimeSlow => "least_time_slow_start",
         }
     }
 
@@ -84,6 +92,8 @@ impl Policy {
             Policy::DwepcTime => "hyb",
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
+            Policy::DwepcTimeSlow => "hybss",
+            Policy::LeastTimeSlow => "ltss",
         }
     }
 
@@ -111,14 +121,23 @@ impl Policy {
     pub fn uses_counters(self) -> bool {
         matches!(
             self,
-            Policy::DynWlc | Policy::Paper | Policy::Dwepc | Policy::DwepcSed | Policy::DwepcTime
+            Policy::DynWlc
+                | Policy::Paper
+                | Policy::Dwepc
+                | Policy::DwepcSed
+                | Policy::DwepcTime
+                | Policy::DwepcTimeSlow
         )
     }
 
     pub(super) fn weighted(self) -> bool {
         matches!(
             self,
-            Policy::Wrr | Policy::LcW | Policy::LeastTime | Policy::RandomTwo
+            Policy::Wrr
+                | Policy::LcW
+                | Policy::LeastTime
+                | Policy::RandomTwo
+                | Policy::LeastTimeSlow
         ) || self.uses_counters()
     }
 
@@ -136,6 +155,8 @@ impl Policy {
             Policy::DwepcTime => format!("dwepc interval={i}s pick=least_time;"),
             Policy::LeastTime => "dwepc mode=least_time;".into(),
             Policy::RandomTwo => "dwepc mode=random_two;".into(),
+            Policy::DwepcTimeSlow => format!("dwepc interval={i}s pick=least_time slow_start=30s;"),
+            Policy::LeastTimeSlow => "dwepc mode=least_time slow_start=30s;".into(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 use std::cell::Cell;
 
 use super::latency::{PeakEwma, PRIOR_MS};
+use super::slow_start::Ramp;
 use crate::zone::UpstreamZone;
 
 /// `pick=` of the shares mode: what it compares per share.
@@ -133,18 +134,30 @@ pub struct Local<'a> {
     pub now_ms: u64,
     /// The estimates' time constant, ms.
     pub tau_ms: f64,
+    /// The upstream's `slow_start=`, ms (0: off).
+    pub slow_start_ms: u64,
 }
 
 impl Local<'_> {
-    /// Slot `slot`'s response time now (decaying toward
-    /// [`PRIOR_MS`] while it answers nothing; `None` before any answer).
+    /// Slot `slot`'s response time now (decaying toward [`PRIOR_MS`]
+    /// while it answers nothing; `None` before any answer, or before any
+    /// since `since_ms`, when its slow start began).
     #[inline]
-    fn latency(&self, slot: usize) -> Option<f64> {
+    fn latency(&self, slot: usize, since_ms: u64) -> Option<f64> {
         self.latency
             .get(slot)
             .map(Cell::get)
-            .filter(PeakEwma::observed)
+            .filter(|e| e.observed() && e.observed_at() >= since_ms)
             .map(|e| e.read(self.now_ms, self.tau_ms, PRIOR_MS))
+    }
+
+    /// Slow start at the pick's time.
+    #[inline]
+    fn ramp(&self) -> Ramp {
+        Ramp {
+            now_ms: self.now_ms,
+            slow_start_ms: self.slow_start_ms,
+        }
     }
 
     /// Slot `slot`'s configured weight (at least 1).
@@ -162,8 +175,12 @@ impl Comparison {
     pub fn run<S: Scan>(self, scan: S, local: Local<'_>) -> S::Out {
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
-            Comparison::LeastPerShare { plus_one: false } => scan.scan(LeastShare::new()),
-            Comparison::LeastPerShare { plus_one: true } => scan.scan(LeastShare::expected_delay()),
+            Comparison::LeastPerShare { plus_one: false } => {
+                scan.scan(LeastShare::new().ramped(local.ramp()))
+            }
+            Comparison::LeastPerShare { plus_one: true } => {
+                scan.scan(LeastShare::expected_delay().ramped(local.ramp()))
+            }
             Comparison::LeastTime { per_share } => scan.scan(LeastTime::new(local, per_share)),
             Comparison::RandomTwo => scan.scan(RandomTwo::new(local)),
         }
@@ -268,6 +285,7 @@ mod tests {
             weight: &[],
             now_ms: 0,
             tau_ms: 1.0,
+            slow_start_ms: 0,
         };
         assert_eq!(Comparison::LargestRemaining.run(Kind, local), "Largest");
         assert_eq!(

@@ -3,6 +3,7 @@
 //! weighted round robin on the shares.
 
 use super::Compare;
+use crate::policy::slow_start::{self, Ramp};
 #[cfg(doc)]
 use crate::zone::share_weight;
 use crate::zone::UpstreamZone;
@@ -27,6 +28,8 @@ pub struct LeastShare<T = usize> {
     ties: u32,
     /// Some eligible peer was skipped for being at its limit.
     pub limited: bool,
+    /// Slow start (off unless [`LeastShare::ramped`]).
+    ramp: Ramp,
 }
 
 impl<T: Copy> LeastShare<T> {
@@ -39,6 +42,7 @@ impl<T: Copy> LeastShare<T> {
             best_weight: 1,
             ties: 0,
             limited: false,
+            ramp: Ramp::OFF,
         }
     }
 
@@ -164,11 +168,40 @@ impl<T: Copy> SmoothTie<T> {
     }
 }
 
+impl<T: Copy> LeastShare<T> {
+    /// The same comparison with slow start: a ramping peer's share and
+    /// limit scaled, its in-flight count plus one ([`slow_start`]).
+    pub fn ramped(self, ramp: Ramp) -> LeastShare<T> {
+        LeastShare { ramp, ..self }
+    }
+
+    /// What the comparison counts of the peer in `slot`: its in-flight
+    /// count and share weight, or `None` at its in-flight limit (both as
+    /// slow start has them while it ramps).
+    #[inline]
+    fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
+        let (in_flight, share, limit) = zone.pick_view(slot);
+        let (share, limit, plus) = match self.ramp.at(zone, slot) {
+            None => (share, limit, 0),
+            Some(r) => (
+                slow_start::weight(share, r.f),
+                slow_start::limit(limit, r.f),
+                1 - self.add,
+            ),
+        };
+        (limit == 0 || in_flight < limit as u64).then_some((in_flight + plus, share))
+    }
+}
+
 impl<P: Copy> Compare<P> for LeastShare<P> {
     #[inline]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
-        let (in_flight, share, limit) = zone.pick_view(slot);
-        LeastShare::offer(self, p, in_flight, share, limit);
+        match self.seen(slot, zone) {
+            Some((in_flight, share)) => {
+                LeastShare::offer(self, p, in_flight, share, 0);
+            }
+            None => self.limited = true,
+        }
     }
 
     #[inline]
@@ -183,8 +216,8 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
 
     #[inline]
     fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
-        let (in_flight, share, limit) = zone.pick_view(slot);
-        self.is_tied(in_flight, share, limit).then_some(share)
+        let (in_flight, share) = self.seen(slot, zone)?;
+        self.is_tied(in_flight, share, 0).then_some(share)
     }
 
     #[inline]
@@ -197,6 +230,42 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
 mod tests {
     use super::*;
     use crate::zone::share_weight;
+
+    #[test]
+    fn a_ramping_peer_counts_one_more_on_a_scaled_share_and_limit() {
+        use std::sync::atomic::AtomicU64;
+        let words: Vec<AtomicU64> = (0..crate::zone::words(2))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let z = UpstreamZone::new(&words, 2).unwrap();
+        z.init(1);
+        z.apply_shares(&[0.5, 0.5], &[8, 8], u64::MAX, 0);
+        for _ in 0..3 {
+            z.count(1);
+        }
+        let pick = |now| {
+            let ramp = Ramp {
+                now_ms: now,
+                slow_start_ms: 10_000,
+            };
+            let mut c = LeastShare::new().ramped(ramp);
+            Compare::offer(&mut c, 0, 0, z);
+            Compare::offer(&mut c, 1, 1, z);
+            (c.best(), c.limited)
+        };
+        // no ramp: the idle peer wins
+        assert_eq!(pick(5_000), (Some(0), false));
+        z.start_ramp(0, 5_000);
+        // a tenth of the way: (0 + 1) / 0.05 against 3 / 0.5
+        assert_eq!(pick(6_000), (Some(1), false));
+        // nine tenths: 1 / 0.45 against 6
+        assert_eq!(pick(14_000), (Some(0), false));
+        // one in flight: at a tenth its limit is 1 (of 8)
+        z.count(0);
+        assert_eq!(pick(6_000), (Some(1), true));
+        // the ramp is over: 1 / 0.5 against 3 / 0.5
+        assert_eq!(pick(15_000), (Some(0), false));
+    }
 
     #[test]
     fn least_share_pick_and_ties() {

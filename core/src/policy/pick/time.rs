@@ -6,6 +6,7 @@
 
 use super::worker_rng::WorkerRng;
 use super::{Compare, Local};
+use crate::policy::slow_start;
 use crate::zone::UpstreamZone;
 
 /// [`super::Comparison::LeastTime`]: the least `(in-flight + 1) × response
@@ -29,7 +30,8 @@ pub const UNSEEN_PENALTY_MS: f64 = 60_000.0;
 
 /// Slot `slot`'s cost `(in-flight + 1) × time ÷ weight` and its weight,
 /// the weight being `weight=` or (`per_share`) its share; `None` at its
-/// in-flight limit.
+/// in-flight limit. A peer in slow start has its weight (and limit)
+/// scaled, and no response time from before its ramp began.
 #[inline]
 fn cost(
     local: &Local<'_>,
@@ -37,8 +39,16 @@ fn cost(
     zone: UpstreamZone<'_>,
     per_share: bool,
 ) -> Option<(f64, u32)> {
+    let ramp = local.ramp().at(zone, slot);
     let (in_flight, w) = if per_share {
         let (in_flight, share, limit) = zone.pick_view(slot);
+        let (share, limit) = match ramp {
+            None => (share, limit),
+            Some(r) => (
+                slow_start::weight(share, r.f),
+                slow_start::limit(limit, r.f),
+            ),
+        };
         if limit != 0 && in_flight >= limit as u64 {
             return None;
         }
@@ -46,12 +56,21 @@ fn cost(
     } else {
         (zone.in_flight(slot), local.weight(slot))
     };
-    let l = match local.latency(slot) {
+    let since = ramp.map_or(0, |r| r.since_ms);
+    let l = match local.latency(slot, since) {
         Some(l) => l,
         None if in_flight == 0 => 0.0,
         None => UNSEEN_PENALTY_MS,
     };
-    Some(((in_flight as f64 + 1.0) * l / w as f64, w))
+    let divisor = match ramp {
+        Some(r) if !per_share => slow_start::weight_f64(w, r.f),
+        _ => w as f64,
+    };
+    let tie = match ramp {
+        Some(r) if !per_share => slow_start::weight(w, r.f),
+        _ => w,
+    };
+    Some(((in_flight as f64 + 1.0) * l / divisor, tie))
 }
 
 impl<'a, P: Copy> LeastTime<'a, P> {
@@ -191,6 +210,7 @@ mod tests {
             weight: &weight,
             now_ms: now,
             tau_ms: 10_000.0,
+            slow_start_ms: 0,
         };
         let pick = |now| {
             let mut c: LeastTime<usize> = LeastTime::new(local(now), false);
@@ -253,6 +273,7 @@ mod tests {
             weight: &weight,
             now_ms: 1_000,
             tau_ms: 10_000.0,
+            slow_start_ms: 0,
         };
         let runs = 50_000;
         let mut wins = [0u32; 5];

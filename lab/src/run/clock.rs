@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::cell::{Cadence, Cell};
 use super::events::{apply, timeline};
+use super::ideal::oracle_weights;
 use super::lock;
+use super::policy::Policy;
 use super::stack::Stack;
 use crate::vm::{self, VmSpec};
 
@@ -92,6 +94,15 @@ impl Clock {
         let mut events = timeline(&cell.scenario, cell.warmup);
         events.reverse();
         let seed = cell.seed;
+        // the oracle's weights after each event (an outage of vSphere
+        // changes nothing: no reload then)
+        let warmup_ms = cell.warmup.as_millis() as f64;
+        let mut oracle: Vec<Vec<u32>> = events
+            .iter()
+            .map(|(at, _)| oracle_weights(cell, (*at as f64 - warmup_ms) / 1000.0))
+            .collect();
+        let mut oracle_now = oracle_weights(cell, -1.0);
+        let cell = cell.clone();
         let handle = std::thread::Builder::new()
             .name("dwepc-lab-clock".into())
             .spawn(move || {
@@ -99,9 +110,14 @@ impl Clock {
                 every_second(&flag, |now| {
                     while events.last().is_some_and(|e| t0_ms + e.0 <= now) {
                         let (_, a) = events.pop().expect("event");
+                        let weights = oracle.pop().expect("oracle weights");
                         for s in stacks.iter() {
                             apply(s, &a, seed, &cluster);
+                            if s.policy == Policy::Oracle && weights != oracle_now {
+                                s.reweigh(&cell, &weights);
+                            }
                         }
+                        oracle_now = weights;
                     }
                     for (k, s) in stacks.iter().enumerate() {
                         tick(s, &cluster, cadence, now, &mut last_boundary[k]);

@@ -52,6 +52,23 @@ pub(super) fn ideal_split(cell: &Cell, t: f64) -> Vec<f64> {
         .collect()
 }
 
+/// The oracle's nginx weights `t` seconds into the measured part: the
+/// ideal split in thousandths (at least 1), 0 for a VM that is down.
+pub(super) fn oracle_weights(cell: &Cell, t: f64) -> Vec<u32> {
+    let down = truth(cell, t).down;
+    ideal_split(cell, t)
+        .iter()
+        .zip(down)
+        .map(|(s, down)| {
+            if down {
+                0
+            } else {
+                ((s * 1000.0).round() as u32).max(1)
+            }
+        })
+        .collect()
+}
+
 /// What the scenario's events up to `t` did to each node.
 struct Truth {
     /// Part of the CPU lost to contention and slowdown.
@@ -135,6 +152,10 @@ mod tests {
         }
         let after = ideal_split(&c, 31.0);
         assert!((after[3] - 4.0 / 26.0).abs() < 1e-6, "{after:?}");
+        assert_eq!(oracle_weights(&c, -1.0), vec![67, 133, 200, 267, 333]);
+        assert_eq!(oracle_weights(&c, 31.0), vec![77, 154, 231, 154, 385]);
+        let c = cell("workload t2\nat 30s vm3 down\n");
+        assert_eq!(oracle_weights(&c, 31.0)[2], 0);
         // a background job at 40-50 % on vm5 at 0.8x
         let c = cell("workload t2\nat 30s vm5 background cpu 40-50%\n");
         let s = ideal_split(&c, 31.0);

@@ -57,6 +57,10 @@ pub fn run_cell(
     let weights = cell.scenario.workload.weights(&cell.cluster);
     let mut stacks = Vec::new();
     for &p in &cell.policies {
+        let weights = match p {
+            Policy::Oracle => ideal::oracle_weights(cell, -1.0),
+            _ => weights.clone(),
+        };
         stacks.push(Stack::start(p, cell, &weights)?);
     }
     let stacks = Arc::new(stacks);

@@ -39,10 +39,16 @@ pub enum Policy {
     DwepcTimeSlow,
     /// [`Policy::LeastTime`] with `slow_start=30s`.
     LeastTimeSlow,
+    /// The limit of the weighted-least-connections family: nginx's
+    /// least_conn whose weights are the true usable capacity (the ideal
+    /// split the lab computes from what it did to each VM), rewritten and
+    /// reloaded the moment a scenario's event changes it. Lab-only: the
+    /// lab knows what no balancer can.
+    Oracle,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 14] = [
+    pub const ALL: [Policy; 15] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -57,6 +63,7 @@ impl Policy {
         Policy::RandomTwo,
         Policy::DwepcTimeSlow,
         Policy::LeastTimeSlow,
+        Policy::Oracle,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +82,7 @@ impl Policy {
             Policy::RandomTwo => "random_two",
             Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
             Policy::LeastTimeSlow => "least_time_slow_start",
+            Policy::Oracle => "oracle",
         }
     }
 
@@ -94,6 +102,7 @@ impl Policy {
             Policy::RandomTwo => "p2c",
             Policy::DwepcTimeSlow => "hybss",
             Policy::LeastTimeSlow => "ltss",
+            Policy::Oracle => "oracle",
         }
     }
 
@@ -138,6 +147,7 @@ impl Policy {
                 | Policy::LeastTime
                 | Policy::RandomTwo
                 | Policy::LeastTimeSlow
+                | Policy::Oracle
         ) || self.uses_counters()
     }
 
@@ -146,7 +156,7 @@ impl Policy {
         let i = period_s;
         match self {
             Policy::Rr | Policy::Wrr => String::new(),
-            Policy::Lc | Policy::LcW => "least_conn;".into(),
+            Policy::Lc | Policy::LcW | Policy::Oracle => "least_conn;".into(),
             Policy::Random2 => "random two least_conn;".into(),
             Policy::DynWlc => format!("dwepc mode=wlc interval={i}s window=20;"),
             Policy::Paper => format!("dwepc mode=paper interval={i}s window=20;"),

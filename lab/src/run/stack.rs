@@ -30,6 +30,10 @@ pub(super) struct Stack {
     pub(super) pending: Mutex<Vec<(u64, Value)>>,
     pub(super) jobs: Mutex<Vec<Option<BackgroundJob>>>,
     pub(super) dir: PathBuf,
+    /// The VMs' addresses and the vCenter password file, for a
+    /// configuration written again ([`Stack::reweigh`]).
+    addrs: Vec<String>,
+    pw: PathBuf,
 }
 
 /// The nginx configuration of one frontend of `policy`'s stack.
@@ -52,10 +56,11 @@ fn nginx_conf(
     for ((v, a), w) in cluster.iter().zip(addrs).zip(weights) {
         // capacity weights for the weighted policies, and as the fallback
         // of the counter-driven ones (as an operator would)
-        let weight = if policy.weighted() {
-            format!(" weight={w}")
-        } else {
-            String::new()
+        let weight = match (policy.weighted(), w) {
+            (false, _) => String::new(),
+            // the oracle's weight of a VM that is down
+            (true, 0) => " down".to_string(),
+            (true, w) => format!(" weight={w}"),
         };
         let _ = writeln!(up, "server {a}{weight} max_fails=1 fail_timeout=5s;");
         if policy.uses_counters() {
@@ -137,7 +142,27 @@ impl Stack {
             pending: Mutex::new(Vec::new()),
             jobs: Mutex::new(vec![None; n]),
             dir,
+            addrs,
+            pw,
         })
+    }
+
+    /// Writes every frontend's configuration again with `weights` (0: the
+    /// VM is down) and reloads it, as an operator would: the oracle's
+    /// reweighing.
+    pub(super) fn reweigh(&self, cell: &Cell, weights: &[u32]) {
+        for (nginx, &port) in self.nginx.iter().zip(&self.ports) {
+            let text = nginx_conf(
+                self.policy,
+                cell,
+                &self.addrs,
+                weights,
+                port,
+                &self.vc,
+                &self.pw,
+            );
+            nginx.reload(&text);
+        }
     }
 }
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 
 ORDER = ["round_robin", "weighted_rr", "least_conn", "weighted_least_conn", "random2_least_conn",
          "least_time", "random_two", "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay",
-         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start"]
+         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start", "oracle"]
 BASE = "least_conn"
 OURS = "dwepc"
 
@@ -181,6 +181,60 @@ def targets(cells, meta):
     return out
 
 
+# the feedback baselines and the oracle (issue 19's targets), per seed in the
+# same run: ratios of a counter-driven candidate's p99 to each
+CANDIDATES = ["dwepc", "dwepc_least_time"]
+BASELINES = ["least_conn", "weighted_least_conn", "least_time", "random_two"]
+COUNTERS_SEE = {"background", "contention", "mix_shift", "resize"}
+FEEDBACK = {"four_frontends", "eight_frontends"}
+
+
+def per_seed(pols, cand, ref):
+    """p99(cand) / p99(ref) per seed present in both (ref: a policy name,
+    or a list of them for their best p99 in that seed)."""
+    refs = ref if isinstance(ref, list) else [ref]
+    out = []
+    for r in pols.get(cand, []):
+        best = [p99(x) for q in refs for x in pols.get(q, []) if x["seed"] == r["seed"] and p99(x)]
+        if best and p99(r):
+            out.append(p99(r) / min(best))
+    return out
+
+
+def feedback_targets(cells, meta):
+    """Rows of (cell, candidate, p99, vs dwepc, vs least_time, vs best
+    baseline, vs oracle, what the cell asks and the result)."""
+    out = []
+    for c in cell_order(cells, meta):
+        pols, m = cells[c], meta[c]
+        if "oracle" not in pols and "least_time" not in pols:
+            continue
+        for cand in [x for x in CANDIDATES if x in pols]:
+            vs_d = per_seed(pols, cand, "dwepc")
+            vs_lt = per_seed(pols, cand, "least_time")
+            vs_best = per_seed(pols, cand, [b for b in BASELINES if b in pols])
+            vs_or = per_seed(pols, cand, "oracle")
+            asks = []
+            if 0.5 <= m["level"] <= 0.9:
+                asks.append(("≤ 1.0× best baseline", vs_best, 1.0))
+                if m.get("frontends", 1) == 1 and m["scenario"] not in ("slowdown",):
+                    asks.append(("≤ 1.05× oracle", vs_or, 1.05))
+            if m["scenario"] in FEEDBACK:
+                if cand != "dwepc":
+                    asks.append(("≤ 0.8× dwepc", vs_d, 0.8))
+                asks.append(("≤ 1.0× least_time", vs_lt, 1.0))
+            if m["scenario"] in COUNTERS_SEE:
+                asks.append(("≤ 0.9× least_time", vs_lt, 0.9))
+            if m["scenario"] == "slowdown":
+                asks.append(("≤ 1.0× least_conn", per_seed(pols, cand, "least_conn"), 1.0))
+            res = "; ".join(f"{a}: " + ("—" if med(v) is None else
+                                        "met" if med(v) <= w else f"missed by {med(v) / w - 1:.0%}")
+                            for a, v, w in asks if v)
+            out.append((c, cand, mr([p99(r) for r in pols[cand]], 0), mr(vs_d, 2), mr(vs_lt, 2),
+                        mr(vs_best, 2), mr(vs_or, 2), res))
+    return out
+
+
 def summary(rows):
     cells, meta = group(rows)
     out = ["# dwepc lab results", "",
@@ -216,6 +270,16 @@ def summary(rows):
                 "the seeds' range.", "",
                 "| cell | target | dwepc | least_conn | result |", "|---|---|---|---|---|"]
         out += [f"| {a} | {b} | {c_} | {d} | {e} |" for a, b, c_, d, e in tg]
+        out.append("")
+    ft = feedback_targets(cells, meta)
+    if ft:
+        out += ["## Against the feedback baselines and the oracle", "",
+                "Ratios of p99 per seed, in the same run, median [range] over the seeds; \"best baseline\" is "
+                "the lowest p99 of least_conn, weighted least_conn, least_time and random_two in that seed; a "
+                "target is met when the median ratio is on its side.", "",
+                "| cell | policy | p99 | vs dwepc | vs least_time | vs best baseline | vs oracle | targets |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += ["| " + " | ".join(row) + " |" for row in ft]
         out.append("")
     # per cell
     for c in cell_order(cells, meta):

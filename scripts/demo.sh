@@ -5,9 +5,10 @@
 # different sizes, counters from the VMs' measured usage through the real
 # vSphere API (vcsim) at vSphere's own cadence (20-s averages, 5 s late),
 # load at 0.8x of the cluster's capacity, and from 30 s a batch job inside
-# vm5 holding 40-50 % of its CPU. dwepc (the default shares mode), nginx's
-# least_conn and weighted round robin run side by side, each on its own
-# copy of the cluster with the same load. Prints the comparison; results
+# vm5 holding 40-50 % of its CPU. dwepc's default (shares per response
+# time, dwepc_least_time), its shares with pick=least_conn (dwepc), the
+# least_time baseline, nginx's least_conn and weighted round robin run side
+# by side, each on its own copy of the cluster with the same load. Prints the comparison; results
 # and plots in lab/report/demo/.
 #
 # The whole lab matrix of BENCHMARKS.md (about 2 hours):

@@ -40,7 +40,7 @@ fn resolved_addresses_count_in_their_own_slots() {
         "worker_processes 2;\n",
         &format!(
             "resolver 127.0.0.1:{} valid=1s ipv6=off;\n\
-             upstream app {{ zone app 256k; dwepc; server {}; server app.test:{p} resolve; }}\n\
+             upstream app {{ zone app 256k; dwepc pick=least_conn; server {}; server app.test:{p} resolve; }}\n\
              server {{ listen 127.0.0.1:{port};\n\
                location / {{ proxy_pass http://app; }}\n\
                location = /dwepc {{ dwepc_status; }} }}",
@@ -116,7 +116,7 @@ fn resolved_addresses_are_balanced_on_their_own_vms() {
         zone: true,
         workers: 2,
         flat_mem_net: (0, 0),
-        dwepc: "interval=1s window=4 step=0.5 ttl=10m".into(),
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m pick=least_conn".into(),
         http_extra: format!("resolver 127.0.0.1:{} valid=1s ipv6=off;\n", dns.port),
         servers: Some(format!("server app.test:{p} resolve;\n")),
         ..VsOpts::default()

@@ -3,14 +3,18 @@ use common::*;
 
 #[test]
 fn loads_and_balances_by_weight_without_counters() {
+    // `pick=least_conn` falls back to weighted round robin without counters
     let b1 = backend::Backend::start("b1");
     let b2 = backend::Backend::start("b2");
     let port = free_port();
     let text = nginx::conf(
         "worker_processes 1;",
         &format!(
-            "upstream app {{ dwepc; server {} weight=3; server {}; }}\n\
+            "upstream app {{ dwepc pick=least_conn; server {} weight=3; server {}; }}\n\
+             upstream dflt {{ dwepc; server {} weight=3; server {}; }}\n\
              server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; }} location = /dwepc {{ dwepc_status; }} }}",
+            b1.addr(),
+            b2.addr(),
             b1.addr(),
             b2.addr()
         ),
@@ -25,5 +29,16 @@ fn loads_and_balances_by_weight_without_counters() {
     let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
     assert_eq!(v["upstreams"][0]["balancing"], "round_robin");
     assert_eq!(v["upstreams"][0]["peers"][0]["requests"], 30);
+    // the default pick (least_time per share) without counters balances by
+    // response times on weight=, not round robin
+    assert_eq!(
+        (
+            v["upstreams"][1]["name"].as_str(),
+            v["upstreams"][1]["balancing"].as_str(),
+            v["upstreams"][1]["reason"].as_str()
+        ),
+        (Some("dflt"), Some("response_times"), Some("no_endpoint")),
+        "{v}"
+    );
     drop(ng);
 }

@@ -237,7 +237,7 @@ fn counter_change_moves_the_split() {
 #[test]
 fn endpoint_down_falls_back_after_ttl_then_recovers() {
     let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=1s window=8 min_samples=2 ttl=8s".into(),
+        dwepc: "interval=1s window=8 min_samples=2 ttl=8s pick=least_conn".into(),
         ..VsOpts::default()
     });
     env.feed_and_warm_up();
@@ -305,7 +305,7 @@ fn expired_session_logs_in_again() {
     // idle timeout shorter than the poll interval: every poll finds the
     // session gone and logs in again, and counters keep flowing
     let mut env = VsEnv::start(VsOpts {
-        dwepc: "interval=3s window=8 min_samples=2 ttl=20s".into(),
+        dwepc: "interval=3s window=8 min_samples=2 ttl=20s pick=least_conn".into(),
         vcsim: Opts {
             refresh_s: 1,
             idle_timeout: Some(Duration::from_millis(1000)),
@@ -607,7 +607,7 @@ fn shares_follow_counters_and_ties_split_by_share() {
     let mut env = VsEnv::start(VsOpts {
         cpu_mhz: vec![4000, 4000, 4000],
         flat_mem_net: (0, 0),
-        dwepc: "interval=1s window=4 step=0.5 ttl=10m".into(),
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m pick=least_conn".into(),
         ..VsOpts::default()
     });
     env.start_feeder();
@@ -662,7 +662,7 @@ fn overload_guard_answers_at_once() {
     let mut env = VsEnv::start(VsOpts {
         n: 2,
         cpu_mhz: vec![4000, 4000],
-        dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1".into(),
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1 pick=least_conn".into(),
         ..VsOpts::default()
     });
     env.feed_and_warm_up();

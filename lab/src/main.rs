@@ -394,7 +394,7 @@ fn cmd_demo(out: PathBuf) -> Result<(), String> {
         scenario: sc,
         cluster,
         level: 0.8,
-        policies: Policy::parse_list("wrr,lc,dwepc")?,
+        policies: Policy::parse_list("wrr,lc,lt,dwepc,hyb")?,
         warmup: Duration::from_secs(80),
         duration: Duration::from_secs(150),
         seed: 1,

@@ -130,10 +130,10 @@ fn configs(bports: &[u16]) -> [(&'static str, String); 5] {
         ("least_conn", "least_conn;".into()),
         (
             "dwepc (no counters: round robin path)",
-            "dwepc vsphere=off;".into(),
+            "dwepc vsphere=off pick=least_conn;".into(),
         ),
         (
-            "dwepc shares (live counters)",
+            "dwepc default: shares per response time (live counters)",
             format!("dwepc interval=1s ttl=1h;\n{nodes}"),
         ),
         (

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// No endpoint: weighted round robin, counted.
+    /// No endpoint, `pick=least_conn`: weighted round robin, counted.
     Fallback,
     /// vcsim counters drive the pick, paper mode.
     Paper,
-    /// vcsim counters drive the pick, shares mode (the default).
+    /// vcsim counters drive the pick, shares mode `pick=least_conn`.
     Shares,
-    /// vcsim counters and response times, shares mode `pick=least_time`.
+    /// vcsim counters and response times: the default (shares mode,
+    /// `pick=least_time`).
     SharesTime,
     /// No endpoint: `mode=least_time` (response times drive the pick).
     LeastTime,
@@ -105,7 +106,12 @@ impl Env {
             .map(|b| format!("server {} {};\n", b.addr(), params(b)))
             .collect();
         let (vcsim, http_head, dwepc, nodes) = match mode {
-            Mode::Fallback => (None, String::new(), "dwepc;".to_string(), String::new()),
+            Mode::Fallback => (
+                None,
+                String::new(),
+                "dwepc pick=least_conn;".to_string(),
+                String::new(),
+            ),
             Mode::LeastTime | Mode::RandomTwo => (
                 None,
                 String::new(),
@@ -154,8 +160,8 @@ impl Env {
                         Mode::Paper => {
                             "dwepc mode=paper interval=1s window=5 min_samples=2 ttl=30s;"
                         }
-                        Mode::SharesTime => "dwepc interval=1s window=5 ttl=30s pick=least_time;",
-                        _ => "dwepc interval=1s window=5 ttl=30s;",
+                        Mode::SharesTime => "dwepc interval=1s window=5 ttl=30s;",
+                        _ => "dwepc interval=1s window=5 ttl=30s pick=least_conn;",
                     }
                     .to_string(),
                     nodes,

@@ -50,7 +50,7 @@ impl Default for VsOpts {
             n: 3,
             by_ip: false,
             workers: 1,
-            dwepc: "interval=1s window=8 min_samples=2 ttl=8s".into(),
+            dwepc: "interval=1s window=8 min_samples=2 ttl=8s pick=least_conn".into(),
             endpoint: "timeout=2s".into(),
             vcsim: Opts {
                 refresh_s: 1,
@@ -74,7 +74,7 @@ impl VsOpts {
     /// (`ttl=120s`, 2-s call timeout): the last window keeps serving.
     pub fn riding_out_faults() -> VsOpts {
         VsOpts {
-            dwepc: "interval=1s window=8 min_samples=2 ttl=120s".into(),
+            dwepc: "interval=1s window=8 min_samples=2 ttl=120s pick=least_conn".into(),
             endpoint: "timeout=2s".into(),
             ..VsOpts::default()
         }

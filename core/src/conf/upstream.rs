@@ -191,7 +191,7 @@ mod tests {
                 c.tuning.floor,
                 c.tuning.step
             ),
-            (Pick::LeastConn, 32.0, 0.01, 0.5)
+            (Pick::LeastTime, 32.0, 0.01, 0.5)
         );
         let c = parse_upstream(&["mode=paper"]).unwrap();
         assert_eq!(

@@ -103,7 +103,7 @@ impl Default for Tuning {
         Tuning {
             window: DEFAULT_WINDOW,
             min_samples: 2,
-            pick: Pick::LeastConn,
+            pick: Pick::LeastTime,
             inflight_per_vcpu: shares::DEFAULT_INFLIGHT_PER_VCPU,
             floor: 0.01,
             step: 0.5,

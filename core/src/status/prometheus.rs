@@ -263,7 +263,7 @@ fn upstreams(o: &mut Out, ups: &[UpstreamStatus]) {
     o.family(
         "dwepc_upstream_counters_in_use",
         "gauge",
-        "1 when ESXi counters drive the pick, 0 when the upstream uses weighted round robin.",
+        "1 when ESXi counters drive the pick, 0 when the upstream picks without them (by response times or weighted round robin).",
         labelled
             .iter()
             .map(|(l, u)| (l.as_str(), f64::from(u8::from(u.balancing == "dwepc")))),

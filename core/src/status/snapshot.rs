@@ -181,9 +181,10 @@ mod tests {
             (1, 1, 4)
         );
         assert!((shares(&st.peers[1]).share - 0.5).abs() < 1e-9);
-        // stale: shares are not shown as in force
+        // stale: shares are not shown as in force; the default pick goes on
+        // by response times
         let st = snapshot(&meta, Some(sh), 9000);
-        assert_eq!(st.balancing, "round_robin");
+        assert_eq!(st.balancing, "response_times");
         assert!(shares(&st.peers[0]).share.is_nan() && shares(&st.peers[0]).limit == 0);
         // no endpoint wins over every other reason
         let meta = UpstreamMeta {

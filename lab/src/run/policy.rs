@@ -21,11 +21,13 @@ pub enum Policy {
     DynWlc,
     /// dwepc, paper mode.
     Paper,
-    /// dwepc, the default shares mode.
+    /// dwepc, shares mode with `pick=least_conn` (the least in flight per
+    /// share; the default before `pick=least_time`).
     Dwepc,
     /// dwepc shares mode with `pick=expected_delay`.
     DwepcSed,
-    /// dwepc shares mode with `pick=least_time`: shares per response time.
+    /// dwepc shares mode with `pick=least_time`: shares per response time
+    /// (the default).
     DwepcTime,
     /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
@@ -160,7 +162,7 @@ impl Policy {
             Policy::Random2 => "random two least_conn;".into(),
             Policy::DynWlc => format!("dwepc mode=wlc interval={i}s window=20;"),
             Policy::Paper => format!("dwepc mode=paper interval={i}s window=20;"),
-            Policy::Dwepc => format!("dwepc interval={i}s;"),
+            Policy::Dwepc => format!("dwepc interval={i}s pick=least_conn;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
             Policy::DwepcTime => format!("dwepc interval={i}s pick=least_time;"),
             Policy::LeastTime => "dwepc mode=least_time;".into(),

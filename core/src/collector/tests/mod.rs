@@ -167,7 +167,8 @@ fn failures_back_off_to_a_cap_and_are_logged_once_per_kind() {
     assert!(gaps.len() >= 8, "{gaps:?}");
     assert_eq!(rig.rt.logged(Level::Warn, "cannot connect: refused"), 1);
     assert_eq!(rig.zone().reason(rig.now()), Reason::VsphereError);
-    assert_eq!(rig.rt.logged(Level::Info, "uses weighted round robin"), 1);
+    // the default pick without counters: response times on weight=
+    assert_eq!(rig.rt.logged(Level::Info, "balances by response times"), 1);
     // another kind of failure: logged once more
     rig.vc().failing = Some(("RetrieveServiceContent", Error::Timeout));
     rig.run(&mut c, 300_000, |_| [0, 0]);
@@ -196,7 +197,7 @@ fn counters_serve_until_their_ttl_then_round_robin_once_then_recover() {
     rig.run(&mut c, until - 100, varying);
     assert!(s.usable(rig.now()));
     assert_eq!(rig.rt.logged(Level::Warn, "timed out"), 1);
-    assert_eq!(rig.rt.logged(Level::Warn, "uses weighted round robin"), 0);
+    assert_eq!(rig.rt.logged(Level::Warn, "balances by response times"), 0);
     // ... then the upstream falls back, said once however long it lasts
     rig.run(&mut c, until + 200_000, varying);
     assert!(!s.usable(rig.now()));
@@ -204,7 +205,10 @@ fn counters_serve_until_their_ttl_then_round_robin_once_then_recover() {
     assert_eq!(
         rig.rt.logged(
             Level::Warn,
-            &format!("uses weighted round robin: {}", Reason::Stale.text())
+            &format!(
+                "balances by response times (least_time on weight=): {}",
+                Reason::Stale.text()
+            )
         ),
         1
     );

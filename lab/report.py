@@ -2,11 +2,12 @@
 """dwepc lab report: DIR/summary.md and PNG plots from DIR/results.jsonl
 (one JSON object per policy, cell and seed, written by dwepc-lab).
 
-Usage: python3 lab/report.py DIR [BENCHMARKS.md]
+Usage: python3 lab/report.py DIR [BENCHMARKS.md [NAME]]
 
 With a second argument, the tables of summary.md (everything after its
 title) also replace the part of that file between the lines
-"<!-- lab tables: begin -->" and "<!-- lab tables: end -->".
+"<!-- lab tables: begin -->" and "<!-- lab tables: end -->" (with NAME:
+"<!-- NAME: begin -->" and "<!-- NAME: end -->").
 
 Every number is the median over the seeds with the range [min-max]; a
 difference between two policies smaller than the larger of their two ranges
@@ -187,6 +188,7 @@ CANDIDATES = ["dwepc", "dwepc_least_time"]
 BASELINES = ["least_conn", "weighted_least_conn", "least_time", "random_two"]
 COUNTERS_SEE = {"background", "contention", "mix_shift", "resize"}
 FEEDBACK = {"four_frontends", "eight_frontends"}
+SLOW_START = [("least_time", "least_time_slow_start"), ("dwepc_least_time", "dwepc_least_time_slow_start")]
 
 
 def per_seed(pols, cand, ref):
@@ -217,7 +219,7 @@ def feedback_targets(cells, meta):
             asks = []
             if 0.5 <= m["level"] <= 0.9:
                 asks.append(("≤ 1.0× best baseline", vs_best, 1.0))
-                if m.get("frontends", 1) == 1 and m["scenario"] not in ("slowdown",):
+                if m.get("frontends", 1) == 1:
                     asks.append(("≤ 1.05× oracle", vs_or, 1.05))
             if m["scenario"] in FEEDBACK:
                 if cand != "dwepc":
@@ -225,6 +227,11 @@ def feedback_targets(cells, meta):
                 asks.append(("≤ 1.0× least_time", vs_lt, 1.0))
             if m["scenario"] in COUNTERS_SEE:
                 asks.append(("≤ 0.9× least_time", vs_lt, 0.9))
+            if m["level"] >= 1.0:
+                # the best baseline's goodput over the candidate's, per seed
+                gb = [max(x["goodput"] for q in BASELINES for x in pols.get(q, []) if x["seed"] == r["seed"])
+                      / r["goodput"] for r in pols[cand] if r["goodput"]]
+                asks.append(("goodput ≥ every baseline's", gb, 1.0))
             if m["scenario"] == "slowdown":
                 asks.append(("≤ 1.0× least_conn", per_seed(pols, cand, "least_conn"), 1.0))
             res = "; ".join(f"{a}: " + ("—" if med(v) is None else
@@ -232,6 +239,41 @@ def feedback_targets(cells, meta):
                             for a, v, w in asks if v)
             out.append((c, cand, mr([p99(r) for r in pols[cand]], 0), mr(vs_d, 2), mr(vs_lt, 2),
                         mr(vs_best, 2), mr(vs_or, 2), res))
+    return out
+
+
+def feedback_section(cells, meta):
+    """Lines of the table of ratios against the feedback baselines and the oracle."""
+    out = []
+    ft = feedback_targets(cells, meta)
+    if ft:
+        out += ["## Against the feedback baselines and the oracle", "",
+                "Ratios of p99 per seed, in the same run, median [range] over the seeds; \"best baseline\" is "
+                "the lowest p99 of least_conn, weighted least_conn, least_time and random_two in that seed; a "
+                "target is met when the median ratio is on its side.", "",
+                "| cell | policy | p99 | vs dwepc | vs least_time | vs best baseline | vs oracle | targets |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += ["| " + " | ".join(row) + " |" for row in ft]
+        out.append("")
+    return out
+
+
+def slow_start_section(cells, meta):
+    """Lines of the table of each policy with and without slow start."""
+    out = []
+    slow = [(c, a, b) for c in cell_order(cells, meta) for a, b in SLOW_START
+            if a in cells[c] and b in cells[c]]
+    if slow:
+        out += ["## Slow start", "",
+                "The same policy with `slow_start=30s` and without, per seed in the same run, median [range].", "",
+                "| cell | policy | p99 without | p99 with | p99 ratio | p95 ratio |", "|---|---|---|---|---|---|"]
+        for c, a, b in slow:
+            pa, pb = cells[c][a], cells[c][b]
+            r99 = [p99(y) / p99(x) for x in pa for y in pb if x["seed"] == y["seed"] and p99(x)]
+            r95 = [y["p95_ms"] / x["p95_ms"] for x in pa for y in pb if x["seed"] == y["seed"] and x["p95_ms"]]
+            out.append(f"| {c} | {a} | {mr([p99(x) for x in pa], 0)} | {mr([p99(y) for y in pb], 0)} | "
+                       f"{mr(r99, 2)} | {mr(r95, 2)} |")
+        out.append("")
     return out
 
 
@@ -271,16 +313,7 @@ def summary(rows):
                 "| cell | target | dwepc | least_conn | result |", "|---|---|---|---|---|"]
         out += [f"| {a} | {b} | {c_} | {d} | {e} |" for a, b, c_, d, e in tg]
         out.append("")
-    ft = feedback_targets(cells, meta)
-    if ft:
-        out += ["## Against the feedback baselines and the oracle", "",
-                "Ratios of p99 per seed, in the same run, median [range] over the seeds; \"best baseline\" is "
-                "the lowest p99 of least_conn, weighted least_conn, least_time and random_two in that seed; a "
-                "target is met when the median ratio is on its side.", "",
-                "| cell | policy | p99 | vs dwepc | vs least_time | vs best baseline | vs oracle | targets |",
-                "|---|---|---|---|---|---|---|---|"]
-        out += ["| " + " | ".join(row) + " |" for row in ft]
-        out.append("")
+    out += feedback_section(cells, meta) + slow_start_section(cells, meta)
     # per cell
     for c in cell_order(cells, meta):
         pols = cells[c]
@@ -420,12 +453,10 @@ def plots(rows, d):
         plt.close(fig)
 
 
-BEGIN = "<!-- lab tables: begin -->"
-END = "<!-- lab tables: end -->"
-
-
-def embed(path, text):
-    """Replaces the lines between BEGIN and END of `path` with `text`."""
+def embed(path, text, name="lab tables"):
+    """Replaces the lines between `<!-- name: begin -->` and `<!-- name:
+    end -->` of `path` with `text`."""
+    BEGIN, END = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
     with open(path) as f:
         doc = f.read()
     if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
@@ -439,7 +470,7 @@ def embed(path, text):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
+    if len(sys.argv) not in (2, 3, 4):
         print(__doc__, file=sys.stderr)
         return 2
     d = sys.argv[1]
@@ -447,8 +478,8 @@ def main():
     text = summary(rows)
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write(text)
-    if len(sys.argv) == 3:
-        embed(sys.argv[2], text)
+    if len(sys.argv) >= 3:
+        embed(sys.argv[2], text, *sys.argv[3:])
     plots(rows, d)
     return 0
 

@@ -4,10 +4,13 @@
 //!
 //!     cargo bench -p dwepc-core --bench pick
 //!
-//! `dwepc` is the default shares mode as the module runs it (the slot map,
-//! the mode's comparison run over the peers: least in-flight per share,
-//! in-flight from the zone's sent/done words, limit check; the smooth-WRR
-//! tie pass);
+//! `dwepc` is the shares mode with `pick=least_conn` as the module runs it
+//! (the slot map, the mode's comparison run over the peers: least
+//! in-flight per share, in-flight from the zone's sent/done words, limit
+//! check; the smooth-WRR tie pass); `dwepc_least_time` the default
+//! (`pick=least_time`: (in flight + 1) × the worker's response-time
+//! estimate ÷ share, an estimate read per peer) and `least_time` the same
+//! on `weight=` (`mode=least_time`);
 //! `least_conn` is nginx's loop with its tie pass and per-worker counts
 //! (an upstream without `zone`); `least_conn_zone` adds the locks nginx
 //! takes around the pick and the end of a request when the upstream has a
@@ -24,6 +27,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::cell::Cell;
+
+use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::pick::SmoothTie;
 use dwepc_core::policy::{Compare, Comparison, Local, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
@@ -194,7 +200,7 @@ impl Scan for BenchScan<'_> {
     }
 }
 
-/// One pick of `how` over `n` peers.
+/// One pick of `how` over `n` peers, without response times.
 fn pick_mode(
     zone: UpstreamZone<'_>,
     how: Comparison,
@@ -210,6 +216,22 @@ fn pick_mode(
         slow_start_ms: 0,
     };
     how.run(BenchScan { zone, map, n, tie }, local)
+}
+
+/// Response-time estimates of `n` peers, 20-60 ms, observed at 1 s.
+fn estimates(n: usize) -> Vec<Cell<PeakEwma>> {
+    (0..n)
+        .map(|i| {
+            let mut e = PeakEwma::default();
+            e.observe(
+                20.0 + (i as f64 * 0.618_034).fract() * 40.0,
+                1_000,
+                10_000.0,
+                0.0,
+            );
+            Cell::new(e)
+        })
+        .collect()
 }
 
 /// A slot map for `n` configured servers, as a worker builds it once.
@@ -356,12 +378,65 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
     });
 }
 
+/// The response-time picks: the default (shares mode, `pick=least_time`:
+/// (in flight + 1) x estimate / share below the limit) and `mode=least_time`
+/// (the same on `weight=`), with an estimate per peer read at each pick.
+fn bench_time(g: &mut Group<'_>, n: usize) {
+    let words = zone_words(n);
+    let sh = UpstreamZone::new(&words, n).unwrap();
+    let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
+    let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
+    sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
+    for i in 0..n {
+        for _ in 0..(i % 13) {
+            sh.count(i);
+        }
+    }
+    let epoch = sh.epoch();
+    let map = slot_map(sh, n);
+    let mut tie = vec![0i64; n];
+    let lat = estimates(n);
+    let weight: Vec<u32> = (0..n).map(|i| 1 + (i % 5) as u32).collect();
+    let local = Local {
+        latency: &lat,
+        weight: &weight,
+        now_ms: 2_000,
+        tau_ms: 10_000.0,
+        slow_start_ms: 0,
+    };
+    for (name, how) in [
+        (
+            "dwepc_least_time",
+            Comparison::LeastTime { per_share: true },
+        ),
+        ("least_time", Comparison::LeastTime { per_share: false }),
+    ] {
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+            b.iter(|| {
+                let scan = BenchScan {
+                    zone: sh,
+                    map: &map,
+                    n,
+                    tie: &mut tie,
+                };
+                let k = how.run(scan, local);
+                let j = (k + 1) % n;
+                if sh.in_flight(j) > 0 {
+                    sh.finish(j, epoch);
+                }
+                black_box(k)
+            })
+        });
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [4usize, 32, 256, 2000] {
         bench_paper(&mut g, n);
         bench_nginx(&mut g, n);
         bench_shares(&mut g, n);
+        bench_time(&mut g, n);
     }
     g.finish();
 }

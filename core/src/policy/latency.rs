@@ -28,6 +28,7 @@ pub struct PeakEwma {
 }
 
 /// `e^(−x)` for `x ≥ 0`, 0 for huge or non-finite `x`.
+#[inline]
 fn decay(x: f64) -> f64 {
     if x.is_finite() && x < 700.0 {
         (-x.max(0.0)).exp()
@@ -56,6 +57,7 @@ impl PeakEwma {
 
     /// The estimate at `now_ms`: decayed toward `prior_ms` for the time
     /// since the last observation; `prior_ms` itself before any.
+    #[inline]
     pub fn read(&self, now_ms: u64, tau_ms: f64, prior_ms: f64) -> f64 {
         if self.at_ms == 0 {
             return prior_ms;
@@ -65,11 +67,13 @@ impl PeakEwma {
     }
 
     /// True once a response time was observed.
+    #[inline]
     pub fn observed(&self) -> bool {
         self.at_ms != 0
     }
 
     /// When a response time was last observed (0: never).
+    #[inline]
     pub fn observed_at(&self) -> u64 {
         self.at_ms
     }

@@ -262,6 +262,22 @@ fn zone_words(n: usize) -> Vec<AtomicU64> {
     words
 }
 
+/// A zone of `n` peers with shares 1..5 (by position) and 0..12 requests
+/// in flight each, as the shares and response-time picks see it.
+fn shares_zone_words(n: usize) -> Vec<AtomicU64> {
+    let words = zone_words(n);
+    let sh = UpstreamZone::new(&words, n).unwrap();
+    let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
+    let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
+    sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
+    for i in 0..n {
+        for _ in 0..(i % 13) {
+            sh.count(i);
+        }
+    }
+    words
+}
+
 /// The paper mode's pick: distinct allocations as Q·W gives them, and the
 /// worst case, every allocation equal (every comparison a tie).
 fn bench_paper(g: &mut Group<'_>, n: usize) {
@@ -334,16 +350,8 @@ fn bench_nginx(g: &mut Group<'_>, n: usize) {
 /// The shares mode's pick, without and with nginx's `zone` locks (the
 /// module's get and free run inside them as least_conn's do).
 fn bench_shares(g: &mut Group<'_>, n: usize) {
-    let words = zone_words(n);
+    let words = shares_zone_words(n);
     let sh = UpstreamZone::new(&words, n).unwrap();
-    let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
-    let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
-    sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
-    for i in 0..n {
-        for _ in 0..(i % 13) {
-            sh.count(i);
-        }
-    }
     let epoch = sh.epoch();
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];
@@ -382,16 +390,8 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
 /// (in flight + 1) x estimate / share below the limit) and `mode=least_time`
 /// (the same on `weight=`), with an estimate per peer read at each pick.
 fn bench_time(g: &mut Group<'_>, n: usize) {
-    let words = zone_words(n);
+    let words = shares_zone_words(n);
     let sh = UpstreamZone::new(&words, n).unwrap();
-    let wsum: f64 = (0..n).map(|i| 1.0 + (i % 5) as f64).sum();
-    let shares: Vec<f64> = (0..n).map(|i| (1.0 + (i % 5) as f64) / wsum).collect();
-    sh.apply_shares(&shares, &vec![0; n], u64::MAX, 0);
-    for i in 0..n {
-        for _ in 0..(i % 13) {
-            sh.count(i);
-        }
-    }
     let epoch = sh.epoch();
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];

@@ -21,14 +21,13 @@
 //! | [`shares`] (default) | cost per request, background, CPU ready → a share per peer | least in flight per share |
 //! | [`paper`] | the DWEPC paper's window and weight fit → an allocation per period | largest remaining allocation |
 //! | [`wlc`] | the LVS paper's dynamic weights over the paper model's window | least in flight per weight |
-//! | [`least_time`] | none (counters only for the status page) | least (in flight + 1) × response time ÷ weight |
-//! | [`random_two`] | none (as least_time) | the same, of two peers drawn at random |
+//! | [`least_time`](response_times::LEAST_TIME) | none (counters only for the status page) | least (in flight + 1) × response time ÷ weight |
+//! | [`random_two`](response_times::RANDOM_TWO) | none (as least_time) | the same, of two peers drawn at random |
 
 pub mod latency;
-pub mod least_time;
 pub mod paper;
 pub mod pick;
-pub mod random_two;
+pub mod response_times;
 pub mod shares;
 pub mod slow_start;
 pub mod view;
@@ -46,8 +45,8 @@ pub static MODES: [&dyn Mode; 5] = [
     &shares::Shares,
     &paper::Paper,
     &wlc::Wlc,
-    &least_time::LeastTime,
-    &random_two::RandomTwo,
+    &response_times::LEAST_TIME,
+    &response_times::RANDOM_TWO,
 ];
 
 /// The mode used when `dwepc` names none.

@@ -3,7 +3,7 @@
 //! weighted round robin on the shares.
 
 use super::Compare;
-use crate::policy::slow_start::{self, Ramp};
+use crate::policy::slow_start::Ramp;
 #[cfg(doc)]
 use crate::zone::share_weight;
 use crate::zone::UpstreamZone;
@@ -180,16 +180,10 @@ impl<T: Copy> LeastShare<T> {
     /// slow start has them while it ramps).
     #[inline]
     fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
-        let (in_flight, share, limit) = zone.pick_view(slot);
-        let (share, limit, plus) = match self.ramp.at(zone, slot) {
-            None => (share, limit, 0),
-            Some(r) => (
-                slow_start::weight(share, r.f),
-                slow_start::limit(limit, r.f),
-                1 - self.add,
-            ),
-        };
-        (limit == 0 || in_flight < limit as u64).then_some((in_flight + plus, share))
+        let v = self.ramp.share_view(zone, slot)?;
+        // a ramping peer counts one request more (expected delay)
+        let plus = if v.ramping.is_some() { 1 - self.add } else { 0 };
+        Some((v.in_flight + plus, v.share))
     }
 }
 

@@ -39,36 +39,25 @@ fn cost(
     zone: UpstreamZone<'_>,
     per_share: bool,
 ) -> Option<(f64, u32)> {
-    let ramp = local.ramp().at(zone, slot);
-    let (in_flight, w) = if per_share {
-        let (in_flight, share, limit) = zone.pick_view(slot);
-        let (share, limit) = match ramp {
-            None => (share, limit),
-            Some(r) => (
-                slow_start::weight(share, r.f),
-                slow_start::limit(limit, r.f),
-            ),
-        };
-        if limit != 0 && in_flight >= limit as u64 {
-            return None;
-        }
-        (in_flight, share.max(1))
+    // in flight, the weight divided by (scaled while the peer ramps) and
+    // the one ties are broken on, and the ramp
+    let (in_flight, divisor, tie, ramp) = if per_share {
+        let v = local.ramp().share_view(zone, slot)?;
+        let w = v.share.max(1);
+        (v.in_flight, w as f64, w, v.ramping)
     } else {
-        (zone.in_flight(slot), local.weight(slot))
+        let (w, ramp) = (local.weight(slot), local.ramp().at(zone, slot));
+        let (divisor, tie) = match ramp {
+            Some(r) => (slow_start::weight_f64(w, r.f), slow_start::weight(w, r.f)),
+            None => (w as f64, w),
+        };
+        (zone.in_flight(slot), divisor, tie, ramp)
     };
     let since = ramp.map_or(0, |r| r.since_ms);
     let l = match local.latency(slot, since) {
         Some(l) => l,
         None if in_flight == 0 => 0.0,
         None => UNSEEN_PENALTY_MS,
-    };
-    let divisor = match ramp {
-        Some(r) if !per_share => slow_start::weight_f64(w, r.f),
-        _ => w as f64,
-    };
-    let tie = match ramp {
-        Some(r) if !per_share => slow_start::weight(w, r.f),
-        _ => w,
     };
     Some(((in_flight as f64 + 1.0) * l / divisor, tie))
 }

@@ -1,23 +1,42 @@
-//! `mode=least_time`: NGINX Plus's `least_time` for open-source nginx,
-//! without counters. Each request goes to the peer with the least
-//! `(in-flight + 1) × response time ÷ weight=`, the response time being
-//! this worker's peak-EWMA of the peer's answers ([`super::latency`]),
-//! measured from the pick to the end of the upstream request (NGINX Plus's
-//! `last_byte`). In-flight counts are the instance's (every worker's);
-//! response times carry the load of every frontend, which in-flight counts
-//! do not. A lab baseline, and a mode of its own where no vCenter is at
-//! hand: the collector only reads counters for the status page.
+//! The modes of response times alone, without counters: `mode=least_time`
+//! (NGINX Plus's `least_time` for open-source nginx: each request to the
+//! peer with the least `(in-flight + 1) × response time ÷ weight=`) and
+//! `mode=random_two` (NGINX Plus's `random two least_time`, Linkerd's
+//! balancer: the better of two peers drawn at random by the same cost, so
+//! that several frontends do not all pile onto the fastest peer). The
+//! response time is this worker's peak-EWMA of the peer's answers
+//! ([`super::latency`]), measured from the pick to the end of the
+//! upstream request (NGINX Plus's `last_byte`). In-flight counts are the
+//! instance's (every worker's); response times carry the load of every
+//! frontend, which in-flight counts do not. Modes of their own where no
+//! vCenter is at hand: the collector only reads counters for the status
+//! page.
 
 use super::view::{Fields, Metric};
 use super::{Comparison, Mode, Pairing, PeerFacts, Policy, Sample, Tuning};
 use crate::zone::{PeerInfo, UpstreamZone};
 
-/// The least_time mode.
-pub struct LeastTime;
+/// A mode of response times alone: its name and its comparison.
+pub struct ResponseTimes {
+    name: &'static str,
+    comparison: Comparison,
+}
 
-impl Mode for LeastTime {
+/// `mode=least_time`.
+pub static LEAST_TIME: ResponseTimes = ResponseTimes {
+    name: "least_time",
+    comparison: Comparison::LeastTime { per_share: false },
+};
+
+/// `mode=random_two`.
+pub static RANDOM_TWO: ResponseTimes = ResponseTimes {
+    name: "random_two",
+    comparison: Comparison::RandomTwo,
+};
+
+impl Mode for ResponseTimes {
     fn name(&self) -> &'static str {
-        "least_time"
+        self.name
     }
 
     fn options(&self) -> &'static [&'static str] {
@@ -33,7 +52,7 @@ impl Mode for LeastTime {
     }
 
     fn comparison(&self, _t: &Tuning) -> Comparison {
-        Comparison::LeastTime { per_share: false }
+        self.comparison
     }
 
     fn upstream_fields(&self, _zone: Option<UpstreamZone<'_>>) -> Fields {
@@ -49,15 +68,15 @@ impl Mode for LeastTime {
     }
 }
 
-/// The collector's side of the mode: nothing drives the pick; it says
+/// The collector's side of these modes: nothing drives the pick; it says
 /// which peers' VMs report counters (the status page shows their usage).
-pub(super) struct Watch {
+struct Watch {
     counted: Vec<bool>,
 }
 
 impl Watch {
     /// The policy of an upstream of `n` peers.
-    pub(super) fn new(n: usize) -> Watch {
+    fn new(n: usize) -> Watch {
         Watch {
             counted: vec![false; n],
         }

@@ -80,7 +80,8 @@ impl UpRun {
     /// pick without counters (round robin, or response times) and why (a
     /// warning when counters drove before).
     pub(super) fn log_state(&mut self, u: &UpstreamSpec<'_>, now_ms: u64, rt: &dyn Runtime) {
-        if !u.conf.mode.comparison(&u.conf.tuning).needs_counters() {
+        let comparison = u.conf.mode.comparison(&u.conf.tuning);
+        if !comparison.needs_counters() {
             // the pick does not wait for counters: said once
             if self.logged.is_none() {
                 rt.log(
@@ -122,7 +123,7 @@ impl UpRun {
                 &format!(
                     "dwepc: upstream \"{}\" {}: {}",
                     u.name,
-                    match u.conf.mode.comparison(&u.conf.tuning).without_counters() {
+                    match comparison.without_counters() {
                         Some(_) => "balances by response times (least_time on weight=)",
                         None => "uses weighted round robin",
                     },

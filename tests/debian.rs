@@ -240,6 +240,7 @@ fn the_package_installs_runs_in_debian_nginx_and_removes_cleanly() {
         &backends,
         vcsim.counters_path(),
         Arc::new(Mutex::new(vec![0.0; 3])),
+        Arc::new(Mutex::new(Vec::new())),
         0.0,
         (524_288, 100),
     );

@@ -598,6 +598,53 @@ fn steady_state_calls_per_tick() {
     );
 }
 
+/// A VM resized while it runs (a CPU hot-add, 2 -> 4 vCPUs): its samples
+/// (`cpu.usagemhz` over `cpu.usage`) show the new size before the 5-minute
+/// inventory read would, the inventory is read again, the server's capacity
+/// follows, and that is said once; no further inventory read follows (the
+/// steady test above shows none without a resize).
+#[test]
+fn resized_vm_is_seen_from_its_samples() {
+    let mut env = VsEnv::start(VsOpts::default());
+    env.start_feeder();
+    *env.extra_cpu.lock().unwrap() = vec![1000.0; 3];
+    env.drive_until(40, Duration::from_secs(40), "warm-up", active);
+    let cpu = |st: &serde_json::Value, i: usize| {
+        st["peers"][i]["capacity"]["cpu"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let st = env.status();
+    let before: Vec<f64> = (0..3).map(|i| cpu(&st, i)).collect();
+    assert!(before.iter().all(|c| *c > 0.0), "{st}");
+    env.vcsim.resize("web-0", 4, 8000).unwrap();
+    env.cpu_size.lock().unwrap()[0] = 8000.0;
+    let t = Instant::now();
+    env.drive_until(20, Duration::from_secs(20), "resize seen", |st| {
+        cpu(st, 0) > 1.5 * before[0]
+    });
+    let took = t.elapsed();
+    let st = env.status();
+    assert!((cpu(&st, 0) / before[0] - 2.0).abs() < 0.01, "{st}");
+    assert_eq!((cpu(&st, 1), cpu(&st, 2)), (before[1], before[2]), "{st}");
+    // five more polls (1-s interval) at the new size: no inventory read
+    let reads = env.vcsim.calls("RetrievePropertiesEx");
+    assert!(reads > 0, "{}", env.vcsim.stats());
+    let more = Instant::now();
+    while more.elapsed() < Duration::from_secs(5) {
+        env.send(4);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(env.vcsim.calls("RetrievePropertiesEx"), reads);
+    assert_eq!(
+        env.log_count(r#"VM "web-0" changed size"#),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+    eprintln!("capacity {} -> {} MHz in {took:?}", before[0], cpu(&st, 0));
+}
+
 /// Shares mode (the default): background CPU on one VM lowers its share;
 /// with the sample frozen, requests sent one at a time (nothing in flight,
 /// so every peer ties) split by smooth weighted round robin on the

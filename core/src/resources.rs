@@ -48,6 +48,10 @@ pub const COUNTERS: [&str; R] = [
 /// The memory counter read where `mem.consumed.average` is missing.
 pub const MEM_FALLBACK: &str = "mem.active.average";
 
+/// The VM's CPU use as hundredths of a percent of its CPU (read beside
+/// `cpu.usagemhz` to notice a resize, not as a resource).
+pub const CPU_PERCENT: &str = "cpu.usage.average";
+
 /// Hypervisor contention: time the VM's vCPUs waited for a physical CPU,
 /// ms summed over vCPUs per sample interval.
 pub const READY: &str = "cpu.ready.summation";

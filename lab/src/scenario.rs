@@ -20,6 +20,7 @@
 //! at 200s vm5 background off
 //! at 60s vm4 contention 50%          # the hypervisor withholds 50 % of vm4's cycles (CPU ready)
 //! at 60s vm4 slowdown 50%            # vm4 loses 50 % of its speed, no counter shows it
+//! at 60s vm2 vcpus 4                 # CPU hot-add: vm2 runs on 4 vCPUs of the same speed from now
 //! at 60s vm3 down                    # the VM stops answering (connections refused)
 //! at 120s vm3 up
 //! at 60s vsphere down 60s            # every vSphere call hangs for 60 s
@@ -139,6 +140,12 @@ pub enum Action {
     Slowdown {
         vm: String,
         pct: f64,
+    },
+    /// A CPU hot-add: the VM runs on this many vCPUs of the same speed
+    /// (vSphere adds vCPUs to a running VM, never removes them).
+    Resize {
+        vm: String,
+        vcpus: u32,
     },
     Down {
         vm: String,
@@ -276,6 +283,14 @@ fn parse_action(rest: &[&str], err: &impl Fn(&str) -> String) -> Result<Action, 
                 .filter(|x| *x <= 95.0)
                 .ok_or_else(|| err("bad percentage (0-95%)"))?,
         },
+        [vm, "vcpus", n] => Action::Resize {
+            vm: vm.to_string(),
+            vcpus: n
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| err("bad vCPU count (1-1024)"))?,
+        },
         [vm, "down"] => Action::Down { vm: vm.to_string() },
         [vm, "up"] => Action::Up { vm: vm.to_string() },
         _ => return Err(err("unknown event")),
@@ -322,15 +337,24 @@ impl Scenario {
                 | Action::BackgroundOff { vm }
                 | Action::Contention { vm, .. }
                 | Action::Slowdown { vm, .. }
+                | Action::Resize { vm, .. }
                 | Action::Down { vm }
                 | Action::Up { vm } => vm,
                 _ => continue,
             };
-            if !vms.iter().any(|v| &v.name == vm) {
+            let Some(spec) = vms.iter().find(|v| &v.name == vm) else {
                 return Err(format!(
                     "{}: event at {}s names VM {vm:?}, not in the cluster",
                     self.name, e.at_s
                 ));
+            };
+            if let Action::Resize { vcpus, .. } = e.action {
+                if vcpus < spec.vcpus {
+                    return Err(format!(
+                        "{}: event at {}s takes VM {vm:?} from {} to {vcpus} vCPUs: a running VM only gains vCPUs",
+                        self.name, e.at_s, spec.vcpus
+                    ));
+                }
             }
         }
         Ok(())
@@ -364,12 +388,19 @@ mod tests {
              at 1m vm4 contention 50%\nat 61 vm4 slowdown 20%\n\
              at 70s vm3 down\nat 80s vm3 up\nat 90s vsphere down 60s\n\
              at 200s vsphere up\nat 100s mix t1\nat 120s vm5 background off\n\
-             at 10s vm2 background cpu 30%\n",
+             at 10s vm2 background cpu 30%\nat 130s vm1 vcpus 2\n",
         )
         .unwrap();
         assert_eq!(sc.workload, Workload::Mix);
         assert_eq!(sc.frontends, vec![60.0, 40.0]);
-        assert_eq!(sc.events.len(), 10);
+        assert_eq!(sc.events.len(), 11);
+        assert_eq!(
+            sc.events[9].action,
+            Action::Resize {
+                vm: "vm1".into(),
+                vcpus: 2
+            }
+        );
         assert_eq!(
             sc.events[0].action,
             Action::Background {
@@ -409,6 +440,7 @@ mod tests {
             ("at 5s vm1 background cpu 60-40%", "low-high"),
             ("at 5s vm1 contention 99%", "0-95%"),
             ("frontends 1 -1", "above 0"),
+            ("at 5s vm1 vcpus 0", "bad vCPU count"),
             ("hello", "unknown statement"),
         ] {
             let e = parse("x", text).unwrap_err();
@@ -417,6 +449,10 @@ mod tests {
         let sc = parse("x", "at 5s vm9 down").unwrap();
         let vms = vec![VmSpec::new("vm1", "127.0.0.1", 1000.0, 1, 0.0)];
         assert!(sc.check(&vms).unwrap_err().contains("vm9"));
+        let vms = vec![VmSpec::new("vm1", "127.0.0.1", 4000.0, 2, 0.0)];
+        let sc = parse("x", "at 5s vm1 vcpus 1").unwrap();
+        assert!(sc.check(&vms).unwrap_err().contains("only gains"));
+        assert!(parse("x", "at 5s vm1 vcpus 4").unwrap().check(&vms).is_ok());
     }
 
     #[test]

@@ -419,6 +419,17 @@ impl Vcsim {
         assert_eq!(status, 200, "GET /dwepc/fault?mode={mode}: {body}");
     }
 
+    /// Resizes a running VM as a CPU hot-add does: `cpus` vCPUs and
+    /// `mhz` of maximum CPU, shown by the inventory's next read.
+    pub fn resize(&self, vm: &str, cpus: u32, mhz: u32) -> Result<(), String> {
+        let path = format!("/dwepc/resize?vm={vm}&cpus={cpus}&mhz={mhz}");
+        match http_get(self.port, &path) {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(format!("GET {path}: {status} {}", body.trim())),
+            Err(e) => Err(format!("GET {path}: {e}")),
+        }
+    }
+
     /// Terminates every session (later calls with old cookies get
     /// NotAuthenticated).
     pub fn expire_sessions(&self) {

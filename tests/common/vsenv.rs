@@ -92,6 +92,9 @@ pub struct VsEnv {
     flat_mem_net: (i64, i64),
     /// Extra CPU (MHz) per VM, added by the feeder.
     pub extra_cpu: Arc<Mutex<Vec<f64>>>,
+    /// Each VM's CPU size (MHz) that the fed `cpu.usage` is a percentage
+    /// of (a resize changes it).
+    pub cpu_size: Arc<Mutex<Vec<f64>>>,
 }
 
 /// The status says counters drive the pick.
@@ -191,6 +194,7 @@ impl VsEnv {
             nginx,
             vcsim,
             extra_cpu: Arc::new(Mutex::new(vec![0.0; o.n])),
+            cpu_size: Arc::new(Mutex::new(vms.iter().map(|v| v.cpu_mhz as f64).collect())),
             backends,
             text,
             feeder: None,
@@ -206,6 +210,7 @@ impl VsEnv {
             &self.backends,
             self.vcsim.counters_path(),
             self.extra_cpu.clone(),
+            self.cpu_size.clone(),
             self.net_per_req,
             self.flat_mem_net,
         ));
@@ -294,7 +299,8 @@ impl Drop for VsEnv {
 }
 
 /// Writes vcsim's counters file every 200 ms from the backends' request
-/// rates over the last second: cpu = extra + 25 MHz per req/s, net = a
+/// rates over the last second: cpu = extra + 25 MHz per req/s (and, where
+/// the VM's CPU size is given, `cpu.usage` as a percentage of it), net = a
 /// constant + `net_per_req` per req/s, memory constant; VM `web-i` for
 /// backend `i`. Stops when dropped.
 pub struct Feeder {
@@ -307,6 +313,7 @@ impl Feeder {
         backends: &[Backend],
         path: std::path::PathBuf,
         extra: Arc<Mutex<Vec<f64>>>,
+        size: Arc<Mutex<Vec<f64>>>,
         net_per_req: f64,
         (mem, net): (i64, i64),
     ) -> Feeder {
@@ -326,19 +333,22 @@ impl Feeder {
                 let (t0, c0) = hist.front().unwrap().clone();
                 let dt = now.duration_since(t0).as_secs_f64().max(0.2);
                 let extra = extra.lock().unwrap().clone();
+                let size = size.lock().unwrap().clone();
                 let mut m = serde_json::Map::new();
                 for i in 0..cur.len() {
                     let rate = (cur[i] - c0[i]) as f64 / dt;
-                    m.insert(
-                        vm_name(i),
-                        serde_json::json!({
-                            "cpu.usagemhz.average": (extra.get(i).copied().unwrap_or(0.0) + 25.0 * rate).round() as i64,
+                    let cpu = (extra.get(i).copied().unwrap_or(0.0) + 25.0 * rate).round();
+                    let mut v = serde_json::json!({
+                            "cpu.usagemhz.average": cpu as i64,
                             "mem.consumed.average": mem,
                             "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
                             "disk.usage.average": 0,
                             "cpu.ready.summation": 10 * (i as i64 + 1)
-                        }),
-                    );
+                    });
+                    if let Some(s) = size.get(i).filter(|s| **s > 0.0) {
+                        v["cpu.usage.average"] = (cpu / s * 10_000.0).round().into();
+                    }
+                    m.insert(vm_name(i), v);
                 }
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).unwrap();

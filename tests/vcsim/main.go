@@ -12,7 +12,9 @@
 //   - strict credentials (-user/-pass), optional session idle expiry
 //     (-idle-timeout) and optional HTTPS with a generated certificate (-tls);
 //   - plain HTTP control endpoints next to /sdk (same port):
-//     GET /dwepc/stats, GET /dwepc/fault?mode=..., GET /dwepc/expire;
+//     GET /dwepc/stats, GET /dwepc/fault?mode=..., GET /dwepc/expire,
+//     GET /dwepc/resize?vm=NAME&cpus=N&mhz=M (a running VM's vCPU count and
+//     maximum CPU change, as after a CPU hot-add);
 //   - optionally the cluster's hosts as listed in a JSON file (-hosts:
 //     count, CPU, memory, maintenance mode) and each VM on a chosen host;
 //   - a "migratefail" fault: RelocateVM_Task/MigrateVM_Task return a task
@@ -908,6 +910,8 @@ func (f *frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveStats(w, r)
 	case r.URL.Path == "/dwepc/fault":
 		f.serveFault(w, r)
+	case r.URL.Path == "/dwepc/resize":
+		serveResize(w, r)
 	case r.URL.Path == "/dwepc/expire":
 		n := terminateAllSessions()
 		fmt.Fprintf(w, "ok %d\n", n)
@@ -952,6 +956,38 @@ func (f *frontend) serveFault(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	log.Printf("fault mode: %s", mode)
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// serveResize sets a VM's vCPU count (config.hardware.numCPU,
+// summary.config.numCpu) and maximum CPU (summary.runtime.maxCpuUsage, MHz)
+// while it runs, as a CPU hot-add does; the inventory's next read shows
+// them. Through Registry.Update, so property collectors hear of it.
+func serveResize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name := q.Get("vm")
+	cpus, err1 := strconv.Atoi(q.Get("cpus"))
+	mhz, err2 := strconv.Atoi(q.Get("mhz"))
+	if name == "" || err1 != nil || err2 != nil || cpus < 1 || cpus > 768 || mhz < 1 {
+		http.Error(w, "usage: /dwepc/resize?vm=NAME&cpus=1..768&mhz=M (M >= 1)", http.StatusBadRequest)
+		return
+	}
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm, ok := e.(*simulator.VirtualMachine)
+		if !ok || vm.Name != name {
+			continue
+		}
+		simulator.Map.WithLock(vm, func() {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "config.hardware.numCPU", Val: int32(cpus)},
+				{Name: "summary.config.numCpu", Val: int32(cpus)},
+				{Name: "summary.runtime.maxCpuUsage", Val: int32(mhz)},
+			})
+		})
+		log.Printf("resize: VM %s: %d vCPUs, %d MHz", name, cpus, mhz)
+		_, _ = io.WriteString(w, "ok\n")
+		return
+	}
+	http.Error(w, "no VM named "+name, http.StatusNotFound)
 }
 
 // currentMode returns the fault mode and a channel closed when it changes.

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::resize::SizeWatch;
 use crate::vsphere::xml::{MoRef, VmInfo};
 use crate::vsphere::{Api, ErrorKind};
 use crate::zone::EndpointRecord;
@@ -32,6 +33,8 @@ pub(super) struct EpRun<'z> {
     /// When the inventory / the clock skew was last read (None: not in
     /// this session).
     pub(super) inventory_at: Option<u64>,
+    /// The CPU size each VM's samples imply since that read.
+    pub(super) sizes: SizeWatch,
     /// The realtime refresh rate, s (0: not read in this session).
     pub(super) refresh_s: i32,
     /// The server's clock minus ours.
@@ -65,6 +68,7 @@ impl<'z> EpRun<'z> {
             view: None,
             inventory: Vec::new(),
             inventory_at: None,
+            sizes: SizeWatch::default(),
             refresh_s: 0,
             skew_ms: 0,
             skew_at: None,

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::upstream::UpRun;
 use super::Collector;
 use crate::policy::Sample;
-use crate::resources::{Res, COUNTERS, MEM, MEM_FALLBACK, R, READY};
+use crate::resources::{Res, COUNTERS, CPU, CPU_PERCENT, MEM, MEM_FALLBACK, R, READY};
 use crate::vsphere::xml::EntityMetric;
 use crate::vsphere::Error;
 
@@ -99,15 +99,25 @@ impl Collector<'_, '_> {
         }
         let ids = counter_ids(&ep.catalog);
         let ready = ep.catalog.get(READY).copied();
-        let wanted: Vec<i32> = ids.iter().flatten().chain(&ready).copied().collect();
+        let percent = ep.catalog.get(CPU_PERCENT).copied();
+        let wanted: Vec<i32> = ids
+            .iter()
+            .flatten()
+            .chain(&ready)
+            .chain(&percent)
+            .copied()
+            .collect();
         let refresh_s = ep.refresh_s;
         let metrics = ep.api()?.query_perf(&vms, &wanted, refresh_s, max_sample)?;
+        let skew = ep.skew_ms;
+        if let (Some(mhz), Some(pct)) = (ids[CPU], percent) {
+            self.watch_sizes(k, &metrics, (mhz, pct));
+        }
         let answer = Answer {
             by_vm: metrics.iter().map(|m| (m.entity.as_str(), m)).collect(),
             ids,
             ready,
         };
-        let skew = ep.skew_ms;
         let ups: Vec<usize> = self.spec.upstreams_of(k).collect();
         for ui in ups {
             self.ingest(ui, &answer, skew);

@@ -1,12 +1,14 @@
 //! Mapping servers to VMs: the VM inventory is read every 5 minutes (every
-//! 30 s while a server has no VM), and whenever a `resolve` address takes
-//! or leaves a spare slot; each server is matched by its guest IP or by the
+//! 30 s while a server has no VM, and within three poll intervals of a
+//! VM's samples showing it changed size), and whenever a `resolve` address takes or
+//! leaves a spare slot; each server is matched by its guest IP or by the
 //! VM name its `dwepc_node` gives, its usable capacity computed, and its
 //! policy and zone told. Changes are summed up in one log line per
 //! upstream.
 
 use std::net::IpAddr;
 
+use super::resize::REREAD_INTERVALS;
 use super::runtime::Level;
 use super::spec::PeerSpec;
 use super::Collector;
@@ -35,14 +37,18 @@ impl Collector<'_, '_> {
             r.vm.iter().zip(&r.present).any(|(v, &p)| p && v.is_none())
         });
         let ep = &mut self.eps[k];
+        let resized = ep.sizes.seen().is_some();
         let due = ep.inventory_at.is_none_or(|t| {
             let age = now.saturating_sub(t);
-            age > INVENTORY_EVERY_MS || (unmapped && age > UNMAPPED_EVERY_MS)
+            age > INVENTORY_EVERY_MS
+                || (unmapped && age > UNMAPPED_EVERY_MS)
+                || (resized && age >= REREAD_INTERVALS * ep.interval_ms)
         });
         if due {
             let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
             ep.inventory = ep.api()?.vms(&view)?;
             ep.inventory_at = Some(now);
+            ep.sizes.reset();
             self.remap(k);
         }
         Ok(())

@@ -7,8 +7,9 @@
 //! mapped VMs. Once per session: RetrieveServiceContent, Login, the
 //! `perfCounter` property, CreateContainerView, CurrentTime (clock skew),
 //! QueryPerfProviderSummary (refresh rate). The VM inventory
-//! (RetrievePropertiesEx over the view) is re-read every 5 minutes, or
-//! every 30 s while a server has no VM. CurrentTime is repeated every
+//! (RetrievePropertiesEx over the view) is re-read every 5 minutes, every
+//! 30 s while a server has no VM, and when a VM's samples show it changed
+//! size. CurrentTime is repeated every
 //! 10 minutes (keep-alive and skew).
 //!
 //! Faults never stop the loop: the last good window keeps serving until
@@ -23,6 +24,7 @@
 //! | `poll` | one poll of an endpoint, its outcome, back-off and logs |
 //! | `session` | opening a session (login or take-over, catalog, view, skew) |
 //! | `inventory` | mapping servers to VMs and their capacities |
+//! | [`resize`] | noticing a VM resized between inventory reads, from its samples |
 //! | `ingest` | samples from a QueryPerf answer into the policies |
 //! | [`counts`] | pairing request counts with sample periods |
 //! | `upstream`, `endpoint` | its state per upstream and per endpoint |
@@ -33,6 +35,7 @@ mod ingest;
 mod inventory;
 mod lease;
 mod poll;
+pub mod resize;
 pub mod runtime;
 mod session;
 pub mod spec;

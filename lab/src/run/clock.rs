@@ -23,6 +23,8 @@ pub(super) struct Reading {
     pub(super) cpu_mhz_ms: Vec<f64>,
     pub(super) bytes: Vec<f64>,
     pub(super) cpu_eff: Vec<f64>,
+    /// CPU size now (vCPUs × their speed), MHz.
+    pub(super) cpu_mhz: Vec<f64>,
     pub(super) ready_ms: Vec<f64>,
     pub(super) mem_kb: Vec<f64>,
     pub(super) up: Vec<bool>,
@@ -34,6 +36,7 @@ fn reading(u: &[vm::Usage]) -> Reading {
         cpu_mhz_ms: u.iter().map(|x| x.cpu_mhz_ms).collect(),
         bytes: u.iter().map(|x| x.bytes_sent as f64).collect(),
         cpu_eff: u.iter().map(|x| x.cpu_eff_mhz).collect(),
+        cpu_mhz: u.iter().map(|x| x.cpu_mhz).collect(),
         ready_ms: u.iter().map(|x| x.ready_ms).collect(),
         mem_kb: u.iter().map(|x| x.mem_kb).collect(),
         up: u.iter().map(|x| x.up).collect(),
@@ -48,10 +51,17 @@ fn counters(cluster: &[VmSpec], a: &Reading, b: &Reading, end_s: u64) -> Value {
         let cpu = (b.cpu_mhz_ms[i] - a.cpu_mhz_ms[i]) / dt;
         let net = (b.bytes[i] - a.bytes[i]) / 1024.0 / (dt / 1000.0);
         let ready = b.ready_ms[i] - a.ready_ms[i];
+        // percent of the VM's CPU, in hundredths, as vSphere's cpu.usage
+        let pct = if b.cpu_mhz[i] > 0.0 {
+            cpu / b.cpu_mhz[i] * 10_000.0
+        } else {
+            0.0
+        };
         m.insert(
             v.name.clone(),
             json!({
                 "cpu.usagemhz.average": cpu.round() as i64,
+                "cpu.usage.average": pct.round() as i64,
                 "mem.consumed.average": b.mem_kb[i].round() as i64,
                 "net.usage.average": net.round() as i64,
                 "disk.usage.average": 0,
@@ -215,6 +225,7 @@ mod tests {
             cpu_mhz_ms: vec![0.0],
             bytes: vec![0.0],
             cpu_eff: vec![2000.0],
+            cpu_mhz: vec![2000.0],
             ready_ms: vec![100.0],
             mem_kb: vec![1000.0],
             up: vec![true],
@@ -228,6 +239,7 @@ mod tests {
         };
         let v = counters(&five()[..1], &a, &b, 1_700_000_000);
         assert_eq!(v["vm1"]["cpu.usagemhz.average"], 500);
+        assert_eq!(v["vm1"]["cpu.usage.average"], 2500); // 25.00 %
         assert_eq!(v["vm1"]["net.usage.average"], 10);
         assert_eq!(v["vm1"]["cpu.ready.summation"], 1000);
         assert!(v["_time"].as_str().unwrap().ends_with('Z'));

@@ -28,6 +28,17 @@ pub(super) fn apply(stack: &Stack, action: &Action, seed: u64, cluster: &[VmSpec
         }
         Action::Contention { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/contention?pct={pct}")),
         Action::Slowdown { vm, pct } => stack.vms.ctl(&format!("/vm/{vm}/slowdown?pct={pct}")),
+        Action::Resize { vm, vcpus } => match idx(vm) {
+            Some(i) => {
+                let v = &cluster[i];
+                let mhz = (v.cpu_mhz * *vcpus as f64 / v.vcpus as f64).round() as u32;
+                stack
+                    .vms
+                    .ctl(&format!("/vm/{vm}/vcpus?n={vcpus}"))
+                    .and_then(|()| stack.vc.resize(vm, *vcpus, mhz))
+            }
+            None => Ok(()),
+        },
         Action::Down { vm } => stack.vms.ctl(&format!("/vm/{vm}/down")),
         Action::Up { vm } => stack.vms.ctl(&format!("/vm/{vm}/up")),
         Action::VsphereDown { .. } => {

@@ -10,7 +10,12 @@ use crate::scenario::Action;
 /// offered rate, for the mix then in force.
 pub(super) fn ideal_split(cell: &Cell, t: f64) -> Vec<f64> {
     let n = cell.cluster.len();
-    let Truth { cpu_lost, bg, down } = truth(cell, t);
+    let Truth {
+        cpu_lost,
+        cpu_scale,
+        bg,
+        down,
+    } = truth(cell, t);
     let w = cell.scenario.workload_at(t);
     let (c_cpu, c_bytes) = w.mean_cost();
     let caps: Vec<[f64; 4]> = cell
@@ -26,12 +31,20 @@ pub(super) fn ideal_split(cell: &Cell, t: f64) -> Vec<f64> {
                 } else {
                     1e15
                 };
-                [v.cpu_mhz * (1.0 - cpu_lost[i]), f64::NAN, net, f64::NAN]
+                let cpu = v.cpu_mhz * cpu_scale[i];
+                [cpu * (1.0 - cpu_lost[i]), f64::NAN, net, f64::NAN]
             }
         })
         .collect();
     let bgs: Vec<[f64; 4]> = (0..n)
-        .map(|i| [bg[i] * cell.cluster[i].cpu_mhz, 0.0, 0.0, 0.0])
+        .map(|i| {
+            [
+                bg[i] * cell.cluster[i].cpu_mhz * cpu_scale[i],
+                0.0,
+                0.0,
+                0.0,
+            ]
+        })
         .collect();
     // CPU in MHz·ms per ms = MHz; per request c_cpu MHz·ms -> c_cpu/1000 MHz·s
     let cost = [c_cpu / 1000.0, f64::NAN, c_bytes, f64::NAN];
@@ -73,6 +86,8 @@ pub(super) fn oracle_weights(cell: &Cell, t: f64) -> Vec<u32> {
 struct Truth {
     /// Part of the CPU lost to contention and slowdown.
     cpu_lost: Vec<f64>,
+    /// CPU size over the cluster file's (vCPUs added while running).
+    cpu_scale: Vec<f64>,
     /// The background job's mid-band, part of the CPU.
     bg: Vec<f64>,
     down: Vec<bool>,
@@ -82,6 +97,7 @@ struct Truth {
 fn truth(cell: &Cell, t: f64) -> Truth {
     let n = cell.cluster.len();
     let mut cpu_lost = vec![0.0f64; n];
+    let mut cpu_scale = vec![1.0f64; n];
     let mut bg = vec![0.0f64; n];
     let mut down = vec![false; n];
     let idx = |vm: &str| cell.cluster.iter().position(|v| v.name == vm);
@@ -102,6 +118,11 @@ fn truth(cell: &Cell, t: f64) -> Truth {
                     cpu_lost[i] = 1.0 - (1.0 - cpu_lost[i]) * (1.0 - pct / 100.0);
                 }
             }
+            Action::Resize { vm, vcpus } => {
+                if let Some(i) = idx(vm) {
+                    cpu_scale[i] = *vcpus as f64 / cell.cluster[i].vcpus as f64;
+                }
+            }
             Action::Down { vm } => {
                 if let Some(i) = idx(vm) {
                     down[i] = true;
@@ -115,7 +136,12 @@ fn truth(cell: &Cell, t: f64) -> Truth {
             _ => {}
         }
     }
-    Truth { cpu_lost, bg, down }
+    Truth {
+        cpu_lost,
+        cpu_scale,
+        bg,
+        down,
+    }
 }
 
 /// The first event after which the ideal split changes (capacity, background,
@@ -131,6 +157,7 @@ pub(super) fn first_shift(cell: &Cell) -> Option<f64> {
                 Action::Background { .. }
                     | Action::Contention { .. }
                     | Action::Slowdown { .. }
+                    | Action::Resize { .. }
                     | Action::Down { .. }
                     | Action::Mix { .. }
             )
@@ -162,6 +189,10 @@ mod tests {
         assert!(s[4] < 10.0 / 30.0 * 0.7, "{s:?}");
         assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         // a dead node gets nothing
+        // vm2 (2 vCPUs, 4000 MHz) hot-added to 4 vCPUs: 8000 of 34000 MHz
+        let c = cell("workload t2\nat 30s vm2 vcpus 4\n");
+        assert!((ideal_split(&c, 31.0)[1] - 8.0 / 34.0).abs() < 1e-6);
+        assert_eq!(first_shift(&c), Some(30.0));
         let c = cell("at 30s vm3 down\n");
         assert_eq!(ideal_split(&c, 31.0)[2], 0.0);
         assert_eq!(first_shift(&c), Some(30.0));

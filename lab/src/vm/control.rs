@@ -45,6 +45,7 @@ impl Lab {
                 "hog" => param("mhz").and_then(|x| self.set_hog(name, x)),
                 "cpu" => param("mhz").and_then(|x| self.set_cpu(name, x)),
                 "net" => param("kbps").and_then(|x| self.set_net(name, x)),
+                "vcpus" => param("n").and_then(|x| self.set_vcpus(name, x)),
                 "contention" => param("pct").and_then(|x| self.set_contention(name, x)),
                 "slowdown" => param("pct").and_then(|x| self.set_slowdown(name, x)),
                 "down" => self.down(name),

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use super::lock;
+use super::queue::Queue;
 use super::serve::accept_loop;
 use super::spec::Usage;
 use super::state::State;
@@ -130,6 +131,23 @@ impl Lab {
             return Err((400, format!("bad cpu capacity {mhz} (>= 1 MHz)")));
         }
         self.reconfigure(name, |s| s.cpu_mhz = mhz)
+    }
+
+    /// A CPU hot-add: `n` vCPUs of the speed the VM's vCPUs have (its
+    /// capacity grows with them); a running VM only gains vCPUs.
+    pub(super) fn set_vcpus(&self, name: &str, n: f64) -> Result<(), CtlError> {
+        let have = lock(&self.vm(name)?.state).servers.len();
+        if !(n.fract() == 0.0 && (have as f64..=1024.0).contains(&n)) {
+            return Err((
+                400,
+                format!("bad vCPU count {n} ({have} to 1024: a running VM only gains vCPUs)"),
+            ));
+        }
+        let t = self.now_ms();
+        self.reconfigure(name, |s| {
+            s.cpu_mhz *= n / s.servers.len() as f64;
+            s.servers.resize(n as usize, Queue::new(1.0, t));
+        })
     }
 
     pub(super) fn set_net(&self, name: &str, kbps: f64) -> Result<(), CtlError> {

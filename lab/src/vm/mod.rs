@@ -27,7 +27,8 @@
 //!
 //! Control endpoint (HTTP/1.1, `Connection: close`, JSON answers):
 //! `GET /usage`, `/vms`, `/vm/NAME/hog?mhz=X`, `/vm/NAME/cpu?mhz=X`,
-//! `/vm/NAME/net?kbps=X`, `/vm/NAME/contention?pct=X`,
+//! `/vm/NAME/net?kbps=X`, `/vm/NAME/vcpus?n=N` (a CPU hot-add: more vCPUs
+//! of the same speed), `/vm/NAME/contention?pct=X`,
 //! `/vm/NAME/slowdown?pct=X`, `/vm/NAME/down`, `/vm/NAME/up`, `/quit`.
 
 mod cli;

@@ -2,12 +2,15 @@
 """dwepc lab report: DIR/summary.md and PNG plots from DIR/results.jsonl
 (one JSON object per policy, cell and seed, written by dwepc-lab).
 
-Usage: python3 lab/report.py DIR [BENCHMARKS.md [NAME]]
+Usage: python3 lab/report.py DIR [BENCHMARKS.md [NAME]] [--table README.md]
 
 With a second argument, the tables of summary.md (everything after its
 title) also replace the part of that file between the lines
 "<!-- lab tables: begin -->" and "<!-- lab tables: end -->" (with NAME:
-"<!-- NAME: begin -->" and "<!-- NAME: end -->").
+"<!-- NAME: begin -->" and "<!-- NAME: end -->"). With --table FILE, the
+comparison table alone (every cell, the median p99 of each policy) also
+replaces the part of FILE between "<!-- lab comparison: begin -->" and
+"<!-- lab comparison: end -->".
 
 Every number is the median over the seeds with the range [min-max]; a
 difference between two policies smaller than the larger of their two ranges
@@ -122,8 +125,10 @@ def cell_order(cells, meta):
 
 def describe(m):
     fr = f", {m['frontends']} frontends" if m.get("frontends", 1) > 1 else ""
+    real = (f", **on real CPUs** (cgroups; one core stands for {m['real_cpu']:.0f} MHz; policies one after "
+            f"another)" if m.get("real_cpu") else "")
     return (f"scenario `{m['scenario']}`, {m['workload']}, open loop at {m['level']}× "
-            f"({m['offered_rps']:.0f} req/s offered), counters {m['cadence']}{fr}, "
+            f"({m['offered_rps']:.0f} req/s offered), counters {m['cadence']}{fr}{real}, "
             f"{m['duration_s']:.0f} s measured")
 
 
@@ -278,11 +283,85 @@ def slow_start_section(cells, meta):
     return out
 
 
+def real_section(cells, meta):
+    """Lines comparing each real-CPU cell with its emulated twin (same
+    scenario, level and cadence): p99 and rank of every policy in both."""
+    out = []
+    for c in cell_order(cells, meta):
+        m = meta[c]
+        if not m.get("real_cpu"):
+            continue
+        # the cell of the same name without "real_", else one of the same
+        # scenario, level and cadence
+        twins = [e for e in cell_order(cells, meta) if not meta[e].get("real_cpu")
+                and meta[e]["scenario"] == m["scenario"] and meta[e]["level"] == m["level"]
+                and meta[e]["cadence"] == m["cadence"]]
+        named = c[len("real_"):] if c.startswith("real_") else None
+        twin = named if named in twins else (twins[0] if twins else None)
+        if twin is None:
+            continue
+        pols = [p for p in sorted(cells[c], key=pol_order) if p in cells[twin]]
+        real = {p: med([p99(r) for r in cells[c][p]]) for p in pols}
+        emu = {p: med([p99(r) for r in cells[twin][p]]) for p in pols}
+        rank = lambda d: {p: i + 1 for i, p in enumerate(sorted(d, key=lambda q: 1e18 if d[q] is None else d[q]))}
+        rr, re_ = rank(real), rank(emu)
+        same = all(rr[p] == re_[p] for p in pols)
+        if not out:
+            out += ["## Real CPUs against the emulation", ""]
+        out += [f"`{c}` (real CPUs) against `{twin}` (emulated), the same scenario, level and cadence; "
+                f"median p99 over the seeds and the rank (1 = lowest p99) among these policies. "
+                f"Ranking {'the same' if same else 'different'}.", "",
+                "| policy | p99 real | rank real | p99 emulated | rank emulated | CoV real | CoV emulated |",
+                "|---|---|---|---|---|---|---|"]
+        for p in pols:
+            out.append(f"| {p} | {mr([p99(r) for r in cells[c][p]], 0)} | {rr[p]} | "
+                       f"{mr([p99(r) for r in cells[twin][p]], 0)} | {re_[p]} | "
+                       f"{mr([r['bottleneck']['cov'] for r in cells[c][p]], 3)} | "
+                       f"{mr([r['bottleneck']['cov'] for r in cells[twin][p]], 3)} |")
+        out.append("")
+    return out
+
+
+# the comparison table's columns: (policy, heading)
+COMPARED = [("dwepc_least_time", "default"), ("dwepc", "`pick=least_conn`"), ("least_conn", "least_conn"),
+            ("weighted_least_conn", "weighted least_conn"), ("least_time", "least_time"),
+            ("random_two", "random_two"), ("oracle", "oracle")]
+
+
+def comparison_table(cells, meta):
+    """Lines of one table: every cell with the default, the median p99 (ms)
+    of each compared policy; at 1.0× and above also the goodput. The
+    lowest p99 of the policies an operator could pick (not the oracle) is
+    bold."""
+    out = ["| cell | " + " | ".join(h for _, h in COMPARED) + " |",
+           "|---|" + "---|" * len(COMPARED)]
+    for c in cell_order(cells, meta):
+        pols, m = cells[c], meta[c]
+        if COMPARED[0][0] not in pols:
+            continue
+        p99s = {p: med([p99(r) for r in pols[p]]) for p, _ in COMPARED if p in pols}
+        pickable = [v for p, v in p99s.items() if p != "oracle" and v is not None]
+        best = min(pickable) if pickable else None
+        row = []
+        for p, _ in COMPARED:
+            v = p99s.get(p)
+            if v is None:
+                row.append("—")
+                continue
+            s = f"{v:.0f}"
+            if m["level"] >= 1.0:
+                s += f" / {med([r['goodput'] for r in pols[p]]):.0f} req/s"
+            row.append(f"**{s}**" if v == best and p != "oracle" else s)
+        out.append(f"| {c} | " + " | ".join(row) + " |")
+    return out
+
+
 def summary(rows):
     cells, meta = group(rows)
     out = ["# dwepc lab results", "",
            "Generated by `lab/report.py` from results.jsonl (written by `dwepc-lab`). Every policy of a cell ran "
-           "side by side on its own copy of the emulated cluster, with the same seeded load and events. Each "
+           "side by side on its own copy of the emulated cluster, with the same seeded load and events (in a "
+           "real-CPU cell, one after another on the same cgroups, same seed). Each "
            "number is the median over the seeds with the range [min–max]; a difference smaller than the larger "
            "range is a tie. Latency of successful requests in ms; utilisation from the VMs' own accounting "
            "(ground truth), per node and second, of the bottleneck (the larger of CPU — of what the VM can "
@@ -314,7 +393,11 @@ def summary(rows):
                 "| cell | target | default | least_conn | result |", "|---|---|---|---|---|"]
         out += [f"| {a} | {b} | {c_} | {d} | {e} |" for a, b, c_, d, e in tg]
         out.append("")
-    out += feedback_section(cells, meta) + slow_start_section(cells, meta)
+    out += ["## Every policy, every cell", "",
+            "Median p99 over the seeds, ms (at 1.0× and above: p99 / goodput); bold: the lowest of the policies "
+            "an operator could pick (the oracle is the lab's limit, not one of them).", ""]
+    out += comparison_table(cells, meta) + [""]
+    out += feedback_section(cells, meta) + slow_start_section(cells, meta) + real_section(cells, meta)
     # per cell
     for c in cell_order(cells, meta):
         pols = cells[c]
@@ -455,9 +538,9 @@ def plots(rows, d):
         plt.close(fig)
 
 
-def embed(path, text, name="lab tables"):
+def replace_between(path, name, body):
     """Replaces the lines between `<!-- name: begin -->` and `<!-- name:
-    end -->` of `path` with `text`."""
+    end -->` of `path` with `body`."""
     BEGIN, END = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
     with open(path) as f:
         doc = f.read()
@@ -465,23 +548,41 @@ def embed(path, text, name="lab tables"):
         raise SystemExit(f"{path}: needs one line {BEGIN!r} and, after it, one line {END!r}")
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    body = text.split("\n", 1)[1].strip("\n")  # without the title
-    body = body.replace("\n## ", "\n### ")  # one level below BENCHMARKS.md's section
     with open(path, "w") as f:
         f.write(f"{head}{BEGIN}\n\n{body}\n\n{END}{tail}")
 
 
+def embed(path, text, name="lab tables"):
+    """The tables of a summary (`text` without its title, a heading level
+    down) between `path`'s `name` markers."""
+    body = text.split("\n", 1)[1].strip("\n")  # without the title
+    body = body.replace("\n## ", "\n### ")  # one level below BENCHMARKS.md's section
+    replace_between(path, name, body)
+
+
 def main():
-    if len(sys.argv) not in (2, 3, 4):
+    args = sys.argv[1:]
+    table = None
+    if "--table" in args:
+        i = args.index("--table")
+        if i + 1 >= len(args):
+            print(__doc__, file=sys.stderr)
+            return 2
+        table = args[i + 1]
+        del args[i:i + 2]
+    if len(args) not in (1, 2, 3):
         print(__doc__, file=sys.stderr)
         return 2
-    d = sys.argv[1]
+    d = args[0]
     rows = load(d)
     text = summary(rows)
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write(text)
-    if len(sys.argv) >= 3:
-        embed(sys.argv[2], text, *sys.argv[3:])
+    if len(args) >= 2:
+        embed(args[1], text, *args[2:])
+    if table:
+        cells, meta = group(rows)
+        replace_between(table, "lab comparison", "\n".join(comparison_table(cells, meta)))
     plots(rows, d)
     return 0
 

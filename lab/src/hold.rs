@@ -10,6 +10,9 @@
 //! * `dwepc-lab cpuhold LO HI`: a real machine's CPU (all cores, from
 //!   `/proc/stat`), with real threads that each run a duty cycle (busy for
 //!   `busy_ms`, then sleep `sleep_ms`), for experiments outside the lab;
+//! * `dwepc-lab cpuhold LO HI --cgroup PATH`: the same job as a real
+//!   process inside a VM on real CPUs (the real-CPU cells), holding its own
+//!   share of the VM's quota;
 //! * the lab's background job (`at 60s vm5 background cpu 40-50%`): a batch
 //!   job inside an emulated VM whose threads each take about 5 % of the VM's
 //!   CPU (jittered per second, as a real job's threads do); the controller
@@ -152,6 +155,65 @@ pub struct HoldOpts {
 /// printing one line per second as the blog post's CPU-hold script does.
 pub fn run_machine(o: &HoldOpts) -> i32 {
     let max = 64 * std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut last = machine_cpu();
+    hold(o, max, "CPU usage", move || {
+        let now = machine_cpu();
+        let pct = machine_busy_pct(last, now);
+        last = now;
+        pct
+    })
+}
+
+/// `dwepc-lab cpuhold --cgroup PATH`: the batch job inside a VM on real
+/// CPUs (the lab's real-CPU cells): moves itself into the VM's cgroup and
+/// holds its own CPU, as a share of the VM's quota, in the band — the
+/// share the lab's emulated background job holds (not the VM's total,
+/// which includes the requests). Each thread's duty cycle is about 5 % of
+/// the VM (`busy_ms` busy, then the rest of its slot asleep), as the
+/// emulated job's threads. It ends when the VM's group is gone or the
+/// process that started it is (it must not burn CPU outside its VM).
+pub fn run_in_cgroup(o: &HoldOpts, cgroup: &std::path::Path) -> i32 {
+    let g = match crate::cgroup::Cgroup::open(cgroup) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cpuhold: {e}");
+            return 1;
+        }
+    };
+    let cores = match g.join_process(std::process::id()).and_then(|()| g.cores()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cpuhold: {e}");
+            return 1;
+        }
+    };
+    let busy = o.busy_ms.max(1);
+    let duty = (0.05 * cores).clamp(0.001, 1.0);
+    let o = HoldOpts {
+        busy_ms: busy,
+        sleep_ms: ((busy as f64 / duty) - busy as f64).round() as u64,
+        ..o.clone()
+    };
+    let (mut last_cpu, mut last_t) = (crate::cgroup::process_cpu_ns(), Instant::now());
+    hold(&o, 40, "job's CPU of the VM", move || {
+        // SAFETY: getppid has no preconditions and cannot fail.
+        let orphan = unsafe { libc::getppid() } == 1;
+        if orphan || !g.cpu_path().is_dir() {
+            std::process::exit(0);
+        }
+        // the VM's size now (a resize changes it)
+        let cores = g.cores().unwrap_or(cores);
+        let (cpu, t) = (crate::cgroup::process_cpu_ns(), Instant::now());
+        let wall = t.duration_since(last_t).as_nanos() as f64;
+        let pct = 100.0 * cpu.saturating_sub(last_cpu) as f64 / (wall * cores).max(1.0);
+        (last_cpu, last_t) = (cpu, t);
+        pct
+    })
+}
+
+/// The CPU-hold loop: `threads` duty-cycle threads, once a second
+/// `measure()` (percent) and one adjustment, one line printed.
+fn hold(o: &HoldOpts, max: u32, what: &str, mut measure: impl FnMut() -> f64) -> i32 {
     let mut holder = Holder::new(o.lo, o.hi, o.threads, o.step, max);
     let mut workers: Vec<Arc<AtomicBool>> = Vec::new();
     let spawn = |busy: u64, sleep: u64| {
@@ -174,7 +236,6 @@ pub fn run_machine(o: &HoldOpts) -> i32 {
         o.lo, o.hi, o.threads, o.step, o.busy_ms, o.sleep_ms
     );
     let start = Instant::now();
-    let mut last = machine_cpu();
     loop {
         while workers.len() < holder.threads as usize {
             workers.push(spawn(o.busy_ms, o.sleep_ms));
@@ -185,10 +246,8 @@ pub fn run_machine(o: &HoldOpts) -> i32 {
             }
         }
         std::thread::sleep(Duration::from_secs(1));
-        let now = machine_cpu();
-        let pct = machine_busy_pct(last, now);
-        last = now;
-        println!("CPU usage: {pct:.1} %\tthreads: {}", workers.len());
+        let pct = measure();
+        println!("{what}: {pct:.1} %\tthreads: {}", workers.len());
         holder.adjust(pct);
         if o.duration.is_some_and(|d| start.elapsed() >= d) {
             for w in &workers {

@@ -9,6 +9,7 @@
 //! policies, stacks, clock, events, load processes, analysis, results).
 
 pub mod backend;
+pub mod cgroup;
 pub mod hold;
 pub mod http;
 pub mod load;

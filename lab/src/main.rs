@@ -83,6 +83,10 @@ enum Cmd {
         /// File to write the addresses to once listening.
         #[arg(long)]
         ready: Option<String>,
+        /// Real CPUs: each VM a cgroup of its size, one real core standing
+        /// for this many MHz (root; cgroup v1 cpu and cpuacct).
+        #[arg(long, value_parser = run::parse_real_cpu)]
+        real_cpu: Option<f64>,
     },
 }
 
@@ -113,6 +117,10 @@ struct RunArgs {
     /// vSphere counter cadence: period/delay.
     #[arg(long, default_value = "20s/5s", value_parser = Cadence::parse)]
     cadence: Cadence,
+    /// Real CPUs: the VMs as cgroups of their size, one real core standing
+    /// for this many MHz, the policies one after another (root).
+    #[arg(long, value_parser = run::parse_real_cpu)]
+    real_cpu: Option<f64>,
     /// Results directory (results.jsonl is appended to).
     #[arg(long, default_value_os_t = run::repo_root().join("lab/report"))]
     out: PathBuf,
@@ -162,6 +170,11 @@ struct HoldArgs {
     /// Stop after this long (default: until interrupted).
     #[arg(long, value_parser = scenario::parse_duration)]
     duration: Option<Duration>,
+    /// Run inside this VM's cgroup (a path under /sys/fs/cgroup/cpu, as a
+    /// real-CPU VM set's ready file names it) and hold the job's own share
+    /// of the VM instead of the machine's utilisation.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
 }
 
 fn hms(d: Duration) -> String {
@@ -173,11 +186,18 @@ fn hms(d: Duration) -> String {
     }
 }
 
-/// Runs cells, `parallel` at a time, with progress on stderr; results
-/// appended to OUT/results.jsonl as each cell ends.
+/// Runs cells, `parallel` at a time (a real-CPU cell alone, after the
+/// others), with progress on stderr; results appended to
+/// OUT/results.jsonl as each cell ends.
 fn run_cells(cells: &[Cell], out: &Path, parallel: usize) -> Result<(), String> {
-    let parallel = parallel.max(1);
-    let total: Duration = cells.iter().map(|c| c.estimate()).sum::<Duration>() / parallel as u32;
+    let (real, emulated): (Vec<Cell>, Vec<Cell>) =
+        cells.iter().cloned().partition(|c| c.real_cpu.is_some());
+    if !real.is_empty() && !emulated.is_empty() {
+        run_cells(&emulated, out, parallel)?;
+        return run_cells(&real, out, 1);
+    }
+    let parallel = if real.is_empty() { parallel.max(1) } else { 1 };
+    let total = run::batch_estimate(cells, parallel);
     eprintln!(
         "lab: {} cells, {} at a time, about {} (machine: {} cores)",
         cells.len(),
@@ -329,6 +349,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
                 duration: a.duration,
                 seed,
                 cadence: a.cadence,
+                real_cpu: a.real_cpu,
             });
         }
     }
@@ -370,8 +391,8 @@ fn cmd_matrix(a: MatrixArgs) -> Result<(), String> {
             );
         }
         println!(
-            "total about {} ({} at a time)",
-            hms(cells.iter().map(|c| c.estimate()).sum::<Duration>() / parallel as u32),
+            "total about {} ({} at a time, real-CPU cells alone)",
+            hms(run::batch_estimate(&cells, parallel)),
             parallel
         );
         return Ok(());
@@ -399,6 +420,7 @@ fn cmd_demo(out: PathBuf) -> Result<(), String> {
         duration: Duration::from_secs(150),
         seed: 1,
         cadence: Cadence::VSPHERE,
+        real_cpu: None,
     };
     if out.join("results.jsonl").exists() {
         let _ = std::fs::remove_file(out.join("results.jsonl"));
@@ -459,7 +481,7 @@ fn main() {
             if !(0.0..=100.0).contains(&h.lo) || !(h.lo..=100.0).contains(&h.hi) {
                 Err("the band must be 0 <= LO <= HI <= 100".to_string())
             } else {
-                std::process::exit(dwepc_lab::hold::run_machine(&dwepc_lab::hold::HoldOpts {
+                let o = dwepc_lab::hold::HoldOpts {
                     lo: h.lo,
                     hi: h.hi,
                     threads: h.threads,
@@ -467,14 +489,24 @@ fn main() {
                     busy_ms: h.busy_ms,
                     sleep_ms: h.sleep_ms,
                     duration: h.duration,
-                }))
+                };
+                std::process::exit(match &h.cgroup {
+                    Some(g) => dwepc_lab::hold::run_in_cgroup(&o, g),
+                    None => dwepc_lab::hold::run_machine(&o),
+                })
             }
         }
         Cmd::Vms {
             spec,
             control,
             ready,
-        } => std::process::exit(dwepc_lab::vm::main(&spec, &control, ready.as_deref())),
+            real_cpu,
+        } => std::process::exit(dwepc_lab::vm::main(
+            &spec,
+            &control,
+            ready.as_deref(),
+            real_cpu,
+        )),
         Cmd::Load {
             spec,
             out,

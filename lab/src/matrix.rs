@@ -8,15 +8,18 @@
 //! warmup 80s
 //! duration 150s
 //! policies rr,wrr,lc,lcw,dwepc
-//! cell NAME scenario=steady_t2 level=0.8 [policies=...] [warmup=..] [duration=..] [cadence=..]
+//! cell NAME scenario=steady_t2 level=0.8 [policies=...] [warmup=..] [duration=..] [cadence=..] [real=MHZ]
 //! ```
+//!
+//! `real=MHZ` runs the cell's VMs on real CPUs (cgroups; one real core
+//! stands for MHZ), its policies one after another.
 //!
 //! `scenario=NAME` is lab/scenarios/NAME.txt (or a path).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::run::{Cadence, Cell, Policy};
+use crate::run::{parse_real_cpu, Cadence, Cell, Policy};
 use crate::scenario::{self, parse_duration};
 
 /// One line `cell ...`, before it is multiplied by the seeds.
@@ -30,6 +33,7 @@ pub struct CellSpec {
     pub warmup: Duration,
     pub duration: Duration,
     pub cadence: Cadence,
+    pub real_cpu: Option<f64>,
 }
 
 /// A parsed matrix file.
@@ -103,6 +107,7 @@ pub fn parse(name: &str, text: &str) -> Result<Matrix, String> {
                     warmup,
                     duration,
                     cadence,
+                    real_cpu: None,
                 };
                 for kv in kvs {
                     let (key, val) = kv
@@ -121,6 +126,7 @@ pub fn parse(name: &str, text: &str) -> Result<Matrix, String> {
                         "warmup" => c.warmup = parse_duration(val).map_err(err)?,
                         "duration" => c.duration = parse_duration(val).map_err(err)?,
                         "cadence" => c.cadence = Cadence::parse(val).map_err(err)?,
+                        "real" => c.real_cpu = Some(parse_real_cpu(val).map_err(err)?),
                         _ => return Err(err(format!("unknown key {key:?}"))),
                     }
                 }
@@ -166,6 +172,7 @@ impl Matrix {
                     duration: c.duration,
                     seed,
                     cadence: c.cadence,
+                    real_cpu: c.real_cpu,
                 });
             }
         }
@@ -190,13 +197,17 @@ mod tests {
             "seeds 4 5\nwarmup 60s\npolicies lc,dwepc\n\
              cell a scenario=/x/a.txt level=0.8\n\
              cell b scenario=/x/b.txt level=1.2 duration=2m cadence=3s/0s policies=rr\n\
-             cluster twelve.json\ncell c scenario=/x/c.txt level=0.8\n",
+             cluster twelve.json\ncell c scenario=/x/c.txt level=0.8 real=30000\n",
         )
         .unwrap();
         assert_eq!(m.seeds, vec![4, 5]);
         assert_eq!(m.cells.len(), 3);
         assert!(m.cells[1].cluster.ends_with("five.json"));
         assert!(m.cells[2].cluster.ends_with("lab/clusters/twelve.json"));
+        assert_eq!(
+            (m.cells[1].real_cpu, m.cells[2].real_cpu),
+            (None, Some(30000.0))
+        );
         assert_eq!(m.cells[0].warmup, Duration::from_secs(60));
         assert_eq!(m.cells[0].policies, vec![Policy::Lc, Policy::Dwepc]);
         assert_eq!(m.cells[1].duration, Duration::from_secs(120));
@@ -206,6 +217,8 @@ mod tests {
             ("cell a level=1", "needs scenario= and level="),
             ("cell a scenario=/x level=9", "bad level"),
             ("cell a scenario=/x level=1 foo=2", "unknown key"),
+            ("cell a scenario=/x level=1 real=5", "bad real-CPU scale"),
+            ("cell a scenario=/x level=1 real=inf", "bad real-CPU scale"),
             (
                 "cell a scenario=/x level=1\ncell a scenario=/x level=1",
                 "m:2: duplicate",
@@ -221,13 +234,17 @@ mod tests {
         let m = load(&crate::run::repo_root().join("lab/matrix.txt")).unwrap();
         let cells = m.expand(&[]).unwrap();
         assert_eq!(cells.len(), m.cells.len() * m.seeds.len());
-        // the whole matrix fits in about 2.5 hours on the 2-core machine
-        let total: Duration =
-            cells.iter().map(|c| c.estimate()).sum::<Duration>() / m.parallel as u32;
+        // the whole matrix fits in about 3.5 hours on the 2-core machine
+        let total = crate::run::batch_estimate(&cells, m.parallel);
         assert!(
-            total <= Duration::from_secs(2 * 3600 + 50 * 60),
+            total <= Duration::from_secs(3 * 3600 + 45 * 60),
             "{total:?}"
         );
+        // and holds a real-CPU cell beside its emulated twin
+        let real = cells.iter().find(|c| c.real_cpu.is_some()).unwrap();
+        assert!(cells
+            .iter()
+            .any(|c| c.real_cpu.is_none() && c.scenario == real.scenario && c.level == real.level));
         assert!(m.expand(&["nope".into()]).is_err());
     }
 }

@@ -28,6 +28,7 @@ fn miniature_cell_side_by_side_with_an_event() {
             period_s: 2,
             delay_s: 1,
         },
+        real_cpu: None,
     };
     let rs = run::run_cell(&cell, |_, _| {}).unwrap();
     assert_eq!(rs.len(), 2);
@@ -85,6 +86,75 @@ fn miniature_cell_side_by_side_with_an_event() {
         assert!(out.join(f).exists(), "{f}");
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The same kind of cell on real CPUs: the VMs are cgroups whose quota is
+/// their size, their vCPUs threads that burn the requests' CPU, the batch
+/// job a real `dwepc-lab cpuhold` process inside vm5's cgroup; the
+/// policies run one after another; the counters come from the cgroups'
+/// accounting, and every cgroup is gone afterwards.
+#[test]
+fn miniature_cell_on_real_cpus() {
+    if !dwepc_lab::cgroup::available() {
+        eprintln!("skipped: no writable cgroup v1 cpu hierarchy (needs root)");
+        return;
+    }
+    let sc = scenario::parse("mini", "workload t2\nat 4s vm5 background cpu 40-50%\n").unwrap();
+    let cluster = scenario::load_cluster(&run::default_cluster()).unwrap();
+    let cell = Cell {
+        name: "mini_real".into(),
+        scenario: sc,
+        cluster,
+        level: 0.5,
+        policies: vec![Policy::Lc, Policy::DwepcTime],
+        warmup: Duration::from_secs(10),
+        duration: Duration::from_secs(16),
+        seed: 7,
+        cadence: Cadence {
+            period_s: 2,
+            delay_s: 1,
+        },
+        real_cpu: Some(30_000.0),
+    };
+    let mut seen = Vec::new();
+    let rs = run::run_cell(&cell, |e, total| seen.push((e, total))).unwrap();
+    assert_eq!(rs.len(), 2);
+    // one after another: progress runs past one policy's time
+    assert!(
+        seen.iter().any(|(e, _)| *e > Duration::from_secs(30)),
+        "{seen:?}"
+    );
+    for r in &rs {
+        assert_eq!(r.real_cpu, Some(30_000.0));
+        assert!(
+            r.goodput > 0.3 * r.offered_rps,
+            "{:?}: {} req/s",
+            r.policy,
+            r.goodput
+        );
+        assert!(r.cpu.mean > 0.1, "the cgroups did work: {:?}", r.cpu);
+        assert!(r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms);
+    }
+    // the default balanced by the cgroups' counters and saw the real job
+    let d = &rs[1];
+    let on = d.balancing.iter().filter(|m| *m == "dwepc").count();
+    assert!(on >= 10, "{:?}", d.balancing);
+    let st = &d.status[0];
+    let bg = st["peers"][4]["background"]["cpu"].as_f64().unwrap_or(0.0);
+    assert!(bg > 1000.0, "background of vm5: {bg}\n{st}");
+    // no cgroup is left behind by a process that is gone
+    for e in std::fs::read_dir(dwepc_lab::cgroup::CPU_ROOT)
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("dwepc-lab-") {
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{name} left behind"
+            );
+        }
+    }
 }
 
 fn lab_binary() -> std::path::PathBuf {

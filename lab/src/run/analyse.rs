@@ -148,6 +148,7 @@ pub(super) fn analyse(
         status: status_end,
         log,
         machine_cpu_pct: machine,
+        real_cpu: cell.real_cpu,
     }
 }
 

@@ -56,13 +56,38 @@ pub struct Cell {
     pub duration: Duration,
     pub seed: u64,
     pub cadence: Cadence,
+    /// On real CPUs (cgroups), one real core standing for this many MHz;
+    /// the policies then run one after another, not side by side.
+    pub real_cpu: Option<f64>,
 }
 
 impl Cell {
     /// Wall time the cell takes, roughly (start-up, load, tail, stop).
     pub fn estimate(&self) -> Duration {
-        self.warmup + self.duration + Duration::from_secs(25)
+        let one = self.warmup + self.duration + Duration::from_secs(25);
+        match self.real_cpu {
+            Some(_) => one * self.policies.len() as u32,
+            None => one,
+        }
     }
+}
+
+/// A real-CPU scale: the MHz one real core stands for (finite, at least
+/// 100).
+pub fn parse_real_cpu(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|m| m.is_finite() && *m >= 100.0)
+        .ok_or_else(|| format!("bad real-CPU scale {s:?} (MHz one core stands for, >= 100)"))
+}
+
+/// Wall time of running `cells`, `parallel` emulated cells at a time and
+/// each real-CPU cell alone (its VMs use the machine's cores).
+pub fn batch_estimate(cells: &[Cell], parallel: usize) -> Duration {
+    let (real, emulated): (Vec<&Cell>, Vec<&Cell>) =
+        cells.iter().partition(|c| c.real_cpu.is_some());
+    emulated.iter().map(|c| c.estimate()).sum::<Duration>() / parallel.max(1) as u32
+        + real.iter().map(|c| c.estimate()).sum::<Duration>()
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! The emulated VMs are time-based queues that need little real CPU, so the
 //! copies do not disturb each other as long as the machine's CPU stays well
 //! below saturation; every result records the machine's CPU use during the
-//! measured part. Each copy's VMs and its load generator are processes of
+//! measured part. A real-CPU cell (`real_cpu`: the VMs as cgroups, see
+//! [`crate::vm`]) runs its policies one after another instead, same seed. Each copy's VMs and its load generator are processes of
 //! their own (`dwepc-lab vms`, `dwepc-lab load`), so a policy that piles up
 //! thousands of connections cannot starve the others of file descriptors.
 //!
@@ -42,16 +43,39 @@ use clock::Clock;
 use stack::Stack;
 use watch::Watch;
 
-pub use cell::{Cadence, Cell};
+pub use cell::{batch_estimate, parse_real_cpu, Cadence, Cell};
 pub use paths::{default_cluster, lab_binary, repo_root};
 pub use policy::Policy;
 pub use result::{report, save, RunResult};
 
-/// Runs one cell: every policy side by side. `progress(elapsed, total)` is
-/// called about every 10 s.
+/// Runs one cell: every policy side by side (on real CPUs, one after
+/// another: their VMs would share the machine's cores).
+/// `progress(elapsed, total)` is called about every 10 s.
 pub fn run_cell(
     cell: &Cell,
     mut progress: impl FnMut(Duration, Duration),
+) -> Result<Vec<RunResult>, String> {
+    if cell.real_cpu.is_none() {
+        return side_by_side(cell, &mut progress);
+    }
+    let total = cell.estimate();
+    let each = total / cell.policies.len().max(1) as u32;
+    let mut out = Vec::new();
+    for (k, &p) in cell.policies.iter().enumerate() {
+        let one = Cell {
+            policies: vec![p],
+            ..cell.clone()
+        };
+        let before = each * k as u32;
+        out.extend(side_by_side(&one, &mut |e, _| progress(before + e, total))?);
+    }
+    Ok(out)
+}
+
+/// Runs every policy of `cell` side by side.
+fn side_by_side(
+    cell: &Cell,
+    progress: &mut dyn FnMut(Duration, Duration),
 ) -> Result<Vec<RunResult>, String> {
     cell.scenario.check(&cell.cluster)?;
     let weights = cell.scenario.workload.weights(&cell.cluster);
@@ -79,7 +103,7 @@ pub fn run_cell(
             .map(|s| s.policy.uses_counters().then_some(s.ports[0]))
             .collect(),
     );
-    let (machine, log_from) = measure(cell, &stacks, total, &mut progress);
+    let (machine, log_from) = measure(cell, &stacks, total, progress);
     let status_end: Vec<Vec<Value>> = stacks.iter().map(|s| s.status_pages()).collect();
     let logs: Vec<Vec<String>> = stacks
         .iter()
@@ -117,7 +141,7 @@ fn measure(
     cell: &Cell,
     stacks: &[Stack],
     total: Duration,
-    progress: &mut impl FnMut(Duration, Duration),
+    progress: &mut dyn FnMut(Duration, Duration),
 ) -> (f64, Vec<Vec<usize>>) {
     let started = Instant::now();
     let mut cpu_a = None;
@@ -175,6 +199,7 @@ mod testing {
             duration: Duration::from_secs(120),
             seed: 1,
             cadence: Cadence::VSPHERE,
+            real_cpu: None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct RunResult {
     pub log: Vec<String>,
     /// The machine's CPU use during the measured part (all cores), %.
     pub machine_cpu_pct: f64,
+    /// On real CPUs: MHz one real core stood for.
+    pub real_cpu: Option<f64>,
 }
 
 fn bal(b: &Balance) -> Value {
@@ -97,6 +99,7 @@ impl RunResult {
             "balancing": self.balancing,
             "published": self.published.iter().map(|r| r.iter().map(|x| num(*x)).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "status": self.status, "log": self.log, "machine_cpu_pct": num(self.machine_cpu_pct),
+            "real_cpu": self.real_cpu,
         })
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::cell::Cell;
 use super::clock::Reading;
+use super::lock;
 use super::policy::Policy;
 use super::vms::VmsProcess;
 use super::watch::status;
@@ -29,6 +30,8 @@ pub(super) struct Stack {
     /// Counters waiting for their delay: (visible at ms, JSON).
     pub(super) pending: Mutex<Vec<(u64, Value)>>,
     pub(super) jobs: Mutex<Vec<Option<BackgroundJob>>>,
+    /// On real CPUs: the background jobs, real processes in their VM.
+    pub(super) holds: Mutex<Vec<Option<std::process::Child>>>,
     pub(super) dir: PathBuf,
     /// The VMs' addresses and the vCenter password file, for a
     /// configuration written again ([`Stack::reweigh`]).
@@ -99,7 +102,7 @@ impl Stack {
             free_port()
         ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let vms = VmsProcess::start(&cell.cluster, &dir)?;
+        let vms = VmsProcess::start(&cell.cluster, &dir, cell.real_cpu)?;
         let addrs = vms.addrs.clone();
         let vspecs: Vec<crate::vcsim::VmSpec> = cell
             .cluster
@@ -141,6 +144,7 @@ impl Stack {
             readings: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             jobs: Mutex::new(vec![None; n]),
+            holds: Mutex::new((0..n).map(|_| None).collect()),
             dir,
             addrs,
             pw,
@@ -205,10 +209,22 @@ fn module_log(text: &str, from: usize) -> Vec<String> {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        for h in lock(&self.holds).iter_mut() {
+            stop_child(h);
+        }
         for n in &mut self.nginx {
             n.stop(Duration::from_secs(5));
         }
         self.vc.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills and reaps a background job's process, if any.
+pub(super) fn stop_child(c: &mut Option<std::process::Child>) {
+    if let Some(mut child) = c.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+        crate::procs::unregister(child.id());
     }
 }

@@ -1,7 +1,7 @@
 //! The emulated VMs of one stack as a `dwepc-lab vms` process, driven
 //! through its control port.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,55 +18,87 @@ pub(super) struct VmsProcess {
     child: std::process::Child,
     control: u16,
     pub(super) addrs: Vec<String>,
+    /// On real CPUs: each VM's cgroup (its `cpu` group's path).
+    pub(super) cgroups: Vec<Option<PathBuf>>,
 }
 
 impl VmsProcess {
-    pub(super) fn start(cluster: &[VmSpec], dir: &Path) -> Result<VmsProcess, String> {
+    /// The VMs of `cluster`, emulated or (`real_cpu`: MHz per real core)
+    /// on real CPUs.
+    pub(super) fn start(
+        cluster: &[VmSpec],
+        dir: &Path,
+        real_cpu: Option<f64>,
+    ) -> Result<VmsProcess, String> {
         let spec = dir.join("vms.json");
         let ready = dir.join("vms.ready");
         std::fs::write(&spec, vm::specs_json(cluster)).map_err(|e| e.to_string())?;
-        let mut child = std::process::Command::new(lab_binary())
-            .arg("vms")
+        let mut cmd = std::process::Command::new(lab_binary());
+        cmd.arg("vms")
             .arg("--spec")
             .arg(&spec)
             .arg("--ready")
-            .arg(&ready)
+            .arg(&ready);
+        if let Some(m) = real_cpu {
+            cmd.arg("--real-cpu").arg(m.to_string());
+        }
+        let mut child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("start {} vms: {e}", lab_binary().display()))?;
         crate::procs::register(child.id());
+        // the ready file, or the process's end (it says why on stderr)
         let v = wait_for(Duration::from_secs(20), || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(None);
+            }
             let text = std::fs::read_to_string(&ready).ok()?;
-            serde_json::from_str::<Value>(&text).ok()
+            serde_json::from_str::<Value>(&text).ok().map(Some)
         });
-        let Some(v) = v else {
+        let Some(Some(v)) = v else {
             let _ = child.kill();
             let _ = child.wait();
             crate::procs::unregister(child.id());
-            return Err("the emulated VMs did not start".into());
+            let what = match real_cpu {
+                Some(_) => "the VMs on real CPUs (cgroups: root and cgroup v1 needed)",
+                None => "the emulated VMs",
+            };
+            return Err(format!("{what} did not start"));
         };
         let control = v["control"]
             .as_str()
             .and_then(|c| c.rsplit(':').next())
             .and_then(|p| p.parse().ok())
             .ok_or("bad ready file of the VMs")?;
-        let addrs = cluster
+        let entry = |name: &str| {
+            v["vms"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let cgroups = cluster
+            .iter()
+            .map(|c| entry(&c.name)["cgroup"].as_str().map(PathBuf::from))
+            .collect();
+        // from here on, dropping `vms` on an error stops the process
+        let mut vms = VmsProcess {
+            child,
+            control,
+            addrs: Vec::new(),
+            cgroups,
+        };
+        vms.addrs = cluster
             .iter()
             .map(|c| {
-                v["vms"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["name"] == c.name.as_str()))
-                    .and_then(|x| x["addr"].as_str())
+                entry(&c.name)["addr"]
+                    .as_str()
                     .map(str::to_string)
                     .ok_or_else(|| format!("no address for VM {}", c.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(VmsProcess {
-            child,
-            control,
-            addrs,
-        })
+        Ok(vms)
     }
 
     pub(super) fn usage(&self) -> Option<Vec<vm::Usage>> {
@@ -83,8 +115,9 @@ impl VmsProcess {
     }
 }
 
-impl Drop for VmsProcess {
-    fn drop(&mut self) {
+impl VmsProcess {
+    /// Stops the process: `GET /quit`, then a kill after 3 s.
+    fn stop(&mut self) {
         let _ = http::request(self.control, "GET", "/quit");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(3) {
@@ -97,5 +130,24 @@ impl Drop for VmsProcess {
         crate::procs::unregister(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for VmsProcess {
+    fn drop(&mut self) {
+        self.stop();
+        // a process that was killed left its (now empty) cgroups behind
+        for g in self.cgroups.iter().flatten() {
+            let Ok(rel) = g.strip_prefix(crate::cgroup::CPU_ROOT) else {
+                continue;
+            };
+            for root in [crate::cgroup::CPU_ROOT, crate::cgroup::ACCT_ROOT] {
+                let p = Path::new(root).join(rel);
+                let _ = std::fs::remove_dir(&p);
+                if let Some(parent) = p.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
     }
 }

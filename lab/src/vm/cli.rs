@@ -2,12 +2,12 @@
 
 use std::io;
 
-use super::handle::start;
+use super::handle::start_on;
 use super::spec::parse_specs;
 
-/// `dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE]`: runs the
-/// VMs until `GET /quit`, SIGTERM or SIGINT (exit 0).
-pub fn main(spec: &str, control: &str, ready: Option<&str>) -> i32 {
+/// `dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE] [--real-cpu
+/// MHZ]`: runs the VMs until `GET /quit`, SIGTERM or SIGINT (exit 0).
+pub fn main(spec: &str, control: &str, ready: Option<&str>, real_cpu: Option<f64>) -> i32 {
     let specs = match std::fs::read_to_string(spec)
         .map_err(|e| format!("{spec}: {e}"))
         .and_then(|t| parse_specs(&t))
@@ -18,7 +18,7 @@ pub fn main(spec: &str, control: &str, ready: Option<&str>) -> i32 {
             return 2;
         }
     };
-    let h = match start(specs, control) {
+    let h = match start_on(specs, control, real_cpu) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("dwepc-lab vms: {e}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::burn::RealCpu;
 use super::control::control_loop;
 use super::lab::{bind, Lab, Vm};
 use super::lock;
@@ -26,6 +27,18 @@ pub struct Handle {
 /// Starts the VMs of `specs` and the control endpoint on `control`
 /// (`"127.0.0.1:0"` = any free port). All listeners are bound on return.
 pub fn start(specs: Vec<VmSpec>, control: &str) -> io::Result<Handle> {
+    start_on(specs, control, None)
+}
+
+/// As [`start`], the VMs on real CPUs when `mhz_per_core` is given: each a
+/// cgroup whose quota is its size (one real core standing for
+/// `mhz_per_core` MHz) with a thread per vCPU that burns the requests' CPU
+/// work (root only: the cgroup v1 `cpu` and `cpuacct` hierarchies).
+pub fn start_on(
+    specs: Vec<VmSpec>,
+    control: &str,
+    mhz_per_core: Option<f64>,
+) -> io::Result<Handle> {
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     for s in &specs {
         s.validate().map_err(invalid)?;
@@ -55,6 +68,10 @@ pub fn start(specs: Vec<VmSpec>, control: &str) -> io::Result<Handle> {
         let base = Instant::now();
         let mut vms = Vec::new();
         for (s, l) in specs.iter().zip(&listeners) {
+            let real = match mhz_per_core {
+                Some(m) => Some(RealCpu::start(&s.name, s.cpu_mhz, s.vcpus, m)?),
+                None => None,
+            };
             vms.push(Arc::new(Vm {
                 name: s.name.clone(),
                 addr: l.local_addr()?,
@@ -63,6 +80,7 @@ pub fn start(specs: Vec<VmSpec>, control: &str) -> io::Result<Handle> {
                 epoch: watch::channel(0).0,
                 life: watch::channel(0).0,
                 listener_fd: Mutex::new(None),
+                real,
             }));
         }
         let lab = Arc::new(Lab {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
+use super::burn::RealCpu;
 use super::lock;
 use super::queue::Queue;
 use super::serve::accept_loop;
@@ -33,14 +34,20 @@ pub(super) struct Vm {
     pub(super) life: watch::Sender<u64>,
     /// The raw fd of the listener while up (serialises up/down).
     pub(super) listener_fd: Mutex<Option<i32>>,
+    /// On real CPUs (a cgroup and vCPU threads) instead of emulated ones.
+    pub(super) real: Option<RealCpu>,
 }
 
 impl Vm {
     pub(super) fn usage(&self, st: &State, t: f64, wall_ms: u64) -> Usage {
+        let (cpu_mhz_ms, ready_ms) = match &self.real {
+            Some(r) => (r.cpu_mhz_ms(), 0.0),
+            None => (st.cpu_mhz_ms(t), st.ready_ms(t)),
+        };
         Usage {
             name: self.name.clone(),
             t_ms: wall_ms,
-            cpu_mhz_ms: st.cpu_mhz_ms(t),
+            cpu_mhz_ms,
             bytes_sent: st.bytes_sent(t),
             requests: st.requests,
             active: st.active,
@@ -49,7 +56,7 @@ impl Vm {
             hog_mhz: st.hog_mhz,
             cpu_mhz: st.cpu_mhz,
             cpu_eff_mhz: st.cpu_eff(),
-            ready_ms: st.ready_ms(t),
+            ready_ms,
             up: st.up,
         }
     }
@@ -119,9 +126,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Refuses an emulated change on a VM on real CPUs (what it would
+    /// emulate is real there: a real job, a real quota).
+    fn emulated_only(&self, name: &str, what: &str) -> Result<(), CtlError> {
+        match self.vm(name)?.real {
+            Some(_) => Err((
+                400,
+                format!("VM {name} runs on real CPUs: no emulated {what}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn set_hog(&self, name: &str, mhz: f64) -> Result<(), CtlError> {
         if !(mhz.is_finite() && mhz >= 0.0) {
             return Err((400, format!("bad hog {mhz}")));
+        }
+        if mhz > 0.0 {
+            self.emulated_only(name, "hog (run `dwepc-lab cpuhold --cgroup` in it)")?;
         }
         self.reconfigure(name, |s| s.hog_mhz = mhz)
     }
@@ -130,12 +152,16 @@ impl Lab {
         if !(mhz.is_finite() && mhz >= 1.0) {
             return Err((400, format!("bad cpu capacity {mhz} (>= 1 MHz)")));
         }
+        if let Some(r) = &self.vm(name)?.real {
+            r.set_mhz(mhz).map_err(|e| (500, e.to_string()))?;
+        }
         self.reconfigure(name, |s| s.cpu_mhz = mhz)
     }
 
     /// A CPU hot-add: `n` vCPUs of the speed the VM's vCPUs have (its
     /// capacity grows with them); a running VM only gains vCPUs.
     pub(super) fn set_vcpus(&self, name: &str, n: f64) -> Result<(), CtlError> {
+        self.emulated_only(name, "vCPU hot-add")?;
         let have = lock(&self.vm(name)?.state).servers.len();
         if !(n.fract() == 0.0 && (have as f64..=1024.0).contains(&n)) {
             return Err((
@@ -161,12 +187,18 @@ impl Lab {
         if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
             return Err((400, format!("bad contention {pct} (0 to 95 %)")));
         }
+        if pct > 0.0 {
+            self.emulated_only(name, "contention")?;
+        }
         self.reconfigure(name, |s| s.contention = pct / 100.0)
     }
 
     pub(super) fn set_slowdown(&self, name: &str, pct: f64) -> Result<(), CtlError> {
         if !(pct.is_finite() && (0.0..=95.0).contains(&pct)) {
             return Err((400, format!("bad slowdown {pct} (0 to 95 %)")));
+        }
+        if pct > 0.0 {
+            self.emulated_only(name, "slowdown")?;
         }
         self.reconfigure(name, |s| s.slowdown = pct / 100.0)
     }
@@ -233,11 +265,16 @@ impl Lab {
     }
 
     pub(super) fn ready_json(&self) -> Value {
+        let vm = |v: &Vm| {
+            let mut o = json!({"name": v.name, "addr": v.addr.to_string()});
+            if let Some(r) = &v.real {
+                o["cgroup"] = r.cgroup.cpu_path().display().to_string().into();
+            }
+            o
+        };
         json!({
             "control": self.control.to_string(),
-            "vms": self.vms.iter()
-                .map(|v| json!({"name": v.name, "addr": v.addr.to_string()}))
-                .collect::<Vec<_>>(),
+            "vms": self.vms.iter().map(|v| vm(v.as_ref())).collect::<Vec<_>>(),
         })
     }
 }

@@ -21,8 +21,16 @@
 //!
 //! Usage is exact at any instant (work done so far, not work scheduled).
 //!
+//! On real CPUs (`--real-cpu MHZ`, the real-CPU cells): each VM is a
+//! cgroup whose CFS quota is its size, one real core standing for `MHZ`;
+//! its vCPUs are threads that burn each request's CPU work on their own
+//! CPU clock, and its usage and CPU ready come from the cgroup's
+//! accounting (`cpuacct.usage`, throttled time). The network stays
+//! emulated; there is no emulated hog, contention or slowdown (a
+//! background job is a real process: `dwepc-lab cpuhold --cgroup`).
+//!
 //! ```text
-//! dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE]
+//! dwepc-lab vms --spec FILE [--control ADDR] [--ready FILE] [--real-cpu MHZ]
 //! ```
 //!
 //! Control endpoint (HTTP/1.1, `Connection: close`, JSON answers):
@@ -31,6 +39,7 @@
 //! of the same speed), `/vm/NAME/contention?pct=X`,
 //! `/vm/NAME/slowdown?pct=X`, `/vm/NAME/down`, `/vm/NAME/up`, `/quit`.
 
+mod burn;
 mod cli;
 mod control;
 mod handle;
@@ -45,6 +54,6 @@ mod state;
 use crate::lock;
 
 pub use cli::main;
-pub use handle::{start, Handle};
+pub use handle::{start, start_on, Handle};
 pub use pages::{cost_mhz_ms, T1_PAGES};
 pub use spec::{parse_specs, parse_usage, specs_json, Usage, VmSpec};

@@ -176,8 +176,13 @@ fn response_head(req: &Request, status: u16, vm: &str, len: usize) -> Vec<u8> {
 }
 
 /// CPU: queues `cost` on the vCPU that frees up first (FIFO) and waits
-/// until it is done; false if the VM is down.
+/// until it is done; false if the VM is down. On real CPUs a vCPU thread
+/// burns it.
 async fn compute(lab: &Lab, vm: &Vm, epoch: &mut watch::Receiver<u64>, cost: f64) -> bool {
+    if let Some(real) = &vm.real {
+        let up = lock(&vm.state).up;
+        return up && real.compute(cost).await;
+    }
     let (i, target) = {
         let mut st = lock(&vm.state);
         if !st.up {

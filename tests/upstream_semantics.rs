@@ -183,9 +183,18 @@ fn max_conns_is_respected() {
         let hs: Vec<_> = (0..6)
             .map(|_| std::thread::spawn(move || http::get(port, "/?delay=400").status))
             .collect();
-        for h in hs {
-            assert_eq!(h.join().unwrap(), 200);
-        }
+        // the shares modes' overload guard may answer a request at once
+        // when b2 is at its in-flight limit (its share of the limit; the
+        // flat test counters can make that share small): a fast 502, never
+        // a request past b1's max_conns
+        let guarded = matches!(mode, Mode::Shares | Mode::SharesTime);
+        let statuses: Vec<u16> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || (guarded && *s == 502)),
+            "{mode:?}: {statuses:?}\n{}",
+            env.nginx.error_log()
+        );
+        assert!(statuses.contains(&200), "{mode:?}: {statuses:?}");
         assert!(
             b1.max_in_flight.load(std::sync::atomic::Ordering::SeqCst) <= 1,
             "{mode:?}"

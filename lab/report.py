@@ -20,7 +20,7 @@ Plots (matplotlib, Debian's python3-matplotlib), seed 1 of each cell:
   util_<cell>.png    per-node bottleneck utilisation over the measured part,
                      one panel per policy (event time marked)
   shares_<cell>.png  cells with a capacity event: the share of requests per
-                     node (5-s mean) for least_conn and the default, and the ideal
+                     node (5-s mean) for least_conn, pick=least_conn and the default, and the ideal
                      split after the event (dashed)
   p99_vs_lc.png      p99 of every policy relative to least_conn, per cell
 """
@@ -492,7 +492,7 @@ def plots(rows, d):
         finish(fig, axes, f"{c}: bottleneck utilisation per node (seed {firsts[names[0]]['seed']})",
                os.path.join(d, f"util_{c}.png"))
         plt.close(fig)
-        ev = [firsts[p] for p in (BASE, OURS) if p in firsts and firsts[p].get("target")]
+        ev = [firsts[p] for p in (BASE, "dwepc", OURS) if p in firsts and firsts[p].get("target")]
         if ev:
             fig, axes = plt.subplots(len(ev), 1, figsize=(9, 2.4 * len(ev) + 0.6), sharex=True)
             if len(ev) == 1:

@@ -57,11 +57,17 @@ impl Cgroup {
     /// cores large.
     pub fn create(name: &str, cores: f64) -> io::Result<Cgroup> {
         let dir = format!("dwepc-lab-{}", std::process::id());
+        let rel = Path::new(&dir).join(name);
+        Cgroup::make(CPU_ROOT.as_ref(), ACCT_ROOT.as_ref(), &rel, true, cores)
+    }
+
+    /// Makes the groups `rel` under `cpu` and `acct`, `cores` cores large.
+    fn make(cpu: &Path, acct: &Path, rel: &Path, top: bool, cores: f64) -> io::Result<Cgroup> {
         let g = Cgroup {
-            cpu: Path::new(CPU_ROOT).join(&dir).join(name),
-            acct: Path::new(ACCT_ROOT).join(&dir).join(name),
+            cpu: cpu.join(rel),
+            acct: acct.join(rel),
             owned: true,
-            top: true,
+            top,
         };
         for p in [&g.cpu, &g.acct] {
             std::fs::create_dir_all(p).map_err(|e| with_path(e, p))?;
@@ -73,17 +79,7 @@ impl Cgroup {
     /// Makes a child group `name`, `cores` cores large (within this
     /// group's quota; this group's accounting includes it).
     pub fn child(&self, name: &str, cores: f64) -> io::Result<Cgroup> {
-        let g = Cgroup {
-            cpu: self.cpu.join(name),
-            acct: self.acct.join(name),
-            owned: true,
-            top: false,
-        };
-        for p in [&g.cpu, &g.acct] {
-            std::fs::create_dir_all(p).map_err(|e| with_path(e, p))?;
-        }
-        g.set_cores(cores)?;
-        Ok(g)
+        Cgroup::make(&self.cpu, &self.acct, name.as_ref(), false, cores)
     }
 
     /// Opens the groups whose `cpu` group is `cpu_path` (as the VMs'
@@ -187,6 +183,27 @@ impl Drop for Cgroup {
     }
 }
 
+/// Removes the (empty) groups a process that was killed left behind: the
+/// VM's group whose `cpu` group is `cpu_path`, its vCPUs' and, once empty,
+/// the process's directory.
+pub fn remove_left_behind(cpu_path: &Path) {
+    let Ok(rel) = cpu_path.strip_prefix(CPU_ROOT) else {
+        return;
+    };
+    for root in [CPU_ROOT, ACCT_ROOT] {
+        let p = Path::new(root).join(rel);
+        if let Ok(entries) = std::fs::read_dir(&p) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                remove_dir(&e.path());
+            }
+        }
+        remove_dir(&p);
+        if let Some(parent) = p.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 /// Removes an empty group, waiting a little for threads that just exited
 /// to leave it (the kernel takes them out after their joiner wakes).
 fn remove_dir(p: &Path) {
@@ -209,26 +226,25 @@ pub fn available() -> bool {
     })
 }
 
-/// The CPU the calling thread has used, ns (its own CPU clock).
-pub fn thread_cpu_ns() -> u64 {
+/// Clock `clock` (a CPU-time clock), ns.
+fn cpu_clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The CPU the calling thread has used, ns (its own CPU clock).
+pub fn thread_cpu_ns() -> u64 {
+    cpu_clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The CPU this process has used (all threads, user and system), ns.
 pub fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    cpu_clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// Burns `cpu_ms` of the calling thread's CPU time (so a throttled thread

@@ -138,16 +138,7 @@ impl Drop for VmsProcess {
         self.stop();
         // a process that was killed left its (now empty) cgroups behind
         for g in self.cgroups.iter().flatten() {
-            let Ok(rel) = g.strip_prefix(crate::cgroup::CPU_ROOT) else {
-                continue;
-            };
-            for root in [crate::cgroup::CPU_ROOT, crate::cgroup::ACCT_ROOT] {
-                let p = Path::new(root).join(rel);
-                let _ = std::fs::remove_dir(&p);
-                if let Some(parent) = p.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
+            crate::cgroup::remove_left_behind(g);
         }
     }
 }

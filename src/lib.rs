@@ -13,6 +13,7 @@
 //! lib (module table) ─> directives ─> balancer/ ─┐
 //!                    ─> status ──────────────────┼─> zone ─> module ─> state
 //!                    ─> worker (collector thread) ┘
+//!                    ─> variables, overload ─> balancer/ (a request's decisions)
 //! ```
 //! Every file may use `util` (panic containment, logging, strings), which
 //! uses none of them; `module` declares the module object for lookups, as
@@ -32,15 +33,25 @@ use ngx::ngx_string;
 mod balancer;
 mod directives;
 mod module;
+mod overload;
 mod state;
 mod status;
 mod util;
+mod variables;
 mod worker;
 mod zone;
 
+/// `postconfiguration`: the overload guard's answer filter.
+unsafe extern "C" fn postconfiguration(_cf: *mut ngx::ffi::ngx_conf_t) -> ngx::ffi::ngx_int_t {
+    // SAFETY: nginx calls postconfiguration once per configuration cycle,
+    // single-threaded, before any request.
+    unsafe { overload::install() };
+    ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t
+}
+
 static CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
-    postconfiguration: None,
+    preconfiguration: Some(variables::add_variables),
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(directives::create_main_conf),
     init_main_conf: Some(directives::init_main_conf),
     create_srv_conf: Some(directives::create_srv_conf),

@@ -562,6 +562,54 @@ fn tls_and_credentials() {
     assert_eq!(env.status()["balancing"], "round_robin");
 }
 
+/// A refused login holds the next one back for minutes, but only for the
+/// credentials that were refused: the operator fixes the password file
+/// and reloads, and the new workers log in at once (the wait lives in
+/// the lease zone, which outlives the reload).
+#[test]
+fn a_fixed_password_file_is_tried_at_once_after_reload() {
+    let env = VsEnv::start(VsOpts {
+        password: Some("wrong-password".into()),
+        ..VsOpts::default()
+    });
+    assert!(
+        wait_for(Duration::from_secs(10), || (env
+            .log_count("login refused for user")
+            > 0)
+        .then_some(()))
+        .is_some(),
+        "{}",
+        env.nginx.error_log()
+    );
+    // the same wrong password again after a reload: still held back
+    env.nginx.reload(&env.text);
+    std::thread::sleep(Duration::from_secs(4));
+    env.send(3);
+    assert_eq!(
+        env.vcsim.stats()["calls"]["Login"],
+        1,
+        "{}",
+        env.vcsim.stats()
+    );
+    // the password file fixed, then a reload: one login, counters drive
+    common::setup::password_file(&env.vcsim.dir, "pass");
+    env.nginx.reload(&env.text);
+    let t = Instant::now();
+    env.drive_until(40, Duration::from_secs(20), "login after the fix", |st| {
+        st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
+    });
+    eprintln!(
+        "the inventory is read {:.1} s after the reload with the fixed password file",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        env.vcsim.stats()["calls"]["Login"],
+        2,
+        "{}",
+        env.vcsim.stats()
+    );
+}
+
 /// Calls per tick in steady state: one QueryPerf per interval and nothing
 /// else (the number goes into the closing note).
 #[test]
@@ -702,49 +750,85 @@ fn shares_follow_counters_and_ties_split_by_share() {
 }
 
 /// The overload guard: every peer at its in-flight limit (`inflight` per
-/// vCPU, spread by share) answers 502 at once instead of queueing, and the
-/// status page counts it.
+/// vCPU, spread by share, at least what the VM itself holds) is answered
+/// at once instead of queued: 503 with `Retry-After` by default, counted
+/// on the status page, and told apart from a backend's failure in the
+/// access log by `$dwepc_decision`; `overload_status=` chooses another
+/// status.
 #[test]
 fn overload_guard_answers_at_once() {
-    let mut env = VsEnv::start(VsOpts {
-        n: 2,
-        cpu_mhz: vec![4000, 4000],
-        dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1 pick=least_conn".into(),
-        ..VsOpts::default()
-    });
-    env.feed_and_warm_up();
-    let st = env.status();
-    // 2 VMs x 2 vCPUs x 1 per vCPU, by share (about half each)
-    let limits: Vec<u64> = (0..2)
-        .map(|i| st["peers"][i]["limit"].as_u64().unwrap())
-        .collect();
-    assert_eq!(limits.iter().sum::<u64>(), 4, "{st}");
-    let port = env.port;
-    let t0 = Instant::now();
-    let hs: Vec<_> = (0..8)
-        .map(|k| {
-            std::thread::spawn(move || {
-                // stagger so the slow ones are in flight first
-                std::thread::sleep(Duration::from_millis(50 * k));
-                let t = Instant::now();
-                (http::get(port, "/?delay=2000").status, t.elapsed())
+    for (params, status, retry_after) in [
+        ("", 503, Some("1")),
+        (" overload_status=429 retry_after=5s", 429, Some("5")),
+        (" overload_status=502 retry_after=off", 502, None),
+    ] {
+        let mut env = VsEnv::start(VsOpts {
+            n: 2,
+            cpu_mhz: vec![4000, 4000],
+            dwepc: format!(
+                "interval=1s window=4 step=0.5 ttl=10m inflight=1 pick=least_conn{params}"
+            ),
+            http_extra: "log_format dw '$status $dwepc_decision $dwepc_share $upstream_addr';\n"
+                .into(),
+            server_extra: "access_log logs/dw.log dw;".into(),
+            ..VsOpts::default()
+        });
+        env.feed_and_warm_up();
+        let st = env.status();
+        // 2 VMs x 2 vCPUs x 1 per vCPU: by share, or what each VM holds
+        let limits: Vec<u64> = (0..2)
+            .map(|i| st["peers"][i]["limit"].as_u64().unwrap())
+            .collect();
+        let limit = limits.iter().sum::<u64>() as usize;
+        assert!((4..=5).contains(&limit), "{st}");
+        let port = env.port;
+        let t0 = Instant::now();
+        let hs: Vec<_> = (0..8)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    // stagger so the slow ones are in flight first
+                    std::thread::sleep(Duration::from_millis(50 * k));
+                    let t = Instant::now();
+                    (http::get(port, "/?delay=2000"), t.elapsed())
+                })
             })
-        })
-        .collect();
-    let res: Vec<(u16, Duration)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    let ok = res.iter().filter(|r| r.0 == 200).count();
-    let rejected: Vec<&(u16, Duration)> = res.iter().filter(|r| r.0 == 502).collect();
-    assert_eq!((ok, rejected.len()), (4, 4), "{res:?}");
-    for r in &rejected {
-        assert!(
-            r.1 < Duration::from_millis(500),
-            "not answered at once: {res:?}"
+            .collect();
+        let res: Vec<(http::Response, Duration)> =
+            hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let codes: Vec<u16> = res.iter().map(|r| r.0.status).collect();
+        let ok = codes.iter().filter(|&&c| c == 200).count();
+        let rejected: Vec<&(http::Response, Duration)> =
+            res.iter().filter(|r| r.0.status == status).collect();
+        assert_eq!(
+            (ok, rejected.len()),
+            (limit, 8 - limit),
+            "{params}: {codes:?}"
         );
+        for r in &rejected {
+            assert!(r.1 < Duration::from_millis(500), "not at once: {codes:?}");
+            assert_eq!(r.0.header("Retry-After"), retry_after, "{params}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(4));
+        let st = env.status();
+        assert_eq!(st["guard_rejections"], 8 - limit as u64, "{st}");
+        assert!(env.nginx.error_log().contains("no live upstreams"));
+        // the access log tells the guard's answers from the picks
+        let log = std::fs::read_to_string(env.nginx.prefix.join("logs/dw.log")).unwrap();
+        let guard = format!("{status} guard - ");
+        assert_eq!(
+            log.lines().filter(|l| l.starts_with(&guard)).count(),
+            8 - limit,
+            "{log}"
+        );
+        let picked = log
+            .lines()
+            .filter(|l| l.starts_with("200 counters 0.") && l.contains("127.0.0.1:"))
+            .count();
+        assert!(picked >= limit, "{log}");
+        // after a guard answer the next request is served as usual
+        env.stop_feeder();
+        assert_eq!(http::get(port, "/").status, 200);
     }
-    assert!(t0.elapsed() < Duration::from_secs(4));
-    let st = env.status();
-    assert_eq!(st["guard_rejections"], 4, "{st}");
-    assert!(env.nginx.error_log().contains("no live upstreams"));
 }
 
 /// A vCenter that answers without end, with a 200 MB body, or with

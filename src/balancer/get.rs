@@ -10,6 +10,7 @@
 
 use core::ptr;
 
+use dwepc_core::policy::decision::Decision;
 use dwepc_core::policy::latency::DEFAULT_TAU_MS;
 use dwepc_core::policy::pick::SmoothTie;
 use dwepc_core::policy::{Compare, Local, Scan};
@@ -97,9 +98,14 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     };
     let (best, full) = comparison.run(scan, local);
     drop(map);
+    let decision = if comparison.needs_counters() {
+        Decision::Counters
+    } else {
+        Decision::ResponseTimes
+    };
     match best {
         // SAFETY: the choice is a live peer of the list `lock` holds.
-        Some(c) => unsafe { take(pc, dp, c, lock, zone) },
+        Some(c) => unsafe { take(pc, dp, c, lock, zone, decision) },
         // SAFETY: pc and dp belong to this live request; lock holds peers.
         None => unsafe { exhausted(pc, dp, lock, full, zone) },
     }
@@ -244,7 +250,8 @@ fn failed(p: &ngx_http_upstream_rr_peer_t, now: time_t) -> bool {
 }
 
 /// Takes the chosen peer as round robin takes one (connection, `conns`,
-/// `current`, a reference, the `tried` bit), releases the list, counts it.
+/// `current`, a reference, the `tried` bit), releases the list, counts it
+/// and remembers what decided it.
 ///
 /// # Safety
 /// `c.peer` is a live peer of the list `lock` holds; `dp`'s tried bitmap
@@ -255,6 +262,7 @@ unsafe fn take(
     c: Choice,
     lock: PeersLock,
     zone: UpstreamZone<'_>,
+    decision: Decision,
 ) -> ngx_int_t {
     let now = ngx_time();
     // SAFETY: the peer is live and the list's write lock is held, so this
@@ -281,15 +289,21 @@ unsafe fn take(
     drop(lock);
     dp.sent(zone, c.slot);
     dp.probe = probe;
+    let share = match decision {
+        Decision::Counters => zone.pick_view(c.slot).1,
+        _ => 0,
+    };
+    dp.decisions.record(decision, share);
     NGX_OK as ngx_int_t
 }
 
 /// No eligible peer: the backup servers, as least_conn goes on (also when
 /// every primary is at its in-flight limit, as with max_conns); without
 /// backups, NGX_BUSY — counted as an overload-guard answer when every
-/// peer was at its in-flight limit (nginx answers 502 at once, as when
-/// every server is at max_conns, rather than queue the request
-/// everywhere).
+/// peer was at its in-flight limit (answered at once rather than queued
+/// everywhere: nginx's 502, as when every server is at max_conns, which
+/// the header filter of [`crate::overload`] turns into the upstream's
+/// `overload_status=`).
 ///
 /// # Safety
 /// `pc` and `dp` belong to a live request; `lock` holds `dp.rrp.peers`.
@@ -322,6 +336,7 @@ unsafe fn exhausted(
         drop(lock);
         if full {
             zone.guard_reject();
+            dp.decisions.record(Decision::Guard, 0);
         }
     }
     // SAFETY: peers is live for the request; nginx reads pc->name even
@@ -345,6 +360,7 @@ pub unsafe fn round_robin(
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
+    dp.decisions.record(Decision::RoundRobin, 0);
     // SAFETY: as in get_peer_inner: NULL or the configuration's state.
     let servers = unsafe { dp.ups.as_ref() }.and_then(|u| u.servers());
     let (Some(zone), Some(servers)) = (zone, servers) else {

@@ -30,11 +30,13 @@ use ngx::ffi::{
     NGX_PEER_FAILED,
 };
 
-use crate::module::upstream_state;
+use crate::module::{upstream_state, Dwepc};
 use crate::state::{PeerMeta, Servers, UpstreamState};
 use crate::util::{cached_now_ms, catch_panic, log};
+use dwepc_core::policy::decision::Decisions;
 use dwepc_core::policy::latency::{DEFAULT_TAU_MS, PRIOR_MS};
 use list::peers_meta;
+use ngx::http::{HttpModule, Request};
 
 /// Per-request data: round robin's first, so its free/set_session/
 /// save_session (and keepalive's wrappers) work on it unchanged.
@@ -55,6 +57,9 @@ pub struct PeerData {
     /// That peer had failed `max_fails` times: this request tries it
     /// again, and its answer begins the peer's slow start.
     probe: bool,
+    /// What decided each pick, for the access log and the overload
+    /// guard's answer (found through the request's module context).
+    decisions: Decisions,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -69,6 +74,27 @@ impl PeerData {
             self.epoch = zone.epoch();
             self.sent_ms = cached_now_ms();
         }
+    }
+
+    /// What decided each of the request's picks.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// The upstream's answer when the guard turns the request away: its
+    /// status and `Retry-After` (s, 0: none).
+    pub fn overload_answer(&self) -> Option<(u16, u32)> {
+        // SAFETY: NULL or the configuration's upstream state, which
+        // outlives the request.
+        let ups = unsafe { self.ups.as_ref() }?;
+        let c = &ups.parsed.conf;
+        Some((c.overload_status, c.retry_after_s))
+    }
+
+    /// The data of request `r`'s last `init_peer` (None: the request used
+    /// no dwepc upstream, or an internal redirect cleared it).
+    pub fn of_request(r: &Request) -> Option<&PeerData> {
+        r.get_module_ctx::<PeerData>(Dwepc::module())
     }
 
     /// Round robin's data, as its functions take it.
@@ -209,8 +235,13 @@ unsafe extern "C" fn init_peer(
             (*dp).epoch = 0;
             (*dp).sent_ms = 0;
             (*dp).probe = false;
+            (*dp).decisions = Decisions::default();
             (*u).peer.get = Some(get_peer);
             (*u).peer.free = Some(free_peer);
+            // the access log's variables and the guard's answer find the
+            // decisions through the module context (cleared by nginx at
+            // an internal redirect, with everything else of the request)
+            Request::from_ngx_http_request(r).set_module_ctx(dp as *mut c_void, Dwepc::module());
         }
         NGX_OK as ngx_int_t
     })

@@ -42,6 +42,9 @@ pub struct VsOpts {
     pub http_extra: String,
     /// The upstream's `server` lines instead of one per backend.
     pub servers: Option<String>,
+    /// Extra directives of the `server {}` that proxies to the upstream
+    /// (e.g. `access_log`).
+    pub server_extra: String,
 }
 
 impl Default for VsOpts {
@@ -65,6 +68,7 @@ impl Default for VsOpts {
             port: None,
             http_extra: String::new(),
             servers: None,
+            server_extra: String::new(),
         }
     }
 }
@@ -182,10 +186,10 @@ impl VsEnv {
             &format!(
                 "{}dwepc_vsphere vc url={} user={} password_file={pw}{ca}{insecure} {};\n\
                  upstream app {{\n dwepc {};\n{zone}{servers}{nodes}}}\n\
-                 server {{ listen 127.0.0.1:{port};\n\
+                 server {{ listen 127.0.0.1:{port};\n{}\n\
                    location / {{ proxy_pass http://app; }}\n\
                    location = /dwepc {{ dwepc_status; }} }}",
-                o.http_extra, vcsim.url, o.vcsim.user, o.endpoint, o.dwepc
+                o.http_extra, vcsim.url, o.vcsim.user, o.endpoint, o.dwepc, o.server_extra
             ),
         );
         let nginx = Nginx::start(&text, port);

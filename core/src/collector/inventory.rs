@@ -144,7 +144,7 @@ impl Collector<'_, '_> {
         // one line per upstream and change, however many servers
         for (level, list, what, tail) in [
             (
-                Level::Warn,
+                Level::Error,
                 &lost,
                 "match no VM",
                 "; balanced on their weight",

@@ -18,7 +18,8 @@ impl Collector<'_, '_> {
         let now = self.rt.now_ms();
         let record = self.eps[k].record;
         // a refused login holds the next one back (vCenter locks accounts)
-        let held = record.map_or(self.eps[k].auth_retry_at, |r| r.auth_retry_at());
+        let creds = self.spec.endpoints[k].credentials_key();
+        let held = record.map_or(self.eps[k].auth_retry_at, |r| r.auth_retry_at(creds));
         if held > now && !self.eps[k].client.as_ref().is_some_and(|c| c.logged_in()) {
             self.eps[k].next_poll = held;
             return;
@@ -82,9 +83,10 @@ impl Collector<'_, '_> {
     /// A refused login is not a transient fault: said once, and the next
     /// try held back (in the lease zone's record, for every worker).
     fn login_refused(&mut self, k: usize, now: u64) {
+        let creds = self.spec.endpoints[k].credentials_key();
         let ep = &mut self.eps[k];
         let at = match ep.record {
-            Some(r) => r.login_refused(now),
+            Some(r) => r.login_refused(now, creds),
             None => {
                 ep.auth_streak += 1;
                 now + login_wait_ms(ep.auth_streak - 1)
@@ -119,7 +121,7 @@ impl Collector<'_, '_> {
         if ep.state != EpState::Failing(e.kind()) {
             let spec = &self.spec.endpoints[k];
             self.rt.log(
-                Level::Warn,
+                Level::Error,
                 &format!(
                     "dwepc: vSphere \"{}\" ({}): {e}; serving on the last good window, retrying with backoff",
                     spec.name, spec.client.url

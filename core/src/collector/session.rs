@@ -87,7 +87,7 @@ impl Collector<'_, '_> {
             .collect();
         if !missing.is_empty() && !ep.missing_logged {
             self.rt.log(
-                Level::Warn,
+                Level::Error,
                 &format!(
                     "dwepc: vSphere \"{name}\" has no counter {}; those resources are left out",
                     missing.join(", ")

@@ -88,6 +88,13 @@ impl EndpointSpec {
             self.client.user.as_str(),
         ])
     }
+
+    /// The credentials the endpoint logs in with, as a hash (kept in the
+    /// lease zone's record beside a refused login's wait, so the wait
+    /// holds only for the credentials that were refused).
+    pub fn credentials_key(&self) -> u64 {
+        names_hash([self.client.user.as_str(), self.client.password.as_str()])
+    }
 }
 
 /// Everything the collector thread works on; `'z` is the life of the

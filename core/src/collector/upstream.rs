@@ -119,7 +119,11 @@ impl UpRun {
                 ),
             ),
             (false, reason) => rt.log(
-                if was_active { Level::Warn } else { Level::Info },
+                if was_active {
+                    Level::Error
+                } else {
+                    Level::Info
+                },
                 &format!(
                     "dwepc: upstream \"{}\" {}: {}",
                     u.name,

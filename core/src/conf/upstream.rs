@@ -1,11 +1,13 @@
 //! `dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
 //! [min_samples=N] [mode=NAME] [MODE OPTIONS] [slow_start=TIME]
-//! [ACCOUNTING]` inside
-//! `upstream {}`: the upstream's endpoint, timing, mode and its tuning.
+//! [overload_status=CODE] [retry_after=TIME|off] [ACCOUNTING]` inside
+//! `upstream {}`: the upstream's endpoint, timing, mode and its tuning,
+//! and the overload guard's answer.
 
 use super::accounting::Accounting;
 use super::value::{
-    invalid, once, parse_count, parse_f64, parse_fraction, parse_time, split, valid_name,
+    invalid, once, parse_count, parse_f64, parse_fraction, parse_time, parse_time_ms, split,
+    valid_name,
 };
 use super::ConfError;
 use crate::policy::{self, names_of, Mode, Pick, Tuning, MAX_WINDOW, MODE_OPTIONS};
@@ -40,7 +42,21 @@ pub struct UpstreamConf {
     pub tuning: Tuning,
     /// Upstream-wide accounting defaults.
     pub accounting: Accounting,
+    /// The status of the overload guard's answer (when every server is at
+    /// its in-flight limit), 400 to 599.
+    pub overload_status: u16,
+    /// Its `Retry-After`, s (0: none).
+    pub retry_after_s: u32,
 }
+
+/// The overload guard's answer by default: 503 Service Unavailable, so
+/// that access logs and alerts tell it from a backend's failure (502),
+/// with a `Retry-After` of a second.
+pub const DEFAULT_OVERLOAD_STATUS: u16 = 503;
+/// The default `Retry-After` of the guard's answer, s.
+pub const DEFAULT_RETRY_AFTER_S: u32 = 1;
+/// The longest `retry_after=`, s.
+pub const MAX_RETRY_AFTER_S: u32 = 3600;
 
 /// Default poll interval: the realtime refresh rate of ESXi.
 pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
@@ -55,6 +71,8 @@ impl Default for UpstreamConf {
             mode: policy::default_mode(),
             tuning: Tuning::default(),
             accounting: Accounting::default(),
+            overload_status: DEFAULT_OVERLOAD_STATUS,
+            retry_after_s: DEFAULT_RETRY_AFTER_S,
         }
     }
 }
@@ -157,6 +175,21 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
             }
         }
         "slow_start" => t.slow_start_ms = parse_time(key, val, 1000)?,
+        // as limit_req_status: a status from 400 to 599
+        "overload_status" => c.overload_status = parse_count(key, val, 400, 599)? as u16,
+        "retry_after" => {
+            c.retry_after_s = match val {
+                "off" => 0,
+                _ => match parse_time_ms(val) {
+                    Some(ms) if ms <= MAX_RETRY_AFTER_S as u64 * 1000 => ms.div_ceil(1000) as u32,
+                    _ => {
+                        let want =
+                            "a time up to 1h, like \"1s\" (whole seconds, rounded up), or \"off\"";
+                        return Err(invalid(key, val, want));
+                    }
+                },
+            }
+        }
         _ => match c.accounting.parse(key, val) {
             Some(r) => r?,
             None => return Ok(false),
@@ -169,6 +202,28 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
 mod tests {
     use super::*;
     use crate::conf::parse_node;
+
+    #[test]
+    fn the_overload_answer_is_503_with_retry_after_unless_set() {
+        let c = parse_upstream(&[]).unwrap();
+        assert_eq!((c.overload_status, c.retry_after_s), (503, 1));
+        let c = parse_upstream(&["overload_status=429", "retry_after=2500ms"]).unwrap();
+        assert_eq!((c.overload_status, c.retry_after_s), (429, 3));
+        let c = parse_upstream(&["overload_status=502", "retry_after=off"]).unwrap();
+        assert_eq!((c.overload_status, c.retry_after_s), (502, 0));
+        for bad in [
+            "overload_status=200",
+            "overload_status=600",
+            "overload_status=x",
+        ] {
+            let e = parse_upstream(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("from 400 to 599"), "{e}");
+        }
+        for bad in ["retry_after=2h", "retry_after=soon"] {
+            let e = parse_upstream(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("up to 1h"), "{e}");
+        }
+    }
 
     #[test]
     fn upstream_defaults() {

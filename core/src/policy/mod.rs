@@ -24,6 +24,7 @@
 //! | [`least_time`](response_times::LEAST_TIME) | none (counters only for the status page) | least (in flight + 1) × response time ÷ weight |
 //! | [`random_two`](response_times::RANDOM_TWO) | none (as least_time) | the same, of two peers drawn at random |
 
+pub mod decision;
 pub mod latency;
 pub mod paper;
 pub mod pick;

@@ -30,13 +30,16 @@ const E_AUTH_RETRY_AT: usize = 5;
 const E_AUTH_STREAK: usize = 6;
 const E_REUSED: usize = 7;
 const E_ERRORS: usize = 8; // ErrorKind::ALL.len() words
+/// Which credentials the refusals in E_AUTH_STREAK/E_AUTH_RETRY_AT were
+/// for (a hash of user and password; 0: none).
+const E_AUTH_CREDS: usize = 23;
 const E_SESSION_LEN: usize = 24;
 const E_SESSION: usize = 25; // SESSION_WORDS words
 const SESSION_WORDS: usize = ENDPOINT_WORDS - E_SESSION;
 /// The longest session cookie the record keeps (vCenter's and vcsim's
 /// are about 60 bytes); a longer one is not shared, only not reused.
 pub const MAX_SESSION_COOKIE: usize = SESSION_WORDS * 8;
-const _: () = assert!(E_ERRORS + ErrorKind::ALL.len() <= E_SESSION_LEN);
+const _: () = assert!(E_ERRORS + ErrorKind::ALL.len() <= E_AUTH_CREDS);
 
 /// What every worker knows of one vSphere endpoint, kept in the lease zone
 /// (so a new polling worker, or the workers after a reload, see it):
@@ -80,18 +83,34 @@ impl<'a> EndpointRecord<'a> {
         self.w(E_LOGINS).fetch_add(1, Relaxed);
         self.w(E_AUTH_STREAK).store(0, Relaxed);
         self.w(E_AUTH_RETRY_AT).store(0, Relaxed);
+        self.w(E_AUTH_CREDS).store(0, Relaxed);
     }
-    /// A login refused at `now_ms`: the next is held back
-    /// ([`login_wait_ms`]). Returns the time of the next try.
-    pub fn login_refused(&self, now_ms: u64) -> u64 {
+    /// A login with credentials `creds` (a hash of user and password,
+    /// see [`credentials_key`](crate::collector::EndpointSpec::credentials_key))
+    /// refused at `now_ms`: the next is held back ([`login_wait_ms`]);
+    /// refusals of other credentials before it do not count. Returns the
+    /// time of the next try.
+    pub fn login_refused(&self, now_ms: u64, creds: u64) -> u64 {
         self.w(E_AUTH_FAILS).fetch_add(1, Relaxed);
-        let streak = self.w(E_AUTH_STREAK).fetch_add(1, Relaxed);
+        let creds = creds.max(1);
+        let mine = self.w(E_AUTH_CREDS).swap(creds, Relaxed) == creds;
+        let streak = if mine {
+            self.w(E_AUTH_STREAK).fetch_add(1, Relaxed)
+        } else {
+            self.w(E_AUTH_STREAK).store(1, Relaxed);
+            0
+        };
         let at = now_ms + login_wait_ms(streak);
         self.w(E_AUTH_RETRY_AT).store(at, Relaxed);
         at
     }
-    /// When the next login may be tried (0 = now).
-    pub fn auth_retry_at(&self) -> u64 {
+    /// When the next login with credentials `creds` may be tried (0 =
+    /// now): the wait holds only for the credentials that were refused,
+    /// so a password file fixed and reloaded is tried at once.
+    pub fn auth_retry_at(&self, creds: u64) -> u64 {
+        if self.w(E_AUTH_CREDS).load(Relaxed) != creds.max(1) {
+            return 0;
+        }
         self.w(E_AUTH_RETRY_AT).load(Relaxed)
     }
     /// A successful poll at `now_ms`.
@@ -282,16 +301,22 @@ mod tests {
         assert_eq!(a.stats().errors[2], 1);
         assert_eq!(a.stats().errors.iter().sum::<u64>(), 1);
         // refusals: 5 min, 10, 20, 40, then an hour at most
-        let waits: Vec<u64> = (0..6).map(|_| a.login_refused(1_000) - 1_000).collect();
+        let waits: Vec<u64> = (0..6).map(|_| a.login_refused(1_000, 5) - 1_000).collect();
         assert_eq!(
             waits,
             [5, 10, 20, 40, 60, 60].map(|m| m * 60_000),
             "{waits:?}"
         );
         assert_eq!(a.stats().auth_failures, 6);
+        assert_eq!(a.auth_retry_at(5), 1_000 + 60 * 60_000);
+        // other credentials (a password file fixed) are not held back,
+        // and their own refusals start again at 5 minutes
+        assert_eq!(a.auth_retry_at(6), 0);
+        assert_eq!(a.login_refused(1_000, 6), 1_000 + LOGIN_WAIT_MS);
+        assert_eq!(a.auth_retry_at(5), 0);
         a.login_ok();
-        assert_eq!(a.auth_retry_at(), 0);
-        assert_eq!(a.login_refused(0), LOGIN_WAIT_MS);
+        assert_eq!(a.auth_retry_at(6), 0);
+        assert_eq!(a.login_refused(0, 6), LOGIN_WAIT_MS);
         // records run out
         for k in 9..(9 + MAX_ENDPOINT_RECORDS as u64 - 2) {
             assert!(l.endpoint(k).is_some());

@@ -165,14 +165,14 @@ fn failures_back_off_to_a_cap_and_are_logged_once_per_kind() {
     assert_eq!(gaps[..6], [1_000, 2_000, 4_000, 8_000, 16_000, 32_000]);
     assert!(gaps[6..].iter().all(|&g| g == 40_000), "{gaps:?}");
     assert!(gaps.len() >= 8, "{gaps:?}");
-    assert_eq!(rig.rt.logged(Level::Warn, "cannot connect: refused"), 1);
+    assert_eq!(rig.rt.logged(Level::Error, "cannot connect: refused"), 1);
     assert_eq!(rig.zone().reason(rig.now()), Reason::VsphereError);
     // the default pick without counters: response times on weight=
     assert_eq!(rig.rt.logged(Level::Info, "balances by response times"), 1);
     // another kind of failure: logged once more
     rig.vc().failing = Some(("RetrieveServiceContent", Error::Timeout));
     rig.run(&mut c, 300_000, |_| [0, 0]);
-    assert_eq!(rig.rt.logged(Level::Warn, "timed out"), 1);
+    assert_eq!(rig.rt.logged(Level::Error, "timed out"), 1);
     // healed: said once, and back on the interval
     rig.vc().failing = None;
     let healed = rig.now();
@@ -196,15 +196,15 @@ fn counters_serve_until_their_ttl_then_round_robin_once_then_recover() {
     // the last good window keeps serving up to its TTL ...
     rig.run(&mut c, until - 100, varying);
     assert!(s.usable(rig.now()));
-    assert_eq!(rig.rt.logged(Level::Warn, "timed out"), 1);
-    assert_eq!(rig.rt.logged(Level::Warn, "balances by response times"), 0);
+    assert_eq!(rig.rt.logged(Level::Error, "timed out"), 1);
+    assert_eq!(rig.rt.logged(Level::Error, "balances by response times"), 0);
     // ... then the upstream falls back, said once however long it lasts
     rig.run(&mut c, until + 200_000, varying);
     assert!(!s.usable(rig.now()));
     assert_eq!(s.reason(rig.now()), Reason::Stale);
     assert_eq!(
         rig.rt.logged(
-            Level::Warn,
+            Level::Error,
             &format!(
                 "balances by response times (least_time on weight=): {}",
                 Reason::Stale.text()
@@ -212,7 +212,7 @@ fn counters_serve_until_their_ttl_then_round_robin_once_then_recover() {
         ),
         1
     );
-    assert_eq!(rig.rt.logged(Level::Warn, "timed out"), 1);
+    assert_eq!(rig.rt.logged(Level::Error, "timed out"), 1);
     // healed: counters drive the pick again, said once
     rig.vc().failing = None;
     rig.run(&mut c, until + 320_000, varying);
@@ -235,7 +235,7 @@ fn an_expired_session_logs_in_again_within_the_same_poll() {
     // refused, then answered after the new login, in the same poll
     assert_eq!(q[q.len() - 1], q[q.len() - 2], "{q:?}");
     drop(vc);
-    assert!(rig.rt.log.borrow().iter().all(|(l, _)| *l != Level::Warn));
+    assert!(rig.rt.log.borrow().iter().all(|(l, _)| *l != Level::Error));
     assert!(rig.zone().usable(rig.now()));
     // stopping logs out of the session
     c.shutdown();
@@ -343,7 +343,7 @@ fn a_handed_over_session_that_is_gone_is_replaced_in_the_same_poll() {
         Some("vmware_soap_session=\"s2\"")
     );
     assert_eq!(rig.record().stats().sessions_reused, 0);
-    assert!(rig.rt.log.borrow().iter().all(|(l, _)| *l != Level::Warn));
+    assert!(rig.rt.log.borrow().iter().all(|(l, _)| *l != Level::Error));
     assert!(rig.zone().usable(rig.now()));
 }
 

@@ -571,9 +571,12 @@ impl SharesModel {
     }
 
     /// Per-node in-flight limits of the overload guard: the group's
-    /// `inflight_per_vcpu × vCPUs` spread by share (rounded), at least 1
-    /// (0 = no limit).
-    /// A node with unknown vCPUs counts as one vCPU.
+    /// `inflight_per_vcpu × vCPUs` spread by share (rounded), but never
+    /// below what the node itself holds — `inflight_per_vcpu ×` its own
+    /// vCPUs × the fraction of its CPU its background leaves free — so a
+    /// node with a small share is not limited to a request or two while
+    /// it is idle (0 = no limit). A node with unknown vCPUs counts as one
+    /// vCPU.
     pub fn limits(&self) -> Vec<u64> {
         let n = self.nodes.len();
         let Some(s) = self.shares() else {
@@ -584,23 +587,38 @@ impl SharesModel {
         }
         let mut out = vec![0; n];
         for members in self.groups() {
-            let vcpus: f64 = members
-                .iter()
-                .map(|&i| {
-                    let v = self.nodes[i].vcpus;
-                    if v.is_finite() {
-                        v
-                    } else {
-                        1.0
-                    }
-                })
-                .sum();
+            let vcpus: f64 = members.iter().map(|&i| self.vcpus(i)).sum();
             let total = self.params.inflight_per_vcpu * vcpus;
             for i in members {
-                out[i] = ((total * s[i]).round() as u64).max(1);
+                let own = self.params.inflight_per_vcpu * self.vcpus(i) * self.free_cpu(i);
+                out[i] = ((total * s[i]).max(own).round() as u64).max(1);
             }
         }
         out
+    }
+
+    /// Node `i`'s vCPUs (1 where unknown).
+    fn vcpus(&self, i: usize) -> f64 {
+        let v = self.nodes[i].vcpus;
+        if v.is_finite() && v > 0.0 {
+            v
+        } else {
+            1.0
+        }
+    }
+
+    /// The fraction of node `i`'s effective CPU its background leaves
+    /// free (0 for a node that is down, 1 where unknown).
+    fn free_cpu(&self, i: usize) -> f64 {
+        if self.is_down(i) {
+            return 0.0;
+        }
+        let free = 1.0 - self.background(i)[0] / self.effective_capacity(i)[0];
+        if free.is_finite() {
+            free.clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
     }
 }
 
@@ -990,8 +1008,25 @@ mod tests {
         let rate = half_load();
         m.push(sample(1, &rate, cost, &no_bg(5)));
         m.update();
-        // 13 vCPUs × 4 = 52 in flight, by CPU share
-        assert_eq!(m.limits(), vec![3, 7, 10, 14, 17]);
+        // 13 vCPUs × 4 = 52 in flight by CPU share ([3, 7, 10, 14, 17]),
+        // but never below what each VM's own vCPUs hold (4, 8, 8, 16, 16
+        // with no background)
+        assert_eq!(m.limits(), vec![4, 8, 10, 16, 17]);
+        // a VM busy with work of its own holds less: 75 % background
+        // leaves a quarter of its 4 vCPUs
+        let mut busy = SharesModel::new(
+            ShareParams {
+                inflight_per_vcpu: 4.0,
+                ..ShareParams::default()
+            },
+            lab_nodes(),
+        );
+        let mut bg = no_bg(5);
+        bg[3][0] = 6000.0;
+        busy.push(sample(1, &rate, cost, &bg));
+        busy.update();
+        let l = busy.limits();
+        assert!(l[3] < 16 && l[3] >= 4, "{l:?}");
         let mut off = SharesModel::new(
             ShareParams {
                 inflight_per_vcpu: 0.0,

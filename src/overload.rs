@@ -1,0 +1,134 @@
+//! The overload guard's answer. When every server of a dwepc upstream is
+//! at its in-flight limit, the pick answers `NGX_BUSY` and nginx finalizes
+//! the request with its own 502 ("no live upstreams"), as it does when
+//! every server is at `max_conns`; a balancer cannot choose that status.
+//! This header filter can: it sees nginx's 502 for a request whose last
+//! pick was the guard's, and has nginx answer the upstream's
+//! `overload_status=` instead (503 by default) through
+//! `ngx_http_filter_finalize_request`, as nginx's own not_modified and
+//! image filters replace a response, so `error_page` for that status
+//! applies; the answer carries `Retry-After`. nginx closes the client
+//! connection after a response a filter replaced (a guard's answer is a
+//! time to shed load, not to keep connections). Every other response
+//! costs one context lookup.
+
+use ngx::ffi::{
+    ngx_http_filter_finalize_request, ngx_http_output_header_filter_pt, ngx_http_request_t,
+    ngx_http_top_header_filter, ngx_int_t, ngx_module_t, NGX_ERROR, NGX_HTTP_BAD_GATEWAY,
+};
+use ngx::http::{HttpModule, Request};
+
+use crate::balancer::PeerData;
+use crate::module::Dwepc;
+
+/// The next header filter in nginx's chain.
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+
+/// `postconfiguration`: puts the filter at the top of the chain.
+///
+/// # Safety
+/// Called once per configuration cycle, single-threaded, as nginx calls
+/// `postconfiguration`.
+pub unsafe fn install() {
+    // SAFETY: nginx's header filter chain is only written while the
+    // configuration is read (single-threaded); this is that time.
+    unsafe {
+        NEXT_HEADER_FILTER = ngx_http_top_header_filter;
+        ngx_http_top_header_filter = Some(header_filter);
+    }
+}
+
+/// What the filter does with a response.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// Not the guard's answer: pass it on.
+    Pass,
+    /// nginx's 502 for the guard: answer this status instead.
+    Replace(u16),
+    /// The guard's answer in its final status: add `Retry-After` (s).
+    RetryAfter(u32),
+}
+
+/// The action for a response of `status` (nginx's own error response
+/// when `err_status` is the same) to a request whose last pick was the
+/// guard's (`guarded`), with the upstream's `overload_status` and
+/// `retry_after` (s).
+fn action(guarded: bool, status: u16, err_status: u16, answer: (u16, u32)) -> Action {
+    let (overload_status, retry_after) = answer;
+    if !guarded || status != err_status {
+        return Action::Pass;
+    }
+    if status == NGX_HTTP_BAD_GATEWAY as u16 && overload_status != status {
+        return Action::Replace(overload_status);
+    }
+    if status == overload_status && retry_after > 0 {
+        return Action::RetryAfter(retry_after);
+    }
+    Action::Pass
+}
+
+unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    crate::util::catch_panic("header_filter", NGX_ERROR as ngx_int_t, || {
+        // SAFETY: nginx passes a live request to each header filter.
+        unsafe { header_filter_inner(r) }
+    })
+}
+
+/// # Safety
+/// `r` is a live request in the header filter chain.
+unsafe fn header_filter_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live (the caller's contract).
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let act = PeerData::of_request(req).map_or(Action::Pass, |dp| {
+        let answer = dp.overload_answer().unwrap_or((0, 0));
+        // SAFETY: r is live; reading two of its fields.
+        let (status, err) = unsafe { ((*r).headers_out.status, (*r).err_status) };
+        action(
+            dp.decisions().guarded(),
+            u16::try_from(status).unwrap_or(0),
+            u16::try_from(err).unwrap_or(0),
+            answer,
+        )
+    });
+    match act {
+        Action::Pass => {}
+        Action::Replace(status) => {
+            let module = Dwepc::module() as *const ngx_module_t as *mut ngx_module_t;
+            // SAFETY: r is live; nginx only reads the module's ctx_index
+            // (to keep our context, the decisions); the response begins
+            // again with `status`.
+            return unsafe { ngx_http_filter_finalize_request(r, module, status as ngx_int_t) };
+        }
+        Action::RetryAfter(s) => {
+            if req.add_header_out("Retry-After", &s.to_string()).is_none() {
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
+    }
+    // SAFETY: the next filter was set at install, before any request.
+    match unsafe { NEXT_HEADER_FILTER } {
+        // SAFETY: the next filter of nginx's chain, with the same request.
+        Some(next) => unsafe { next(r) },
+        None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nginx_s_own_answer_to_a_guarded_request_changes() {
+        let d = (503, 1);
+        assert_eq!(action(true, 502, 502, d), Action::Replace(503));
+        assert_eq!(action(true, 503, 503, d), Action::RetryAfter(1));
+        // a backend's own 502, an unguarded request, no Retry-After
+        assert_eq!(action(true, 502, 0, d), Action::Pass);
+        assert_eq!(action(false, 502, 502, d), Action::Pass);
+        assert_eq!(action(true, 503, 503, (503, 0)), Action::Pass);
+        // 502 kept: only the header
+        assert_eq!(action(true, 502, 502, (502, 5)), Action::RetryAfter(5));
+        assert_eq!(action(true, 502, 502, (502, 0)), Action::Pass);
+        assert_eq!(action(true, 429, 429, (429, 2)), Action::RetryAfter(2));
+    }
+}

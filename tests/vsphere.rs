@@ -610,6 +610,53 @@ fn a_fixed_password_file_is_tried_at_once_after_reload() {
     );
 }
 
+/// `scope=` limits the inventory to the VMs under one folder, cluster or
+/// resource pool: a VM outside it is not read (its server is unmapped,
+/// said once), a scope that names nothing is said once and the upstream
+/// balances without counters.
+#[test]
+fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
+    let in_tier = |i: usize| (common::vsenv::vm_name(i), "tier".to_string());
+    for (scope, vms, mapped) in [
+        ("DC0/vm/tier", 2, 2),
+        ("DC0/host/DC0_C0", 3, 3),
+        ("DC0/host/DC0_C0/Resources/", 3, 3),
+    ] {
+        let env = VsEnv::start(VsOpts {
+            endpoint: format!("timeout=2s scope={scope}"),
+            vcsim: Opts {
+                refresh_s: 1,
+                vm_folders: vec![in_tier(0), in_tier(1)],
+                ..Opts::default()
+            },
+            ..VsOpts::default()
+        });
+        env.drive_until(40, Duration::from_secs(20), scope, |st| {
+            st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
+        });
+        let want = format!("polling {mapped} VMs for {mapped} of 3 servers every 1000 ms (refresh 1 s; {vms} VMs in the inventory)");
+        assert_eq!(env.log_count(&want), 1, "{scope}: {}", env.nginx.error_log());
+        assert_eq!(env.status()["mapped"], mapped, "{scope}");
+        let unmatched = env.log_count("1 server match no VM");
+        assert_eq!(unmatched, usize::from(mapped == 2), "{scope}");
+    }
+    let env = VsEnv::start(VsOpts {
+        endpoint: "timeout=2s scope=DC0/vm/nowhere".into(),
+        ..VsOpts::default()
+    });
+    let said = "scope \"DC0/vm/nowhere\" names nothing in the inventory";
+    assert!(
+        wait_for(Duration::from_secs(10), || (env.log_count(said) > 0).then_some(())).is_some(),
+        "{}",
+        env.nginx.error_log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    env.send(5);
+    assert_eq!(env.log_count(said), 1, "{}", env.nginx.error_log());
+    assert!(env.nginx.error_log().contains("[error]"));
+    assert_eq!(env.status()["reason"], "vsphere_error");
+}
+
 /// Calls per tick in steady state: one QueryPerf per interval and nothing
 /// else (the number goes into the closing note).
 #[test]

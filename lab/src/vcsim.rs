@@ -69,6 +69,9 @@ pub struct Opts {
     /// (VM name, host name): where a VM runs (others: the simulator's
     /// choice).
     pub vm_hosts: Vec<(String, String)>,
+    /// (VM name, folder): a VM in a folder of the datacenter's vm folder
+    /// (others: in the vm folder itself).
+    pub vm_folders: Vec<(String, String)>,
     /// Standalone hosts besides the cluster (DC0_H0, ...), each its own
     /// compute resource.
     pub standalone_hosts: u32,
@@ -95,6 +98,7 @@ impl Default for Opts {
             pass: "pass".to_string(),
             hosts: Vec::new(),
             vm_hosts: Vec::new(),
+            vm_folders: Vec::new(),
             standalone_hosts: 0,
         }
     }
@@ -199,6 +203,9 @@ impl Vcsim {
                 }
                 if let Some((_, h)) = opts.vm_hosts.iter().find(|(n, _)| *n == vm.name) {
                     v["host"] = serde_json::Value::String(h.clone());
+                }
+                if let Some((_, f)) = opts.vm_folders.iter().find(|(n, _)| *n == vm.name) {
+                    v["folder"] = serde_json::Value::String(f.clone());
                 }
                 v
             })

@@ -101,6 +101,7 @@ fn hosts_of(sim: &Vcsim) -> std::collections::BTreeMap<String, String> {
         ca_pem: None,
         tls_verify: true,
         timeout: Duration::from_secs(5),
+        scope: None,
     })
     .unwrap();
     c.connect().unwrap();

@@ -152,6 +152,7 @@ type vmSpec struct {
 	MemoryMB int32  `json:"memory_mb"` // default 1024
 	Power    string `json:"power"`     // "on" (default) or "off"
 	Host     string `json:"host"`      // host to run on (e.g. DC0_C0_H1); default: the simulator's choice
+	Folder   string `json:"folder"`    // VM folder inside the datacenter's vm folder, created if missing; default: the vm folder itself
 }
 
 // hostSpec is one entry of the -hosts file: the cluster's i-th host,
@@ -261,6 +262,18 @@ func readVMSpecs(path string) ([]vmSpec, error) {
 // createVMs creates the VMs through the simulator's own API (an in-process
 // vim25 client talking to the Service without HTTP), exactly as a real
 // client would: CreateVM_Task, PowerOnVM_Task, ReconfigVM_Task.
+// vmFolderOf is the folder `name` inside the datacenter's vm folder
+// (created on first use), or the vm folder itself for "".
+func vmFolderOf(ctx context.Context, finder *find.Finder, vmFolder *object.Folder, name string) (*object.Folder, error) {
+	if name == "" {
+		return vmFolder, nil
+	}
+	if f, err := finder.Folder(ctx, vmFolder.InventoryPath+"/"+name); err == nil {
+		return f, nil
+	}
+	return vmFolder.CreateFolder(ctx, name)
+}
+
 func createVMs(svc *simulator.Service, specs []vmSpec) error {
 	ctx := context.Background()
 
@@ -328,7 +341,11 @@ func createVMs(svc *simulator.Service, specs []vmSpec) error {
 				return fmt.Errorf("VM %s: host %s: %v", s.Name, s.Host, err)
 			}
 		}
-		task, err := folders.VmFolder.CreateVM(ctx, spec, pool, host)
+		vmFolder, err := vmFolderOf(ctx, finder, folders.VmFolder, s.Folder)
+		if err != nil {
+			return fmt.Errorf("VM %s: folder %s: %v", s.Name, s.Folder, err)
+		}
+		task, err := vmFolder.CreateVM(ctx, spec, pool, host)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-//! `dwepc_vsphere NAME url=URL user=USER password_file=PATH [ca_file=PATH]
+//! `dwepc_vsphere NAME url=URL user=USER password_file=PATH [scope=PATH] [ca_file=PATH]
 //! [tls_verify=on|off] [insecure_http=on|off] [timeout=TIME] [default]` at
 //! http level: one vSphere endpoint, refused at `nginx -t` when it cannot
 //! work or would leak the password; and which endpoint each upstream
@@ -38,6 +38,8 @@ pub struct EndpointConf {
     pub default: bool,
     /// `insecure_http=on`: an `http://` URL is accepted (labs only).
     pub insecure_http: bool,
+    /// `scope=`: the inventory path whose VMs are read (None: all).
+    pub scope: Option<String>,
 }
 
 impl EndpointConf {
@@ -58,6 +60,7 @@ impl EndpointConf {
             password,
             ca_pem: ca_file,
             tls_verify: self.tls_verify,
+            scope: self.scope.clone(),
             timeout: std::time::Duration::from_millis(self.timeout_ms),
         })
     }
@@ -133,6 +136,7 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, ConfError> {
         timeout_ms: DEFAULT_TIMEOUT_MS,
         default: false,
         insecure_http: false,
+        scope: None,
     };
     let mut seen: Vec<&str> = Vec::new();
     for arg in rest {
@@ -180,6 +184,7 @@ fn parse_param(e: &mut EndpointConf, key: &str, val: &str) -> Option<Result<(), 
         "password_file" => not_empty("a file name").map(|v| e.password_file = v),
         "ca_file" => not_empty("a file name").map(|v| e.ca_file = Some(v)),
         "tls_verify" => parse_on_off(key, val).map(|x| e.tls_verify = x),
+        "scope" => check_scope(val).map(|p| e.scope = Some(p)),
         "timeout" => parse_time(key, val, 100).and_then(|ms| {
             if ms > MAX_TIMEOUT_MS {
                 return Err(invalid(key, val, "at most 5m"));
@@ -190,6 +195,18 @@ fn parse_param(e: &mut EndpointConf, key: &str, val: &str) -> Option<Result<(), 
         _ => return None,
     };
     Some(r)
+}
+
+/// A `scope=` inventory path: not empty, no empty element, no leading
+/// slash (vSphere's inventory paths begin at the datacenter); a trailing
+/// slash is dropped.
+fn check_scope(val: &str) -> Result<String, ConfError> {
+    let path = val.strip_suffix('/').unwrap_or(val);
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(str::is_empty) {
+        let want = "an inventory path such as \"DC/vm/Folder\", \"DC/host/Cluster\" or \"DC/host/Cluster/Resources/Pool\"";
+        return Err(invalid("scope", val, want));
+    }
+    Ok(path.to_string())
 }
 
 /// Which `dwepc_vsphere` endpoint each upstream uses (`refs`, in

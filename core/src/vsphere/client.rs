@@ -55,6 +55,11 @@ pub struct Config {
     pub tls_verify: bool,
     /// Timeout of every call.
     pub timeout: Duration,
+    /// The inventory path of the datacenter, folder, cluster, host or
+    /// resource pool whose VMs are read (`None`: the whole inventory),
+    /// as vSphere's `SearchIndex.FindByInventoryPath` takes it:
+    /// `DC/vm/Folder`, `DC/host/Cluster`, `DC/host/Cluster/Resources/Pool`.
+    pub scope: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("password", &"<hidden>")
             .field("tls_verify", &self.tls_verify)
             .field("timeout", &self.timeout)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -308,15 +314,38 @@ impl Client {
     /// A ContainerView of every object of type `kind` under the root
     /// folder.
     fn view_of(&mut self, kind: &str) -> Result<MoRef, Error> {
+        let root = self.sc()?.root_folder.clone();
+        self.view_in(&root, kind)
+    }
+
+    /// A ContainerView of all objects of type `kind` under `container`.
+    fn view_in(&mut self, container: &MoRef, kind: &str) -> Result<MoRef, Error> {
         let sc = self.sc()?;
         let body = format!(
             "<CreateContainerView xmlns=\"urn:vim25\">{}{}<type>{}</type><recursive>true</recursive></CreateContainerView>",
             mo("_this", &sc.view_manager),
-            mo("container", &sc.root_folder),
+            mo("container", container),
             escape(kind)
         );
         let doc = self.call("CreateContainerView", &body, Budget::SMALL)?;
         xml::moref_return(&doc, "CreateContainerViewResponse")
+            .map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// The object at inventory path `path` (SearchIndex's
+    /// FindByInventoryPath), `None` if nothing is there.
+    pub fn find_by_inventory_path(&mut self, path: &str) -> Result<Option<MoRef>, Error> {
+        let sc = self.sc()?;
+        let Some(index) = sc.search_index.clone() else {
+            return Err(Error::Malformed("the server has no SearchIndex".into()));
+        };
+        let body = format!(
+            "<FindByInventoryPath xmlns=\"urn:vim25\">{}<inventoryPath>{}</inventoryPath></FindByInventoryPath>",
+            mo("_this", &index),
+            escape(path)
+        );
+        let doc = self.call("FindByInventoryPath", &body, Budget::SMALL)?;
+        xml::optional_moref_return(&doc, "FindByInventoryPathResponse")
             .map_err(|e| Error::Malformed(e.to_string()))
     }
 
@@ -493,9 +522,16 @@ impl super::Api for Client {
         xml::perf_counters(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
-    /// A ContainerView of all VMs under the root folder.
+    /// A ContainerView of all VMs under the scope (the root folder when
+    /// none is set).
     fn create_vm_view(&mut self) -> Result<MoRef, Error> {
-        self.view_of("VirtualMachine")
+        let container = match self.cfg.scope.clone() {
+            None => self.sc()?.root_folder.clone(),
+            Some(path) => self
+                .find_by_inventory_path(&path)?
+                .ok_or_else(|| Error::ScopeNotFound(path.clone()))?,
+        };
+        self.view_in(&container, "VirtualMachine")
     }
 
     /// All VMs in `view` with the inventory properties.
@@ -588,6 +624,7 @@ mod tests {
             ca_pem: None,
             tls_verify: true,
             timeout: Duration::from_secs(1),
+            scope: None,
         };
         assert!(!format!("{c:?}").contains("s3cret"));
     }
@@ -606,6 +643,7 @@ mod tests {
             ca_pem: None,
             tls_verify: true,
             timeout: Duration::from_secs(2),
+            scope: None,
         })
         .unwrap();
         let e = c.connect().unwrap_err();
@@ -621,6 +659,7 @@ mod tests {
             ca_pem: Some(b"not a pem".to_vec()),
             tls_verify: true,
             timeout: Duration::from_secs(1),
+            scope: None,
         });
         assert!(matches!(r, Err(Error::Setup(_))));
     }
@@ -666,6 +705,7 @@ mod tests {
             ca_pem: None,
             tls_verify: true,
             timeout: Duration::from_secs(timeout_s),
+            scope: None,
         })
         .unwrap()
     }

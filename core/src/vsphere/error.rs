@@ -30,6 +30,9 @@ pub enum Error {
     /// Any other SOAP fault.
     #[error("SOAP fault: {0}")]
     Fault(String),
+    /// The `scope=` path names nothing in the inventory.
+    #[error("scope \"{0}\" names nothing in the inventory (a path such as DC/vm/Folder, DC/host/Cluster or DC/host/Cluster/Resources/Pool)")]
+    ScopeNotFound(String),
     /// Transport error other than the above.
     #[error("transport error: {0}")]
     Transport(String),
@@ -112,7 +115,7 @@ impl Error {
             Error::Malformed(_) => ErrorKind::Malformed,
             Error::NotAuthenticated => ErrorKind::NotAuthenticated,
             Error::InvalidLogin => ErrorKind::InvalidLogin,
-            Error::Fault(_) => ErrorKind::Fault,
+            Error::Fault(_) | Error::ScopeNotFound(_) => ErrorKind::Fault,
             Error::Transport(_) => ErrorKind::Transport,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
         }

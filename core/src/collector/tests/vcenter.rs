@@ -329,6 +329,7 @@ impl Rig {
                     ca_pem: None,
                     tls_verify: true,
                     timeout: Duration::from_secs(5),
+                    scope: None,
                 },
             }],
             upstreams: vec![UpstreamSpec {

@@ -91,6 +91,8 @@ pub struct ServiceContent {
     pub view_manager: MoRef,
     pub session_manager: MoRef,
     pub perf_manager: MoRef,
+    /// The SearchIndex (finds a scope's container by inventory path).
+    pub search_index: Option<MoRef>,
     /// "VirtualCenter" or "HostAgent".
     pub api_type: String,
     /// API version, e.g. "8.0.2.0".
@@ -114,6 +116,7 @@ pub fn service_content(root: &Element) -> Result<ServiceContent, XmlError> {
         view_manager: mo("viewManager")?,
         session_manager: mo("sessionManager")?,
         perf_manager: mo("perfManager")?,
+        search_index: r.child("searchIndex").and_then(MoRef::from_node),
         api_type: r
             .path(&["about", "apiType"])
             .map(|n| n.text.trim().to_string())
@@ -132,6 +135,14 @@ pub fn moref_return(root: &Element, response: &str) -> Result<MoRef, XmlError> {
         .child("returnval")
         .and_then(MoRef::from_node)
         .ok_or_else(|| XmlError::Unexpected("missing returnval".into()))
+}
+
+/// Decodes a response whose `returnval` is a managed object reference or
+/// absent (e.g. FindByInventoryPathResponse: nothing at that path).
+pub fn optional_moref_return(root: &Element, response: &str) -> Result<Option<MoRef>, XmlError> {
+    Ok(expect(root, response)?
+        .child("returnval")
+        .and_then(MoRef::from_node))
 }
 
 /// Objects of a RetrievePropertiesEx / ContinueRetrievePropertiesEx

@@ -635,7 +635,12 @@ fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
             st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
         });
         let want = format!("polling {mapped} VMs for {mapped} of 3 servers every 1000 ms (refresh 1 s; {vms} VMs in the inventory)");
-        assert_eq!(env.log_count(&want), 1, "{scope}: {}", env.nginx.error_log());
+        assert_eq!(
+            env.log_count(&want),
+            1,
+            "{scope}: {}",
+            env.nginx.error_log()
+        );
         assert_eq!(env.status()["mapped"], mapped, "{scope}");
         let unmatched = env.log_count("1 server match no VM");
         assert_eq!(unmatched, usize::from(mapped == 2), "{scope}");
@@ -646,7 +651,9 @@ fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
     });
     let said = "scope \"DC0/vm/nowhere\" names nothing in the inventory";
     assert!(
-        wait_for(Duration::from_secs(10), || (env.log_count(said) > 0).then_some(())).is_some(),
+        wait_for(Duration::from_secs(10), || (env.log_count(said) > 0)
+            .then_some(()))
+        .is_some(),
         "{}",
         env.nginx.error_log()
     );

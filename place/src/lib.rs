@@ -26,6 +26,9 @@
 //! - `apply`: the plan carried out, one migration at a time.
 //! - `run`: one run, from the command line to the exit status ([`run()`],
 //!   [`Failure`]).
+//! - [`check`]: `dwepc-check`, the pre-flight check of vSphere for the
+//!   nginx module (same client, same parsers of the directives), and
+//!   `check/nginx_conf.rs`, what it reads of an nginx configuration.
 //!
 //! `src/main.rs` is the binary; `tests/prop_place.rs` holds the
 //! optimizer's property tests, `tests/vcsim.rs` runs the binary against
@@ -34,6 +37,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod plan;
 

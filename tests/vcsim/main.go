@@ -837,7 +837,7 @@ func terminateAllSessions() int {
 
 // faultModes are the accepted values of /dwepc/fault?mode=.
 var faultModes = map[string]bool{"none": true, "hang": true, "http500": true, "garbage": true, "notauth": true,
-	"flood": true, "huge": true, "elements": true, "migratefail": true}
+	"flood": true, "huge": true, "elements": true, "migratefail": true, "noperm": true}
 
 // hostileCap bounds what the hostile faults write per request, so a client
 // that reads without limit still ends.
@@ -961,7 +961,7 @@ func (f *frontend) serveStats(w http.ResponseWriter, _ *http.Request) {
 func (f *frontend) serveFault(w http.ResponseWriter, r *http.Request) {
 	mode := r.URL.Query().Get("mode")
 	if !faultModes[mode] {
-		http.Error(w, "mode must be one of none|hang|http500|garbage|notauth|flood|huge|elements|migratefail", http.StatusBadRequest)
+		http.Error(w, "mode must be one of none|hang|http500|garbage|notauth|flood|huge|elements|migratefail|noperm", http.StatusBadRequest)
 		return
 	}
 	f.mu.Lock()
@@ -1080,6 +1080,15 @@ func (f *frontend) serveSDK(w http.ResponseWriter, r *http.Request) {
 				writeFailingMigration(w, call)
 				return
 			}
+		case "noperm":
+			// a user whose role lacks System.View / System.Read on the
+			// VMs: vSphere refuses the performance queries with
+			// NoPermission (HTTP 500, a SOAP fault naming the privilege)
+			switch call.method {
+			case "QueryPerf", "QueryPerfProviderSummary", "QueryAvailablePerfMetric":
+				writeNoPermission(w, call)
+				return
+			}
 		case "notauth":
 			switch call.method {
 			case "RetrieveServiceContent":
@@ -1176,6 +1185,19 @@ func parseSOAPCall(body []byte) soapCall {
 			return c // first child of the method is not _this
 		}
 	}
+}
+
+// writeNoPermission answers like vSphere does for a call the user's role
+// does not allow: HTTP 500 with a SOAP NoPermission fault.
+func writeNoPermission(w http.ResponseWriter, c soapCall) {
+	var typ, val bytes.Buffer
+	_ = xml.EscapeText(&typ, []byte(c.thisType))
+	_ = xml.EscapeText(&val, []byte(c.thisVal))
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Permission to perform this operation was denied.</faultstring><detail><NoPermissionFault xmlns="urn:vim25" xsi:type="NoPermission"><object type="%s">%s</object><privilegeId>System.View</privilegeId></NoPermissionFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
+		typ.String(), val.String())
 }
 
 // writeNotAuthenticated answers like vSphere does for a call without a valid

@@ -170,7 +170,7 @@ impl Collector<'_, '_> {
 
 /// The VM a server is: the one named by its `dwepc_node vm=`, or the one
 /// reporting its IP as a guest IP (a powered-on one first).
-fn find_vm<'a>(vm: &VmRef, ip: Option<IpAddr>, inventory: &'a [VmInfo]) -> Option<&'a VmInfo> {
+pub fn find_vm<'a>(vm: &VmRef, ip: Option<IpAddr>, inventory: &'a [VmInfo]) -> Option<&'a VmInfo> {
     match vm {
         VmRef::Name(n) => inventory.iter().find(|v| &v.name == n),
         VmRef::GuestIp => {

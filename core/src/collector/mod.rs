@@ -45,7 +45,7 @@ mod upstream;
 mod tests;
 
 pub use ingest::counter_ids;
-pub use inventory::first_few;
+pub use inventory::{find_vm, first_few};
 pub use runtime::{Level, Runtime};
 pub use spec::{EndpointSpec, PeerSpec, Spec, UpstreamSpec};
 

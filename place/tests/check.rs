@@ -1,0 +1,230 @@
+//! dwepc-check end to end against the vcsim launcher: an nginx
+//! configuration with two dwepc upstreams (servers found by `vm=` and by
+//! guest IP), then each way it can end — ready, gaps, refused
+//! configuration, unreachable vSphere, refused login, missing privilege —
+//! with its report and exit status.
+
+use dwepc_lab::vcsim::{Opts, Vcsim, VmSpec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// web-0 and web-1 by name, web-2 with guest IP 127.0.0.3; counters for
+/// all three.
+fn simulator() -> Vcsim {
+    let vms = vec![
+        VmSpec::new("web-0", None, 2, 4000, 2048),
+        VmSpec::new("web-1", None, 2, 4000, 2048),
+        VmSpec::new("web-2", Some("127.0.0.3"), 4, 8000, 4096),
+    ];
+    let sim = Vcsim::start(&vms, &Opts::default());
+    let vm = serde_json::json!({
+        "cpu.usagemhz.average": 500,
+        "cpu.usage.average": 1250,
+        "mem.consumed.average": 524288,
+        "net.usage.average": 100,
+        "disk.usage.average": 10,
+        "cpu.ready.summation": 20
+    });
+    sim.set_counters(&serde_json::json!({"web-0": vm, "web-1": vm, "web-2": vm}));
+    sim
+}
+
+/// An nginx configuration in `sim`'s folder: the endpoint (with `extra`
+/// parameters), an upstream of the three servers and `upstream` lines
+/// added; returns its path.
+fn nginx_conf(sim: &Vcsim, pass: &str, extra: &str, upstream: &str) -> PathBuf {
+    let dir = sim.dir.join("nginx");
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    std::fs::write(dir.join("vc.pass"), format!("{pass}\n")).unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "events {{}}\nhttp {{\n dwepc_vsphere vc url={} user=user password_file={} insecure_http=on timeout=3s {extra};\n include conf.d/*.conf;\n}}\n",
+            sim.url,
+            dir.join("vc.pass").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("conf.d/app.conf"),
+        format!(
+            "upstream app {{\n dwepc;\n server 127.0.0.1:8081;\n server 127.0.0.1:8082;\n server 127.0.0.3:8080;\n dwepc_node 127.0.0.1:8081 vm=web-0;\n dwepc_node 127.0.0.1:8082 vm=web-1;\n{upstream}}}\n"
+        ),
+    )
+    .unwrap();
+    dir.join("nginx.conf")
+}
+
+/// Runs dwepc-check; its exit status and output.
+fn check(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dwepc-check"))
+        .args(args)
+        .output()
+        .expect("run dwepc-check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn conf_arg(p: &Path) -> [String; 2] {
+    ["--conf".into(), p.display().to_string()]
+}
+
+fn run_conf(p: &Path) -> (i32, String) {
+    let a = conf_arg(p);
+    check(&[&a[0], &a[1]])
+}
+
+#[test]
+fn ready_then_each_way_it_can_fail() {
+    let sim = simulator();
+    // ready: every server found (two by name, one by guest IP), counters
+    // and a realtime sample of each
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "", ""));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("login: ok (VirtualCenter"), "{out}");
+    assert!(out.contains("counters: 6 of 6 found"), "{out}");
+    assert!(
+        out.contains("inventory: 3 VMs under the whole inventory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("server 127.0.0.1:8081 -> VM \"web-0\" (powered on, 2 vCPUs, 4000 MHz"),
+        "{out}"
+    );
+    assert!(
+        out.contains("server 127.0.0.3:8080 -> VM \"web-2\" (powered on, 4 vCPUs, 8000 MHz"),
+        "{out}"
+    );
+    assert!(
+        out.contains("realtime samples: every 20 s, 3 of 3 VMs complete"),
+        "{out}"
+    );
+    // logged out again
+    assert_eq!(sim.stats()["sessions"], 0, "{}", sim.stats());
+
+    // gaps: a server no VM stands for, and a VM without samples
+    let extra =
+        " server 127.0.0.9:8080;\n server 127.0.0.1:8083;\n dwepc_node 127.0.0.1:8083 vm=gone;\n";
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "", extra));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "server 127.0.0.9:8080 -> NO VM: no VM reports guest IP 127.0.0.9 (VMware Tools"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("server 127.0.0.1:8083 -> NO VM: no VM named \"gone\""),
+        "{out}"
+    );
+    sim.set_counters(&serde_json::json!({"web-0": {"cpu.usagemhz.average": 1}}));
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "", ""));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("realtime sample of VM \"web-1\": no cpu.usagemhz.average"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 of 3 VMs complete") || out.contains("0 of 3 VMs complete"),
+        "{out}"
+    );
+
+    // refused, with the file and line, before vSphere is asked
+    let calls = sim.stats()["calls"]["Login"].as_u64().unwrap_or(0);
+    let (code, out) = run_conf(&nginx_conf(
+        &sim,
+        "pass",
+        "",
+        " dwepc_node 127.0.0.1:8081 cpu=lots;\n",
+    ));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("refused:") && out.contains("upstream \"app\""),
+        "{out}"
+    );
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "password=inline", ""));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nginx.conf:3"), "{out}");
+    assert_eq!(sim.stats()["calls"]["Login"].as_u64().unwrap_or(0), calls);
+
+    // a scope that names nothing; then one that holds the VMs
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "scope=DC0/vm/nowhere", ""));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("names nothing in the inventory"), "{out}");
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "scope=DC0/host/DC0_C0", ""));
+    assert!(
+        code <= 1 && out.contains("3 VMs under DC0/host/DC0_C0"),
+        "{out}"
+    );
+
+    // the login refused
+    let (code, out) = run_conf(&nginx_conf(&sim, "wrong", "", ""));
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("check user= and the password file"), "{out}");
+
+    // a user whose role lacks the performance privileges
+    sim.fault("noperm");
+    let (code, out) = run_conf(&nginx_conf(&sim, "pass", "", ""));
+    sim.fault("none");
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("Read-only role"), "{out}");
+
+    // the same with the options instead of a configuration
+    let pw = sim.dir.join("nginx/vc.pass").display().to_string();
+    let (code, out) = check(&[
+        "--url",
+        &sim.url,
+        "--user",
+        "user",
+        "--password-file",
+        &pw,
+        "--insecure-http",
+        "--vm",
+        "web-1",
+        "--ip",
+        "127.0.0.3",
+    ]);
+    assert!(code <= 1, "{out}");
+    assert!(
+        out.contains("VM web-1 -> VM \"web-1\"") && out.contains("IP 127.0.0.3 -> VM \"web-2\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn unreachable_vsphere_is_said_with_what_to_check() {
+    let dir = std::env::temp_dir().join(format!("dwepc-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p"), "x\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/sdk");
+    let pw = dir.join("p").display().to_string();
+    let (code, out) = check(&[
+        "--url",
+        &url,
+        "--user",
+        "u",
+        "--password-file",
+        &pw,
+        "--insecure-http",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("cannot connect") && out.contains("check url="),
+        "{out}"
+    );
+    let (code, out) = check(&["--url", &url, "--user", "u", "--password-file", &pw]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("http://"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

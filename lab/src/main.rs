@@ -30,11 +30,11 @@ enum Cmd {
     Run(RunArgs),
     /// The whole matrix of BENCHMARKS.md (lab/matrix.txt), cell by cell.
     Matrix(MatrixArgs),
-    /// The main job: a few minutes of a background batch job at 0.8x, dwepc
+    /// The demo: a few minutes of a background batch job at 0.8x, dwepc
     /// against least_conn and weighted round robin.
     Demo {
-        /// Results directory.
-        #[arg(long, default_value_os_t = run::repo_root().join("lab/report/demo"))]
+        /// Results directory [default: the repository's lab/report/demo]
+        #[arg(long, default_value_os_t = run::repo_root().join("lab/report/demo"), hide_default_value = true)]
         out: PathBuf,
     },
     /// Proxy overhead: dwepc against stock round robin and least_conn (wrk).
@@ -96,8 +96,8 @@ struct RunArgs {
     /// path: workload, frontends, timed events.
     #[arg(long, visible_alias = "scenario")]
     events: String,
-    /// Cluster file: the VMs (JSON).
-    #[arg(long, default_value_os_t = run::default_cluster())]
+    /// Cluster file: the VMs (JSON) [default: the repository's lab/clusters/five.json]
+    #[arg(long, default_value_os_t = run::default_cluster(), hide_default_value = true)]
     cluster: PathBuf,
     /// Open-loop load, fractions of the cluster's capacity (comma-separated).
     #[arg(long, default_value = "0.8", value_delimiter = ',')]
@@ -121,21 +121,22 @@ struct RunArgs {
     /// for this many MHz, the policies one after another (root).
     #[arg(long, value_parser = run::parse_real_cpu)]
     real_cpu: Option<f64>,
-    /// Results directory (results.jsonl is appended to).
-    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"))]
+    /// Results directory (results.jsonl is appended to) [default: the
+    /// repository's lab/report]
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"), hide_default_value = true)]
     out: PathBuf,
 }
 
 #[derive(Args)]
 struct MatrixArgs {
-    /// Matrix file.
-    #[arg(long, default_value_os_t = run::repo_root().join("lab/matrix.txt"))]
+    /// Matrix file [default: the repository's lab/matrix.txt]
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/matrix.txt"), hide_default_value = true)]
     file: PathBuf,
     /// Only these cells (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Results directory.
-    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"))]
+    /// Results directory [default: the repository's lab/report]
+    #[arg(long, default_value_os_t = run::repo_root().join("lab/report"), hide_default_value = true)]
     out: PathBuf,
     /// Keep results.jsonl and skip the (cell, seed) pairs it already holds.
     #[arg(long)]

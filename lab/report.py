@@ -387,7 +387,7 @@ def summary(rows):
     out.append("")
     tg = targets(cells, meta)
     if tg:
-        out += [f"## Targets of the earlier issues ({OURS} against least_conn, same cell)", "",
+        out += [f"## Targets set during development ({OURS} against least_conn, same cell)", "",
                 "\"met\" needs the median on the right side of the target; \"tie\" means the difference is within "
                 "the seeds' range.", "",
                 "| cell | target | default | least_conn | result |", "|---|---|---|---|---|"]

@@ -8,9 +8,9 @@
 //! `ngx_http_filter_finalize_request`, as nginx's own not_modified and
 //! image filters replace a response, so `error_page` for that status
 //! applies; the answer carries `Retry-After`. nginx closes the client
-//! connection after a response a filter replaced (a guard's answer is a
-//! time to shed load, not to keep connections). Every other response
-//! costs one context lookup.
+//! connection after a response a filter replaced, and the answer says so
+//! (`Connection: close`; a guard's answer is a time to shed load, not to
+//! keep connections). Every other response costs one context lookup.
 
 use ngx::ffi::{
     ngx_http_filter_finalize_request, ngx_http_output_header_filter_pt, ngx_http_request_t,
@@ -94,6 +94,11 @@ unsafe fn header_filter_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
         Action::Pass => {}
         Action::Replace(status) => {
             let module = Dwepc::module() as *const ngx_module_t as *mut ngx_module_t;
+            // nginx closes the connection after a response a filter
+            // replaced: say so in the answer ("Connection: close")
+            // SAFETY: r is live; a bit of the request nginx's header
+            // filter reads when it writes the answer.
+            unsafe { (*r).set_keepalive(0) };
             // SAFETY: r is live; nginx only reads the module's ctx_index
             // (to keep our context, the decisions); the response begins
             // again with `status`.

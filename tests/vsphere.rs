@@ -861,6 +861,10 @@ fn overload_guard_answers_at_once() {
         for r in &rejected {
             assert!(r.1 < Duration::from_millis(500), "not at once: {codes:?}");
             assert_eq!(r.0.header("Retry-After"), retry_after, "{params}");
+            // a replaced answer closes the connection, and says so
+            if status != 502 {
+                assert_eq!(r.0.header("Connection"), Some("close"), "{params}");
+            }
         }
         assert!(t0.elapsed() < Duration::from_secs(4));
         let st = env.status();

@@ -107,6 +107,7 @@ impl Collector<'_, '_> {
         let (u, run) = (&self.spec.upstreams[ui], &mut self.ups[ui]);
         let mut lost: Vec<String> = Vec::new();
         let mut regained: Vec<String> = Vec::new();
+        let mut ambiguous: Vec<String> = Vec::new();
         for (i, p) in u.peers.iter().enumerate() {
             let present = run.present[i];
             let found = present
@@ -129,6 +130,17 @@ impl Collector<'_, '_> {
             let mapping = mapping_of(&p.vm, present, run.ip[i], found.is_some());
             u.zone
                 .set_mapping(i, mapping, found.map(|v| v.name.as_str()));
+            let candidates = matching_vms(&p.vm, run.ip[i], inventory);
+            if present && (candidates > 1) != run.ambiguous[i] {
+                run.ambiguous[i] = candidates > 1;
+                if candidates > 1 {
+                    ambiguous.push(format!(
+                        "{} ({}: {candidates} VMs)",
+                        p.name,
+                        lookup_words(&p.vm, run.ip[i])
+                    ));
+                }
+            }
             let is_unmapped = found.is_none();
             if present && run.unmapped[i] != Some(is_unmapped) {
                 let line = format!("{} ({})", p.name, lookup_words(&p.vm, run.ip[i]));
@@ -150,6 +162,12 @@ impl Collector<'_, '_> {
                 "; balanced on their weight",
             ),
             (Level::Notice, &regained, "found their VM", ""),
+            (
+                Level::Error,
+                &ambiguous,
+                "match more than one VM",
+                "; the first (a powered-on one by guest IP) is used: name the VM with dwepc_node vm=, or narrow scope=",
+            ),
         ] {
             if list.is_empty() {
                 continue;
@@ -165,6 +183,19 @@ impl Collector<'_, '_> {
                 ),
             );
         }
+    }
+}
+
+/// How many VMs of the inventory a server's lookup matches (more than
+/// one: vCenter names are unique only within a folder; an IP may be
+/// reported by clones or by VMs on separate networks).
+fn matching_vms(vm: &VmRef, ip: Option<IpAddr>, inventory: &[VmInfo]) -> usize {
+    match vm {
+        VmRef::Name(n) => inventory.iter().filter(|v| &v.name == n).count(),
+        VmRef::GuestIp => ip.map_or(0, |ip| {
+            let ip = ip.to_string();
+            inventory.iter().filter(|v| v.ips.contains(&ip)).count()
+        }),
     }
 }
 

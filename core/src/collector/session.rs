@@ -6,7 +6,7 @@
 use super::ingest::counter_ids;
 use super::runtime::Level;
 use super::Collector;
-use crate::resources::COUNTERS;
+use crate::resources::{COUNTERS, CPU_PERCENT, READY};
 use crate::vsphere::Error;
 
 /// How often the server's clock is read again.
@@ -80,21 +80,49 @@ impl Collector<'_, '_> {
         ep.inventory_at = None;
         ep.skew_at = None;
         ep.refresh_s = 0;
+        self.log_missing_counters(k);
+        Ok(())
+    }
+
+    /// Says once which counters the endpoint's catalog lacks and what
+    /// that costs: a resource left out, CPU ready not counted, a resize
+    /// seen late.
+    fn log_missing_counters(&mut self, k: usize) {
+        let name = &self.spec.endpoints[k].name;
+        let ep = &mut self.eps[k];
         let ids = counter_ids(&ep.catalog);
         let missing: Vec<&str> = (0..COUNTERS.len())
             .filter(|&j| ids[j].is_none())
             .map(|j| COUNTERS[j])
             .collect();
-        if !missing.is_empty() && !ep.missing_logged {
+        // read beside the resources: CPU contention, and a resize
+        let extras = [
+            (READY, "CPU ready is not counted"),
+            (
+                CPU_PERCENT,
+                "a resized VM is seen only at the next inventory read",
+            ),
+        ];
+        let extras_missing: Vec<(&str, &str)> = extras
+            .into_iter()
+            .filter(|(c, _)| !ep.catalog.contains_key(*c))
+            .collect();
+        if (!missing.is_empty() || !extras_missing.is_empty()) && !ep.missing_logged {
+            let mut what = Vec::new();
+            if !missing.is_empty() {
+                what.push(format!(
+                    "has no counter {}; those resources are left out",
+                    missing.join(", ")
+                ));
+            }
+            for (c, effect) in extras_missing {
+                what.push(format!("has no counter {c}: {effect}"));
+            }
             self.rt.log(
                 Level::Error,
-                &format!(
-                    "dwepc: vSphere \"{name}\" has no counter {}; those resources are left out",
-                    missing.join(", ")
-                ),
+                &format!("dwepc: vSphere \"{name}\" {}", what.join("; ")),
             );
             ep.missing_logged = true;
         }
-        Ok(())
     }
 }

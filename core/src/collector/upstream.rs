@@ -20,6 +20,8 @@ pub(super) struct UpRun {
     pub(super) vm: Vec<Option<String>>,
     /// Per peer: was it reported as unmapped (to log changes once).
     pub(super) unmapped: Vec<Option<bool>>,
+    /// Per peer: was it reported as matching several VMs (once).
+    pub(super) ambiguous: Vec<bool>,
     /// Per peer: its address for the guest-IP lookup and whether it is in
     /// nginx's list (spare slots follow the zone's claims).
     pub(super) ip: Vec<Option<IpAddr>>,
@@ -57,6 +59,7 @@ impl UpRun {
             policy,
             vm: vec![None; n],
             unmapped: vec![None; n],
+            ambiguous: vec![false; n],
             ip: u.peers.iter().map(|p| p.ip).collect(),
             present: u.peers.iter().map(|p| !p.spare).collect(),
             slots_seen: None,

@@ -28,7 +28,7 @@ pub struct RunResult {
     pub requests: u64,
     /// Timeouts and connection errors.
     pub timeouts: u64,
-    /// 5xx answers (502: no server free or below its in-flight limit).
+    /// 5xx answers (503: every server at its in-flight limit, the overload guard; 502: no server free).
     pub http_5xx: u64,
     /// Open-loop arrivals the load generator could not send.
     pub dropped: u64,

@@ -244,6 +244,50 @@ fn an_expired_session_logs_in_again_within_the_same_poll() {
 }
 
 #[test]
+fn a_server_matching_two_vms_is_said_once() {
+    let rig = Rig::new(&["interval=20s"]);
+    {
+        let mut vc = rig.vc();
+        let mut clone = vc.vms[0].clone();
+        clone.moref = "vm-9".into();
+        clone.powered_on = false;
+        vc.vms.push(clone);
+    }
+    let mut c = rig.collector(10);
+    rig.run(&mut c, 700_000, varying);
+    assert_eq!(
+        rig.rt
+            .logged(Level::Error, "1 server match more than one VM"),
+        1,
+        "{:?}",
+        rig.rt.log.borrow()
+    );
+    // the powered-on one is used, and counters drive
+    assert!(rig.zone().usable(rig.now()));
+}
+
+#[test]
+fn counters_missing_from_the_catalog_are_said_once_with_their_cost() {
+    let rig = Rig::new(&["interval=20s"]);
+    rig.vc().lacking = vec!["disk.usage.average", "cpu.ready.summation"];
+    let mut c = rig.collector(10);
+    rig.run(&mut c, 200_000, varying);
+    assert_eq!(
+        rig.rt.logged(
+            Level::Error,
+            "has no counter disk.usage.average; those resources are left out; has no counter cpu.ready.summation: CPU ready is not counted"
+        ),
+        1
+    );
+    // the other resources still drive the pick
+    assert!(rig.zone().usable(rig.now()));
+    // a new session (the server restarted) does not say it again
+    rig.vc().sessions.clear();
+    rig.run(&mut c, 300_000, varying);
+    assert_eq!(rig.rt.logged(Level::Error, "has no counter"), 1);
+}
+
+#[test]
 fn a_refused_login_is_said_once_and_retried_rarely_by_every_worker() {
     let rig = Rig::new(&["interval=20s"]);
     rig.vc().failing = Some(("Login", Error::InvalidLogin));

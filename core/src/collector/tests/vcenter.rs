@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::collector::{Collector, EndpointSpec, Level, PeerSpec, Runtime, Spec, UpstreamSpec};
 use crate::conf::{parse_upstream, UpstreamConf};
-use crate::resources::{COUNTERS, R, READY};
+use crate::resources::{COUNTERS, CPU_PERCENT, R, READY};
 use crate::vsphere::client;
 use crate::vsphere::xml::{EntityMetric, MoRef, VmInfo};
 use crate::vsphere::{Api, Error};
@@ -72,7 +72,7 @@ impl Runtime for TestRuntime {
 
 /// Counter ids of the scripted catalog, in `COUNTERS` order, then
 /// `READY`.
-pub(super) const IDS: [i32; R + 1] = [6, 24, 143, 125, 12];
+pub(super) const IDS: [i32; R + 2] = [6, 24, 143, 125, 12, 2];
 
 /// A scripted vCenter: two VMs, samples the test publishes, faults
 /// the test injects, and a record of what was asked of it.
@@ -92,6 +92,8 @@ pub(super) struct Vc {
     pub(super) logins: u64,
     /// (method, host ms) of every call.
     pub(super) calls: Vec<(&'static str, u64)>,
+    /// Counters left out of the catalog.
+    pub(super) lacking: Vec<&'static str>,
 }
 
 impl Vc {
@@ -115,6 +117,7 @@ impl Vc {
             sessions: BTreeSet::new(),
             logins: 0,
             calls: Vec::new(),
+            lacking: Vec::new(),
         }
     }
 
@@ -196,10 +199,12 @@ impl Api for Session {
     }
     fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
         self.call("RetrievePropertiesEx", true)?;
+        let lacking = self.vc.borrow().lacking.clone();
         Ok(COUNTERS
             .iter()
-            .chain(&[READY])
+            .chain(&[READY, CPU_PERCENT])
             .zip(IDS)
+            .filter(|(n, _)| !lacking.contains(n))
             .map(|(n, id)| (id, n.to_string()))
             .collect())
     }
@@ -251,7 +256,7 @@ impl Api for Session {
                                 .iter()
                                 .map(|s| match IDS.iter().position(|&x| x == id) {
                                     Some(j) if j < R => s.1[v][j],
-                                    _ => 0, // no CPU ready
+                                    _ => 0, // no CPU ready, cpu.usage 0 (no resize seen)
                                 })
                                 .collect(),
                         })

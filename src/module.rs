@@ -18,6 +18,11 @@ unsafe extern "C" {
     static ngx_http_dwepc_module: ngx_module_t;
 }
 
+/// The module's build: the crate's version and the commit it was built
+/// from (`build.rs`), shown on the status page so that an operator sees
+/// which build answers (a new `.so` needs a restart, not a reload).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("DWEPC_COMMIT"));
+
 /// This module.
 pub struct Dwepc;
 

@@ -45,21 +45,34 @@ enum Action {
     Pass,
     /// nginx's 502 for the guard: answer this status instead.
     Replace(u16),
+    /// The guard's 502 as the page of an `error_page 502` redirect: the
+    /// page stays, its status becomes this, with `Retry-After` (s).
+    Restatus(u16, u32),
     /// The guard's answer in its final status: add `Retry-After` (s).
     RetryAfter(u32),
 }
 
 /// The action for a response of `status` (nginx's own error response
 /// when `err_status` is the same) to a request whose last pick was the
-/// guard's (`guarded`), with the upstream's `overload_status` and
-/// `retry_after` (s).
-fn action(guarded: bool, status: u16, err_status: u16, answer: (u16, u32)) -> Action {
+/// guard's (`guarded`; `redirected`: the decisions were found after an
+/// internal redirect, an `error_page`), with the upstream's
+/// `overload_status` and `retry_after` (s).
+fn action(
+    guarded: bool,
+    redirected: bool,
+    status: u16,
+    err_status: u16,
+    answer: (u16, u32),
+) -> Action {
     let (overload_status, retry_after) = answer;
     if !guarded || status != err_status {
         return Action::Pass;
     }
     if status == NGX_HTTP_BAD_GATEWAY as u16 && overload_status != status {
-        return Action::Replace(overload_status);
+        return match redirected {
+            false => Action::Replace(overload_status),
+            true => Action::Restatus(overload_status, retry_after),
+        };
     }
     if status == overload_status && retry_after > 0 {
         return Action::RetryAfter(retry_after);
@@ -79,26 +92,57 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 unsafe fn header_filter_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live (the caller's contract).
     let req = unsafe { Request::from_ngx_http_request(r) };
-    let act = PeerData::of_request(req).map_or(Action::Pass, |dp| {
-        let answer = dp.overload_answer().unwrap_or((0, 0));
-        // SAFETY: r is live; reading two of its fields.
-        let (status, err) = unsafe { ((*r).headers_out.status, (*r).err_status) };
-        action(
-            dp.decisions().guarded(),
-            u16::try_from(status).unwrap_or(0),
-            u16::try_from(err).unwrap_or(0),
-            answer,
-        )
-    });
+    // a subrequest's answer is its parent's business (replacing it would
+    // end the whole request, as nginx's not_modified filter avoids too)
+    let act = match PeerData::of_request(req).filter(|_| req.is_main()) {
+        None => Action::Pass,
+        Some((dp, redirected)) => {
+            let answer = dp.overload_answer().unwrap_or((0, 0));
+            // SAFETY: r is live; reading two of its fields.
+            let (status, err) = unsafe { ((*r).headers_out.status, (*r).err_status) };
+            action(
+                dp.decisions().guarded(),
+                redirected,
+                u16::try_from(status).unwrap_or(0),
+                u16::try_from(err).unwrap_or(0),
+                answer,
+            )
+        }
+    };
     match act {
         Action::Pass => {}
+        Action::Restatus(status, retry_after) => {
+            // SAFETY: r is live; the status words nginx's header filter
+            // and the access log ($status) read.
+            unsafe {
+                (*r).headers_out.status = status as _;
+                (*r).err_status = status as _;
+            }
+            if retry_after > 0
+                && req
+                    .add_header_out("Retry-After", &retry_after.to_string())
+                    .is_none()
+            {
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
         Action::Replace(status) => {
             let module = Dwepc::module() as *const ngx_module_t as *mut ngx_module_t;
             // nginx closes the connection after a response a filter
             // replaced: say so in the answer ("Connection: close")
             // SAFETY: r is live; a bit of the request nginx's header
             // filter reads when it writes the answer.
-            unsafe { (*r).set_keepalive(0) };
+            // an error_page of the location applies to the new status
+            // (nginx marked the request while it looked for one for the
+            // 502); not on an internal request, so it cannot recurse
+            // SAFETY: r is live; bits of the request nginx reads when
+            // it writes the answer and looks for an error_page.
+            unsafe {
+                (*r).set_keepalive(0);
+                if (*r).internal() == 0 {
+                    (*r).set_error_page(0);
+                }
+            }
             // SAFETY: r is live; nginx only reads the module's ctx_index
             // (to keep our context, the decisions); the response begins
             // again with `status`.
@@ -125,15 +169,27 @@ mod tests {
     #[test]
     fn only_nginx_s_own_answer_to_a_guarded_request_changes() {
         let d = (503, 1);
-        assert_eq!(action(true, 502, 502, d), Action::Replace(503));
-        assert_eq!(action(true, 503, 503, d), Action::RetryAfter(1));
+        assert_eq!(action(true, false, 502, 502, d), Action::Replace(503));
+        assert_eq!(action(true, false, 503, 503, d), Action::RetryAfter(1));
         // a backend's own 502, an unguarded request, no Retry-After
-        assert_eq!(action(true, 502, 0, d), Action::Pass);
-        assert_eq!(action(false, 502, 502, d), Action::Pass);
-        assert_eq!(action(true, 503, 503, (503, 0)), Action::Pass);
+        assert_eq!(action(true, false, 502, 0, d), Action::Pass);
+        assert_eq!(action(false, false, 502, 502, d), Action::Pass);
+        assert_eq!(action(true, false, 503, 503, (503, 0)), Action::Pass);
         // 502 kept: only the header
-        assert_eq!(action(true, 502, 502, (502, 5)), Action::RetryAfter(5));
-        assert_eq!(action(true, 502, 502, (502, 0)), Action::Pass);
-        assert_eq!(action(true, 429, 429, (429, 2)), Action::RetryAfter(2));
+        assert_eq!(
+            action(true, false, 502, 502, (502, 5)),
+            Action::RetryAfter(5)
+        );
+        assert_eq!(action(true, false, 502, 502, (502, 0)), Action::Pass);
+        assert_eq!(
+            action(true, false, 429, 429, (429, 2)),
+            Action::RetryAfter(2)
+        );
+        // the page of an error_page 502 keeps its body, not its status
+        assert_eq!(action(true, true, 502, 502, d), Action::Restatus(503, 1));
+        assert_eq!(
+            action(true, true, 502, 502, (502, 1)),
+            Action::RetryAfter(1)
+        );
     }
 }

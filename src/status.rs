@@ -155,11 +155,12 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
             _ if prometheus => (
                 200,
                 dwepc_core::status::prometheus::render(
+                    crate::module::VERSION,
                     &ups,
                     &main.map(endpoints).unwrap_or_default(),
                 ),
             ),
-            _ => (200, render(&ups)),
+            _ => (200, render(crate::module::VERSION, &ups)),
         };
 
         (*r).headers_out.status = status;

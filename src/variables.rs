@@ -2,8 +2,9 @@
 //! variables: `$dwepc_decision` (what decided each pick of the request:
 //! `counters`, `response_times`, `round_robin`, `guard`) and
 //! `$dwepc_share` (the chosen server's share at each pick), one value per
-//! try, comma-separated in the order of `$upstream_addr`. A request that
-//! used no dwepc upstream has neither (the log shows `-`).
+//! try, comma-separated in the order of `$upstream_addr`, also after an
+//! `error_page` redirect. A request that used no dwepc upstream has
+//! neither (the log shows `-`).
 
 use core::ptr;
 
@@ -59,7 +60,7 @@ unsafe extern "C" fn get_variable(
         // SAFETY: nginx passes a live request and the value to fill.
         let (req, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
         let text = PeerData::of_request(req)
-            .map(PeerData::decisions)
+            .map(|(dp, _)| dp.decisions())
             .filter(|d| !d.is_empty())
             .and_then(|d| VARIABLES.get(data).map(|(_, show)| show(d)));
         let Some(text) = text else {

@@ -29,6 +29,17 @@ fn loads_and_balances_by_weight_without_counters() {
     let v: serde_json::Value = serde_json::from_str(&st.body).unwrap();
     assert_eq!(v["upstreams"][0]["balancing"], "round_robin");
     assert_eq!(v["upstreams"][0]["peers"][0]["requests"], 30);
+    // the build that answers: the crate's version and its commit
+    let version = v["version"].as_str().unwrap_or_default();
+    assert!(
+        version.starts_with(concat!(env!("CARGO_PKG_VERSION"), "+")) && version.len() > 6,
+        "{version}"
+    );
+    let prom = http::get(port, "/dwepc?format=prometheus").body;
+    assert!(
+        prom.contains(&format!("dwepc_build_info{{version=\"{version}\"}} 1")),
+        "{prom}"
+    );
     // the default pick (least_time per share) without counters balances by
     // response times on weight=, not round robin
     assert_eq!(

@@ -889,6 +889,86 @@ fn overload_guard_answers_at_once() {
     }
 }
 
+/// The guard's answer under the location's own error pages: with an
+/// `error_page 502` (as many configurations have for every 5xx) the page
+/// stays and the status becomes `overload_status`, with `Retry-After`;
+/// with an `error_page 503` that page answers the guard. The access log
+/// still says `guard` after the redirect.
+#[test]
+fn overload_guard_answer_under_error_pages() {
+    for (pages, body) in [
+        ("error_page 500 502 503 504 /50x.html;", "sorry page"),
+        ("error_page 503 /busy.html;", "busy page"),
+    ] {
+        let mut env = VsEnv::start(VsOpts {
+            n: 2,
+            cpu_mhz: vec![4000, 4000],
+            dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1 pick=least_conn".into(),
+            http_extra: "log_format dw '$status $dwepc_decision';\n".into(),
+            server_extra: format!(
+                "access_log logs/dw.log dw;\n{pages}\n\
+                 location = /50x.html {{ return 200 \"sorry page\\n\"; }}\n\
+                 location = /busy.html {{ return 200 \"busy page\\n\"; }}"
+            ),
+            ..VsOpts::default()
+        });
+        env.feed_and_warm_up();
+        let port = env.port;
+        let hs: Vec<_> = (0..8)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50 * k));
+                    http::get(port, "/?delay=2000")
+                })
+            })
+            .collect();
+        let res: Vec<http::Response> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let guarded: Vec<&http::Response> = res.iter().filter(|r| r.status != 200).collect();
+        assert!(!guarded.is_empty(), "{pages}");
+        for r in &guarded {
+            assert_eq!(r.status, 503, "{pages}: {}", r.body);
+            assert_eq!(r.body, format!("{body}\n"), "{pages}");
+            assert_eq!(r.header("Retry-After"), Some("1"), "{pages}");
+        }
+        let log = std::fs::read_to_string(env.nginx.prefix.join("logs/dw.log")).unwrap();
+        let n = log.lines().filter(|l| *l == "503 guard").count();
+        assert_eq!(n, guarded.len(), "{pages}: {log}");
+    }
+}
+
+/// A subrequest the guard turns away (here a `mirror`) keeps nginx's
+/// 502, which its parent ignores: replacing a subrequest's answer would
+/// end the client's whole request.
+#[test]
+fn a_guarded_subrequest_leaves_its_parent_alone() {
+    let direct = common::backend::Backend::start("direct");
+    let mut env = VsEnv::start(VsOpts {
+        n: 2,
+        cpu_mhz: vec![4000, 4000],
+        dwepc: "interval=1s window=4 step=0.5 ttl=10m inflight=1 pick=least_conn".into(),
+        server_extra: format!(
+            "location = /mirrored {{ mirror /m; proxy_pass http://{}/; }}\n\
+             location = /m {{ internal; proxy_pass http://app/?delay=2000; }}",
+            direct.addr()
+        ),
+        ..VsOpts::default()
+    });
+    env.feed_and_warm_up();
+    let port = env.port;
+    let hs: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || http::get(port, "/?delay=2000").status))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = env.status()["guard_rejections"].as_u64().unwrap_or(0);
+    // every server is at its limit now: the mirror is turned away, the
+    // request itself is answered by the direct backend
+    let r = http::get(port, "/mirrored");
+    assert_eq!(r.status, 200, "{}", env.nginx.error_log());
+    let codes: Vec<u16> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.contains(&503), "{codes:?}");
+    assert!(env.status()["guard_rejections"].as_u64().unwrap_or(0) > before);
+}
+
 /// A vCenter that answers without end, with a 200 MB body, or with
 /// 2,000,000 empty elements costs the polling worker a bounded amount of
 /// memory: the call fails as "too large", once logged, and the last

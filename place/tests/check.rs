@@ -30,8 +30,9 @@ fn simulator() -> Vcsim {
 }
 
 /// An nginx configuration in `sim`'s folder: the endpoint (with `extra`
-/// parameters), an upstream of the three servers and `upstream` lines
-/// added; returns its path.
+/// parameters; its password file named relative to the configuration's
+/// folder, as nginx resolves it), an upstream of the three servers and
+/// `upstream` lines added; returns its path.
 fn nginx_conf(sim: &Vcsim, pass: &str, extra: &str, upstream: &str) -> PathBuf {
     let dir = sim.dir.join("nginx");
     std::fs::create_dir_all(dir.join("conf.d")).unwrap();
@@ -39,9 +40,8 @@ fn nginx_conf(sim: &Vcsim, pass: &str, extra: &str, upstream: &str) -> PathBuf {
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "events {{}}\nhttp {{\n dwepc_vsphere vc url={} user=user password_file={} insecure_http=on timeout=3s {extra};\n include conf.d/*.conf;\n}}\n",
+            "events {{}}\nhttp {{\n dwepc_vsphere vc url={} user=user password_file=vc.pass insecure_http=on timeout=3s {extra};\n include conf.d/*.conf;\n}}\n",
             sim.url,
-            dir.join("vc.pass").display()
         ),
     )
     .unwrap();
@@ -149,6 +149,11 @@ fn ready_then_each_way_it_can_fail() {
     let (code, out) = run_conf(&nginx_conf(&sim, "pass", "password=inline", ""));
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("nginx.conf:3"), "{out}");
+    let conf = nginx_conf(&sim, "pass", "", "");
+    std::fs::remove_file(conf.with_file_name("vc.pass")).unwrap();
+    let (code, out) = run_conf(&conf);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("password_file"), "{out}");
     assert_eq!(sim.stats()["calls"]["Login"].as_u64().unwrap_or(0), calls);
 
     // a scope that names nothing; then one that holds the VMs

@@ -26,8 +26,8 @@ use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
     ngx_http_upstream_init_round_robin, ngx_http_upstream_init_round_robin_peer,
     ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
-    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_uint_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
-    NGX_PEER_FAILED,
+    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_pool_cleanup_add, ngx_uint_t, NGX_ERROR,
+    NGX_LOG_EMERG, NGX_OK, NGX_PEER_FAILED,
 };
 
 use crate::module::{upstream_state, Dwepc};
@@ -58,8 +58,11 @@ pub struct PeerData {
     /// again, and its answer begins the peer's slow start.
     probe: bool,
     /// What decided each pick, for the access log and the overload
-    /// guard's answer (found through the request's module context).
+    /// guard's answer (found through the request's module context, or
+    /// after an internal redirect through [`anchor`]).
     decisions: Decisions,
+    /// The request this data belongs to.
+    req: *const ngx_http_request_t,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -91,10 +94,39 @@ impl PeerData {
         Some((c.overload_status, c.retry_after_s))
     }
 
-    /// The data of request `r`'s last `init_peer` (None: the request used
-    /// no dwepc upstream, or an internal redirect cleared it).
-    pub fn of_request(r: &Request) -> Option<&PeerData> {
-        r.get_module_ctx::<PeerData>(Dwepc::module())
+    /// The data of request `r`'s last `init_peer`, and whether it was
+    /// found after an internal redirect (`error_page`), which clears
+    /// nginx's module contexts (None: the request used no dwepc
+    /// upstream).
+    pub fn of_request(r: &Request) -> Option<(&PeerData, bool)> {
+        if let Some(dp) = r.get_module_ctx::<PeerData>(Dwepc::module()) {
+            return Some((dp, false));
+        }
+        let raw: *const ngx_http_request_t = r.as_ref();
+        // SAFETY: raw is the live request r refers to.
+        if unsafe { (*raw).internal() } == 0 {
+            return None;
+        }
+        // SAFETY: the request's pool is live, and its cleanup list is
+        // nginx's (each entry live until the pool is destroyed).
+        let mut c = unsafe { (*(*raw).pool).cleanup };
+        while !c.is_null() {
+            // SAFETY: c is a live entry of the list (the loop's start).
+            let (handler, data, next) = unsafe { ((*c).handler, (*c).data, (*c).next) };
+            let ours = handler.is_some_and(|h| {
+                core::ptr::fn_addr_eq(h, anchor as unsafe extern "C" fn(*mut c_void))
+            });
+            if ours {
+                // SAFETY: an anchor's data is the PeerData init_peer
+                // allocated in this pool, alive as long as the pool.
+                let dp = unsafe { &*(data as *const PeerData) };
+                if dp.req == raw {
+                    return Some((dp, true));
+                }
+            }
+            c = next;
+        }
+        None
     }
 
     /// Round robin's data, as its functions take it.
@@ -204,6 +236,20 @@ fn with_node_lines(ups: &UpstreamState, meta: &mut [PeerMeta]) -> Result<(), Str
     Ok(())
 }
 
+/// The mark of a request's PeerData in its pool's cleanup list: an
+/// internal redirect clears the module context, and the access log's
+/// variables and the guard's answer still find the decisions through it,
+/// as nginx's realip module finds its context. Run when the pool is
+/// destroyed (before its memory is freed), it forgets the request, so the
+/// function has a body of its own and an address no other shares.
+unsafe extern "C" fn anchor(data: *mut c_void) {
+    // SAFETY: data is the PeerData init_peer allocated in the pool being
+    // destroyed; nginx runs the cleanups before freeing the pool's memory.
+    if let Some(dp) = unsafe { (data as *mut PeerData).as_mut() } {
+        dp.req = ptr::null();
+    }
+}
+
 /// `peer.init`: round robin's per-request data inside ours.
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
@@ -236,12 +282,21 @@ unsafe extern "C" fn init_peer(
             (*dp).sent_ms = 0;
             (*dp).probe = false;
             (*dp).decisions = Decisions::default();
+            (*dp).req = r;
             (*u).peer.get = Some(get_peer);
             (*u).peer.free = Some(free_peer);
             // the access log's variables and the guard's answer find the
             // decisions through the module context (cleared by nginx at
             // an internal redirect, with everything else of the request)
             Request::from_ngx_http_request(r).set_module_ctx(dp as *mut c_void, Dwepc::module());
+        }
+        // SAFETY: the request's pool is live; the entry lives as long.
+        let cln = unsafe { ngx_pool_cleanup_add(pool, 0) };
+        // SAFETY: NULL (out of memory: no anchor, the variables are empty
+        // after a redirect) or the entry nginx just added.
+        if let Some(cln) = unsafe { cln.as_mut() } {
+            cln.handler = Some(anchor);
+            cln.data = dp as *mut c_void;
         }
         NGX_OK as ngx_int_t
     })

@@ -85,6 +85,7 @@ impl Collector<'_, '_> {
                 run.ip[i] = ip;
                 run.present[i] = present;
                 run.unmapped[i] = None;
+                run.ambiguous[i] = false;
                 changed = true;
             }
         }

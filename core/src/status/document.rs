@@ -80,13 +80,19 @@ fn per_resource<S: Serializer>(r: &Res, s: S) -> Result<S::Ok, S::Error> {
     Field::Resources(*r).serialize(s)
 }
 
-/// The whole document: `{"upstreams":[...]}` and a newline.
-pub fn render(ups: &[UpstreamStatus]) -> String {
+/// The whole document: `{"version":"…","upstreams":[...]}` and a
+/// newline (`version`: the module build that answers, which tells after
+/// an upgrade whether nginx was restarted).
+pub fn render(version: &str, ups: &[UpstreamStatus]) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
+        version: &'a str,
         upstreams: &'a [UpstreamStatus],
     }
-    match serde_json::to_string(&Doc { upstreams: ups }) {
+    match serde_json::to_string(&Doc {
+        version,
+        upstreams: ups,
+    }) {
         Ok(doc) => doc + "\n",
         Err(e) => render_error(&e.to_string()),
     }
@@ -122,7 +128,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let doc = render(&[u]);
+        let doc = render("0.1.0+abc", &[u]);
         assert!(doc.ends_with("}\n"));
         let v: Value = serde_json::from_str(&doc).unwrap();
         let u = &v["upstreams"][0];
@@ -170,7 +176,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let v: Value = serde_json::from_str(&render(&[u])).unwrap();
+        let v: Value = serde_json::from_str(&render("0.1.0+abc", &[u])).unwrap();
+        assert_eq!(v["version"], "0.1.0+abc");
         let u = &v["upstreams"][0];
         assert_eq!(u["cost"]["cpu"], 120.0);
         assert_eq!(u["guard_rejections"], 3);

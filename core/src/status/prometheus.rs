@@ -228,9 +228,16 @@ impl Out {
     }
 }
 
-/// The exposition of `ups` and `endpoints`.
-pub fn render(ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> String {
+/// The exposition of `ups` and `endpoints`, after the build that
+/// answers (`dwepc_build_info{version="…"} 1`).
+pub fn render(version: &str, ups: &[UpstreamStatus], endpoints: &[EndpointMetrics<'_>]) -> String {
     let mut o = Out::default();
+    o.family(
+        "dwepc_build_info",
+        "gauge",
+        "The module build that answers (1; its version in the label).",
+        std::iter::once((format!("version=\"{}\"", esc(version)), 1.0)),
+    );
     upstreams(&mut o, ups);
     peers(&mut o, ups);
     let eps: Vec<(String, &EndpointStats)> = endpoints
@@ -389,7 +396,11 @@ mod tests {
             ..EndpointStats::default()
         };
         stats.errors[2] = 4;
-        let text = render(&[u], &[EndpointMetrics { name: "vc", stats }]);
+        let text = render("0.1.0+abc", &[u], &[EndpointMetrics { name: "vc", stats }]);
+        assert!(
+            text.contains("dwepc_build_info{version=\"0.1.0+abc\"} 1"),
+            "{text}"
+        );
         for line in [
             "# TYPE dwepc_upstream_counters_in_use gauge",
             "dwepc_upstream_counters_in_use{upstream=\"app\\\"1\"} 1",

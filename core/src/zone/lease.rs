@@ -93,7 +93,7 @@ impl<'a> EndpointRecord<'a> {
     pub fn login_refused(&self, now_ms: u64, creds: u64) -> u64 {
         self.w(E_AUTH_FAILS).fetch_add(1, Relaxed);
         let creds = creds.max(1);
-        let mine = self.w(E_AUTH_CREDS).swap(creds, Relaxed) == creds;
+        let mine = self.w(E_AUTH_CREDS).load(Acquire) == creds;
         let streak = if mine {
             self.w(E_AUTH_STREAK).fetch_add(1, Relaxed)
         } else {
@@ -101,14 +101,17 @@ impl<'a> EndpointRecord<'a> {
             0
         };
         let at = now_ms + login_wait_ms(streak);
+        // the wait first, then whose it is: a reader never sees these
+        // credentials with another's (longer) wait
         self.w(E_AUTH_RETRY_AT).store(at, Relaxed);
+        self.w(E_AUTH_CREDS).store(creds, Release);
         at
     }
     /// When the next login with credentials `creds` may be tried (0 =
     /// now): the wait holds only for the credentials that were refused,
     /// so a password file fixed and reloaded is tried at once.
     pub fn auth_retry_at(&self, creds: u64) -> u64 {
-        if self.w(E_AUTH_CREDS).load(Relaxed) != creds.max(1) {
+        if self.w(E_AUTH_CREDS).load(Acquire) != creds.max(1) {
             return 0;
         }
         self.w(E_AUTH_RETRY_AT).load(Relaxed)

@@ -102,6 +102,9 @@ struct Wanted {
 struct Job {
     endpoint: EndpointConf,
     at: String,
+    /// Where relative file names are found (nginx: its configuration
+    /// prefix, the main file's folder; the command line: here).
+    base: PathBuf,
     wanted: Vec<(String, Vec<Wanted>)>,
 }
 
@@ -169,6 +172,7 @@ fn jobs(a: &CheckArgs) -> Result<Vec<Job>, String> {
             Ok(vec![Job {
                 endpoint,
                 at: "the command line".into(),
+                base: PathBuf::from("."),
                 wanted: vec![("(command line)".into(), wanted)],
             }])
         }
@@ -202,6 +206,7 @@ fn jobs_from_conf(path: &Path) -> Result<Vec<Job>, String> {
         .map(|(e, at)| Job {
             endpoint: e.clone(),
             at: at.clone(),
+            base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             wanted: Vec::new(),
         })
         .collect();
@@ -252,7 +257,14 @@ fn servers_of(u: &nginx_conf::Upstream) -> Result<Vec<Wanted>, String> {
 fn check_endpoint(job: &Job) -> Outcome {
     let e = &job.endpoint;
     println!("vSphere \"{}\" ({}, {}):", e.name, e.url, job.at);
-    match check_session(job) {
+    let client = match client_of(e, &job.base) {
+        Ok(c) => c,
+        Err(msg) => {
+            println!("  refused: {msg}");
+            return Outcome::Refused;
+        }
+    };
+    match check_session(client, job) {
         Ok(o) => o,
         Err(err) => {
             let (outcome, hint) = classify(&err);
@@ -287,29 +299,27 @@ fn classify(err: &Error) -> (Outcome, &'static str) {
 }
 
 /// Logs in, reads what the module reads, prints it; logs out.
-fn check_session(job: &Job) -> Result<Outcome, Error> {
-    let mut client = client_of(&job.endpoint)?;
+fn check_session(mut client: Client, job: &Job) -> Result<Outcome, Error> {
     client.connect()?;
     let result = check_logged_in(&mut client, job);
     client.logout();
     result
 }
 
-/// The client of an endpoint, its files read as the module reads them.
-fn client_of(e: &EndpointConf) -> Result<Client, Error> {
+/// The client of an endpoint, its files read as the module reads them
+/// (a relative name from `base`); what `nginx -t` would refuse is an
+/// error message.
+fn client_of(e: &EndpointConf, base: &Path) -> Result<Client, String> {
     let read = |file: &str, what: &'static str, max| {
-        conf::read_config_file(Path::new(file), what, max)
-            .map_err(|err| Error::Setup(err.to_string()))
+        conf::read_config_file(&base.join(file), what, max).map_err(|err| err.to_string())
     };
     let pw = read(&e.password_file, "password_file", conf::MAX_PASSWORD_FILE)?;
     let ca = match &e.ca_file {
         Some(f) => Some(read(f, "ca_file", conf::MAX_CA_FILE)?),
         None => None,
     };
-    let cfg = e
-        .client_config(&pw, ca)
-        .map_err(|err| Error::Setup(err.to_string()))?;
-    Client::new(cfg)
+    let cfg = e.client_config(&pw, ca).map_err(|err| err.to_string())?;
+    Client::new(cfg).map_err(|err| err.to_string())
 }
 
 fn check_logged_in(client: &mut Client, job: &Job) -> Result<Outcome, Error> {

@@ -143,8 +143,11 @@ enum Token {
     Close(String),
 }
 
-/// nginx's tokens: words (quoted ones with `\` escapes), `;`, `{`, `}`;
-/// `#` to the end of the line is a comment.
+/// nginx's tokens, as `ngx_conf_read_token` reads them: words, `;`,
+/// `{`, `}`; `#` to the end of the line is a comment. A word ends at a
+/// space, `;` or `{` (not at `}`); `{` right after `$` belongs to it
+/// (`${var}`); `"…"` and `'…'` are words with spaces; `\` keeps the next
+/// character in the word, and [`unescape`] then applies nginx's escapes.
 fn tokenize(text: &str, file: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
     let mut line = 1;
@@ -166,42 +169,91 @@ fn tokenize(text: &str, file: &str) -> Result<Vec<Token>, String> {
             '{' => out.push(Token::Open),
             '}' => out.push(Token::Close(at)),
             '"' | '\'' => {
-                let mut w = String::new();
+                let mut raw = String::new();
                 loop {
                     match chars.next() {
                         None => {
                             return Err(format!("unexpected end of file in a quoted word at {at}"))
                         }
                         Some('\\') => {
+                            raw.push('\\');
                             if let Some(e) = chars.next() {
-                                w.push(e);
+                                line += usize::from(e == '\n');
+                                raw.push(e);
                             }
                         }
                         Some(q) if q == c => break,
                         Some(ch) => {
-                            if ch == '\n' {
-                                line += 1;
-                            }
-                            w.push(ch);
+                            line += usize::from(ch == '\n');
+                            raw.push(ch);
                         }
                     }
                 }
-                out.push(Token::Word(w, at));
+                out.push(Token::Word(unescape(&raw), at));
             }
             _ => {
-                let mut w = String::from(c);
+                let mut raw = String::from(c);
+                let mut variable = c == '$';
+                if c == '\\' {
+                    if let Some(e) = chars.next() {
+                        line += usize::from(e == '\n');
+                        raw.push(e);
+                    }
+                }
                 while let Some(&n) = chars.peek() {
-                    if n.is_whitespace() || matches!(n, ';' | '{' | '}') {
+                    if n == '{' && variable {
+                        raw.push(n);
+                        chars.next();
+                        continue;
+                    }
+                    if n.is_whitespace() || n == ';' || n == '{' {
                         break;
                     }
-                    w.push(n);
+                    variable = n == '$';
+                    raw.push(n);
                     chars.next();
+                    if n == '\\' {
+                        if let Some(e) = chars.next() {
+                            line += usize::from(e == '\n');
+                            raw.push(e);
+                        }
+                    }
                 }
-                out.push(Token::Word(w, at));
+                out.push(Token::Word(unescape(&raw), at));
             }
         }
     }
     Ok(out)
+}
+
+/// nginx's escapes in a word: `\"`, `\'` and `\\` stand for the
+/// character, `\t`, `\r`, `\n` for tab, CR and LF; any other `\` stays.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.peek().copied() {
+                Some(e @ ('"' | '\'' | '\\')) => {
+                    out.push(e);
+                    chars.next();
+                    continue;
+                }
+                Some(e @ ('t' | 'r' | 'n')) => {
+                    out.push(match e {
+                        't' => '\t',
+                        'r' => '\r',
+                        _ => '\n',
+                    });
+                    chars.next();
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The directives up to the end of a block (`inner`) or of the file.
@@ -313,6 +365,31 @@ mod tests {
         let e = read(&dir.join("nginx.conf")).unwrap_err();
         assert!(e.contains("unexpected end of file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn words_are_read_as_nginx_reads_them() {
+        let words = |t: &str| -> Vec<String> {
+            tokenize(t, "f")
+                .unwrap()
+                .into_iter()
+                .filter_map(|t| match t {
+                    Token::Word(w, _) => Some(w),
+                    _ => None,
+                })
+                .collect()
+        };
+        // ${var} is one word; } does not end a word
+        assert_eq!(words("set $a ${host}x;"), ["set", "$a", "${host}x"]);
+        assert_eq!(words("a}b;"), ["a}b"]);
+        // nginx's escapes, quoted or not; other backslashes stay
+        assert_eq!(
+            words(r#""user=CORP\svc" u=CORP\\svc 'q=a\"b' user="x";"#),
+            [r"user=CORP\svc", r"u=CORP\svc", "q=a\"b", "user=\"x\""]
+        );
+        // a backslash keeps `;` in the word, and stays (not an escape)
+        assert_eq!(words(r"x\;y z;"), [r"x\;y", "z"]);
+        assert_eq!(words("'a b' \"c\td\";"), ["a b", "c\td"]);
     }
 
     #[test]

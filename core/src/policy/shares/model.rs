@@ -614,10 +614,11 @@ impl SharesModel {
             return 0.0;
         }
         let free = 1.0 - self.background(i)[0] / self.effective_capacity(i)[0];
-        if free.is_finite() {
-            free.clamp(0.0, 1.0)
-        } else {
+        // NaN: unknown; ±inf (no capacity) clamps like any other value
+        if free.is_nan() {
             1.0
+        } else {
+            free.clamp(0.0, 1.0)
         }
     }
 }

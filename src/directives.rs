@@ -268,7 +268,7 @@ pub unsafe extern "C" fn cmd_dwepc(
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "load balancing method redefined");
             }
             let ups = upstream_state(cf)?;
-            ups.parsed.comparison = args.mode.comparison(&args.tuning);
+            ups.parsed.comparison = args.comparison();
             ups.parsed.conf = args;
             ups.parsed.enabled = true;
             ups.parsed.origin = origin;

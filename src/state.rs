@@ -70,7 +70,7 @@ impl Default for ParsedUpstream {
         let conf = UpstreamConf::default();
         ParsedUpstream {
             name: String::new(),
-            comparison: conf.mode.comparison(&conf.tuning),
+            comparison: conf.comparison(),
             conf,
             enabled: false,
             origin: Origin::default(),

@@ -969,6 +969,72 @@ fn a_guarded_subrequest_leaves_its_parent_alone() {
     assert!(env.status()["guard_rejections"].as_u64().unwrap_or(0) > before);
 }
 
+/// Observe mode: counters, shares and limits are computed and shown, but
+/// nginx's least_conn picks (here: an even split of sequential requests
+/// and no overload guard, while the shares are unequal); the status page
+/// shows the share dwepc would give next to the share each server got.
+#[test]
+fn observe_mode_computes_everything_and_lets_least_conn_pick() {
+    let mut env = VsEnv::start(VsOpts {
+        n: 2,
+        cpu_mhz: vec![2000, 8000],
+        dwepc: "interval=1s window=4 step=1 ttl=10m inflight=1 observe=on".into(),
+        http_extra: "log_format dw '$status $dwepc_decision';\n".into(),
+        server_extra: "access_log logs/dw.log dw;".into(),
+        ..VsOpts::default()
+    });
+    env.start_feeder();
+    env.drive_until(40, Duration::from_secs(40), "observing", |st| {
+        st["reason"] == "active" && st["peers"][0]["got_share"].as_f64().is_some()
+    });
+    let st = env.status();
+    assert_eq!(
+        (&st["balancing"], &st["observe"]),
+        (&"least_conn".into(), &"least_conn".into()),
+        "{st}"
+    );
+    let shares: Vec<f64> = (0..2)
+        .map(|i| st["peers"][i]["share"].as_f64().unwrap())
+        .collect();
+    assert!(
+        shares[1] > 2.0 * shares[0],
+        "dwepc would favour the big VM: {st}"
+    );
+    // sequential requests: least_conn's ties go round robin on weight=
+    let ids = env.send(40);
+    let b0 = ids.iter().filter(|b| *b == "b0").count();
+    assert!((18..=22).contains(&b0), "{b0} of 40 to b0");
+    // the share each got, over a sample period, next to dwepc's
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(2500) {
+        env.send(4);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = env.status();
+    let got: Vec<f64> = (0..2)
+        .map(|i| st["peers"][i]["got_share"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert!(got.iter().all(|g| (0.3..=0.7).contains(g)), "{got:?} {st}");
+    // no overload guard: 8 slow requests at once all get through
+    env.stop_feeder();
+    let port = env.port;
+    let hs: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || http::get(port, "/?delay=500").status))
+        .collect();
+    let codes: Vec<u16> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    assert_eq!(env.status()["guard_rejections"], 0);
+    let log = std::fs::read_to_string(env.nginx.prefix.join("logs/dw.log")).unwrap();
+    assert!(log.lines().any(|l| l == "200 observe"), "{log}");
+    assert!(!log.lines().any(|l| l.contains("counters")), "{log}");
+    assert_eq!(
+        env.log_count("observes (nginx's least_conn picks): counters would drive the pick"),
+        1,
+        "{}",
+        env.nginx.error_log()
+    );
+}
+
 /// A vCenter that answers without end, with a 200 MB body, or with
 /// 2,000,000 empty elements costs the polling worker a bounded amount of
 /// memory: the call fails as "too large", once logged, and the last

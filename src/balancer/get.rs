@@ -13,7 +13,7 @@ use core::ptr;
 use dwepc_core::policy::decision::Decision;
 use dwepc_core::policy::latency::DEFAULT_TAU_MS;
 use dwepc_core::policy::pick::SmoothTie;
-use dwepc_core::policy::{Compare, Local, Scan};
+use dwepc_core::policy::{Compare, Comparison, Local, Observe, Scan};
 use dwepc_core::zone::slots::SlotMap;
 use dwepc_core::zone::UpstreamZone;
 use ngx::ffi::{
@@ -53,14 +53,20 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     // SAFETY: rrp.peers is the live list round robin's init chose.
     let single = unsafe { (*peers).single() } != 0;
     let now_ms = cached_now_ms();
+    let observe = ups.parsed.conf.observe;
     let (zone, servers, comparison) = match (crate::zone::of(ups), ups.servers()) {
+        // observe=round_robin: nginx's pick, counted
+        (Some(z), Some(_)) if observe == Some(Observe::RoundRobin) => {
+            // SAFETY: pc and dp belong to this live request.
+            return unsafe { round_robin(pc, dp, Some(z), Decision::Observe) };
+        }
         (Some(z), Some(s)) if !single => match ups.parsed.comparison.now(z.usable(now_ms)) {
             Some(c) => (z, s, c),
             // SAFETY: pc and dp belong to this live request.
-            None => return unsafe { round_robin(pc, dp, Some(z)) },
+            None => return unsafe { round_robin(pc, dp, Some(z), Decision::RoundRobin) },
         },
         // SAFETY: pc and dp belong to this live request.
-        (other, _) => return unsafe { round_robin(pc, dp, other) },
+        (other, _) => return unsafe { round_robin(pc, dp, other, Decision::RoundRobin) },
     };
     pc.set_cached(0);
     pc.connection = ptr::null_mut();
@@ -83,7 +89,7 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         _ => {
             drop(lock);
             // SAFETY: pc and dp belong to this live request.
-            return unsafe { round_robin(pc, dp, Some(zone)) };
+            return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) };
         }
     };
     // SAFETY: peers is live and locked (`lock`) for the scan; dp's tried
@@ -98,10 +104,10 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     };
     let (best, full) = comparison.run(scan, local);
     drop(map);
-    let decision = if comparison.needs_counters() {
-        Decision::Counters
-    } else {
-        Decision::ResponseTimes
+    let decision = match comparison {
+        Comparison::LeastConn => Decision::Observe,
+        c if c.needs_counters() => Decision::Counters,
+        _ => Decision::ResponseTimes,
     };
     match best {
         // SAFETY: the choice is a live peer of the list `lock` holds.
@@ -345,7 +351,8 @@ unsafe fn exhausted(
     NGX_BUSY as ngx_int_t
 }
 
-/// Round robin's pick, counted in the peer's slot.
+/// Round robin's pick, counted in the peer's slot and remembered as
+/// `decision` (round robin as the fallback, or observe mode's pick).
 ///
 /// # Safety
 /// `pc` and `dp` belong to a live request set up by `init_peer`.
@@ -353,6 +360,7 @@ pub unsafe fn round_robin(
     pc: &mut ngx_peer_connection_t,
     dp: &mut PeerData,
     zone: Option<UpstreamZone<'_>>,
+    decision: Decision,
 ) -> ngx_int_t {
     // SAFETY: dp.rrp is valid round-robin data for this request.
     let rc = unsafe { ngx_http_upstream_get_round_robin_peer(pc, dp.rrp_data()) };
@@ -360,7 +368,7 @@ pub unsafe fn round_robin(
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
-    dp.decisions.record(Decision::RoundRobin, 0);
+    dp.decisions.record(decision, 0);
     // SAFETY: as in get_peer_inner: NULL or the configuration's state.
     let servers = unsafe { dp.ups.as_ref() }.and_then(|u| u.servers());
     let (Some(zone), Some(servers)) = (zone, servers) else {

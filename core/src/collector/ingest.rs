@@ -139,6 +139,7 @@ impl Collector<'_, '_> {
         }
         let mut added = false;
         let mut newest_usage: Option<Vec<Res>> = None;
+        let mut newest_sent: Option<Vec<f64>> = None;
         for (ts, iv) in stamps {
             if ts <= run.newest_ts || iv == 0 {
                 continue;
@@ -148,6 +149,9 @@ impl Collector<'_, '_> {
             let counts = run.counts.period(end.saturating_sub(period), end);
             let usage = answer.usage(run, ts);
             newest_usage = Some(usage.clone());
+            // requests sent in the period, or (a policy that pairs only
+            // completions) those that ended in it
+            newest_sent = counts.sent.clone().or_else(|| counts.done.clone());
             added |= run.policy.push(Sample {
                 end_ms: end,
                 period_ms: period,
@@ -164,6 +168,14 @@ impl Collector<'_, '_> {
         }
         for (p, x) in newest_usage.iter().flatten().enumerate() {
             u.zone.set_usage(p, *x);
+        }
+        // the split the requests really had (observe mode's comparison),
+        // of the newest period with any (an idle period keeps the last)
+        if let Some(sent) = newest_sent.filter(|s| s.iter().sum::<f64>() > 0.0) {
+            let all: f64 = sent.iter().sum();
+            for (p, x) in sent.iter().enumerate() {
+                u.zone.set_got_share(p, x / all);
+            }
         }
         run.policy.update(u.zone, u.conf.ttl_ms, self.rt.now_ms());
     }

@@ -112,6 +112,26 @@ impl UpRun {
             return;
         }
         let was_active = matches!(self.logged, Some((true, _)));
+        if let Some(o) = u.conf.observe {
+            // observe mode: nginx picks; say what dwepc would do
+            let text = match cur {
+                (true, _) => format!(
+                    "counters would drive the pick ({})",
+                    self.policy.summary(u.zone)
+                ),
+                (false, reason) => format!("no usable counters: {}", reason.text()),
+            };
+            rt.log(
+                Level::Notice,
+                &format!(
+                    "dwepc: upstream \"{}\" observes (nginx's {} picks): {text}",
+                    u.name,
+                    o.name()
+                ),
+            );
+            self.logged = Some(cur);
+            return;
+        }
         match cur {
             (true, _) => rt.log(
                 Level::Notice,

@@ -1,8 +1,9 @@
 //! `dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
 //! [min_samples=N] [mode=NAME] [MODE OPTIONS] [slow_start=TIME]
-//! [overload_status=CODE] [retry_after=TIME|off] [ACCOUNTING]` inside
+//! [overload_status=CODE] [retry_after=TIME|off]
+//! [observe=off|on|least_conn|round_robin] [ACCOUNTING]` inside
 //! `upstream {}`: the upstream's endpoint, timing, mode and its tuning,
-//! and the overload guard's answer.
+//! the overload guard's answer, and observe mode.
 
 use super::accounting::Accounting;
 use super::value::{
@@ -10,7 +11,7 @@ use super::value::{
     valid_name,
 };
 use super::ConfError;
-use crate::policy::{self, names_of, Mode, Pick, Tuning, MAX_WINDOW, MODE_OPTIONS};
+use crate::policy::{self, names_of, Mode, Observe, Pick, Tuning, MAX_WINDOW, MODE_OPTIONS};
 
 /// Which vSphere endpoint an upstream uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub struct UpstreamConf {
     pub overload_status: u16,
     /// Its `Retry-After`, s (0: none).
     pub retry_after_s: u32,
+    /// `observe=`: everything computed and shown, the pick nginx's own
+    /// (None: dwepc picks).
+    pub observe: Option<Observe>,
 }
 
 /// The overload guard's answer by default: 503 Service Unavailable, so
@@ -57,6 +61,18 @@ pub const DEFAULT_OVERLOAD_STATUS: u16 = 503;
 pub const DEFAULT_RETRY_AFTER_S: u32 = 1;
 /// The longest `retry_after=`, s.
 pub const MAX_RETRY_AFTER_S: u32 = 3600;
+
+impl UpstreamConf {
+    /// How the request path compares peers: the mode's comparison, or in
+    /// observe mode nginx's least_conn (observe=round_robin: round robin
+    /// decides before any comparison).
+    pub fn comparison(&self) -> policy::Comparison {
+        match self.observe {
+            Some(Observe::LeastConn) => policy::Comparison::LeastConn,
+            _ => self.mode.comparison(&self.tuning),
+        }
+    }
+}
 
 /// Default poll interval: the realtime refresh rate of ESXi.
 pub const DEFAULT_INTERVAL_MS: u64 = 20_000;
@@ -73,6 +89,7 @@ impl Default for UpstreamConf {
             accounting: Accounting::default(),
             overload_status: DEFAULT_OVERLOAD_STATUS,
             retry_after_s: DEFAULT_RETRY_AFTER_S,
+            observe: None,
         }
     }
 }
@@ -175,6 +192,18 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
             }
         }
         "slow_start" => t.slow_start_ms = parse_time(key, val, 1000)?,
+        "observe" => {
+            c.observe = match val {
+                "off" => None,
+                v => Some(Observe::named(v).ok_or_else(|| {
+                    invalid(
+                        key,
+                        val,
+                        "\"on\" (least_conn), \"least_conn\", \"round_robin\" or \"off\"",
+                    )
+                })?),
+            }
+        }
         // as limit_req_status: a status from 400 to 599
         "overload_status" => c.overload_status = parse_count(key, val, 400, 599)? as u16,
         "retry_after" => {
@@ -202,6 +231,22 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
 mod tests {
     use super::*;
     use crate::conf::parse_node;
+
+    #[test]
+    fn observe_takes_nginx_s_picks() {
+        assert_eq!(parse_upstream(&[]).unwrap().observe, None);
+        for (v, o) in [
+            ("on", Some(Observe::LeastConn)),
+            ("least_conn", Some(Observe::LeastConn)),
+            ("round_robin", Some(Observe::RoundRobin)),
+            ("off", None),
+        ] {
+            let w = format!("observe={v}");
+            assert_eq!(parse_upstream(&[&w]).unwrap().observe, o, "{v}");
+        }
+        let e = parse_upstream(&["observe=yes"]).unwrap_err().to_string();
+        assert!(e.contains("round_robin"), "{e}");
+    }
 
     #[test]
     fn the_overload_answer_is_503_with_retry_after_unless_set() {

@@ -22,14 +22,18 @@ pub enum Decision {
     /// No server taken: every one was at its in-flight limit (the
     /// overload guard answers).
     Guard = 4,
+    /// Observe mode: nginx's least_conn or round robin picked, dwepc only
+    /// computed what it would do.
+    Observe = 5,
 }
 
 impl Decision {
-    const ALL: [Decision; 4] = [
+    const ALL: [Decision; 5] = [
         Decision::Counters,
         Decision::ResponseTimes,
         Decision::RoundRobin,
         Decision::Guard,
+        Decision::Observe,
     ];
 
     /// The word the access log shows.
@@ -39,6 +43,7 @@ impl Decision {
             Decision::ResponseTimes => "response_times",
             Decision::RoundRobin => "round_robin",
             Decision::Guard => "guard",
+            Decision::Observe => "observe",
         }
     }
 }

@@ -35,7 +35,7 @@ pub mod view;
 pub mod window;
 pub mod wlc;
 
-pub use pick::{Compare, Comparison, Local, Pick, Scan};
+pub use pick::{Compare, Comparison, Local, Observe, Pick, Scan};
 pub use view::{Field, Fields, Metric};
 
 use crate::resources::{Res, R};

@@ -39,6 +39,10 @@ pub struct PeerStatus {
     pub failed: u64,
     /// CPU ready time of the VM's newest sample, percent of its interval.
     pub cpu_ready_pct: f64,
+    /// The share of the requests it was sent in the newest sample period,
+    /// whatever picked them (beside the mode's `share`: what observe mode
+    /// compares).
+    pub got_share: f64,
     /// What the mode says of the peer.
     #[serde(flatten)]
     pub model: Fields,
@@ -53,8 +57,12 @@ pub struct UpstreamStatus {
     pub mode: String,
     /// What drives the pick: "dwepc" (counters), "response_times" (the
     /// worker's response times: the least_time and random_two modes, and
-    /// `pick=least_time` while counters are not usable) or "round_robin".
+    /// `pick=least_time` while counters are not usable), "round_robin",
+    /// or in observe mode "least_conn" or "round_robin".
     pub balancing: String,
+    /// `observe=`: the pick nginx's own ("least_conn", "round_robin"),
+    /// everything else computed and shown; null when dwepc picks.
+    pub observe: Option<String>,
     /// Why the balancer is where it is (e.g. "no_samples", "stale").
     pub reason: String,
     /// Endpoint name, if any.

@@ -66,7 +66,7 @@ pub static UPSTREAM: [Row<UpstreamStatus>; 5] = [
 ];
 
 /// The peers' families with one sample per peer.
-pub static PEER: [Row<PeerStatus>; 7] = [
+pub static PEER: [Row<PeerStatus>; 8] = [
     (
         "dwepc_peer_requests_total",
         "counter",
@@ -90,6 +90,12 @@ pub static PEER: [Row<PeerStatus>; 7] = [
         "gauge",
         "CPU ready time of the VM's newest sample, as a fraction of the sample interval (summed over vCPUs).",
         |p| p.cpu_ready_pct / 100.0,
+    ),
+    (
+        "dwepc_peer_got_share_ratio",
+        "gauge",
+        "Share of the upstream's requests the server was sent in the newest sample period (beside dwepc_peer_share_ratio in observe mode).",
+        |p| p.got_share,
     ),
     (
         "dwepc_peer_cpu_capacity_megahertz",

@@ -39,11 +39,12 @@ pub fn snapshot(
     let comparison = u.conf.mode.comparison(&u.conf.tuning);
     let own = !comparison.needs_counters();
     let usable = zone.is_some_and(|s| s.usable(now_ms));
-    let balancing = match zone {
-        None => "round_robin",
-        Some(_) if usable && !own => "dwepc",
-        Some(_) if comparison.now(usable).is_some() => "response_times",
-        Some(_) => "round_robin",
+    let balancing = match (zone, u.conf.observe) {
+        (_, Some(o)) => o.name(),
+        (None, _) => "round_robin",
+        (Some(_), _) if usable && !own => "dwepc",
+        (Some(_), _) if comparison.now(usable).is_some() => "response_times",
+        (Some(_), _) => "round_robin",
     };
     let reason = match zone {
         // a pick of the module's own that needs no counters
@@ -67,6 +68,7 @@ pub fn snapshot(
         name: u.name.to_string(),
         mode: u.conf.mode.name().into(),
         balancing: balancing.into(),
+        observe: u.conf.observe.map(|o| o.name().to_string()),
         reason: reason.into(),
         vsphere: u.vsphere.map(str::to_string),
         window,
@@ -110,6 +112,7 @@ fn peer(
         in_flight: info.map_or(0, |x| x.in_flight),
         failed: info.map_or(0, |x| x.failed),
         cpu_ready_pct: info.map_or(f64::NAN, |x| x.cpu_ready_pct),
+        got_share: info.map_or(f64::NAN, |x| x.got_share),
         model: u.conf.mode.peer_fields(info.as_ref(), usable),
     })
 }

@@ -11,7 +11,7 @@
 //! cold     n x COLD words: base, alloc, capacity[4], Q[4], flags, CPU
 //!          ready, target share, background[4], effective CPU, failed,
 //!          identity, address[2], port, mapping, VM name[10], usage[4],
-//!          slow start's beginning
+//!          slow start's beginning, share of the requests it got
 //! ```
 //!
 //! The layout's version is in its magic word: a zone of another layout
@@ -19,13 +19,13 @@
 
 use crate::resources::R;
 
-/// "dwepc_v6": the layout version.
-pub(super) const MAGIC: u64 = 0x6477_6570_635f_7636;
+/// "dwepc_v7": the layout version.
+pub(super) const MAGIC: u64 = 0x6477_6570_635f_7637;
 
 /// Words in the header.
 pub const HEADER: usize = 24;
-/// Words per peer: 4 hot + 39 cold.
-pub const PEER: usize = 43;
+/// Words per peer: 4 hot + 40 cold.
+pub const PEER: usize = 44;
 pub(super) const HOT: usize = 4;
 pub(super) const COLD: usize = PEER - HOT;
 
@@ -68,10 +68,11 @@ pub(super) const P_MAP: usize = HOT + 23;
 pub(super) const P_VM: usize = HOT + 24; // VM_NAME_WORDS words
 pub(super) const P_USE: usize = P_VM + VM_NAME_WORDS; // R words
 pub(super) const P_RAMP: usize = P_USE + R;
+pub(super) const P_GOT: usize = P_RAMP + 1;
 
 /// Words of a peer's VM name (vSphere names are at most 80 characters).
 pub(super) const VM_NAME_WORDS: usize = 10;
-const _: () = assert!(P_RAMP + 1 == PEER, "peer words out of step with PEER");
+const _: () = assert!(P_GOT + 1 == PEER, "peer words out of step with PEER");
 const _: () = assert!(H_SLOTS < HEADER, "header words out of step with HEADER");
 
 /// Peer flag: the peer's VM was found and reports counters.

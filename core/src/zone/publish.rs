@@ -50,6 +50,9 @@ pub struct PeerInfo {
     pub effective_cpu: f64,
     /// Use of the VM in its newest sample, per resource.
     pub usage: Res,
+    /// Share of the requests it was sent in the newest sample period
+    /// (NaN: none yet).
+    pub got_share: f64,
 }
 
 impl UpstreamZone<'_> {
@@ -57,7 +60,7 @@ impl UpstreamZone<'_> {
     pub(super) fn clear_published(&self) {
         let nan = f64::NAN.to_bits();
         for i in 0..self.len() {
-            for off in [P_ALLOC, P_READY, P_TSHARE, P_ECPU] {
+            for off in [P_ALLOC, P_READY, P_TSHARE, P_ECPU, P_GOT] {
                 self.p(i, off).store(nan, Relaxed);
             }
             for j in 0..R {
@@ -233,6 +236,13 @@ impl UpstreamZone<'_> {
         self.p(i, P_READY).store(pct.to_bits(), Relaxed);
     }
 
+    /// Publishes the share of the requests peer `i` was sent in the
+    /// newest sample period that had any (whatever picked them: observe
+    /// mode shows it beside the share dwepc would give).
+    pub fn set_got_share(&self, i: usize, share: f64) {
+        self.p(i, P_GOT).store(share.to_bits(), Relaxed);
+    }
+
     /// Publishes what peer `i`'s VM used in its newest sample, per
     /// resource (MHz, MB, KB/s, KB/s; NaN: not reported).
     pub fn set_usage(&self, i: usize, usage: Res) {
@@ -266,6 +276,7 @@ impl UpstreamZone<'_> {
             background: res(P_BG),
             effective_cpu: f(self.p(i, P_ECPU).load(Relaxed)),
             usage: res(P_USE),
+            got_share: f(self.p(i, P_GOT).load(Relaxed)),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`Comparison::LargestRemaining`] | [`largest`] | the remaining allocation `L = target − sent` ([`Argmax`]) | at random |
 //! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ `weight=`, or ÷ share below the in-flight limit ([`LeastTime`]) | smooth weighted round robin on the same weights |
 //! | [`Comparison::RandomTwo`] | [`time`] | the same, of two peers drawn at random ([`RandomTwo`]) | at random |
+//! | [`Comparison::LeastConn`] | [`share`] | in flight per `weight=`, no limit: nginx's least_conn, for observe mode ([`LeastWeight`]) | smooth weighted round robin on `weight=` |
 //!
 //! The random ones draw from the worker's generator ([`worker_rng`]), kept
 //! between picks.
@@ -22,7 +23,7 @@ mod time;
 mod worker_rng;
 
 pub use largest::{Argmax, Largest};
-pub use share::{LeastShare, SmoothTie};
+pub use share::{LeastShare, LeastWeight, SmoothTie};
 pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 
 use std::cell::Cell;
@@ -30,6 +31,39 @@ use std::cell::Cell;
 use super::latency::{PeakEwma, PRIOR_MS};
 use super::slow_start::Ramp;
 use crate::zone::UpstreamZone;
+
+/// `observe=`: the upstream's counters, shares and limits are computed
+/// and shown, but the pick is one of nginx's own, so an operator can
+/// compare before letting dwepc steer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observe {
+    /// nginx's least_conn on `weight=` (over every worker's requests in
+    /// flight, as with a `zone`).
+    LeastConn,
+    /// nginx's weighted round robin.
+    RoundRobin,
+}
+
+impl Observe {
+    /// Every option with its name as written (`on` is `least_conn`).
+    pub const ALL: [(Observe, &'static str); 2] = [
+        (Observe::LeastConn, "least_conn"),
+        (Observe::RoundRobin, "round_robin"),
+    ];
+
+    /// Name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        Observe::ALL[self as usize].1
+    }
+
+    /// The option named `s` (`on`: least_conn).
+    pub fn named(s: &str) -> Option<Observe> {
+        match s {
+            "on" => Some(Observe::LeastConn),
+            _ => Observe::ALL.iter().find(|(_, n)| *n == s).map(|(o, _)| *o),
+        }
+    }
+}
 
 /// `pick=` of the shares mode: what it compares per share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +116,9 @@ pub enum Comparison {
     /// The same cost on `weight=`, of two peers drawn at random (NGINX
     /// Plus's `random two least_time`, Linkerd's power of two choices).
     RandomTwo,
+    /// The least in flight per `weight=`, no in-flight limit: nginx's
+    /// least_conn, which observe mode picks with.
+    LeastConn,
 }
 
 impl Comparison {
@@ -91,7 +128,9 @@ impl Comparison {
     pub fn needs_counters(self) -> bool {
         !matches!(
             self,
-            Comparison::LeastTime { per_share: false } | Comparison::RandomTwo
+            Comparison::LeastTime { per_share: false }
+                | Comparison::RandomTwo
+                | Comparison::LeastConn
         )
     }
 
@@ -183,6 +222,7 @@ impl Comparison {
             }
             Comparison::LeastTime { per_share } => scan.scan(LeastTime::new(local, per_share)),
             Comparison::RandomTwo => scan.scan(RandomTwo::new(local)),
+            Comparison::LeastConn => scan.scan(LeastWeight::new(local)),
         }
     }
 }
@@ -302,5 +342,36 @@ mod tests {
         let hybrid = Comparison::LeastTime { per_share: true };
         assert!(hybrid.needs_counters() && hybrid.uses_latency());
         assert_eq!(hybrid.without_counters(), Some(lt));
+        // observe mode's least_conn: in flight per weight=, no limit,
+        // whatever the shares say; ties on the weights
+        assert_eq!(Comparison::LeastConn.run(Kind, local), "LeastWeight");
+        let lc = Comparison::LeastConn;
+        assert!(!lc.needs_counters() && !lc.uses_latency() && lc.now(false) == Some(lc));
+        let weights = [1, 2, 1];
+        let local = Local {
+            weight: &weights,
+            ..local
+        };
+        // in flight now: 1, 0, 0 (the share limit of 1 on peer 0 ignored)
+        let mut p: LeastWeight<usize> = LeastWeight::new(local);
+        for i in 0..3 {
+            Compare::offer(&mut p, i, i, z);
+        }
+        assert_eq!(Compare::best(&p), Some(1));
+        assert!(Compare::tied(&p) && !Compare::limited(&p));
+        assert_eq!(p.tie_weight(1, z), Some(2));
+        assert_eq!(p.tie_weight(2, z), Some(1));
+        assert_eq!(p.tie_weight(0, z), None);
+        // two in flight on the double-weight peer: it ties with one
+        z.count(1);
+        z.count(1);
+        z.count(2);
+        let mut p: LeastWeight<usize> = LeastWeight::new(local);
+        for i in 0..3 {
+            Compare::offer(&mut p, i, i, z);
+        }
+        assert_eq!(Compare::best(&p), Some(0));
+        assert!(Compare::tied(&p));
+        assert_eq!(p.tie_weight(1, z), Some(2));
     }
 }

@@ -220,6 +220,50 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
     }
 }
 
+/// [`super::Comparison::LeastConn`], observe mode's pick: nginx's
+/// least_conn — the least in flight (every worker's, from the zone) per
+/// configured `weight=`, no in-flight limit, ties by smooth weighted round
+/// robin on the weights.
+#[derive(Clone, Copy, Debug)]
+pub struct LeastWeight<'a, P> {
+    inner: LeastShare<P>,
+    local: super::Local<'a>,
+}
+
+impl<'a, P: Copy> LeastWeight<'a, P> {
+    /// A fresh comparison with the worker's weights.
+    pub fn new(local: super::Local<'a>) -> LeastWeight<'a, P> {
+        LeastWeight {
+            inner: LeastShare::new(),
+            local,
+        }
+    }
+}
+
+impl<P: Copy> Compare<P> for LeastWeight<'_, P> {
+    #[inline]
+    fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
+        let w = self.local.weight(slot);
+        LeastShare::offer(&mut self.inner, p, zone.in_flight(slot), w, 0);
+    }
+
+    #[inline]
+    fn best(&self) -> Option<P> {
+        self.inner.best()
+    }
+
+    #[inline]
+    fn tied(&self) -> bool {
+        self.inner.tied()
+    }
+
+    #[inline]
+    fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
+        let w = self.local.weight(slot);
+        self.inner.is_tied(zone.in_flight(slot), w, 0).then_some(w)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -635,6 +635,13 @@ fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
             st["peers"][0]["capacity"]["cpu"].as_f64().is_some()
         });
         let want = format!("polling {mapped} VMs for {mapped} of 3 servers every 1000 ms (refresh 1 s; {vms} VMs in the inventory)");
+        // the line follows the first good poll, which the status page
+        // may show a moment before it is written
+        let said = wait_for(Duration::from_secs(10), || {
+            (env.log_count(&want) > 0).then_some(())
+        });
+        assert!(said.is_some(), "{scope}: {}", env.nginx.error_log());
+        std::thread::sleep(Duration::from_secs(2));
         assert_eq!(
             env.log_count(&want),
             1,

@@ -410,6 +410,9 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
             Comparison::LeastTime { per_share: true },
         ),
         ("least_time", Comparison::LeastTime { per_share: false }),
+        // observe mode's pick: nginx's least_conn on weight=, over the
+        // zone's counts
+        ("observe_least_conn", Comparison::LeastConn),
     ] {
         g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
             b.iter(|| {

@@ -119,7 +119,7 @@ fn live_vcsim() -> (Vcsim, PathBuf) {
 
 /// The configurations compared: name and the upstream block's method
 /// lines (with `dwepc_node` lines mapping the backends to b0..b3).
-fn configs(bports: &[u16]) -> [(&'static str, String); 5] {
+fn configs(bports: &[u16]) -> [(&'static str, String); 6] {
     let nodes: String = bports
         .iter()
         .enumerate()
@@ -135,6 +135,10 @@ fn configs(bports: &[u16]) -> [(&'static str, String); 5] {
         (
             "dwepc default: shares per response time (live counters)",
             format!("dwepc interval=1s ttl=1h;\n{nodes}"),
+        ),
+        (
+            "dwepc observe=least_conn (live counters)",
+            format!("dwepc interval=1s ttl=1h observe=on;\n{nodes}"),
         ),
         (
             "dwepc paper (live counters)",
@@ -172,7 +176,7 @@ fn measure(round: usize, name: &str, text: &str, port: u16, secs: u64, conns: u3
         let ok = wait_for(Duration::from_secs(30), || {
             let _ = http::request(port, "GET", "/");
             let st = http::request(port, "GET", "/dwepc").ok()?;
-            st.body.contains("\"balancing\":\"dwepc\"").then_some(())
+            st.body.contains("\"reason\":\"active\"").then_some(())
         });
         assert!(ok.is_some(), "counters never took over");
     }

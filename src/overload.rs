@@ -96,6 +96,8 @@ unsafe fn header_filter_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
     // end the whole request, as nginx's not_modified filter avoids too)
     let act = match PeerData::of_request(req).filter(|_| req.is_main()) {
         None => Action::Pass,
+        // the common case: not the guard's answer, nothing more to read
+        Some((dp, _)) if !dp.decisions().guarded() => Action::Pass,
         Some((dp, redirected)) => {
             let answer = dp.overload_answer().unwrap_or((0, 0));
             // SAFETY: r is live; reading two of its fields.

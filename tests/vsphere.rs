@@ -573,11 +573,7 @@ fn a_fixed_password_file_is_tried_at_once_after_reload() {
         ..VsOpts::default()
     });
     assert!(
-        wait_for(Duration::from_secs(10), || (env
-            .log_count("login refused for user")
-            > 0)
-        .then_some(()))
-        .is_some(),
+        env.wait_for_log("login refused for user", Duration::from_secs(10)),
         "{}",
         env.nginx.error_log()
     );
@@ -637,10 +633,8 @@ fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
         let want = format!("polling {mapped} VMs for {mapped} of 3 servers every 1000 ms (refresh 1 s; {vms} VMs in the inventory)");
         // the line follows the first good poll, which the status page
         // may show a moment before it is written
-        let said = wait_for(Duration::from_secs(10), || {
-            (env.log_count(&want) > 0).then_some(())
-        });
-        assert!(said.is_some(), "{scope}: {}", env.nginx.error_log());
+        let said = env.wait_for_log(&want, Duration::from_secs(10));
+        assert!(said, "{scope}: {}", env.nginx.error_log());
         std::thread::sleep(Duration::from_secs(2));
         assert_eq!(
             env.log_count(&want),
@@ -658,9 +652,7 @@ fn scope_limits_the_inventory_to_a_folder_cluster_or_pool() {
     });
     let said = "scope \"DC0/vm/nowhere\" names nothing in the inventory";
     assert!(
-        wait_for(Duration::from_secs(10), || (env.log_count(said) > 0)
-            .then_some(()))
-        .is_some(),
+        env.wait_for_log(said, Duration::from_secs(10)),
         "{}",
         env.nginx.error_log()
     );

@@ -47,15 +47,25 @@ pub fn client(a: &Args) -> Result<Client, Failure> {
     for w in ep.warnings() {
         eprintln!("dwepc-place: warning: {w}");
     }
+    Ok(Client::new(input(client_config(&ep, Path::new(".")))?)?)
+}
+
+/// The client configuration of endpoint `ep`, its password and CA files
+/// read as the module reads them (a relative name from `base`); what
+/// `nginx -t` would refuse is an error message.
+pub(crate) fn client_config(
+    ep: &conf::EndpointConf,
+    base: &Path,
+) -> Result<dwepc_core::vsphere::client::Config, String> {
     let read = |file: &str, what: &'static str, max| {
-        input(conf::read_config_file(Path::new(file), what, max))
+        conf::read_config_file(&base.join(file), what, max).map_err(|e| e.to_string())
     };
     let pw = read(&ep.password_file, "password_file", conf::MAX_PASSWORD_FILE)?;
     let ca = match &ep.ca_file {
         Some(f) => Some(read(f, "ca_file", conf::MAX_CA_FILE)?),
         None => None,
     };
-    Ok(Client::new(input(ep.client_config(&pw, ca))?)?)
+    ep.client_config(&pw, ca).map_err(|e| e.to_string())
 }
 
 /// Connects and reads the cluster to balance: its hosts and powered-on

@@ -26,7 +26,7 @@ use ngx::ffi::{
     ngx_conf_t, ngx_http_request_t, ngx_http_upstream_free_round_robin_peer,
     ngx_http_upstream_init_round_robin, ngx_http_upstream_init_round_robin_peer,
     ngx_http_upstream_rr_peer_data_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
-    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_pool_cleanup_add, ngx_uint_t, NGX_ERROR,
+    ngx_int_t, ngx_palloc, ngx_peer_connection_t, ngx_pool_cleanup_t, ngx_uint_t, NGX_ERROR,
     NGX_LOG_EMERG, NGX_OK, NGX_PEER_FAILED,
 };
 
@@ -63,6 +63,9 @@ pub struct PeerData {
     decisions: Decisions,
     /// The request this data belongs to.
     req: *const ngx_http_request_t,
+    /// Its entry in the pool's cleanup list ([`anchor`]), held here so
+    /// that marking the request costs no allocation of its own.
+    anchor: ngx_pool_cleanup_t,
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -290,13 +293,17 @@ unsafe extern "C" fn init_peer(
             // an internal redirect, with everything else of the request)
             Request::from_ngx_http_request(r).set_module_ctx(dp as *mut c_void, Dwepc::module());
         }
-        // SAFETY: the request's pool is live; the entry lives as long.
-        let cln = unsafe { ngx_pool_cleanup_add(pool, 0) };
-        // SAFETY: NULL (out of memory: no anchor, the variables are empty
-        // after a redirect) or the entry nginx just added.
-        if let Some(cln) = unsafe { cln.as_mut() } {
-            cln.handler = Some(anchor);
-            cln.data = dp as *mut c_void;
+        // SAFETY: dp and the request's pool are live and this worker's
+        // alone; the entry is linked at the list's head as
+        // ngx_pool_cleanup_add links one, and lives in dp, which the pool
+        // frees only after running its cleanups.
+        unsafe {
+            (*dp).anchor = ngx_pool_cleanup_t {
+                handler: Some(anchor),
+                data: dp as *mut c_void,
+                next: (*pool).cleanup,
+            };
+            (*pool).cleanup = &raw mut (*dp).anchor;
         }
         NGX_OK as ngx_int_t
     })

@@ -286,6 +286,12 @@ impl VsEnv {
             .collect()
     }
 
+    /// Waits up to `timeout` for a line of the error log containing
+    /// `needle`; true if one came.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_for(timeout, || (self.log_count(needle) > 0).then_some(())).is_some()
+    }
+
     /// Lines of the error log containing `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.nginx

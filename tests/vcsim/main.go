@@ -1190,27 +1190,26 @@ func parseSOAPCall(body []byte) soapCall {
 // writeNoPermission answers like vSphere does for a call the user's role
 // does not allow: HTTP 500 with a SOAP NoPermission fault.
 func writeNoPermission(w http.ResponseWriter, c soapCall) {
-	var typ, val bytes.Buffer
-	_ = xml.EscapeText(&typ, []byte(c.thisType))
-	_ = xml.EscapeText(&val, []byte(c.thisVal))
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	w.WriteHeader(http.StatusInternalServerError)
-	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Permission to perform this operation was denied.</faultstring><detail><NoPermissionFault xmlns="urn:vim25" xsi:type="NoPermission"><object type="%s">%s</object><privilegeId>System.View</privilegeId></NoPermissionFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
-		typ.String(), val.String())
+	writeFault(w, c, "NoPermission", "Permission to perform this operation was denied.")
 }
 
 // writeNotAuthenticated answers like vSphere does for a call without a valid
 // session: HTTP 500 with a SOAP NotAuthenticated fault.
 func writeNotAuthenticated(w http.ResponseWriter, c soapCall) {
+	writeFault(w, c, "NotAuthenticated", "The session is not authenticated.")
+}
+
+// writeFault answers call c with HTTP 500 and a SOAP fault of type kind
+// (System.View the privilege it names), as vSphere does.
+func writeFault(w http.ResponseWriter, c soapCall, kind, message string) {
 	var typ, val bytes.Buffer
 	_ = xml.EscapeText(&typ, []byte(c.thisType))
 	_ = xml.EscapeText(&val, []byte(c.thisVal))
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 	w.WriteHeader(http.StatusInternalServerError)
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>The session is not authenticated.</faultstring><detail><NotAuthenticatedFault xmlns="urn:vim25" xsi:type="NotAuthenticated"><object type="%s">%s</object><privilegeId>System.View</privilegeId></NotAuthenticatedFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
-		typ.String(), val.String())
+<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>%s</faultstring><detail><%sFault xmlns="urn:vim25" xsi:type="%s"><object type="%s">%s</object><privilegeId>System.View</privilegeId></%sFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
+		message, kind, kind, typ.String(), val.String(), kind)
 }
 
 // ---------------------------------------------------------------------------

@@ -9,33 +9,24 @@ use crate::zone::weight_share;
 
 /// What decided one pick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Decision {
     /// The mode's comparison on what the counters published.
-    Counters = 1,
+    Counters,
     /// Response times on `weight=`: the modes that read no counters, or
     /// the default's stand-in while counters are not usable.
-    ResponseTimes = 2,
+    ResponseTimes,
     /// nginx's weighted round robin (no usable counters, one server, or a
     /// server without a slot).
-    RoundRobin = 3,
+    RoundRobin,
     /// No server taken: every one was at its in-flight limit (the
     /// overload guard answers).
-    Guard = 4,
+    Guard,
     /// Observe mode: nginx's least_conn or round robin picked, dwepc only
     /// computed what it would do.
-    Observe = 5,
+    Observe,
 }
 
 impl Decision {
-    const ALL: [Decision; 5] = [
-        Decision::Counters,
-        Decision::ResponseTimes,
-        Decision::RoundRobin,
-        Decision::Guard,
-        Decision::Observe,
-    ];
-
     /// The word the access log shows.
     pub fn name(self) -> &'static str {
         match self {
@@ -56,7 +47,7 @@ pub const MAX_TRIES: usize = 8;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Decisions {
     n: u8,
-    what: [u8; MAX_TRIES],
+    what: [Option<Decision>; MAX_TRIES],
     /// The chosen server's share at the pick, as the zone's
     /// [`share_weight`](crate::zone::share_weight) (0: none).
     share: [u32; MAX_TRIES],
@@ -69,7 +60,7 @@ impl Decisions {
     pub fn record(&mut self, d: Decision, share_weight: u32) {
         let i = self.n as usize;
         if i < MAX_TRIES {
-            self.what[i] = d as u8;
+            self.what[i] = Some(d);
             self.share[i] = share_weight;
             self.n += 1;
         }
@@ -82,8 +73,7 @@ impl Decisions {
 
     /// The last pick's decision.
     pub fn last(&self) -> Option<Decision> {
-        let i = (self.n as usize).checked_sub(1)?;
-        Decision::ALL.into_iter().find(|d| *d as u8 == self.what[i])
+        self.what[(self.n as usize).checked_sub(1)?]
     }
 
     /// True before any pick.
@@ -93,13 +83,7 @@ impl Decisions {
 
     /// `$dwepc_decision`: each pick's word, comma-separated.
     pub fn decisions(&self) -> String {
-        self.join(|i| {
-            Decision::ALL
-                .into_iter()
-                .find(|d| *d as u8 == self.what[i])
-                .map_or("-", Decision::name)
-                .to_string()
-        })
+        self.join(|i| self.what[i].map_or("-", Decision::name).to_string())
     }
 
     /// `$dwepc_share`: the chosen server's share at each pick, to three

@@ -310,15 +310,7 @@ fn check_session(mut client: Client, job: &Job) -> Result<Outcome, Error> {
 /// (a relative name from `base`); what `nginx -t` would refuse is an
 /// error message.
 fn client_of(e: &EndpointConf, base: &Path) -> Result<Client, String> {
-    let read = |file: &str, what: &'static str, max| {
-        conf::read_config_file(&base.join(file), what, max).map_err(|err| err.to_string())
-    };
-    let pw = read(&e.password_file, "password_file", conf::MAX_PASSWORD_FILE)?;
-    let ca = match &e.ca_file {
-        Some(f) => Some(read(f, "ca_file", conf::MAX_CA_FILE)?),
-        None => None,
-    };
-    let cfg = e.client_config(&pw, ca).map_err(|err| err.to_string())?;
+    let cfg = crate::cluster::client_config(e, base)?;
     Client::new(cfg).map_err(|err| err.to_string())
 }
 

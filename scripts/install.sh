@@ -6,7 +6,10 @@
 #   wrk                          HTTP load for benchmarks
 #   python3-matplotlib           lab plots
 #   prometheus                   promtool and the Prometheus server the
-#                                exposition is tested with
+#                                exposition and the Prometheus source
+#                                are tested with
+#   python3-venv                 the virtual environment of vmware_exporter
+#                                (scripts/install-exporter.sh)
 #   nginx nginx-dev dpkg-dev     the Debian package: Debian's nginx and its
 #                                source (build-deb.sh), dpkg-shlibdeps
 # Runs apt-get update once, only when something is missing. Needs root (CI
@@ -15,7 +18,7 @@ set -euo pipefail
 
 pkgs=(libclang-dev libpcre2-dev libssl-dev zlib1g-dev make pkg-config
       golang-go golang-github-vmware-govmomi-dev wrk python3-matplotlib
-      prometheus nginx nginx-dev dpkg-dev)
+      prometheus python3-venv nginx nginx-dev dpkg-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,6 +11,8 @@ scripts/install.sh
 # `cargo test` does not rebuild a cdylib that no test links: build it first.
 cargo build --workspace --all-targets
 scripts/build-vcsim.sh
+# vmware_exporter in a virtual environment (tests/prometheus_source.rs)
+scripts/install-exporter.sh
 # the Debian package for the machine's nginx (tests/debian.rs installs it)
 scripts/build-deb.sh
 cargo fmt --all -- --check

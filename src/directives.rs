@@ -1,4 +1,5 @@
-//! The directives (`dwepc_vsphere`, `dwepc`, `dwepc_node`) and the
+//! The directives (`dwepc_vsphere`, `dwepc_prometheus`, `dwepc`,
+//! `dwepc_node`) and the
 //! module's configuration callbacks. Parsing and checks are `dwepc_core`'s
 //! (`conf`); this file reads the words, files and block context from nginx
 //! and stores the results in the phase types of `state`.
@@ -6,8 +7,8 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use dwepc_core::collector::EndpointSpec;
-use dwepc_core::conf::{self, ConfError, EndpointRef};
+use dwepc_core::collector::{EndpointSpec, SourceConfig};
+use dwepc_core::conf::{self, ConfError, EndpointRef, NamedEndpoint, SourceConf, VmRef};
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, NGX_HTTP_UPSTREAM_BACKUP, NGX_HTTP_UPSTREAM_CREATE,
@@ -90,7 +91,7 @@ fn resolve(main: &MainState) -> Result<Vec<String>, ConfError> {
             at,
         });
     }
-    let endpoints: Vec<(&conf::EndpointConf, String)> = main
+    let endpoints: Vec<(&SourceConf, String)> = main
         .endpoints
         .iter()
         .map(|e| (&e.conf, e.origin.at()))
@@ -102,7 +103,7 @@ fn resolve(main: &MainState) -> Result<Vec<String>, ConfError> {
     let endpoints: Vec<_> = endpoints.iter().map(|(e, at)| (*e, at.as_str())).collect();
     let refs: Vec<_> = refs.iter().map(|(r, at)| (*r, at.as_str())).collect();
     let chosen = conf::resolve_endpoints(&endpoints, &refs)?;
-    let longest_timeout = conf::longest_timeout(main.endpoints.iter().map(|e| e.conf.timeout_ms));
+    let longest_timeout = conf::longest_timeout(main.endpoints.iter().map(|e| e.conf.timeout_ms()));
     let mut warnings = Vec::new();
     for (u, endpoint) in main.upstreams().zip(chosen) {
         let at = u.parsed.origin.at();
@@ -113,10 +114,35 @@ fn resolve(main: &MainState) -> Result<Vec<String>, ConfError> {
                     .map_err(|m| m.at(&at))?;
             ttl_ms = ttl;
             warnings.extend(w.into_iter().map(|w| format!("dwepc: {w} in {at}")));
+            if let SourceConf::Prometheus(p) = &e.conf {
+                check_guest_ip_label(u, p).map_err(|m| m.at(&at))?;
+            }
         }
         u.resolve(Resolved { endpoint, ttl_ms });
     }
     Ok(warnings)
+}
+
+/// An upstream on a Prometheus endpoint whose metrics carry no guest IP
+/// cannot find a server by its address: each server needs its VM's name.
+fn check_guest_ip_label(u: &UpstreamState, p: &conf::PrometheusConf) -> Result<(), ConfError> {
+    if p.profile.ip_label.is_some() {
+        return Ok(());
+    }
+    let by_ip = u.peers().iter().find(|m| {
+        m.node
+            .and_then(|k| u.parsed.nodes.get(k))
+            .is_none_or(|n| n.conf.vm == VmRef::GuestIp)
+    });
+    match by_ip {
+        None => Ok(()),
+        Some(m) => Err(ConfError::NoGuestIpLabel {
+            server: m.server.clone(),
+            upstream: u.parsed.name.clone(),
+            endpoint: p.name.clone(),
+            profile: p.profile.base,
+        }),
+    }
 }
 
 /// The frame every directive handler shares: panics contained (`name`),
@@ -174,22 +200,68 @@ pub unsafe extern "C" fn cmd_vsphere(
             for w in e.warnings() {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
             }
-            let main = main_conf_mut(cf).ok_or(ConfError::NoMainConf)?;
-            if main.endpoints.iter().any(|x| x.conf.name == e.name) {
-                return Err(ConfError::DuplicateEndpoint(e.name));
-            }
             let spec = EndpointSpec {
                 name: e.name.clone(),
-                client,
+                source: SourceConfig::Vsphere(client),
             };
-            main.endpoints.push(Endpoint {
-                conf: e,
-                origin,
-                spec,
-            });
-            Ok(())
+            add_endpoint(cf, SourceConf::Vsphere(e), spec, origin)
         })
     }
+}
+
+/// `dwepc_prometheus NAME url=... [metrics=...] [...]`.
+pub unsafe extern "C" fn cmd_prometheus(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: cf is the live configuration.
+    unsafe {
+        directive(
+            "cmd_prometheus",
+            cf,
+            conf::parse_prometheus,
+            |cf, e, origin| {
+                let token = match &e.bearer_token_file {
+                    None => None,
+                    Some(f) => Some(read_file(
+                        cf,
+                        f,
+                        "bearer_token_file",
+                        conf::MAX_PASSWORD_FILE,
+                    )?),
+                };
+                let ca_pem = match &e.ca_file {
+                    None => None,
+                    Some(f) => Some(read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?),
+                };
+                let client = e.client_config(token.as_deref(), ca_pem)?;
+                for w in e.warnings() {
+                    ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
+                }
+                let spec = EndpointSpec {
+                    name: e.name.clone(),
+                    source: SourceConfig::Prometheus(client),
+                };
+                add_endpoint(cf, SourceConf::Prometheus(e), spec, origin)
+            },
+        )
+    }
+}
+
+/// Adds an endpoint of either kind (names are shared by both).
+fn add_endpoint(
+    cf: &mut ngx_conf_t,
+    conf: SourceConf,
+    spec: EndpointSpec,
+    origin: Origin,
+) -> Result<(), ConfError> {
+    let main = main_conf_mut(cf).ok_or(ConfError::NoMainConf)?;
+    if main.endpoints.iter().any(|x| x.conf.name() == conf.name()) {
+        return Err(ConfError::DuplicateEndpoint(conf.name().to_string()));
+    }
+    main.endpoints.push(Endpoint { conf, origin, spec });
+    Ok(())
 }
 
 /// Reads a file named in the configuration (relative names are relative to

@@ -60,11 +60,19 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: None,
 };
 
-static mut COMMANDS: [ngx_command_t; 5] = [
+static mut COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("dwepc_vsphere"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
         set: Some(directives::cmd_vsphere),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("dwepc_prometheus"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
+        set: Some(directives::cmd_prometheus),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),

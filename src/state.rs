@@ -13,7 +13,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 
 use dwepc_core::collector::EndpointSpec;
-use dwepc_core::conf::{EndpointConf, NodeConf, UpstreamConf};
+use dwepc_core::conf::{NodeConf, SourceConf, UpstreamConf};
 use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::Comparison;
 use dwepc_core::zone::slots::{SlotKind, SlotMap};
@@ -33,13 +33,13 @@ impl Origin {
     }
 }
 
-/// A `dwepc_vsphere` endpoint.
+/// A `dwepc_vsphere` or `dwepc_prometheus` endpoint.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub conf: EndpointConf,
+    pub conf: SourceConf,
     pub origin: Origin,
-    /// What the collector connects with: the password read from
-    /// `password_file` and the `ca_file`'s contents at configuration time
+    /// What the collector connects with: the password (or token) read
+    /// from its file and the `ca_file`'s contents at configuration time
     /// (as the master's user); never logged or shown.
     pub spec: EndpointSpec,
 }

@@ -16,6 +16,8 @@ use ngx::ffi::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleConfExt, NgxHttpCoreModule};
 
+use dwepc_core::conf::NamedEndpoint;
+
 use crate::module::main_conf;
 use crate::state::MainState;
 use crate::util::{cached_now_ms, catch_panic};
@@ -61,7 +63,7 @@ fn collect(main: &MainState, only: Option<&str>) -> Vec<UpstreamStatus> {
                 vsphere: ups
                     .endpoint()
                     .and_then(|i| main.endpoints.get(i))
-                    .map(|e| e.conf.name.as_str()),
+                    .map(|e| e.conf.name()),
                 peers: ups
                     .peers()
                     .iter()
@@ -106,10 +108,12 @@ fn endpoints(main: &MainState) -> Vec<EndpointMetrics<'_>> {
     main.endpoints
         .iter()
         .map(|e| EndpointMetrics {
-            name: &e.conf.name,
+            name: e.conf.name(),
+            source: e.conf.kind().key(),
+            url: e.spec.url(),
             stats: lease
                 .and_then(|l| l.find_endpoint(e.spec.record_key()))
-                .map(|r| r.stats())
+                .map(|r| r.stats(cached_now_ms()))
                 .unwrap_or_default(),
         })
         .collect()
@@ -160,7 +164,14 @@ unsafe fn handler_inner(r: *mut ngx_http_request_t) -> ngx_int_t {
                     &main.map(endpoints).unwrap_or_default(),
                 ),
             ),
-            _ => (200, render(crate::module::VERSION, &ups)),
+            _ => (
+                200,
+                render(
+                    crate::module::VERSION,
+                    &ups,
+                    &main.map(endpoints).unwrap_or_default(),
+                ),
+            ),
         };
 
         (*r).headers_out.status = status;

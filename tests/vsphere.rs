@@ -1131,9 +1131,13 @@ fn prometheus_exposition_of_a_live_upstream() {
         sent > 0.0 && sent <= json_sent as f64,
         "{sent} vs {json_sent}"
     );
-    assert!(value("dwepc_vsphere_calls_total{vsphere=\"vc\"}") > 3.0);
-    assert_eq!(value("dwepc_vsphere_logins_total{vsphere=\"vc\"}"), 1.0);
-    let last = value("dwepc_vsphere_last_success_timestamp_seconds{vsphere=\"vc\"}");
+    assert!(value("dwepc_endpoint_calls_total{endpoint=\"vc\",source=\"vsphere\"}") > 3.0);
+    assert_eq!(
+        value("dwepc_endpoint_logins_total{endpoint=\"vc\",source=\"vsphere\"}"),
+        1.0
+    );
+    let last =
+        value("dwepc_endpoint_last_success_timestamp_seconds{endpoint=\"vc\",source=\"vsphere\"}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -13,7 +13,8 @@
 //! | [`collector`] | the background loop: lease, polls, inventory, samples into the policies |
 //! | [`status`] | the status pages: a snapshot of each upstream, as JSON or Prometheus text |
 //! | [`policy`] | the balancing modes behind one interface: their models, their picks, what they show |
-//! | [`vsphere`] | the SOAP client, the answers' budgets and decoders, its errors |
+//! | [`vsphere`] | the SOAP client, the answers' budgets and decoders, its errors; the calls every counter source answers (`vsphere::Api`) |
+//! | [`prometheus`] | the Prometheus counter source: the query API's client, where each counter is (profiles) |
 //! | [`zone`] | shared memory: each upstream's words, the slots, the lease zone |
 //! | [`resources`], [`clock`], [`rng`] | the resource vocabulary, the one clock, the tie-breaking generator |
 //!
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod collector;
 pub mod conf;
 pub mod policy;
+pub mod prometheus;
 pub mod resources;
 pub mod rng;
 pub mod status;

@@ -17,6 +17,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod nginx;
 pub mod overhead;
+pub mod pipeline;
 pub mod procs;
 pub mod run;
 pub mod scenario;

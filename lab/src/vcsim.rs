@@ -60,6 +60,10 @@ pub struct Opts {
     pub idle_timeout: Option<Duration>,
     /// Fixed port (default: a free one).
     pub port: Option<u16>,
+    /// The loopback address to listen on (default 127.0.0.1); with
+    /// `port: Some(443)` and `tls`, the only way clients that build
+    /// `https://HOST/sdk` themselves (vmware_exporter) reach it.
+    pub listen_ip: Option<String>,
     /// The only credentials Login accepts.
     pub user: String,
     pub pass: String,
@@ -94,6 +98,7 @@ impl Default for Opts {
             tls: false,
             idle_timeout: None,
             port: None,
+            listen_ip: None,
             user: "user".to_string(),
             pass: "pass".to_string(),
             hosts: Vec::new(),
@@ -128,7 +133,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// The cargo target directory the running test belongs to.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // Prefer an ancestor that already holds the simulator.
     for dir in exe.ancestors().skip(1) {
@@ -284,7 +289,11 @@ impl Vcsim {
     fn command(&self, ready: &Path) -> Command {
         let mut cmd = Command::new(binary());
         cmd.arg("-listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!(
+                "{}:{}",
+                self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
+                self.port
+            ))
             .arg("-vms")
             .arg(self.dir.join("vms.json"))
             .arg("-counters")

@@ -6,6 +6,6 @@
 pub use dwepc_lab::{backend, free_port, http, nginx, now_rfc3339, vcsim, wait_for};
 
 pub mod dns;
-pub mod prom;
+pub use dwepc_lab::pipeline::prometheus as prom;
 pub mod setup;
 pub mod vsenv;

@@ -1,5 +1,6 @@
 //! End-to-end environment for the vSphere tests: backends, vcsim with one
-//! VM per backend, nginx with the module polling vcsim, and an optional
+//! VM per backend, nginx with the module polling vcsim (or reading the
+//! same counters through vmware_exporter and Prometheus), and an optional
 //! feeder that turns the backends' measured request rates into counters
 //! (a small closed loop, as the lab does at scale).
 
@@ -7,6 +8,7 @@ use super::backend::Backend;
 use super::nginx::{conf, Nginx};
 use super::vcsim::{Opts, Vcsim, VmSpec};
 use super::{free_port, http, wait_for};
+use dwepc_lab::pipeline::{Prometheus, Target, VmwareExporter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +47,11 @@ pub struct VsOpts {
     /// Extra directives of the `server {}` that proxies to the upstream
     /// (e.g. `access_log`).
     pub server_extra: String,
+    /// Counters through the monitoring pipeline instead of vSphere:
+    /// vcsim (TLS on port 443 of its own loopback address) →
+    /// vmware_exporter → Prometheus (scraping every second) → nginx's
+    /// `dwepc_prometheus`, with these extra parameters.
+    pub via_prometheus: Option<String>,
 }
 
 impl Default for VsOpts {
@@ -69,6 +76,7 @@ impl Default for VsOpts {
             http_extra: String::new(),
             servers: None,
             server_extra: String::new(),
+            via_prometheus: None,
         }
     }
 }
@@ -88,6 +96,10 @@ impl VsOpts {
 pub struct VsEnv {
     pub port: u16,
     pub nginx: Nginx,
+    /// With `via_prometheus`: the exporter and the Prometheus server
+    /// (dropped before the simulator).
+    pub prometheus: Option<Prometheus>,
+    pub exporter: Option<VmwareExporter>,
     pub vcsim: Vcsim,
     pub backends: Vec<Backend>,
     pub text: String,
@@ -118,6 +130,21 @@ pub fn rss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A loopback address of this test's own (127.N.P.P from a sequence
+/// number and the PID), so that several simulators can each listen on
+/// port 443.
+fn own_loopback_ip() -> String {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!(
+        "127.{}.{}.{}",
+        100 + seq % 100,
+        (pid >> 8) & 255,
+        (pid & 255).max(1)
+    )
+}
+
 pub fn vm_name(i: usize) -> String {
     format!("web-{i}")
 }
@@ -145,7 +172,39 @@ impl VsEnv {
                 memory_mb: 2048,
             })
             .collect();
-        let vcsim = Vcsim::start(&vms, &o.vcsim);
+        let mut vopts = o.vcsim.clone();
+        if o.via_prometheus.is_some() {
+            vopts.tls = true;
+            vopts.port = Some(443);
+            vopts.listen_ip = Some(own_loopback_ip());
+        }
+        let vcsim = Vcsim::start(&vms, &vopts);
+        let (exporter, prometheus) = match &o.via_prometheus {
+            None => (None, None),
+            Some(_) => {
+                let e = VmwareExporter::start(
+                    vopts.listen_ip.as_deref().unwrap_or_default(),
+                    &vopts.user,
+                    &vopts.pass,
+                );
+                let p = Prometheus::scraping(
+                    &[Target {
+                        job: "vmware".into(),
+                        port: e.port,
+                        path: "/metrics".into(),
+                        params: Vec::new(),
+                    }],
+                    Duration::from_secs(1),
+                );
+                // nginx starts once Prometheus holds every VM's series
+                let n = o.n;
+                let scraped = wait_for(Duration::from_secs(30), || {
+                    (p.query("vmware_vm_num_cpu").len() == n).then_some(())
+                });
+                assert!(scraped.is_some(), "no VM series:\n{}", e.log());
+                (Some(e), Some(p))
+            }
+        };
         let pass = o.password.clone().unwrap_or_else(|| o.vcsim.pass.clone());
         let pw = super::setup::password_file(&vcsim.dir, &pass);
         // vcsim without TLS: a lab endpoint, allowed explicitly
@@ -181,21 +240,33 @@ impl VsEnv {
                 .collect()
         };
         let zone = if o.zone { "zone app 256k;\n" } else { "" };
+        let endpoint = match (&o.via_prometheus, &prometheus) {
+            (Some(extra), Some(p)) => format!(
+                "dwepc_prometheus prom url=http://127.0.0.1:{} {extra}",
+                p.port
+            ),
+            _ => format!(
+                "dwepc_vsphere vc url={} user={} password_file={pw}{ca}{insecure} {}",
+                vcsim.url, o.vcsim.user, o.endpoint
+            ),
+        };
         let text = conf(
             &format!("worker_processes {};\n{}", o.workers, o.main_extra),
             &format!(
-                "{}dwepc_vsphere vc url={} user={} password_file={pw}{ca}{insecure} {};\n\
+                "{}{endpoint};\n\
                  upstream app {{\n dwepc {};\n{zone}{servers}{nodes}}}\n\
                  server {{ listen 127.0.0.1:{port};\n{}\n\
                    location / {{ proxy_pass http://app; }}\n\
                    location = /dwepc {{ dwepc_status; }} }}",
-                o.http_extra, vcsim.url, o.vcsim.user, o.endpoint, o.dwepc, o.server_extra
+                o.http_extra, o.dwepc, o.server_extra
             ),
         );
         let nginx = Nginx::start(&text, port);
         VsEnv {
             port,
             nginx,
+            prometheus,
+            exporter,
             vcsim,
             extra_cpu: Arc::new(Mutex::new(vec![0.0; o.n])),
             cpu_size: Arc::new(Mutex::new(vms.iter().map(|v| v.cpu_mhz as f64).collect())),
@@ -232,7 +303,7 @@ impl VsEnv {
     pub fn polling_worker(&self) -> i32 {
         let log = self.nginx.error_log();
         log.lines()
-            .rfind(|l| l.contains("dwepc: vSphere") && l.contains(": polling "))
+            .rfind(|l| l.contains("dwepc: ") && l.contains(": polling "))
             .and_then(|l| l.split("] ").nth(1))
             .and_then(|l| l.split('#').next())
             .and_then(|p| p.parse().ok())
@@ -352,6 +423,9 @@ impl Feeder {
                             "cpu.usagemhz.average": cpu as i64,
                             "mem.consumed.average": mem,
                             "net.usage.average": (net as f64 + net_per_req * rate).round() as i64,
+                            // vmware_exporter reads these two (their sum)
+                            "net.received.average": ((net as f64 + net_per_req * rate) / 2.0).round() as i64,
+                            "net.transmitted.average": ((net as f64 + net_per_req * rate) / 2.0).round() as i64,
                             "disk.usage.average": 0,
                             "cpu.ready.summation": 10 * (i as i64 + 1)
                     });

@@ -391,6 +391,10 @@ func createVMs(svc *simulator.Service, specs []vmSpec) error {
 			simulator.Map.Update(obj, []types.PropertyChange{
 				{Name: "summary.runtime.maxCpuUsage", Val: s.CPUMHz},
 				{Name: "summary.runtime.maxMemoryUsage", Val: s.MemoryMB},
+				// the same object in a real vCenter (vmware_exporter
+				// reads this one)
+				{Name: "runtime.maxCpuUsage", Val: s.CPUMHz},
+				{Name: "runtime.maxMemoryUsage", Val: s.MemoryMB},
 			})
 		})
 	}
@@ -998,6 +1002,7 @@ func serveResize(w http.ResponseWriter, r *http.Request) {
 				{Name: "config.hardware.numCPU", Val: int32(cpus)},
 				{Name: "summary.config.numCpu", Val: int32(cpus)},
 				{Name: "summary.runtime.maxCpuUsage", Val: int32(mhz)},
+				{Name: "runtime.maxCpuUsage", Val: int32(mhz)},
 			})
 		})
 		log.Printf("resize: VM %s: %d vCPUs, %d MHz", name, cpus, mhz)

@@ -1,4 +1,4 @@
-//! The collector's state of one vSphere endpoint ([`EpRun`]): its session,
+//! The collector's state of one endpoint (vSphere, or Prometheus) ([`EpRun`]): its session,
 //! what the session learnt (counter catalog, VM view and inventory, clock
 //! skew, refresh rate), when it polls next, and how it fared.
 
@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::resize::SizeWatch;
 use crate::vsphere::xml::{MoRef, VmInfo};
-use crate::vsphere::{Api, ErrorKind};
+use crate::vsphere::{Api, ErrorKind, Traffic};
 use crate::zone::EndpointRecord;
 
 /// How an endpoint's last poll went.
@@ -49,6 +49,8 @@ pub(super) struct EpRun<'z> {
     pub(super) missing_logged: bool,
     /// Calls made by sessions of this endpoint, by method (all sessions).
     pub(super) calls: BTreeMap<&'static str, u64>,
+    /// Bytes and answer time of sessions closed so far.
+    pub(super) traffic: Traffic,
     /// Refused logins in a row and the time of the next try, when the
     /// lease zone has no record for this endpoint.
     pub(super) auth_streak: u64,
@@ -78,6 +80,7 @@ impl<'z> EpRun<'z> {
             state: EpState::NeverPolled,
             missing_logged: false,
             calls: BTreeMap::new(),
+            traffic: Traffic::default(),
             auth_streak: 0,
             auth_retry_at: 0,
             may_reuse: false,

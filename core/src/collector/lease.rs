@@ -90,6 +90,9 @@ impl Collector<'_, '_> {
             for (m, n) in c.calls() {
                 *ep.calls.entry(m).or_default() += n;
             }
+            let t = c.traffic();
+            ep.traffic.bytes += t.bytes;
+            ep.traffic.answer_ms += t.answer_ms;
         }
         ep.view = None;
         ep.refresh_s = 0;

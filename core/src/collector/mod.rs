@@ -47,7 +47,7 @@ mod tests;
 pub use ingest::counter_ids;
 pub use inventory::{find_vm, first_few};
 pub use runtime::{Level, Runtime};
-pub use spec::{EndpointSpec, PeerSpec, Spec, UpstreamSpec};
+pub use spec::{EndpointSpec, PeerSpec, SourceConfig, Spec, UpstreamSpec};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,7 +95,7 @@ impl<'z, 'r> Collector<'z, 'r> {
         let lease_timeout_ms = crate::conf::takeover_ms(crate::conf::longest_timeout(
             spec.endpoints
                 .iter()
-                .map(|e| e.client.timeout.as_millis() as u64),
+                .map(|e| e.source.timeout().as_millis() as u64),
         ));
         Collector {
             spec,
@@ -124,6 +124,19 @@ impl<'z, 'r> Collector<'z, 'r> {
             }
         }
         m
+    }
+
+    /// Bytes read and answer time so far on endpoint `k`, every session
+    /// included.
+    pub fn traffic(&self, endpoint: usize) -> crate::vsphere::Traffic {
+        let ep = &self.eps[endpoint];
+        let mut t = ep.traffic;
+        if let Some(c) = &ep.client {
+            let now = c.traffic();
+            t.bytes += now.bytes;
+            t.answer_ms += now.answer_ms;
+        }
+        t
     }
 
     /// Runs until the runtime says stop, then logs out and releases the

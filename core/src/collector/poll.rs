@@ -25,6 +25,7 @@ impl Collector<'_, '_> {
             return;
         }
         let calls_before = self.calls_total(k);
+        let traffic_before = self.traffic(k);
         let mut result = self.poll_once(k);
         if result.as_ref().is_err_and(|e| e.needs_login()) {
             // the session expired, the server restarted, or the session
@@ -35,7 +36,12 @@ impl Collector<'_, '_> {
         }
         let now = self.rt.now_ms();
         if let Some(r) = record {
-            r.add_calls(self.calls_total(k) - calls_before);
+            r.add_calls(self.calls_total(k) - calls_before, now);
+            let t = self.traffic(k);
+            r.add_traffic(
+                t.bytes - traffic_before.bytes,
+                t.answer_ms - traffic_before.answer_ms,
+            );
             match &result {
                 Ok(()) => r.success(now),
                 Err(e) => r.error(e),
@@ -65,9 +71,10 @@ impl Collector<'_, '_> {
             self.rt.log(
                 Level::Notice,
                 &format!(
-                    "dwepc: vSphere \"{}\" ({}): polling {vms} VMs for {mapped} of {servers} servers every {} ms (refresh {} s; {} VMs in the inventory)",
+                    "dwepc: {} \"{}\" ({}): polling {vms} VMs for {mapped} of {servers} servers every {} ms (refresh {} s; {} VMs in the inventory)",
+                    e.kind(),
                     e.name,
-                    e.client.url,
+                    e.url(),
                     ep.interval_ms,
                     ep.refresh_s,
                     ep.inventory.len(),
@@ -100,8 +107,8 @@ impl Collector<'_, '_> {
                 &format!(
                     "dwepc: vSphere \"{}\" ({}): login refused for {}: check user= and password_file= ({}); next try in {} min, no sooner, so that vCenter does not lock the account",
                     e.name,
-                    e.client.url,
-                    e.client.user,
+                    e.url(),
+                    e.user(),
                     Error::InvalidLogin,
                     (at - now).div_ceil(60_000)
                 ),
@@ -123,8 +130,10 @@ impl Collector<'_, '_> {
             self.rt.log(
                 Level::Error,
                 &format!(
-                    "dwepc: vSphere \"{}\" ({}): {e}; serving on the last good window, retrying with backoff",
-                    spec.name, spec.client.url
+                    "dwepc: {} \"{}\" ({}): {e}; serving on the last good window, retrying with backoff",
+                    spec.kind(),
+                    spec.name,
+                    spec.url()
                 ),
             );
         }

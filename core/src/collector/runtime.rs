@@ -1,7 +1,7 @@
 //! What the collector needs from the process it runs in ([`Runtime`]):
 //! nginx's worker in the module, a test's scripted world in the unit tests.
 
-use crate::vsphere::client::{self, Client};
+use super::spec::SourceConfig;
 use crate::vsphere::{Api, Error};
 
 /// Log levels the runtime maps onto nginx's.
@@ -27,9 +27,13 @@ pub trait Runtime {
     fn now_ms(&self) -> u64 {
         crate::clock::now_ms()
     }
-    /// A new (not yet logged in) session with a vSphere endpoint: the
-    /// SOAP client by default (a test scripts its own vCenter).
-    fn open(&self, cfg: &client::Config) -> Result<Box<dyn Api>, Error> {
-        Ok(Box::new(Client::new(cfg.clone())?))
+    /// A new (not yet logged in) session with an endpoint: the SOAP
+    /// client or the Prometheus client by default (a test scripts its
+    /// own vCenter).
+    fn open(&self, cfg: &SourceConfig) -> Result<Box<dyn Api>, Error> {
+        Ok(match cfg {
+            SourceConfig::Vsphere(c) => Box::new(crate::vsphere::client::Client::new(c.clone())?),
+            SourceConfig::Prometheus(c) => Box::new(crate::prometheus::Client::new(c.clone())?),
+        })
     }
 }

@@ -17,7 +17,7 @@ impl Collector<'_, '_> {
     /// skew.
     pub(super) fn open_session(&mut self, k: usize, now: u64) -> Result<(), Error> {
         if self.eps[k].client.is_none() {
-            self.eps[k].client = Some(self.rt.open(&self.spec.endpoints[k].client)?);
+            self.eps[k].client = Some(self.rt.open(&self.spec.endpoints[k].source)?);
         }
         if !self.eps[k].api()?.logged_in() {
             self.log_in(k)?;
@@ -88,7 +88,7 @@ impl Collector<'_, '_> {
     /// that costs: a resource left out, CPU ready not counted, a resize
     /// seen late.
     fn log_missing_counters(&mut self, k: usize) {
-        let name = &self.spec.endpoints[k].name;
+        let (kind, name) = (self.spec.endpoints[k].kind(), &self.spec.endpoints[k].name);
         let ep = &mut self.eps[k];
         let ids = counter_ids(&ep.catalog);
         let missing: Vec<&str> = (0..COUNTERS.len())
@@ -120,7 +120,7 @@ impl Collector<'_, '_> {
             }
             self.rt.log(
                 Level::Error,
-                &format!("dwepc: vSphere \"{name}\" {}", what.join("; ")),
+                &format!("dwepc: {kind} \"{name}\" {}", what.join("; ")),
             );
             ep.missing_logged = true;
         }

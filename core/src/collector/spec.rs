@@ -1,10 +1,12 @@
-//! What the collector works on ([`Spec`]): the vSphere endpoints, the
+//! What the collector works on ([`Spec`]): the endpoints (vSphere, or
+//! Prometheus), the
 //! upstreams with their servers and zones, and the lease, as the nginx
 //! module reads them from its configuration.
 
 use std::net::IpAddr;
 
 use crate::conf::{Accounting, NodeConf, UpstreamConf, VmRef};
+use crate::prometheus;
 use crate::resources::{Res, R};
 use crate::vsphere::client;
 use crate::zone::{names_hash, Lease, UpstreamZone};
@@ -71,29 +73,75 @@ pub struct UpstreamSpec<'z> {
     pub zone: UpstreamZone<'z>,
 }
 
-/// One vSphere endpoint (its `Debug` hides the password).
+/// Where an endpoint's counters come from, and how to connect (its
+/// `Debug` hides the password and the token).
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// `dwepc_vsphere`: the vSphere API of a vCenter or an ESXi host.
+    Vsphere(client::Config),
+    /// `dwepc_prometheus`: the query API of a Prometheus server that
+    /// scrapes an exporter of vSphere's counters.
+    Prometheus(prometheus::Config),
+}
+
+impl SourceConfig {
+    /// Timeout of every call.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            SourceConfig::Vsphere(c) => c.timeout,
+            SourceConfig::Prometheus(c) => c.timeout,
+        }
+    }
+}
+
+/// One endpoint.
 #[derive(Clone, Debug)]
 pub struct EndpointSpec {
     pub name: String,
-    pub client: client::Config,
+    pub source: SourceConfig,
 }
 
 impl EndpointSpec {
+    /// What it is, for the log: "vSphere" or "Prometheus".
+    pub fn kind(&self) -> &'static str {
+        match self.source {
+            SourceConfig::Vsphere(_) => "vSphere",
+            SourceConfig::Prometheus(_) => "Prometheus",
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        match &self.source {
+            SourceConfig::Vsphere(c) => &c.url,
+            SourceConfig::Prometheus(c) => &c.url,
+        }
+    }
+
+    /// The user it logs in as ("" for a source without logins).
+    pub fn user(&self) -> &str {
+        match &self.source {
+            SourceConfig::Vsphere(c) => &c.user,
+            SourceConfig::Prometheus(_) => "",
+        }
+    }
+
     /// The key of its record in the lease zone: name, URL and user (a
     /// reload that changes none of them keeps the record).
     pub fn record_key(&self) -> u64 {
-        names_hash([
-            self.name.as_str(),
-            self.client.url.as_str(),
-            self.client.user.as_str(),
-        ])
+        names_hash([self.name.as_str(), self.url(), self.user()])
     }
 
     /// The credentials the endpoint logs in with, as a hash (kept in the
     /// lease zone's record beside a refused login's wait, so the wait
     /// holds only for the credentials that were refused).
     pub fn credentials_key(&self) -> u64 {
-        names_hash([self.client.user.as_str(), self.client.password.as_str()])
+        match &self.source {
+            SourceConfig::Vsphere(c) => names_hash([c.user.as_str(), c.password.as_str()]),
+            SourceConfig::Prometheus(c) => {
+                names_hash([c.bearer_token.as_deref().unwrap_or_default()])
+            }
+        }
     }
 }
 

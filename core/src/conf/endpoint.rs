@@ -209,15 +209,109 @@ fn check_scope(val: &str) -> Result<String, ConfError> {
     Ok(path.to_string())
 }
 
-/// Which `dwepc_vsphere` endpoint each upstream uses (`refs`, in
-/// configuration order, with where each `dwepc` directive was written):
-/// the named one, the one marked `default`, or the only one.
-pub fn resolve_endpoints(
-    endpoints: &[(&EndpointConf, &str)],
+/// Where an endpoint's counters come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Vsphere,
+    Prometheus,
+}
+
+impl SourceKind {
+    /// Its word in messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            SourceKind::Vsphere => "vSphere",
+            SourceKind::Prometheus => "Prometheus",
+        }
+    }
+    /// The `dwepc` parameter that names an endpoint of this kind.
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceKind::Vsphere => "vsphere",
+            SourceKind::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// What every endpoint directive has: a name, `default`, a kind, a call
+/// timeout.
+pub trait NamedEndpoint {
+    fn name(&self) -> &str;
+    fn is_default(&self) -> bool;
+    fn kind(&self) -> SourceKind;
+    fn timeout_ms(&self) -> u64;
+}
+
+impl NamedEndpoint for EndpointConf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn is_default(&self) -> bool {
+        self.default
+    }
+    fn kind(&self) -> SourceKind {
+        SourceKind::Vsphere
+    }
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+}
+
+impl NamedEndpoint for super::PrometheusConf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn is_default(&self) -> bool {
+        self.default
+    }
+    fn kind(&self) -> SourceKind {
+        SourceKind::Prometheus
+    }
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+}
+
+/// An endpoint directive of either kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConf {
+    Vsphere(EndpointConf),
+    Prometheus(super::PrometheusConf),
+}
+
+impl SourceConf {
+    fn inner(&self) -> &dyn NamedEndpoint {
+        match self {
+            SourceConf::Vsphere(e) => e,
+            SourceConf::Prometheus(e) => e,
+        }
+    }
+}
+
+impl NamedEndpoint for SourceConf {
+    fn name(&self) -> &str {
+        self.inner().name()
+    }
+    fn is_default(&self) -> bool {
+        self.inner().is_default()
+    }
+    fn kind(&self) -> SourceKind {
+        self.inner().kind()
+    }
+    fn timeout_ms(&self) -> u64 {
+        self.inner().timeout_ms()
+    }
+}
+
+/// Which endpoint each upstream uses (`refs`, in configuration order,
+/// with where each `dwepc` directive was written): the named one (of the
+/// kind its parameter names), the one marked `default`, or the only one.
+pub fn resolve_endpoints<E: NamedEndpoint>(
+    endpoints: &[(&E, &str)],
     refs: &[(&EndpointRef, &str)],
 ) -> Result<Vec<Option<usize>>, ConfError> {
     let defaults: Vec<usize> = (0..endpoints.len())
-        .filter(|&i| endpoints[i].0.default)
+        .filter(|&i| endpoints[i].0.is_default())
         .collect();
     if let Some(&second) = defaults.get(1) {
         return Err(ConfError::TwoDefaults(endpoints[second].1.to_string()));
@@ -234,20 +328,33 @@ pub fn resolve_endpoints(
                     at: at.to_string(),
                     names: endpoints
                         .iter()
-                        .map(|(e, _)| e.name.as_str())
+                        .map(|(e, _)| e.name())
                         .collect::<Vec<_>>()
                         .join(", "),
                 })
             }
             EndpointRef::Default => Ok(default),
-            EndpointRef::Named(name) => endpoints
-                .iter()
-                .position(|(e, _)| &e.name == name)
-                .map(Some)
-                .ok_or_else(|| ConfError::UnknownEndpoint {
-                    name: name.clone(),
-                    at: at.to_string(),
-                }),
+            EndpointRef::Named(kind, name) => {
+                let k = endpoints
+                    .iter()
+                    .position(|(e, _)| e.name() == name)
+                    .ok_or_else(|| ConfError::UnknownEndpoint {
+                        kind: kind.word(),
+                        name: name.clone(),
+                        at: at.to_string(),
+                    })?;
+                let is = endpoints[k].0.kind();
+                if is != *kind {
+                    return Err(ConfError::WrongEndpointKind {
+                        key: kind.key(),
+                        name: name.clone(),
+                        is: is.word(),
+                        wanted: is.key(),
+                        at: at.to_string(),
+                    });
+                }
+                Ok(Some(k))
+            }
         })
         .collect()
 }
@@ -267,7 +374,7 @@ pub(super) mod tests {
             "password_file=p",
             "default",
         ]);
-        let named = EndpointRef::Named("a".into());
+        let named = EndpointRef::Named(SourceKind::Vsphere, "a".into());
         let refs = [
             (&EndpointRef::Default, "f:1"),
             (&named, "f:2"),
@@ -291,7 +398,7 @@ pub(super) mod tests {
             e.contains("more than one default") && e.contains("f:8"),
             "{e}"
         );
-        let missing = EndpointRef::Named("z".into());
+        let missing = EndpointRef::Named(SourceKind::Vsphere, "z".into());
         let e = resolve_endpoints(&[(&a, "f:0")], &[(&missing, "f:9")])
             .unwrap_err()
             .to_string();
@@ -400,7 +507,7 @@ pub(super) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("vc, vc2") && e.contains("f:9"), "{e}");
-        let named = EndpointRef::Named("vc2".into());
+        let named = EndpointRef::Named(SourceKind::Vsphere, "vc2".into());
         assert_eq!(
             resolve_endpoints(&eps, &[(&named, "f:9"), (&EndpointRef::Off, "f:10")]).unwrap(),
             vec![Some(1), None]
@@ -417,7 +524,7 @@ pub(super) mod tests {
             vec![Some(0)]
         );
         assert_eq!(
-            resolve_endpoints(&[], &[(&EndpointRef::Default, "f:9")]).unwrap(),
+            resolve_endpoints::<EndpointConf>(&[], &[(&EndpointRef::Default, "f:9")]).unwrap(),
             vec![None]
         );
     }

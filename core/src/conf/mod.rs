@@ -7,7 +7,9 @@
 //! ```text
 //! dwepc_vsphere NAME url=URL user=USER password_file=PATH
 //!               [ca_file=PATH] [tls_verify=on|off] [timeout=TIME] [default];
-//! dwepc [vsphere=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
+//! dwepc_prometheus NAME url=URL [metrics=vmware_exporter|telegraf]
+//!               [bearer_token_file=PATH] [lag=TIME] [COUNTER=SELECTOR] ... [default];
+//! dwepc [vsphere=NAME|prometheus=NAME|off] [window=N] [interval=TIME] [ttl=TIME]
 //!       [min_samples=N] [mode=shares|paper|wlc] [pick=least_conn|expected_delay]
 //!       [inflight=N|off] [floor=F] [step=F]
 //!       [cpu_ratio=F] [cpu_reserved=N] ... (same for mem, net, disk);
@@ -20,6 +22,7 @@
 //! | [`upstream`] | `dwepc` |
 //! | [`node`] | `dwepc_node`, and which server each line applies to |
 //! | [`endpoint`] | `dwepc_vsphere`, and which endpoint each upstream uses |
+//! | [`prometheus`] | `dwepc_prometheus` |
 //! | [`accounting`] | ratios and reservations (`cpu_ratio=` ...) |
 //! | [`files`] | the password and CA files |
 //! | [`timing`] | `ttl` against the takeover time |
@@ -29,16 +32,19 @@ pub mod accounting;
 pub mod endpoint;
 pub mod files;
 pub mod node;
+pub mod prometheus;
 pub mod timing;
 pub mod upstream;
 pub mod value;
 
 pub use accounting::{Accounting, MAX_RATIO, MIN_RATIO};
 pub use endpoint::{
-    parse_endpoint, resolve_endpoints, EndpointConf, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+    parse_endpoint, resolve_endpoints, EndpointConf, NamedEndpoint, SourceConf, SourceKind,
+    DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
 pub use files::{check_ca, password_from, read_config_file, MAX_CA_FILE, MAX_PASSWORD_FILE};
 pub use node::{match_nodes, parse_node, NodeConf, VmRef};
+pub use prometheus::{parse_prometheus, PrometheusConf};
 pub use timing::{check_timing, longest_timeout, takeover_ms};
 pub use upstream::{parse_upstream, EndpointRef, UpstreamConf, DEFAULT_INTERVAL_MS};
 pub use value::{parse_time_ms, valid_name};
@@ -103,14 +109,49 @@ pub enum ConfError {
     CredentialsInUrl,
     #[error("\"url={url}\" has no path: give the SDK's, like https://{host}/sdk")]
     NoSdkPath { url: String, host: String },
-    #[error("more than one default \"dwepc_vsphere\" endpoint in {0}")]
+    #[error("more than one default endpoint (dwepc_vsphere, dwepc_prometheus) in {0}")]
     TwoDefaults(String),
-    #[error("\"dwepc\" in {at} names no vSphere endpoint and none is marked \"default\": add vsphere= with one of {names}, or mark one \"default\"")]
+    #[error("\"dwepc\" in {at} names no endpoint and none is marked \"default\": add vsphere= or prometheus= with one of {names}, or mark one \"default\"")]
     NoDefaultEndpoint { at: String, names: String },
-    #[error("unknown vSphere endpoint \"{name}\" in {at}")]
-    UnknownEndpoint { name: String, at: String },
-    #[error("duplicate vSphere endpoint \"{0}\"")]
+    #[error("unknown {kind} endpoint \"{name}\" in {at}")]
+    UnknownEndpoint {
+        kind: &'static str,
+        name: String,
+        at: String,
+    },
+    #[error("\"{key}={name}\" in {at}: \"{name}\" is a {is} endpoint; write {wanted}={name}")]
+    WrongEndpointKind {
+        key: &'static str,
+        name: String,
+        is: &'static str,
+        wanted: &'static str,
+        at: String,
+    },
+    #[error("\"vsphere=\" and \"prometheus=\" together: an upstream reads one endpoint")]
+    TwoSources,
+    #[error("duplicate endpoint \"{0}\" (names are shared by dwepc_vsphere and dwepc_prometheus)")]
     DuplicateEndpoint(String),
+    #[error(
+        "a token in \"url=\" is not accepted: put it in a file and use \"bearer_token_file=\""
+    )]
+    TokenInUrl,
+    #[error(
+        "inline tokens are not accepted: put the token in a file and use \"bearer_token_file=\""
+    )]
+    InlineToken,
+    #[error("\"url=\" is http:// and a bearer token is set: the token would cross the network in clear text; use https://, or add insecure_http=on (labs only)")]
+    TokenInClearText,
+    #[error(
+        "the profile has no CPU counter (cpu.usagemhz.average): dwepc cannot balance without it"
+    )]
+    NoCpuCounter,
+    #[error("server {server} of upstream \"{upstream}\" is found by its guest IP, and Prometheus endpoint \"{endpoint}\" (metrics={profile}) has no guest IP label: name its VM with \"dwepc_node {server} vm=NAME\", or set ip_label= on the endpoint")]
+    NoGuestIpLabel {
+        server: String,
+        upstream: String,
+        endpoint: String,
+        profile: &'static str,
+    },
     #[error("cannot read {what} \"{path}\": {reason}")]
     CannotRead {
         what: &'static str,

@@ -2,7 +2,7 @@
 //! the lease before another takes over, and an upstream's `ttl` against
 //! it (the counters must outlive a takeover plus one poll).
 
-use super::{ConfError, EndpointConf, UpstreamConf, DEFAULT_TIMEOUT_MS};
+use super::{ConfError, NamedEndpoint, UpstreamConf, DEFAULT_TIMEOUT_MS};
 
 /// The longest call timeout of the endpoints (`timeout=` of each; the
 /// default timeout when there are none).
@@ -26,15 +26,18 @@ pub fn takeover_ms(longest_timeout_ms: u64) -> u64 {
 pub fn check_timing(
     name: &str,
     c: &UpstreamConf,
-    endpoint: &EndpointConf,
+    endpoint: &dyn NamedEndpoint,
     longest_timeout_ms: u64,
 ) -> Result<(u64, Vec<String>), ConfError> {
     let need = c.interval_ms + takeover_ms(longest_timeout_ms);
     let mut warnings = Vec::new();
-    if endpoint.timeout_ms > c.interval_ms {
+    if endpoint.timeout_ms() > c.interval_ms {
         warnings.push(format!(
-            "timeout={} ms of vSphere endpoint \"{}\" is longer than interval={} ms of upstream \"{name}\": a slow answer delays the next poll",
-            endpoint.timeout_ms, endpoint.name, c.interval_ms
+            "timeout={} ms of {} endpoint \"{}\" is longer than interval={} ms of upstream \"{name}\": a slow answer delays the next poll",
+            endpoint.timeout_ms(),
+            endpoint.kind().word(),
+            endpoint.name(),
+            c.interval_ms
         ));
     }
     if c.ttl_ms >= need {

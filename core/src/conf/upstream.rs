@@ -13,13 +13,13 @@ use super::value::{
 use super::ConfError;
 use crate::policy::{self, names_of, Mode, Observe, Pick, Tuning, MAX_WINDOW, MODE_OPTIONS};
 
-/// Which vSphere endpoint an upstream uses.
+/// Which endpoint an upstream uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointRef {
     /// The http-level default endpoint, if one exists.
     Default,
-    /// A named endpoint.
-    Named(String),
+    /// A named endpoint of a kind (`vsphere=NAME`, `prometheus=NAME`).
+    Named(super::SourceKind, String),
     /// No endpoint: weighted round robin until configured otherwise.
     Off,
 }
@@ -145,10 +145,18 @@ pub fn parse_upstream(args: &[&str]) -> Result<UpstreamConf, ConfError> {
 fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfError> {
     let t = &mut c.tuning;
     match key {
-        "vsphere" => {
+        "vsphere" | "prometheus" => {
+            let kind = if key == "vsphere" {
+                super::SourceKind::Vsphere
+            } else {
+                super::SourceKind::Prometheus
+            };
+            if c.vsphere != EndpointRef::Default {
+                return Err(ConfError::TwoSources);
+            }
             c.vsphere = match val {
                 "off" => EndpointRef::Off,
-                v if valid_name(v) => EndpointRef::Named(v.to_string()),
+                v if valid_name(v) => EndpointRef::Named(kind, v.to_string()),
                 _ => return Err(invalid(key, val, "an endpoint name or \"off\"")),
             }
         }

@@ -88,18 +88,69 @@ fn per_resource<S: Serializer>(r: &Res, s: S) -> Result<S::Ok, S::Error> {
     Field::Resources(*r).serialize(s)
 }
 
-/// The whole document: `{"version":"…","upstreams":[...]}` and a
-/// newline (`version`: the module build that answers, which tells after
-/// an upgrade whether nginx was restarted).
-pub fn render(version: &str, ups: &[UpstreamStatus]) -> String {
+/// One endpoint as the JSON page shows it: what it costs and how it
+/// fares, from its record in the lease zone.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointStatus {
+    pub name: String,
+    /// "vsphere" or "prometheus".
+    pub source: &'static str,
+    pub url: String,
+    /// Calls in all, and in the last whole minute.
+    pub calls: u64,
+    pub calls_last_minute: u64,
+    /// Body bytes of the answers.
+    pub answer_bytes: u64,
+    /// The mean time from a call to the end of its answer, ms (null
+    /// before the first call).
+    pub answer_ms_mean: Option<f64>,
+    /// Failed polls by kind (only kinds seen).
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
+    /// The last good poll (Unix ms; null before the first).
+    pub last_success_ms: Option<u64>,
+}
+
+impl EndpointStatus {
+    /// From an endpoint's name, source, URL and record.
+    pub fn new(e: &super::EndpointMetrics<'_>) -> EndpointStatus {
+        let s = &e.stats;
+        EndpointStatus {
+            name: e.name.to_string(),
+            source: e.source,
+            url: e.url.to_string(),
+            calls: s.calls,
+            calls_last_minute: s.calls_last_minute,
+            answer_bytes: s.bytes,
+            answer_ms_mean: (s.calls > 0).then(|| s.answer_ms as f64 / s.calls as f64),
+            errors: crate::vsphere::ErrorKind::ALL
+                .iter()
+                .zip(s.errors)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.name(), n))
+                .collect(),
+            last_success_ms: (s.last_success_ms > 0).then_some(s.last_success_ms),
+        }
+    }
+}
+
+/// The whole document: `{"version":"…","upstreams":[...],
+/// "endpoints":[...]}` and a newline (`version`: the module build that
+/// answers, which tells after an upgrade whether nginx was restarted).
+pub fn render(
+    version: &str,
+    ups: &[UpstreamStatus],
+    endpoints: &[super::EndpointMetrics<'_>],
+) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         version: &'a str,
         upstreams: &'a [UpstreamStatus],
+        endpoints: Vec<EndpointStatus>,
     }
     match serde_json::to_string(&Doc {
         version,
         upstreams: ups,
+        endpoints: endpoints.iter().map(EndpointStatus::new).collect(),
     }) {
         Ok(doc) => doc + "\n",
         Err(e) => render_error(&e.to_string()),
@@ -136,7 +187,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let doc = render("0.1.0+abc", &[u]);
+        let doc = render("0.1.0+abc", &[u], &[]);
         assert!(doc.ends_with("}\n"));
         let v: Value = serde_json::from_str(&doc).unwrap();
         let u = &v["upstreams"][0];
@@ -184,7 +235,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let v: Value = serde_json::from_str(&render("0.1.0+abc", &[u])).unwrap();
+        let v: Value = serde_json::from_str(&render("0.1.0+abc", &[u], &[])).unwrap();
         assert_eq!(v["version"], "0.1.0+abc");
         let u = &v["upstreams"][0];
         assert_eq!(u["cost"]["cpu"], 120.0);

@@ -24,6 +24,9 @@ use crate::zone::EndpointStats;
 /// One vSphere endpoint's record, by name.
 pub struct EndpointMetrics<'a> {
     pub name: &'a str,
+    /// "vsphere" or "prometheus".
+    pub source: &'static str,
+    pub url: &'a str,
     pub stats: EndpointStats,
 }
 
@@ -119,33 +122,45 @@ pub static PEER: [Row<PeerStatus>; 8] = [
 
 /// The endpoints' families with one sample per endpoint (their errors by
 /// kind are written on their own).
-pub static ENDPOINT: [Row<EndpointStats>; 5] = [
+pub static ENDPOINT: [Row<EndpointStats>; 7] = [
     (
-        "dwepc_vsphere_calls_total",
+        "dwepc_endpoint_calls_total",
         "counter",
-        "SOAP calls made to the endpoint.",
+        "Calls made to the endpoint (SOAP calls to vSphere, queries to Prometheus).",
         |s| s.calls as f64,
     ),
     (
-        "dwepc_vsphere_logins_total",
+        "dwepc_endpoint_answer_bytes_total",
         "counter",
-        "Sessions opened with the endpoint.",
+        "Body bytes of the endpoint's answers.",
+        |s| s.bytes as f64,
+    ),
+    (
+        "dwepc_endpoint_answer_seconds_total",
+        "counter",
+        "Time spent waiting for the endpoint's answers (divided by the calls: the mean answer time).",
+        |s| s.answer_ms as f64 / 1000.0,
+    ),
+    (
+        "dwepc_endpoint_logins_total",
+        "counter",
+        "Sessions opened with the endpoint (vSphere).",
         |s| s.logins as f64,
     ),
     (
-        "dwepc_vsphere_sessions_reused_total",
+        "dwepc_endpoint_sessions_reused_total",
         "counter",
-        "Sessions taken over from a polling worker that died or froze, instead of opening another.",
+        "Sessions taken over from a polling worker that died or froze, instead of opening another (vSphere).",
         |s| s.sessions_reused as f64,
     ),
     (
-        "dwepc_vsphere_login_refusals_total",
+        "dwepc_endpoint_login_refusals_total",
         "counter",
-        "Logins the endpoint refused (wrong user or password).",
+        "Logins the endpoint refused (wrong user or password; vSphere).",
         |s| s.auth_failures as f64,
     ),
     (
-        "dwepc_vsphere_last_success_timestamp_seconds",
+        "dwepc_endpoint_last_success_timestamp_seconds",
         "gauge",
         "Time of the last successful poll of the endpoint (Unix time).",
         |s| {
@@ -248,12 +263,17 @@ pub fn render(version: &str, ups: &[UpstreamStatus], endpoints: &[EndpointMetric
     peers(&mut o, ups);
     let eps: Vec<(String, &EndpointStats)> = endpoints
         .iter()
-        .map(|e| (format!("vsphere=\"{}\"", esc(e.name)), &e.stats))
+        .map(|e| {
+            (
+                format!("endpoint=\"{}\",source=\"{}\"", esc(e.name), e.source),
+                &e.stats,
+            )
+        })
         .collect();
     let (calls, rest) = ENDPOINT.split_at(1);
     o.table(calls, &eps);
     o.family(
-        "dwepc_vsphere_errors_total",
+        "dwepc_endpoint_errors_total",
         "counter",
         "Failed polls of the endpoint, by kind of error.",
         eps.iter().flat_map(|(l, s)| {
@@ -402,7 +422,16 @@ mod tests {
             ..EndpointStats::default()
         };
         stats.errors[2] = 4;
-        let text = render("0.1.0+abc", &[u], &[EndpointMetrics { name: "vc", stats }]);
+        let text = render(
+            "0.1.0+abc",
+            &[u],
+            &[EndpointMetrics {
+                name: "vc",
+                source: "vsphere",
+                url: "https://vc/sdk",
+                stats,
+            }],
+        );
         assert!(
             text.contains("dwepc_build_info{version=\"0.1.0+abc\"} 1"),
             "{text}"
@@ -422,9 +451,9 @@ mod tests {
             "dwepc_peer_utilization_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\",resource=\"cpu\"} 0.25",
             "dwepc_peer_utilization_ratio{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\",resource=\"mem\"} 0.25",
             "vm=\"web-1\",mapping=\"mapped\",backup=\"false\"} 1",
-            "dwepc_vsphere_errors_total{vsphere=\"vc\",kind=\"timeout\"} 4",
-            "dwepc_vsphere_errors_total{vsphere=\"vc\",kind=\"too_large\"} 0",
-            "dwepc_vsphere_last_success_timestamp_seconds{vsphere=\"vc\"} 1700000000.5",
+            "dwepc_endpoint_errors_total{endpoint=\"vc\",source=\"vsphere\",kind=\"timeout\"} 4",
+            "dwepc_endpoint_errors_total{endpoint=\"vc\",source=\"vsphere\",kind=\"too_large\"} 0",
+            "dwepc_endpoint_last_success_timestamp_seconds{endpoint=\"vc\",source=\"vsphere\"} 1700000000.5",
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }

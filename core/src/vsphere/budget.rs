@@ -56,11 +56,11 @@ impl Budget {
 /// Reads at most `cap` bytes of a body, and stops at `deadline`: a server
 /// that sends without end, or a byte at a time, cannot hold the caller
 /// past either.
-pub(super) struct Capped<R> {
-    pub(super) inner: R,
-    pub(super) read: usize,
-    pub(super) cap: usize,
-    pub(super) deadline: std::time::Instant,
+pub(crate) struct Capped<R> {
+    pub(crate) inner: R,
+    pub(crate) read: usize,
+    pub(crate) cap: usize,
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl<R> Capped<R> {

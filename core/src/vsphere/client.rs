@@ -149,6 +149,7 @@ pub struct Client {
     cfg: Config,
     cookie: Option<String>,
     sc: Option<ServiceContent>,
+    traffic: super::Traffic,
     /// Calls made, by method name (for tests and the status page).
     pub calls: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -180,6 +181,7 @@ impl Client {
             cfg,
             cookie: None,
             sc: None,
+            traffic: Default::default(),
             calls: Default::default(),
         })
     }
@@ -221,20 +223,23 @@ impl Client {
                 }
             }
         }
-        let body = std::io::BufReader::with_capacity(
-            16 << 10,
-            Capped {
-                inner: resp,
-                read: 0,
-                cap: budget.body,
-                deadline: started + self.cfg.timeout,
-            },
-        );
+        let mut capped = Capped {
+            inner: resp,
+            read: 0,
+            cap: budget.body,
+            deadline: started + self.cfg.timeout,
+        };
         let limits = xml::Limits {
             nodes: budget.nodes,
             text: budget.body,
         };
-        let doc = match xml::parse_from(body, limits) {
+        let parsed = xml::parse_from(
+            std::io::BufReader::with_capacity(16 << 10, &mut capped),
+            limits,
+        );
+        self.traffic.bytes += capped.read as u64;
+        self.traffic.answer_ms += started.elapsed().as_millis() as u64;
+        let doc = match parsed {
             Ok(d) => d,
             Err(xml::XmlError::TooLarge(detail)) => return Err(Error::TooLarge { method, detail }),
             Err(xml::XmlError::Read(std::io::ErrorKind::TimedOut, _)) => {
@@ -249,8 +254,8 @@ impl Client {
             return Err(match kind.as_deref() {
                 Some("NotAuthenticated") => Error::NotAuthenticated,
                 Some("InvalidLogin") => Error::InvalidLogin,
-                Some(k) => Error::Fault(format!("{k}: {message}")),
-                None => Error::Fault(message),
+                Some(k) => Error::Fault(format!("SOAP fault: {k}: {message}")),
+                None => Error::Fault(format!("SOAP fault: {message}")),
             });
         }
         if status != 200 {
@@ -578,6 +583,10 @@ impl super::Api for Client {
 
     fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.calls
+    }
+
+    fn traffic(&self) -> super::Traffic {
+        self.traffic
     }
 }
 

@@ -27,8 +27,9 @@ pub enum Error {
     /// Wrong user name or password.
     #[error("login failed: invalid user name or password")]
     InvalidLogin,
-    /// Any other SOAP fault.
-    #[error("SOAP fault: {0}")]
+    /// Any other fault the server answered with (a SOAP fault; a query
+    /// Prometheus refused), with its words.
+    #[error("{0}")]
     Fault(String),
     /// The `scope=` path names nothing in the inventory.
     #[error("scope \"{0}\" names nothing in the inventory (a path such as DC/vm/Folder, DC/host/Cluster or DC/host/Cluster/Resources/Pool)")]
@@ -100,7 +101,7 @@ impl Error {
     pub fn needs_login(&self) -> bool {
         match self {
             Error::NotAuthenticated => true,
-            Error::Fault(s) => s.starts_with("ManagedObjectNotFound"),
+            Error::Fault(s) => s.starts_with("SOAP fault: ManagedObjectNotFound"),
             _ => false,
         }
     }

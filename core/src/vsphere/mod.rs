@@ -1,4 +1,4 @@
-//! The vSphere side: a small SOAP client ([`client`]) for the calls dwepc
+//! The vSphere side, and the calls every counter source answers ([`Api`]): a small SOAP client ([`client`]) for the calls dwepc
 //! makes, what each answer may hold ([`budget`]), the decoders of the
 //! answers ([`xml`]), what can go wrong ([`error`]), and how long to hold
 //! back after a refused login ([`lockout`]). The collector drives a
@@ -51,4 +51,16 @@ pub trait Api {
     fn current_time(&mut self) -> Result<u64, Error>;
     /// Calls made by this session, by method.
     fn calls(&self) -> &std::collections::BTreeMap<&'static str, u64>;
+    /// Bytes read and time spent waiting for answers by this session.
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}
+
+/// What a session's answers cost: body bytes read and the time from
+/// each call's start to the end of its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes: u64,
+    pub answer_ms: u64,
 }

@@ -30,6 +30,14 @@ const E_AUTH_RETRY_AT: usize = 5;
 const E_AUTH_STREAK: usize = 6;
 const E_REUSED: usize = 7;
 const E_ERRORS: usize = 8; // ErrorKind::ALL.len() words
+/// Body bytes of the answers, and the time spent waiting for them (ms).
+const E_BYTES: usize = 18;
+const E_ANSWER_MS: usize = 19;
+/// The minute (since the epoch) whose calls E_MINUTE_CALLS counts, and
+/// the calls of the minute before it.
+const E_MINUTE: usize = 20;
+const E_MINUTE_CALLS: usize = 21;
+const E_LAST_MINUTE_CALLS: usize = 22;
 /// Which credentials the refusals in E_AUTH_STREAK/E_AUTH_RETRY_AT were
 /// for (a hash of user and password; 0: none).
 const E_AUTH_CREDS: usize = 23;
@@ -39,7 +47,7 @@ const SESSION_WORDS: usize = ENDPOINT_WORDS - E_SESSION;
 /// The longest session cookie the record keeps (vCenter's and vcsim's
 /// are about 60 bytes); a longer one is not shared, only not reused.
 pub const MAX_SESSION_COOKIE: usize = SESSION_WORDS * 8;
-const _: () = assert!(E_ERRORS + ErrorKind::ALL.len() <= E_AUTH_CREDS);
+const _: () = assert!(E_ERRORS + ErrorKind::ALL.len() <= E_BYTES);
 
 /// What every worker knows of one vSphere endpoint, kept in the lease zone
 /// (so a new polling worker, or the workers after a reload, see it):
@@ -58,6 +66,13 @@ pub struct EndpointRecord<'a> {
 pub struct EndpointStats {
     pub calls: u64,
     pub logins: u64,
+    /// Calls in the last whole minute.
+    pub calls_last_minute: u64,
+    /// Body bytes of the answers.
+    pub bytes: u64,
+    /// Time spent waiting for answers, ms (divided by `calls`: the mean
+    /// answer time).
+    pub answer_ms: u64,
     /// Wall-clock ms of the last successful poll (0 = none).
     pub last_success_ms: u64,
     /// Logins refused (wrong user or password), in all.
@@ -74,9 +89,27 @@ impl<'a> EndpointRecord<'a> {
     fn w(&self, i: usize) -> &AtomicU64 {
         &self.mem[i]
     }
-    /// Counts `n` calls.
-    pub fn add_calls(&self, n: u64) {
+    /// Counts `n` calls made up to `now_ms` (only the polling worker
+    /// writes).
+    pub fn add_calls(&self, n: u64, now_ms: u64) {
         self.w(E_CALLS).fetch_add(n, Relaxed);
+        let minute = now_ms / 60_000;
+        let was = self.w(E_MINUTE).swap(minute, Relaxed);
+        if was != minute {
+            let last = if was + 1 == minute {
+                self.w(E_MINUTE_CALLS).load(Relaxed)
+            } else {
+                0
+            };
+            self.w(E_LAST_MINUTE_CALLS).store(last, Relaxed);
+            self.w(E_MINUTE_CALLS).store(0, Relaxed);
+        }
+        self.w(E_MINUTE_CALLS).fetch_add(n, Relaxed);
+    }
+    /// Counts the bytes and waiting time of answers.
+    pub fn add_traffic(&self, bytes: u64, answer_ms: u64) {
+        self.w(E_BYTES).fetch_add(bytes, Relaxed);
+        self.w(E_ANSWER_MS).fetch_add(answer_ms, Relaxed);
     }
     /// A successful login: the refusal streak ends.
     pub fn login_ok(&self) {
@@ -163,10 +196,19 @@ impl<'a> EndpointRecord<'a> {
     pub fn session_reused(&self) {
         self.w(E_REUSED).fetch_add(1, Relaxed);
     }
-    /// The record now.
-    pub fn stats(&self) -> EndpointStats {
+    /// The record at `now_ms`.
+    pub fn stats(&self, now_ms: u64) -> EndpointStats {
+        let minute = now_ms / 60_000;
+        let calls_last_minute = match self.w(E_MINUTE).load(Relaxed) {
+            m if m == minute => self.w(E_LAST_MINUTE_CALLS).load(Relaxed),
+            m if m + 1 == minute => self.w(E_MINUTE_CALLS).load(Relaxed),
+            _ => 0,
+        };
         EndpointStats {
             calls: self.w(E_CALLS).load(Relaxed),
+            calls_last_minute,
+            bytes: self.w(E_BYTES).load(Relaxed),
+            answer_ms: self.w(E_ANSWER_MS).load(Relaxed),
             logins: self.w(E_LOGINS).load(Relaxed),
             last_success_ms: self.w(E_LAST_OK).load(Relaxed),
             auth_failures: self.w(E_AUTH_FAILS).load(Relaxed),
@@ -294,15 +336,15 @@ mod tests {
         let words: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
         let l = Lease::new(&words).unwrap();
         let a = l.endpoint(7).unwrap();
-        a.add_calls(3);
+        a.add_calls(3, 0);
         a.error(&crate::vsphere::Error::Timeout);
         // the same key finds the same record; another key another one
-        assert_eq!(l.endpoint(7).unwrap().stats().calls, 3);
-        assert_eq!(l.find_endpoint(7).unwrap().stats().calls, 3);
+        assert_eq!(l.endpoint(7).unwrap().stats(0).calls, 3);
+        assert_eq!(l.find_endpoint(7).unwrap().stats(0).calls, 3);
         assert!(l.find_endpoint(99).is_none());
-        assert_eq!(l.endpoint(8).unwrap().stats().calls, 0);
-        assert_eq!(a.stats().errors[2], 1);
-        assert_eq!(a.stats().errors.iter().sum::<u64>(), 1);
+        assert_eq!(l.endpoint(8).unwrap().stats(0).calls, 0);
+        assert_eq!(a.stats(0).errors[2], 1);
+        assert_eq!(a.stats(0).errors.iter().sum::<u64>(), 1);
         // refusals: 5 min, 10, 20, 40, then an hour at most
         let waits: Vec<u64> = (0..6).map(|_| a.login_refused(1_000, 5) - 1_000).collect();
         assert_eq!(
@@ -310,7 +352,7 @@ mod tests {
             [5, 10, 20, 40, 60, 60].map(|m| m * 60_000),
             "{waits:?}"
         );
-        assert_eq!(a.stats().auth_failures, 6);
+        assert_eq!(a.stats(0).auth_failures, 6);
         assert_eq!(a.auth_retry_at(5), 1_000 + 60 * 60_000);
         // other credentials (a password file fixed) are not held back,
         // and their own refusals start again at 5 minutes
@@ -325,6 +367,28 @@ mod tests {
             assert!(l.endpoint(k).is_some());
         }
         assert!(l.endpoint(1_000).is_none());
+    }
+
+    #[test]
+    fn calls_per_minute_are_the_last_whole_minutes() {
+        let mem: Vec<AtomicU64> = (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let a = Lease::new(&mem).unwrap().endpoint(7).unwrap();
+        a.add_calls(3, 60_000);
+        a.add_calls(2, 100_000);
+        assert_eq!(a.stats(110_000).calls_last_minute, 0);
+        assert_eq!(a.stats(130_000).calls_last_minute, 5);
+        a.add_calls(4, 130_000);
+        assert_eq!(a.stats(170_000).calls_last_minute, 5);
+        assert_eq!(a.stats(190_000).calls_last_minute, 4);
+        // a minute without calls between
+        assert_eq!(a.stats(250_000).calls_last_minute, 0);
+        a.add_calls(1, 250_000);
+        assert_eq!(a.stats(250_000).calls_last_minute, 0);
+        assert_eq!(a.stats(250_000).calls, 10);
+        a.add_traffic(100, 7);
+        a.add_traffic(50, 3);
+        let s = a.stats(250_000);
+        assert_eq!((s.bytes, s.answer_ms), (150, 10));
     }
 
     #[test]
@@ -352,9 +416,9 @@ mod tests {
         a.set_session(None);
         assert_eq!(a.session(), None);
         // the record's other words are untouched
-        a.add_calls(2);
+        a.add_calls(2, 0);
         a.set_session(Some(&longest));
-        assert_eq!(a.stats().calls, 2);
-        assert_eq!(a.stats().errors, [0; ErrorKind::ALL.len()]);
+        assert_eq!(a.stats(0).calls, 2);
+        assert_eq!(a.stats(0).errors, [0; ErrorKind::ALL.len()]);
     }
 }

@@ -324,7 +324,7 @@ fn a_refused_login_is_said_once_and_retried_rarely_by_every_worker() {
     let rec = lease
         .endpoint(names_hash(["vc", "https://vc.test/sdk", "u"]))
         .unwrap()
-        .stats();
+        .stats(0);
     assert_eq!(
         (rec.auth_failures, rec.auth_retry_at_ms, rec.logins),
         (3, 0, 1)
@@ -359,8 +359,8 @@ fn a_killed_polling_worker_s_session_is_reused_not_left_open() {
         ),
         1
     );
-    assert_eq!(rig.record().stats().sessions_reused, 1);
-    assert_eq!(rig.record().stats().logins, 1);
+    assert_eq!(rig.record().stats(0).sessions_reused, 1);
+    assert_eq!(rig.record().stats(0).logins, 1);
     // b stops: the session is logged out and no longer handed over
     b.shutdown();
     assert!(rig.sessions().is_empty());
@@ -386,7 +386,7 @@ fn a_handed_over_session_that_is_gone_is_replaced_in_the_same_poll() {
         rig.record().session().as_deref(),
         Some("vmware_soap_session=\"s2\"")
     );
-    assert_eq!(rig.record().stats().sessions_reused, 0);
+    assert_eq!(rig.record().stats(0).sessions_reused, 0);
     assert!(rig.rt.log.borrow().iter().all(|(l, _)| *l != Level::Error));
     assert!(rig.zone().usable(rig.now()));
 }

@@ -10,7 +10,9 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use crate::collector::{Collector, EndpointSpec, Level, PeerSpec, Runtime, Spec, UpstreamSpec};
+use crate::collector::{
+    Collector, EndpointSpec, Level, PeerSpec, Runtime, SourceConfig, Spec, UpstreamSpec,
+};
 use crate::conf::{parse_upstream, UpstreamConf};
 use crate::resources::{COUNTERS, CPU_PERCENT, R, READY};
 use crate::vsphere::client;
@@ -61,7 +63,7 @@ impl Runtime for TestRuntime {
     fn now_ms(&self) -> u64 {
         self.now.get()
     }
-    fn open(&self, _cfg: &client::Config) -> Result<Box<dyn Api>, Error> {
+    fn open(&self, _cfg: &SourceConfig) -> Result<Box<dyn Api>, Error> {
         Ok(Box::new(Session {
             vc: self.vc.clone(),
             id: None,
@@ -327,7 +329,7 @@ impl Rig {
         let spec = Spec {
             endpoints: vec![EndpointSpec {
                 name: "vc".into(),
-                client: client::Config {
+                source: SourceConfig::Vsphere(client::Config {
                     url: "https://vc.test/sdk".into(),
                     user: "u".into(),
                     password: "p".into(),
@@ -335,7 +337,7 @@ impl Rig {
                     tls_verify: true,
                     timeout: Duration::from_secs(5),
                     scope: None,
-                },
+                }),
             }],
             upstreams: vec![UpstreamSpec {
                 name: "app".into(),

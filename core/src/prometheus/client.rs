@@ -1,0 +1,558 @@
+//! The Prometheus counter source's client: instant queries over the HTTP
+//! query API (`POST /api/v1/query`), each answer held to a size cap and
+//! the call's deadline, answering the collector's calls
+//! ([`crate::vsphere::Api`]) in vSphere's vocabulary:
+//!
+//! | the collector asks | the client queries |
+//! |---|---|
+//! | `connect`, `current_time` | `time()`: the server is there, and its clock |
+//! | `perf_counters` | nothing: the profile's counters are the catalog |
+//! | `vms` | the sizes and the CPU counter, now (`{__name__=~"…"}`); one VM per `id_label` value |
+//! | `query_perf` | the counters of the mapped VMs over the last window (`{__name__=~"…",ID=~"…"}[W]`), every raw sample with its own timestamp |
+//!
+//! A sample's time is the series' timestamp (the scrape's, for exporters
+//! that stamp nothing) minus `lag=`: an exporter such as vmware_exporter
+//! reports vSphere's newest 20-s sample when scraped, which ended on
+//! average half a period (plus vCenter's own delay) before.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::answer::{decode, AnswerError, Data, Series};
+use super::profile::{quote, Metric, Profile};
+use crate::vsphere::budget::Capped;
+use crate::vsphere::client::tls_words;
+use crate::vsphere::xml::{self, EntityMetric, MoRef, VmInfo};
+use crate::vsphere::{Api, Error, Traffic};
+
+/// The most an inventory answer may hold (about 25,000 VMs of
+/// vmware_exporter's five size series).
+pub const INVENTORY_CAP: usize = 32 << 20;
+/// The most a `time()` answer may hold.
+const SMALL_CAP: usize = 16 << 10;
+/// The shortest scrape interval the samples answer is sized for, s.
+const MIN_SCRAPE_S: u64 = 5;
+/// Series one counter selector may match per VM (per-CPU, per-disk and
+/// per-interface instances of Telegraf's series come along).
+const SERIES_PER_SELECTOR: usize = 16;
+
+/// Connection settings.
+#[derive(Clone)]
+pub struct Config {
+    /// The server's base URL (`http://prometheus:9090`, or with a path
+    /// prefix).
+    pub url: String,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<String>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_pem: Option<Vec<u8>>,
+    pub tls_verify: bool,
+    /// Timeout of every call.
+    pub timeout: Duration,
+    pub profile: Profile,
+    /// How long before its timestamp a sample's period ended, ms.
+    pub lag_ms: u64,
+    /// The period of the samples the exporter reports, s (vSphere's
+    /// realtime: 20).
+    pub period_s: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<hidden>"),
+            )
+            .field("tls_verify", &self.tls_verify)
+            .field("timeout", &self.timeout)
+            .field("profile", &self.profile.base)
+            .field("lag_ms", &self.lag_ms)
+            .finish()
+    }
+}
+
+/// The client; one collector thread owns it.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    cfg: Config,
+    connected: bool,
+    calls: BTreeMap<&'static str, u64>,
+    traffic: Traffic,
+}
+
+fn from_reqwest(e: reqwest::Error) -> Error {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if let Some(words) = tls_words(&msg) {
+        let words = words.replace("vCenter", "Prometheus server");
+        Error::Connect(format!("{words} ({msg})"))
+    } else if e.is_timeout() {
+        Error::Timeout
+    } else if e.is_connect() {
+        Error::Connect(msg)
+    } else {
+        Error::Transport(msg)
+    }
+}
+
+/// Escapes a VM's label value for an anchored RE2 alternation.
+fn regex_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `{__name__=~"a|b",LABEL=~"x|y"}`.
+fn selector(names: &[&str], label: Option<(&str, &[String])>) -> String {
+    let mut s = format!("{{__name__=~\"{}\"", quote(&names.join("|")));
+    if let Some((l, values)) = label {
+        let alts: Vec<String> = values.iter().map(|v| regex_literal(v)).collect();
+        s.push_str(&format!(",{l}=~\"{}\"", quote(&alts.join("|"))));
+    }
+    s.push('}');
+    s
+}
+
+/// Adds `x` into a NaN-started sum.
+fn add(sum: &mut f64, x: f64) {
+    *sum = if sum.is_nan() { x } else { *sum + x };
+}
+
+/// True if series `s` is one of those `m` sums.
+fn counts_for(m: &Metric, s: &Series) -> bool {
+    m.selectors.iter().any(|sel| sel.matches(&s.metric))
+}
+
+impl Client {
+    /// Builds the HTTP client (TLS roots, timeouts). No network traffic.
+    pub fn new(cfg: Config) -> Result<Client, Error> {
+        let mut b = reqwest::blocking::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("dwepc/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Setup(format!("CA file: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Setup("CA file holds no certificate".into()));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if !cfg.tls_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b.build().map_err(|e| Error::Setup(e.to_string()))?;
+        Ok(Client {
+            http,
+            cfg,
+            connected: false,
+            calls: BTreeMap::new(),
+            traffic: Traffic::default(),
+        })
+    }
+
+    /// One instant query; its answer read within `cap` bytes and the
+    /// timeout, then decoded.
+    fn query(&mut self, method: &'static str, promql: &str, cap: usize) -> Result<Data, Error> {
+        let started = Instant::now();
+        *self.calls.entry(method).or_default() += 1;
+        let result = self.query_inner(method, promql, cap, started);
+        self.traffic.answer_ms += started.elapsed().as_millis() as u64;
+        result
+    }
+
+    fn query_inner(
+        &mut self,
+        method: &'static str,
+        promql: &str,
+        cap: usize,
+        started: Instant,
+    ) -> Result<Data, Error> {
+        let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
+        let mut req = self.http.post(url).form(&[("query", promql)]);
+        if let Some(t) = &self.cfg.bearer_token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().map_err(from_reqwest)?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        let mut capped = Capped {
+            inner: resp,
+            read: 0,
+            cap,
+            deadline: started + self.cfg.timeout,
+        };
+        let read = capped.read_to_end(&mut body);
+        self.traffic.bytes += capped.read as u64;
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(Error::TooLarge {
+                    method,
+                    detail: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Error::Timeout),
+            Err(e) => return Err(Error::Transport(e.to_string())),
+        }
+        match decode(&body) {
+            Ok(d) if status == 200 => Ok(d),
+            Ok(_) => Err(Error::Http(status)),
+            // Prometheus says why it refused (400, 422, 503)
+            Err(AnswerError::Refused(why)) => {
+                Err(Error::Fault(format!("Prometheus refused the query: {why}")))
+            }
+            Err(AnswerError::Malformed(_)) if status != 200 => Err(Error::Http(status)),
+            Err(AnswerError::Malformed(e)) => Err(Error::Malformed(e)),
+        }
+    }
+
+    /// The server's clock, ms.
+    fn time(&mut self) -> Result<u64, Error> {
+        match self.query("time", "time()", SMALL_CAP)? {
+            Data::Scalar(_, v) if v.is_finite() && v > 0.0 => Ok((v * 1000.0) as u64),
+            _ => Err(Error::Malformed("time() is not a time".into())),
+        }
+    }
+
+    /// The counters the collector asks for, by its ids (the catalog's
+    /// positions + 1).
+    fn counters(&self, ids: &[i32]) -> Vec<(i32, &Metric)> {
+        ids.iter()
+            .filter_map(|&id| {
+                let (_, m) = self
+                    .cfg
+                    .profile
+                    .counters
+                    .get(usize::try_from(id - 1).ok()?)?;
+                Some((id, m))
+            })
+            .collect()
+    }
+}
+
+/// The VMs of an inventory answer, one per `id_label` value.
+fn inventory(profile: &Profile, series: &[Series]) -> Vec<VmInfo> {
+    let mut by_id: BTreeMap<&str, VmInfo> = BTreeMap::new();
+    let sizes = &profile.sizes;
+    for s in series {
+        let Some(id) = s.metric.get(&profile.id_label) else {
+            continue;
+        };
+        let vm = by_id.entry(id).or_insert_with(|| VmInfo {
+            moref: id.clone(),
+            name: s.metric.get(&profile.name_label).unwrap_or(id).clone(),
+            powered_on: sizes.power.is_none(),
+            max_cpu_mhz: f64::NAN,
+            num_cpu: f64::NAN,
+            memory_mb: f64::NAN,
+            ..VmInfo::default()
+        });
+        if let Some(ip) = profile.ip_label.as_ref().and_then(|l| s.metric.get(l)) {
+            for ip in ip.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if !vm.ips.iter().any(|x| x == ip) {
+                    vm.ips.push(ip.to_string());
+                }
+            }
+        }
+        let Some((_, x)) = s.points().last() else {
+            continue;
+        };
+        for (m, field) in [
+            (&sizes.vcpus, &mut vm.num_cpu),
+            (&sizes.cpu_max, &mut vm.max_cpu_mhz),
+            (&sizes.mem_size, &mut vm.memory_mb),
+        ] {
+            if let Some(m) = m.as_ref().filter(|m| counts_for(m, s)) {
+                add(field, x * m.factor);
+            }
+        }
+        if sizes.power.as_ref().is_some_and(|m| counts_for(m, s)) && x == 1.0 {
+            vm.powered_on = true;
+        }
+    }
+    by_id
+        .into_values()
+        .map(|mut v| {
+            // the collector reads 0 as unknown
+            for f in [&mut v.num_cpu, &mut v.max_cpu_mhz, &mut v.memory_mb] {
+                if !(f.is_finite() && *f > 0.0) {
+                    *f = 0.0;
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// The samples of a window answer, per VM: each raw sample's timestamp
+/// (minus `lag_ms`) a sample of `period_s`, each counter the sum of its
+/// selectors' series at that timestamp; -1 where a counter has none.
+fn samples(
+    profile: &Profile,
+    counters: &[(i32, &Metric)],
+    series: &[Series],
+    lag_ms: u64,
+    period_s: u32,
+) -> Vec<EntityMetric> {
+    // VM -> timestamp -> one sum per counter
+    let mut by_vm: HashMap<&str, BTreeMap<u64, Vec<f64>>> = HashMap::new();
+    for s in series {
+        let Some(id) = s.metric.get(&profile.id_label) else {
+            continue;
+        };
+        for (c, (_, m)) in counters.iter().enumerate() {
+            if !counts_for(m, s) {
+                continue;
+            }
+            let stamps = by_vm.entry(id).or_default();
+            for (t, x) in s.points() {
+                let row = stamps
+                    .entry(t)
+                    .or_insert_with(|| vec![f64::NAN; counters.len()]);
+                // a negative value is a gap, as in vSphere, and so is a
+                // sum with a gap in it (marked -inf)
+                let sum = &mut row[c];
+                if x < 0.0 {
+                    *sum = f64::NEG_INFINITY;
+                } else if *sum != f64::NEG_INFINITY {
+                    add(sum, x * m.factor);
+                }
+            }
+        }
+    }
+    by_vm
+        .into_iter()
+        .map(|(id, stamps)| EntityMetric {
+            entity: id.to_string(),
+            samples: stamps
+                .keys()
+                .map(|t| (t.saturating_sub(lag_ms), period_s))
+                .collect(),
+            series: counters
+                .iter()
+                .enumerate()
+                .map(|(c, (cid, _))| xml::Series {
+                    counter_id: *cid,
+                    instance: String::new(),
+                    values: stamps
+                        .values()
+                        .map(|row| {
+                            let x = row[c];
+                            if x.is_finite() && x >= 0.0 {
+                                x.round().min(i64::MAX as f64) as i64
+                            } else {
+                                -1
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+impl Api for Client {
+    fn logged_in(&self) -> bool {
+        self.connected
+    }
+
+    /// There is no session: the server answering `time()` is enough.
+    fn connect(&mut self) -> Result<(), Error> {
+        self.time()?;
+        self.connected = true;
+        Ok(())
+    }
+
+    fn logout(&mut self) {
+        self.connected = false;
+    }
+
+    fn session(&self) -> Option<String> {
+        None
+    }
+
+    fn adopt(&mut self, _cookie: &str) -> Result<(), Error> {
+        self.connect()
+    }
+
+    fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error> {
+        Ok(self
+            .cfg
+            .profile
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (i as i32 + 1, name.to_string()))
+            .collect())
+    }
+
+    fn create_vm_view(&mut self) -> Result<MoRef, Error> {
+        Ok(MoRef {
+            kind: "Prometheus".into(),
+            value: "all".into(),
+        })
+    }
+
+    fn vms(&mut self, _view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+        let names = self.cfg.profile.inventory_names();
+        let q = selector(&names, None);
+        match self.query("inventory", &q, INVENTORY_CAP)? {
+            Data::Series(s) => Ok(inventory(&self.cfg.profile, &s)),
+            Data::Scalar(..) => Err(Error::Malformed("the inventory is a scalar".into())),
+        }
+    }
+
+    fn refresh_rate(&mut self, _vm: &str) -> Result<i32, Error> {
+        Ok(self.cfg.period_s as i32)
+    }
+
+    fn query_perf(
+        &mut self,
+        vms: &[String],
+        counters: &[i32],
+        _interval: i32,
+        max_sample: u32,
+    ) -> Result<Vec<EntityMetric>, Error> {
+        let cfg = &self.cfg;
+        let wanted = self.counters(counters);
+        let mut names: Vec<&str> = Vec::new();
+        for (_, m) in &wanted {
+            for s in &m.selectors {
+                if !names.contains(&s.name.as_str()) {
+                    names.push(&s.name);
+                }
+            }
+        }
+        if names.is_empty() || vms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // the whole window the collector may want, and never less than two
+        // minutes (scrape intervals are often a minute)
+        let window_s = u64::from(max_sample.max(6)) * u64::from(cfg.period_s.max(1));
+        let q = format!(
+            "{}[{window_s}s]",
+            selector(&names, Some((&cfg.profile.id_label, vms)))
+        );
+        let per_series = 600 + 40 * (window_s / MIN_SCRAPE_S + 1) as usize;
+        let cap = (vms.len() * names.len() * SERIES_PER_SELECTOR * per_series + (64 << 10))
+            .min(256 << 20);
+        let (lag, period) = (cfg.lag_ms, cfg.period_s);
+        let wanted: Vec<(i32, Metric)> = wanted.into_iter().map(|(i, m)| (i, m.clone())).collect();
+        let answer = self.query("samples", &q, cap)?;
+        let Data::Series(series) = answer else {
+            return Err(Error::Malformed("the samples are a scalar".into()));
+        };
+        let refs: Vec<(i32, &Metric)> = wanted.iter().map(|(i, m)| (*i, m)).collect();
+        Ok(samples(&self.cfg.profile, &refs, &series, lag, period))
+    }
+
+    fn current_time(&mut self) -> Result<u64, Error> {
+        self.time()
+    }
+
+    fn calls(&self) -> &BTreeMap<&'static str, u64> {
+        &self.calls
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::answer::decode;
+
+    fn series(json: &str) -> Vec<Series> {
+        let body = format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":{json}}}}}"
+        );
+        match decode(body.as_bytes()).unwrap() {
+            Data::Series(s) => s,
+            Data::Scalar(..) => panic!(),
+        }
+    }
+
+    #[test]
+    fn queries_escape_names_for_regex_and_promql() {
+        let q = selector(
+            &["a", "b"],
+            Some(("vm_name", &["web.1".into(), "x\"y".into()])),
+        );
+        assert_eq!(q, r#"{__name__=~"a|b",vm_name=~"web\\.1|x\"y"}"#);
+    }
+
+    #[test]
+    fn the_inventory_is_one_vm_per_id_with_its_sizes() {
+        let p = Profile::vmware_exporter();
+        let s = series(
+            r#"[{"metric":{"__name__":"vmware_vm_num_cpu","vm_name":"a"},"values":[[10,"4"]]},
+                {"metric":{"__name__":"vmware_vm_max_cpu_usage","vm_name":"a"},"values":[[10,"8000"]]},
+                {"metric":{"__name__":"vmware_vm_memory_max","vm_name":"a"},"values":[[10,"4096"]]},
+                {"metric":{"__name__":"vmware_vm_power_state","vm_name":"a"},"values":[[10,"1"]]},
+                {"metric":{"__name__":"vmware_vm_num_cpu","vm_name":"b"},"values":[[10,"NaN"]]},
+                {"metric":{"__name__":"vmware_vm_num_cpu"},"values":[[10,"2"]]}]"#,
+        );
+        let vms = inventory(&p, &s);
+        assert_eq!(vms.len(), 2);
+        assert_eq!(
+            (
+                vms[0].name.as_str(),
+                vms[0].num_cpu,
+                vms[0].max_cpu_mhz,
+                vms[0].memory_mb
+            ),
+            ("a", 4.0, 8000.0, 4096.0)
+        );
+        assert!(vms[0].powered_on && !vms[1].powered_on);
+        assert_eq!(vms[1].num_cpu, 0.0);
+        // a guest IP label, and no power metric: on
+        let mut t = Profile::telegraf();
+        t.id_label = "moid".into();
+        let s = series(
+            r#"[{"metric":{"__name__":"vsphere_vm_cpu_usagemhz_average","cpu":"instance-total","moid":"vm-1","vmname":"w","guestip":"10.0.0.5"},"values":[[10,"4"]]}]"#,
+        );
+        let vms = inventory(&t, &s);
+        assert_eq!((vms[0].moref.as_str(), vms[0].name.as_str()), ("vm-1", "w"));
+        assert_eq!(vms[0].ips, vec!["10.0.0.5".to_string()]);
+        assert!(vms[0].powered_on);
+    }
+
+    #[test]
+    fn samples_sum_selectors_keep_their_own_times_and_mark_gaps() {
+        let p = Profile::vmware_exporter();
+        let cpu = p.counter("cpu.usagemhz.average").unwrap();
+        let net = p.counter("net.usage.average").unwrap();
+        let s = series(
+            r#"[{"metric":{"__name__":"vmware_vm_cpu_usagemhz_average","vm_name":"a"},"values":[[100,"500"],[120,"NaN"]]},
+                {"metric":{"__name__":"vmware_vm_net_received_average","vm_name":"a"},"values":[[100,"10"],[120,"-1"]]},
+                {"metric":{"__name__":"vmware_vm_net_transmitted_average","vm_name":"a"},"values":[[100,"5"],[120,"7"]]}]"#,
+        );
+        let m = samples(&p, &[(1, cpu), (4, net)], &s, 10_000, 20);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].samples, vec![(90_000, 20), (110_000, 20)]);
+        assert_eq!(m[0].value(1, 0), Some(500));
+        assert_eq!(m[0].value(4, 0), Some(15));
+        assert_eq!(m[0].value(1, 1), None);
+        // one of the summed series is a gap: the sum is the gap
+        assert_eq!(m[0].value(4, 1), None);
+    }
+}

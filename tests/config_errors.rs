@@ -67,7 +67,17 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (conf("", "dwepc_vsphere vc url=https://vc/sdk user=u password=secret;"), "dwepc_vsphere", "inline passwords are not accepted"),
         (conf("", "dwepc_vsphere vc url=https://vc/sdk user=u password_file=/nonexistent/pw;"), "dwepc_vsphere", "cannot read password_file \"/nonexistent/pw\""),
         (conf("", &format!("dwepc_vsphere vc url=gopher://vc user=u password_file={pw};")), "dwepc_vsphere", "URL"),
-        (conf("", &format!("{vs}\n{} timeout=2s;", vs.trim_end_matches(';'))), "timeout=2s", "duplicate vSphere endpoint \"vc\""),
+        (conf("", &format!("{vs}\n{} timeout=2s;", vs.trim_end_matches(';'))), "timeout=2s", "duplicate endpoint \"vc\""),
+        // the Prometheus source
+        (conf("", "dwepc_prometheus p url=ftp://x;"), "url=ftp", "the Prometheus server's base URL"),
+        (conf("", "dwepc_prometheus p url=http://127.0.0.1:9090 bearer_token_file=/t;"), "bearer_token_file", "in clear text"),
+        (conf("", "dwepc_prometheus p url=https://127.0.0.1:9090 bearer_token=abc;"), "bearer_token=", "bearer_token_file="),
+        (conf("", "dwepc_prometheus p url=http://127.0.0.1:9090 metrics=collectd;"), "metrics=collectd", "vmware_exporter or telegraf"),
+        (conf("", "dwepc_prometheus p url=http://127.0.0.1:9090 'mem.consumed.average=m{a=b}';"), "mem.consumed", "series selector"),
+        (conf("", "dwepc_prometheus p url=http://127.0.0.1:9090 cpu.usagemhz.average=off;"), "cpu.usagemhz", "no CPU counter"),
+        (conf("", &format!("{vs}\ndwepc_prometheus vc url=http://127.0.0.1:9090;")), "dwepc_prometheus vc", "duplicate endpoint \"vc\""),
+        (conf("", &format!("{vs}\nupstream app {{ dwepc prometheus=vc; server 127.0.0.1:2; }}\nserver {{ listen 127.0.0.1:1; location / {{ proxy_pass http://app; }} }}")), "prometheus=vc", "\"vc\" is a vSphere endpoint; write vsphere=vc"),
+        (upstream("dwepc vsphere=a prometheus=b;\nserver 127.0.0.1:2;"), "prometheus=b", "together"),
         (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={pw} ca_file={pw};")), "dwepc_vsphere", "holds no PEM certificate"),
         (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={pw} tls_verify=maybe;")), "dwepc_vsphere", "\"on\" or \"off\""),
         (conf("", "dwepc;"), "dwepc;", "\"dwepc\" directive is not allowed here"),
@@ -81,7 +91,7 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (conf("", &format!("dwepc_vsphere vc url=https://vc/sdk user=u password_file={};", fifo())), "dwepc_vsphere", "is not a regular file"),
         (upstream("dwepc;\nserver 127.0.0.1:2;\ndwepc_node 127.0.0.1:2 cpu=1e-300;"), "dwepc_node", "a capacity in MHz from 1 to 1e7"),
         (upstream("dwepc mem_reserved=1e308;\nserver 127.0.0.1:2;"), "mem_reserved", "MB from 0 to 1e8"),
-        (upstream_with_endpoints(&format!("dwepc_vsphere a url=https://vc/sdk user=u password_file={pw};\ndwepc_vsphere b url=https://vc/sdk user=u password_file={pw};")), "dwepc;", "none is marked \"default\": add vsphere= with one of a, b"),
+        (upstream_with_endpoints(&format!("dwepc_vsphere a url=https://vc/sdk user=u password_file={pw};\ndwepc_vsphere b url=https://vc/sdk user=u password_file={pw};")), "dwepc;", "none is marked \"default\": add vsphere= or prometheus= with one of a, b"),
         (conf("", &format!("{vs}\nupstream app {{ dwepc interval=1s ttl=5s; server 127.0.0.1:2; }}")), "ttl=5s", "shorter than the time to replace a frozen polling worker"),
     ];
     let mut checked = 0;

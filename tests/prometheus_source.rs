@@ -5,9 +5,10 @@
 //! Prometheus restart.
 
 mod common;
-use common::vsenv::{active, VsEnv, VsOpts};
+use common::vsenv::{active, rss_kb, VsEnv, VsOpts};
 use common::{http, wait_for};
-use std::time::Duration;
+use dwepc_lab::pipeline::Fault;
+use std::time::{Duration, Instant};
 
 fn shares(st: &serde_json::Value) -> Vec<f64> {
     (0..3)
@@ -128,4 +129,95 @@ fn the_upstream_keeps_balancing_through_a_prometheus_restart() {
         "{log}"
     );
     assert!(answered > 20);
+}
+
+/// A hostile or broken Prometheus (an answer without end, one announcing
+/// 300 MB, no answer, JSON that breaks off, NaN or negative values, every
+/// series gone) never stalls a request and costs the polling worker a
+/// bounded amount of memory (the vSphere client's limit: 32 MB); the
+/// last window serves until the TTL, each fault is said in the log, and
+/// the upstream comes back when the server does. Prints the figures.
+#[test]
+fn a_hostile_prometheus_never_stalls_a_request_or_grows_the_worker() {
+    let mut env = VsEnv::start(VsOpts {
+        via_prometheus: Some("period=1s lag=0s timeout=2s".into()),
+        prometheus_faults: true,
+        dwepc: "interval=1s window=8 min_samples=2 ttl=120s pick=least_conn".into(),
+        ..VsOpts::default()
+    });
+    env.feed_and_warm_up();
+    let worker = env.nginx.workers()[0];
+    let base = rss_kb(worker);
+    for f in [
+        Fault::Endless,
+        Fault::Huge,
+        Fault::Hang,
+        Fault::Malformed,
+        Fault::NaN,
+        Fault::Negative,
+        Fault::Vanished,
+    ] {
+        env.faults.as_ref().unwrap().set(f);
+        let t = Instant::now();
+        let mut peak = 0;
+        let mut slowest = Duration::ZERO;
+        while t.elapsed() < Duration::from_secs(6) {
+            peak = peak.max(rss_kb(worker));
+            let s = Instant::now();
+            let r = http::get(env.port, "/");
+            slowest = slowest.max(s.elapsed());
+            assert_eq!(r.status, 200, "{f:?}: {}", r.body);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "hostile Prometheus {f:?}: polling worker RSS {base} KB before, peak {peak} KB (+{} KB); slowest request {slowest:?}",
+            peak.saturating_sub(base)
+        );
+        assert!(peak < base + 32 * 1024, "{f:?}: RSS {base} KB -> {peak} KB");
+        assert!(
+            slowest < Duration::from_millis(500),
+            "{f:?}: a request took {slowest:?}"
+        );
+        // the last window serves (ttl=120s)
+        assert!(active(&env.status()), "{f:?}: {}", env.status());
+        env.faults.as_ref().unwrap().set(Fault::None);
+        env.drive_until(20, Duration::from_secs(40), "healthy again", |st| {
+            active(st) && st["sample_age_ms"].as_u64().is_some_and(|a| a < 3000)
+        });
+    }
+    let log = env.nginx.error_log();
+    for said in [
+        "is larger than it can legitimately be",
+        "timed out",
+        "bad response",
+    ] {
+        assert!(log.contains(said), "{said}:\n{log}");
+    }
+    let after = rss_kb(worker);
+    eprintln!(
+        "hostile Prometheus: polling worker RSS after the faults {after} KB (before {base} KB)"
+    );
+    assert!(after < base + 16 * 1024, "RSS {base} KB -> {after} KB");
+}
+
+/// Sizes come from the exporter, so a Prometheus endpoint whose profile
+/// has no guest IP label cannot find a server by its address: `nginx -t`
+/// says so with the file and line.
+#[test]
+fn a_server_without_vm_on_a_profile_without_ip_label_is_refused() {
+    let text = common::nginx::conf(
+        "",
+        "dwepc_prometheus prom url=http://127.0.0.1:9;\n\
+         upstream app { dwepc prometheus=prom; server 127.0.0.1:81; server 127.0.0.1:82;\n\
+           dwepc_node 127.0.0.1:81 vm=web-1; }\n\
+         server { listen 127.0.0.1:1; location / { proxy_pass http://app; } }",
+    );
+    let (ok, said, _) = common::nginx::test_config(&text);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("server 127.0.0.1:82 of upstream \"app\" is found by its guest IP")
+            && said.contains("has no guest IP label")
+            && said.contains("nginx.conf:"),
+        "{said}"
+    );
 }

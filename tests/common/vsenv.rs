@@ -8,7 +8,7 @@ use super::backend::Backend;
 use super::nginx::{conf, Nginx};
 use super::vcsim::{Opts, Vcsim, VmSpec};
 use super::{free_port, http, wait_for};
-use dwepc_lab::pipeline::{Prometheus, Target, VmwareExporter};
+use dwepc_lab::pipeline::{FaultProxy, Prometheus, Target, VmwareExporter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +52,9 @@ pub struct VsOpts {
     /// vmware_exporter → Prometheus (scraping every second) → nginx's
     /// `dwepc_prometheus`, with these extra parameters.
     pub via_prometheus: Option<String>,
+    /// With `via_prometheus`: nginx reads Prometheus through a relay
+    /// that injects faults ([`FaultProxy`]).
+    pub prometheus_faults: bool,
 }
 
 impl Default for VsOpts {
@@ -77,6 +80,7 @@ impl Default for VsOpts {
             servers: None,
             server_extra: String::new(),
             via_prometheus: None,
+            prometheus_faults: false,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct VsEnv {
     /// (dropped before the simulator).
     pub prometheus: Option<Prometheus>,
     pub exporter: Option<VmwareExporter>,
+    pub faults: Option<FaultProxy>,
     pub vcsim: Vcsim,
     pub backends: Vec<Backend>,
     pub text: String,
@@ -240,10 +245,14 @@ impl VsEnv {
                 .collect()
         };
         let zone = if o.zone { "zone app 256k;\n" } else { "" };
+        let faults = prometheus
+            .as_ref()
+            .filter(|_| o.prometheus_faults)
+            .map(|p| FaultProxy::start(p.port));
         let endpoint = match (&o.via_prometheus, &prometheus) {
             (Some(extra), Some(p)) => format!(
                 "dwepc_prometheus prom url=http://127.0.0.1:{} {extra}",
-                p.port
+                faults.as_ref().map_or(p.port, |f| f.port)
             ),
             _ => format!(
                 "dwepc_vsphere vc url={} user={} password_file={pw}{ca}{insecure} {}",
@@ -267,6 +276,7 @@ impl VsEnv {
             nginx,
             prometheus,
             exporter,
+            faults,
             vcsim,
             extra_cpu: Arc::new(Mutex::new(vec![0.0; o.n])),
             cpu_size: Arc::new(Mutex::new(vms.iter().map(|v| v.cpu_mhz as f64).collect())),

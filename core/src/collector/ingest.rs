@@ -148,6 +148,13 @@ impl Collector<'_, '_> {
             let period = iv as u64 * 1000;
             let counts = run.counts.period(end.saturating_sub(period), end);
             let usage = answer.usage(run, ts);
+            run.newest_ts = run.newest_ts.max(ts);
+            // a period with no value for any server (every value a gap:
+            // NaN, negative, a series gone) says nothing; pushed, it
+            // would push good samples out of the window
+            if usage.iter().flatten().all(|x| x.is_nan()) {
+                continue;
+            }
             newest_usage = Some(usage.clone());
             // requests sent in the period, or (a policy that pairs only
             // completions) those that ended in it
@@ -161,7 +168,6 @@ impl Collector<'_, '_> {
                 done: counts.done,
                 failed: counts.failed,
             });
-            run.newest_ts = run.newest_ts.max(ts);
         }
         if !added {
             return;

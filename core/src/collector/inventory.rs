@@ -46,7 +46,9 @@ impl Collector<'_, '_> {
         });
         if due {
             let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
-            ep.inventory = ep.api()?.vms(&view)?;
+            let mut fresh = ep.api()?.vms(&view)?;
+            keep_known_sizes(&mut fresh, &ep.inventory);
+            ep.inventory = fresh;
             ep.inventory_at = Some(now);
             ep.sizes.reset();
             self.remap(k);
@@ -187,6 +189,27 @@ impl Collector<'_, '_> {
     }
 }
 
+/// A size the new inventory does not know (0: a missing, NaN or negative
+/// value, as a broken source answers) but the last one did, for the same
+/// VM, is kept: an answer that lost a VM's size does not take its
+/// capacity away.
+fn keep_known_sizes(fresh: &mut [VmInfo], old: &[VmInfo]) {
+    for v in fresh.iter_mut() {
+        let Some(o) = old.iter().find(|o| o.moref == v.moref) else {
+            continue;
+        };
+        for (new, was) in [
+            (&mut v.max_cpu_mhz, o.max_cpu_mhz),
+            (&mut v.num_cpu, o.num_cpu),
+            (&mut v.memory_mb, o.memory_mb),
+        ] {
+            if (new.is_nan() || *new <= 0.0) && was > 0.0 {
+                *new = was;
+            }
+        }
+    }
+}
+
 /// How many VMs of the inventory a server's lookup matches (more than
 /// one: vCenter names are unique only within a folder; an IP may be
 /// reported by clones or by VMs on separate networks).
@@ -267,4 +290,27 @@ pub fn first_few<S: AsRef<str>>(items: &[S]) -> String {
         out.push_str(&format!(" and {} more", items.len() - FEW));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_size_keeps_the_last_known_one() {
+        let vm = |id: &str, mhz: f64| VmInfo {
+            moref: id.into(),
+            max_cpu_mhz: mhz,
+            num_cpu: if mhz > 0.0 { 2.0 } else { 0.0 },
+            memory_mb: 2048.0,
+            ..VmInfo::default()
+        };
+        let old = [vm("a", 4000.0), vm("b", 4000.0)];
+        let mut fresh = [vm("a", 0.0), vm("b", 8000.0), vm("c", 0.0)];
+        keep_known_sizes(&mut fresh, &old);
+        assert_eq!((fresh[0].max_cpu_mhz, fresh[0].num_cpu), (4000.0, 2.0));
+        // a real resize is taken, and a VM never seen keeps its unknown
+        assert_eq!(fresh[1].max_cpu_mhz, 8000.0);
+        assert_eq!(fresh[2].max_cpu_mhz, 0.0);
+    }
 }

@@ -5,7 +5,9 @@
 //! Each is stopped by its own PID when dropped.
 
 pub mod exporter;
+pub mod faults;
 pub mod prometheus;
 
 pub use exporter::VmwareExporter;
+pub use faults::{Fault, FaultProxy};
 pub use prometheus::{promtool_check, Prometheus, Target};

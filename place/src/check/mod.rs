@@ -282,7 +282,7 @@ fn classify(err: &Error) -> (Outcome, &'static str) {
             Outcome::LoginRefused,
             "check user= and the password file (its first line); vCenter locks an account after 5 failed logins in 3 minutes by default",
         ),
-        Error::Fault(f) if f.starts_with("NoPermission") => (
+        Error::Fault(f) if f.starts_with("SOAP fault: NoPermission") => (
             Outcome::NoPrivilege,
             "the user needs System.View and System.Read on the VMs: give it the Read-only role on their folder, cluster or datacenter, with \"Propagate to children\"",
         ),

@@ -26,9 +26,9 @@ use crate::vsphere::client::tls_words;
 use crate::vsphere::xml::{self, EntityMetric, MoRef, VmInfo};
 use crate::vsphere::{Api, Error, Traffic};
 
-/// The most an inventory answer may hold (about 25,000 VMs of
-/// vmware_exporter's five size series).
-pub const INVENTORY_CAP: usize = 32 << 20;
+/// The most an inventory answer may hold (about 12,000 VMs of
+/// vmware_exporter's five size series, some 1.3 KB a VM).
+pub const INVENTORY_CAP: usize = 16 << 20;
 /// The most a `time()` answer may hold.
 const SMALL_CAP: usize = 16 << 10;
 /// The shortest scrape interval the samples answer is sized for, s.

@@ -32,7 +32,8 @@ from collections import defaultdict
 
 ORDER = ["round_robin", "weighted_rr", "least_conn", "weighted_least_conn", "random2_least_conn",
          "least_time", "random_two", "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay",
-         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start", "oracle"]
+         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start",
+         "dwepc_least_time_prometheus", "oracle"]
 BASE = "least_conn"
 # the default mode (shares, pick=least_time) in the lab's names
 OURS = "dwepc_least_time"
@@ -283,6 +284,49 @@ def slow_start_section(cells, meta):
     return out
 
 
+def vcenter_cost(r):
+    """(logins, calls per minute) the run's vCenter saw, or (None, None)."""
+    v = r.get("vcenter") or {}
+    calls = sum((v.get("calls") or {}).values())
+    mins = (v.get("run_s") or 0) / 60
+    if not v or not mins:
+        return None, None
+    return v.get("logins"), calls / mins
+
+
+def prometheus_section(cells, meta):
+    """Lines of the table of the default reading vCenter directly (each
+    frontend polling) against the same through vmware_exporter and
+    Prometheus, per seed in the same run."""
+    a, b = "dwepc_least_time", "dwepc_least_time_prometheus"
+    both = [c for c in cell_order(cells, meta) if a in cells[c] and b in cells[c]]
+    if not both:
+        return []
+    out = ["## Counters through Prometheus", "",
+           f"`{a}` with every frontend polling vCenter against `{b}`: the same policy with the "
+           "counters through vmware_exporter 0.18.4 (reading the stack's vCenter when scraped) and one "
+           "Prometheus scraping it once per period; per seed in the same run, median [range]. "
+           "vCenter: logins and calls per minute over the run, from the simulator's call log.", "",
+           "| cell | p99 direct | p99 through Prometheus | p99 ratio | CoV direct | CoV through Prometheus | "
+           "CoV ratio | vCenter logins direct / through | vCenter calls/min direct / through |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for c in both:
+        pa, pb = cells[c][a], cells[c][b]
+        pairs = [(x, y) for x in pa for y in pb if x["seed"] == y["seed"]]
+        r99 = [p99(y) / p99(x) for x, y in pairs if p99(x) and p99(y)]
+        rcov = [y["bottleneck"]["cov"] / x["bottleneck"]["cov"] for x, y in pairs
+                if x["bottleneck"]["cov"] and y["bottleneck"]["cov"]]
+        la = [vcenter_cost(x)[0] for x in pa]
+        lb = [vcenter_cost(y)[0] for y in pb]
+        ca = [vcenter_cost(x)[1] for x in pa]
+        cb = [vcenter_cost(y)[1] for y in pb]
+        out.append(f"| {c} | {mr([p99(x) for x in pa], 0)} | {mr([p99(y) for y in pb], 0)} | {mr(r99, 2)} | "
+                   f"{mr([x['bottleneck']['cov'] for x in pa], 3)} | {mr([y['bottleneck']['cov'] for y in pb], 3)} | "
+                   f"{mr(rcov, 2)} | {mr(la, 0)} / {mr(lb, 0)} | {mr(ca, 0)} / {mr(cb, 0)} |")
+    out.append("")
+    return out
+
+
 def real_section(cells, meta):
     """Lines comparing each real-CPU cell with its emulated twin (same
     scenario, level and cadence): p99 and rank of every policy in both."""
@@ -398,6 +442,7 @@ def summary(rows):
             "an operator could pick (the oracle is the lab's limit, not one of them).", ""]
     out += comparison_table(cells, meta) + [""]
     out += feedback_section(cells, meta) + slow_start_section(cells, meta) + real_section(cells, meta)
+    out += prometheus_section(cells, meta)
     # per cell
     for c in cell_order(cells, meta):
         pols = cells[c]

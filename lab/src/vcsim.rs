@@ -439,7 +439,11 @@ impl Vcsim {
     /// `mhz` of maximum CPU, shown by the inventory's next read.
     pub fn resize(&self, vm: &str, cpus: u32, mhz: u32) -> Result<(), String> {
         let path = format!("/dwepc/resize?vm={vm}&cpus={cpus}&mhz={mhz}");
-        match http_get(self.port, &path) {
+        match http_get(
+            self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
+            self.port,
+            &path,
+        ) {
             Ok((200, _)) => Ok(()),
             Ok((status, body)) => Err(format!("GET {path}: {status} {}", body.trim())),
             Err(e) => Err(format!("GET {path}: {e}")),
@@ -491,8 +495,12 @@ impl Vcsim {
 
     /// GET `path` on the control endpoints: (status, body).
     fn control(&self, path: &str) -> (u16, String) {
-        http_get(self.port, path)
-            .unwrap_or_else(|e| panic!("GET {path} on vcsim port {}: {e}", self.port))
+        http_get(
+            self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
+            self.port,
+            path,
+        )
+        .unwrap_or_else(|e| panic!("GET {path} on vcsim port {}: {e}", self.port))
     }
 }
 
@@ -526,8 +534,8 @@ fn write_atomic(path: &Path, data: &[u8]) {
 
 /// A minimal HTTP/1.1 GET over plain TCP (Connection: close): (status, body).
 /// Handles both Content-Length and chunked bodies.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect((ip, port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     write!(

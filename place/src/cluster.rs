@@ -68,6 +68,27 @@ pub(crate) fn client_config(
     ep.client_config(&pw, ca).map_err(|e| e.to_string())
 }
 
+/// The client configuration of a Prometheus endpoint, its token and CA
+/// files read as the module reads them (a relative name from `base`).
+pub(crate) fn prometheus_config(
+    ep: &conf::PrometheusConf,
+    base: &Path,
+) -> Result<dwepc_core::prometheus::Config, String> {
+    let read = |file: &str, what: &'static str, max| {
+        conf::read_config_file(&base.join(file), what, max).map_err(|e| e.to_string())
+    };
+    let token = match &ep.bearer_token_file {
+        Some(f) => Some(read(f, "bearer_token_file", conf::MAX_PASSWORD_FILE)?),
+        None => None,
+    };
+    let ca = match &ep.ca_file {
+        Some(f) => Some(read(f, "ca_file", conf::MAX_CA_FILE)?),
+        None => None,
+    };
+    ep.client_config(token.as_deref(), ca)
+        .map_err(|e| e.to_string())
+}
+
 /// Connects and reads the cluster to balance: its hosts and powered-on
 /// VMs (by name), and each VM's demand as `s.stat` of its samples.
 pub fn read_cluster(c: &mut Client, a: &Args, s: &Settings) -> Result<Cluster, Failure> {

@@ -233,3 +233,88 @@ fn unreachable_vsphere_is_said_with_what_to_check() {
     assert!(out.contains("http://"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A `dwepc_prometheus` endpoint: the same checks through the query API
+/// (vcsim → vmware_exporter → Prometheus): VMs found by name, samples
+/// complete; a server whose VM the exporter does not report is a gap;
+/// a server found by guest IP on vmware_exporter's profile is refused as
+/// `nginx -t` refuses it; an unreachable server is exit 3.
+#[test]
+fn a_prometheus_endpoint_is_checked_through_the_query_api() {
+    use dwepc_lab::pipeline::{own_loopback_ip, Prometheus, Target, VmwareExporter};
+    let ip = own_loopback_ip();
+    let vms = vec![
+        VmSpec::new("web-0", None, 2, 4000, 2048),
+        VmSpec::new("web-1", None, 2, 4000, 2048),
+    ];
+    let sim = Vcsim::start(
+        &vms,
+        &Opts {
+            tls: true,
+            port: Some(443),
+            listen_ip: Some(ip.clone()),
+            ..Opts::default()
+        },
+    );
+    let vm = serde_json::json!({
+        "cpu.usagemhz.average": 500, "cpu.usage.average": 1250,
+        "mem.consumed.average": 524288, "net.received.average": 60,
+        "net.transmitted.average": 40, "disk.usage.average": 10,
+        "cpu.ready.summation": 20
+    });
+    sim.set_counters(&serde_json::json!({"web-0": vm, "web-1": vm}));
+    let exporter = VmwareExporter::start(&ip, "user", "pass");
+    let prom = Prometheus::scraping(
+        &[Target {
+            job: "vmware".into(),
+            port: exporter.port,
+            path: "/metrics".into(),
+            params: Vec::new(),
+        }],
+        std::time::Duration::from_secs(1),
+    );
+    let scraped = dwepc_lab::wait_for(std::time::Duration::from_secs(30), || {
+        (prom.query("vmware_vm_cpu_usagemhz_average").len() == 2).then_some(())
+    });
+    assert!(scraped.is_some(), "{}", exporter.log());
+    let write = |endpoint: &str, servers: &str| -> PathBuf {
+        let dir = sim.dir.join("nginx-prom");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("nginx.conf");
+        std::fs::write(
+            &p,
+            format!("events {{}}\nhttp {{\n {endpoint};\n upstream app {{\n dwepc prometheus=prom;\n{servers} }}\n}}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let named = " server 127.0.0.1:8081;\n server 127.0.0.1:8082;\n dwepc_node 127.0.0.1:8081 vm=web-0;\n dwepc_node 127.0.0.1:8082 vm=web-1;\n";
+    let url = format!("dwepc_prometheus prom url=http://127.0.0.1:{}", prom.port);
+    let (code, out) = run_conf(&write(&url, named));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Prometheus \"prom\"")
+            && out.contains("query API: ok")
+            && out.contains(
+                "server 127.0.0.1:8081 -> VM \"web-0\" (powered on, 2 vCPUs, 4000 MHz, 2048 MB)"
+            )
+            && out.contains("2 of 2 VMs complete"),
+        "{out}"
+    );
+    // a VM the exporter does not report
+    let missing = format!("{named} server 127.0.0.1:8083;\n dwepc_node 127.0.0.1:8083 vm=web-9;\n");
+    let (code, out) = run_conf(&write(&url, &missing));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NO VM: no VM named \"web-9\""), "{out}");
+    // a server found by guest IP: vmware_exporter has no guest IP label
+    let (code, out) = run_conf(&write(&url, &format!("{named} server 127.0.0.1:8084;\n")));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("has no guest IP label"), "{out}");
+    // nothing listens there
+    let (code, out) = run_conf(&write(
+        "dwepc_prometheus prom url=http://127.0.0.1:9",
+        named,
+    ));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("the Prometheus server's base URL"), "{out}");
+}

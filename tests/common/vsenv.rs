@@ -8,7 +8,7 @@ use super::backend::Backend;
 use super::nginx::{conf, Nginx};
 use super::vcsim::{Opts, Vcsim, VmSpec};
 use super::{free_port, http, wait_for};
-use dwepc_lab::pipeline::{FaultProxy, Prometheus, Target, VmwareExporter};
+use dwepc_lab::pipeline::{own_loopback_ip, FaultProxy, Prometheus, Target, VmwareExporter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,21 +133,6 @@ pub fn rss_kb(pid: i32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// A loopback address of this test's own (127.N.P.P from a sequence
-/// number and the PID), so that several simulators can each listen on
-/// port 443.
-fn own_loopback_ip() -> String {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    format!(
-        "127.{}.{}.{}",
-        100 + seq % 100,
-        (pid >> 8) & 255,
-        (pid & 255).max(1)
-    )
 }
 
 pub fn vm_name(i: usize) -> String {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::runtime::Level;
 use super::upstream::UpRun;
 use super::Collector;
 use crate::policy::Sample;
@@ -153,7 +154,26 @@ impl Collector<'_, '_> {
             // NaN, negative, a series gone) says nothing; pushed, it
             // would push good samples out of the window
             if usage.iter().flatten().all(|x| x.is_nan()) {
+                if !run.valueless {
+                    run.valueless = true;
+                    self.rt.log(
+                        Level::Error,
+                        &format!(
+                            "dwepc: upstream \"{}\": a counter sample without a value for any server (each NaN, negative or missing); such samples are skipped and the last good window serves until ttl",
+                            u.name
+                        ),
+                    );
+                }
                 continue;
+            }
+            if std::mem::take(&mut run.valueless) {
+                self.rt.log(
+                    Level::Notice,
+                    &format!(
+                        "dwepc: upstream \"{}\": counter samples have values again",
+                        u.name
+                    ),
+                );
             }
             newest_usage = Some(usage.clone());
             // requests sent in the period, or (a policy that pairs only

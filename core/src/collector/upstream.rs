@@ -34,6 +34,8 @@ pub(super) struct UpRun {
     pub(super) refill: bool,
     /// What the log last said: (counters drive, reason).
     pub(super) logged: Option<(bool, Reason)>,
+    /// The newest sample had no value for any server (said once).
+    pub(super) valueless: bool,
 }
 
 impl UpRun {
@@ -66,6 +68,7 @@ impl UpRun {
             newest_ts: 0,
             refill: true,
             logged: None,
+            valueless: false,
         }
     }
 

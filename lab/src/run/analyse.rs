@@ -149,6 +149,7 @@ pub(super) fn analyse(
         log,
         machine_cpu_pct: machine,
         real_cpu: cell.real_cpu,
+        vcenter: Value::Null,
     }
 }
 

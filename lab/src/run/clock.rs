@@ -64,6 +64,9 @@ fn counters(cluster: &[VmSpec], a: &Reading, b: &Reading, end_s: u64) -> Value {
                 "cpu.usage.average": pct.round() as i64,
                 "mem.consumed.average": b.mem_kb[i].round() as i64,
                 "net.usage.average": net.round() as i64,
+                // what vmware_exporter reads instead (their sum)
+                "net.received.average": (net / 2.0).round() as i64,
+                "net.transmitted.average": (net / 2.0).round() as i64,
                 "disk.usage.average": 0,
                 "cpu.ready.summation": ready.round() as i64,
             }),

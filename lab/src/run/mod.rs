@@ -79,6 +79,7 @@ fn side_by_side(
 ) -> Result<Vec<RunResult>, String> {
     cell.scenario.check(&cell.cluster)?;
     let weights = cell.scenario.workload.weights(&cell.cluster);
+    let started_at = Instant::now();
     let mut stacks = Vec::new();
     for &p in &cell.policies {
         let weights = match p {
@@ -105,6 +106,14 @@ fn side_by_side(
     );
     let (machine, log_from) = measure(cell, &stacks, total, progress);
     let status_end: Vec<Vec<Value>> = stacks.iter().map(|s| s.status_pages()).collect();
+    let vcenter: Vec<Value> = stacks
+        .iter()
+        .map(|s| {
+            let mut v = s.vc.stats();
+            v["run_s"] = (started_at.elapsed().as_secs_f64()).into();
+            v
+        })
+        .collect();
     let logs: Vec<Vec<String>> = stacks
         .iter()
         .enumerate()
@@ -118,7 +127,7 @@ fn side_by_side(
     for (k, s) in stacks.iter().enumerate() {
         let rs = lock(&s.readings).clone();
         let w: Vec<Vec<Value>> = watched.get(k).map(|v| vec![v.clone()]).unwrap_or_default();
-        out.push(analyse(
+        let mut r = analyse(
             cell,
             s.policy,
             &records[k],
@@ -128,7 +137,9 @@ fn side_by_side(
             status_end[k].clone(),
             logs[k].clone(),
             machine,
-        ));
+        );
+        r.vcenter = vcenter[k].clone();
+        out.push(r);
     }
     drop(stacks);
     Ok(out)

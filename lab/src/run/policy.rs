@@ -39,6 +39,12 @@ pub enum Policy {
     RandomTwo,
     /// [`Policy::DwepcTime`] with `slow_start=30s`.
     DwepcTimeSlow,
+    /// [`Policy::DwepcTime`] reading the counters through the monitoring
+    /// pipeline: vmware_exporter reading the stack's vCenter, one
+    /// Prometheus scraping it once per period, every frontend's
+    /// `dwepc_prometheus` reading Prometheus (instead of each frontend
+    /// polling vCenter).
+    DwepcTimeProm,
     /// [`Policy::LeastTime`] with `slow_start=30s`.
     LeastTimeSlow,
     /// The limit of the weighted-least-connections family: nginx's
@@ -50,7 +56,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 15] = [
+    pub const ALL: [Policy; 16] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -64,6 +70,7 @@ impl Policy {
         Policy::LeastTime,
         Policy::RandomTwo,
         Policy::DwepcTimeSlow,
+        Policy::DwepcTimeProm,
         Policy::LeastTimeSlow,
         Policy::Oracle,
     ];
@@ -83,6 +90,7 @@ impl Policy {
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
             Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
+            Policy::DwepcTimeProm => "dwepc_least_time_prometheus",
             Policy::LeastTimeSlow => "least_time_slow_start",
             Policy::Oracle => "oracle",
         }
@@ -103,6 +111,7 @@ impl Policy {
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
             Policy::DwepcTimeSlow => "hybss",
+            Policy::DwepcTimeProm => "hybp",
             Policy::LeastTimeSlow => "ltss",
             Policy::Oracle => "oracle",
         }
@@ -138,7 +147,13 @@ impl Policy {
                 | Policy::DwepcSed
                 | Policy::DwepcTime
                 | Policy::DwepcTimeSlow
+                | Policy::DwepcTimeProm
         )
+    }
+
+    /// Reads the counters through vmware_exporter and Prometheus.
+    pub fn via_prometheus(self) -> bool {
+        self == Policy::DwepcTimeProm
     }
 
     pub(super) fn weighted(self) -> bool {
@@ -165,6 +180,9 @@ impl Policy {
             Policy::Dwepc => format!("dwepc interval={i}s pick=least_conn;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
             Policy::DwepcTime => format!("dwepc interval={i}s pick=least_time;"),
+            Policy::DwepcTimeProm => {
+                format!("dwepc prometheus=lab interval={i}s pick=least_time;")
+            }
             Policy::LeastTime => "dwepc mode=least_time;".into(),
             Policy::RandomTwo => "dwepc mode=random_two;".into(),
             Policy::DwepcTimeSlow => format!("dwepc interval={i}s pick=least_time slow_start=30s;"),

@@ -65,6 +65,9 @@ pub struct RunResult {
     pub machine_cpu_pct: f64,
     /// On real CPUs: MHz one real core stood for.
     pub real_cpu: Option<f64>,
+    /// What the stack's vCenter saw over the whole run (its call log:
+    /// logins, logouts, calls by method), and the run's length in s.
+    pub vcenter: Value,
 }
 
 fn bal(b: &Balance) -> Value {
@@ -100,6 +103,7 @@ impl RunResult {
             "published": self.published.iter().map(|r| r.iter().map(|x| num(*x)).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "status": self.status, "log": self.log, "machine_cpu_pct": num(self.machine_cpu_pct),
             "real_cpu": self.real_cpu,
+            "vcenter": self.vcenter,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! nginx instances, configured for the policy.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use super::watch::status;
 use crate::free_port;
 use crate::hold::BackgroundJob;
 use crate::nginx::Nginx;
+use crate::pipeline::{own_loopback_ip, Prometheus, Target, VmwareExporter};
 use crate::vcsim::{Opts, Vcsim};
 
 /// One policy's copy of the cluster.
@@ -24,6 +25,10 @@ pub(super) struct Stack {
     pub(super) policy: Policy,
     pub(super) vms: VmsProcess,
     pub(super) vc: Vcsim,
+    /// [`Policy::via_prometheus`]: the exporter reading `vc` and the
+    /// Prometheus server scraping it, which the frontends read.
+    exporter: Option<VmwareExporter>,
+    prometheus: Option<Prometheus>,
     pub(super) ports: Vec<u16>,
     pub(super) nginx: Vec<Nginx>,
     pub(super) readings: Mutex<Vec<Reading>>,
@@ -33,10 +38,10 @@ pub(super) struct Stack {
     /// On real CPUs: the background jobs, real processes in their VM.
     pub(super) holds: Mutex<Vec<Option<std::process::Child>>>,
     pub(super) dir: PathBuf,
-    /// The VMs' addresses and the vCenter password file, for a
+    /// The VMs' addresses and the endpoint's directive, for a
     /// configuration written again ([`Stack::reweigh`]).
     addrs: Vec<String>,
-    pw: PathBuf,
+    endpoint: String,
 }
 
 /// The nginx configuration of one frontend of `policy`'s stack.
@@ -46,8 +51,7 @@ fn nginx_conf(
     addrs: &[String],
     weights: &[u32],
     port: u16,
-    vc: &Vcsim,
-    pw: &Path,
+    endpoint: &str,
 ) -> String {
     let (cluster, cadence) = (&cell.cluster, cell.cadence);
     let mut up = String::new();
@@ -67,8 +71,14 @@ fn nginx_conf(
         };
         let _ = writeln!(up, "server {a}{weight} max_fails=1 fail_timeout=5s;");
         if policy.uses_counters() {
-            // the operator knows the VMs' network capacity (vSphere does not)
-            let _ = writeln!(up, "dwepc_node {a} net={};", v.net_kbps);
+            // the operator knows the VMs' network capacity (vSphere does
+            // not); vmware_exporter has no guest IP: the VM by its name
+            let vm = if policy.via_prometheus() {
+                format!(" vm={}", v.name)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(up, "dwepc_node {a}{vm} net={};", v.net_kbps);
         }
     }
     let _ = writeln!(up, "keepalive 64;");
@@ -79,7 +89,7 @@ fn nginx_conf(
          http {{\naccess_log off;\n\
          client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;\n\
          fastcgi_temp_path tmp/fcgi; uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n\
-         dwepc_vsphere lab url={url} user=user password_file={pw} timeout=2s insecure_http=on;\n\
+         {endpoint}\n\
          upstream app {{\n{up}}}\n\
          server {{ listen 127.0.0.1:{port} backlog=8192;\n\
            keepalive_requests 100000;\n\
@@ -88,8 +98,6 @@ fn nginx_conf(
              proxy_read_timeout 60s; }}\n\
            location = /dwepc {{ dwepc_status; }} }}\n}}\n",
         module = crate::nginx::module().display(),
-        url = vc.url,
-        pw = pw.display(),
     )
 }
 
@@ -117,20 +125,53 @@ impl Stack {
                 )
             })
             .collect();
-        let vc = Vcsim::start(
-            &vspecs,
-            &Opts {
-                refresh_s: cell.cadence.period_s as u32,
-                ..Opts::default()
-            },
-        );
+        let mut opts = Opts {
+            refresh_s: cell.cadence.period_s as u32,
+            ..Opts::default()
+        };
+        if policy.via_prometheus() {
+            // where vmware_exporter looks: https://HOST/sdk
+            opts.tls = true;
+            opts.port = Some(443);
+            opts.listen_ip = Some(own_loopback_ip());
+        }
+        let vc = Vcsim::start(&vspecs, &opts);
         let pw = dir.join("vc.pass");
         std::fs::write(&pw, "pass\n").map_err(|e| e.to_string())?;
+        let (exporter, prometheus, endpoint) = if policy.via_prometheus() {
+            let e = VmwareExporter::start(
+                opts.listen_ip.as_deref().unwrap_or_default(),
+                "user",
+                "pass",
+            );
+            // scraped once per period, as README's "Running a fleet" says
+            let p = Prometheus::scraping(
+                &[Target {
+                    job: "vmware".into(),
+                    port: e.port,
+                    path: "/metrics".into(),
+                    params: Vec::new(),
+                }],
+                Duration::from_secs(cell.cadence.period_s),
+            );
+            let line = format!(
+                "dwepc_prometheus lab url=http://127.0.0.1:{} timeout=2s period={}s;",
+                p.port, cell.cadence.period_s
+            );
+            (Some(e), Some(p), line)
+        } else {
+            let line = format!(
+                "dwepc_vsphere lab url={} user=user password_file={} timeout=2s insecure_http=on;",
+                vc.url,
+                pw.display()
+            );
+            (None, None, line)
+        };
         let mut ports = Vec::new();
         let mut nginx = Vec::new();
         for _ in &cell.scenario.frontends {
             let port = free_port();
-            let text = nginx_conf(policy, cell, &addrs, weights, port, &vc, &pw);
+            let text = nginx_conf(policy, cell, &addrs, weights, port, &endpoint);
             nginx.push(Nginx::start(&text, port));
             ports.push(port);
         }
@@ -139,6 +180,8 @@ impl Stack {
             policy,
             vms,
             vc,
+            exporter,
+            prometheus,
             ports,
             nginx,
             readings: Mutex::new(Vec::new()),
@@ -147,7 +190,7 @@ impl Stack {
             holds: Mutex::new((0..n).map(|_| None).collect()),
             dir,
             addrs,
-            pw,
+            endpoint,
         })
     }
 
@@ -162,8 +205,7 @@ impl Stack {
                 &self.addrs,
                 weights,
                 port,
-                &self.vc,
-                &self.pw,
+                &self.endpoint,
             );
             nginx.reload(&text);
         }
@@ -215,6 +257,8 @@ impl Drop for Stack {
         for n in &mut self.nginx {
             n.stop(Duration::from_secs(5));
         }
+        self.prometheus = None;
+        self.exporter = None;
         self.vc.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use dwepc_core::collector::{counter_ids, find_vm};
-use dwepc_core::conf::{self, EndpointConf, EndpointRef, VmRef};
+use dwepc_core::conf::{self, EndpointRef, NamedEndpoint, SourceConf, VmRef};
 use dwepc_core::resources::{COUNTERS, CPU_PERCENT, READY};
 use dwepc_core::vsphere::client::Client;
 use dwepc_core::vsphere::xml::VmInfo;
@@ -100,7 +100,7 @@ struct Wanted {
 
 /// One endpoint to check and the servers it is asked about.
 struct Job {
-    endpoint: EndpointConf,
+    endpoint: SourceConf,
     at: String,
     /// Where relative file names are found (nginx: its configuration
     /// prefix, the main file's folder; the command line: here).
@@ -118,7 +118,9 @@ pub fn run(a: &CheckArgs) -> Outcome {
         }
     };
     if jobs.is_empty() {
-        println!("refused: no dwepc_vsphere endpoint is used by a dwepc upstream");
+        println!(
+            "refused: no dwepc_vsphere or dwepc_prometheus endpoint is used by a dwepc upstream"
+        );
         return Outcome::Refused;
     }
     jobs.iter()
@@ -150,7 +152,8 @@ fn jobs(a: &CheckArgs) -> Result<Vec<Job>, String> {
                 words.push("insecure_http=on".into());
             }
             let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-            let endpoint = conf::parse_endpoint(&refs).map_err(|e| e.to_string())?;
+            let endpoint =
+                SourceConf::Vsphere(conf::parse_endpoint(&refs).map_err(|e| e.to_string())?);
             let mut wanted: Vec<Wanted> =
                 a.vm.iter()
                     .map(|n| Wanted {
@@ -187,7 +190,12 @@ fn jobs_from_conf(path: &Path) -> Result<Vec<Job>, String> {
     for (words, at) in &found.endpoints {
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         let e = conf::parse_endpoint(&refs).map_err(|e| format!("{e} in {at}"))?;
-        endpoints.push((e, at.clone()));
+        endpoints.push((SourceConf::Vsphere(e), at.clone()));
+    }
+    for (words, at) in &found.prometheus {
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        let e = conf::parse_prometheus(&refs).map_err(|e| format!("{e} in {at}"))?;
+        endpoints.push((SourceConf::Prometheus(e), at.clone()));
     }
     let mut ups = Vec::new();
     for u in &found.upstreams {
@@ -195,7 +203,7 @@ fn jobs_from_conf(path: &Path) -> Result<Vec<Job>, String> {
         let c = conf::parse_upstream(&refs).map_err(|e| format!("{e} in {}", u.at))?;
         ups.push((u, c));
     }
-    let eps: Vec<(&EndpointConf, &str)> = endpoints.iter().map(|(e, a)| (e, a.as_str())).collect();
+    let eps: Vec<(&SourceConf, &str)> = endpoints.iter().map(|(e, a)| (e, a.as_str())).collect();
     let refs: Vec<(&EndpointRef, &str)> = ups
         .iter()
         .map(|(u, c)| (&c.vsphere, u.at.as_str()))
@@ -213,12 +221,28 @@ fn jobs_from_conf(path: &Path) -> Result<Vec<Job>, String> {
     for ((u, _), k) in ups.iter().zip(which) {
         let Some(k) = k else {
             println!(
-                "upstream \"{}\" ({}): vsphere=off, not checked",
+                "upstream \"{}\" ({}): no endpoint (off), not checked",
                 u.name, u.at
             );
             continue;
         };
         let wanted = servers_of(u)?;
+        // as nginx -t: a profile without a guest IP label finds servers
+        // by VM name only
+        if let SourceConf::Prometheus(p) = &jobs[k].endpoint {
+            if let (None, Some(w)) = (
+                &p.profile.ip_label,
+                wanted.iter().find(|w| w.vm == VmRef::GuestIp),
+            ) {
+                let e = conf::ConfError::NoGuestIpLabel {
+                    server: w.label.trim_start_matches("server ").to_string(),
+                    upstream: u.name.clone(),
+                    endpoint: p.name.clone(),
+                    profile: p.profile.base,
+                };
+                return Err(format!("{e} in {}", u.at));
+            }
+        }
         jobs[k].wanted.push((u.name.clone(), wanted));
     }
     jobs.retain(|j| !j.wanted.is_empty());
@@ -256,7 +280,11 @@ fn servers_of(u: &nginx_conf::Upstream) -> Result<Vec<Wanted>, String> {
 /// The check of one endpoint.
 fn check_endpoint(job: &Job) -> Outcome {
     let e = &job.endpoint;
-    println!("vSphere \"{}\" ({}, {}):", e.name, e.url, job.at);
+    let url = match e {
+        SourceConf::Vsphere(v) => &v.url,
+        SourceConf::Prometheus(p) => &p.url,
+    };
+    println!("{} \"{}\" ({url}, {}):", e.kind().word(), e.name(), job.at);
     let client = match client_of(e, &job.base) {
         Ok(c) => c,
         Err(msg) => {
@@ -267,7 +295,13 @@ fn check_endpoint(job: &Job) -> Outcome {
     match check_session(client, job) {
         Ok(o) => o,
         Err(err) => {
-            let (outcome, hint) = classify(&err);
+            let (outcome, hint) = match e {
+                SourceConf::Vsphere(_) => classify(&err),
+                SourceConf::Prometheus(_) => (
+                    Outcome::Unreachable,
+                    "check url= (the Prometheus server's base URL), the route to it, bearer_token_file= and ca_file=",
+                ),
+            };
             println!("  FAILED: {err}");
             println!("  {hint}");
             outcome
@@ -298,27 +332,60 @@ fn classify(err: &Error) -> (Outcome, &'static str) {
     }
 }
 
+/// An endpoint's client: vSphere's (with what its login says) or
+/// Prometheus's.
+enum Source {
+    Vsphere(Client),
+    Prometheus(dwepc_core::prometheus::Client),
+}
+
+impl Source {
+    fn api(&mut self) -> &mut dyn Api {
+        match self {
+            Source::Vsphere(c) => c,
+            Source::Prometheus(c) => c,
+        }
+    }
+}
+
 /// Logs in, reads what the module reads, prints it; logs out.
-fn check_session(mut client: Client, job: &Job) -> Result<Outcome, Error> {
-    client.connect()?;
-    let result = check_logged_in(&mut client, job);
-    client.logout();
+fn check_session(mut client: Source, job: &Job) -> Result<Outcome, Error> {
+    client.api().connect()?;
+    match &client {
+        Source::Vsphere(c) => {
+            if let Some(sc) = c.service() {
+                println!("  login: ok ({} {})", sc.api_type, sc.api_version);
+            }
+        }
+        Source::Prometheus(_) => println!("  query API: ok"),
+    }
+    let result = check_logged_in(client.api(), job);
+    client.api().logout();
     result
 }
 
 /// The client of an endpoint, its files read as the module reads them
 /// (a relative name from `base`); what `nginx -t` would refuse is an
 /// error message.
-fn client_of(e: &EndpointConf, base: &Path) -> Result<Client, String> {
-    let cfg = crate::cluster::client_config(e, base)?;
-    Client::new(cfg).map_err(|err| err.to_string())
+fn client_of(e: &SourceConf, base: &Path) -> Result<Source, String> {
+    match e {
+        SourceConf::Vsphere(v) => {
+            let cfg = crate::cluster::client_config(v, base)?;
+            Ok(Source::Vsphere(
+                Client::new(cfg).map_err(|err| err.to_string())?,
+            ))
+        }
+        SourceConf::Prometheus(p) => {
+            let cfg = crate::cluster::prometheus_config(p, base)?;
+            Ok(Source::Prometheus(
+                dwepc_core::prometheus::Client::new(cfg).map_err(|err| err.to_string())?,
+            ))
+        }
+    }
 }
 
-fn check_logged_in(client: &mut Client, job: &Job) -> Result<Outcome, Error> {
+fn check_logged_in(client: &mut dyn Api, job: &Job) -> Result<Outcome, Error> {
     let mut outcome = Outcome::Ready;
-    if let Some(sc) = client.service() {
-        println!("  login: ok ({} {})", sc.api_type, sc.api_version);
-    }
     let catalog: HashMap<String, i32> = client
         .perf_counters()?
         .into_iter()
@@ -354,11 +421,10 @@ fn check_logged_in(client: &mut Client, job: &Job) -> Result<Outcome, Error> {
     );
     let view = client.create_vm_view()?;
     let inventory = client.vms(&view)?;
-    let scope = job
-        .endpoint
-        .scope
-        .as_deref()
-        .unwrap_or("the whole inventory");
+    let scope = match &job.endpoint {
+        SourceConf::Vsphere(v) => v.scope.as_deref().unwrap_or("the whole inventory"),
+        SourceConf::Prometheus(_) => "the series of the exporter",
+    };
     println!("  inventory: {} VMs under {scope}", inventory.len());
     let mut mapped: Vec<&VmInfo> = Vec::new();
     for (upstream, wanted) in &job.wanted {
@@ -416,7 +482,7 @@ fn lookup<'a>(w: &Wanted, inventory: &'a [VmInfo]) -> Option<&'a VmInfo> {
 /// One realtime sample of the mapped, powered-on VMs: every counter
 /// should have a value.
 fn check_samples(
-    client: &mut Client,
+    client: &mut dyn Api,
     vms: &[&VmInfo],
     counters: &[(String, i32)],
 ) -> Result<Outcome, Error> {

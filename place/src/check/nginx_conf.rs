@@ -37,6 +37,8 @@ pub struct Upstream {
 pub struct Found {
     /// Each `dwepc_vsphere`'s words (after the name) and where.
     pub endpoints: Vec<(Vec<String>, String)>,
+    /// Each `dwepc_prometheus`'s words (after the name) and where.
+    pub prometheus: Vec<(Vec<String>, String)>,
     pub upstreams: Vec<Upstream>,
 }
 
@@ -304,6 +306,7 @@ fn collect(list: &[Directive], found: &mut Found) {
         let rest = || d.words[1..].to_vec();
         match d.words[0].as_str() {
             "dwepc_vsphere" => found.endpoints.push((rest(), d.at.clone())),
+            "dwepc_prometheus" => found.prometheus.push((rest(), d.at.clone())),
             "upstream" if d.words.len() == 2 => {
                 let dwepc = d.block.iter().find(|x| x.words[0] == "dwepc");
                 if let Some(dw) = dwepc {

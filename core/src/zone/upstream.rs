@@ -204,7 +204,10 @@ impl<'a> UpstreamZone<'a> {
     /// worker).
     #[inline]
     pub fn in_flight(&self, i: usize) -> u64 {
-        self.pick_view(i).0
+        let at = HEADER + i * HOT;
+        let hot = &self.mem[at..at + HOT];
+        let done = hot[P_DONE].load(Relaxed);
+        hot[P_TOTAL].load(Relaxed).saturating_sub(done)
     }
 
     /// What the per-share pick reads of peer `i`: requests in flight, the

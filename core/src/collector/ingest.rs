@@ -141,12 +141,18 @@ impl Collector<'_, '_> {
         let mut added = false;
         let mut newest_usage: Option<Vec<Res>> = None;
         let mut newest_sent: Option<Vec<f64>> = None;
+        let now = self.rt.now_ms();
         for (ts, iv) in stamps {
             if ts <= run.newest_ts || iv == 0 {
                 continue;
             }
-            let end = (ts as i64 - skew_ms).max(0) as u64;
+            let end = (ts as i64).saturating_sub(skew_ms).max(0) as u64;
             let period = iv as u64 * 1000;
+            // a sample from the future (a bad stamp, a clock stepped
+            // back) is not taken: it would hold every later one back
+            if end > now.saturating_add(period) {
+                continue;
+            }
             let counts = run.counts.period(end.saturating_sub(period), end);
             let usage = answer.usage(run, ts);
             run.newest_ts = run.newest_ts.max(ts);

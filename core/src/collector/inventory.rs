@@ -194,8 +194,10 @@ impl Collector<'_, '_> {
 /// VM, is kept: an answer that lost a VM's size does not take its
 /// capacity away.
 fn keep_known_sizes(fresh: &mut [VmInfo], old: &[VmInfo]) {
+    let old: std::collections::HashMap<&str, &VmInfo> =
+        old.iter().map(|o| (o.moref.as_str(), o)).collect();
     for v in fresh.iter_mut() {
-        let Some(o) = old.iter().find(|o| o.moref == v.moref) else {
+        let Some(o) = old.get(v.moref.as_str()) else {
             continue;
         };
         for (new, was) in [

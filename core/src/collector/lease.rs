@@ -92,7 +92,7 @@ impl Collector<'_, '_> {
             }
             let t = c.traffic();
             ep.traffic.bytes += t.bytes;
-            ep.traffic.answer_ms += t.answer_ms;
+            ep.traffic.answer_us += t.answer_us;
         }
         ep.view = None;
         ep.refresh_s = 0;

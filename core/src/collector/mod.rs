@@ -134,7 +134,7 @@ impl<'z, 'r> Collector<'z, 'r> {
         if let Some(c) = &ep.client {
             let now = c.traffic();
             t.bytes += now.bytes;
-            t.answer_ms += now.answer_ms;
+            t.answer_us += now.answer_us;
         }
         t
     }

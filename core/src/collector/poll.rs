@@ -40,7 +40,7 @@ impl Collector<'_, '_> {
             let t = self.traffic(k);
             r.add_traffic(
                 t.bytes - traffic_before.bytes,
-                t.answer_ms - traffic_before.answer_ms,
+                t.answer_us - traffic_before.answer_us,
             );
             match &result {
                 Ok(()) => r.success(now),

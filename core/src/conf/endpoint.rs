@@ -69,7 +69,7 @@ impl EndpointConf {
     /// `[warn]` lines at start.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.url.starts_with("http://") {
+        if self.url.to_ascii_lowercase().starts_with("http://") {
             out.push(format!(
                 "vSphere endpoint \"{}\" uses http://: the password crosses the network in clear text (insecure_http=on)",
                 self.name
@@ -152,7 +152,7 @@ pub fn parse_endpoint(args: &[&str]) -> Result<EndpointConf, ConfError> {
         parse_param(&mut e, key, val)
             .ok_or_else(|| ConfError::InvalidParameter(arg.to_string()))??;
     }
-    if e.url.starts_with("http://") && !e.insecure_http {
+    if e.url.to_ascii_lowercase().starts_with("http://") && !e.insecure_http {
         return Err(ConfError::ClearText);
     }
     for (key, v) in [
@@ -475,6 +475,9 @@ pub(super) mod tests {
         );
         let ok = endpoint_with(&["url=http://vc/sdk", "insecure_http=on"]).unwrap();
         assert!(ok.warnings()[0].contains("clear text"));
+        // the scheme in capitals is the same scheme
+        let e = endpoint_with(&["url=HTTP://vc/sdk"]).unwrap_err();
+        assert!(e.contains("clear text"), "{e}");
         // no path, bad port, bad scheme, query
         for (url, want) in [
             ("url=https://x", "has no path"),

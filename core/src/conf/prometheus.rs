@@ -73,7 +73,8 @@ impl PrometheusConf {
     /// What the configuration allows but an operator should know.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.bearer_token_file.is_some() && self.url.starts_with("http://") {
+        if self.bearer_token_file.is_some() && self.url.to_ascii_lowercase().starts_with("http://")
+        {
             out.push(format!(
                 "Prometheus endpoint \"{}\" sends its bearer token over http:// in clear text (insecure_http=on)",
                 self.name
@@ -157,7 +158,10 @@ pub fn parse_prometheus(args: &[&str]) -> Result<PrometheusConf, ConfError> {
     if e.url.is_empty() {
         return Err(ConfError::Required("url"));
     }
-    if e.url.starts_with("http://") && e.bearer_token_file.is_some() && !e.insecure_http {
+    if e.url.to_ascii_lowercase().starts_with("http://")
+        && e.bearer_token_file.is_some()
+        && !e.insecure_http
+    {
         return Err(ConfError::TokenInClearText);
     }
     let p = &e.profile;
@@ -261,6 +265,8 @@ mod tests {
         assert!(err(&["p", "url=http://x:9090/?q=1"]).contains("base URL"));
         assert!(err(&["p", "url=http://x", "bearer_token=abc"]).contains("bearer_token_file"));
         assert!(err(&["p", "url=http://x", "bearer_token_file=/t"]).contains("clear text"));
+        // the scheme in capitals is the same scheme
+        assert!(err(&["p", "url=HTTP://x", "bearer_token_file=/t"]).contains("clear text"));
         assert!(parse_prometheus(&[
             "p",
             "url=http://x",

@@ -50,11 +50,16 @@ struct Reply {
     error: Option<String>,
 }
 
+/// The data decoded straight into its type (no JSON tree in between:
+/// an answer takes a small multiple of its size in memory).
 #[derive(Deserialize)]
-struct RawData {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: serde_json::Value,
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum RawData {
+    Vector(Vec<Series>),
+    Matrix(Vec<Series>),
+    Scalar((f64, String)),
+    /// A string result (never asked for; refused).
+    String(serde::de::IgnoredAny),
 }
 
 /// Why an answer is not data.
@@ -78,22 +83,16 @@ pub fn decode(body: &[u8]) -> Result<Data, AnswerError> {
         );
         return Err(AnswerError::Refused(what.chars().take(300).collect()));
     }
-    let d = r
-        .data
-        .ok_or_else(|| AnswerError::Malformed("a success without data".into()))?;
-    let bad = |e: serde_json::Error| AnswerError::Malformed(format!("{}: {e}", d.result_type));
-    match d.result_type.as_str() {
-        "vector" | "matrix" => Ok(Data::Series(
-            serde_json::from_value(d.result.clone()).map_err(bad)?,
-        )),
-        "scalar" => {
-            let (t, v): (f64, String) = serde_json::from_value(d.result.clone()).map_err(bad)?;
+    match r.data {
+        None => Err(AnswerError::Malformed("a success without data".into())),
+        Some(RawData::Vector(s) | RawData::Matrix(s)) => Ok(Data::Series(s)),
+        Some(RawData::Scalar((t, v))) => {
             let v: f64 = v
                 .parse()
                 .map_err(|_| AnswerError::Malformed(format!("scalar \"{v}\"")))?;
             Ok(Data::Scalar(t, v))
         }
-        other => Err(AnswerError::Malformed(format!("result type \"{other}\""))),
+        Some(RawData::String(_)) => Err(AnswerError::Malformed("result type \"string\"".into())),
     }
 }
 

@@ -81,6 +81,12 @@ pub struct Client {
     connected: bool,
     calls: BTreeMap<&'static str, u64>,
     traffic: Traffic,
+    /// The last inventory answer: a VM it had is kept through one answer
+    /// without it (a failed scrape marks a target's series stale until
+    /// the next one).
+    last_inventory: Vec<VmInfo>,
+    /// Ids shared by several VMs in the last inventory: not queried.
+    ambiguous: std::collections::HashSet<String>,
 }
 
 fn from_reqwest(e: reqwest::Error) -> Error {
@@ -164,6 +170,8 @@ impl Client {
             connected: false,
             calls: BTreeMap::new(),
             traffic: Traffic::default(),
+            last_inventory: Vec::new(),
+            ambiguous: Default::default(),
         })
     }
 
@@ -173,7 +181,7 @@ impl Client {
         let started = Instant::now();
         *self.calls.entry(method).or_default() += 1;
         let result = self.query_inner(method, promql, cap, started);
-        self.traffic.answer_ms += started.elapsed().as_millis() as u64;
+        self.traffic.answer_us += started.elapsed().as_micros() as u64;
         result
     }
 
@@ -223,10 +231,17 @@ impl Client {
         }
     }
 
-    /// The server's clock, ms.
+    /// The server's clock, ms (a scalar from Prometheus; a one-sample
+    /// vector from servers that answer every query so, as
+    /// VictoriaMetrics).
     fn time(&mut self) -> Result<u64, Error> {
-        match self.query("time", "time()", SMALL_CAP)? {
-            Data::Scalar(_, v) if v.is_finite() && v > 0.0 => Ok((v * 1000.0) as u64),
+        let v = match self.query("time", "time()", SMALL_CAP)? {
+            Data::Scalar(_, v) => Some(v),
+            Data::Series(s) if s.len() == 1 => s[0].points().last().map(|(_, v)| v),
+            Data::Series(_) => None,
+        };
+        match v {
+            Some(v) if v.is_finite() && v > 0.0 => Ok((v * 1000.0) as u64),
             _ => Err(Error::Malformed("time() is not a time".into())),
         }
     }
@@ -248,14 +263,27 @@ impl Client {
 }
 
 /// The VMs of an inventory answer, one per `id_label` value.
+///
+/// Series of one id whose other labels differ (but for the metric name
+/// and the scrape's `instance` and `job`) are two VMs of one name, as
+/// vmware_exporter's `vm_name` allows (names are unique only within a
+/// folder): each is its own entry, so the collector says the server
+/// matches more than one VM, and their samples are not read
+/// ([`ambiguous`]).
 fn inventory(profile: &Profile, series: &[Series]) -> Vec<VmInfo> {
-    let mut by_id: BTreeMap<&str, VmInfo> = BTreeMap::new();
+    let mut by_id: BTreeMap<(&str, String), VmInfo> = BTreeMap::new();
     let sizes = &profile.sizes;
     for s in series {
         let Some(id) = s.metric.get(&profile.id_label) else {
             continue;
         };
-        let vm = by_id.entry(id).or_insert_with(|| VmInfo {
+        let identity: String = s
+            .metric
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "instance" | "job"))
+            .map(|(k, v)| format!("{k}={v}\u{0}"))
+            .collect();
+        let vm = by_id.entry((id, identity)).or_insert_with(|| VmInfo {
             moref: id.clone(),
             name: s.metric.get(&profile.name_label).unwrap_or(id).clone(),
             powered_on: sizes.power.is_none(),
@@ -301,9 +329,36 @@ fn inventory(profile: &Profile, series: &[Series]) -> Vec<VmInfo> {
         .collect()
 }
 
-/// The samples of a window answer, per VM: each raw sample's timestamp
-/// (minus `lag_ms`) a sample of `period_s`, each counter the sum of its
-/// selectors' series at that timestamp; -1 where a counter has none.
+/// The ids that more than one VM of an inventory has.
+fn ambiguous(inventory: &[VmInfo]) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    inventory
+        .iter()
+        .filter(|v| !seen.insert(v.moref.as_str()))
+        .map(|v| v.moref.clone())
+        .collect()
+}
+
+/// An inventory answer with the VMs of the previous answer it lacks (a
+/// VM gone from two answers in a row is gone).
+fn kept_once(fresh: &[VmInfo], last: &[VmInfo]) -> Vec<VmInfo> {
+    let known: std::collections::HashSet<&str> = fresh.iter().map(|v| v.moref.as_str()).collect();
+    let mut out = fresh.to_vec();
+    out.extend(
+        last.iter()
+            .filter(|v| !known.contains(v.moref.as_str()))
+            .cloned(),
+    );
+    out
+}
+
+/// The samples of a window answer, per VM, on the grid of `period_s`:
+/// each raw sample's timestamp minus `lag_ms`, rounded to the nearest
+/// period end, is the sample it reports (the last raw one of a slot
+/// wins: a scrape interval shorter than the period reads one vSphere
+/// sample twice, and VMs scraped at other times from other targets land
+/// on the same ends); each counter the sum of its selectors' series; -1
+/// where a counter has none.
 fn samples(
     profile: &Profile,
     counters: &[(i32, &Metric)],
@@ -311,8 +366,10 @@ fn samples(
     lag_ms: u64,
     period_s: u32,
 ) -> Vec<EntityMetric> {
-    // VM -> timestamp -> one sum per counter
-    let mut by_vm: HashMap<&str, BTreeMap<u64, Vec<f64>>> = HashMap::new();
+    // VM -> period end -> (raw timestamp, one sum per counter)
+    let p_ms = u64::from(period_s.max(1)) * 1000;
+    let slot = |t: u64| (t.saturating_sub(lag_ms) + p_ms / 2) / p_ms * p_ms;
+    let mut by_vm: HashMap<&str, BTreeMap<u64, (u64, Vec<f64>)>> = HashMap::new();
     for s in series {
         let Some(id) = s.metric.get(&profile.id_label) else {
             continue;
@@ -323,9 +380,16 @@ fn samples(
             }
             let stamps = by_vm.entry(id).or_default();
             for (t, x) in s.points() {
-                let row = stamps
-                    .entry(t)
-                    .or_insert_with(|| vec![f64::NAN; counters.len()]);
+                let (seen, row) = stamps
+                    .entry(slot(t))
+                    .or_insert_with(|| (t, vec![f64::NAN; counters.len()]));
+                // a later raw sample of the slot replaces an earlier one
+                if t > *seen {
+                    *seen = t;
+                    row.iter_mut().for_each(|x| *x = f64::NAN);
+                } else if t < *seen {
+                    continue;
+                }
                 // a negative value is a gap, as in vSphere, and so is a
                 // sum with a gap in it (marked -inf)
                 let sum = &mut row[c];
@@ -341,10 +405,7 @@ fn samples(
         .into_iter()
         .map(|(id, stamps)| EntityMetric {
             entity: id.to_string(),
-            samples: stamps
-                .keys()
-                .map(|t| (t.saturating_sub(lag_ms), period_s))
-                .collect(),
+            samples: stamps.keys().map(|t| (*t, period_s)).collect(),
             series: counters
                 .iter()
                 .enumerate()
@@ -353,7 +414,7 @@ fn samples(
                     instance: String::new(),
                     values: stamps
                         .values()
-                        .map(|row| {
+                        .map(|(_, row)| {
                             let x = row[c];
                             if x.is_finite() && x >= 0.0 {
                                 x.round().min(i64::MAX as f64) as i64
@@ -413,10 +474,14 @@ impl Api for Client {
     fn vms(&mut self, _view: &MoRef) -> Result<Vec<VmInfo>, Error> {
         let names = self.cfg.profile.inventory_names();
         let q = selector(&names, None);
-        match self.query("inventory", &q, INVENTORY_CAP)? {
-            Data::Series(s) => Ok(inventory(&self.cfg.profile, &s)),
-            Data::Scalar(..) => Err(Error::Malformed("the inventory is a scalar".into())),
-        }
+        let fresh = match self.query("inventory", &q, INVENTORY_CAP)? {
+            Data::Series(s) => inventory(&self.cfg.profile, &s),
+            Data::Scalar(..) => return Err(Error::Malformed("the inventory is a scalar".into())),
+        };
+        let out = kept_once(&fresh, &self.last_inventory);
+        self.ambiguous = ambiguous(&out);
+        self.last_inventory = fresh;
+        Ok(out)
     }
 
     fn refresh_rate(&mut self, _vm: &str) -> Result<i32, Error> {
@@ -430,6 +495,12 @@ impl Api for Client {
         _interval: i32,
         max_sample: u32,
     ) -> Result<Vec<EntityMetric>, Error> {
+        let vms: Vec<String> = vms
+            .iter()
+            .filter(|v| !self.ambiguous.contains(*v))
+            .cloned()
+            .collect();
+        let vms = &vms[..];
         let cfg = &self.cfg;
         let wanted = self.counters(counters);
         let mut names: Vec<&str> = Vec::new();
@@ -546,13 +617,71 @@ mod tests {
                 {"metric":{"__name__":"vmware_vm_net_received_average","vm_name":"a"},"values":[[100,"10"],[120,"-1"]]},
                 {"metric":{"__name__":"vmware_vm_net_transmitted_average","vm_name":"a"},"values":[[100,"5"],[120,"7"]]}]"#,
         );
-        let m = samples(&p, &[(1, cpu), (4, net)], &s, 10_000, 20);
+        let m = samples(&p, &[(1, cpu), (4, net)], &s, 5_000, 20);
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].samples, vec![(90_000, 20), (110_000, 20)]);
+        // 95 s and 115 s after the lag: the periods ending at 100 and 120 s
+        assert_eq!(m[0].samples, vec![(100_000, 20), (120_000, 20)]);
         assert_eq!(m[0].value(1, 0), Some(500));
         assert_eq!(m[0].value(4, 0), Some(15));
         assert_eq!(m[0].value(1, 1), None);
         // one of the summed series is a gap: the sum is the gap
         assert_eq!(m[0].value(4, 1), None);
+    }
+
+    #[test]
+    fn samples_land_on_the_period_grid_and_the_last_of_a_slot_wins() {
+        let p = Profile::vmware_exporter();
+        let cpu = p.counter("cpu.usagemhz.average").unwrap();
+        // a 5-s scrape reads one 20-s sample four times; a VM of another
+        // target is scraped 1.4 s later
+        let s = series(
+            r#"[{"metric":{"__name__":"vmware_vm_cpu_usagemhz_average","vm_name":"a"},"values":[[95,"1"],[100,"2"],[105,"3"],[110.1,"4"]]},
+                {"metric":{"__name__":"vmware_vm_cpu_usagemhz_average","vm_name":"b"},"values":[[101.4,"7"]]}]"#,
+        );
+        let mut m = samples(&p, &[(1, cpu)], &s, 0, 20);
+        m.sort_by(|x, y| x.entity.cmp(&y.entity));
+        // a: 95, 100 and 105 s end the period at 100 s (105 wins); 110.1 s
+        // the one at 120 s
+        assert_eq!(m[0].samples, vec![(100_000, 20), (120_000, 20)]);
+        assert_eq!((m[0].value(1, 0), m[0].value(1, 1)), (Some(3), Some(4)));
+        // b lands on the same end as a's sample
+        assert_eq!(m[1].samples, vec![(100_000, 20)]);
+    }
+
+    #[test]
+    fn a_vm_missing_from_one_inventory_answer_is_kept_once() {
+        let vm = |id: &str| VmInfo {
+            moref: id.into(),
+            ..VmInfo::default()
+        };
+        let ids = |v: Vec<VmInfo>| v.into_iter().map(|v| v.moref).collect::<Vec<_>>();
+        // b missed one scrape: kept; then gone from two answers: gone
+        let first = vec![vm("a"), vm("b")];
+        let second = vec![vm("a")];
+        assert_eq!(ids(kept_once(&second, &first)), vec!["a", "b"]);
+        let third = vec![vm("a")];
+        assert_eq!(ids(kept_once(&third, &second)), vec!["a"]);
+    }
+
+    #[test]
+    fn two_vms_of_one_name_are_two_entries_and_ambiguous() {
+        let p = Profile::vmware_exporter();
+        let s = series(
+            r#"[{"metric":{"__name__":"vmware_vm_num_cpu","vm_name":"web","cluster_name":"A","instance":"e1"},"values":[[10,"2"]]},
+                {"metric":{"__name__":"vmware_vm_max_cpu_usage","vm_name":"web","cluster_name":"A","instance":"e1"},"values":[[10,"4000"]]},
+                {"metric":{"__name__":"vmware_vm_num_cpu","vm_name":"web","cluster_name":"B","instance":"e2"},"values":[[10,"8"]]},
+                {"metric":{"__name__":"vmware_vm_num_cpu","vm_name":"db","cluster_name":"A","instance":"e1"},"values":[[10,"4"]]}]"#,
+        );
+        let vms = inventory(&p, &s);
+        assert_eq!(vms.len(), 3);
+        // sizes are not added across the two
+        let web: Vec<f64> = vms
+            .iter()
+            .filter(|v| v.name == "web")
+            .map(|v| v.num_cpu)
+            .collect();
+        assert_eq!(web, vec![2.0, 8.0]);
+        let amb = ambiguous(&vms);
+        assert!(amb.contains("web") && !amb.contains("db"));
     }
 }

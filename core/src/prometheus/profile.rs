@@ -271,9 +271,21 @@ impl fmt::Display for Selector {
     }
 }
 
-/// Escapes a string for a PromQL double-quoted literal.
+/// Escapes a string for a PromQL double-quoted literal (Go's escapes:
+/// a newline in a VM name would end the query).
 pub fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`, Prometheus's metric names.

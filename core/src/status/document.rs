@@ -121,7 +121,7 @@ impl EndpointStatus {
             calls: s.calls,
             calls_last_minute: s.calls_last_minute,
             answer_bytes: s.bytes,
-            answer_ms_mean: (s.calls > 0).then(|| s.answer_ms as f64 / s.calls as f64),
+            answer_ms_mean: (s.calls > 0).then(|| s.answer_us as f64 / 1000.0 / s.calls as f64),
             errors: crate::vsphere::ErrorKind::ALL
                 .iter()
                 .zip(s.errors)

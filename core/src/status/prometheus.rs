@@ -139,7 +139,7 @@ pub static ENDPOINT: [Row<EndpointStats>; 7] = [
         "dwepc_endpoint_answer_seconds_total",
         "counter",
         "Time spent waiting for the endpoint's answers (divided by the calls: the mean answer time).",
-        |s| s.answer_ms as f64 / 1000.0,
+        |s| s.answer_us as f64 / 1e6,
     ),
     (
         "dwepc_endpoint_logins_total",

@@ -238,7 +238,7 @@ impl Client {
             limits,
         );
         self.traffic.bytes += capped.read as u64;
-        self.traffic.answer_ms += started.elapsed().as_millis() as u64;
+        self.traffic.answer_us += started.elapsed().as_micros() as u64;
         let doc = match parsed {
             Ok(d) => d,
             Err(xml::XmlError::TooLarge(detail)) => return Err(Error::TooLarge { method, detail }),

@@ -58,9 +58,9 @@ pub trait Api {
 }
 
 /// What a session's answers cost: body bytes read and the time from
-/// each call's start to the end of its answer.
+/// each call's start to the end of its answer (µs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub bytes: u64,
-    pub answer_ms: u64,
+    pub answer_us: u64,
 }

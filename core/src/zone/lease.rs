@@ -30,9 +30,9 @@ const E_AUTH_RETRY_AT: usize = 5;
 const E_AUTH_STREAK: usize = 6;
 const E_REUSED: usize = 7;
 const E_ERRORS: usize = 8; // ErrorKind::ALL.len() words
-/// Body bytes of the answers, and the time spent waiting for them (ms).
+/// Body bytes of the answers, and the time spent waiting for them (µs).
 const E_BYTES: usize = 18;
-const E_ANSWER_MS: usize = 19;
+const E_ANSWER_US: usize = 19;
 /// The minute (since the epoch) whose calls E_MINUTE_CALLS counts, and
 /// the calls of the minute before it.
 const E_MINUTE: usize = 20;
@@ -70,9 +70,9 @@ pub struct EndpointStats {
     pub calls_last_minute: u64,
     /// Body bytes of the answers.
     pub bytes: u64,
-    /// Time spent waiting for answers, ms (divided by `calls`: the mean
+    /// Time spent waiting for answers, µs (divided by `calls`: the mean
     /// answer time).
-    pub answer_ms: u64,
+    pub answer_us: u64,
     /// Wall-clock ms of the last successful poll (0 = none).
     pub last_success_ms: u64,
     /// Logins refused (wrong user or password), in all.
@@ -107,9 +107,9 @@ impl<'a> EndpointRecord<'a> {
         self.w(E_MINUTE_CALLS).fetch_add(n, Relaxed);
     }
     /// Counts the bytes and waiting time of answers.
-    pub fn add_traffic(&self, bytes: u64, answer_ms: u64) {
+    pub fn add_traffic(&self, bytes: u64, answer_us: u64) {
         self.w(E_BYTES).fetch_add(bytes, Relaxed);
-        self.w(E_ANSWER_MS).fetch_add(answer_ms, Relaxed);
+        self.w(E_ANSWER_US).fetch_add(answer_us, Relaxed);
     }
     /// A successful login: the refusal streak ends.
     pub fn login_ok(&self) {
@@ -208,7 +208,7 @@ impl<'a> EndpointRecord<'a> {
             calls: self.w(E_CALLS).load(Relaxed),
             calls_last_minute,
             bytes: self.w(E_BYTES).load(Relaxed),
-            answer_ms: self.w(E_ANSWER_MS).load(Relaxed),
+            answer_us: self.w(E_ANSWER_US).load(Relaxed),
             logins: self.w(E_LOGINS).load(Relaxed),
             last_success_ms: self.w(E_LAST_OK).load(Relaxed),
             auth_failures: self.w(E_AUTH_FAILS).load(Relaxed),
@@ -388,7 +388,7 @@ mod tests {
         a.add_traffic(100, 7);
         a.add_traffic(50, 3);
         let s = a.stats(250_000);
-        assert_eq!((s.bytes, s.answer_ms), (150, 10));
+        assert_eq!((s.bytes, s.answer_us), (150, 10));
     }
 
     #[test]

@@ -297,10 +297,20 @@ fn check_endpoint(job: &Job) -> Outcome {
         Err(err) => {
             let (outcome, hint) = match e {
                 SourceConf::Vsphere(_) => classify(&err),
-                SourceConf::Prometheus(_) => (
-                    Outcome::Unreachable,
-                    "check url= (the Prometheus server's base URL), the route to it, bearer_token_file= and ca_file=",
-                ),
+                SourceConf::Prometheus(_) => match err {
+                    Error::Setup(_)
+                    | Error::Connect(_)
+                    | Error::Timeout
+                    | Error::Http(_)
+                    | Error::Transport(_) => (
+                        Outcome::Unreachable,
+                        "check url= (the Prometheus server's base URL), the route to it, bearer_token_file= and ca_file=",
+                    ),
+                    _ => (
+                        Outcome::Unreachable,
+                        "the server answered, but not as Prometheus's query API does (a refused query, an answer too large, or not its JSON)",
+                    ),
+                },
             };
             println!("  FAILED: {err}");
             println!("  {hint}");

@@ -43,7 +43,8 @@ pub fn client(a: &Args) -> Result<Client, Failure> {
         e_args.push("insecure_http=on".into());
     }
     let refs: Vec<&str> = e_args.iter().map(String::as_str).collect();
-    let ep = input(conf::parse_endpoint(&refs))?;
+    // a value the module would refuse is a bad command line (exit 2)
+    let ep = conf::parse_endpoint(&refs).map_err(|e| Failure::Usage(e.to_string()))?;
     for w in ep.warnings() {
         eprintln!("dwepc-place: warning: {w}");
     }

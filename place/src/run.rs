@@ -12,10 +12,12 @@ use dwepc_core::vsphere::client::Client;
 use dwepc_core::vsphere::Api;
 use dwepc_core::vsphere::Error as VsError;
 
-/// Why no plan (exit 1) or why --apply stopped (exit 3).
+/// Why no plan (exit 1), a value of the command line refused (exit 2,
+/// as clap's own refusals), or why --apply stopped (exit 3).
 #[derive(Debug)]
 pub enum Failure {
     Input(String),
+    Usage(String),
     Apply(String),
 }
 
@@ -23,14 +25,16 @@ impl Failure {
     /// What to tell the user.
     pub fn message(&self) -> &str {
         match self {
-            Failure::Input(m) | Failure::Apply(m) => m,
+            Failure::Input(m) | Failure::Usage(m) | Failure::Apply(m) => m,
         }
     }
 
-    /// The exit status: 1 no plan, 3 `--apply` stopped.
+    /// The exit status: 1 no plan, 2 a bad command-line value, 3
+    /// `--apply` stopped.
     pub fn exit_code(&self) -> i32 {
         match self {
             Failure::Input(_) => 1,
+            Failure::Usage(_) => 2,
             Failure::Apply(_) => 3,
         }
     }
@@ -50,7 +54,9 @@ pub(crate) fn input<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, Failu
 /// Reads the cluster, prints the plan and with `--apply` carries it out;
 /// logs out of vSphere in any case.
 pub fn run(a: &Args) -> Result<(), Failure> {
-    let s = input(settings(a))?;
+    // checked before vSphere is asked anything: a bad value is a bad
+    // command line (exit 2), as the values clap itself refuses
+    let s = settings(a).map_err(Failure::Usage)?;
     let mut client = client(a)?;
     let result = plan_and_apply(a, &s, &mut client);
     client.logout();

@@ -224,12 +224,22 @@ fn bad_input_is_refused_with_a_reason_and_no_plan() {
             vec!["--apart", "db-1,nosuch"],
             "no powered-on VM named \"nosuch\"",
         ),
-        (vec!["--balance", "iops"], "unknown resource \"iops\""),
-        (vec!["--since", "10s"], "invalid --since"),
-        (vec!["--stat", "q9"], "unknown statistic"),
     ] {
         let (code, out, err) = place(&sim, &args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: a plan was printed: {out}");
+    }
+    // a value the command line refuses: exit 2, as clap's own refusals
+    for (args, want) in [
+        (vec!["--balance", "iops"], "unknown resource \"iops\""),
+        (vec!["--since", "10s"], "invalid --since"),
+        (vec!["--stat", "q9"], "unknown statistic"),
+        (vec!["--max-moves", "abc"], "invalid --max-moves \"abc\""),
+        (vec!["--task-timeout", "0s"], "invalid --task-timeout"),
+    ] {
+        let (code, out, err) = place(&sim, &args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?}: a plan was printed: {out}");
     }
@@ -240,7 +250,7 @@ fn bad_input_is_refused_with_a_reason_and_no_plan() {
     assert!(out.is_empty());
     // credentials in the URL: refused as the module refuses them
     let (code, _, err) = place_at("https://a:b@127.0.0.1/sdk", &sim, &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         err.contains("credentials in \"url=\" are not accepted"),
         "{err}"

@@ -192,10 +192,7 @@ pub unsafe extern "C" fn cmd_vsphere(
                 "password_file",
                 conf::MAX_PASSWORD_FILE,
             )?;
-            let ca_pem = match &e.ca_file {
-                None => None,
-                Some(f) => Some(read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?),
-            };
+            let ca_pem = read_optional(cf, &e.ca_file, "ca_file", conf::MAX_CA_FILE)?;
             let client = e.client_config(&password, ca_pem)?;
             for w in e.warnings() {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
@@ -222,19 +219,13 @@ pub unsafe extern "C" fn cmd_prometheus(
             cf,
             conf::parse_prometheus,
             |cf, e, origin| {
-                let token = match &e.bearer_token_file {
-                    None => None,
-                    Some(f) => Some(read_file(
-                        cf,
-                        f,
-                        "bearer_token_file",
-                        conf::MAX_PASSWORD_FILE,
-                    )?),
-                };
-                let ca_pem = match &e.ca_file {
-                    None => None,
-                    Some(f) => Some(read_file(cf, f, "ca_file", conf::MAX_CA_FILE)?),
-                };
+                let token = read_optional(
+                    cf,
+                    &e.bearer_token_file,
+                    "bearer_token_file",
+                    conf::MAX_PASSWORD_FILE,
+                )?;
+                let ca_pem = read_optional(cf, &e.ca_file, "ca_file", conf::MAX_CA_FILE)?;
                 let client = e.client_config(token.as_deref(), ca_pem)?;
                 for w in e.warnings() {
                     ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "dwepc: {}", w);
@@ -262,6 +253,18 @@ fn add_endpoint(
     }
     main.endpoints.push(Endpoint { conf, origin, spec });
     Ok(())
+}
+
+/// [`read_file`] of a file the configuration may name.
+fn read_optional(
+    cf: &ngx_conf_t,
+    name: &Option<String>,
+    what: &'static str,
+    max: usize,
+) -> Result<Option<Vec<u8>>, ConfError> {
+    name.as_deref()
+        .map(|f| read_file(cf, f, what, max))
+        .transpose()
 }
 
 /// Reads a file named in the configuration (relative names are relative to

@@ -289,11 +289,7 @@ impl Vcsim {
     fn command(&self, ready: &Path) -> Command {
         let mut cmd = Command::new(binary());
         cmd.arg("-listen")
-            .arg(format!(
-                "{}:{}",
-                self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
-                self.port
-            ))
+            .arg(format!("{}:{}", self.listen_ip(), self.port))
             .arg("-vms")
             .arg(self.dir.join("vms.json"))
             .arg("-counters")
@@ -423,6 +419,11 @@ impl Vcsim {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad stats JSON ({e}): {body}"))
     }
 
+    /// The loopback address it listens on.
+    fn listen_ip(&self) -> &str {
+        self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1")
+    }
+
     /// Number of SOAP calls of `method` seen so far (0 if none).
     pub fn calls(&self, method: &str) -> u64 {
         self.stats()["calls"][method].as_u64().unwrap_or(0)
@@ -439,11 +440,7 @@ impl Vcsim {
     /// `mhz` of maximum CPU, shown by the inventory's next read.
     pub fn resize(&self, vm: &str, cpus: u32, mhz: u32) -> Result<(), String> {
         let path = format!("/dwepc/resize?vm={vm}&cpus={cpus}&mhz={mhz}");
-        match http_get(
-            self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
-            self.port,
-            &path,
-        ) {
+        match http_get(self.listen_ip(), self.port, &path) {
             Ok((200, _)) => Ok(()),
             Ok((status, body)) => Err(format!("GET {path}: {status} {}", body.trim())),
             Err(e) => Err(format!("GET {path}: {e}")),
@@ -495,12 +492,8 @@ impl Vcsim {
 
     /// GET `path` on the control endpoints: (status, body).
     fn control(&self, path: &str) -> (u16, String) {
-        http_get(
-            self.opts.listen_ip.as_deref().unwrap_or("127.0.0.1"),
-            self.port,
-            path,
-        )
-        .unwrap_or_else(|e| panic!("GET {path} on vcsim port {}: {e}", self.port))
+        http_get(self.listen_ip(), self.port, path)
+            .unwrap_or_else(|e| panic!("GET {path} on vcsim port {}: {e}", self.port))
     }
 }
 

@@ -241,7 +241,7 @@ fn unreachable_vsphere_is_said_with_what_to_check() {
 /// `nginx -t` refuses it; an unreachable server is exit 3.
 #[test]
 fn a_prometheus_endpoint_is_checked_through_the_query_api() {
-    use dwepc_lab::pipeline::{own_loopback_ip, Prometheus, Target, VmwareExporter};
+    use dwepc_lab::pipeline::{own_loopback_ip, Prometheus, VmwareExporter};
     let ip = own_loopback_ip();
     let vms = vec![
         VmSpec::new("web-0", None, 2, 4000, 2048),
@@ -264,15 +264,7 @@ fn a_prometheus_endpoint_is_checked_through_the_query_api() {
     });
     sim.set_counters(&serde_json::json!({"web-0": vm, "web-1": vm}));
     let exporter = VmwareExporter::start(&ip, "user", "pass");
-    let prom = Prometheus::scraping(
-        &[Target {
-            job: "vmware".into(),
-            port: exporter.port,
-            path: "/metrics".into(),
-            params: Vec::new(),
-        }],
-        std::time::Duration::from_secs(1),
-    );
+    let prom = Prometheus::scraping_exporter(&exporter, std::time::Duration::from_secs(1));
     let scraped = dwepc_lab::wait_for(std::time::Duration::from_secs(30), || {
         (prom.query("vmware_vm_cpu_usagemhz_average").len() == 2).then_some(())
     });

@@ -8,7 +8,7 @@ use super::backend::Backend;
 use super::nginx::{conf, Nginx};
 use super::vcsim::{Opts, Vcsim, VmSpec};
 use super::{free_port, http, wait_for};
-use dwepc_lab::pipeline::{own_loopback_ip, FaultProxy, Prometheus, Target, VmwareExporter};
+use dwepc_lab::pipeline::{own_loopback_ip, FaultProxy, Prometheus, VmwareExporter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,15 +177,7 @@ impl VsEnv {
                     &vopts.user,
                     &vopts.pass,
                 );
-                let p = Prometheus::scraping(
-                    &[Target {
-                        job: "vmware".into(),
-                        port: e.port,
-                        path: "/metrics".into(),
-                        params: Vec::new(),
-                    }],
-                    Duration::from_secs(1),
-                );
+                let p = Prometheus::scraping_exporter(&e, Duration::from_secs(1));
                 // nginx starts once Prometheus holds every VM's series
                 let n = o.n;
                 let scraped = wait_for(Duration::from_secs(30), || {

@@ -20,9 +20,9 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use super::answer::{decode, AnswerError, Data, Series};
-use super::profile::{quote, Metric, Profile};
+use super::profile::{names, quote, Metric, Profile};
 use crate::vsphere::budget::Capped;
-use crate::vsphere::client::tls_words;
+use crate::vsphere::client::{http_client, transport_error};
 use crate::vsphere::xml::{self, EntityMetric, MoRef, VmInfo};
 use crate::vsphere::{Api, Error, Traffic};
 
@@ -90,23 +90,7 @@ pub struct Client {
 }
 
 fn from_reqwest(e: reqwest::Error) -> Error {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    if let Some(words) = tls_words(&msg) {
-        let words = words.replace("vCenter", "Prometheus server");
-        Error::Connect(format!("{words} ({msg})"))
-    } else if e.is_timeout() {
-        Error::Timeout
-    } else if e.is_connect() {
-        Error::Connect(msg)
-    } else {
-        Error::Transport(msg)
-    }
+    transport_error(e, "Prometheus server")
 }
 
 /// Escapes a VM's label value for an anchored RE2 alternation.
@@ -145,25 +129,7 @@ fn counts_for(m: &Metric, s: &Series) -> bool {
 impl Client {
     /// Builds the HTTP client (TLS roots, timeouts). No network traffic.
     pub fn new(cfg: Config) -> Result<Client, Error> {
-        let mut b = reqwest::blocking::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("dwepc/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &cfg.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Setup(format!("CA file: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Setup("CA file holds no certificate".into()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if !cfg.tls_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b.build().map_err(|e| Error::Setup(e.to_string()))?;
+        let http = http_client(cfg.timeout, cfg.ca_pem.as_deref(), cfg.tls_verify)?;
         Ok(Client {
             http,
             cfg,
@@ -500,38 +466,36 @@ impl Api for Client {
             .filter(|v| !self.ambiguous.contains(*v))
             .cloned()
             .collect();
-        let vms = &vms[..];
-        let cfg = &self.cfg;
-        let wanted = self.counters(counters);
-        let mut names: Vec<&str> = Vec::new();
-        for (_, m) in &wanted {
-            for s in &m.selectors {
-                if !names.contains(&s.name.as_str()) {
-                    names.push(&s.name);
-                }
+        let (q, cap) = {
+            let cfg = &self.cfg;
+            let names = names(self.counters(counters).into_iter().map(|(_, m)| m));
+            if names.is_empty() || vms.is_empty() {
+                return Ok(Vec::new());
             }
-        }
-        if names.is_empty() || vms.is_empty() {
-            return Ok(Vec::new());
-        }
-        // the whole window the collector may want, and never less than two
-        // minutes (scrape intervals are often a minute)
-        let window_s = u64::from(max_sample.max(6)) * u64::from(cfg.period_s.max(1));
-        let q = format!(
-            "{}[{window_s}s]",
-            selector(&names, Some((&cfg.profile.id_label, vms)))
-        );
-        let per_series = 600 + 40 * (window_s / MIN_SCRAPE_S + 1) as usize;
-        let cap = (vms.len() * names.len() * SERIES_PER_SELECTOR * per_series + (64 << 10))
-            .min(256 << 20);
-        let (lag, period) = (cfg.lag_ms, cfg.period_s);
-        let wanted: Vec<(i32, Metric)> = wanted.into_iter().map(|(i, m)| (i, m.clone())).collect();
-        let answer = self.query("samples", &q, cap)?;
-        let Data::Series(series) = answer else {
+            // the whole window the collector may want, and never less than
+            // two minutes (scrape intervals are often a minute)
+            let window_s = u64::from(max_sample.max(6)) * u64::from(cfg.period_s.max(1));
+            let q = format!(
+                "{}[{window_s}s]",
+                selector(&names, Some((&cfg.profile.id_label, &vms)))
+            );
+            let per_series = 600 + 40 * (window_s / MIN_SCRAPE_S + 1) as usize;
+            let cap = (vms.len() * names.len() * SERIES_PER_SELECTOR * per_series + (64 << 10))
+                .min(256 << 20);
+            (q, cap)
+        };
+        let Data::Series(series) = self.query("samples", &q, cap)? else {
             return Err(Error::Malformed("the samples are a scalar".into()));
         };
-        let refs: Vec<(i32, &Metric)> = wanted.iter().map(|(i, m)| (*i, m)).collect();
-        Ok(samples(&self.cfg.profile, &refs, &series, lag, period))
+        let cfg = &self.cfg;
+        let wanted = self.counters(counters);
+        Ok(samples(
+            &cfg.profile,
+            &wanted,
+            &series,
+            cfg.lag_ms,
+            cfg.period_s,
+        ))
     }
 
     fn current_time(&mut self) -> Result<u64, Error> {

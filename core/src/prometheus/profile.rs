@@ -78,9 +78,6 @@ pub const COUNTER_KEYS: [&str; 7] = [
     "cpu.usage.average",
 ];
 
-/// The size keys of the directive.
-pub const SIZE_KEYS: [&str; 4] = ["vcpus", "cpu_max", "mem_size", "power"];
-
 /// The built-in profiles' names.
 pub const PROFILES: [&str; 2] = ["vmware_exporter", "telegraf"];
 
@@ -226,11 +223,6 @@ impl Profile {
             .map(|(_, m)| m)
     }
 
-    /// Every metric name the samples query asks for.
-    pub fn counter_names(&self) -> Vec<&str> {
-        names(self.counters.iter().map(|(_, m)| m))
-    }
-
     /// Every metric name the inventory query asks for: the sizes, and the
     /// CPU counter (a VM is in the inventory if it has one of them).
     pub fn inventory_names(&self) -> Vec<&str> {
@@ -244,7 +236,8 @@ impl Profile {
     }
 }
 
-fn names<'a>(metrics: impl Iterator<Item = &'a Metric>) -> Vec<&'a str> {
+/// The distinct metric names of `metrics`' selectors.
+pub(crate) fn names<'a>(metrics: impl Iterator<Item = &'a Metric>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
     for m in metrics {
         for s in &m.selectors {

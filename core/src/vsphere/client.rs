@@ -76,6 +76,12 @@ impl std::fmt::Debug for Config {
 }
 
 fn from_reqwest(e: reqwest::Error) -> Error {
+    transport_error(e, "vCenter")
+}
+
+/// A reqwest failure as an [`Error`], a TLS failure in words naming
+/// `server` (the vCenter, the Prometheus server).
+pub(crate) fn transport_error(e: reqwest::Error, server: &str) -> Error {
     // reqwest's messages carry the URL (no credentials: they are not in it).
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -85,6 +91,7 @@ fn from_reqwest(e: reqwest::Error) -> Error {
         src = s.source();
     }
     if let Some(words) = tls_words(&msg) {
+        let words = words.replace("vCenter", server);
         Error::Connect(format!("{words} ({msg})"))
     } else if e.is_timeout() {
         Error::Timeout
@@ -154,28 +161,38 @@ pub struct Client {
     pub calls: std::collections::BTreeMap<&'static str, u64>,
 }
 
+/// The HTTP client of an endpoint: every call's timeout, the extra CA
+/// certificates (PEM), certificate checks on or off. No network traffic.
+pub(crate) fn http_client(
+    timeout: Duration,
+    ca_pem: Option<&[u8]>,
+    tls_verify: bool,
+) -> Result<reqwest::blocking::Client, Error> {
+    let mut b = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("dwepc/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Setup(format!("CA file: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Setup("CA file holds no certificate".into()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if !tls_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| Error::Setup(e.to_string()))
+}
+
 impl Client {
     /// Builds the HTTP client (TLS roots, timeouts). No network traffic.
     pub fn new(cfg: Config) -> Result<Client, Error> {
-        let mut b = reqwest::blocking::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("dwepc/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &cfg.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Setup(format!("CA file: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Setup("CA file holds no certificate".into()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if !cfg.tls_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let http = b.build().map_err(|e| Error::Setup(e.to_string()))?;
+        let http = http_client(cfg.timeout, cfg.ca_pem.as_deref(), cfg.tls_verify)?;
         Ok(Client {
             http,
             cfg,

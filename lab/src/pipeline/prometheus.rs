@@ -78,6 +78,20 @@ impl Prometheus {
         )
     }
 
+    /// Starts Prometheus scraping `exporter`'s `/metrics` every
+    /// `interval`.
+    pub fn scraping_exporter(exporter: &super::VmwareExporter, interval: Duration) -> Prometheus {
+        Prometheus::scraping(
+            &[Target {
+                job: "vmware".into(),
+                port: exporter.port,
+                path: "/metrics".into(),
+                params: Vec::new(),
+            }],
+            interval,
+        )
+    }
+
     /// Starts Prometheus scraping `targets` every `interval`, and waits
     /// until its API answers.
     pub fn scraping(targets: &[Target], interval: Duration) -> Prometheus {

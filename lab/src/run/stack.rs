@@ -17,7 +17,7 @@ use super::watch::status;
 use crate::free_port;
 use crate::hold::BackgroundJob;
 use crate::nginx::Nginx;
-use crate::pipeline::{own_loopback_ip, Prometheus, Target, VmwareExporter};
+use crate::pipeline::{own_loopback_ip, Prometheus, VmwareExporter};
 use crate::vcsim::{Opts, Vcsim};
 
 /// One policy's copy of the cluster.
@@ -145,15 +145,7 @@ impl Stack {
                 "pass",
             );
             // scraped once per period, as README's "Running a fleet" says
-            let p = Prometheus::scraping(
-                &[Target {
-                    job: "vmware".into(),
-                    port: e.port,
-                    path: "/metrics".into(),
-                    params: Vec::new(),
-                }],
-                Duration::from_secs(cell.cadence.period_s),
-            );
+            let p = Prometheus::scraping_exporter(&e, Duration::from_secs(cell.cadence.period_s));
             let line = format!(
                 "dwepc_prometheus lab url=http://127.0.0.1:{} timeout=2s period={}s;",
                 p.port, cell.cadence.period_s

@@ -2,21 +2,23 @@
 //! placement): the greedy of the Proxmox VE / Ceph I/O-balancing article
 //! (greedy 'stones into piles'; "seed's greedy" in the table), that greedy
 //! cut to a migration budget, and `dwepc_place::plan::plan` at budgets 1,
-//! 3, 10 and none. Each instance: 3–32 equal hosts, 10–500 VMs placed at
-//! random where they fit, heavy-tailed disk I/O (Pareto, shape 1.2), CPU
-//! and memory per VM at random with hosts about 60 % full; the objective
-//! is disk I/O per host. Reports max/mean host load over the lower bound
-//! max(total/hosts, largest VM), the migrations used, how often the
-//! article's greedy breaks a host's CPU or memory, and the plan's run time
-//! at 32 hosts x 500 VMs.
+//! 3, 10 and none (within a budget, the exact search, each plan given
+//! LIMIT_MS as `--time-limit`, default 2000). Each instance: 3–32 equal
+//! hosts, 10–500 VMs placed at random where they fit, heavy-tailed disk
+//! I/O (Pareto, shape 1.2), CPU and memory per VM at random with hosts
+//! about 60 % full; the objective is disk I/O per host. Reports max/mean
+//! host load over the lower bound max(total/hosts, largest VM), the
+//! migrations used, how often a method breaks a host's CPU or memory, the
+//! share of plans proven optimal within their budget, and the plan's run
+//! time at 16 hosts x 200 VMs and 32 hosts x 500 VMs.
 //!
-//!     cargo run --release -p dwepc-place --example place_compare -- [INSTANCES] [SEED]
+//!     cargo run --release -p dwepc-place --example place_compare -- [INSTANCES] [SEED] [LIMIT_MS]
 
 use dwepc_core::rng::Rng;
 use dwepc_place::plan::{
     current, feasible, greedy_lpt, greedy_within, lower_bound, plan, Host, Placement, Problem, Vm,
 };
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn uniform(r: &mut Rng) -> f64 {
     (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -92,12 +94,15 @@ struct Col {
     ratio: Vec<f64>,
     moves: Vec<f64>,
     infeasible: usize,
+    /// Plans proven optimal (None: a method that proves nothing).
+    proven: Option<usize>,
 }
 
 impl Col {
-    fn add(&mut self, p: &Problem, pl: &Placement, lb: f64) {
+    /// Adds placement `pl`, reached with `moves` migrations.
+    fn add(&mut self, p: &Problem, pl: &Placement, moves: usize, lb: f64) {
         self.ratio.push(pl.max_load(p) / lb);
-        self.moves.push(pl.moves(p) as f64);
+        self.moves.push(moves as f64);
         let q = Problem {
             max_moves: None,
             ..p.clone()
@@ -113,8 +118,11 @@ impl Col {
         let p95 = r[((r.len() as f64 * 0.95).ceil() as usize).clamp(1, r.len()) - 1];
         let opt = r.iter().filter(|&&x| x <= 1.0 + 1e-9).count();
         let mv = self.moves.iter().sum::<f64>() / self.moves.len() as f64;
+        let proven = self.proven.map_or("–".to_string(), |n| {
+            format!("{:.1} %", 100.0 * n as f64 / r.len() as f64)
+        });
         format!(
-            "| {name} | {mean:.3} | {p95:.3} | {:.3} | {:.1} % | {mv:.1} | {:.1} % |",
+            "| {name} | {mean:.3} | {p95:.3} | {:.3} | {:.1} % | {mv:.1} | {:.1} % | {proven} |",
             r[r.len() - 1],
             100.0 * opt as f64 / r.len() as f64,
             100.0 * self.infeasible as f64 / r.len() as f64
@@ -126,6 +134,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let seed: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let limit_ms: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let limit = Duration::from_millis(limit_ms);
     let mut r = Rng::new(seed);
     let names = [
         "current placement",
@@ -139,51 +149,73 @@ fn main() {
         "plan, no budget",
     ];
     let mut cols: Vec<Col> = names.iter().map(|_| Col::default()).collect();
+    for c in &mut cols[5..] {
+        c.proven = Some(0);
+    }
     let t = Instant::now();
     for _ in 0..n {
         let hosts = 3 + r.below(30) as usize;
         let vms = 10 + r.below(491) as usize;
         let mut p = instance(&mut r, hosts, vms);
         let lb = lower_bound(&p);
-        cols[0].add(&p, &current(&p), lb);
-        cols[1].add(&p, &greedy_lpt(&p), lb);
+        cols[0].add(&p, &current(&p), 0, lb);
+        let g = greedy_lpt(&p);
+        cols[1].add(&p, &g, g.moves(&p), lb);
         for (i, k) in [1usize, 3, 10].iter().enumerate() {
-            cols[2 + i].add(&p, &greedy_within(&p, *k), lb);
+            let g = greedy_within(&p, *k);
+            cols[2 + i].add(&p, &g, g.moves(&p), lb);
         }
         for (i, k) in [Some(1usize), Some(3), Some(10), None].iter().enumerate() {
             p.max_moves = *k;
-            cols[5 + i].add(&p, &plan(&p), lb);
+            let pl = plan(&p, limit);
+            let c = &mut cols[5 + i];
+            c.add(&p, &pl.placement, pl.moves.len(), lb);
+            if pl.proven {
+                c.proven = c.proven.map(|x| x + 1);
+            }
         }
     }
     eprintln!("{n} instances in {:.1} s", t.elapsed().as_secs_f64());
-    println!("{n} instances, seed {seed}: max host load / lower bound (1.000 = optimal)\n");
+    if n == 0 {
+        // the timings alone (seed 1 with 0 instances: the same clusters)
+        for (hosts, vms) in [(16, 200), (32, 500)] {
+            timings(&mut r, hosts, vms, limit);
+        }
+        return;
+    }
+    println!("{n} instances, seed {seed}, time limit {limit_ms} ms: max host load / lower bound (1.000 = optimal)\n");
     println!(
-        "| method | mean | p95 | worst | at the bound | migrations (mean) | breaks CPU/memory |"
+        "| method | mean | p95 | worst | at the bound | migrations (mean) | breaks CPU/memory | proven optimal |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (c, name) in cols.iter().zip(names) {
         println!("{}", c.row(name));
     }
-    // run time at the largest size
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let mut p = instance(&mut r, 32, 500);
-        for k in [Some(10usize), None] {
+    println!();
+    for (hosts, vms) in [(16, 200), (32, 500)] {
+        timings(&mut r, hosts, vms, limit);
+    }
+}
+
+/// The plan's run time on 10 instances of `hosts` x `vms`, per budget.
+fn timings(r: &mut Rng, hosts: usize, vms: usize, limit: Duration) {
+    for k in [Some(3usize), Some(10), None] {
+        let mut ms = Vec::new();
+        let mut proven = 0;
+        for _ in 0..10 {
+            let mut p = instance(r, hosts, vms);
             p.max_moves = k;
             let t = Instant::now();
-            let pl = plan(&p);
-            times.push((k, t.elapsed().as_secs_f64() * 1000.0, pl.moves(&p)));
+            let pl = plan(&p, limit);
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            proven += pl.proven as usize;
         }
-    }
-    for k in [Some(10usize), None] {
-        let ts: Vec<f64> = times.iter().filter(|t| t.0 == k).map(|t| t.1).collect();
-        let mv: Vec<usize> = times.iter().filter(|t| t.0 == k).map(|t| t.2).collect();
+        ms.sort_by(f64::total_cmp);
         println!(
-            "\nplan at 32 hosts x 500 VMs, budget {}: mean {:.0} ms, max {:.0} ms over 10 instances (migrations {:?})",
+            "plan at {hosts} hosts x {vms} VMs, budget {}: p50 {:.0} ms, max {:.0} ms over 10 instances, {proven} proven optimal",
             k.map_or("none".to_string(), |k| k.to_string()),
-            ts.iter().sum::<f64>() / ts.len() as f64,
-            ts.iter().cloned().fold(0.0, f64::max),
-            mv
+            0.5 * (ms[4] + ms[5]),
+            ms[9],
         );
     }
 }

@@ -90,6 +90,10 @@ pub struct Args {
     /// Disk capacity of each host (KB/s); as --net-capacity
     #[arg(long, value_name = "KBPS")]
     pub disk_capacity: Option<f64>,
+    /// Longest search for the best plan within --max-moves; a search cut
+    /// short says how far its plan can be from the best (the gap)
+    #[arg(long, default_value = "2s", value_name = "TIME")]
+    pub time_limit: String,
     /// Nothing to do when the busiest host is within this fraction of the
     /// mean
     #[arg(long, default_value_t = 0.05)]
@@ -114,6 +118,7 @@ pub struct Settings {
     pub stat: Stat,
     pub weights: [f64; 4],
     pub max_moves: Option<usize>,
+    pub time_limit: Duration,
     pub task_timeout: Duration,
 }
 
@@ -133,18 +138,25 @@ pub fn settings(a: &Args) -> Result<Settings, String> {
     check_capacities(a, &weights)?;
     let max_moves = parse_max_moves(&a.max_moves)?;
     check_ranges(a)?;
-    let task_timeout = conf::parse_time_ms(&a.task_timeout)
-        .filter(|&ms| ms >= 1000)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid --task-timeout \"{}\"", a.task_timeout))?;
+    let time_limit = duration("time-limit", &a.time_limit, 1)?;
+    let task_timeout = duration("task-timeout", &a.task_timeout, 1000)?;
     Ok(Settings {
         since_ms,
         interval,
         stat,
         weights,
         max_moves,
+        time_limit,
         task_timeout,
     })
+}
+
+/// The time `value` of option `--name`, at least `min_ms`.
+fn duration(name: &str, value: &str, min_ms: u64) -> Result<Duration, String> {
+    conf::parse_time_ms(value)
+        .filter(|&ms| ms >= min_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid --{name} \"{value}\": a time like 500ms, 2s or 1m"))
 }
 
 /// The network and disk capacities: positive if given, and given where

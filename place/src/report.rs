@@ -16,6 +16,7 @@ pub struct Report<'a> {
     since: &'a str,
     interval_s: i32,
     max_moves: Option<usize>,
+    time_limit_s: f64,
     peak_before: f64,
     peak_after: f64,
     mean: f64,
@@ -23,10 +24,17 @@ pub struct Report<'a> {
     /// "plan", or why nothing is to do: "balanced", "no_better_plan",
     /// "one_host".
     outcome: Outcome,
+    /// No plan within the budget has a lower peak, nor the same peak with
+    /// fewer migrations (with no budget: the peak is at the lower bound).
+    proven: bool,
+    /// A lower bound on the peak of any plan within the budget, and how
+    /// far above it the plan's peak is, as a fraction (0 when proven).
+    bound_within_budget: f64,
+    gap: f64,
     hosts: Vec<HostRow<'a>>,
+    /// The migrations in the order they run; each keeps every constraint
+    /// on its own.
     moves: Vec<MoveRow<'a>>,
-    /// Moves that cannot be made one at a time (a swap between full hosts).
-    pub together: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -64,7 +72,7 @@ fn unit(a: &Args, s: &Settings) -> &'static str {
 impl<'a> Report<'a> {
     pub fn new(a: &'a Args, s: &Settings, p: &'a Problem, adv: &Advice) -> Report<'a> {
         let count = |pl: &Placement, h: usize| pl.host.iter().filter(|&&x| x == h).count();
-        let (now, plan) = (&adv.now, &adv.plan);
+        let (now, plan) = (&adv.now, &adv.plan.placement);
         Report {
             balance: a.balance.clone(),
             unit: unit(a, s),
@@ -72,11 +80,15 @@ impl<'a> Report<'a> {
             since: &a.since,
             interval_s: s.interval,
             max_moves: s.max_moves,
+            time_limit_s: s.time_limit.as_secs_f64(),
             peak_before: adv.peak,
             peak_after: plan.max_load(p),
             mean: adv.mean,
             lower_bound: adv.bound,
             outcome: adv.outcome,
+            proven: adv.plan.proven,
+            bound_within_budget: adv.plan.bound,
+            gap: adv.plan.gap(p),
             hosts: (0..p.hosts.len())
                 .map(|h| HostRow {
                     name: &p.hosts[h].name,
@@ -88,6 +100,7 @@ impl<'a> Report<'a> {
                 })
                 .collect(),
             moves: adv
+                .plan
                 .moves
                 .iter()
                 .map(|m| MoveRow {
@@ -97,11 +110,6 @@ impl<'a> Report<'a> {
                     load: vm_load(p, m.vm, m.to),
                     peak_after: m.peak_after,
                 })
-                .collect(),
-            together: adv
-                .together
-                .iter()
-                .map(|&v| p.vms[v].name.as_str())
                 .collect(),
         }
     }
@@ -147,12 +155,23 @@ impl<'a> Report<'a> {
         match self.outcome {
             Outcome::Balanced => println!("nothing to do: the busiest host is within the tolerance of the mean (or at the lower bound)"),
             Outcome::OneHost => println!("nothing to do: fewer than two hosts can give and take VMs (the others are in maintenance, disconnected or excluded)"),
-            Outcome::NoBetterPlan => println!(
+            Outcome::NoBetterPlan if self.proven || self.max_moves.is_none() => println!(
                 "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity lowers the peak",
-                self.max_moves.map_or("any number of".to_string(), |m| m.to_string())
+                self.budget()
+            ),
+            Outcome::NoBetterPlan => println!(
+                "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity that lowers the peak was found in {} s (not proven: --time-limit)",
+                self.budget(),
+                self.time_limit_s
             ),
             Outcome::Plan => self.print_plan(),
         }
+    }
+
+    /// The budget in words.
+    fn budget(&self) -> String {
+        self.max_moves
+            .map_or("any number of".to_string(), |m| m.to_string())
     }
 
     /// The hosts' VMs and loads, before and after.
@@ -179,7 +198,7 @@ impl<'a> Report<'a> {
         let f = |x| self.load(x);
         println!(
             "plan: {} migration(s), peak {} -> {} {}",
-            self.moves.len() + self.together.len(),
+            self.moves.len(),
             f(self.peak_before),
             f(self.peak_after),
             self.unit
@@ -200,11 +219,27 @@ impl<'a> Report<'a> {
             );
             peak = m.peak_after;
         }
-        if !self.together.is_empty() {
-            println!(
-                "  together (not one at a time): {}",
-                self.together.join(", ")
-            );
+        println!("{}", self.how_good());
+    }
+
+    /// Whether the plan is proven optimal, or how far from the best it
+    /// can be.
+    fn how_good(&self) -> String {
+        let f = |x| self.load(x);
+        match (self.max_moves, self.proven) {
+            (Some(m), true) => format!("proven optimal: no plan of at most {m} migration(s), each keeping CPU, memory and anti-affinity, has a lower peak, nor the same peak with fewer migrations"),
+            (Some(m), false) => format!(
+                "not proven optimal (search stopped at --time-limit {} s): the peak is at most {:.1} % above the lowest any {m} migration(s) can reach ({} {})",
+                self.time_limit_s,
+                100.0 * self.gap,
+                f(self.bound_within_budget),
+                self.unit
+            ),
+            (None, true) => "optimal: the peak is at the lower bound".to_string(),
+            (None, false) => format!(
+                "no budget: a local search's plan, not proven optimal: the peak is at most {:.1} % above the lower bound",
+                100.0 * self.gap
+            ),
         }
     }
 }

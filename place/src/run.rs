@@ -66,17 +66,11 @@ pub fn run(a: &Args) -> Result<(), Failure> {
 fn plan_and_apply(a: &Args, s: &Settings, client: &mut Client) -> Result<(), Failure> {
     let cl = read_cluster(client, a, s)?;
     let p = input(problem(a, s, &cl))?;
-    let adv = advise(&p, a.tolerance);
+    let adv = advise(&p, a.tolerance, s.time_limit);
     let report = Report::new(a, s, &p, &adv);
     report.print(a.json, p.vms.len());
-    if !a.apply || adv.moves.is_empty() && adv.together.is_empty() {
+    if !a.apply || adv.plan.moves.is_empty() {
         return Ok(());
     }
-    if !adv.together.is_empty() {
-        return Err(Failure::Apply(format!(
-            "not applied: {} cannot move one migration at a time without overfilling a host or joining an anti-affinity group (they must move at once); nothing was moved",
-            report.together.join(", ")
-        )));
-    }
-    apply(client, &p, &cl, &adv.moves, s.task_timeout)
+    apply(client, &p, &cl, &adv.plan.moves, s.task_timeout)
 }

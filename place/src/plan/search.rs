@@ -1,7 +1,8 @@
 //! The local search: from a start placement, the best improving move or
 //! swap at each step, then every migration the peak does not need taken
-//! back; [`plan`] runs it from the current placement and, with no budget,
-//! from the greedy placements too.
+//! back; [`local_search`] runs it from the current placement and, with no
+//! budget, from the greedy placements too. Fast, and never proven: the
+//! advisor's plan ([`super::plan()`]) starts from it.
 
 use super::constraints::feasible;
 use super::greedy::{greedy_feasible, greedy_lpt};
@@ -104,18 +105,13 @@ impl State<'_> {
     }
 }
 
-/// The plan: the best placement found within the constraints. Never worse
+/// The best placement the local search finds within the constraints, with
+/// or without swaps (a plan of single moves can always be carried out in
+/// the order its search found it, one migration at a time). Never worse
 /// than the current placement; with no budget, never worse than greedy
 /// ([`greedy_feasible`], or [`greedy_lpt`] where it keeps the
 /// constraints) either.
-pub fn plan(p: &Problem) -> Placement {
-    plan_with(p, true)
-}
-
-/// [`plan`] with or without swaps: a plan of single moves only can
-/// always be carried out in the order its search found it, one migration
-/// at a time.
-pub fn plan_with(p: &Problem, swaps: bool) -> Placement {
+pub fn local_search(p: &Problem, swaps: bool) -> Placement {
     let (steps, bound) = (20 * p.vms.len() + 100, lower_bound(p));
     let search = |start: Vec<usize>| {
         let mut st = State::new(p, start);

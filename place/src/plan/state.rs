@@ -68,6 +68,16 @@ impl<'a> State<'a> {
         }
     }
 
+    /// Host `h`'s load.
+    pub(super) fn load(&self, h: usize) -> f64 {
+        self.load[h]
+    }
+
+    /// The CPU and memory host `h` can still take.
+    pub(super) fn room(&self, h: usize) -> (f64, f64) {
+        (self.cap_cpu[h] - self.cpu[h], self.cap_mem[h] - self.mem[h])
+    }
+
     pub(super) fn score(&self) -> Score {
         score_of(self.p, &self.load)
     }

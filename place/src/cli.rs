@@ -57,7 +57,8 @@ pub struct Args {
     /// cpu=1,disk=0.5 (utilisations; net and disk then need capacities)
     #[arg(long, default_value = "disk")]
     pub balance: String,
-    /// Most VMs that may move: a number, or "none" for no limit
+    /// Most migrations (vMotions) the plan may make: a number, or "none"
+    /// for no limit
     #[arg(long, default_value = "3", value_name = "N")]
     pub max_moves: String,
     /// VMs that must run on different hosts, comma-separated (repeatable)

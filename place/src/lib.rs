@@ -13,6 +13,8 @@
 //!   problem and how a placement scores; `plan/constraints.rs` what a
 //!   plan keeps ([`plan::feasible`]); `plan/state.rs` the search state and
 //!   what one step changes; `plan/search.rs` the local search
+//!   ([`plan::local_search`]); `plan/exact.rs` the exact search within a
+//!   budget; `plan/best.rs` the plan from both, proven or with its gap
 //!   ([`plan::plan()`]); `plan/greedy.rs` the greedy baselines;
 //!   `plan/order.rs` the order its migrations can be carried out in;
 //!   `plan/stat.rs` a VM's demand from its samples ([`plan::Stat`]).
@@ -31,7 +33,7 @@
 //!   `check/nginx_conf.rs`, what it reads of an nginx configuration.
 //!
 //! `src/main.rs` is the binary; `tests/prop_place.rs` holds the
-//! optimizer's property tests, `tests/vcsim.rs` runs the binary against
+//! optimizer's property tests (brute force among them), `tests/vcsim.rs` runs the binary against
 //! the vCenter simulator, and `examples/place_compare.rs` compares the
 //! plan with the greedy baselines (BENCHMARKS.md).
 

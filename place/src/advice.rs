@@ -27,10 +27,11 @@ pub struct Advice {
     pub now: Placement,
     /// The plan; with no migration, where the VMs run now.
     pub plan: Plan,
-    /// Largest and mean host load now, and the lower bound of the peak.
+    /// Largest and mean host load now, and the cluster's lower bound of
+    /// the peak (max(total / hosts, largest VM)).
     pub peak: f64,
     pub mean: f64,
-    pub bound: f64,
+    pub lower_bound: f64,
     pub outcome: Outcome,
 }
 
@@ -43,13 +44,20 @@ pub fn advise(p: &Problem, tolerance: f64, limit: Duration) -> Advice {
     let (peak, mean) = (now.max_load(p), now.mean_load(p));
     let usable = p.hosts.iter().filter(|h| !h.excluded).count();
     let balanced = usable < 2 || peak <= mean * (1.0 + tolerance) || peak <= bound * (1.0 + 1e-9);
-    let stay = |proven| Plan {
+    // no migration: proven only at the lower bound (within the tolerance
+    // nothing was searched)
+    let at_bound = peak <= bound * (1.0 + 1e-9);
+    let stay = |proven, bound| Plan {
         placement: now.clone(),
         moves: Vec::new(),
         proven,
-        bound: peak,
+        bound,
     };
-    let found = if balanced { stay(true) } else { plan(p, limit) };
+    let found = if balanced {
+        stay(at_bound, bound)
+    } else {
+        plan(p, limit)
+    };
     let improves = found.placement.max_load(p) < peak * (1.0 - 1e-9);
     let outcome = if usable < 2 {
         Outcome::OneHost
@@ -60,17 +68,19 @@ pub fn advise(p: &Problem, tolerance: f64, limit: Duration) -> Advice {
     } else {
         Outcome::Plan
     };
+    // a plan that does not lower the peak is not made: what is known of
+    // the best one stays
     let plan = if balanced || improves {
         found
     } else {
-        stay(found.proven)
+        stay(found.proven, found.bound)
     };
     Advice {
         now,
         plan,
         peak,
         mean,
-        bound,
+        lower_bound: bound,
         outcome,
     }
 }

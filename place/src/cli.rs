@@ -91,8 +91,9 @@ pub struct Args {
     /// Disk capacity of each host (KB/s); as --net-capacity
     #[arg(long, value_name = "KBPS")]
     pub disk_capacity: Option<f64>,
-    /// Longest search for the best plan within --max-moves; a search cut
-    /// short says how far its plan can be from the best (the gap)
+    /// Longest the exact search for the best plan within --max-moves
+    /// runs; a search cut short prints its best plan and how far it can be
+    /// from the best (the gap)
     #[arg(long, default_value = "2s", value_name = "TIME")]
     pub time_limit: String,
     /// Nothing to do when the busiest host is within this fraction of the
@@ -260,6 +261,23 @@ mod tests {
         assert_eq!(interval_for(ms("1w")), 1800);
         assert_eq!(interval_for(ms("30d")), 7200);
         assert_eq!(interval_for(ms("90d")), 86_400);
+    }
+
+    #[test]
+    fn the_default_budget_is_the_optimizer_s() {
+        let a = Args::parse_from([
+            "dwepc-place",
+            "--url",
+            "u",
+            "--user",
+            "x",
+            "--password-file",
+            "f",
+        ]);
+        assert_eq!(
+            parse_max_moves(&a.max_moves).unwrap(),
+            Some(crate::plan::DEFAULT_BUDGET)
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl<'a> Report<'a> {
             peak_before: adv.peak,
             peak_after: plan.max_load(p),
             mean: adv.mean,
-            lower_bound: adv.bound,
+            lower_bound: adv.lower_bound,
             outcome: adv.outcome,
             proven: adv.plan.proven,
             bound_within_budget: adv.plan.bound,
@@ -155,14 +155,14 @@ impl<'a> Report<'a> {
         match self.outcome {
             Outcome::Balanced => println!("nothing to do: the busiest host is within the tolerance of the mean (or at the lower bound)"),
             Outcome::OneHost => println!("nothing to do: fewer than two hosts can give and take VMs (the others are in maintenance, disconnected or excluded)"),
-            Outcome::NoBetterPlan if self.proven || self.max_moves.is_none() => println!(
+            Outcome::NoBetterPlan if self.proven || self.gap == 0.0 && self.max_moves.is_some() => println!(
                 "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity lowers the peak",
                 self.budget()
             ),
             Outcome::NoBetterPlan => println!(
-                "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity that lowers the peak was found in {} s (not proven: --time-limit)",
+                "nothing to do: no plan within {} migration(s) and the hosts' CPU, memory and anti-affinity that lowers the peak was found (not proven; {})",
                 self.budget(),
-                self.time_limit_s
+                self.how_good()
             ),
             Outcome::Plan => self.print_plan(),
         }
@@ -228,8 +228,12 @@ impl<'a> Report<'a> {
         let f = |x| self.load(x);
         match (self.max_moves, self.proven) {
             (Some(m), true) => format!("proven optimal: no plan of at most {m} migration(s), each keeping CPU, memory and anti-affinity, has a lower peak, nor the same peak with fewer migrations"),
+            (Some(m), false) if self.gap == 0.0 => format!(
+                "the peak is proven the lowest any {m} migration(s) can reach; the search for fewer migrations reaching it stopped at --time-limit {} s",
+                self.time_limit_s
+            ),
             (Some(m), false) => format!(
-                "not proven optimal (search stopped at --time-limit {} s): the peak is at most {:.1} % above the lowest any {m} migration(s) can reach ({} {})",
+                "not proven optimal (the search stopped at --time-limit {} s): the peak is at most {:.1} % above the lowest any {m} migration(s) can reach ({} {})",
                 self.time_limit_s,
                 100.0 * self.gap,
                 f(self.bound_within_budget),
@@ -237,7 +241,7 @@ impl<'a> Report<'a> {
             ),
             (None, true) => "optimal: the peak is at the lower bound".to_string(),
             (None, false) => format!(
-                "no budget: a local search's plan, not proven optimal: the peak is at most {:.1} % above the lower bound",
+                "no budget, so not proven optimal (the better of a local search's plan and the optimal plan within 3): the peak is at most {:.1} % above the lower bound",
                 100.0 * self.gap
             ),
         }

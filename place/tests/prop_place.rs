@@ -358,11 +358,11 @@ fn statistics_of_samples() {
 }
 
 /// Small clusters as the trial had them: 2–5 hosts of unequal
-/// size with CPU/memory ratios and reservations (limits apart from
-/// capacities), 2–10 VMs of unequal disk I/O, CPU and memory (some hosts
-/// near their memory limit), anti-affinity groups, sometimes an excluded
-/// host, a budget of 1–3 migrations; disk I/O balanced, sometimes with
-/// CPU.
+/// size (CPU, memory and disk capacity, so a VM weighs differently on each)
+/// with CPU/memory ratios and reservations (limits apart from capacities),
+/// 2–10 VMs of unequal disk I/O, CPU and memory (some hosts near their
+/// memory limit), anti-affinity groups, sometimes an excluded host, a
+/// budget of 1–3 migrations; disk I/O balanced, sometimes with CPU.
 fn small_problem() -> impl Strategy<Value = Problem> {
     (2usize..=5, 2usize..=10).prop_flat_map(|(nh, nv)| {
         (
@@ -373,6 +373,7 @@ fn small_problem() -> impl Strategy<Value = Problem> {
                     0.5f64..2.0,
                     0.0f64..4000.0,
                     prop::bool::weighted(0.08),
+                    prop_oneof![Just(1.0), 0.5f64..2.0],
                 ),
                 nh,
             ),
@@ -388,9 +389,9 @@ fn small_problem() -> impl Strategy<Value = Problem> {
                 let hosts: Vec<Host> = hosts
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (cpu, mem, ratio, reserved, excluded))| Host {
+                    .map(|(i, (cpu, mem, ratio, reserved, excluded, disk))| Host {
                         name: format!("h{i}"),
-                        capacity: [cpu, mem, 1.0, 1.0],
+                        capacity: [cpu, mem, 1.0, disk],
                         limit_cpu: cpu * ratio - reserved,
                         limit_mem: mem * ratio.min(1.2) - reserved,
                         excluded,
@@ -520,6 +521,24 @@ proptest! {
             prop_assert!(!p.hosts[m.from].excluded && !p.hosts[m.to].excluded);
         }
         prop_assert_eq!(&at, &pl.placement.host);
+        prop_assert!((pl.bound - peak).abs() <= 1e-9 * peak.max(1e-12), "bound {} optimum {}", pl.bound, peak);
+    }
+
+    /// A search given no time still prints a plan that runs, and its bound
+    /// is below (or at) the true optimum, so its gap is an honest one.
+    #[test]
+    fn a_search_cut_short_gives_a_true_bound(p in small_problem()) {
+        let (peak, _) = brute_force(&p);
+        let pl = plan(&p, Duration::ZERO);
+        prop_assert!(pl.bound <= peak * (1.0 + 1e-9), "bound {} above the optimum {}", pl.bound, peak);
+        prop_assert!(pl.placement.max_load(&p) >= peak * (1.0 - 1e-9));
+        prop_assert!(pl.moves.len() <= p.max_moves.unwrap_or(usize::MAX));
+        let free = Problem { max_moves: None, ..p.clone() };
+        let mut at = p.homes();
+        for m in &pl.moves {
+            at[m.vm] = m.to;
+            prop_assert!(feasible(&free, &at).is_ok());
+        }
     }
 }
 

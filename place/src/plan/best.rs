@@ -3,7 +3,7 @@
 //! from there; the migrations in the order they run, and what is known of
 //! how good the plan is (proven optimal, or its gap to a bound).
 
-use super::exact::{best_within, bound_within, finish, Steps, TOL};
+use super::exact::{after, best_within, bound_within, finish, peak_after, Steps, TOL};
 use super::model::{evaluate, lower_bound, Placement, Problem};
 use super::order::{ordered_moves, Move};
 use super::search::local_search;
@@ -21,8 +21,9 @@ pub struct Plan {
     /// migrations (with no budget: the peak is at the cluster's lower
     /// bound).
     pub proven: bool,
-    /// A lower bound on the peak of any plan within the budget (proven:
-    /// the plan's own peak).
+    /// A lower bound on the peak of any plan within the budget (once the
+    /// peak is proven lowest: the plan's own peak; with no budget: the
+    /// cluster's lower bound).
     pub bound: f64,
 }
 
@@ -37,9 +38,9 @@ impl Plan {
     }
 }
 
-/// The budget the plan with no budget is never worse than (the
-/// command's default).
-const DEFAULT_BUDGET: usize = 3;
+/// The budget the plan with no budget is never worse than: the command's
+/// default `--max-moves` (a test of `cli` holds them equal).
+pub const DEFAULT_BUDGET: usize = 3;
 
 /// Migrations a plan with no budget may add to finish what cannot run one
 /// at a time.
@@ -49,30 +50,31 @@ const FINISH_EXTRA: usize = 3;
 /// (proven if the search ended); with none, the best of the local
 /// search's plans (finished through other hosts where their last
 /// migrations cannot run one at a time) and the plan within the default
-/// budget.
+/// budget. `limit` bounds the exact searches; the local searches before
+/// them take milliseconds (BENCHMARKS.md, placement).
 pub fn plan(p: &Problem, limit: Duration) -> Plan {
     let deadline = Instant::now() + limit;
     let (steps, proven, bound) = match p.max_moves {
         Some(k) => {
             let e = best_within(p, k, runnable_start(p, deadline), deadline);
-            let peak = peak_of(p, &e.steps);
-            let bound = if e.proven { peak } else { bound_within(p, k) };
+            let bound = if e.peak_proven {
+                peak_after(p, &e.steps)
+            } else {
+                bound_within(p, k)
+            };
             (e.steps, e.proven, bound)
         }
         None => {
+            let local = runnable_start(p, deadline);
             let within = Problem {
                 max_moves: Some(DEFAULT_BUDGET),
                 ..p.clone()
             };
-            let budgeted = best_within(
-                p,
-                DEFAULT_BUDGET,
-                runnable_start(&within, deadline),
-                deadline,
-            );
-            let steps = better(p, runnable_start(p, deadline), budgeted.steps);
+            let start = runnable_start(&within, deadline);
+            let budgeted = best_within(p, DEFAULT_BUDGET, start, deadline);
+            let steps = better(p, local, budgeted.steps);
             let lb = lower_bound(p);
-            let proven = peak_of(p, &steps) <= lb * (1.0 + TOL);
+            let proven = peak_after(p, &steps) <= lb * (1.0 + TOL);
             (steps, proven, lb)
         }
     };
@@ -106,26 +108,13 @@ fn runnable_start(p: &Problem, deadline: Instant) -> Steps {
 
 /// The better of two sequences: the lower peak, then fewer migrations.
 fn better(p: &Problem, a: Steps, b: Steps) -> Steps {
-    let (pa, pb) = (peak_of(p, &a), peak_of(p, &b));
+    let (pa, pb) = (peak_after(p, &a), peak_after(p, &b));
     let tol = TOL * pa.max(pb);
     if pb < pa - tol || (pb <= pa + tol && b.len() < a.len()) {
         b
     } else {
         a
     }
-}
-
-/// Host index per VM after `steps`.
-fn after(p: &Problem, steps: &Steps) -> Vec<usize> {
-    let mut host = p.homes();
-    for &(v, to) in steps {
-        host[v] = to;
-    }
-    host
-}
-
-fn peak_of(p: &Problem, steps: &Steps) -> f64 {
-    evaluate(p, &after(p, steps)).max_load(p)
 }
 
 /// The placement `steps` end at and each migration with the peak it
@@ -145,5 +134,6 @@ fn replay(p: &Problem, steps: &Steps) -> (Placement, Vec<Move>) {
             }
         })
         .collect();
+    debug_assert_eq!(host, after(p, steps));
     (evaluate(p, &host), moves)
 }

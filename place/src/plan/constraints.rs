@@ -5,7 +5,9 @@
 use super::model::Problem;
 use std::fmt;
 
-/// The constraint a placement breaks.
+/// The constraint a placement breaks. (A placement's budget counts the
+/// VMs it puts elsewhere, the fewest migrations that can reach it; a
+/// plan's sequence may need more, and the exact search counts those.)
 #[derive(Clone, Debug, PartialEq)]
 pub enum Infeasible {
     /// A host holds more CPU than its limit (and than it held before).

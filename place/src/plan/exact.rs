@@ -25,11 +25,22 @@
 //!   well without that departure;
 //! - **a placement already searched** with as many migrations left (and
 //!   the same hosts owed) is not searched again.
+//!
+//! Why no answer is lost: take a *shortest* sequence that answers yes. A
+//! departure in it from a cold host that could take whatever arrives after
+//! it (and of a VM in no anti-affinity group) could be left out, and so
+//! could one from a cold host nothing arrives at later: the host ends no
+//! higher than it was, below T, and every other migration stays feasible
+//! (only targets are checked). A shorter yes would exist; so a shortest
+//! one passes both rules, and the needs only count what any yes must do.
+//! On its path no (placement, owed) pair repeats, so the table cuts none
+//! of it. (Only rules that depend on the placement, the hosts owed and the
+//! migrations left may be added without revisiting this.)
 
 use super::model::{balanced, evaluate, lower_bound, Problem, Score};
 use super::state::{State, Step};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Migrations as (VM, target host), in the order they run.
 pub(super) type Steps = Vec<(usize, usize)>;
@@ -37,61 +48,69 @@ pub(super) type Steps = Vec<(usize, usize)>;
 /// Two peaks closer than this (relative) are equal.
 pub(super) const TOL: f64 = 1e-9;
 
-/// Most placements one question remembers (bounds its memory).
-const SEEN_CAP: usize = 1 << 20;
+/// Most placements one question remembers (about 100 bytes each: this
+/// bounds its memory to some 25 MB).
+const SEEN_CAP: usize = 1 << 18;
 
-/// The best sequence found, and whether no sequence within the budget has
-/// a lower peak, or the same peak with fewer migrations.
+/// The best sequence found and what is proven of it.
 pub(super) struct Exact {
     pub(super) steps: Steps,
+    /// No sequence within the budget has a lower peak.
+    pub(super) peak_proven: bool,
+    /// Nor the same peak with fewer migrations.
     pub(super) proven: bool,
+}
+
+/// Host index per VM after `steps`.
+pub(super) fn after(p: &Problem, steps: &Steps) -> Vec<usize> {
+    let mut host = p.homes();
+    for &(v, to) in steps {
+        host[v] = to;
+    }
+    host
+}
+
+/// The peak after `steps`.
+pub(super) fn peak_after(p: &Problem, steps: &Steps) -> f64 {
+    evaluate(p, &after(p, steps)).max_load(p)
 }
 
 /// The best sequence of at most `budget` migrations, starting from
 /// `start` (feasible one step at a time, within the budget), searched
-/// until `deadline`.
+/// until `deadline`: the lowest peak, then the fewest migrations.
 pub(super) fn best_within(p: &Problem, budget: usize, start: Steps, deadline: Instant) -> Exact {
-    let free = Problem {
-        max_moves: None,
-        ..p.clone()
-    };
+    let free = p.unbounded();
     let f = Facts::new(&free, budget, deadline);
     let lb = lower_bound(p);
-    let (mut best, mut peak) = (start.clone(), f.peak_after(&start));
+    let mut peak = peak_after(p, &start);
+    let mut e = Exact {
+        steps: start,
+        peak_proven: false,
+        proven: false,
+    };
     while peak > lb * (1.0 + TOL) {
         match f.ask(&Vec::new(), peak * (1.0 - TOL), budget) {
             Reach::Yes(s) => {
-                peak = f.peak_after(&s);
-                best = s;
+                peak = peak_after(p, &s);
+                e.steps = s;
             }
             Reach::No => break,
-            Reach::OutOfTime => {
-                return Exact {
-                    steps: best,
-                    proven: false,
-                }
-            }
+            Reach::OutOfTime => return e,
         }
     }
-    for m in 0..best.len() {
+    e.peak_proven = true;
+    for m in 0..e.steps.len() {
         match f.ask(&Vec::new(), peak * (1.0 + TOL), m) {
             Reach::Yes(s) => {
-                best = s;
+                e.steps = s;
                 break;
             }
             Reach::No => {}
-            Reach::OutOfTime => {
-                return Exact {
-                    steps: best,
-                    proven: false,
-                }
-            }
+            Reach::OutOfTime => return e,
         }
     }
-    Exact {
-        steps: best,
-        proven: true,
-    }
+    e.proven = true;
+    e
 }
 
 /// `start` followed by at most `extra` migrations that bring every host to
@@ -105,10 +124,7 @@ pub(super) fn finish(
     extra: usize,
     deadline: Instant,
 ) -> Option<Steps> {
-    let free = Problem {
-        max_moves: None,
-        ..p.clone()
-    };
+    let free = p.unbounded();
     let f = Facts::new(&free, extra, deadline);
     match f.ask(&start, peak * (1.0 + TOL), extra) {
         Reach::Yes(more) => Some(start.into_iter().chain(more).collect()),
@@ -121,16 +137,14 @@ pub(super) fn finish(
 /// need more departures than the budget, and never below the cluster's
 /// [`lower_bound`].
 pub(super) fn bound_within(p: &Problem, budget: usize) -> f64 {
-    let free = Problem {
-        max_moves: None,
-        ..p.clone()
-    };
+    let free = p.unbounded();
     let st = State::new(&free, p.homes());
     let (mut lo, mut hi) = (lower_bound(p), st.score().max);
     if budget == 0 || hi <= lo {
         return hi.max(lo);
     }
-    let f = Facts::new(&free, budget, Instant::now() + Duration::from_secs(3600));
+    // no question is asked: the deadline is never read
+    let f = Facts::new(&free, budget, Instant::now());
     for _ in 0..60 {
         let mid = 0.5 * (lo + hi);
         if Question::new(&f, mid).need(&st, budget).total <= budget {
@@ -214,15 +228,6 @@ impl<'a> Facts<'a> {
 
     fn w(&self, v: usize, h: usize) -> f64 {
         self.w[v * self.nh + h]
-    }
-
-    /// The peak after `steps`.
-    fn peak_after(&self, steps: &Steps) -> f64 {
-        let mut host = self.p.homes();
-        for &(v, to) in steps {
-            host[v] = to;
-        }
-        evaluate(self.p, &host).max_load(self.p)
     }
 
     /// Whether, after `start`, at most `budget` migrations bring every
@@ -319,7 +324,7 @@ impl<'f, 'a> Question<'f, 'a> {
             let from = st.host[v];
             let owed = self.owed.clone();
             self.owed.retain(|&h| h != to);
-            if st.load(from) < self.thr && !self.owed.contains(&from) {
+            if self.cold(st, from) && !self.owed.contains(&from) {
                 self.owed.push(from);
             }
             st.apply(Step::Move { v, to });
@@ -335,6 +340,12 @@ impl<'f, 'a> Question<'f, 'a> {
             }
         }
         false
+    }
+
+    /// Whether host `h` is below the threshold (a departure from it only
+    /// makes room).
+    fn cold(&self, st: &State<'_>, h: usize) -> bool {
+        st.load(h) < self.thr
     }
 
     /// What the hot hosts of `st` need with `r` migrations left.
@@ -358,7 +369,7 @@ impl<'f, 'a> Question<'f, 'a> {
             on_hot: Vec::new(),
         };
         for &h in &f.hosts {
-            if st.load(h) < self.thr {
+            if self.cold(st, h) {
                 continue;
             }
             need.on_hot.extend(on[h].iter().map(|x| x.1));
@@ -392,8 +403,8 @@ impl<'f, 'a> Question<'f, 'a> {
     }
 
     /// The migrations worth trying from `st` (`r` left): feasible, and
-    /// leaving needs the migrations after them can meet; the lowest
-    /// score they leave first.
+    /// leaving needs (and hosts owed) the migrations after them can meet;
+    /// the lowest score they leave first.
     fn children(&self, st: &State<'_>, r: usize, need: &Need) -> Vec<(Score, usize, usize)> {
         let f = self.f;
         let (top, base) = (st.top3(), st.score());
@@ -406,25 +417,19 @@ impl<'f, 'a> Question<'f, 'a> {
         let mut out = Vec::new();
         for &v in vms {
             let from = st.host[v];
-            let hot = need.per_host[from] > 0;
-            if !hot && !self.makes_room(st, v, from, r) {
+            let cold = self.cold(st, from);
+            if cold && !self.makes_room(st, v, from, r) {
                 continue;
             }
-            let need_from = if hot {
-                let rest: Vec<(usize, f64)> = need.landable[from]
-                    .iter()
-                    .copied()
-                    .filter(|x| x.0 != v)
-                    .collect();
-                needed(st.load(from) - f.w(v, from), &rest, self.thr, r - 1)
-            } else {
+            let need_from = if cold {
                 0
+            } else {
+                self.need_without(st, need, v, r)
             };
-            let owes = (!hot && !self.owed.contains(&from)) as usize;
-            for &to in &f.hosts {
-                if to == from {
-                    continue;
-                }
+            let owes = (cold && !self.owed.contains(&from)) as usize;
+            for &to in f.hosts.iter().filter(|&&to| to != from) {
+                // the target's need can only grow; it is at least 1 if v
+                // takes it to the threshold
                 let lands_hot = (st.load(to) + f.w(v, to) >= self.thr) as usize;
                 let need_to = need.per_host[to].max(lands_hot);
                 let total =
@@ -440,6 +445,18 @@ impl<'f, 'a> Question<'f, 'a> {
         }
         out.sort_by(|a, b| a.0.max.total_cmp(&b.0.max).then(a.0.sq.total_cmp(&b.0.sq)));
         out
+    }
+
+    /// What hot host `st.host[v]` needs once `v` has left it, with the
+    /// `r - 1` migrations left then.
+    fn need_without(&self, st: &State<'_>, need: &Need, v: usize, r: usize) -> usize {
+        let from = st.host[v];
+        let rest: Vec<(usize, f64)> = need.landable[from]
+            .iter()
+            .copied()
+            .filter(|x| x.0 != v)
+            .collect();
+        needed(st.load(from) - self.f.w(v, from), &rest, self.thr, r - 1)
     }
 
     /// Records `st` with `r` migrations left; false if it was searched

@@ -56,7 +56,7 @@ mod search;
 mod stat;
 mod state;
 
-pub use best::{plan, Plan};
+pub use best::{plan, Plan, DEFAULT_BUDGET};
 pub use constraints::{feasible, Infeasible};
 pub use greedy::{greedy_feasible, greedy_lpt, greedy_within};
 pub use model::{current, evaluate, lower_bound, vm_load, Host, Placement, Problem, Vm, RESOURCES};

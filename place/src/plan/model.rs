@@ -41,7 +41,10 @@ pub struct Problem {
     pub weights: [f64; 4],
     /// Groups of VM indices that must run on different hosts.
     pub apart: Vec<Vec<usize>>,
-    /// Most VMs that may end on another host (None: no limit).
+    /// Most migrations a plan may make (None: no limit). A placement
+    /// needs at least as many as the VMs it puts on another host; a plan
+    /// counts each migration of its sequence (a VM that steps aside on a
+    /// third host, twice).
     pub max_moves: Option<usize>,
 }
 
@@ -49,6 +52,15 @@ impl Problem {
     /// Host index per VM where it runs now.
     pub fn homes(&self) -> Vec<usize> {
         self.vms.iter().map(|v| v.host).collect()
+    }
+
+    /// The same problem without a budget (what one migration may do,
+    /// whatever the count).
+    pub fn unbounded(&self) -> Problem {
+        Problem {
+            max_moves: None,
+            ..self.clone()
+        }
     }
 
     /// VMs that placement `host` (host index per VM) puts on another host

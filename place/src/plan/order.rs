@@ -20,10 +20,7 @@ pub struct Move {
 /// peak most); the moves that cannot be done one at a time (a swap
 /// between two full hosts) are returned apart, in plan order.
 pub fn ordered_moves(p: &Problem, plan: &Placement) -> (Vec<Move>, Vec<usize>) {
-    let free = Problem {
-        max_moves: None,
-        ..p.clone()
-    };
+    let free = p.unbounded();
     let st = State::new(&free, p.homes());
     let left: Vec<usize> = (0..p.vms.len())
         .filter(|&v| plan.host[v] != p.vms[v].host)

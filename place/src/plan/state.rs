@@ -1,7 +1,7 @@
 //! The search state (a placement with its loads, CPU and memory per host)
 //! and its steps: what moving one VM, or swapping two, changes, and
-//! whether it keeps the constraints. Shared by the local search, the
-//! greedy cut to a budget and the migration order.
+//! whether it keeps the constraints. Shared by the local search, the exact
+//! search, the greedy cut to a budget and the migration order.
 
 use super::constraints::{room, used};
 use super::model::{balanced, evaluate, score_of, vm_load, Problem, Score};

@@ -13,6 +13,11 @@
 //! time at 16 hosts x 200 VMs and 32 hosts x 500 VMs.
 //!
 //!     cargo run --release -p dwepc-place --example place_compare -- [INSTANCES] [SEED] [LIMIT_MS]
+//!     cargo run --release -p dwepc-place --example place_compare -- proof [INSTANCES]
+//!
+//! `proof`: how many plans within a budget of 3 are proven optimal (the
+//! default 2-s limit) on clusters of up to 16 hosts x 200 VMs and on the
+//! whole range, with the slowest plan and the gaps of those not proven.
 
 use dwepc_core::rng::Rng;
 use dwepc_place::plan::{
@@ -132,6 +137,10 @@ impl Col {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("proof") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        return proof(n);
+    }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let seed: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let limit_ms: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(2000);
@@ -216,6 +225,35 @@ fn timings(r: &mut Rng, hosts: usize, vms: usize, limit: Duration) {
             k.map_or("none".to_string(), |k| k.to_string()),
             0.5 * (ms[4] + ms[5]),
             ms[9],
+        );
+    }
+}
+
+/// Plans within a budget of 3 proven optimal in 2 s, on `n` clusters of
+/// up to 16 hosts x 200 VMs and `n` of the whole range.
+fn proof(n: usize) {
+    let mut r = Rng::new(11);
+    let limit = Duration::from_millis(2000);
+    for (label, hosts_above_3, vms_above_10) in [
+        ("3-16 hosts x 10-200 VMs", 14, 191),
+        ("3-32 hosts x 10-500 VMs", 30, 491),
+    ] {
+        let (mut slowest, mut unproven) = (0.0f64, Vec::new());
+        for _ in 0..n {
+            let hosts = 3 + r.below(hosts_above_3) as usize;
+            let vms = 10 + r.below(vms_above_10) as usize;
+            let mut p = instance(&mut r, hosts, vms);
+            p.max_moves = Some(3);
+            let t = Instant::now();
+            let pl = plan(&p, limit);
+            slowest = slowest.max(t.elapsed().as_secs_f64() * 1000.0);
+            if !pl.proven {
+                unproven.push(format!("{hosts}x{vms} gap {:.1} %", 100.0 * pl.gap(&p)));
+            }
+        }
+        println!(
+            "{label}, budget 3: {} of {n} proven optimal, slowest {slowest:.0} ms; not proven: {unproven:?}",
+            n - unproven.len()
         );
     }
 }

@@ -17,6 +17,8 @@ use dwepc_core::conf::{NodeConf, SourceConf, UpstreamConf};
 use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::Comparison;
 use dwepc_core::zone::slots::{SlotKind, SlotMap};
+
+use crate::balancer::DrawTable;
 use ngx::ffi::ngx_shm_zone_t;
 
 /// Where a directive was written.
@@ -129,6 +131,8 @@ pub struct Servers {
     pub weights: Vec<u32>,
     /// This worker's position → slot maps of the primary and backup lists.
     pub slot_maps: [RefCell<SlotMap>; 2],
+    /// This worker's tables to draw peers from (`choices=`), per list.
+    pub draw_tables: [RefCell<DrawTable>; 2],
 }
 
 impl Servers {
@@ -138,6 +142,7 @@ impl Servers {
             latency: peers.iter().map(|_| Cell::default()).collect(),
             weights: peers.iter().map(|p| p.weight.max(1.0) as u32).collect(),
             slot_maps: Default::default(),
+            draw_tables: Default::default(),
             peers,
             n_primary,
             zone,

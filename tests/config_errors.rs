@@ -54,6 +54,8 @@ fn malformed_configurations_fail_with_file_line_and_reason() {
         (upstream("dwepc mode=magic;\nserver 127.0.0.1:2;"), "mode=magic", "expected \"shares\", \"paper\", \"wlc\", \"least_time\" or \"random_two\""),
         (upstream("dwepc mode=paper inflight=4;\nserver 127.0.0.1:2;"), "mode=paper inflight=4", "applies to \"mode=shares\" only"),
         (upstream("dwepc pick=random;\nserver 127.0.0.1:2;"), "pick=random", "\"least_conn\", \"expected_delay\" or \"least_time\""),
+        (upstream("dwepc choices=1;\nserver 127.0.0.1:2;"), "choices=1", "\"auto\", \"all\" or a number of peers drawn from 2 to 8"),
+        (upstream("dwepc mode=paper choices=2;\nserver 127.0.0.1:2;"), "choices=2", "applies to \"mode=shares\" only"),
         (upstream("dwepc mode=paper slow_start=30s;\nserver 127.0.0.1:2;"), "slow_start=30s", "applies to \"mode=shares\", \"mode=wlc\", \"mode=least_time\" or \"mode=random_two\" only"),
         (upstream("dwepc slow_start=fast;\nserver 127.0.0.1:2;"), "slow_start=fast", "a time from 1000ms to 1d"),
         (upstream("dwepc window=20 min_samples=30;\nserver 127.0.0.1:2;"), "min_samples=30", "larger than"),

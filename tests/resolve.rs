@@ -101,12 +101,20 @@ fn resolved_addresses_count_in_their_own_slots() {
 /// With counters (shares mode, VMs found by guest IP): the addresses of a
 /// `resolve` name are balanced by their shares; when one address is
 /// replaced by another, the new one is mapped to its own VM, takes a share
-/// and its own count, and the old one gets nothing more.
+/// and its own count, and the old one gets nothing more. With every peer
+/// compared and with two drawn per pick (`choices=2`: the draw table
+/// follows the list as `resolve` changes it).
 #[test]
 fn resolved_addresses_are_balanced_on_their_own_vms() {
     if !common::setup::vcsim_available() {
         panic!("vcsim launcher not built: run scripts/build-vcsim.sh (scripts/test.sh does)");
     }
+    for choices in ["all", "2"] {
+        resolved_addresses_balanced(choices);
+    }
+}
+
+fn resolved_addresses_balanced(choices: &str) {
     let dns = Dns::start();
     let p = free_port();
     dns.set("app.test", &["127.0.0.2", "127.0.0.3"]);
@@ -116,7 +124,7 @@ fn resolved_addresses_are_balanced_on_their_own_vms() {
         zone: true,
         workers: 2,
         flat_mem_net: (0, 0),
-        dwepc: "interval=1s window=4 step=0.5 ttl=10m pick=least_conn".into(),
+        dwepc: format!("interval=1s window=4 step=0.5 ttl=10m pick=least_conn choices={choices}"),
         http_extra: format!("resolver 127.0.0.1:{} valid=1s ipv6=off;\n", dns.port),
         servers: Some(format!("server app.test:{p} resolve;\n")),
         ..VsOpts::default()

@@ -1,8 +1,9 @@
 //! Stock upstream behaviours that must keep working under `dwepc`, each
-//! run six times: without counters (the fallback: nginx's weighted round
+//! run seven times: without counters (the fallback: nginx's weighted round
 //! robin, counted), with live counters from vcsim in paper mode, in shares
-//! mode and in shares mode `pick=least_time`, and in the least_time and
-//! random_two modes (response times; our own `get` in the last five).
+//! mode, in shares mode `pick=least_time` and in the same with two choices
+//! drawn per pick (`choices=2`), and in the least_time and random_two
+//! modes (response times; our own `get` in the last six).
 
 mod common;
 use common::backend::{Backend, Behaviour};
@@ -15,6 +16,7 @@ fn every_mode(f: impl Fn(Mode)) {
     f(Mode::RandomTwo);
     if common::setup::vcsim_available() {
         f(Mode::SharesTime);
+        f(Mode::SharesDrawn);
     }
     spreading_modes(f);
 }

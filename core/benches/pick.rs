@@ -17,7 +17,10 @@
 //! `zone`, and `dwepc_zone` the same locks around dwepc (the module wraps
 //! nginx's round robin peer data, so it takes them too); `dwepc_paper` is
 //! the paper mode's pick (the largest L, through the same slot map and
-//! picker). Every loop sees one request end per pick.
+//! picker); `dwepc_drawn` and `dwepc_least_time_drawn` the shares mode's
+//! two picks over two peers drawn by share (`choices=2`, the draw table
+//! built), beside `random_two_least_conn`, nginx's `random two least_conn`
+//! with equal weights. Every loop sees one request end per pick.
 
 // Index loops mirror nginx's C loops.
 #![allow(clippy::needless_range_loop)]
@@ -30,7 +33,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::cell::Cell;
 
 use dwepc_core::policy::latency::PeakEwma;
-use dwepc_core::policy::pick::SmoothTie;
+use dwepc_core::policy::pick::draw::draw;
+use dwepc_core::policy::pick::{with_worker_rng, Alias, SmoothTie};
 use dwepc_core::policy::{Compare, Comparison, Local, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
 use dwepc_core::zone::{words, UpstreamZone};
@@ -162,6 +166,8 @@ struct BenchScan<'a> {
     map: &'a SlotMap,
     n: usize,
     tie: &'a mut [i64],
+    /// The alias table of the shares, for drawn choices.
+    table: Option<&'a Alias>,
 }
 
 impl Scan for BenchScan<'_> {
@@ -198,6 +204,27 @@ impl Scan for BenchScan<'_> {
         zone.count(slot_of(k));
         k
     }
+
+    #[inline(always)]
+    fn draw<C: Compare<usize>>(self, mut c: C, d: usize) -> usize {
+        let (zone, map) = (self.zone, self.map);
+        let Some(table) = self.table else {
+            return self.scan(c);
+        };
+        let slot_of = |i: usize| map.slot(i).unwrap_or(usize::MAX);
+        let usable = |i: usize| {
+            let (in_flight, _, limit) = zone.pick_view(slot_of(i));
+            limit == 0 || in_flight < limit as u64
+        };
+        let got =
+            with_worker_rng(|rng| draw(rng, table, d, usable, |i| c.offer(i, slot_of(i), zone)));
+        if got == 0 || c.best().is_none() {
+            return self.scan(c);
+        }
+        let k = c.best().unwrap_or(0);
+        zone.count(slot_of(k));
+        k
+    }
 }
 
 /// One pick of `how` over `n` peers, without response times.
@@ -215,7 +242,14 @@ fn pick_mode(
         tau_ms: 1.0,
         slow_start_ms: 0,
     };
-    how.run(BenchScan { zone, map, n, tie }, local)
+    let scan = BenchScan {
+        zone,
+        map,
+        n,
+        tie,
+        table: None,
+    };
+    how.run(scan, local, None)
 }
 
 /// Response-time estimates of `n` peers, 20-60 ms, observed at 1 s.
@@ -421,8 +455,9 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
                     map: &map,
                     n,
                     tie: &mut tie,
+                    table: None,
                 };
-                let k = how.run(scan, local);
+                let k = how.run(scan, local, None);
                 let j = (k + 1) % n;
                 if sh.in_flight(j) > 0 {
                     sh.finish(j, epoch);
@@ -433,6 +468,70 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
     }
 }
 
+/// Two choices drawn by share (`choices=2`) for the shares mode's picks,
+/// beside nginx's `random two least_conn` (two peers drawn uniformly, the
+/// lesser conns/weight; nginx draws by weight with a binary search over
+/// its ranges, so this is its cost with equal weights at best).
+fn bench_drawn(g: &mut Group<'_>, n: usize) {
+    let words = shares_zone_words(n);
+    let sh = UpstreamZone::new(&words, n).unwrap();
+    let epoch = sh.epoch();
+    let map = slot_map(sh, n);
+    let mut tie = vec![0i64; n];
+    let weights: Vec<u32> = (0..n).map(|i| sh.pick_view(i).1).collect();
+    let table = Alias::new(&weights);
+    let lat = estimates(n);
+    let local = Local {
+        latency: &lat,
+        weight: &[],
+        now_ms: 2_000,
+        tau_ms: 10_000.0,
+        slow_start_ms: 0,
+    };
+    for (name, how) in [
+        ("dwepc_drawn", Comparison::LeastPerShare { plus_one: false }),
+        (
+            "dwepc_least_time_drawn",
+            Comparison::LeastTime { per_share: true },
+        ),
+    ] {
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+            b.iter(|| {
+                let scan = BenchScan {
+                    zone: sh,
+                    map: &map,
+                    n,
+                    tie: &mut tie,
+                    table: Some(&table),
+                };
+                let k = how.run(scan, local, Some(2));
+                let j = (k + 1) % n;
+                if sh.in_flight(j) > 0 {
+                    sh.finish(j, epoch);
+                }
+                black_box(k)
+            })
+        });
+    }
+    let mut conns = vec![0u64; n];
+    let weight: Vec<u64> = (0..n).map(|i| 1 + (i % 5) as u64).collect();
+    let mut rng = dwepc_core::rng::Rng::new(1);
+    g.bench_with_input(BenchmarkId::new("random_two_least_conn", n), &n, |b, &n| {
+        b.iter(|| {
+            let (x, y) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+            let k = if conns[x] * weight[y] <= conns[y] * weight[x] {
+                x
+            } else {
+                y
+            };
+            conns[k] += 1;
+            let j = (k + 1) % n;
+            conns[j] = conns[j].saturating_sub(1);
+            black_box(k)
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [4usize, 32, 256, 2000] {
@@ -440,6 +539,7 @@ fn bench(c: &mut Criterion) {
         bench_nginx(&mut g, n);
         bench_shares(&mut g, n);
         bench_time(&mut g, n);
+        bench_drawn(&mut g, n);
     }
     g.finish();
 }

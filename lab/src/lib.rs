@@ -26,11 +26,24 @@ pub mod vm;
 
 /// A free loopback TCP port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    // Below Linux's ephemeral range (32768-60999), from which the OS gives
+    // every outgoing connection and every bind to port 0 its port: a port
+    // from there could be taken by a parallel test's connection between
+    // this check and the server's own bind. Handed out in turn within the
+    // process (no two callers get the same), each process starting at its
+    // own place in the range.
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 60 * 200;
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}-{}", FIRST + SPAN - 1)
 }
 
 /// Locks `m`, also after another holder panicked.

@@ -117,6 +117,13 @@ impl Nginx {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // something else answering on the port while nginx retries its bind
+        let taken = format!("bind() to 127.0.0.1:{ready_port} failed");
+        assert!(
+            !n.error_log().contains(&taken),
+            "port {ready_port} was taken by another process: {}",
+            n.error_log()
+        );
         n
     }
 

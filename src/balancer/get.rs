@@ -12,7 +12,8 @@ use core::ptr;
 
 use dwepc_core::policy::decision::Decision;
 use dwepc_core::policy::latency::DEFAULT_TAU_MS;
-use dwepc_core::policy::pick::SmoothTie;
+use dwepc_core::policy::pick::draw::draw;
+use dwepc_core::policy::pick::{with_worker_rng, SmoothTie};
 use dwepc_core::policy::{Compare, Comparison, Local, Observe, Scan};
 use dwepc_core::zone::slots::SlotMap;
 use dwepc_core::zone::UpstreamZone;
@@ -22,6 +23,7 @@ use ngx::ffi::{
     NGX_OK,
 };
 
+use super::draws::{draw_table, DrawTable};
 use super::list::{each_eligible, position, slot_map, PeersLock};
 use super::PeerData;
 use crate::state::Servers;
@@ -92,9 +94,21 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
             return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) };
         }
     };
+    // drawn choices for a large list (`choices=`), from this worker's
+    // table of it
+    let drawn = Some(comparison)
+        .filter(|c| c.draws())
+        .and_then(|_| ups.parsed.conf.tuning.choices.drawn(map.len()));
+    let table = match drawn {
+        // SAFETY: peers is live and locked (`lock`); map is current for it.
+        Some(_) => unsafe { draw_table(servers, peers, backup, &map, zone) },
+        None => None,
+    };
     // SAFETY: peers is live and locked (`lock`) for the scan; dp's tried
-    // bitmap has a bit for each of its peers (round robin sized it).
-    let scan = unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers) };
+    // bitmap has a bit for each of its peers (round robin sized it); the
+    // table (if any) holds the list's peers as locked now.
+    let scan =
+        unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers, table.as_deref()) };
     let local = Local {
         latency: &servers.latency,
         weight: &servers.weights,
@@ -102,7 +116,8 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         tau_ms: DEFAULT_TAU_MS,
         slow_start_ms: ups.parsed.conf.tuning.slow_start_ms,
     };
-    let (best, full) = comparison.run(scan, local);
+    let (best, full) = comparison.run(scan, local, drawn);
+    drop(table);
     drop(map);
     let decision = match comparison {
         Comparison::LeastConn => Decision::Observe,
@@ -146,18 +161,22 @@ struct ScanPeers<'a> {
     map: &'a SlotMap,
     zone: UpstreamZone<'a>,
     servers: &'a Servers,
+    /// The list's draw table, when the pick draws.
+    table: Option<&'a DrawTable>,
 }
 
 impl<'a> ScanPeers<'a> {
     /// # Safety
     /// `peers` is live and locked while the scan runs; `tried` is the
-    /// request's bitmap, with a bit for each of its peers.
+    /// request's bitmap, with a bit for each of its peers; `table` holds
+    /// the list's peers as they are under this lock.
     unsafe fn new(
         peers: *mut ngx_http_upstream_rr_peers_t,
         tried: *mut usize,
         map: &'a SlotMap,
         zone: UpstreamZone<'a>,
         servers: &'a Servers,
+        table: Option<&'a DrawTable>,
     ) -> ScanPeers<'a> {
         ScanPeers {
             peers,
@@ -166,21 +185,25 @@ impl<'a> ScanPeers<'a> {
             map,
             zone,
             servers,
+            table,
         }
     }
 
-    /// Calls `f(i, peer)` for every eligible peer: not tried, not down, not
-    /// failed (max_fails), below max_conns.
+    /// Whether the peer at position `i` may take the request: not tried,
+    /// not down, not failed (max_fails), below max_conns.
+    #[inline]
+    fn eligible(&self, i: usize, p: &ngx_http_upstream_rr_peer_t) -> bool {
+        // SAFETY: the bitmap has a bit for every peer of the list
+        // (ScanPeers::new's contract).
+        let done = unsafe { *self.tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
+        let full = p.max_conns != 0 && p.conns >= p.max_conns;
+        !done && p.down == 0 && !failed(p, self.now) && !full
+    }
+
+    /// Calls `f(i, peer)` for every eligible peer.
     #[inline]
     fn each(&self, mut f: impl FnMut(usize, *mut ngx_http_upstream_rr_peer_t)) {
-        let (now, tried) = (self.now, self.tried);
-        let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| -> bool {
-            // SAFETY: the bitmap has a bit for every peer of the list
-            // (ScanPeers::new's contract).
-            let done = unsafe { *tried.add(i / BITS) } & (1usize << (i % BITS)) != 0;
-            let full = p.max_conns != 0 && p.conns >= p.max_conns;
-            !done && p.down == 0 && !failed(p, now) && !full
-        };
+        let eligible = |i: usize, p: &ngx_http_upstream_rr_peer_t| self.eligible(i, p);
         // SAFETY: the list is live and locked (ScanPeers::new's contract).
         unsafe { each_eligible(self.peers, &eligible, |i, peer, _| f(i, peer)) };
     }
@@ -225,9 +248,41 @@ impl Scan for ScanPeers<'_> {
             None => (best, full),
         }
     }
+
+    #[inline(always)]
+    fn draw<C: Compare<Choice>>(self, mut c: C, d: usize) -> Self::Out {
+        let Some(t) = self.table else {
+            return self.scan(c);
+        };
+        // none drawn (a nearly full or mostly ineligible list), or none of
+        // them taken: the full scan goes on with what was offered
+        if self.offer_drawn(t, &mut c, d) == 0 || c.best().is_none() {
+            return self.scan(c);
+        }
+        (c.best(), false)
+    }
 }
 
 impl ScanPeers<'_> {
+    /// The draws of [`Scan::draw`]: `d` peers of the table, eligible and
+    /// below their in-flight limit, offered to `c`; how many.
+    fn offer_drawn<C: Compare<Choice>>(&self, t: &DrawTable, c: &mut C, d: usize) -> usize {
+        let zone = self.zone;
+        let usable = |pos: usize| {
+            // SAFETY: the table holds the locked list's live peers
+            // (ScanPeers::new's contract).
+            let p = unsafe { &*t.peers[pos] };
+            let (in_flight, _, limit) = zone.pick_view(self.slot_of(pos));
+            self.eligible(pos, p) && (limit == 0 || in_flight < limit as u64)
+        };
+        let offer = |pos: usize| {
+            let slot = self.slot_of(pos);
+            let peer = t.peers[pos];
+            c.offer(Choice { peer, pos, slot }, slot, zone);
+        };
+        with_worker_rng(|rng| draw(rng, &t.alias, d, usable, offer))
+    }
+
     /// Offers every eligible peer to `c`, its slot from `slot_of` (a loop
     /// compiled per way of finding slots, so the usual one is an
     /// addition).

@@ -14,6 +14,8 @@
 //! usable counters the request goes to nginx's own weighted round robin,
 //! and is still counted (sent and done, so in-flight counts stay right).
 
+mod draws;
+pub use draws::DrawTable;
 mod get;
 mod list;
 

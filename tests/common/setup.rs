@@ -19,6 +19,9 @@ pub enum Mode {
     /// vcsim counters and response times: the default (shares mode,
     /// `pick=least_time`).
     SharesTime,
+    /// The default with `choices=2`: two peers drawn by share per pick
+    /// (what `choices=auto` does for large upstreams).
+    SharesDrawn,
     /// No endpoint: `mode=least_time` (response times drive the pick).
     LeastTime,
     /// No endpoint: `mode=random_two` (response times of two drawn at
@@ -30,7 +33,10 @@ impl Mode {
     /// True for the modes whose pick follows response times (one request
     /// after another goes to the faster server, not around the list).
     pub fn follows_response_times(self) -> bool {
-        matches!(self, Mode::LeastTime | Mode::RandomTwo | Mode::SharesTime)
+        matches!(
+            self,
+            Mode::LeastTime | Mode::RandomTwo | Mode::SharesTime | Mode::SharesDrawn
+        )
     }
 
     /// What the status page says drives the pick once warmed up.
@@ -38,7 +44,7 @@ impl Mode {
         match self {
             Mode::Fallback => "round_robin",
             Mode::LeastTime | Mode::RandomTwo => "response_times",
-            Mode::Paper | Mode::Shares | Mode::SharesTime => "dwepc",
+            Mode::Paper | Mode::Shares | Mode::SharesTime | Mode::SharesDrawn => "dwepc",
         }
     }
 }
@@ -125,7 +131,7 @@ impl Env {
                 ),
                 String::new(),
             ),
-            Mode::Paper | Mode::Shares | Mode::SharesTime => {
+            Mode::Paper | Mode::Shares | Mode::SharesTime | Mode::SharesDrawn => {
                 let vms: Vec<VmSpec> = (0..backends.len())
                     .map(|i| VmSpec {
                         name: format!("web-{i}"),
@@ -161,6 +167,7 @@ impl Env {
                             "dwepc mode=paper interval=1s window=5 min_samples=2 ttl=30s;"
                         }
                         Mode::SharesTime => "dwepc interval=1s window=5 ttl=30s;",
+                        Mode::SharesDrawn => "dwepc interval=1s window=5 ttl=30s choices=2;",
                         _ => "dwepc interval=1s window=5 ttl=30s pick=least_conn;",
                     }
                     .to_string(),

@@ -172,6 +172,15 @@ fn parse_param(c: &mut UpstreamConf, key: &str, val: &str) -> Result<bool, ConfE
             let names = names_of(Pick::ALL.iter().map(|p| p.1));
             t.pick = Pick::named(val).ok_or_else(|| invalid(key, val, &names))?;
         }
+        "choices" => {
+            t.choices = policy::pick::Choices::named(val).ok_or_else(|| {
+                let want = format!(
+                    "\"auto\", \"all\" or a number of peers drawn from 2 to {}",
+                    policy::pick::draw::MAX_CHOICES
+                );
+                invalid(key, val, &want)
+            })?
+        }
         "inflight" => {
             t.inflight_per_vcpu = match val {
                 "off" => 0.0,
@@ -326,6 +335,16 @@ mod tests {
         );
         assert_eq!((c.tuning.window, c.tuning.min_samples), (1, 1));
         assert_eq!(c.tuning.slow_start_ms, 0);
+        // how many peers a pick compares: auto unless said
+        assert_eq!(c.tuning.choices, policy::pick::Choices::Auto);
+        for (v, want) in [
+            ("all", policy::pick::Choices::All),
+            ("2", policy::pick::Choices::Drawn(2)),
+            ("8", policy::pick::Choices::Drawn(8)),
+        ] {
+            let arg = format!("choices={v}");
+            assert_eq!(parse_upstream(&[&arg]).unwrap().tuning.choices, want);
+        }
         let c = parse_upstream(&["mode=least_time", "slow_start=30s"]).unwrap();
         assert_eq!(c.tuning.slow_start_ms, 30_000);
         let c = parse_upstream(&["interval=3s", "window=20", "mode=paper"]).unwrap();
@@ -359,6 +378,12 @@ mod tests {
             (
                 &["pick=fast"],
                 "\"least_conn\", \"expected_delay\" or \"least_time\"",
+            ),
+            (&["choices=1"], "\"auto\", \"all\" or a number of peers drawn from 2 to 8"),
+            (&["choices=many"], "invalid value \"many\" in \"choices=\""),
+            (
+                &["mode=paper", "choices=2"],
+                "\"choices=\" applies to \"mode=shares\" only",
             ),
             (&["inflight=0"], "above 0"),
             (&["inflight=-3"], "above 0"),

@@ -70,7 +70,7 @@ pub fn names_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Parameters of `dwepc` that only some modes take ([`Mode::options`]).
-pub const MODE_OPTIONS: [&str; 5] = ["pick", "inflight", "floor", "step", "slow_start"];
+pub const MODE_OPTIONS: [&str; 6] = ["pick", "choices", "inflight", "floor", "step", "slow_start"];
 
 /// Largest window accepted.
 pub const MAX_WINDOW: usize = 1024;
@@ -84,6 +84,8 @@ pub struct Tuning {
     pub min_samples: usize,
     /// Shares mode: the per-request comparison.
     pub pick: Pick,
+    /// Shares mode: how many peers it compares (`choices=`).
+    pub choices: pick::Choices,
     /// Shares mode: in-flight limit per vCPU, spread by share (0 = off).
     pub inflight_per_vcpu: f64,
     /// Shares mode: smallest share of a node.
@@ -104,6 +106,7 @@ impl Default for Tuning {
             window: DEFAULT_WINDOW,
             min_samples: 2,
             pick: Pick::LeastTime,
+            choices: pick::Choices::Auto,
             inflight_per_vcpu: shares::DEFAULT_INFLIGHT_PER_VCPU,
             floor: 0.01,
             step: 0.5,

@@ -87,6 +87,18 @@ impl SlotMap {
         self.version == Some(version)
     }
 
+    /// Number of peers of the list it maps.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True for an empty list.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The slot of the peer at `pos`.
     #[inline]
     pub fn slot(&self, pos: usize) -> Option<usize> {

@@ -135,6 +135,14 @@ impl<'a> UpstreamZone<'a> {
         self.h(H_GENERATION).load(Relaxed)
     }
 
+    /// When the collector last published the pick's inputs (shares,
+    /// limits, allocations), wall clock ms: what a worker's tables built
+    /// from them are checked against.
+    #[inline]
+    pub fn published_ms(&self) -> u64 {
+        self.h(H_APPLIED).load(Relaxed)
+    }
+
     /// Counters drive the pick at wall time `now_ms` (before valid-until).
     #[inline]
     pub fn usable(&self, now_ms: u64) -> bool {

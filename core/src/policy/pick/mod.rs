@@ -16,15 +16,23 @@
 //!
 //! The random ones draw from the worker's generator ([`worker_rng`]), kept
 //! between picks.
+//!
+//! How many peers a comparison sees is apart from what it compares: every
+//! eligible peer ([`Scan::scan`]), or, for large upstreams and the
+//! comparisons per share ([`Comparison::draws`]), `d` drawn at random in
+//! proportion to their shares ([`Scan::draw`], [`draw`]: `choices=`).
 
+pub mod draw;
 mod largest;
 mod share;
 mod time;
 mod worker_rng;
 
+pub use draw::{Alias, Choices};
 pub use largest::{Argmax, Largest};
 pub use share::{LeastShare, LeastWeight, SmoothTie};
 pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
+pub use worker_rng::with_worker_rng;
 
 use std::cell::Cell;
 
@@ -134,6 +142,16 @@ impl Comparison {
         )
     }
 
+    /// True if a pick may offer it peers drawn at random in proportion to
+    /// their shares instead of every eligible peer (`choices=`): the
+    /// comparisons per share, whose draws and comparison weigh alike.
+    pub fn draws(self) -> bool {
+        matches!(
+            self,
+            Comparison::LeastPerShare { .. } | Comparison::LeastTime { per_share: true }
+        )
+    }
+
     /// True if the comparison reads the worker's response-time estimates
     /// (so that the end of every request updates them).
     pub fn uses_latency(self) -> bool {
@@ -207,23 +225,39 @@ impl Local<'_> {
 }
 
 impl Comparison {
-    /// Runs `scan` with a fresh comparison of this kind: the one dispatch
-    /// of a pick, so that each comparison's loop over the peers is
-    /// compiled for it alone.
+    /// Runs `scan` with a fresh comparison of this kind, over every
+    /// eligible peer or (`drawn`: `Some(d)`, for a comparison that
+    /// [`Comparison::draws`]) over `d` drawn: the one dispatch of a pick,
+    /// so that each comparison's loop over the peers is compiled for it
+    /// alone.
     #[inline(always)]
-    pub fn run<S: Scan>(self, scan: S, local: Local<'_>) -> S::Out {
+    pub fn run<S: Scan>(self, scan: S, local: Local<'_>, drawn: Option<usize>) -> S::Out {
+        let drawn = drawn.filter(|_| self.draws());
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => {
-                scan.scan(LeastShare::new().ramped(local.ramp()))
+                over(scan, LeastShare::new().ramped(local.ramp()), drawn)
             }
-            Comparison::LeastPerShare { plus_one: true } => {
-                scan.scan(LeastShare::expected_delay().ramped(local.ramp()))
+            Comparison::LeastPerShare { plus_one: true } => over(
+                scan,
+                LeastShare::expected_delay().ramped(local.ramp()),
+                drawn,
+            ),
+            Comparison::LeastTime { per_share } => {
+                over(scan, LeastTime::new(local, per_share), drawn)
             }
-            Comparison::LeastTime { per_share } => scan.scan(LeastTime::new(local, per_share)),
             Comparison::RandomTwo => scan.scan(RandomTwo::new(local)),
             Comparison::LeastConn => scan.scan(LeastWeight::new(local)),
         }
+    }
+}
+
+/// `c` over every eligible peer of `scan`, or over `d` drawn.
+#[inline(always)]
+fn over<S: Scan, C: Compare<S::Peer>>(scan: S, c: C, drawn: Option<usize>) -> S::Out {
+    match drawn {
+        Some(d) => scan.draw(c, d),
+        None => scan.scan(c),
     }
 }
 
@@ -240,6 +274,12 @@ pub trait Scan {
     /// on ([`Compare::tie_weight`] of each, the tied ones offered to a
     /// [`SmoothTie`]).
     fn scan<C: Compare<Self::Peer>>(self, c: C) -> Self::Out;
+
+    /// Offers `d` eligible peers drawn at random in proportion to their
+    /// shares ([`draw::draw`] over the list's [`Alias`] table) to `c`, no
+    /// tie pass (the first drawn of the tied wins: drawn by share); with
+    /// none drawn, [`Scan::scan`].
+    fn draw<C: Compare<Self::Peer>>(self, c: C, d: usize) -> Self::Out;
 }
 
 /// One comparison of the eligible peers on what the zone holds.
@@ -319,6 +359,9 @@ mod tests {
                     .next()
                     .unwrap_or("")
             }
+            fn draw<C: Compare<usize>>(self, _c: C, _d: usize) -> &'static str {
+                "drawn"
+            }
         }
         let local = Local {
             latency: &[],
@@ -327,14 +370,33 @@ mod tests {
             tau_ms: 1.0,
             slow_start_ms: 0,
         };
-        assert_eq!(Comparison::LargestRemaining.run(Kind, local), "Largest");
         assert_eq!(
-            Comparison::LeastPerShare { plus_one: true }.run(Kind, local),
+            Comparison::LargestRemaining.run(Kind, local, None),
+            "Largest"
+        );
+        assert_eq!(
+            Comparison::LeastPerShare { plus_one: true }.run(Kind, local, None),
             "LeastShare"
         );
         let lt = Comparison::LeastTime { per_share: false };
-        assert_eq!(lt.run(Kind, local), "LeastTime");
-        assert_eq!(Comparison::RandomTwo.run(Kind, local), "RandomTwo");
+        assert_eq!(lt.run(Kind, local, None), "LeastTime");
+        assert_eq!(Comparison::RandomTwo.run(Kind, local, None), "RandomTwo");
+        // draws: only the comparisons per share; the others scan
+        let per_share = Comparison::LeastTime { per_share: true };
+        assert_eq!(per_share.run(Kind, local, Some(2)), "drawn");
+        assert_eq!(
+            Comparison::LeastPerShare { plus_one: false }.run(Kind, local, Some(2)),
+            "drawn"
+        );
+        for c in [
+            lt,
+            Comparison::LargestRemaining,
+            Comparison::RandomTwo,
+            Comparison::LeastConn,
+        ] {
+            assert!(!c.draws());
+            assert_ne!(c.run(Kind, local, Some(2)), "drawn");
+        }
         assert!(Comparison::RandomTwo.uses_latency() && !Comparison::RandomTwo.needs_counters());
         assert!(!lt.needs_counters() && lt.without_counters() == Some(lt));
         assert!(Comparison::LargestRemaining.needs_counters());
@@ -344,7 +406,7 @@ mod tests {
         assert_eq!(hybrid.without_counters(), Some(lt));
         // observe mode's least_conn: in flight per weight=, no limit,
         // whatever the shares say; ties on the weights
-        assert_eq!(Comparison::LeastConn.run(Kind, local), "LeastWeight");
+        assert_eq!(Comparison::LeastConn.run(Kind, local, None), "LeastWeight");
         let lc = Comparison::LeastConn;
         assert!(!lc.needs_counters() && !lc.uses_latency() && lc.now(false) == Some(lc));
         let weights = [1, 2, 1];

@@ -37,6 +37,14 @@ impl WorkerRng {
     }
 }
 
+/// Runs `f` with this thread's generator (for the module's draws), which
+/// goes on from where the last pick left it.
+#[inline]
+pub fn with_worker_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
+    let mut rng = WorkerRng::take();
+    f(rng.get())
+}
+
 impl Drop for WorkerRng {
     #[inline]
     fn drop(&mut self) {

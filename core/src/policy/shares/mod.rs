@@ -37,7 +37,7 @@ impl Mode for Shares {
     }
 
     fn options(&self) -> &'static [&'static str] {
-        &["pick", "inflight", "floor", "step", "slow_start"]
+        &["pick", "choices", "inflight", "floor", "step", "slow_start"]
     }
 
     fn defaults(&self, t: &mut Tuning, interval_ms: u64, written: &dyn Fn(&str) -> bool) -> u64 {

@@ -212,12 +212,16 @@ impl Scan for BenchScan<'_> {
             return self.scan(c);
         };
         let slot_of = |i: usize| map.slot(i).unwrap_or(usize::MAX);
-        let usable = |i: usize| {
-            let (in_flight, _, limit) = zone.pick_view(slot_of(i));
-            limit == 0 || in_flight < limit as u64
+        // as the module, minus nginx's own peer checks
+        let offer = |i: usize| {
+            let slot = slot_of(i);
+            let usable = c.accepts(slot, zone);
+            if usable {
+                c.offer(i, slot, zone);
+            }
+            usable
         };
-        let got =
-            with_worker_rng(|rng| draw(rng, table, d, usable, |i| c.offer(i, slot_of(i), zone)));
+        let got = with_worker_rng(|rng| draw(rng, table, d, offer));
         if got == 0 || c.best().is_none() {
             return self.scan(c);
         }

@@ -1,9 +1,11 @@
 //! `peer.get`: one pick. Under nginx's peer lock (as least_conn takes it),
 //! the eligible peers of the list (not tried, not down, not failed, below
 //! `max_conns`) are offered to the mode's comparison on what its policy
-//! published in the zone; ties go to this worker's smooth weighted round
-//! robin on the shares; the chosen peer is taken as round robin takes one
-//! and counted in its slot. Without usable counters the comparison's own
+//! published in the zone — every one, or (`choices=`) a few drawn by share
+//! from this worker's draw table of the list; after a full scan ties go
+//! to this worker's smooth weighted round robin on the shares, among drawn
+//! peers to the first drawn; the chosen peer is taken as round robin takes
+//! one and counted in its slot. Without usable counters the comparison's own
 //! stand-in picks (least_time for one that reads response times), or
 //! round robin; with a peer that has no slot, round robin; the request is
 //! counted either way.
@@ -87,8 +89,10 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     let map = match unsafe { slot_map(servers, peers, backup, zone) } {
         Some(map) if map.complete() => map,
         // a peer without a slot (more addresses than spare slots)
-        // cannot be compared with the others: round robin decides
-        _ => {
+        // cannot be compared with the others: round robin decides (the
+        // map released first: round robin's count looks it up again)
+        other => {
+            drop(other);
             drop(lock);
             // SAFETY: pc and dp belong to this live request.
             return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) };
@@ -151,8 +155,9 @@ unsafe fn changed_since_init(peers: *mut ngx_http_upstream_rr_peers_t, dp: &Peer
 }
 
 /// A pick's walk over a peer list, under nginx's lock: the eligible peers
-/// offered to the mode's comparison, then the tie pass. Its result: the
-/// best, and whether every eligible peer was at its in-flight limit.
+/// offered to the mode's comparison, then the tie pass (or a few drawn,
+/// [`Scan::draw`]). Its result: the best, and whether every eligible peer
+/// was at its in-flight limit.
 struct ScanPeers<'a> {
     peers: *mut ngx_http_upstream_rr_peers_t,
     tried: *mut usize,
@@ -265,22 +270,21 @@ impl Scan for ScanPeers<'_> {
 
 impl ScanPeers<'_> {
     /// The draws of [`Scan::draw`]: `d` peers of the table, eligible and
-    /// below their in-flight limit, offered to `c`; how many.
+    /// accepted by `c` (below their in-flight limit as slow start has it),
+    /// offered to `c`; how many.
     fn offer_drawn<C: Compare<Choice>>(&self, t: &DrawTable, c: &mut C, d: usize) -> usize {
         let zone = self.zone;
-        let usable = |pos: usize| {
+        let offer = |pos: usize| {
+            let (peer, slot) = (t.peers[pos], self.slot_of(pos));
             // SAFETY: the table holds the locked list's live peers
             // (ScanPeers::new's contract).
-            let p = unsafe { &*t.peers[pos] };
-            let (in_flight, _, limit) = zone.pick_view(self.slot_of(pos));
-            self.eligible(pos, p) && (limit == 0 || in_flight < limit as u64)
+            let usable = self.eligible(pos, unsafe { &*peer }) && c.accepts(slot, zone);
+            if usable {
+                c.offer(Choice { peer, pos, slot }, slot, zone);
+            }
+            usable
         };
-        let offer = |pos: usize| {
-            let slot = self.slot_of(pos);
-            let peer = t.peers[pos];
-            c.offer(Choice { peer, pos, slot }, slot, zone);
-        };
-        with_worker_rng(|rng| draw(rng, &t.alias, d, usable, offer))
+        with_worker_rng(|rng| draw(rng, &t.alias, d, offer))
     }
 
     /// Offers every eligible peer to `c`, its slot from `slot_of` (a loop

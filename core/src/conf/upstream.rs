@@ -335,9 +335,10 @@ mod tests {
         );
         assert_eq!((c.tuning.window, c.tuning.min_samples), (1, 1));
         assert_eq!(c.tuning.slow_start_ms, 0);
-        // how many peers a pick compares: auto unless said
-        assert_eq!(c.tuning.choices, policy::pick::Choices::Auto);
+        // how many peers a pick compares: every one unless said
+        assert_eq!(c.tuning.choices, policy::pick::Choices::All);
         for (v, want) in [
+            ("auto", policy::pick::Choices::Auto),
             ("all", policy::pick::Choices::All),
             ("2", policy::pick::Choices::Drawn(2)),
             ("8", policy::pick::Choices::Drawn(8)),
@@ -383,6 +384,10 @@ mod tests {
             (&["choices=many"], "invalid value \"many\" in \"choices=\""),
             (
                 &["mode=paper", "choices=2"],
+                "\"choices=\" applies to \"mode=shares\" only",
+            ),
+            (
+                &["mode=wlc", "choices=auto"],
                 "\"choices=\" applies to \"mode=shares\" only",
             ),
             (&["inflight=0"], "above 0"),

@@ -106,7 +106,7 @@ impl Default for Tuning {
             window: DEFAULT_WINDOW,
             min_samples: 2,
             pick: Pick::LeastTime,
-            choices: pick::Choices::Auto,
+            choices: pick::Choices::All,
             inflight_per_vcpu: shares::DEFAULT_INFLIGHT_PER_VCPU,
             floor: 0.01,
             step: 0.5,

@@ -78,7 +78,8 @@ impl UpstreamZone<'_> {
     /// Marks the pick's inputs in force until `valid_until_ms` (wall
     /// clock), published at `now_ms`.
     fn in_force(&self, valid_until_ms: u64, now_ms: u64) {
-        self.h(H_APPLIED).store(now_ms, Relaxed);
+        // after the inputs: a reader of `published_ms` sees them
+        self.h(H_APPLIED).store(now_ms, Release);
         self.h(H_REASON).store(Reason::Active as u64, Relaxed);
         self.h(H_VALID_UNTIL).store(valid_until_ms, Release);
     }

@@ -140,7 +140,9 @@ impl<'a> UpstreamZone<'a> {
     /// from them are checked against.
     #[inline]
     pub fn published_ms(&self) -> u64 {
-        self.h(H_APPLIED).load(Relaxed)
+        // pairs with the Release store after the inputs are written: a
+        // reader that sees this publication sees its inputs
+        self.h(H_APPLIED).load(Acquire)
     }
 
     /// Counters drive the pick at wall time `now_ms` (before valid-until).

@@ -8,13 +8,14 @@
 //! which each worker rebuilds when the collector publishes new shares; a
 //! peer drawn that is not eligible or is at its in-flight limit is drawn
 //! again. So the first peer offered is drawn in proportion to its share
-//! among those that may take the request: with nothing in flight, where
-//! the comparison ties and the first offered wins, picks follow the
-//! shares; with requests in flight the comparison of in-flight per share
-//! decides. After [`DRAWS_PER_CHOICE`] × `d` draws without `d` peers, the
-//! pick offers what it has; with none (a nearly full or mostly ineligible
-//! upstream), the caller falls back to the full scan, so a full upstream
-//! still answers at once, as without draws.
+//! among those that may take the request, and the comparison decides
+//! between the drawn (the first of equals wins: with `pick=least_conn`
+//! and nothing in flight, picks follow the shares). A peer of share 0 is
+//! never drawn (the scan compares it as the smallest share). After
+//! [`DRAWS_PER_CHOICE`] × `d` draws without `d` peers, the pick compares
+//! what it has; with none (a nearly full or mostly ineligible upstream),
+//! or none the comparison takes, the caller goes on with the full scan,
+//! so a full upstream still answers at once, as without draws.
 
 use crate::rng::Rng;
 
@@ -26,11 +27,12 @@ pub enum Choices {
     /// `d` peers drawn at random (2 to [`MAX_CHOICES`]).
     Drawn(u8),
     /// [`Choices::Drawn`]`(2)` above [`AUTO_DRAW_ABOVE`] peers, else
-    /// [`Choices::All`].
+    /// [`Choices::All`]. Not the default yet: the threshold is provisional
+    /// until the lab has measured balance with draws.
     Auto,
 }
 
-/// `choices=auto` draws two above this many peers in a list.
+/// `choices=auto` draws two above this many peers in a list (provisional).
 pub const AUTO_DRAW_ABOVE: usize = 64;
 
 /// The most choices `choices=N` takes.
@@ -110,7 +112,8 @@ impl Alias {
                 small.push(l);
             }
         }
-        // what is left is 1 up to rounding: kept
+        // what is left (in either list, including a small one popped when
+        // no large one remained) is 1 up to rounding: kept whole
         Alias { keep, alias }
     }
 
@@ -124,9 +127,11 @@ impl Alias {
         self.keep.is_empty()
     }
 
-    /// A position drawn in proportion to its weight.
+    /// A position drawn in proportion to its weight (the table must not
+    /// be empty).
     #[inline]
     pub fn sample(&self, rng: &mut Rng) -> usize {
+        debug_assert!(!self.keep.is_empty());
         let r = rng.next_u64();
         let i = (((r >> 32) * self.keep.len() as u64) >> 32) as usize;
         if (r as u32) < self.keep[i] {
@@ -137,18 +142,14 @@ impl Alias {
     }
 }
 
-/// Draws up to `d` distinct peers from `table` and offers each to `offer`
-/// (in the order drawn); `usable(pos)` says whether the peer at `pos` may
-/// take the request now (eligible, below its in-flight limit). Returns how
-/// many peers were offered (0: the caller scans).
+/// Draws up to `d` distinct peers from `table`, in at most
+/// [`DRAWS_PER_CHOICE`] × `d` draws (a budget shared by the choices), and
+/// offers each to `offer` in the order drawn; `offer(pos)` offers the peer
+/// at `pos` to the comparison if it may take the request now (eligible,
+/// accepted by the comparison) and says whether it did. Returns how many
+/// peers were offered (0: the caller scans).
 #[inline]
-pub fn draw(
-    rng: &mut Rng,
-    table: &Alias,
-    d: usize,
-    mut usable: impl FnMut(usize) -> bool,
-    mut offer: impl FnMut(usize),
-) -> usize {
+pub fn draw(rng: &mut Rng, table: &Alias, d: usize, mut offer: impl FnMut(usize) -> bool) -> usize {
     let d = d.min(MAX_CHOICES as usize).min(table.len());
     let mut chosen = [usize::MAX; MAX_CHOICES as usize];
     let mut got = 0;
@@ -157,12 +158,11 @@ pub fn draw(
             break;
         }
         let pos = table.sample(rng);
-        if chosen[..got].contains(&pos) || !usable(pos) {
+        if chosen[..got].contains(&pos) || !offer(pos) {
             continue;
         }
         chosen[got] = pos;
         got += 1;
-        offer(pos);
     }
     got
 }
@@ -171,7 +171,7 @@ pub fn draw(
 mod tests {
     use super::{draw, Alias, Choices, AUTO_DRAW_ABOVE};
     use crate::rng::Rng;
-    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just};
 
     #[test]
     fn choices_by_name_and_size() {
@@ -209,15 +209,12 @@ mod tests {
         let rounds = 400_000;
         for _ in 0..rounds {
             let mut first = None;
-            draw(
-                &mut rng,
-                &table,
-                2,
-                |p| usable[p],
-                |p| {
+            draw(&mut rng, &table, 2, |p| {
+                usable[p] && {
                     first.get_or_insert(p);
-                },
-            );
+                    true
+                }
+            });
             hits[first.expect("a usable peer is drawn")] += 1;
         }
         for (i, &s) in shares.iter().enumerate() {
@@ -236,7 +233,10 @@ mod tests {
         #[test]
         fn the_alias_table_follows_the_weights(
             seed in 1u64..u64::MAX,
-            weights in prop::collection::vec(0u32..1_000_000, 1..40),
+            weights in prop_oneof![
+                prop::collection::vec(0u32..1_000_000, 1..40),
+                prop::collection::vec(prop_oneof![Just(0u32), Just(1), Just(u32::MAX)], 1..10),
+            ],
         ) {
             let table = Alias::new(&weights);
             let total: u64 = weights.iter().map(|&w| w as u64).sum();
@@ -258,8 +258,8 @@ mod tests {
             }
         }
 
-        /// Whatever is usable, a draw offers only usable peers, never one
-        /// twice, at most `d`.
+        /// Whatever is usable, a draw offers only usable peers (the others
+        /// are refused by `offer`), never one twice, at most `d`.
         #[test]
         fn draws_offer_only_usable_distinct_peers(
             seed in 1u64..u64::MAX,
@@ -270,7 +270,12 @@ mod tests {
             let table = Alias::new(&weights);
             let mut rng = Rng::new(seed);
             let mut offered = Vec::new();
-            let got = draw(&mut rng, &table, d, |p| peers[p].1, |p| offered.push(p));
+            let got = draw(&mut rng, &table, d, |p| {
+                peers[p].1 && {
+                    offered.push(p);
+                    true
+                }
+            });
             prop_assert_eq!(got, offered.len());
             prop_assert!(got <= d);
             for &p in &offered {
@@ -287,7 +292,7 @@ mod tests {
     fn nothing_usable_offers_nothing() {
         let mut rng = Rng::new(3);
         let table = Alias::new(&[5; 1000]);
-        let got = draw(&mut rng, &table, 2, |_| false, |_| panic!("offered"));
+        let got = draw(&mut rng, &table, 2, |_| false);
         assert_eq!(got, 0);
     }
 }

@@ -143,8 +143,8 @@ impl Comparison {
     }
 
     /// True if a pick may offer it peers drawn at random in proportion to
-    /// their shares instead of every eligible peer (`choices=`): the
-    /// comparisons per share, whose draws and comparison weigh alike.
+    /// their shares instead of every eligible peer (`choices=`, which only
+    /// the shares mode takes): the comparisons per share.
     pub fn draws(self) -> bool {
         matches!(
             self,
@@ -275,10 +275,11 @@ pub trait Scan {
     /// [`SmoothTie`]).
     fn scan<C: Compare<Self::Peer>>(self, c: C) -> Self::Out;
 
-    /// Offers `d` eligible peers drawn at random in proportion to their
-    /// shares ([`draw::draw`] over the list's [`Alias`] table) to `c`, no
-    /// tie pass (the first drawn of the tied wins: drawn by share); with
-    /// none drawn, [`Scan::scan`].
+    /// Offers `d` eligible peers that `c` [`Compare::accepts`], drawn at
+    /// random in proportion to their shares ([`draw::draw`] over the
+    /// list's [`Alias`] table), to `c`, with no tie pass (the first drawn
+    /// of the tied wins); with none drawn, or none taken, goes on with
+    /// [`Scan::scan`].
     fn draw<C: Compare<Self::Peer>>(self, c: C, d: usize) -> Self::Out;
 }
 
@@ -306,6 +307,13 @@ pub trait Compare<P: Copy> {
     /// (when none was picked: every peer is full).
     fn limited(&self) -> bool {
         false
+    }
+
+    /// Whether the comparison would count the peer in `slot` (below its
+    /// in-flight limit as slow start has it): what a draw checks before
+    /// it spends a choice on the peer.
+    fn accepts(&self, _slot: usize, _zone: UpstreamZone<'_>) -> bool {
+        true
     }
 }
 

@@ -218,6 +218,11 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
     fn limited(&self) -> bool {
         self.limited
     }
+
+    #[inline]
+    fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
+        self.seen(slot, zone).is_some()
+    }
 }
 
 /// [`super::Comparison::LeastConn`], observe mode's pick: nginx's

@@ -112,6 +112,11 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
     fn limited(&self) -> bool {
         self.limited
     }
+
+    #[inline]
+    fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
+        !self.per_share || self.local.ramp().share_view(zone, slot).is_some()
+    }
 }
 
 /// [`super::Comparison::RandomTwo`]: of two eligible peers drawn uniformly

@@ -44,7 +44,7 @@ impl Ramp {
     };
 
     /// Peer `slot` of `zone` if it ramps now.
-    #[inline]
+    #[inline(always)]
     pub fn at(self, zone: UpstreamZone<'_>, slot: usize) -> Option<Ramping> {
         if self.slow_start_ms == 0 {
             return None;
@@ -56,7 +56,7 @@ impl Ramp {
     /// What a per-share pick reads of peer `slot` ([`UpstreamZone::pick_view`])
     /// as slow start has it: its share and in-flight limit scaled while it
     /// ramps; `None` at that limit.
-    #[inline]
+    #[inline(always)]
     pub fn share_view(self, zone: UpstreamZone<'_>, slot: usize) -> Option<ShareView> {
         let (in_flight, share, limit) = zone.pick_view(slot);
         let ramping = self.at(zone, slot);

@@ -66,7 +66,7 @@ impl<T: Copy> LeastShare<T> {
     /// `weight` and in-flight `limit` (0 = none). Returns true if it is the
     /// best so far. A weight of 0 compares as the smallest positive one
     /// (1 in 2³²).
-    #[inline]
+    #[inline(always)]
     pub fn offer(&mut self, i: T, conns: u64, weight: u32, limit: u32) -> bool {
         if limit != 0 && conns >= limit as u64 {
             self.limited = true;
@@ -104,7 +104,7 @@ impl<T: Copy> LeastShare<T> {
 
     /// Second pass over the eligible peers: is peer (`conns`, `weight`,
     /// `limit`) one of the tied best?
-    #[inline]
+    #[inline(always)]
     pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
         if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
             return false;
@@ -178,7 +178,9 @@ impl<T: Copy> LeastShare<T> {
     /// What the comparison counts of the peer in `slot`: its in-flight
     /// count and share weight, or `None` at its in-flight limit (both as
     /// slow start has them while it ramps).
-    #[inline]
+    // always inlined: called once per peer of a scan, where a call (and
+    // its Option return) doubled the scan's time
+    #[inline(always)]
     fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
         let v = self.ramp.share_view(zone, slot)?;
         // a ramping peer counts one request more (expected delay)
@@ -188,7 +190,7 @@ impl<T: Copy> LeastShare<T> {
 }
 
 impl<P: Copy> Compare<P> for LeastShare<P> {
-    #[inline]
+    #[inline(always)]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
         match self.seen(slot, zone) {
             Some((in_flight, share)) => {
@@ -208,7 +210,7 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
         LeastShare::tied(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
         let (in_flight, share) = self.seen(slot, zone)?;
         self.is_tied(in_flight, share, 0).then_some(share)

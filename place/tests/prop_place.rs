@@ -357,7 +357,7 @@ fn statistics_of_samples() {
     );
 }
 
-/// Small clusters as the trial had them: 2–5 hosts of unequal
+/// Small clusters like those of a trial of dwepc-place on unseen clusters: 2–5 hosts of unequal
 /// size (CPU, memory and disk capacity, so a VM weighs differently on each)
 /// with CPU/memory ratios and reservations (limits apart from capacities),
 /// 2–10 VMs of unequal disk I/O, CPU and memory (some hosts near their

@@ -438,7 +438,7 @@ fn replay(at: &mut std::collections::BTreeMap<String, String>, moves: &[(String,
     }
 }
 
-/// A case of the trial: with a budget of 3, the step-by-step
+/// A case from a trial of dwepc-place on unseen clusters: with a budget of 3, the step-by-step
 /// search ended at a peak of 1837 KB/s (it moved vm-1, vm-0 and vm-9, the
 /// best single step each time); three other migrations reach 1684, the
 /// best any 3 reach. The plan is that optimum, says it is proven, and runs
@@ -482,7 +482,7 @@ fn within_the_budget_the_plan_is_the_optimum_the_old_search_missed() {
     assert_eq!(hosts_of(&sim), expect);
 }
 
-/// A case of the trial: the plan with no budget was a swap
+/// A case from a trial of dwepc-place on unseen clusters: the plan with no budget was a swap
 /// between two hosts full of memory (vm-3 and vm-7) that cannot run one
 /// migration at a time; it printed them "together" and --apply refused
 /// (exit 3). Now vm-3 goes through a host with room (one more migration)

@@ -256,6 +256,24 @@ fn pick_mode(
     how.run(scan, local, None)
 }
 
+/// One pick of `how` over `scan` (every peer, or `drawn` drawn), then the
+/// end of a request on the next peer, as under a steady load.
+fn pick_then_end(
+    how: Comparison,
+    scan: BenchScan<'_>,
+    local: Local<'_>,
+    drawn: Option<usize>,
+    epoch: u64,
+) -> usize {
+    let (zone, n) = (scan.zone, scan.n);
+    let k = how.run(scan, local, drawn);
+    let j = (k + 1) % n;
+    if zone.in_flight(j) > 0 {
+        zone.finish(j, epoch);
+    }
+    k
+}
+
 /// Response-time estimates of `n` peers, 20-60 ms, observed at 1 s.
 fn estimates(n: usize) -> Vec<Cell<PeakEwma>> {
     (0..n)
@@ -461,12 +479,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
                     tie: &mut tie,
                     table: None,
                 };
-                let k = how.run(scan, local, None);
-                let j = (k + 1) % n;
-                if sh.in_flight(j) > 0 {
-                    sh.finish(j, epoch);
-                }
-                black_box(k)
+                black_box(pick_then_end(how, scan, local, None, epoch))
             })
         });
     }
@@ -508,12 +521,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
                     tie: &mut tie,
                     table: Some(&table),
                 };
-                let k = how.run(scan, local, Some(2));
-                let j = (k + 1) % n;
-                if sh.in_flight(j) > 0 {
-                    sh.finish(j, epoch);
-                }
-                black_box(k)
+                black_box(pick_then_end(how, scan, local, Some(2), epoch))
             })
         });
     }

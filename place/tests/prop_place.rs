@@ -72,16 +72,7 @@ fn problem() -> impl Strategy<Value = Problem> {
                         mem,
                     })
                     .collect();
-                let mut apart: Vec<Vec<usize>> = apart
-                    .into_iter()
-                    .map(|mut g| {
-                        g.sort_unstable();
-                        g.dedup();
-                        g
-                    })
-                    .filter(|g| g.len() >= 2)
-                    .collect();
-                apart.dedup();
+                let apart = groups(apart);
                 // balance disk, sometimes mixed with another resource
                 let mut weights = w;
                 weights[3] = 1.0;
@@ -94,6 +85,22 @@ fn problem() -> impl Strategy<Value = Problem> {
                 }
             })
     })
+}
+
+/// Anti-affinity groups from drawn VM indices: each sorted without
+/// repeats, those of two VMs or more, no group twice in a row.
+fn groups(drawn: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    let mut apart: Vec<Vec<usize>> = drawn
+        .into_iter()
+        .map(|mut g| {
+            g.sort_unstable();
+            g.dedup();
+            g
+        })
+        .filter(|g| g.len() >= 2)
+        .collect();
+    apart.dedup();
+    apart
 }
 
 proptest! {
@@ -408,16 +415,7 @@ fn small_problem() -> impl Strategy<Value = Problem> {
                         mem,
                     })
                     .collect();
-                let mut apart: Vec<Vec<usize>> = apart
-                    .into_iter()
-                    .map(|mut g| {
-                        g.sort_unstable();
-                        g.dedup();
-                        g
-                    })
-                    .filter(|g| g.len() >= 2)
-                    .collect();
-                apart.dedup();
+                let apart = groups(apart);
                 Problem {
                     hosts,
                     vms,

@@ -429,13 +429,20 @@ fn moves_of(plan: &serde_json::Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Applies `moves` to `at` (VM -> host), checking each starts where the
-/// VM is.
-fn replay(at: &mut std::collections::BTreeMap<String, String>, moves: &[(String, String, String)]) {
+/// Runs dwepc-place with `args` and `--apply`, checks that it exits 0
+/// and that every VM ends where `moves` (the printed plan, as (VM, from,
+/// to), each from where the VM is then) put it; its output.
+fn apply_as_printed(sim: &Vcsim, args: &[&str], moves: &[(String, String, String)]) -> String {
+    let mut expect = hosts_of(sim);
     for (vm, from, to) in moves {
-        assert_eq!(&at[vm], from, "{moves:?}");
-        at.insert(vm.clone(), to.clone());
+        assert_eq!(&expect[vm], from, "{moves:?}");
+        expect.insert(vm.clone(), to.clone());
     }
+    let args: Vec<&str> = args.iter().copied().chain(["--apply"]).collect();
+    let (code, out, err) = place(sim, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(hosts_of(sim), expect, "{out}");
+    out
 }
 
 /// A case from a trial of dwepc-place on unseen clusters: with a budget of 3, the step-by-step
@@ -474,12 +481,8 @@ fn within_the_budget_the_plan_is_the_optimum_the_old_search_missed() {
     assert!(text.contains("peak 2330.0 -> 1684.0 KB/s"), "{text}");
     assert!(text.contains("proven optimal"), "{text}");
     // carried out as printed
-    let mut expect = hosts_of(&sim);
-    replay(&mut expect, &moves);
-    let (code, out, err) = place(&sim, &["--max-moves", "3", "--apply"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(sim.calls("RelocateVM_Task"), 3);
-    assert_eq!(hosts_of(&sim), expect);
+    let out = apply_as_printed(&sim, &["--max-moves", "3"], &moves);
+    assert_eq!(sim.calls("RelocateVM_Task"), 3, "{out}");
 }
 
 /// A case from a trial of dwepc-place on unseen clusters: the plan with no budget was a swap
@@ -524,14 +527,10 @@ fn a_swap_between_full_hosts_goes_through_a_third_host() {
     assert_eq!(three["proven"], true, "{three}");
     assert!(three["peak_after"].as_f64().unwrap() > 1022.0, "{three}");
     // --apply carries out every migration printed, in order
-    let mut expect = hosts_of(&sim);
-    replay(&mut expect, &moves);
-    let (code, out, err) = place(&sim, &["--max-moves", "none", "--apply"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = apply_as_printed(&sim, &["--max-moves", "none"], &moves);
     assert!(
         out.contains(&format!("applied: {} migration(s)", moves.len())),
         "{out}"
     );
     assert_eq!(sim.calls("RelocateVM_Task"), moves.len() as u64);
-    assert_eq!(hosts_of(&sim), expect);
 }

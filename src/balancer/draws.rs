@@ -3,7 +3,7 @@
 //! once) and the alias table of their shares. Rebuilt, under the list's
 //! lock, when `resolve` changed the list or the collector published new
 //! shares: once per worker per publication (every `interval`), not per
-//! request.
+//! request, in place (no allocation once the list's size is stable).
 
 use std::cell::RefMut;
 
@@ -24,6 +24,8 @@ pub struct DrawTable {
     pub peers: Vec<*mut ngx_http_upstream_rr_peer_t>,
     /// Positions drawn in proportion to their shares.
     pub alias: Alias,
+    /// The shares by position, kept for the next rebuild.
+    weights: Vec<u32>,
 }
 
 /// The draw table of `peers` (`backup`: the backup list), rebuilt first if
@@ -47,15 +49,21 @@ pub unsafe fn draw_table<'u>(
     // SAFETY: forwarded from the caller.
     let key = (unsafe { list_version(peers) }, zone.published_ms());
     if t.built_for != Some(key) {
-        t.peers.clear();
-        let mut list = std::mem::take(&mut t.peers);
+        // in place: no allocation once the list's size is stable
+        let DrawTable {
+            peers: list,
+            alias,
+            weights,
+            ..
+        } = &mut *t;
+        list.clear();
         // SAFETY: forwarded from the caller.
         unsafe { each_eligible(peers, &|_, _| true, |_, p, _| list.push(p)) };
-        let weights: Vec<u32> = (0..list.len())
-            .map(|pos| map.slot(pos).map_or(0, |slot| zone.pick_view(slot).1))
-            .collect();
-        t.alias = Alias::new(&weights);
-        t.peers = list;
+        weights.clear();
+        weights.extend(
+            (0..list.len()).map(|pos| map.slot(pos).map_or(0, |slot| zone.pick_view(slot).1)),
+        );
+        alias.rebuild(weights);
         t.built_for = Some(key);
     }
     (t.peers.len() == map.len()).then_some(t)

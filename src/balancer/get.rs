@@ -100,9 +100,7 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     };
     // drawn choices for a large list (`choices=`), from this worker's
     // table of it
-    let drawn = Some(comparison)
-        .filter(|c| c.draws())
-        .and_then(|_| ups.parsed.conf.tuning.choices.drawn(map.len()));
+    let drawn = comparison.drawn(ups.parsed.conf.tuning.choices, map.len());
     let table = match drawn {
         // SAFETY: peers is live and locked (`lock`); map is current for it.
         Some(_) => unsafe { draw_table(servers, peers, backup, &map, zone) },

@@ -85,36 +85,63 @@ pub struct Alias {
     /// take `alias`.
     keep: Vec<u32>,
     alias: Vec<u32>,
+    /// Scratch of [`Alias::rebuild`], kept for the next one.
+    scaled: Vec<f64>,
+    small: Vec<usize>,
+    large: Vec<usize>,
 }
 
 impl Alias {
     /// The table of `weights` (all 0: uniform).
     pub fn new(weights: &[u32]) -> Alias {
+        let mut a = Alias::default();
+        a.rebuild(weights);
+        a
+    }
+
+    /// Rebuilds the table for `weights` in place, reusing its memory (a
+    /// worker rebuilds on the request path: no allocation once the list's
+    /// size is stable).
+    pub fn rebuild(&mut self, weights: &[u32]) {
         let n = weights.len();
         let total: u64 = weights.iter().map(|&w| w as u64).sum();
-        let mut keep = vec![u32::MAX; n];
-        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let Alias {
+            keep,
+            alias,
+            scaled,
+            small,
+            large,
+        } = self;
+        keep.clear();
+        keep.resize(n, u32::MAX);
+        alias.clear();
+        alias.extend(0..n as u32);
         if total == 0 {
-            return Alias { keep, alias };
+            return;
         }
         // scaled weights: mean 1
-        let mut p: Vec<f64> = weights
-            .iter()
-            .map(|&w| w as f64 * n as f64 / total as f64)
-            .collect();
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| p[i] < 1.0);
+        scaled.clear();
+        scaled.extend(weights.iter().map(|&w| w as f64 * n as f64 / total as f64));
+        small.clear();
+        large.clear();
+        for (i, &p) in scaled.iter().enumerate() {
+            if p < 1.0 {
+                small.push(i);
+            } else {
+                large.push(i);
+            }
+        }
         while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            keep[s] = (p[s] * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+            keep[s] = (scaled[s] * 4_294_967_296.0).min(u32::MAX as f64) as u32;
             alias[s] = l as u32;
-            p[l] -= 1.0 - p[s];
-            if p[l] < 1.0 {
+            scaled[l] -= 1.0 - scaled[s];
+            if scaled[l] < 1.0 {
                 large.pop();
                 small.push(l);
             }
         }
         // what is left (in either list, including a small one popped when
         // no large one remained) is 1 up to rounding: kept whole
-        Alias { keep, alias }
     }
 
     /// Number of positions.

@@ -152,6 +152,14 @@ impl Comparison {
         )
     }
 
+    /// How many peers a pick over a list of `n` draws under `choices`
+    /// (`None`: every eligible peer): [`Choices::drawn`] for a comparison
+    /// that [`Comparison::draws`].
+    #[inline]
+    pub fn drawn(self, choices: Choices, n: usize) -> Option<usize> {
+        choices.drawn(n).filter(|_| self.draws())
+    }
+
     /// True if the comparison reads the worker's response-time estimates
     /// (so that the end of every request updates them).
     pub fn uses_latency(self) -> bool {

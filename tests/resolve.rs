@@ -139,6 +139,18 @@ fn resolved_addresses_balanced(choices: &str) {
     });
     let st = env.status();
     assert!(peer(&st, &addr(2)).is_none(), "{st}");
+    // the page shows choices= and, while counters drive the pick, how many
+    // of the two addresses a pick draws
+    let drawn = if choices == "all" {
+        Value::Null
+    } else {
+        2.into()
+    };
+    assert_eq!(
+        (&st["choices"], &st["drawn"]),
+        (&choices.into(), &drawn),
+        "{st}"
+    );
     let got = env.send(40);
     assert!(got.iter().any(|b| b == "b0") && got.iter().any(|b| b == "b1"));
 

@@ -17,6 +17,10 @@
 //     maximum CPU change, as after a CPU hot-add);
 //   - optionally the cluster's hosts as listed in a JSON file (-hosts:
 //     count, CPU, memory, maintenance mode) and each VM on a chosen host;
+//   - inventory answers paged as a real vCenter pages them: at most
+//     `maxObjects` objects per RetrievePropertiesEx answer and a `token`
+//     for ContinueRetrievePropertiesEx (vcsim itself answers everything at
+//     once);
 //   - a "migratefail" fault: RelocateVM_Task/MigrateVM_Task return a task
 //     that fails with MigrationFault.
 //     With -tls the port speaks both TLS and plain HTTP (told apart by the
@@ -474,6 +478,124 @@ func installPerfManager(o *options) error {
 		pm.info[c.Key] = c
 	}
 	simulator.Map.Put(pm) // same Self reference: replaces the original
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// PropertyCollector replacement: paging as a real vCenter does
+// ---------------------------------------------------------------------------
+
+// pagingCollector shadows the simulator's RetrievePropertiesEx, which
+// ignores `maxObjects` and answers every object at once, and adds
+// ContinueRetrievePropertiesEx and CancelRetrievePropertiesEx: an answer
+// holds at most `maxObjects` objects and a `token` for the rest, as a real
+// vCenter's does. The simulator makes a per-session copy of the root
+// PropertyCollector with reflect.New of the registered type, so this type
+// must work from its zero value: the pages left to hand out live in the
+// package-level `pages`, not in the struct. The embedded PropertyCollector
+// must stay the FIRST field (see perfManager).
+type pagingCollector struct {
+	simulator.PropertyCollector
+}
+
+// pageStore holds, by token, the objects not yet handed out and the page
+// size asked for; at most maxPendingTokens tokens are kept (the oldest is
+// dropped, and a ContinueRetrievePropertiesEx with it gets
+// InvalidArgument), so a client that never continues cannot grow the
+// launcher's memory.
+type pageStore struct {
+	mu    sync.Mutex
+	next  int
+	rest  map[string]pending
+	order []string
+}
+
+type pending struct {
+	objects []types.ObjectContent
+	max     int
+}
+
+const maxPendingTokens = 64
+
+var pages = pageStore{rest: make(map[string]pending)}
+
+// page returns the first max objects of all, and a token for the rest ("" if
+// none are left).
+func (s *pageStore) page(all []types.ObjectContent, max int) ([]types.ObjectContent, string) {
+	if max <= 0 || len(all) <= max {
+		return all, ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next++
+	token := "page-" + strconv.Itoa(s.next)
+	s.rest[token] = pending{objects: all[max:], max: max}
+	s.order = append(s.order, token)
+	for len(s.order) > maxPendingTokens {
+		delete(s.rest, s.order[0])
+		s.order = s.order[1:]
+	}
+	return all[:max], token
+}
+
+// take removes and returns what is stored under token.
+func (s *pageStore) take(token string) (pending, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.rest[token]
+	if ok {
+		delete(s.rest, token)
+		for i, t := range s.order {
+			if t == token {
+				s.order = append(s.order[:i], s.order[i+1:]...)
+				break
+			}
+		}
+	}
+	return p, ok
+}
+
+func (pc *pagingCollector) RetrievePropertiesEx(ctx *simulator.Context, r *types.RetrievePropertiesEx) soap.HasFault {
+	res := pc.PropertyCollector.RetrievePropertiesEx(ctx, r)
+	body, ok := res.(*methods.RetrievePropertiesExBody)
+	if !ok || body.Res == nil || body.Res.Returnval == nil {
+		return res
+	}
+	rv := body.Res.Returnval
+	rv.Objects, rv.Token = pages.page(rv.Objects, int(r.Options.MaxObjects))
+	return body
+}
+
+func (pc *pagingCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, r *types.ContinueRetrievePropertiesEx) soap.HasFault {
+	body := &methods.ContinueRetrievePropertiesExBody{}
+	rest, ok := pages.take(r.Token)
+	if !ok {
+		body.Fault_ = simulator.Fault("unknown or expired token", &types.InvalidArgument{InvalidProperty: "token"})
+		return body
+	}
+	objects, token := pages.page(rest.objects, rest.max)
+	body.Res = &types.ContinueRetrievePropertiesExResponse{
+		Returnval: types.RetrieveResult{Token: token, Objects: objects},
+	}
+	return body
+}
+
+func (pc *pagingCollector) CancelRetrievePropertiesEx(ctx *simulator.Context, r *types.CancelRetrievePropertiesEx) soap.HasFault {
+	pages.take(r.Token)
+	return &methods.CancelRetrievePropertiesExBody{Res: &types.CancelRetrievePropertiesExResponse{}}
+}
+
+// installPagingCollector swaps pagingCollector into the registry in place of
+// the simulator's root PropertyCollector (same managed object reference).
+func installPagingCollector() error {
+	ref := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.PropertyCollector
+	orig, ok := simulator.Map.Get(ref).(*simulator.PropertyCollector)
+	if !ok {
+		return errors.New("unexpected PropertyCollector type in the registry")
+	}
+	pc := &pagingCollector{}
+	pc.Self = orig.Self
+	simulator.Map.Put(pc) // same Self reference: replaces the original
 	return nil
 }
 
@@ -1585,6 +1707,10 @@ func main() {
 	if err := installPerfManager(o); err != nil {
 		m.Remove()
 		log.Fatalf("perf manager: %v", err)
+	}
+	if err := installPagingCollector(); err != nil {
+		m.Remove()
+		log.Fatalf("property collector: %v", err)
 	}
 
 	ln, err := loopbackListen(o.listen)

@@ -1,4 +1,4 @@
-//! Samples into the policies: one batched `QueryPerf` for every VM of an
+//! Samples into the policies: `QueryPerf` (in batches) for every VM of an
 //! endpoint's upstreams, then per upstream each new sample (by vSphere's
 //! timestamp, moved onto our clock by the measured skew) paired with the
 //! requests of its own period and given to the upstream's policy, which
@@ -78,11 +78,12 @@ impl Collector<'_, '_> {
     /// gives them to their policies.
     pub(super) fn query(&mut self, k: usize) -> Result<(), Error> {
         let mut vms: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut max_sample = 1u32;
         for ui in self.spec.upstreams_of(k) {
             let run = &self.ups[ui];
             for v in run.vm.iter().flatten() {
-                if !vms.contains(v) {
+                if seen.insert(v.as_str()) {
                     vms.push(v.clone());
                 }
             }

@@ -3,8 +3,8 @@
 //! pairing); only the holder of the lease talks to vSphere, feeds each
 //! upstream's policy and lets it publish into the zones.
 //!
-//! Per poll of an endpoint (steady state): one batched `QueryPerf` for all
-//! mapped VMs. Once per session: RetrieveServiceContent, Login, the
+//! Per poll of an endpoint (steady state): `QueryPerf` for all mapped VMs,
+//! 250 VMs per call. Once per session: RetrieveServiceContent, Login, the
 //! `perfCounter` property, CreateContainerView, CurrentTime (clock skew),
 //! QueryPerfProviderSummary (refresh rate). The VM inventory
 //! (RetrievePropertiesEx over the view) is re-read every 5 minutes, every

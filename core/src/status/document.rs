@@ -63,6 +63,15 @@ pub struct UpstreamStatus {
     /// `observe=`: the pick nginx's own ("least_conn", "round_robin"),
     /// everything else computed and shown; null when dwepc picks.
     pub observe: Option<String>,
+    /// `choices=` as written: "all", "auto" or a number of peers from 2
+    /// to 8; null for a mode that takes no `choices=` (it compares every
+    /// eligible peer).
+    pub choices: Option<String>,
+    /// How many peers a pick over the primary servers draws by share and
+    /// compares now (`choices=N`, or `choices=auto` above its threshold,
+    /// while counters drive the pick); null while a pick compares every
+    /// eligible peer.
+    pub drawn: Option<u64>,
     /// Why the balancer is where it is (e.g. "no_samples", "stale").
     pub reason: String,
     /// Endpoint name, if any.
@@ -194,6 +203,9 @@ mod tests {
         assert_eq!(u["name"], "app\"x");
         assert_eq!(u["sample_age_ms"], Value::Null);
         assert_eq!(u["w"], Value::Null);
+        // no choices= in this mode: both null, and present
+        assert_eq!((&u["choices"], &u["drawn"]), (&Value::Null, &Value::Null));
+        assert!(u.get("choices").is_some() && u.get("drawn").is_some());
         let p = &u["peers"][0];
         assert_eq!(
             p["capacity"],
@@ -210,6 +222,8 @@ mod tests {
             name: "app".into(),
             mode: "shares".into(),
             balancing: "dwepc".into(),
+            choices: Some("auto".into()),
+            drawn: Some(2),
             reason: "active".into(),
             model: Fields(vec![
                 (
@@ -240,6 +254,7 @@ mod tests {
         let u = &v["upstreams"][0];
         assert_eq!(u["cost"]["cpu"], 120.0);
         assert_eq!(u["guard_rejections"], 3);
+        assert_eq!((&u["choices"], &u["drawn"]), (&json!("auto"), &json!(2)));
         assert!(u.get("w").is_none());
         let p = &u["peers"][0];
         assert_eq!(

@@ -35,7 +35,7 @@ pub struct EndpointMetrics<'a> {
 type Row<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
 /// The upstreams' families with one sample per upstream.
-pub static UPSTREAM: [Row<UpstreamStatus>; 5] = [
+pub static UPSTREAM: [Row<UpstreamStatus>; 6] = [
     (
         "dwepc_upstream_sample_age_seconds",
         "gauge",
@@ -65,6 +65,12 @@ pub static UPSTREAM: [Row<UpstreamStatus>; 5] = [
         "gauge",
         "Servers whose VM was found.",
         |u| u.mapped as f64,
+    ),
+    (
+        "dwepc_upstream_drawn_servers",
+        "gauge",
+        "Servers a pick over the primary servers draws by share and compares now (choices=); absent while a pick compares every eligible server.",
+        |u| u.drawn.map_or(f64::NAN, |d| d as f64),
     ),
 ];
 
@@ -388,6 +394,8 @@ mod tests {
             balancing: "dwepc".into(),
             reason: "active".into(),
             sample_age_ms: Some(1500),
+            choices: Some("auto".into()),
+            drawn: Some(2),
             servers: 1,
             mapped: 1,
             model: Fields(vec![
@@ -442,6 +450,8 @@ mod tests {
             "dwepc_upstream_reason{upstream=\"app\\\"1\",reason=\"active\"} 1",
             "dwepc_upstream_reason{upstream=\"app\\\"1\",reason=\"stale\"} 0",
             "dwepc_upstream_sample_age_seconds{upstream=\"app\\\"1\"} 1.5",
+            "# TYPE dwepc_upstream_drawn_servers gauge",
+            "dwepc_upstream_drawn_servers{upstream=\"app\\\"1\"} 2",
             "dwepc_upstream_request_network_bytes{upstream=\"app\\\"1\"} 2048",
             "# TYPE dwepc_upstream_guard_rejections_total counter",
             "dwepc_peer_requests_total{upstream=\"app\\\"1\",server=\"app.test:80\",peer=\"127.0.0.2:80\"} 7",
@@ -461,6 +471,12 @@ mod tests {
         assert!(!text.contains("NaN"), "{text}");
         assert!(!text.contains("dwepc_peer_network_capacity_bytes_per_second"));
         assert!(!text.contains("dwepc_peer_allocation"));
+        // every eligible server compared: no drawn servers
+        let every = UpstreamStatus {
+            choices: Some("all".into()),
+            ..UpstreamStatus::default()
+        };
+        assert!(!render("0.1.0", &[every], &[]).contains("drawn"));
         // net: no capacity; disk: not reported
         assert!(!text.contains("resource=\"net\""));
         assert!(!text.contains("resource=\"disk\""));

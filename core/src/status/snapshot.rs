@@ -59,6 +59,24 @@ pub fn snapshot(
         .enumerate()
         .filter_map(|(i, p)| peer(u, p, i, zone, usable))
         .collect();
+    // `choices=`, for a mode that takes it, and how many peers a pick over
+    // the primary servers draws now, as the request path decides it
+    // (`Comparison::drawn`, at most the list): only while counters drive
+    // the pick (a comparison per share; not in observe mode), and not for
+    // a single peer (all there is to compare). The list's size is the
+    // primary servers shown (an address that left a `resolve` name counts
+    // until its requests in flight end and its slot is given back).
+    let choices = u
+        .conf
+        .mode
+        .options()
+        .contains(&"choices")
+        .then_some(u.conf.tuning.choices);
+    let primaries = peers.iter().filter(|p| !p.backup).count();
+    let drawn = choices
+        .filter(|_| balancing == "dwepc" && primaries > 1)
+        .and_then(|c| comparison.drawn(c, primaries))
+        .map(|d| d.min(primaries) as u64);
     UpstreamStatus {
         servers: peers.len() as u64,
         mapped: peers
@@ -69,6 +87,8 @@ pub fn snapshot(
         mode: u.conf.mode.name().into(),
         balancing: balancing.into(),
         observe: u.conf.observe.map(|o| o.name().to_string()),
+        choices: choices.map(|c| c.name()),
+        drawn,
         reason: reason.into(),
         vsphere: u.vsphere.map(str::to_string),
         window,
@@ -195,5 +215,84 @@ mod tests {
             ..meta
         };
         assert_eq!(snapshot(&meta, Some(sh), 2000).reason, "no_endpoint");
+    }
+
+    /// `choices=` as written, and how many peers a pick draws now: only
+    /// while counters drive a comparison per share, `auto` above its
+    /// threshold of primary servers, never more than the list.
+    #[test]
+    fn snapshot_shows_choices_and_what_a_pick_draws() {
+        use crate::conf::parse_upstream;
+        use crate::policy::pick::draw::AUTO_DRAW_ABOVE;
+        use crate::zone::{words, UpstreamZone};
+        use std::sync::atomic::AtomicU64;
+        let names: Vec<String> = (0..AUTO_DRAW_ABOVE + 2)
+            .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1))
+            .collect();
+        // the first `primaries` servers primaries, one backup after them
+        let st = |args: &[&str], primaries: usize, now_ms: u64| {
+            let conf = parse_upstream(args).unwrap();
+            let peers: Vec<PeerMeta> = names[..=primaries]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PeerMeta {
+                    name: n,
+                    server: n,
+                    backup: i == primaries,
+                    spare: false,
+                })
+                .collect();
+            let n = peers.len();
+            let meta = UpstreamMeta {
+                name: "app",
+                conf: &conf,
+                vsphere: Some("vc"),
+                peers,
+            };
+            let z: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
+            let zone = UpstreamZone::new(&z, n).unwrap();
+            zone.init(1);
+            zone.apply_shares(&vec![1.0 / n as f64; n], &vec![4; n], 5000, 1000);
+            let st = snapshot(&meta, Some(zone), now_ms);
+            (st.choices, st.drawn)
+        };
+        let all = Some("all".to_string());
+        let auto = Some("auto".to_string());
+        let two = Some("2".to_string());
+        let big = AUTO_DRAW_ABOVE + 1;
+        assert_eq!(st(&[], big, 2000), (all.clone(), None));
+        assert_eq!(st(&["choices=all"], big, 2000), (all, None));
+        // auto: two drawn above the threshold (backups not counted)
+        assert_eq!(
+            st(&["choices=auto"], AUTO_DRAW_ABOVE, 2000),
+            (auto.clone(), None)
+        );
+        assert_eq!(st(&["choices=auto"], big, 2000), (auto.clone(), Some(2)));
+        // a number: drawn at any size above one peer, at most the list
+        assert_eq!(st(&["choices=2"], 3, 2000), (two.clone(), Some(2)));
+        assert_eq!(st(&["choices=8"], 3, 2000), (Some("8".into()), Some(3)));
+        assert_eq!(st(&["choices=2"], 1, 2000), (two.clone(), None));
+        for pick in ["pick=least_conn", "pick=expected_delay"] {
+            assert_eq!(st(&["choices=2", pick], 3, 2000), (two.clone(), Some(2)));
+        }
+        // nothing drawn without usable counters, or while nginx picks
+        assert_eq!(st(&["choices=auto"], big, 9000), (auto, None));
+        assert_eq!(
+            st(&["choices=2", "observe=on"], 3, 2000),
+            (two.clone(), None)
+        );
+        assert_eq!(
+            st(&["choices=2", "observe=round_robin"], 3, 2000),
+            (two, None)
+        );
+        // a mode without choices=: none shown
+        for mode in [
+            "mode=paper",
+            "mode=wlc",
+            "mode=least_time",
+            "mode=random_two",
+        ] {
+            assert_eq!(st(&[mode], big, 2000), (None, None), "{mode}");
+        }
     }
 }

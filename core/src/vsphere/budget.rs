@@ -8,6 +8,11 @@
 /// small.
 pub const VMS_PER_PAGE: usize = 50;
 
+/// VMs per QueryPerf call: an endpoint's VMs are queried in batches of at
+/// most this many, so one answer (a whole window of samples for each)
+/// stays a few MB however many VMs the upstreams map to.
+pub const VMS_PER_QUERY: usize = 250;
+
 /// The most one answer may hold: body bytes read and elements parsed
 /// (text is bounded by the body). Sized per call from what the call can
 /// legitimately return, with a margin; the parsed tree then takes at most

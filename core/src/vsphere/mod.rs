@@ -38,8 +38,9 @@ pub trait Api {
     fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error>;
     /// A VM's realtime refresh rate (s).
     fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error>;
-    /// One batched QueryPerf: `counters` of `vms` at `interval` seconds,
-    /// the newest `max_sample` samples.
+    /// QueryPerf: `counters` of `vms` at `interval` seconds, the newest
+    /// `max_sample` samples (in as many calls as the source needs: the
+    /// SOAP client batches [`budget::VMS_PER_QUERY`] VMs per call).
     fn query_perf(
         &mut self,
         vms: &[String],

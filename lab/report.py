@@ -32,7 +32,7 @@ from collections import defaultdict
 
 ORDER = ["round_robin", "weighted_rr", "least_conn", "weighted_least_conn", "random2_least_conn",
          "least_time", "random_two", "dynamic_wlc", "dwepc_paper", "dwepc", "dwepc_expected_delay",
-         "dwepc_least_time", "least_time_slow_start", "dwepc_least_time_slow_start",
+         "dwepc_least_time", "dwepc_least_time_drawn", "least_time_slow_start", "dwepc_least_time_slow_start",
          "dwepc_least_time_prometheus", "oracle"]
 BASE = "least_conn"
 # the default mode (shares, pick=least_time) in the lab's names
@@ -327,6 +327,35 @@ def prometheus_section(cells, meta):
     return out
 
 
+def drawn_section(cells, meta):
+    """Lines of the table of the default's full scan against the same policy
+    with two choices drawn by share (`choices=2`), per seed in the same run."""
+    a, b = "dwepc_least_time", "dwepc_least_time_drawn"
+    both = [c for c in cell_order(cells, meta) if a in cells[c] and b in cells[c]]
+    if not both:
+        return []
+    out = ["## Two choices drawn against the full scan", "",
+           f"`{a}` comparing every eligible server at each pick against `{b}`: the same policy with "
+           "`choices=2` (two servers drawn in proportion to their shares, the better of them taken); per seed "
+           "in the same run, median [range]; ratios drawn / scan.", "",
+           "| cell | VMs | p99 scan | p99 drawn | p99 ratio | CoV scan | CoV drawn | CoV ratio | "
+           "max/mean scan | max/mean drawn |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in both:
+        pa, pb = cells[c][a], cells[c][b]
+        pairs = [(x, y) for x in pa for y in pb if x["seed"] == y["seed"]]
+        r99 = [p99(y) / p99(x) for x, y in pairs if p99(x) and p99(y)]
+        rcov = [y["bottleneck"]["cov"] / x["bottleneck"]["cov"] for x, y in pairs
+                if x["bottleneck"]["cov"] and y["bottleneck"]["cov"]]
+        out.append(f"| {c} | {len(pa[0].get('split') or [])} | {mr([p99(x) for x in pa], 0)} | "
+                   f"{mr([p99(y) for y in pb], 0)} | {mr(r99, 2)} | "
+                   f"{mr([x['bottleneck']['cov'] for x in pa], 3)} | {mr([y['bottleneck']['cov'] for y in pb], 3)} | "
+                   f"{mr(rcov, 2)} | {mr([x['bottleneck']['max_over_mean'] for x in pa], 2)} | "
+                   f"{mr([y['bottleneck']['max_over_mean'] for y in pb], 2)} |")
+    out.append("")
+    return out
+
+
 def real_section(cells, meta):
     """Lines comparing each real-CPU cell with its emulated twin (same
     scenario, level and cadence): p99 and rank of every policy in both."""
@@ -442,7 +471,7 @@ def summary(rows):
             "an operator could pick (the oracle is the lab's limit, not one of them).", ""]
     out += comparison_table(cells, meta) + [""]
     out += feedback_section(cells, meta) + slow_start_section(cells, meta) + real_section(cells, meta)
-    out += prometheus_section(cells, meta)
+    out += prometheus_section(cells, meta) + drawn_section(cells, meta)
     # per cell
     for c in cell_order(cells, meta):
         pols = cells[c]
@@ -480,7 +509,7 @@ def summary(rows):
                        + ". Settle: seconds after the event until the 5-s mean of the request shares stays within "
                          "0.10 (total variation) of the ideal split for 10 s; max share/target: the largest 5-s "
                          "mean share of a node over its ideal share after the event (nodes with an ideal share "
-                         "of at least 2 %).")
+                         "of at least 2 %, or of half the mean share where that is less).")
             out.append("")
         counters = [(p, r) for p, rs in pols.items() for r in rs if r.get("balancing")]
         if counters:
@@ -500,7 +529,10 @@ def summary(rows):
 
 
 def finish(fig, axes, title, path):
-    axes[0].legend(ncol=5, fontsize=7, loc="upper right")
+    # a legend of every node up to twelve; above, it would hide the panel
+    # (and the colours repeat): the title says how many
+    if len([ln for ln in axes[0].get_lines() if not ln.get_label().startswith("_")]) <= 12:
+        axes[0].legend(ncol=5, fontsize=7, loc="upper right")
     axes[-1].set_xlabel("seconds of the measured part")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -534,7 +566,8 @@ def plots(rows, d):
             ax.set_ylabel(p, fontsize=8)
             ax.set_ylim(0, 1.3)
             ax.grid(alpha=0.3)
-        finish(fig, axes, f"{c}: bottleneck utilisation per node (seed {firsts[names[0]]['seed']})",
+        nodes = len(firsts[names[0]]["util_series"][0]) if firsts[names[0]]["util_series"] else 0
+        finish(fig, axes, f"{c}: bottleneck utilisation per node ({nodes} nodes, seed {firsts[names[0]]['seed']})",
                os.path.join(d, f"util_{c}.png"))
         plt.close(fig)
         ev = [firsts[p] for p in (BASE, "dwepc", OURS) if p in firsts and firsts[p].get("target")]

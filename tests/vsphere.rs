@@ -1191,3 +1191,92 @@ fn prometheus_exposition_of_a_live_upstream() {
         "{series:?}"
     );
 }
+
+/// An upstream of more VMs than one inventory page and one QueryPerf batch
+/// hold (600: twelve pages of 50, three batches of 250, and more than the
+/// 1 MB a single inventory answer may take, about 590 VMs): the launcher
+/// pages as vCenter does, the collector follows the tokens, every server
+/// is found by guest IP, and each poll queries every VM in batches.
+#[test]
+fn a_large_inventory_is_paged_and_queried_in_batches() {
+    const N: usize = 600;
+    let ip = |i: usize| format!("127.1.{}.{}", i / 250, i % 250 + 1);
+    let vms: Vec<common::vcsim::VmSpec> = (0..N)
+        .map(|i| common::vcsim::VmSpec::new(&format!("s{i}"), Some(&ip(i)), 2, 4000, 2048))
+        .collect();
+    let vc = common::vcsim::Vcsim::start(
+        &vms,
+        &Opts {
+            refresh_s: 1,
+            ..Opts::default()
+        },
+    );
+    let counters: serde_json::Map<String, serde_json::Value> = (0..N)
+        .map(|i| {
+            let v = serde_json::json!({"cpu.usagemhz.average": 500 + i % 7 * 100,
+                "mem.consumed.average": 524288, "net.usage.average": 100, "disk.usage.average": 0});
+            (format!("s{i}"), v)
+        })
+        .collect();
+    vc.set_counters(&serde_json::Value::Object(counters));
+    let pw = common::setup::password_file(&vc.dir, "pass");
+    // no backend listens: the test reads the mapping and the calls only
+    let bport = common::free_port();
+    let servers: String = (0..N)
+        .map(|i| format!("server {}:{bport};\n", ip(i)))
+        .collect();
+    let port = common::free_port();
+    let text = nginx::conf(
+        "worker_processes 1;",
+        &format!(
+            "dwepc_vsphere vc url={} user=user password_file={pw} timeout=2s insecure_http=on;\n\
+             upstream app {{ dwepc interval=2s choices=2;\n{servers} }}\n\
+             server {{ listen 127.0.0.1:{port}; location = /dwepc {{ dwepc_status; }} }}",
+            vc.url
+        ),
+    );
+    let mut ng = nginx::Nginx::start(&text, port);
+    let upstream = || {
+        let page = http::request(port, "GET", "/dwepc").ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&page.body).ok()?;
+        Some(doc["upstreams"][0].clone())
+    };
+    // mapped, with samples (no traffic is sent: the pick waits for it)
+    let st = wait_for(Duration::from_secs(60), || {
+        upstream().filter(|u| u["mapped"] == N && u["reason"] == "no_traffic")
+    })
+    .unwrap_or_else(|| {
+        let u = upstream().unwrap_or_default();
+        panic!(
+            "mapped {} reason {}\n{}",
+            u["mapped"],
+            u["reason"],
+            ng.error_log()
+        )
+    });
+    assert_eq!(st["servers"], N);
+    assert_eq!(st["peers"][N - 1]["vm"], format!("s{}", N - 1));
+    let calls = |m: &str| vc.calls(m);
+    // the inventory read: a RetrievePropertiesEx and eleven continuations
+    // (the other RetrievePropertiesEx, the counter catalog, is one page)
+    let more = calls("ContinueRetrievePropertiesEx");
+    assert!(more >= 11 && more % 11 == 0, "{}", vc.stats());
+    // every poll: three QueryPerf calls (250 + 250 + 100 VMs), counted
+    // between polls (the count still for half a second)
+    let between_polls = || {
+        wait_for(Duration::from_secs(10), || {
+            let q = calls("QueryPerf");
+            std::thread::sleep(Duration::from_millis(500));
+            (calls("QueryPerf") == q).then_some(q)
+        })
+        .expect("a pause between polls")
+    };
+    let q0 = between_polls();
+    std::thread::sleep(Duration::from_secs(5));
+    let q1 = between_polls();
+    // (at least two polls in 5 s at interval=2s: one call per poll would
+    // be two or three calls)
+    assert!(q1 - q0 >= 6 && (q1 - q0) % 3 == 0, "QueryPerf {q0} -> {q1}");
+    assert!(!ng.error_log().contains("[error]"), "{}", ng.error_log());
+    ng.stop(Duration::from_secs(10));
+}

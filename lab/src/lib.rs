@@ -20,6 +20,7 @@ pub mod overhead;
 pub mod pipeline;
 pub mod procs;
 pub mod run;
+pub mod scale;
 pub mod scenario;
 pub mod vcsim;
 pub mod vm;

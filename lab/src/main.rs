@@ -47,6 +47,21 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         connections: u32,
     },
+    /// A large upstream: nginx (one worker) in front of SERVERS servers
+    /// mapped by guest IP to vcsim's VMs, with wrk, against nginx's own
+    /// policies (rounds interleaved); the collector's time per poll and
+    /// the worker's memory.
+    Scale {
+        #[arg(long, default_value_t = 2000)]
+        servers: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 50)]
+        connections: u32,
+    },
     /// Tables (summary.md) and plots from a results directory.
     Report {
         /// Directory holding results.jsonl.
@@ -102,7 +117,9 @@ struct RunArgs {
     /// Open-loop load, fractions of the cluster's capacity (comma-separated).
     #[arg(long, default_value = "0.8", value_delimiter = ',')]
     level: Vec<f64>,
-    /// Policies: rr, wrr, lc, lcw, r2, dwlc, paper, dwepc, sed.
+    /// Policies: rr, wrr, lc, lcw, r2, dwlc, paper, dwepc, sed, hyb (the
+    /// default), hybd (the default with choices=2), lt, p2c, hybss, hybp,
+    /// ltss, oracle.
     #[arg(long, default_value = "rr,wrr,lc,lcw,dwepc")]
     policies: String,
     /// Warm-up before the measured part.
@@ -472,6 +489,18 @@ fn main() {
         } => {
             let rows = dwepc_lab::overhead::run(rounds, duration, connections);
             println!("{}", dwepc_lab::overhead::markdown(&rows));
+            Ok(())
+        }
+        Cmd::Scale {
+            servers,
+            rounds,
+            duration,
+            connections,
+        } => {
+            println!(
+                "{}",
+                dwepc_lab::scale::run(servers, rounds, duration, connections)
+            );
             Ok(())
         }
         Cmd::Report { dir } => {

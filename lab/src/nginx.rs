@@ -45,6 +45,11 @@ pub fn prefix(tag: &str) -> PathBuf {
 
 /// A whole nginx.conf: the module, `main` lines, and `http` inside http{}.
 pub fn conf(main: &str, http: &str) -> String {
+    conf_with_events(main, "worker_connections 1024;", http)
+}
+
+/// [`conf`] with `events` inside events{}.
+pub fn conf_with_events(main: &str, events: &str, http: &str) -> String {
     format!(
         "load_module {module};\n\
          user root;\n\
@@ -52,7 +57,7 @@ pub fn conf(main: &str, http: &str) -> String {
          error_log logs/error.log info;\n\
          pid logs/nginx.pid;\n\
          {main}\n\
-         events {{ worker_connections 1024; }}\n\
+         events {{ {events} }}\n\
          http {{\n\
          access_log off;\n\
          client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;\n\

@@ -21,7 +21,7 @@ pub struct Row {
     pub p99_ms: Vec<f64>,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -188,7 +188,7 @@ fn measure(round: usize, name: &str, text: &str, port: u16, secs: u64, conns: u3
     (rps, p99)
 }
 
-fn wrk(port: u16, secs: u64, conns: u32) -> Option<(f64, f64)> {
+pub(crate) fn wrk(port: u16, secs: u64, conns: u32) -> Option<(f64, f64)> {
     let out = Command::new("wrk")
         .args([
             "-t1",

@@ -164,7 +164,7 @@ fn lab_binary() -> std::path::PathBuf {
 #[test]
 fn every_subcommand_answers_help() {
     for sub in [
-        "", "run", "matrix", "demo", "overhead", "report", "cpuhold", "vms",
+        "", "run", "matrix", "demo", "overhead", "scale", "report", "cpuhold", "vms",
     ] {
         let mut cmd = std::process::Command::new(lab_binary());
         if !sub.is_empty() {

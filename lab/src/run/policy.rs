@@ -29,6 +29,9 @@ pub enum Policy {
     /// dwepc shares mode with `pick=least_time`: shares per response time
     /// (the default).
     DwepcTime,
+    /// [`Policy::DwepcTime`] with `choices=2`: each pick compares two peers
+    /// drawn by share instead of every peer (the large-upstream pick).
+    DwepcTimeDrawn,
     /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
     /// least_time-class baseline.
@@ -56,7 +59,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 16] = [
+    pub const ALL: [Policy; 17] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -67,6 +70,7 @@ impl Policy {
         Policy::Dwepc,
         Policy::DwepcSed,
         Policy::DwepcTime,
+        Policy::DwepcTimeDrawn,
         Policy::LeastTime,
         Policy::RandomTwo,
         Policy::DwepcTimeSlow,
@@ -87,6 +91,7 @@ impl Policy {
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "dwepc_expected_delay",
             Policy::DwepcTime => "dwepc_least_time",
+            Policy::DwepcTimeDrawn => "dwepc_least_time_drawn",
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
             Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
@@ -108,6 +113,7 @@ impl Policy {
             Policy::Dwepc => "dwepc",
             Policy::DwepcSed => "sed",
             Policy::DwepcTime => "hyb",
+            Policy::DwepcTimeDrawn => "hybd",
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
             Policy::DwepcTimeSlow => "hybss",
@@ -146,6 +152,7 @@ impl Policy {
                 | Policy::Dwepc
                 | Policy::DwepcSed
                 | Policy::DwepcTime
+                | Policy::DwepcTimeDrawn
                 | Policy::DwepcTimeSlow
                 | Policy::DwepcTimeProm
         )
@@ -180,6 +187,9 @@ impl Policy {
             Policy::Dwepc => format!("dwepc interval={i}s pick=least_conn;"),
             Policy::DwepcSed => format!("dwepc interval={i}s pick=expected_delay;"),
             Policy::DwepcTime => format!("dwepc interval={i}s pick=least_time;"),
+            Policy::DwepcTimeDrawn => {
+                format!("dwepc interval={i}s pick=least_time choices=2;")
+            }
             Policy::DwepcTimeProm => {
                 format!("dwepc prometheus=lab interval={i}s pick=least_time;")
             }
@@ -188,5 +198,36 @@ impl Policy {
             Policy::DwepcTimeSlow => format!("dwepc interval={i}s pick=least_time slow_start=30s;"),
             Policy::LeastTimeSlow => "dwepc mode=least_time slow_start=30s;".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwepc_core::policy::pick::Choices;
+
+    #[test]
+    fn names_are_unique_and_every_dwepc_line_parses() {
+        for (k, p) in Policy::ALL.iter().enumerate() {
+            assert_eq!(Policy::parse(p.short()), Some(*p));
+            assert_eq!(Policy::parse(p.name()), Some(*p));
+            assert!(Policy::ALL[..k]
+                .iter()
+                .all(|o| o.short() != p.short() && o.name() != p.name()));
+            let line = p.method(20);
+            if let Some(args) = line.strip_prefix("dwepc ") {
+                let words: Vec<&str> = args.trim_end_matches(';').split_whitespace().collect();
+                let c = dwepc_core::conf::parse_upstream(&words)
+                    .unwrap_or_else(|e| panic!("{line}: {e}"));
+                let drawn = *p == Policy::DwepcTimeDrawn;
+                assert_eq!(c.tuning.choices == Choices::Drawn(2), drawn, "{line}");
+            }
+        }
+        // the default with two choices drawn: the same line plus choices=2
+        assert_eq!(
+            Policy::DwepcTimeDrawn.method(20),
+            Policy::DwepcTime.method(20).replace(';', " choices=2;")
+        );
+        assert!(Policy::DwepcTimeDrawn.uses_counters() && Policy::DwepcTimeDrawn.weighted());
     }
 }

@@ -81,7 +81,10 @@ fn nginx_conf(
             let _ = writeln!(up, "dwepc_node {a}{vm} net={};", v.net_kbps);
         }
     }
-    let _ = writeln!(up, "keepalive 64;");
+    // idle connections cached per worker: 64 (the five- and twelve-VM
+    // clusters), four per server in a larger cluster, so that 40 servers
+    // do not share 64 slots and open a connection for most requests
+    let _ = writeln!(up, "keepalive {};", (4 * cluster.len()).max(64));
     format!(
         "load_module {module};\nuser root;\ndaemon off;\nerror_log logs/error.log info;\n\
          pid logs/nginx.pid;\nworker_processes 2;\nworker_rlimit_nofile 40000;\n\

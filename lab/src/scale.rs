@@ -1,0 +1,312 @@
+//! A large upstream: nginx (one worker) proxying to N servers, each a VM of
+//! vcsim found by its guest IP, measured with wrk against nginx's own
+//! policies in the same run (rounds interleaved), and what the collector
+//! costs at that size: the time its calls take per poll, the polling
+//! worker's memory, and the proxied p99 with the poll running and with it
+//! held (vcsim stopped, counters still within their TTL).
+//!
+//!     dwepc-lab scale --servers 2000
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::nginx::{conf_with_events, Nginx};
+use crate::overhead::{median, wrk};
+use crate::vcsim::{Opts, Vcsim, VmSpec};
+use crate::{free_port, http};
+use dwepc_core::vsphere::budget::VMS_PER_QUERY;
+
+/// VMs per /24 of the backends' loopback addresses (127.1.K.1–250).
+const PER_NET: usize = 250;
+
+/// Server `i`'s loopback address.
+fn ip(i: usize) -> String {
+    format!("127.1.{}.{}", i / PER_NET, i % PER_NET + 1)
+}
+
+/// One configuration compared.
+struct Config {
+    name: &'static str,
+    /// The upstream block's method lines.
+    lines: &'static str,
+    /// Reads counters: waits for them to take over, and reports the poll.
+    live: bool,
+    /// Stops vcsim once counters took over (the collector's calls then
+    /// wait on a server that answers nothing: no poll work).
+    held: bool,
+}
+
+const CONFIGS: [Config; 6] = [
+    Config {
+        name: "round_robin",
+        lines: "",
+        live: false,
+        held: false,
+    },
+    Config {
+        name: "least_conn",
+        lines: "least_conn;",
+        live: false,
+        held: false,
+    },
+    Config {
+        name: "random two least_conn",
+        lines: "random two least_conn;",
+        live: false,
+        held: false,
+    },
+    Config {
+        name: "dwepc default (choices=all: every peer compared)",
+        lines: "dwepc interval=2s ttl=1h;",
+        live: true,
+        held: false,
+    },
+    Config {
+        name: "dwepc choices=2 (two drawn by share)",
+        lines: "dwepc interval=2s ttl=1h choices=2;",
+        live: true,
+        held: false,
+    },
+    Config {
+        name: "dwepc choices=2, poll held",
+        lines: "dwepc interval=2s ttl=1h choices=2;",
+        live: true,
+        held: true,
+    },
+];
+
+/// What one measurement of a configuration gave.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    rps: f64,
+    p99_ms: f64,
+    /// From nginx's start to counters driving the pick (login, catalog,
+    /// inventory pages, the first QueryPerf and its window), s.
+    takeover_s: Option<f64>,
+    /// Polls during wrk, and the time their calls took, ms per poll.
+    polls: u64,
+    poll_ms: Option<f64>,
+    /// The worker's resident memory after wrk, and its peak, MB.
+    rss_mb: f64,
+    hwm_mb: f64,
+}
+
+/// Runs the comparison with `servers` servers: `rounds` rounds of `secs`
+/// seconds per configuration, interleaved. Returns the Markdown report.
+pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32) -> String {
+    assert!(
+        (1..=PER_NET * 200).contains(&servers),
+        "--servers must be 1..={}",
+        PER_NET * 200
+    );
+    let bport = free_port();
+    let _backends = backends(servers, bport);
+    let (mut vc, pw) = vcsim(servers);
+    let port = free_port();
+    let mut all: Vec<Vec<Measured>> = vec![vec![]; CONFIGS.len()];
+    for round in 0..rounds {
+        for (k, c) in CONFIGS.iter().enumerate() {
+            let text = proxy_conf(&vc, &pw, c.lines, servers, bport, port);
+            let m = measure(&mut vc, c, &text, port, secs, conns);
+            eprintln!(
+                "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each)  rss {:.1} MB (peak {:.1})",
+                c.name, m.rps, m.p99_ms, m.takeover_s, m.polls, m.poll_ms, m.rss_mb, m.hwm_mb
+            );
+            all[k].push(m);
+        }
+    }
+    report(servers, &all)
+}
+
+/// One nginx answering `200 ok` on port `port` of each server's address.
+fn backends(servers: usize, port: u16) -> Nginx {
+    let listen: String = (0..servers)
+        .map(|i| format!("listen {}:{port};\n", ip(i)))
+        .collect();
+    let text = conf_with_events(
+        "worker_processes 1; worker_rlimit_nofile 65536;",
+        "worker_connections 16384;",
+        &format!(
+            "server {{ {listen} keepalive_requests 100000; location / {{ return 200 \"ok\\n\"; }} }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }}"
+        ),
+    );
+    Nginx::start(&text, port)
+}
+
+/// vcsim with `servers` VMs s0, s1, … at the servers' addresses, of four
+/// sizes and four CPU loads (so that their shares differ); its password
+/// file.
+fn vcsim(servers: usize) -> (Vcsim, std::path::PathBuf) {
+    let vms: Vec<VmSpec> = (0..servers)
+        .map(|i| {
+            let cpus = 1 + (i % 4) as u32;
+            VmSpec::new(&format!("s{i}"), Some(&ip(i)), cpus, 2000 * cpus, 2048)
+        })
+        .collect();
+    let vc = Vcsim::start(
+        &vms,
+        &Opts {
+            refresh_s: 1,
+            ..Opts::default()
+        },
+    );
+    let mut counters = serde_json::Map::new();
+    for i in 0..servers {
+        counters.insert(
+            format!("s{i}"),
+            serde_json::json!({"cpu.usagemhz.average": 300 + 100 * (i % 7), "mem.consumed.average": 524288,
+                               "net.usage.average": 100, "disk.usage.average": 0}),
+        );
+    }
+    vc.set_counters(&serde_json::Value::Object(counters));
+    let pw = vc.dir.join("pw");
+    std::fs::write(&pw, "pass\n").unwrap();
+    (vc, pw)
+}
+
+/// The proxy: one worker, the upstream of every server (found in vcsim by
+/// guest IP), `lines` its method.
+fn proxy_conf(vc: &Vcsim, pw: &Path, lines: &str, servers: usize, bport: u16, port: u16) -> String {
+    let list: String = (0..servers)
+        .map(|i| format!("server {}:{bport};\n", ip(i)))
+        .collect();
+    conf_with_events(
+        "worker_processes 1; worker_rlimit_nofile 65536;",
+        "worker_connections 16384;",
+        &format!(
+            "dwepc_vsphere vc url={} user=user password_file={} timeout=2s insecure_http=on;\n\
+             upstream app {{ {lines}\n{list} keepalive 32; }}\n\
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 100000;\n\
+               location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+               location = /dwepc {{ dwepc_status; }} }}",
+            vc.url,
+            pw.display()
+        ),
+    )
+}
+
+/// The endpoint's calls and the time they took (ms) from the status page.
+fn calls(port: u16) -> Option<(u64, f64)> {
+    let page = http::request(port, "GET", "/dwepc").ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&page.body).ok()?;
+    let e = &doc["endpoints"][0];
+    let n = e["calls"].as_u64()?;
+    Some((n, n as f64 * e["answer_ms_mean"].as_f64().unwrap_or(0.0)))
+}
+
+/// (resident, peak) memory of process `pid`, MB.
+fn memory_mb(pid: i32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+/// One measurement of configuration `c`.
+fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: u32) -> Measured {
+    let started = Instant::now();
+    let mut ng = Nginx::start(text, port);
+    let mut m = Measured::default();
+    if c.live {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let _ = http::request(port, "GET", "/");
+            let active = http::request(port, "GET", "/dwepc")
+                .is_ok_and(|st| st.body.contains("\"reason\":\"active\""));
+            if active {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counters never took over: {}",
+                ng.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        m.takeover_s = Some(started.elapsed().as_secs_f64());
+    }
+    let held = c.held.then(|| vc.pid()).flatten();
+    if let Some(pid) = held {
+        crate::nginx::signal(pid as i32, libc::SIGSTOP);
+    }
+    let polled = c.live && !c.held;
+    let _ = wrk(port, 1, conns);
+    let before = polled.then(|| (vc.calls("QueryPerf"), calls(port)));
+    let (rps, p99) = wrk(port, secs, conns).expect("wrk output");
+    if let Some(pid) = held {
+        crate::nginx::signal(pid as i32, libc::SIGCONT);
+    }
+    m.rps = rps;
+    m.p99_ms = p99;
+    if let Some(before) = before {
+        let after = (vc.calls("QueryPerf"), calls(port));
+        // the collector's QueryPerf calls per poll
+        let per_poll = vc_servers(text).div_ceil(VMS_PER_QUERY).max(1) as u64;
+        m.polls = (after.0 - before.0) / per_poll;
+        if let (Some(b), Some(a)) = (before.1, after.1) {
+            m.poll_ms = (m.polls > 0).then(|| (a.1 - b.1) / m.polls as f64);
+        }
+    }
+    let worker = ng.workers().first().copied().unwrap_or(0);
+    (m.rss_mb, m.hwm_mb) = memory_mb(worker);
+    ng.stop(Duration::from_secs(10));
+    m
+}
+
+/// The servers of a proxy configuration.
+fn vc_servers(text: &str) -> usize {
+    text.matches("\nserver 127.1.").count()
+}
+
+/// The Markdown report: throughput and p99 against least_conn, and the
+/// collector's cost.
+fn report(servers: usize, all: &[Vec<Measured>]) -> String {
+    let med = |k: usize, f: fn(&Measured) -> f64| {
+        let v: Vec<f64> = all[k].iter().map(f).filter(|x| x.is_finite()).collect();
+        median(&v)
+    };
+    let lc_rps = med(1, |m| m.rps);
+    let lc_p99 = med(1, |m| m.p99_ms);
+    let mut s = format!(
+        "{servers} servers, {} rounds\n\n| configuration | req/s (median) | vs least_conn | p99 ms (median) | p99 vs least_conn | worker RSS MB (peak) |\n|---|---|---|---|---|---|\n",
+        all[0].len()
+    );
+    for (k, c) in CONFIGS.iter().enumerate() {
+        let (rps, p99) = (med(k, |m| m.rps), med(k, |m| m.p99_ms));
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1} ({:.1}) |",
+            c.name,
+            rps,
+            rps / lc_rps,
+            p99,
+            p99 / lc_p99,
+            med(k, |m| m.rss_mb),
+            med(k, |m| m.hwm_mb)
+        );
+    }
+    s.push_str("\n| configuration | counters took over after, s | polls during wrk | call time per poll, ms |\n|---|---|---|---|\n");
+    for (k, c) in CONFIGS
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.live && !c.held)
+    {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.0} | {:.0} |",
+            c.name,
+            med(k, |m| m.takeover_s.unwrap_or(f64::NAN)),
+            med(k, |m| m.polls as f64),
+            med(k, |m| m.poll_ms.unwrap_or(f64::NAN)),
+        );
+    }
+    s
+}

@@ -182,10 +182,21 @@ impl Scan for BenchScan<'_> {
             Some(base) => base + i,
             None => map.slot(i).unwrap_or(usize::MAX),
         };
-        // as the module: one loop per way of finding slots
+        // as the module: one loop per way of finding slots, a plain loop
+        // in the pick (as the module's walk of nginx's list; an iterator
+        // adapter here compiled to an out-of-line fold with the
+        // comparison's state in memory)
         match map.offset() {
-            Some(base) => (0..n).for_each(|i| c.offer(i, base + i, zone)),
-            None => (0..n).for_each(|i| c.offer(i, slot_of(i), zone)),
+            Some(base) => {
+                for i in 0..n {
+                    c.offer(i, base + i, zone);
+                }
+            }
+            None => {
+                for i in 0..n {
+                    c.offer(i, slot_of(i), zone);
+                }
+            }
         }
         let mut k = c.best().unwrap_or(0);
         if c.tied() {

@@ -118,7 +118,8 @@ struct RunArgs {
     #[arg(long, default_value = "0.8", value_delimiter = ',')]
     level: Vec<f64>,
     /// Policies: rr, wrr, lc, lcw, r2, dwlc, paper, dwepc, sed, hyb (the
-    /// default), hybd (the default with choices=2), lt, p2c, hybss, hybp,
+    /// default), hybd, hybd4, hybd8 (the default with choices=2, 4, 8),
+    /// lt, p2c, hybss, hybp,
     /// ltss, oracle.
     #[arg(long, default_value = "rr,wrr,lc,lcw,dwepc")]
     policies: String,

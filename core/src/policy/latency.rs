@@ -57,12 +57,14 @@ impl PeakEwma {
 
     /// The estimate at `now_ms`: decayed toward `prior_ms` for the time
     /// since the last observation; `prior_ms` itself before any.
-    #[inline]
+    #[inline(always)]
     pub fn read(&self, now_ms: u64, tau_ms: f64, prior_ms: f64) -> f64 {
         if self.at_ms == 0 {
             return prior_ms;
         }
-        let keep = decay(now_ms.saturating_sub(self.at_ms) as f64 / tau_ms);
+        // × 1/τ: the division hoisted out of a scan's loop (τ is the same
+        // for every peer)
+        let keep = decay(now_ms.saturating_sub(self.at_ms) as f64 * (1.0 / tau_ms));
         prior_ms + (self.value_ms - prior_ms) * keep
     }
 

@@ -82,6 +82,13 @@ impl<'a> UpstreamZone<'a> {
         &self.mem[h]
     }
 
+    /// Peer `i`'s hot words (one bounds check: the request path reads
+    /// them once per peer of a scan).
+    #[inline(always)]
+    fn hot(&self, i: usize) -> &[AtomicU64; HOT] {
+        &self.mem[HEADER..].as_chunks::<HOT>().0[i]
+    }
+
     /// Word `off` of peer `i` (hot or cold).
     #[inline]
     pub(super) fn p(&self, i: usize, off: usize) -> &AtomicU64 {
@@ -214,8 +221,7 @@ impl<'a> UpstreamZone<'a> {
     /// worker).
     #[inline]
     pub fn in_flight(&self, i: usize) -> u64 {
-        let at = HEADER + i * HOT;
-        let hot = &self.mem[at..at + HOT];
+        let hot = self.hot(i);
         let done = hot[P_DONE].load(Relaxed);
         hot[P_TOTAL].load(Relaxed).saturating_sub(done)
     }
@@ -223,10 +229,9 @@ impl<'a> UpstreamZone<'a> {
     /// What the per-share pick reads of peer `i`: requests in flight, the
     /// share's [`share_weight`] and the in-flight limit, from the peer's
     /// four hot words (one bounds check, one cache line).
-    #[inline]
+    #[inline(always)]
     pub fn pick_view(&self, i: usize) -> (u64, u32, u32) {
-        let at = HEADER + i * HOT;
-        let hot = &self.mem[at..at + HOT];
+        let hot = self.hot(i);
         let done = hot[P_DONE].load(Relaxed);
         let in_flight = hot[P_TOTAL].load(Relaxed).saturating_sub(done);
         let (share, limit) = unpack_share(hot[P_SHARE].load(Relaxed));

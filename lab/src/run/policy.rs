@@ -32,6 +32,10 @@ pub enum Policy {
     /// [`Policy::DwepcTime`] with `choices=2`: each pick compares two peers
     /// drawn by share instead of every peer (the large-upstream pick).
     DwepcTimeDrawn,
+    /// [`Policy::DwepcTime`] with `choices=4`.
+    DwepcTimeDrawn4,
+    /// [`Policy::DwepcTime`] with `choices=8`.
+    DwepcTimeDrawn8,
     /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
     /// least_time-class baseline.
@@ -59,7 +63,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 17] = [
+    pub const ALL: [Policy; 19] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -71,6 +75,8 @@ impl Policy {
         Policy::DwepcSed,
         Policy::DwepcTime,
         Policy::DwepcTimeDrawn,
+        Policy::DwepcTimeDrawn4,
+        Policy::DwepcTimeDrawn8,
         Policy::LeastTime,
         Policy::RandomTwo,
         Policy::DwepcTimeSlow,
@@ -92,6 +98,8 @@ impl Policy {
             Policy::DwepcSed => "dwepc_expected_delay",
             Policy::DwepcTime => "dwepc_least_time",
             Policy::DwepcTimeDrawn => "dwepc_least_time_drawn",
+            Policy::DwepcTimeDrawn4 => "dwepc_least_time_drawn4",
+            Policy::DwepcTimeDrawn8 => "dwepc_least_time_drawn8",
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
             Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
@@ -114,6 +122,8 @@ impl Policy {
             Policy::DwepcSed => "sed",
             Policy::DwepcTime => "hyb",
             Policy::DwepcTimeDrawn => "hybd",
+            Policy::DwepcTimeDrawn4 => "hybd4",
+            Policy::DwepcTimeDrawn8 => "hybd8",
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
             Policy::DwepcTimeSlow => "hybss",
@@ -153,6 +163,8 @@ impl Policy {
                 | Policy::DwepcSed
                 | Policy::DwepcTime
                 | Policy::DwepcTimeDrawn
+                | Policy::DwepcTimeDrawn4
+                | Policy::DwepcTimeDrawn8
                 | Policy::DwepcTimeSlow
                 | Policy::DwepcTimeProm
         )
@@ -190,6 +202,12 @@ impl Policy {
             Policy::DwepcTimeDrawn => {
                 format!("dwepc interval={i}s pick=least_time choices=2;")
             }
+            Policy::DwepcTimeDrawn4 => {
+                format!("dwepc interval={i}s pick=least_time choices=4;")
+            }
+            Policy::DwepcTimeDrawn8 => {
+                format!("dwepc interval={i}s pick=least_time choices=8;")
+            }
             Policy::DwepcTimeProm => {
                 format!("dwepc prometheus=lab interval={i}s pick=least_time;")
             }
@@ -219,8 +237,13 @@ mod tests {
                 let words: Vec<&str> = args.trim_end_matches(';').split_whitespace().collect();
                 let c = dwepc_core::conf::parse_upstream(&words)
                     .unwrap_or_else(|e| panic!("{line}: {e}"));
-                let drawn = *p == Policy::DwepcTimeDrawn;
-                assert_eq!(c.tuning.choices == Choices::Drawn(2), drawn, "{line}");
+                let drawn = match p {
+                    Policy::DwepcTimeDrawn => Choices::Drawn(2),
+                    Policy::DwepcTimeDrawn4 => Choices::Drawn(4),
+                    Policy::DwepcTimeDrawn8 => Choices::Drawn(8),
+                    _ => Choices::All,
+                };
+                assert_eq!(c.tuning.choices, drawn, "{line}");
             }
         }
         // the default with two choices drawn: the same line plus choices=2

@@ -207,7 +207,7 @@ impl Local<'_> {
     /// Slot `slot`'s response time now (decaying toward [`PRIOR_MS`]
     /// while it answers nothing; `None` before any answer, or before any
     /// since `since_ms`, when its slow start began).
-    #[inline]
+    #[inline(always)]
     fn latency(&self, slot: usize, since_ms: u64) -> Option<f64> {
         self.latency
             .get(slot)

@@ -38,7 +38,10 @@ impl<T: Copy> LeastShare<T> {
         LeastShare {
             add: 0,
             best: None,
-            best_conns: 0,
+            // none yet: a ratio above every peer's (in flight as compared
+            // is below 2³², a weight at least 1), so the first offered is
+            // the best without a branch on `best`
+            best_conns: 1 << 32,
             best_weight: 1,
             ties: 0,
             limited: false,
@@ -56,9 +59,9 @@ impl<T: Copy> LeastShare<T> {
 
     /// In-flight count as compared: plus one for expected delay, at most
     /// 2³² − 1 so that its product with a 32-bit weight fits 64 bits.
-    #[inline]
+    #[inline(always)]
     fn conns(&self, conns: u64) -> u64 {
-        conns.saturating_add(self.add).min(u32::MAX as u64)
+        conns.min(u32::MAX as u64 - 1) + self.add
     }
 
     /// Offers peer `i` (the caller's handle of it: its position, or
@@ -74,16 +77,15 @@ impl<T: Copy> LeastShare<T> {
         }
         let c = self.conns(conns);
         let w = weight.max(1) as u64;
-        if self.best.is_some() {
-            let lhs = c * self.best_weight;
-            let rhs = self.best_conns * w;
-            if lhs > rhs {
-                return false;
-            }
-            if lhs == rhs {
-                self.ties += 1;
-                return false;
-            }
+        // below 2⁶⁴: c < 2³², best_weight < 2³², best_conns ≤ 2³², w < 2³²
+        let lhs = c * self.best_weight;
+        let rhs = self.best_conns * w;
+        if lhs > rhs {
+            return false;
+        }
+        if lhs == rhs {
+            self.ties += 1;
+            return false;
         }
         self.best = Some(i);
         self.best_conns = c;
@@ -275,6 +277,25 @@ impl<P: Copy> Compare<P> for LeastWeight<'_, P> {
 mod tests {
     use super::*;
     use crate::zone::share_weight;
+
+    #[test]
+    fn the_first_peer_offered_is_the_best_whatever_it_counts() {
+        for add in [false, true] {
+            for (conns, weight) in [(u64::MAX, 1), (u32::MAX as u64, 1), (0, 0), (7, u32::MAX)] {
+                let mut c: LeastShare = if add {
+                    LeastShare::expected_delay()
+                } else {
+                    LeastShare::new()
+                };
+                assert!(c.offer(3, conns, weight, 0), "{conns} {weight}");
+                assert_eq!((c.best(), c.tied()), (Some(3), false));
+                // the same again ties; one more in flight does not
+                assert!(!c.offer(4, conns, weight, 0) && c.tied());
+                assert!(!c.offer(5, conns.saturating_add(1), weight, 0));
+                assert_eq!(c.best(), Some(3));
+            }
+        }
+    }
 
     #[test]
     fn a_ramping_peer_counts_one_more_on_a_scaled_share_and_limit() {

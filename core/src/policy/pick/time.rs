@@ -19,7 +19,9 @@ pub struct LeastTime<'a, P = usize> {
     local: Local<'a>,
     per_share: bool,
     best: Option<P>,
-    best_cost: f64,
+    /// The best cost as a fraction ([`Cost`]).
+    best_num: f64,
+    best_den: f64,
     ties: u32,
     limited: bool,
 }
@@ -32,13 +34,52 @@ pub const UNSEEN_PENALTY_MS: f64 = 60_000.0;
 /// the weight being `weight=` or (`per_share`) its share; `None` at its
 /// in-flight limit. A peer in slow start has its weight (and limit)
 /// scaled, and no response time from before its ramp began.
-#[inline]
+#[inline(always)]
 fn cost(
     local: &Local<'_>,
     slot: usize,
     zone: UpstreamZone<'_>,
     per_share: bool,
 ) -> Option<(f64, u32)> {
+    cost_parts(local, slot, zone, per_share).map(|c| (c.num / c.den, c.tie))
+}
+
+/// A cost as a fraction, so that a scan compares by cross-multiplying
+/// instead of dividing once per peer.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    /// `(in-flight + 1) × time`
+    num: f64,
+    /// the weight (at least 1)
+    den: f64,
+    /// the weight ties are broken on
+    tie: u32,
+}
+
+impl Cost {
+    /// `self < other`, as `num ÷ den` compare (both `den` positive).
+    #[inline(always)]
+    fn below(self, num: f64, den: f64) -> bool {
+        self.num * den < num * self.den
+    }
+
+    /// `self == other`, as `num ÷ den` compare.
+    #[inline(always)]
+    fn equals(self, num: f64, den: f64) -> bool {
+        self.num * den == num * self.den
+    }
+}
+
+/// [`cost`] as a [`Cost`].
+// always inlined: called once per peer of a scan, where a call (and its
+// Option return through memory) cost more than the arithmetic
+#[inline(always)]
+fn cost_parts(
+    local: &Local<'_>,
+    slot: usize,
+    zone: UpstreamZone<'_>,
+    per_share: bool,
+) -> Option<Cost> {
     // in flight, the weight divided by (scaled while the peer ramps) and
     // the one ties are broken on, and the ramp
     let (in_flight, divisor, tie, ramp) = if per_share {
@@ -59,7 +100,11 @@ fn cost(
         None if in_flight == 0 => 0.0,
         None => UNSEEN_PENALTY_MS,
     };
-    Some(((in_flight as f64 + 1.0) * l / divisor, tie))
+    Some(Cost {
+        num: (in_flight as f64 + 1.0) * l,
+        den: divisor,
+        tie,
+    })
 }
 
 impl<'a, P: Copy> LeastTime<'a, P> {
@@ -69,7 +114,8 @@ impl<'a, P: Copy> LeastTime<'a, P> {
             local,
             per_share,
             best: None,
-            best_cost: f64::INFINITY,
+            best_num: f64::INFINITY,
+            best_den: 1.0,
             ties: 0,
             limited: false,
         }
@@ -77,17 +123,17 @@ impl<'a, P: Copy> LeastTime<'a, P> {
 }
 
 impl<P: Copy> Compare<P> for LeastTime<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
-        let Some((c, _)) = cost(&self.local, slot, zone, self.per_share) else {
+        let Some(c) = cost_parts(&self.local, slot, zone, self.per_share) else {
             self.limited = true;
             return;
         };
-        if self.best.is_none() || c < self.best_cost {
+        if self.best.is_none() || c.below(self.best_num, self.best_den) {
             self.best = Some(p);
-            self.best_cost = c;
+            (self.best_num, self.best_den) = (c.num, c.den);
             self.ties = 1;
-        } else if c == self.best_cost {
+        } else if c.equals(self.best_num, self.best_den) {
             self.ties += 1;
         }
     }
@@ -102,10 +148,10 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
         self.ties > 1
     }
 
-    #[inline]
+    #[inline(always)]
     fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
-        let (c, w) = cost(&self.local, slot, zone, self.per_share)?;
-        (self.best.is_some() && c == self.best_cost).then_some(w)
+        let c = cost_parts(&self.local, slot, zone, self.per_share)?;
+        (self.best.is_some() && c.equals(self.best_num, self.best_den)).then_some(c.tie)
     }
 
     #[inline]

@@ -18,7 +18,8 @@
 //! nginx's round robin peer data, so it takes them too); `dwepc_paper` is
 //! the paper mode's pick (the largest L, through the same slot map and
 //! picker); `dwepc_drawn` and `dwepc_least_time_drawn` the shares mode's
-//! two picks over two peers drawn by share (`choices=2`, the draw table
+//! two picks over two peers drawn by share (`choices=2`; `_drawn8` eight,
+//! the default above 64 peers; the draw table
 //! built), beside `random_two_least_conn`, nginx's `random two least_conn`
 //! with equal weights. Every loop sees one request end per pick.
 
@@ -497,6 +498,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
 }
 
 /// Two choices drawn by share (`choices=2`) for the shares mode's picks,
+/// eight for the default (`choices=auto` above 64 peers),
 /// beside nginx's `random two least_conn` (two peers drawn uniformly, the
 /// lesser conns/weight; nginx draws by weight with a binary search over
 /// its ranges, so this is its cost with equal weights at best).
@@ -516,12 +518,16 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
         tau_ms: 10_000.0,
         slow_start_ms: 0,
     };
-    for (name, how) in [
-        ("dwepc_drawn", Comparison::LeastPerShare { plus_one: false }),
+    let per_share = Comparison::LeastTime { per_share: true };
+    for (name, how, d) in [
         (
-            "dwepc_least_time_drawn",
-            Comparison::LeastTime { per_share: true },
+            "dwepc_drawn",
+            Comparison::LeastPerShare { plus_one: false },
+            2,
         ),
+        ("dwepc_least_time_drawn", per_share, 2),
+        // choices=auto above 64 peers (the default)
+        ("dwepc_least_time_drawn8", per_share, 8),
     ] {
         g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
             b.iter(|| {
@@ -532,7 +538,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
                     tie: &mut tie,
                     table: Some(&table),
                 };
-                black_box(pick_then_end(how, scan, local, Some(2), epoch))
+                black_box(pick_then_end(how, scan, local, Some(d), epoch))
             })
         });
     }

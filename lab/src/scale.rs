@@ -37,7 +37,7 @@ struct Config {
     held: bool,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 7] = [
     Config {
         name: "round_robin",
         lines: "",
@@ -57,8 +57,8 @@ const CONFIGS: [Config; 6] = [
         held: false,
     },
     Config {
-        name: "dwepc default (choices=all: every peer compared)",
-        lines: "dwepc interval=2s ttl=1h;",
+        name: "dwepc choices=all (every peer compared)",
+        lines: "dwepc interval=2s ttl=1h choices=all;",
         live: true,
         held: false,
     },
@@ -69,8 +69,14 @@ const CONFIGS: [Config; 6] = [
         held: false,
     },
     Config {
-        name: "dwepc choices=2, poll held",
-        lines: "dwepc interval=2s ttl=1h choices=2;",
+        name: "dwepc default (choices=auto: eight drawn)",
+        lines: "dwepc interval=2s ttl=1h;",
+        live: true,
+        held: false,
+    },
+    Config {
+        name: "dwepc default, poll held",
+        lines: "dwepc interval=2s ttl=1h;",
         live: true,
         held: true,
     },
@@ -87,6 +93,11 @@ struct Measured {
     /// Polls during wrk, and the time their calls took, ms per poll.
     polls: u64,
     poll_ms: Option<f64>,
+    /// CPU time per poll, ms: the worker's threads besides the event
+    /// loop (the collector), and vcsim (in production the vCenter's, on
+    /// another machine; here it shares the two cores with the proxy).
+    collector_cpu_ms: Option<f64>,
+    vcsim_cpu_ms: Option<f64>,
     /// The worker's resident memory after wrk, and its peak, MB.
     rss_mb: f64,
     hwm_mb: f64,
@@ -110,8 +121,8 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32) -> String {
             let text = proxy_conf(&vc, &pw, c.lines, servers, bport, port);
             let m = measure(&mut vc, c, &text, port, secs, conns);
             eprintln!(
-                "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each)  rss {:.1} MB (peak {:.1})",
-                c.name, m.rps, m.p99_ms, m.takeover_s, m.polls, m.poll_ms, m.rss_mb, m.hwm_mb
+                "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each; CPU collector {:?} ms, vcsim {:?} ms)  rss {:.1} MB (peak {:.1})",
+                c.name, m.rps, m.p99_ms, m.takeover_s, m.polls, m.poll_ms, m.collector_cpu_ms, m.vcsim_cpu_ms, m.rss_mb, m.hwm_mb
             );
             all[k].push(m);
         }
@@ -210,6 +221,29 @@ fn memory_mb(pid: i32) -> (f64, f64) {
     (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
 }
 
+/// CPU time of process `pid`'s threads (all, or all but the first), ms.
+fn cpu_ms(pid: i32, all: bool) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let tick_ms = 1000.0 / 100.0; // USER_HZ
+    tasks
+        .flatten()
+        .filter(|t| all || t.file_name().to_string_lossy() != pid.to_string())
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // after the command's closing parenthesis: fields 3.. (utime
+            // and stime are fields 14 and 15)
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) * tick_ms
+        })
+        .sum()
+}
+
 /// One measurement of configuration `c`.
 fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: u32) -> Measured {
     let started = Instant::now();
@@ -239,6 +273,10 @@ fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: 
     }
     let polled = c.live && !c.held;
     let _ = wrk(port, 1, conns);
+    let worker = ng.workers().first().copied().unwrap_or(0);
+    let vc_pid = vc.pid().map_or(0, |p| p as i32);
+    let cpu = || (cpu_ms(worker, false), cpu_ms(vc_pid, true));
+    let cpu_before = cpu();
     let before = polled.then(|| (vc.calls("QueryPerf"), calls(port)));
     let (rps, p99) = wrk(port, secs, conns).expect("wrk output");
     if let Some(pid) = held {
@@ -254,8 +292,13 @@ fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: 
         if let (Some(b), Some(a)) = (before.1, after.1) {
             m.poll_ms = (m.polls > 0).then(|| (a.1 - b.1) / m.polls as f64);
         }
+        let cpu_after = cpu();
+        if m.polls > 0 {
+            let per = |a: f64, b: f64| Some((a - b) / m.polls as f64).filter(|x| x.is_finite());
+            m.collector_cpu_ms = per(cpu_after.0, cpu_before.0);
+            m.vcsim_cpu_ms = per(cpu_after.1, cpu_before.1);
+        }
     }
-    let worker = ng.workers().first().copied().unwrap_or(0);
     (m.rss_mb, m.hwm_mb) = memory_mb(worker);
     ng.stop(Duration::from_secs(10));
     m
@@ -293,7 +336,7 @@ fn report(servers: usize, all: &[Vec<Measured>]) -> String {
             med(k, |m| m.hwm_mb)
         );
     }
-    s.push_str("\n| configuration | counters took over after, s | polls during wrk | call time per poll, ms |\n|---|---|---|---|\n");
+    s.push_str("\n| configuration | counters took over after, s | polls during wrk | call time per poll, ms | collector CPU per poll, ms | vcsim CPU per poll, ms |\n|---|---|---|---|---|---|\n");
     for (k, c) in CONFIGS
         .iter()
         .enumerate()
@@ -301,11 +344,13 @@ fn report(servers: usize, all: &[Vec<Measured>]) -> String {
     {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
             c.name,
             med(k, |m| m.takeover_s.unwrap_or(f64::NAN)),
             med(k, |m| m.polls as f64),
             med(k, |m| m.poll_ms.unwrap_or(f64::NAN)),
+            med(k, |m| m.collector_cpu_ms.unwrap_or(f64::NAN)),
+            med(k, |m| m.vcsim_cpu_ms.unwrap_or(f64::NAN)),
         );
     }
     s

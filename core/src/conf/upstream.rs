@@ -335,8 +335,18 @@ mod tests {
         );
         assert_eq!((c.tuning.window, c.tuning.min_samples), (1, 1));
         assert_eq!(c.tuning.slow_start_ms, 0);
-        // how many peers a pick compares: every one unless said
-        assert_eq!(c.tuning.choices, policy::pick::Choices::All);
+        // how many peers a pick compares: the shares mode's default draws
+        // in large lists; the other modes compare every peer
+        assert_eq!(c.tuning.choices, policy::pick::Choices::Auto);
+        for mode in [
+            "mode=paper",
+            "mode=wlc",
+            "mode=least_time",
+            "mode=random_two",
+        ] {
+            let c = parse_upstream(&[mode]).unwrap();
+            assert_eq!(c.tuning.choices, policy::pick::Choices::All, "{mode}");
+        }
         for (v, want) in [
             ("auto", policy::pick::Choices::Auto),
             ("all", policy::pick::Choices::All),

@@ -260,14 +260,15 @@ mod tests {
         let auto = Some("auto".to_string());
         let two = Some("2".to_string());
         let big = AUTO_DRAW_ABOVE + 1;
-        assert_eq!(st(&[], big, 2000), (all.clone(), None));
+        // the default is auto
+        assert_eq!(st(&[], big, 2000), (auto.clone(), Some(8)));
         assert_eq!(st(&["choices=all"], big, 2000), (all, None));
-        // auto: two drawn above the threshold (backups not counted)
+        // auto: eight drawn above the threshold (backups not counted)
         assert_eq!(
             st(&["choices=auto"], AUTO_DRAW_ABOVE, 2000),
             (auto.clone(), None)
         );
-        assert_eq!(st(&["choices=auto"], big, 2000), (auto.clone(), Some(2)));
+        assert_eq!(st(&["choices=auto"], big, 2000), (auto.clone(), Some(8)));
         // a number: drawn at any size above one peer, at most the list
         assert_eq!(st(&["choices=2"], 3, 2000), (two.clone(), Some(2)));
         assert_eq!(st(&["choices=8"], 3, 2000), (Some("8".into()), Some(3)));

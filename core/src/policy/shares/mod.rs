@@ -49,6 +49,10 @@ impl Mode for Shares {
         if !written("step") {
             t.step = (1.0 - 0.5f64.powf(interval_ms as f64 / HALF_LIFE_MS as f64)).clamp(0.01, 1.0);
         }
+        // every peer compared in a list of up to 64, eight drawn above
+        if !written("choices") {
+            t.choices = crate::policy::pick::Choices::Auto;
+        }
         TTL_PERIODS * interval_ms
     }
 

@@ -222,7 +222,6 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dwepc_core::policy::pick::Choices;
 
     #[test]
     fn names_are_unique_and_every_dwepc_line_parses() {

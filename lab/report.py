@@ -329,7 +329,8 @@ def prometheus_section(cells, meta):
 
 def drawn_section(cells, meta):
     """Lines of the table of the default's full scan against the same policy
-    with two choices drawn by share (`choices=2`), per seed in the same run."""
+    with N choices drawn by share (`choices=2`, 4, 8), per seed in the same
+    run."""
     a = "dwepc_least_time"
     drawn = {"dwepc_least_time_drawn": 2, "dwepc_least_time_drawn4": 4, "dwepc_least_time_drawn8": 8}
     both = [(c, b) for c in cell_order(cells, meta) for b in drawn if a in cells[c] and b in cells[c]]

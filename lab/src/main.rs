@@ -61,6 +61,10 @@ enum Cmd {
         duration: u64,
         #[arg(long, default_value_t = 50)]
         connections: u32,
+        /// Run vcsim at the lowest CPU priority, as if the vCenter were
+        /// on another machine.
+        #[arg(long)]
+        niced: bool,
     },
     /// Tables (summary.md) and plots from a results directory.
     Report {
@@ -497,10 +501,11 @@ fn main() {
             rounds,
             duration,
             connections,
+            niced,
         } => {
             println!(
                 "{}",
-                dwepc_lab::scale::run(servers, rounds, duration, connections)
+                dwepc_lab::scale::run(servers, rounds, duration, connections, niced)
             );
             Ok(())
         }

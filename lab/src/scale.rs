@@ -5,7 +5,7 @@
 //! worker's memory, and the proxied p99 with the poll running and with it
 //! held (vcsim stopped, counters still within their TTL).
 //!
-//!     dwepc-lab scale --servers 2000
+//!     dwepc-lab scale --servers 2000 [--niced]
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -104,8 +104,10 @@ struct Measured {
 }
 
 /// Runs the comparison with `servers` servers: `rounds` rounds of `secs`
-/// seconds per configuration, interleaved. Returns the Markdown report.
-pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32) -> String {
+/// seconds per configuration, interleaved; with `niced`, vcsim runs at the
+/// lowest CPU priority (a vCenter on another machine takes none of the
+/// proxy's CPU). Returns the Markdown report.
+pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, niced: bool) -> String {
     assert!(
         (1..=PER_NET * 200).contains(&servers),
         "--servers must be 1..={}",
@@ -114,6 +116,9 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32) -> String {
     let bport = free_port();
     let _backends = backends(servers, bport);
     let (mut vc, pw) = vcsim(servers);
+    if niced {
+        lowest_priority(vc.pid().map_or(0, |p| p as i32));
+    }
     let port = free_port();
     let mut all: Vec<Vec<Measured>> = vec![vec![]; CONFIGS.len()];
     for round in 0..rounds {
@@ -128,6 +133,21 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32) -> String {
         }
     }
     report(servers, &all)
+}
+
+/// Every thread of process `pid` at nice 19 (Linux's nice is per thread;
+/// threads it starts later inherit it).
+fn lowest_priority(pid: i32) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for t in tasks.flatten() {
+        if let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() {
+            // SAFETY: setpriority takes plain integers and only changes the
+            // scheduling priority of thread `tid` (ours to lower: a child).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+        }
+    }
 }
 
 /// One nginx answering `200 ok` on port `port` of each server's address.

@@ -1,5 +1,5 @@
-//! Samples into the policies: `QueryPerf` (in batches) for every VM of an
-//! endpoint's upstreams, then per upstream each new sample (by vSphere's
+//! Samples into the policies: `QueryPerf` for every VM of an endpoint's
+//! upstreams, in batches of 250 with the lease renewed between them, then per upstream each new sample (by vSphere's
 //! timestamp, moved onto our clock by the measured skew) paired with the
 //! requests of its own period and given to the upstream's policy, which
 //! publishes what it makes of them.
@@ -11,6 +11,7 @@ use super::upstream::UpRun;
 use super::Collector;
 use crate::policy::Sample;
 use crate::resources::{Res, COUNTERS, CPU, CPU_PERCENT, MEM, MEM_FALLBACK, R, READY};
+use crate::vsphere::budget::VMS_PER_QUERY;
 use crate::vsphere::xml::EntityMetric;
 use crate::vsphere::Error;
 
@@ -110,8 +111,17 @@ impl Collector<'_, '_> {
             .copied()
             .collect();
         let refresh_s = ep.refresh_s;
-        let metrics = ep.api()?.query_perf(&vms, &wanted, refresh_s, max_sample)?;
-        let skew = ep.skew_ms;
+        // a call per batch of VMs, the lease renewed between them: a poll
+        // of thousands of VMs must not look like a frozen holder
+        let mut metrics = Vec::with_capacity(vms.len());
+        for (b, batch) in vms.chunks(VMS_PER_QUERY).enumerate() {
+            if b > 0 {
+                self.spec.lease.beat(self.spec.pid, self.rt.now_ms());
+            }
+            let api = self.eps[k].api()?;
+            metrics.extend(api.query_perf(batch, &wanted, refresh_s, max_sample)?);
+        }
+        let skew = self.eps[k].skew_ms;
         if let (Some(mhz), Some(pct)) = (ids[CPU], percent) {
             self.watch_sizes(k, &metrics, (mhz, pct));
         }

@@ -244,6 +244,16 @@ impl<'a> Lease<'a> {
         self.mem[2].load(Relaxed)
     }
 
+    /// Renews the lease if `pid` holds it (a heartbeat within a long
+    /// poll, without taking a lease another holds); true if it does.
+    pub fn beat(&self, pid: u64, now_ms: u64) -> bool {
+        let ours = self.holder() == pid;
+        if ours {
+            self.mem[1].store(now_ms, Release);
+        }
+        ours
+    }
+
     /// Takes or renews the lease for `pid` at `now_ms`. `alive(pid)` tells
     /// whether another holder's process still exists. Returns true if `pid`
     /// holds the lease afterwards.
@@ -329,6 +339,10 @@ mod tests {
         assert_eq!(l.holder(), 0);
         assert!(l.acquire(13, 6000, 3000, |_| true));
         assert_eq!(l.handovers(), 4);
+        // a heartbeat within a long poll keeps it; another's takes nothing
+        assert!(l.beat(13, 8000) && !l.beat(14, 8500));
+        assert!(!l.acquire(14, 10_000, 3000, |_| true)); // 2 s since the beat
+        assert_eq!((l.holder(), l.handovers()), (13, 4));
     }
 
     #[test]

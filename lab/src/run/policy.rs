@@ -30,7 +30,7 @@ pub enum Policy {
     /// (the default).
     DwepcTime,
     /// [`Policy::DwepcTime`] with `choices=2`: each pick compares two peers
-    /// drawn by share instead of every peer (the large-upstream pick).
+    /// drawn by share instead of every peer.
     DwepcTimeDrawn,
     /// [`Policy::DwepcTime`] with `choices=4`.
     DwepcTimeDrawn4,

@@ -50,7 +50,7 @@ fn cost(
 struct Cost {
     /// `(in-flight + 1) × time`
     num: f64,
-    /// the weight (at least 1)
+    /// the weight (positive; a ramping peer's is scaled down)
     den: f64,
     /// the weight ties are broken on
     tie: u32,

@@ -1,8 +1,9 @@
 //! Samples into the policies: `QueryPerf` for every VM of an endpoint's
-//! upstreams, in batches of 250 with the lease renewed between them, then per upstream each new sample (by vSphere's
-//! timestamp, moved onto our clock by the measured skew) paired with the
-//! requests of its own period and given to the upstream's policy, which
-//! publishes what it makes of them.
+//! upstreams, in batches of 250 with the lease renewed between them, then
+//! per upstream each new sample (by vSphere's timestamp, moved onto our
+//! clock by the measured skew) paired with the requests of its own period
+//! and given to the upstream's policy, which publishes what it makes of
+//! them.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -5,7 +5,9 @@
 //! worker's memory, and the proxied p99 with the poll running and with it
 //! held (vcsim stopped, counters still within their TTL).
 //!
-//!     dwepc-lab scale --servers 2000 [--niced]
+//! ```text
+//! dwepc-lab scale --servers 2000 [--niced]
+//! ```
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1204,22 +1204,8 @@ fn a_large_inventory_is_paged_and_queried_in_batches() {
     let vms: Vec<common::vcsim::VmSpec> = (0..N)
         .map(|i| common::vcsim::VmSpec::new(&format!("s{i}"), Some(&ip(i)), 2, 4000, 2048))
         .collect();
-    let vc = common::vcsim::Vcsim::start(
-        &vms,
-        &Opts {
-            refresh_s: 1,
-            ..Opts::default()
-        },
-    );
-    let counters: serde_json::Map<String, serde_json::Value> = (0..N)
-        .map(|i| {
-            let v = serde_json::json!({"cpu.usagemhz.average": 500 + i % 7 * 100,
-                "mem.consumed.average": 524288, "net.usage.average": 100, "disk.usage.average": 0});
-            (format!("s{i}"), v)
-        })
-        .collect();
-    vc.set_counters(&serde_json::Value::Object(counters));
-    let pw = common::setup::password_file(&vc.dir, "pass");
+    let (vc, pw) = dwepc_lab::overhead::vcsim_with_load(&vms, |i| 500 + i as u64 % 7 * 100);
+    let pw = pw.display();
     // no backend listens: the test reads the mapping and the calls only
     let bport = common::free_port();
     let servers: String = (0..N)

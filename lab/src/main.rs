@@ -38,15 +38,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Proxy overhead: dwepc against stock round robin and least_conn (wrk).
-    Overhead {
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        #[arg(long, default_value_t = 50)]
-        connections: u32,
-    },
+    Overhead(WrkArgs),
     /// A large upstream: nginx (one worker) in front of SERVERS servers
     /// mapped by guest IP to vcsim's VMs, with wrk, against nginx's own
     /// policies (rounds interleaved); the collector's time per poll and
@@ -54,13 +46,8 @@ enum Cmd {
     Scale {
         #[arg(long, default_value_t = 2000)]
         servers: usize,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        #[arg(long, default_value_t = 50)]
-        connections: u32,
+        #[command(flatten)]
+        wrk: WrkArgs,
         /// Run vcsim at the lowest CPU priority, as if the vCenter were
         /// on another machine.
         #[arg(long)]
@@ -107,6 +94,18 @@ enum Cmd {
         #[arg(long, value_parser = run::parse_real_cpu)]
         real_cpu: Option<f64>,
     },
+}
+
+/// The wrk measurements of `overhead` and `scale`: interleaved rounds.
+#[derive(Args)]
+struct WrkArgs {
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
 }
 
 #[derive(Args)]
@@ -487,25 +486,19 @@ fn main() {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Matrix(a) => cmd_matrix(a),
         Cmd::Demo { out } => cmd_demo(out),
-        Cmd::Overhead {
-            rounds,
-            duration,
-            connections,
-        } => {
-            let rows = dwepc_lab::overhead::run(rounds, duration, connections);
+        Cmd::Overhead(w) => {
+            let rows = dwepc_lab::overhead::run(w.rounds, w.duration, w.connections);
             println!("{}", dwepc_lab::overhead::markdown(&rows));
             Ok(())
         }
         Cmd::Scale {
             servers,
-            rounds,
-            duration,
-            connections,
+            wrk: w,
             niced,
         } => {
             println!(
                 "{}",
-                dwepc_lab::scale::run(servers, rounds, duration, connections, niced)
+                dwepc_lab::scale::run(servers, w.rounds, w.duration, w.connections, niced)
             );
             Ok(())
         }

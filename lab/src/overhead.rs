@@ -96,21 +96,28 @@ fn live_vcsim() -> (Vcsim, PathBuf) {
     let vms: Vec<VmSpec> = (0..4)
         .map(|i| VmSpec::new(&format!("b{i}"), None, 2, 4000, 2048))
         .collect();
+    vcsim_with_load(&vms, |i| 1000 + 100 * i as u64)
+}
+
+/// vcsim (refresh 1 s) with `vms`, each VM `i` using `cpu_mhz(i)` MHz
+/// (memory, network and disk constant), and its password file.
+pub fn vcsim_with_load(vms: &[VmSpec], cpu_mhz: impl Fn(usize) -> u64) -> (Vcsim, PathBuf) {
     let vc = Vcsim::start(
-        &vms,
+        vms,
         &Opts {
             refresh_s: 1,
             ..Opts::default()
         },
     );
-    let mut counters = serde_json::Map::new();
-    for i in 0..4 {
-        counters.insert(
-            format!("b{i}"),
-            serde_json::json!({"cpu.usagemhz.average": 1000 + 100 * i, "mem.consumed.average": 524288,
-                               "net.usage.average": 100, "disk.usage.average": 0}),
-        );
-    }
+    let counters: serde_json::Map<String, serde_json::Value> = vms
+        .iter()
+        .enumerate()
+        .map(|(i, vm)| {
+            let v = serde_json::json!({"cpu.usagemhz.average": cpu_mhz(i), "mem.consumed.average": 524288,
+                                       "net.usage.average": 100, "disk.usage.average": 0});
+            (vm.name.clone(), v)
+        })
+        .collect();
     vc.set_counters(&serde_json::Value::Object(counters));
     let pw = vc.dir.join("pw");
     std::fs::write(&pw, "pass\n").unwrap();

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::nginx::{conf_with_events, Nginx};
-use crate::overhead::{median, wrk};
-use crate::vcsim::{Opts, Vcsim, VmSpec};
+use crate::overhead::{median, vcsim_with_load, wrk};
+use crate::vcsim::{Vcsim, VmSpec};
 use crate::{free_port, http};
 use dwepc_core::vsphere::budget::VMS_PER_QUERY;
 
@@ -178,25 +178,7 @@ fn vcsim(servers: usize) -> (Vcsim, std::path::PathBuf) {
             VmSpec::new(&format!("s{i}"), Some(&ip(i)), cpus, 2000 * cpus, 2048)
         })
         .collect();
-    let vc = Vcsim::start(
-        &vms,
-        &Opts {
-            refresh_s: 1,
-            ..Opts::default()
-        },
-    );
-    let mut counters = serde_json::Map::new();
-    for i in 0..servers {
-        counters.insert(
-            format!("s{i}"),
-            serde_json::json!({"cpu.usagemhz.average": 300 + 100 * (i % 7), "mem.consumed.average": 524288,
-                               "net.usage.average": 100, "disk.usage.average": 0}),
-        );
-    }
-    vc.set_counters(&serde_json::Value::Object(counters));
-    let pw = vc.dir.join("pw");
-    std::fs::write(&pw, "pass\n").unwrap();
-    (vc, pw)
+    vcsim_with_load(&vms, |i| 300 + 100 * (i % 7) as u64)
 }
 
 /// The proxy: one worker, the upstream of every server (found in vcsim by

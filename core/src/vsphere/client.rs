@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::budget::{Budget, Capped, VMS_PER_PAGE, VMS_PER_QUERY};
+use super::budget::{Budget, Capped, VMS_PER_PAGE};
 use super::error::Error;
 use super::xml::{self, Element, EntityMetric, Fault, MoRef, ServiceContent, VmInfo};
 
@@ -410,28 +410,11 @@ impl Client {
         self.perf_query(vms, counters, interval, &range, samples)
     }
 
-    /// QueryPerf of `counters` (instance "") of `vms` at `interval`
-    /// seconds, in batches of at most [`VMS_PER_QUERY`] VMs; `range`
-    /// selects the samples in each querySpec (maxSample, or
-    /// startTime/endTime), of which there are at most `samples` per series
-    /// (sizes each answer's budget).
+    /// One batched QueryPerf of `counters` (instance "") of `vms` at
+    /// `interval` seconds; `range` selects the samples in each querySpec
+    /// (maxSample, or startTime/endTime), of which there are at most
+    /// `samples` per series (sizes the answer's budget).
     fn perf_query(
-        &mut self,
-        vms: &[String],
-        counters: &[i32],
-        interval: i32,
-        range: &str,
-        samples: usize,
-    ) -> Result<Vec<EntityMetric>, Error> {
-        let mut all = Vec::with_capacity(vms.len());
-        for batch in vms.chunks(VMS_PER_QUERY) {
-            all.extend(self.perf_batch(batch, counters, interval, range, samples)?);
-        }
-        Ok(all)
-    }
-
-    /// One QueryPerf call for `vms` (see [`Client::perf_query`]).
-    fn perf_batch(
         &mut self,
         vms: &[String],
         counters: &[i32],
@@ -590,9 +573,8 @@ impl super::Api for Client {
         xml::refresh_rate(&doc).map_err(|e| Error::Malformed(e.to_string()))
     }
 
-    /// QueryPerf for `vms` and `counters` (instance ""), at `interval`
-    /// seconds, the newest `max_sample` samples, in batches of at most
-    /// [`VMS_PER_QUERY`] VMs.
+    /// One batched QueryPerf for `vms` and `counters` (instance ""), at
+    /// `interval` seconds, the newest `max_sample` samples.
     fn query_perf(
         &mut self,
         vms: &[String],

@@ -38,9 +38,9 @@ pub trait Api {
     fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error>;
     /// A VM's realtime refresh rate (s).
     fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error>;
-    /// QueryPerf: `counters` of `vms` at `interval` seconds, the newest
-    /// `max_sample` samples (in as many calls as the source needs: the
-    /// SOAP client batches [`budget::VMS_PER_QUERY`] VMs per call).
+    /// One QueryPerf: `counters` of `vms` at `interval` seconds, the newest
+    /// `max_sample` samples (the collector asks for at most
+    /// [`budget::VMS_PER_QUERY`] VMs at once).
     fn query_perf(
         &mut self,
         vms: &[String],

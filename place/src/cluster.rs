@@ -105,7 +105,7 @@ pub fn read_cluster(c: &mut Client, a: &Args, s: &Settings) -> Result<Cluster, F
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     let view = c.create_vm_view()?;
     let mut vms: Vec<VmInfo> = c
-        .vms(&view)?
+        .vms(&view, &mut || {})?
         .into_iter()
         .filter(|v| v.powered_on && v.host.as_ref().is_some_and(|h| cr.hosts.contains(h)))
         .collect();

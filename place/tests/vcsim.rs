@@ -108,7 +108,7 @@ fn hosts_of(sim: &Vcsim) -> std::collections::BTreeMap<String, String> {
     let hosts = c.hosts().unwrap();
     let view = c.create_vm_view().unwrap();
     let out = c
-        .vms(&view)
+        .vms(&view, &mut || {})
         .unwrap()
         .into_iter()
         .map(|v| {

@@ -46,7 +46,12 @@ impl Collector<'_, '_> {
         });
         if due {
             let view = ep.view.clone().ok_or(Error::NotAuthenticated)?;
-            let mut fresh = ep.api()?.vms(&view)?;
+            // the lease renewed between pages, as between QueryPerf
+            // batches: thousands of VMs take tens of pages
+            let (lease, pid, rt) = (self.spec.lease, self.spec.pid, self.rt);
+            let mut fresh = ep.api()?.vms(&view, &mut || {
+                lease.beat(pid, rt.now_ms());
+            })?;
             keep_known_sizes(&mut fresh, &ep.inventory);
             ep.inventory = fresh;
             ep.inventory_at = Some(now);

@@ -437,7 +437,7 @@ impl Api for Client {
         })
     }
 
-    fn vms(&mut self, _view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+    fn vms(&mut self, _view: &MoRef, _: &mut dyn FnMut()) -> Result<Vec<VmInfo>, Error> {
         let names = self.cfg.profile.inventory_names();
         let q = selector(&names, None);
         let fresh = match self.query("inventory", &q, INVENTORY_CAP)? {

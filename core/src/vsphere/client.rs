@@ -294,13 +294,14 @@ impl Client {
 
     /// Every object of type `kind` in container view `view`, with
     /// properties `paths`, page by page ([`VMS_PER_PAGE`] objects each),
-    /// decoded by `decode`.
+    /// decoded by `decode`; `between_pages` runs before each continuation.
     fn objects_in<T>(
         &mut self,
         view: &MoRef,
         kind: &str,
         paths: &[&str],
         decode: Decode<T>,
+        between_pages: &mut dyn FnMut(),
     ) -> Result<Vec<T>, Error> {
         let paths: String = paths
             .iter()
@@ -321,6 +322,7 @@ impl Client {
             if pages > 10_000 {
                 return Err(Error::Malformed("endless continuation".into()));
             }
+            between_pages();
             let doc = self.retrieve(
                 "ContinueRetrievePropertiesEx",
                 format!("<token>{}</token>", escape(&t)),
@@ -374,7 +376,13 @@ impl Client {
     /// The ESXi hosts of the inventory (placement advisor).
     pub fn hosts(&mut self) -> Result<Vec<xml::HostInfo>, Error> {
         let view = self.view_of("HostSystem")?;
-        self.objects_in(&view, "HostSystem", &HOST_PROPERTIES, xml::hosts)
+        self.objects_in(
+            &view,
+            "HostSystem",
+            &HOST_PROPERTIES,
+            xml::hosts,
+            &mut || {},
+        )
     }
 
     /// The compute resources (clusters, and standalone hosts' own) with
@@ -386,6 +394,7 @@ impl Client {
             "ComputeResource",
             &["name", "host"],
             xml::compute_resources,
+            &mut || {},
         )
     }
 
@@ -557,8 +566,14 @@ impl super::Api for Client {
     }
 
     /// All VMs in `view` with the inventory properties.
-    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error> {
-        self.objects_in(view, "VirtualMachine", &VM_PROPERTIES, xml::vms)
+    fn vms(&mut self, view: &MoRef, between_pages: &mut dyn FnMut()) -> Result<Vec<VmInfo>, Error> {
+        self.objects_in(
+            view,
+            "VirtualMachine",
+            &VM_PROPERTIES,
+            xml::vms,
+            between_pages,
+        )
     }
 
     /// QueryPerfProviderSummary of a VM: its realtime refresh rate (s).

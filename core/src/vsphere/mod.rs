@@ -34,8 +34,10 @@ pub trait Api {
     fn perf_counters(&mut self) -> Result<Vec<(i32, String)>, Error>;
     /// A ContainerView of all VMs.
     fn create_vm_view(&mut self) -> Result<MoRef, Error>;
-    /// All VMs in `view` with the inventory properties.
-    fn vms(&mut self, view: &MoRef) -> Result<Vec<VmInfo>, Error>;
+    /// All VMs in `view` with the inventory properties, read page by page
+    /// (vCenter answers a large inventory in pages); `between_pages` runs
+    /// after each page but the last (the collector renews its lease there).
+    fn vms(&mut self, view: &MoRef, between_pages: &mut dyn FnMut()) -> Result<Vec<VmInfo>, Error>;
     /// A VM's realtime refresh rate (s).
     fn refresh_rate(&mut self, vm: &str) -> Result<i32, Error>;
     /// One QueryPerf: `counters` of `vms` at `interval` seconds, the newest

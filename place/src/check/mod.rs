@@ -430,7 +430,7 @@ fn check_logged_in(client: &mut dyn Api, job: &Job) -> Result<Outcome, Error> {
         COUNTERS.len() + 2
     );
     let view = client.create_vm_view()?;
-    let inventory = client.vms(&view)?;
+    let inventory = client.vms(&view, &mut || {})?;
     let scope = match &job.endpoint {
         SourceConf::Vsphere(v) => v.scope.as_deref().unwrap_or("the whole inventory"),
         SourceConf::Prometheus(_) => "the series of the exporter",

@@ -42,6 +42,28 @@ fn one_worker_holds_the_lease_until_it_dies_or_goes_silent() {
 }
 
 #[test]
+fn a_long_inventory_read_renews_the_lease_between_pages() {
+    let rig = Rig::new(&["interval=20s"]);
+    let mut a = rig.collector(10);
+    let mut b = rig.collector(11);
+    // four pages, each taking most of the takeover time
+    let page_ms = a.lease_timeout_ms * 4 / 5;
+    rig.vc().pages = (4, page_ms);
+    let start = rig.now() + 100;
+    rig.rt.now.set(start);
+    a.tick(start);
+    assert!(a.is_holder());
+    assert_eq!(rig.vc().times("ContinueRetrievePropertiesEx").len(), 3);
+    // the read outlasted the takeover time, yet the holder is not frozen
+    assert!(rig.now() - start > a.lease_timeout_ms);
+    b.tick(rig.now());
+    assert!(!b.is_holder());
+    a.tick(rig.now() + 100);
+    assert!(a.is_holder());
+    assert_eq!(rig.rt.logged(Level::Notice, "another worker took over"), 0);
+}
+
+#[test]
 fn peer_spec_takes_its_node_line_over_the_upstream() {
     let ups = parse_upstream(&["cpu_ratio=0.5"]).unwrap();
     let ip: IpAddr = "127.0.0.2".parse().unwrap();

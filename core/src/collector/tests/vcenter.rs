@@ -96,6 +96,8 @@ pub(super) struct Vc {
     pub(super) calls: Vec<(&'static str, u64)>,
     /// Counters left out of the catalog.
     pub(super) lacking: Vec<&'static str>,
+    /// Pages of an inventory read, and the time each takes (host ms).
+    pub(super) pages: (u64, u64),
 }
 
 impl Vc {
@@ -120,6 +122,7 @@ impl Vc {
             logins: 0,
             calls: Vec::new(),
             lacking: Vec::new(),
+            pages: (1, 0),
         }
     }
 
@@ -217,8 +220,15 @@ impl Api for Session {
             value: "session[1]view".into(),
         })
     }
-    fn vms(&mut self, _view: &MoRef) -> Result<Vec<VmInfo>, Error> {
+    fn vms(&mut self, _view: &MoRef, between: &mut dyn FnMut()) -> Result<Vec<VmInfo>, Error> {
         self.call("RetrievePropertiesEx", true)?;
+        let (pages, page_ms) = self.vc.borrow().pages;
+        for _ in 1..pages {
+            let clock = self.vc.borrow().clock.clone();
+            clock.set(clock.get() + page_ms);
+            between();
+            self.call("ContinueRetrievePropertiesEx", true)?;
+        }
         Ok(self.vc.borrow().vms.clone())
     }
     fn refresh_rate(&mut self, _vm: &str) -> Result<i32, Error> {

@@ -124,6 +124,7 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
 /// upstream never goes stale silently.
 fn supervise(spec: Spec, rt: NginxRuntime) {
     crate::util::quiet_panics();
+    lower_priority();
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
@@ -157,6 +158,30 @@ fn supervise(spec: Spec, rt: NginxRuntime) {
             std::thread::sleep(Duration::from_millis(50));
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// How many nice levels below the worker's event loop the collector
+/// thread runs: its parsing (tens of ms per poll of thousands of VMs) must
+/// not delay requests on a busy core, and at 10 it still gets about a
+/// tenth of a core that the event loop keeps busy.
+const COLLECTOR_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`COLLECTOR_NICE`] (at most
+/// to 19). Linux keeps a nice value per thread; the event loop keeps its
+/// own (`worker_priority`).
+fn lower_priority() {
+    // SAFETY: gettid, getpriority and setpriority take and return plain
+    // integers and change only this thread's nice value; errno is this
+    // thread's, cleared first because -1 is also a valid nice value.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + COLLECTOR_NICE).min(19));
     }
 }
 

@@ -428,6 +428,27 @@ fn one_session_for_many_workers_and_takeover() {
     );
 }
 
+/// The collector thread runs ten nice levels below the worker's event
+/// loop (`worker_priority` as set), so its parsing yields to requests.
+#[test]
+fn the_collector_thread_yields_to_the_event_loop() {
+    let env = VsEnv::start(VsOpts {
+        main_extra: "worker_priority 3;".into(),
+        ..VsOpts::default()
+    });
+    let worker = env.nginx.workers()[0];
+    let niced = wait_for(Duration::from_secs(5), || {
+        let threads = nginx::thread_nice(worker);
+        let collector = threads.iter().find(|t| t.0 == "dwepc-collector")?;
+        (collector.1 == 13).then_some(threads)
+    });
+    let threads = niced.unwrap_or_else(|| nginx::thread_nice(worker));
+    let event_loop = threads.iter().find(|t| t.0 == "nginx");
+    assert_eq!(event_loop.map(|t| t.1), Some(3), "{threads:?}");
+    let collector = threads.iter().find(|t| t.0 == "dwepc-collector");
+    assert_eq!(collector.map(|t| t.1), Some(13), "{threads:?}");
+}
+
 /// Reloads while polling: no hang, old workers exit promptly, no thread
 /// leak, sessions are logged out.
 #[test]

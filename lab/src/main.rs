@@ -50,8 +50,12 @@ enum Cmd {
         wrk: WrkArgs,
         /// Run vcsim at the lowest CPU priority, as if the vCenter were
         /// on another machine.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "apart")]
         niced: bool,
+        /// Run vcsim on CPU 1 alone and everything else on CPU 0, so a
+        /// poll's cost on the proxy's core is the module's own.
+        #[arg(long)]
+        apart: bool,
     },
     /// Tables (summary.md) and plots from a results directory.
     Report {
@@ -495,10 +499,17 @@ fn main() {
             servers,
             wrk: w,
             niced,
+            apart,
         } => {
+            use dwepc_lab::scale::Vcenter;
+            let vcenter = match (niced, apart) {
+                (true, _) => Vcenter::Niced,
+                (_, true) => Vcenter::Apart,
+                _ => Vcenter::Shared,
+            };
             println!(
                 "{}",
-                dwepc_lab::scale::run(servers, w.rounds, w.duration, w.connections, niced)
+                dwepc_lab::scale::run(servers, w.rounds, w.duration, w.connections, vcenter)
             );
             Ok(())
         }

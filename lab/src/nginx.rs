@@ -234,6 +234,23 @@ pub fn threads(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// Each thread of process `pid`: its name and nice value.
+pub fn thread_nice(pid: i32) -> Vec<(String, i32)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // after the name's closing parenthesis, nice is the 17th field
+            let nice = stat.rsplit_once(')')?.1.split_whitespace().nth(16)?;
+            Some((name.trim().to_string(), nice.parse().ok()?))
+        })
+        .collect()
+}
+
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }

@@ -6,7 +6,7 @@
 //! held (vcsim stopped, counters still within their TTL).
 //!
 //! ```text
-//! dwepc-lab scale --servers 2000 [--niced]
+//! dwepc-lab scale --servers 2000 [--niced | --apart]
 //! ```
 
 use std::fmt::Write as _;
@@ -105,26 +105,43 @@ struct Measured {
     hwm_mb: f64,
 }
 
+/// Where vcsim runs against the proxy (in production the vCenter is on
+/// another machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vcenter {
+    /// On the same cores as everything else, at the same priority.
+    Shared,
+    /// On the same cores, every thread at nice 19.
+    Niced,
+    /// On CPU 1 alone; the proxy, its backends, wrk and this command on
+    /// CPU 0 (so a poll's cost on the proxy's core is the module's).
+    Apart,
+}
+
 /// Runs the comparison with `servers` servers: `rounds` rounds of `secs`
-/// seconds per configuration, interleaved; with `niced`, vcsim runs at the
-/// lowest CPU priority (a vCenter on another machine takes none of the
-/// proxy's CPU). Returns the Markdown report.
-pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, niced: bool) -> String {
+/// seconds per configuration, interleaved, vcsim placed as `vcenter`
+/// says. Returns the Markdown report.
+pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcenter) -> String {
     assert!(
         (1..=PER_NET * 200).contains(&servers),
         "--servers must be 1..={}",
         PER_NET * 200
     );
+    if vcenter == Vcenter::Apart {
+        // this thread, and every process it starts from now on
+        pin(0, PROXY_CPU).expect("--apart needs two CPUs: cannot pin to CPU 0");
+    }
     let bport = free_port();
     let _backends = backends(servers, bport);
     let (mut vc, pw) = vcsim(servers);
-    if niced {
-        lowest_priority(vc.pid().map_or(0, |p| p as i32));
-    }
     let port = free_port();
     let mut all: Vec<Vec<Measured>> = vec![vec![]; CONFIGS.len()];
     for round in 0..rounds {
         for (k, c) in CONFIGS.iter().enumerate() {
+            // again before each measurement: threads vcsim started since
+            // inherit from the thread that started them, but not always
+            // one placed already
+            place(vc.pid().map_or(0, |p| p as i32), vcenter);
             let text = proxy_conf(&vc, &pw, c.lines, servers, bport, port);
             let m = measure(&mut vc, c, &text, port, secs, conns);
             eprintln!(
@@ -137,18 +154,51 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, niced: bool) ->
     report(servers, &all)
 }
 
-/// Every thread of process `pid` at nice 19 (Linux's nice is per thread;
-/// threads it starts later inherit it).
-fn lowest_priority(pid: i32) {
+/// The CPU of the proxy (and everything but vcsim) with `--apart`, and
+/// vcsim's.
+const PROXY_CPU: usize = 0;
+const VCSIM_CPU: usize = 1;
+
+/// Places every thread of process `pid` as `vcenter` says.
+fn place(pid: i32, vcenter: Vcenter) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return;
     };
     for t in tasks.flatten() {
-        if let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() {
+        let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() else {
+            continue;
+        };
+        match vcenter {
+            Vcenter::Shared => {}
             // SAFETY: setpriority takes plain integers and only changes the
             // scheduling priority of thread `tid` (ours to lower: a child).
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+            Vcenter::Niced => unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            },
+            Vcenter::Apart => {
+                pin(tid as libc::pid_t, VCSIM_CPU)
+                    .expect("--apart needs two CPUs: cannot pin vcsim to CPU 1");
+            }
         }
+    }
+}
+
+/// Thread `tid` (0: the calling thread) on CPU `cpu` only; threads and
+/// processes it starts afterwards inherit that.
+fn pin(tid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain bits (all-zero is the empty set);
+    // CPU_SET indexes its words (cpu is 0 or 1, far below CPU_SETSIZE);
+    // sched_setaffinity reads size_of::<cpu_set_t>() bytes of it and
+    // changes only thread tid's affinity.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, core::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

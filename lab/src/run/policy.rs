@@ -36,6 +36,9 @@ pub enum Policy {
     DwepcTimeDrawn4,
     /// [`Policy::DwepcTime`] with `choices=8`.
     DwepcTimeDrawn8,
+    /// [`Policy::DwepcTime`] with `choices=all`: every peer compared at
+    /// any size (the default draws eight above 64 peers).
+    DwepcTimeScan,
     /// `dwepc mode=least_time` with capacity weights: NGINX Plus's
     /// least_time ((in-flight + 1) × peak-EWMA response time ÷ weight), the
     /// least_time-class baseline.
@@ -63,7 +66,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 19] = [
+    pub const ALL: [Policy; 20] = [
         Policy::Rr,
         Policy::Wrr,
         Policy::Lc,
@@ -77,6 +80,7 @@ impl Policy {
         Policy::DwepcTimeDrawn,
         Policy::DwepcTimeDrawn4,
         Policy::DwepcTimeDrawn8,
+        Policy::DwepcTimeScan,
         Policy::LeastTime,
         Policy::RandomTwo,
         Policy::DwepcTimeSlow,
@@ -100,6 +104,7 @@ impl Policy {
             Policy::DwepcTimeDrawn => "dwepc_least_time_drawn",
             Policy::DwepcTimeDrawn4 => "dwepc_least_time_drawn4",
             Policy::DwepcTimeDrawn8 => "dwepc_least_time_drawn8",
+            Policy::DwepcTimeScan => "dwepc_least_time_scan",
             Policy::LeastTime => "least_time",
             Policy::RandomTwo => "random_two",
             Policy::DwepcTimeSlow => "dwepc_least_time_slow_start",
@@ -124,6 +129,7 @@ impl Policy {
             Policy::DwepcTimeDrawn => "hybd",
             Policy::DwepcTimeDrawn4 => "hybd4",
             Policy::DwepcTimeDrawn8 => "hybd8",
+            Policy::DwepcTimeScan => "hyba",
             Policy::LeastTime => "lt",
             Policy::RandomTwo => "p2c",
             Policy::DwepcTimeSlow => "hybss",
@@ -165,6 +171,7 @@ impl Policy {
                 | Policy::DwepcTimeDrawn
                 | Policy::DwepcTimeDrawn4
                 | Policy::DwepcTimeDrawn8
+                | Policy::DwepcTimeScan
                 | Policy::DwepcTimeSlow
                 | Policy::DwepcTimeProm
         )
@@ -208,6 +215,9 @@ impl Policy {
             Policy::DwepcTimeDrawn8 => {
                 format!("dwepc interval={i}s pick=least_time choices=8;")
             }
+            Policy::DwepcTimeScan => {
+                format!("dwepc interval={i}s pick=least_time choices=all;")
+            }
             Policy::DwepcTimeProm => {
                 format!("dwepc prometheus=lab interval={i}s pick=least_time;")
             }
@@ -242,9 +252,15 @@ mod tests {
                     Policy::DwepcTimeDrawn8 => Some(8),
                     _ => None,
                 };
-                // the others compare every peer of the lab's clusters (at
-                // most 40 VMs: the default `auto` scans up to 64)
+                // the others compare every peer of the lab's clusters of
+                // up to 40 VMs (the default `auto` scans up to 64)
                 assert_eq!(c.tuning.choices.drawn(40), drawn, "{line}");
+                // on the 100-VM cluster the default draws eight, hyba scans
+                match p {
+                    Policy::DwepcTime => assert_eq!(c.tuning.choices.drawn(100), Some(8)),
+                    Policy::DwepcTimeScan => assert_eq!(c.tuning.choices.drawn(100), None),
+                    _ => {}
+                }
             }
         }
         // the default with two choices drawn: the same line plus choices=2

@@ -32,7 +32,8 @@ pub enum Choices {
     /// the full scan's p95, p99 and CoV where two drawn had 1.6× its p99
     /// (both drawn busy, the request waits), but not its median (8 ms
     /// against 4): up to 64 peers the scan keeps it, for at most about a
-    /// microsecond per pick.
+    /// microsecond per pick. On 100 VMs eight drawn matched the scan's p99
+    /// too.
     Auto,
 }
 

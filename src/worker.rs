@@ -124,7 +124,12 @@ fn build_spec(main: &MainState) -> Option<Spec<'_>> {
 /// upstream never goes stale silently.
 fn supervise(spec: Spec, rt: NginxRuntime) {
     crate::util::quiet_panics();
-    lower_priority();
+    if let Err(e) = lower_priority() {
+        rt.log(
+            Level::Info,
+            &format!("dwepc: the collector thread keeps the event loop's CPU priority: {e}"),
+        );
+    }
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
@@ -169,8 +174,8 @@ const COLLECTOR_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority by [`COLLECTOR_NICE`] (at most
 /// to 19). Linux keeps a nice value per thread; the event loop keeps its
-/// own (`worker_priority`).
-fn lower_priority() {
+/// own (`worker_priority`), threads this one starts inherit it.
+fn lower_priority() -> std::io::Result<()> {
     // SAFETY: gettid, getpriority and setpriority take and return plain
     // integers and change only this thread's nice value; errno is this
     // thread's, cleared first because -1 is also a valid nice value.
@@ -179,10 +184,13 @@ fn lower_priority() {
         *libc::__errno_location() = 0;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid);
         if now == -1 && *libc::__errno_location() != 0 {
-            return;
+            return Err(std::io::Error::last_os_error());
         }
-        libc::setpriority(libc::PRIO_PROCESS, tid, (now + COLLECTOR_NICE).min(19));
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + COLLECTOR_NICE).min(19)) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
+    Ok(())
 }
 
 /// Spawns `f` on a thread with every signal blocked.

@@ -48,14 +48,15 @@ enum Cmd {
         servers: usize,
         #[command(flatten)]
         wrk: WrkArgs,
-        /// Run vcsim at the lowest CPU priority, as if the vCenter were
-        /// on another machine.
-        #[arg(long, conflicts_with = "apart")]
+        /// Run vcsim at nice 19 on the same cores (it still gets the
+        /// cores' idle time).
+        #[arg(long, conflicts_with = "vcsim_apart")]
         niced: bool,
-        /// Run vcsim on CPU 1 alone and everything else on CPU 0, so a
-        /// poll's cost on the proxy's core is the module's own.
+        /// Run vcsim on CPU 1 alone and everything else on CPU 0, as if
+        /// the vCenter were on another machine: a poll's cost on the
+        /// proxy's core is then the module's own.
         #[arg(long)]
-        apart: bool,
+        vcsim_apart: bool,
     },
     /// Tables (summary.md) and plots from a results directory.
     Report {
@@ -499,10 +500,10 @@ fn main() {
             servers,
             wrk: w,
             niced,
-            apart,
+            vcsim_apart,
         } => {
             use dwepc_lab::scale::Vcenter;
-            let vcenter = match (niced, apart) {
+            let vcenter = match (niced, vcsim_apart) {
                 (true, _) => Vcenter::Niced,
                 (_, true) => Vcenter::Apart,
                 _ => Vcenter::Shared,

@@ -229,24 +229,40 @@ pub fn cmdline(pid: i32) -> String {
 
 /// Threads of a process.
 pub fn threads(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    tasks(pid).len()
 }
 
-/// Each thread of process `pid`: its name and nice value.
-pub fn thread_nice(pid: i32) -> Vec<(String, i32)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+/// A thread of a process, as `/proc/PID/task/TID` shows it.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub tid: i32,
+    pub name: String,
+    /// User and system CPU time, ms.
+    pub cpu_ms: f64,
+    pub nice: i32,
+}
+
+/// Every thread of process `pid` (none if it is gone).
+pub fn tasks(pid: i32) -> Vec<Task> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    tasks
-        .flatten()
+    let tick_ms = 1000.0 / 100.0; // USER_HZ
+    dir.flatten()
         .filter_map(|t| {
+            let tid = t.file_name().to_string_lossy().parse().ok()?;
             let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
             let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            // after the name's closing parenthesis, nice is the 17th field
-            let nice = stat.rsplit_once(')')?.1.split_whitespace().nth(16)?;
-            Some((name.trim().to_string(), nice.parse().ok()?))
+            // after the name's closing parenthesis: field 3 on (utime,
+            // stime and nice are fields 14, 15 and 19)
+            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = |k: usize| f.get(k).and_then(|x| x.parse::<f64>().ok());
+            Some(Task {
+                tid,
+                name: name.trim().to_string(),
+                cpu_ms: (ticks(11)? + ticks(12)?) * tick_ms,
+                nice: f.get(16)?.parse().ok()?,
+            })
         })
         .collect()
 }

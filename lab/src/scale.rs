@@ -6,14 +6,14 @@
 //! held (vcsim stopped, counters still within their TTL).
 //!
 //! ```text
-//! dwepc-lab scale --servers 2000 [--niced | --apart]
+//! dwepc-lab scale --servers 2000 [--niced | --vcsim-apart]
 //! ```
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::nginx::{conf_with_events, Nginx};
+use crate::nginx::{conf_with_events, tasks, Nginx};
 use crate::overhead::{median, vcsim_with_load, wrk};
 use crate::vcsim::{Vcsim, VmSpec};
 use crate::{free_port, http};
@@ -97,7 +97,8 @@ struct Measured {
     poll_ms: Option<f64>,
     /// CPU time per poll, ms: the worker's threads besides the event
     /// loop (the collector), and vcsim (in production the vCenter's, on
-    /// another machine; here it shares the two cores with the proxy).
+    /// another machine; here on the proxy's cores unless
+    /// [`Vcenter::Apart`]).
     collector_cpu_ms: Option<f64>,
     vcsim_cpu_ms: Option<f64>,
     /// The worker's resident memory after wrk, and its peak, MB.
@@ -129,7 +130,8 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
     );
     if vcenter == Vcenter::Apart {
         // this thread, and every process it starts from now on
-        pin(0, PROXY_CPU).expect("--apart needs two CPUs: cannot pin to CPU 0");
+        pin(0, PROXY_CPU)
+            .unwrap_or_else(|e| panic!("--vcsim-apart: cannot pin this command to CPU 0: {e}"));
     }
     let bport = free_port();
     let _backends = backends(servers, bport);
@@ -151,34 +153,29 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
             all[k].push(m);
         }
     }
-    report(servers, &all)
+    report(servers, vcenter, &all)
 }
 
-/// The CPU of the proxy (and everything but vcsim) with `--apart`, and
-/// vcsim's.
+/// The CPU of the proxy (and everything but vcsim) with `--vcsim-apart`,
+/// and vcsim's.
 const PROXY_CPU: usize = 0;
 const VCSIM_CPU: usize = 1;
 
 /// Places every thread of process `pid` as `vcenter` says.
 fn place(pid: i32, vcenter: Vcenter) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
-    };
-    for t in tasks.flatten() {
-        let Ok(tid) = t.file_name().to_string_lossy().parse::<libc::id_t>() else {
-            continue;
-        };
+    for t in tasks(pid) {
         match vcenter {
             Vcenter::Shared => {}
             // SAFETY: setpriority takes plain integers and only changes the
             // scheduling priority of thread `tid` (ours to lower: a child).
             Vcenter::Niced => unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+                libc::setpriority(libc::PRIO_PROCESS, t.tid as libc::id_t, 19);
             },
-            Vcenter::Apart => {
-                pin(tid as libc::pid_t, VCSIM_CPU)
-                    .expect("--apart needs two CPUs: cannot pin vcsim to CPU 1");
-            }
+            Vcenter::Apart => match pin(t.tid, VCSIM_CPU) {
+                // the thread ended since it was listed
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                r => r.unwrap_or_else(|e| panic!("--vcsim-apart: cannot pin vcsim to CPU 1: {e}")),
+            },
         }
     }
 }
@@ -277,24 +274,14 @@ fn memory_mb(pid: i32) -> (f64, f64) {
 
 /// CPU time of process `pid`'s threads (all, or all but the first), ms.
 fn cpu_ms(pid: i32, all: bool) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let tasks = tasks(pid);
+    if tasks.is_empty() {
         return f64::NAN;
-    };
-    let tick_ms = 1000.0 / 100.0; // USER_HZ
+    }
     tasks
-        .flatten()
-        .filter(|t| all || t.file_name().to_string_lossy() != pid.to_string())
-        .map(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            // after the command's closing parenthesis: fields 3.. (utime
-            // and stime are fields 14 and 15)
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<f64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0.0))
-                .collect();
-            (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) * tick_ms
-        })
+        .iter()
+        .filter(|t| all || t.tid != pid)
+        .map(|t| t.cpu_ms)
         .sum()
 }
 
@@ -365,7 +352,7 @@ fn vc_servers(text: &str) -> usize {
 
 /// The Markdown report: throughput and p99 against least_conn, and the
 /// collector's cost.
-fn report(servers: usize, all: &[Vec<Measured>]) -> String {
+fn report(servers: usize, vcenter: Vcenter, all: &[Vec<Measured>]) -> String {
     let med = |k: usize, f: fn(&Measured) -> f64| {
         let v: Vec<f64> = all[k].iter().map(f).filter(|x| x.is_finite()).collect();
         median(&v)
@@ -373,8 +360,13 @@ fn report(servers: usize, all: &[Vec<Measured>]) -> String {
     let lc_rps = med(1, |m| m.rps);
     let lc_p99 = med(1, |m| m.p99_ms);
     let mut s = format!(
-        "{servers} servers, {} rounds\n\n| configuration | req/s (median) | vs least_conn | p99 ms (median) | p99 vs least_conn | worker RSS MB (peak) |\n|---|---|---|---|---|---|\n",
-        all[0].len()
+        "{servers} servers, {} rounds, vcsim {}\n\n| configuration | req/s (median) | vs least_conn | p99 ms (median) | p99 vs least_conn | worker RSS MB (peak) |\n|---|---|---|---|---|---|\n",
+        all[0].len(),
+        match vcenter {
+            Vcenter::Shared => "on the proxy's cores",
+            Vcenter::Niced => "on the proxy's cores at nice 19",
+            Vcenter::Apart => "on CPU 1, everything else on CPU 0",
+        }
     );
     for (k, c) in CONFIGS.iter().enumerate() {
         let (rps, p99) = (med(k, |m| m.rps), med(k, |m| m.p99_ms));

@@ -116,11 +116,14 @@ impl Collector<'_, '_> {
         // of thousands of VMs must not look like a frozen holder
         let mut metrics = Vec::with_capacity(vms.len());
         for (b, batch) in vms.chunks(VMS_PER_QUERY).enumerate() {
-            if b > 0 {
-                self.spec.lease.beat(self.spec.pid, self.rt.now_ms());
+            if b > 0 && !self.renew_lease() {
+                return Ok(());
             }
             let api = self.eps[k].api()?;
             metrics.extend(api.query_perf(batch, &wanted, refresh_s, max_sample)?);
+        }
+        if !self.renew_lease() {
+            return Ok(());
         }
         let skew = self.eps[k].skew_ms;
         if let (Some(mhz), Some(pct)) = (ids[CPU], percent) {

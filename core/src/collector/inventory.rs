@@ -52,6 +52,10 @@ impl Collector<'_, '_> {
             let mut fresh = ep.api()?.vms(&view, &mut || {
                 lease.beat(pid, rt.now_ms());
             })?;
+            if !self.renew_lease() {
+                return Ok(());
+            }
+            let ep = &mut self.eps[k];
             keep_known_sizes(&mut fresh, &ep.inventory);
             ep.inventory = fresh;
             ep.inventory_at = Some(now);

@@ -9,6 +9,14 @@ use super::runtime::Level;
 use super::Collector;
 
 impl Collector<'_, '_> {
+    /// Renews the lease within a poll (between its calls, which may
+    /// outlast the takeover time together); false if another worker took
+    /// it over meanwhile: the poll then publishes nothing (one writer
+    /// publishes) and leaves the outcome to the new holder.
+    pub(super) fn renew_lease(&self) -> bool {
+        self.spec.lease.beat(self.spec.pid, self.rt.now_ms())
+    }
+
     /// Takes or renews the lease at `now_ms`, and acts on a change: a lost
     /// lease hands the sessions over, a new one polls every endpoint at
     /// once (reading whole windows, and taking over a session the

@@ -42,6 +42,13 @@ impl Collector<'_, '_> {
                 t.bytes - traffic_before.bytes,
                 t.answer_us - traffic_before.answer_us,
             );
+        }
+        if !self.renew_lease() {
+            // another worker took over during this poll: its outcome is
+            // the new holder's to say (the next tick lets the lease go)
+            return;
+        }
+        if let Some(r) = record {
             match &result {
                 Ok(()) => r.success(now),
                 Err(e) => r.error(e),

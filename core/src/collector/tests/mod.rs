@@ -64,6 +64,31 @@ fn a_long_inventory_read_renews_the_lease_between_pages() {
 }
 
 #[test]
+fn a_holder_that_lost_the_lease_during_a_poll_publishes_nothing_of_it() {
+    let rig = Rig::new(&["interval=20s"]);
+    let mut a = rig.collector(10);
+    rig.run(&mut a, 60_000, varying);
+    assert!(a.is_holder());
+    let published = rig.zone().valid_until();
+    let successes = rig.record().stats(rig.now()).last_success_ms;
+    // another worker takes the lease over while a waits for QueryPerf
+    rig.vc().takeover = Some(("QueryPerf", 11, rig.lease.clone()));
+    let until = rig.now() + 40_000;
+    while rig.vc().takeover.is_some() && rig.now() < until {
+        rig.run(&mut a, rig.now() + 100, varying);
+    }
+    assert!(rig.vc().takeover.is_none(), "no QueryPerf in 40 s");
+    // its next tick (the new holder's lease fresh) lets it go
+    rig.run(&mut a, rig.now() + 100, varying);
+    assert!(!a.is_holder());
+    assert_eq!(Lease::new(&rig.lease).unwrap().holder(), 11);
+    // the samples a read then were not published, nor its outcome
+    assert_eq!(rig.zone().valid_until(), published);
+    assert_eq!(rig.record().stats(rig.now()).last_success_ms, successes);
+    assert_eq!(rig.rt.logged(Level::Notice, "another worker took over"), 1);
+}
+
+#[test]
 fn peer_spec_takes_its_node_line_over_the_upstream() {
     let ups = parse_upstream(&["cpu_ratio=0.5"]).unwrap();
     let ip: IpAddr = "127.0.0.2".parse().unwrap();

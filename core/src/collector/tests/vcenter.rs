@@ -98,6 +98,9 @@ pub(super) struct Vc {
     pub(super) lacking: Vec<&'static str>,
     /// Pages of an inventory read, and the time each takes (host ms).
     pub(super) pages: (u64, u64),
+    /// At the next call of this method, the worker of this pid takes the
+    /// lease (in these words) over, as if the caller had frozen.
+    pub(super) takeover: Option<(&'static str, u64, Rc<[AtomicU64]>)>,
 }
 
 impl Vc {
@@ -123,6 +126,7 @@ impl Vc {
             calls: Vec::new(),
             lacking: Vec::new(),
             pages: (1, 0),
+            takeover: None,
         }
     }
 
@@ -154,6 +158,12 @@ impl Session {
         let mut vc = self.vc.borrow_mut();
         let now = vc.clock.get();
         vc.calls.push((method, now));
+        if vc.takeover.as_ref().is_some_and(|t| t.0 == method) {
+            let (_, pid, words) = vc.takeover.take().unwrap_or_else(|| unreachable!());
+            let lease = Lease::new(&words).unwrap();
+            lease.release(lease.holder());
+            assert!(lease.acquire(pid, now, 1, |_| true));
+        }
         if let Some((m, e)) = &vc.failing {
             if *m == method || *m == "*" {
                 return Err(e.clone());
@@ -295,7 +305,7 @@ pub(super) const NET_PER_REQUEST: i64 = 5;
 /// zone, the lease, and the test runtime.
 pub(super) struct Rig {
     pub(super) zone: Vec<AtomicU64>,
-    pub(super) lease: Vec<AtomicU64>,
+    pub(super) lease: Rc<[AtomicU64]>,
     pub(super) conf: UpstreamConf,
     pub(super) rt: TestRuntime,
     /// Requests completed per server in the current 20-s period.

@@ -57,6 +57,10 @@ enum Cmd {
         /// proxy's core is then the module's own.
         #[arg(long)]
         vcsim_apart: bool,
+        /// With --vcsim-apart: the proxy worker's collector threads on
+        /// CPU 1 too (a proxy with a core to spare).
+        #[arg(long, requires = "vcsim_apart")]
+        collector_apart: bool,
     },
     /// Tables (summary.md) and plots from a results directory.
     Report {
@@ -501,11 +505,13 @@ fn main() {
             wrk: w,
             niced,
             vcsim_apart,
+            collector_apart,
         } => {
             use dwepc_lab::scale::Vcenter;
-            let vcenter = match (niced, vcsim_apart) {
-                (true, _) => Vcenter::Niced,
-                (_, true) => Vcenter::Apart,
+            let vcenter = match (niced, vcsim_apart, collector_apart) {
+                (true, ..) => Vcenter::Niced,
+                (_, true, true) => Vcenter::ApartWithCollector,
+                (_, true, false) => Vcenter::Apart,
                 _ => Vcenter::Shared,
             };
             println!(

@@ -6,7 +6,7 @@
 //! held (vcsim stopped, counters still within their TTL).
 //!
 //! ```text
-//! dwepc-lab scale --servers 2000 [--niced | --vcsim-apart]
+//! dwepc-lab scale --servers 2000 [--niced | --vcsim-apart [--collector-apart]]
 //! ```
 
 use std::fmt::Write as _;
@@ -117,6 +117,16 @@ pub enum Vcenter {
     /// On CPU 1 alone; the proxy, its backends, wrk and this command on
     /// CPU 0 (so a poll's cost on the proxy's core is the module's).
     Apart,
+    /// As [`Vcenter::Apart`], and the proxy worker's threads other than
+    /// its event loop (the collector and its HTTP client's) on CPU 1 too:
+    /// a proxy whose cores are not all busy.
+    ApartWithCollector,
+}
+
+impl Vcenter {
+    fn apart(self) -> bool {
+        matches!(self, Vcenter::Apart | Vcenter::ApartWithCollector)
+    }
 }
 
 /// Runs the comparison with `servers` servers: `rounds` rounds of `secs`
@@ -128,7 +138,7 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
         "--servers must be 1..={}",
         PER_NET * 200
     );
-    if vcenter == Vcenter::Apart {
+    if vcenter.apart() {
         // this thread, and every process it starts from now on
         pin(0, PROXY_CPU)
             .unwrap_or_else(|e| panic!("--vcsim-apart: cannot pin this command to CPU 0: {e}"));
@@ -145,7 +155,7 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
             // one placed already
             place(vc.pid().map_or(0, |p| p as i32), vcenter);
             let text = proxy_conf(&vc, &pw, c.lines, servers, bport, port);
-            let m = measure(&mut vc, c, &text, port, secs, conns);
+            let m = measure(&mut vc, c, &text, port, (secs, conns), vcenter);
             eprintln!(
                 "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each; CPU collector {:?} ms, vcsim {:?} ms)  rss {:.1} MB (peak {:.1})",
                 c.name, m.rps, m.p99_ms, m.takeover_s, m.polls, m.poll_ms, m.collector_cpu_ms, m.vcsim_cpu_ms, m.rss_mb, m.hwm_mb
@@ -171,11 +181,17 @@ fn place(pid: i32, vcenter: Vcenter) {
             Vcenter::Niced => unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, t.tid as libc::id_t, 19);
             },
-            Vcenter::Apart => match pin(t.tid, VCSIM_CPU) {
-                // the thread ended since it was listed
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                r => r.unwrap_or_else(|e| panic!("--vcsim-apart: cannot pin vcsim to CPU 1: {e}")),
-            },
+            Vcenter::Apart | Vcenter::ApartWithCollector => pin_or_gone(t.tid, VCSIM_CPU),
+        }
+    }
+}
+
+/// [`pin`], a thread that ended since it was listed left alone.
+fn pin_or_gone(tid: libc::pid_t, cpu: usize) {
+    match pin(tid, cpu) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        r => {
+            r.unwrap_or_else(|e| panic!("--vcsim-apart: cannot pin thread {tid} to CPU {cpu}: {e}"))
         }
     }
 }
@@ -286,7 +302,14 @@ fn cpu_ms(pid: i32, all: bool) -> f64 {
 }
 
 /// One measurement of configuration `c`.
-fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: u32) -> Measured {
+fn measure(
+    vc: &mut Vcsim,
+    c: &Config,
+    text: &str,
+    port: u16,
+    (secs, conns): (u64, u32),
+    vcenter: Vcenter,
+) -> Measured {
     let started = Instant::now();
     let mut ng = Nginx::start(text, port);
     let mut m = Measured::default();
@@ -307,6 +330,14 @@ fn measure(vc: &mut Vcsim, c: &Config, text: &str, port: u16, secs: u64, conns: 
             std::thread::sleep(Duration::from_millis(200));
         }
         m.takeover_s = Some(started.elapsed().as_secs_f64());
+    }
+    if vcenter == Vcenter::ApartWithCollector {
+        // every thread the collector needs exists once counters took over
+        for w in ng.workers() {
+            for t in tasks(w).iter().filter(|t| t.tid != w) {
+                pin_or_gone(t.tid, VCSIM_CPU);
+            }
+        }
     }
     let held = c.held.then(|| vc.pid()).flatten();
     if let Some(pid) = held {
@@ -366,6 +397,8 @@ fn report(servers: usize, vcenter: Vcenter, all: &[Vec<Measured>]) -> String {
             Vcenter::Shared => "on the proxy's cores",
             Vcenter::Niced => "on the proxy's cores at nice 19",
             Vcenter::Apart => "on CPU 1, everything else on CPU 0",
+            Vcenter::ApartWithCollector =>
+                "and the proxy worker's collector threads on CPU 1, everything else on CPU 0",
         }
     );
     for (k, c) in CONFIGS.iter().enumerate() {

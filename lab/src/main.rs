@@ -61,6 +61,9 @@ enum Cmd {
         /// CPU 1 too (a proxy with a core to spare).
         #[arg(long, requires = "vcsim_apart")]
         collector_apart: bool,
+        /// The dwepc configurations' poll interval, s (`interval=`).
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
     },
     /// Tables (summary.md) and plots from a results directory.
     Report {
@@ -506,6 +509,7 @@ fn main() {
             niced,
             vcsim_apart,
             collector_apart,
+            interval,
         } => {
             use dwepc_lab::scale::Vcenter;
             let vcenter = match (niced, vcsim_apart, collector_apart) {
@@ -516,7 +520,13 @@ fn main() {
             };
             println!(
                 "{}",
-                dwepc_lab::scale::run(servers, w.rounds, w.duration, w.connections, vcenter)
+                dwepc_lab::scale::run(
+                    servers,
+                    w.rounds,
+                    (w.duration, w.connections),
+                    vcenter,
+                    interval
+                )
             );
             Ok(())
         }

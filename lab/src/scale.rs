@@ -6,7 +6,7 @@
 //! held (vcsim stopped, counters still within their TTL).
 //!
 //! ```text
-//! dwepc-lab scale --servers 2000 [--niced | --vcsim-apart [--collector-apart]]
+//! dwepc-lab scale --servers 2000 [--interval 2] [--niced | --vcsim-apart [--collector-apart]]
 //! ```
 
 use std::fmt::Write as _;
@@ -131,8 +131,15 @@ impl Vcenter {
 
 /// Runs the comparison with `servers` servers: `rounds` rounds of `secs`
 /// seconds per configuration, interleaved, vcsim placed as `vcenter`
-/// says. Returns the Markdown report.
-pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcenter) -> String {
+/// says, the dwepc configurations polling every `interval_s` seconds.
+/// Returns the Markdown report.
+pub fn run(
+    servers: usize,
+    rounds: usize,
+    (secs, conns): (u64, u32),
+    vcenter: Vcenter,
+    interval_s: u64,
+) -> String {
     assert!(
         (1..=PER_NET * 200).contains(&servers),
         "--servers must be 1..={}",
@@ -154,7 +161,10 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
             // inherit from the thread that started them, but not always
             // one placed already
             place(vc.pid().map_or(0, |p| p as i32), vcenter);
-            let text = proxy_conf(&vc, &pw, c.lines, servers, bport, port);
+            let lines = c
+                .lines
+                .replace("interval=2s", &format!("interval={interval_s}s"));
+            let text = proxy_conf(&vc, &pw, &lines, servers, bport, port);
             let m = measure(&mut vc, c, &text, port, (secs, conns), vcenter);
             eprintln!(
                 "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each; CPU collector {:?} ms, vcsim {:?} ms)  rss {:.1} MB (peak {:.1})",
@@ -163,7 +173,7 @@ pub fn run(servers: usize, rounds: usize, secs: u64, conns: u32, vcenter: Vcente
             all[k].push(m);
         }
     }
-    report(servers, vcenter, &all)
+    report(servers, vcenter, interval_s, &all)
 }
 
 /// The CPU of the proxy (and everything but vcsim) with `--vcsim-apart`,
@@ -383,7 +393,7 @@ fn vc_servers(text: &str) -> usize {
 
 /// The Markdown report: throughput and p99 against least_conn, and the
 /// collector's cost.
-fn report(servers: usize, vcenter: Vcenter, all: &[Vec<Measured>]) -> String {
+fn report(servers: usize, vcenter: Vcenter, interval_s: u64, all: &[Vec<Measured>]) -> String {
     let med = |k: usize, f: fn(&Measured) -> f64| {
         let v: Vec<f64> = all[k].iter().map(f).filter(|x| x.is_finite()).collect();
         median(&v)
@@ -391,7 +401,7 @@ fn report(servers: usize, vcenter: Vcenter, all: &[Vec<Measured>]) -> String {
     let lc_rps = med(1, |m| m.rps);
     let lc_p99 = med(1, |m| m.p99_ms);
     let mut s = format!(
-        "{servers} servers, {} rounds, vcsim {}\n\n| configuration | req/s (median) | vs least_conn | p99 ms (median) | p99 vs least_conn | worker RSS MB (peak) |\n|---|---|---|---|---|---|\n",
+        "{servers} servers, {} rounds, a poll every {interval_s} s, vcsim {}\n\n| configuration | req/s (median) | vs least_conn | p99 ms (median) | p99 vs least_conn | worker RSS MB (peak) |\n|---|---|---|---|---|---|\n",
         all[0].len(),
         match vcenter {
             Vcenter::Shared => "on the proxy's cores",

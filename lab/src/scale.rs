@@ -30,13 +30,28 @@ fn ip(i: usize) -> String {
 /// One configuration compared.
 struct Config {
     name: &'static str,
-    /// The upstream block's method lines.
+    /// The upstream block's method line; for a `live` one, the `dwepc`
+    /// parameters besides `interval=` and `ttl=` ([`Config::method`]).
     lines: &'static str,
-    /// Reads counters: waits for them to take over, and reports the poll.
+    /// dwepc reading counters: waits for them to take over, and reports
+    /// the poll.
     live: bool,
     /// Stops vcsim once counters took over (the collector's calls then
     /// wait on a server that answers nothing: no poll work).
     held: bool,
+}
+
+impl Config {
+    /// The upstream block's method lines, dwepc polling every
+    /// `interval_s` seconds (counters kept an hour, so that a held poll
+    /// still serves them).
+    fn method(&self, interval_s: u64) -> String {
+        if self.live {
+            format!("dwepc interval={interval_s}s ttl=1h {};", self.lines)
+        } else {
+            self.lines.to_string()
+        }
+    }
 }
 
 const CONFIGS: [Config; 7] = [
@@ -60,25 +75,25 @@ const CONFIGS: [Config; 7] = [
     },
     Config {
         name: "dwepc choices=all (every peer compared)",
-        lines: "dwepc interval=2s ttl=1h choices=all;",
+        lines: "choices=all",
         live: true,
         held: false,
     },
     Config {
         name: "dwepc choices=2 (two drawn by share)",
-        lines: "dwepc interval=2s ttl=1h choices=2;",
+        lines: "choices=2",
         live: true,
         held: false,
     },
     Config {
         name: "dwepc default (choices=auto: eight drawn)",
-        lines: "dwepc interval=2s ttl=1h;",
+        lines: "",
         live: true,
         held: false,
     },
     Config {
         name: "dwepc default, poll held",
-        lines: "dwepc interval=2s ttl=1h;",
+        lines: "",
         live: true,
         held: true,
     },
@@ -161,10 +176,7 @@ pub fn run(
             // inherit from the thread that started them, but not always
             // one placed already
             place(vc.pid().map_or(0, |p| p as i32), vcenter);
-            let lines = c
-                .lines
-                .replace("interval=2s", &format!("interval={interval_s}s"));
-            let text = proxy_conf(&vc, &pw, &lines, servers, bport, port);
+            let text = proxy_conf(&vc, &pw, &c.method(interval_s), servers, bport, port);
             let m = measure(&mut vc, c, &text, port, (secs, conns), vcenter);
             eprintln!(
                 "scale: round {round} {:<50} {:>8.0} req/s  p99 {:.3} ms  takeover {:?} s  polls {} ({:?} ms each; CPU collector {:?} ms, vcsim {:?} ms)  rss {:.1} MB (peak {:.1})",

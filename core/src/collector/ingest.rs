@@ -112,18 +112,16 @@ impl Collector<'_, '_> {
             .copied()
             .collect();
         let refresh_s = ep.refresh_s;
-        // a call per batch of VMs, the lease renewed between them: a poll
-        // of thousands of VMs must not look like a frozen holder
+        // a call per batch of VMs, the lease renewed after each: a poll of
+        // thousands of VMs must not look like a frozen holder, and one
+        // that lost the lease meanwhile publishes nothing
         let mut metrics = Vec::with_capacity(vms.len());
-        for (b, batch) in vms.chunks(VMS_PER_QUERY).enumerate() {
-            if b > 0 && !self.renew_lease() {
-                return Ok(());
-            }
+        for batch in vms.chunks(VMS_PER_QUERY) {
             let api = self.eps[k].api()?;
             metrics.extend(api.query_perf(batch, &wanted, refresh_s, max_sample)?);
-        }
-        if !self.renew_lease() {
-            return Ok(());
+            if !self.renew_lease() {
+                return Ok(());
+            }
         }
         let skew = self.eps[k].skew_ms;
         if let (Some(mhz), Some(pct)) = (ids[CPU], percent) {

@@ -19,6 +19,7 @@ use clap::Parser;
 use dwepc_core::collector::{counter_ids, find_vm};
 use dwepc_core::conf::{self, EndpointRef, NamedEndpoint, SourceConf, VmRef};
 use dwepc_core::resources::{COUNTERS, CPU_PERCENT, READY};
+use dwepc_core::vsphere::budget::VMS_PER_QUERY;
 use dwepc_core::vsphere::client::Client;
 use dwepc_core::vsphere::xml::VmInfo;
 use dwepc_core::vsphere::{Api, Error};
@@ -503,7 +504,11 @@ fn check_samples(
     let refresh = client.refresh_rate(&first.moref)?;
     let ids: Vec<i32> = counters.iter().map(|c| c.1).collect();
     let morefs: Vec<String> = on.iter().map(|v| v.moref.clone()).collect();
-    let metrics = client.query_perf(&morefs, &ids, refresh, 1)?;
+    // as the module asks: at most VMS_PER_QUERY VMs per call
+    let mut metrics = Vec::with_capacity(morefs.len());
+    for batch in morefs.chunks(VMS_PER_QUERY) {
+        metrics.extend(client.query_perf(batch, &ids, refresh, 1)?);
+    }
     let mut incomplete = 0;
     for vm in &on {
         let m = metrics.iter().find(|m| m.entity == vm.moref);

@@ -13,9 +13,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = xml::perf_counters(&doc);
         let _ = xml::vms(&doc);
         let _ = xml::refresh_rate(&doc);
-        let _ = xml::perf(&doc);
         let _ = xml::current_time(&doc);
     }
+    let _ = xml::parse_perf(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = xml::parse_datetime_ms(s);
     }

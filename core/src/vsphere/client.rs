@@ -217,6 +217,18 @@ impl Client {
     /// One SOAP call; returns the parsed response document. The answer is
     /// parsed while it is read, within `budget` and the timeout.
     fn call(&mut self, method: &'static str, body: &str, budget: Budget) -> Result<Element, Error> {
+        self.call_with(method, body, budget, &mut xml::NoStream)
+    }
+
+    /// [`Client::call`], with the elements `stream` claims decoded by it as
+    /// they are read; the document returned holds the rest.
+    fn call_with(
+        &mut self,
+        method: &'static str,
+        body: &str,
+        budget: Budget,
+        stream: &mut dyn xml::Stream,
+    ) -> Result<Element, Error> {
         let started = std::time::Instant::now();
         *self.calls.entry(method).or_default() += 1;
         let mut req = self
@@ -250,9 +262,10 @@ impl Client {
             nodes: budget.nodes,
             text: budget.body,
         };
-        let parsed = xml::parse_from(
+        let parsed = xml::parse_with(
             std::io::BufReader::with_capacity(16 << 10, &mut capped),
             limits,
+            stream,
         );
         self.traffic.bytes += capped.read as u64;
         self.traffic.answer_us += started.elapsed().as_micros() as u64;
@@ -452,8 +465,9 @@ impl Client {
             mo("_this", &sc.perf_manager)
         );
         let budget = Budget::query_perf(vms.len(), counters.len(), samples);
-        let doc = self.call("QueryPerf", &body, budget)?;
-        xml::perf(&doc).map_err(|e| Error::Malformed(e.to_string()))
+        let mut samples = xml::PerfStream::default();
+        let doc = self.call_with("QueryPerf", &body, budget, &mut samples)?;
+        xml::perf(&doc, samples).map_err(|e| Error::Malformed(e.to_string()))
     }
 
     /// RelocateVM_Task of VM `vm` (moref value) to host `host`: the task.

@@ -1,8 +1,8 @@
 //! The decoders of the answers dwepc reads: the SOAP body or fault, the
 //! service content, managed object references, the counter catalog, the
-//! VM and host inventories, performance samples, the server clock and a
-//! task's state. Each walks the tree of [`super::tree`]; none panics on any
-//! input.
+//! VM and host inventories, the server clock and a task's state. Each
+//! walks the tree of [`super::tree`]; none panics on any input.
+//! (Performance samples are decoded as they are read: [`super::perf`].)
 
 use super::tree::{Element, XmlError};
 
@@ -68,7 +68,7 @@ impl MoRef {
     }
 }
 
-fn expect<'a>(root: &'a Element, name: &str) -> Result<&'a Element, XmlError> {
+pub(super) fn expect<'a>(root: &'a Element, name: &str) -> Result<&'a Element, XmlError> {
     let b = body(root)?;
     if b.name != name {
         return Err(XmlError::Unexpected(format!(
@@ -272,79 +272,6 @@ pub fn refresh_rate(root: &Element) -> Result<i32, XmlError> {
     r.text_of("refreshRate")
         .and_then(|x| x.parse().ok())
         .ok_or_else(|| XmlError::Unexpected("missing refreshRate".into()))
-}
-
-/// One series of a PerfEntityMetric.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Series {
-    pub counter_id: i32,
-    pub instance: String,
-    /// One value per sample (in sampleInfo order); -1 marks a gap.
-    pub values: Vec<i64>,
-}
-
-/// Samples of one entity.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EntityMetric {
-    pub entity: String,
-    /// (timestamp ms since the epoch, interval s) per sample.
-    pub samples: Vec<(u64, u32)>,
-    pub series: Vec<Series>,
-}
-
-impl EntityMetric {
-    /// The VM-level value (instance "") of counter `id` in sample `pos`;
-    /// `None` when the series is missing or the sample is a gap (< 0).
-    pub fn value(&self, id: i32, pos: usize) -> Option<i64> {
-        self.series
-            .iter()
-            .find(|s| s.counter_id == id && s.instance.is_empty())
-            .and_then(|s| s.values.get(pos).copied())
-            .filter(|&x| x >= 0)
-    }
-}
-
-/// Decodes QueryPerfResponse (format "normal").
-pub fn perf(root: &Element) -> Result<Vec<EntityMetric>, XmlError> {
-    let b = expect(root, "QueryPerfResponse")?;
-    let mut out = Vec::new();
-    for r in b.all("returnval") {
-        let Some(entity) = r.child("entity").and_then(MoRef::from_node) else {
-            continue;
-        };
-        let mut samples = Vec::new();
-        for s in r.all("sampleInfo") {
-            let ts = s.text_of("timestamp").and_then(parse_datetime_ms);
-            let iv = s.text_of("interval").and_then(|x| x.parse::<u32>().ok());
-            match (ts, iv) {
-                (Some(ts), Some(iv)) => samples.push((ts, iv)),
-                _ => return Err(XmlError::Unexpected("bad sampleInfo".into())),
-            }
-        }
-        let mut series = Vec::new();
-        for v in r.all("value") {
-            let Some(id) = v.child("id") else { continue };
-            let Some(counter_id) = id.text_of("counterId").and_then(|x| x.parse().ok()) else {
-                continue;
-            };
-            let instance = id.text_of("instance").unwrap_or("").to_string();
-            let values: Vec<i64> = v
-                .all("value")
-                .map(|x| x.text.trim().parse::<i64>().unwrap_or(-1))
-                .collect();
-            series.push(Series {
-                counter_id,
-                instance,
-                values,
-            });
-        }
-        out.push(EntityMetric {
-            entity: entity.value,
-            samples,
-            series,
-        });
-    }
-    Ok(out)
 }
 
 /// Decodes CurrentTimeResponse into ms since the epoch.
@@ -698,25 +625,6 @@ mod tests {
         );
         assert_eq!(fault(&d).unwrap().kind.as_deref(), Some("InvalidLogin"));
         assert!(fault(&doc("<CurrentTimeResponse/>")).is_none());
-    }
-
-    #[test]
-    fn perf_decoding() {
-        let d = doc(
-            r#"<QueryPerfResponse xmlns="urn:vim25"><returnval xsi:type="PerfEntityMetric"><entity type="VirtualMachine">vm-1</entity><sampleInfo><timestamp>2026-11-22T06:10:00Z</timestamp><interval>20</interval></sampleInfo><value xsi:type="PerfMetricIntSeries"><id><counterId>6</counterId><instance></instance></id><value>1200</value></value><value xsi:type="PerfMetricIntSeries"><id><counterId>24</counterId><instance/></id><value>-1</value></value></returnval></QueryPerfResponse>"#,
-        );
-        let m = perf(&d).unwrap();
-        assert_eq!(m.len(), 1);
-        assert_eq!(m[0].entity, "vm-1");
-        assert_eq!(m[0].samples, vec![(1_795_327_800_000, 20)]);
-        assert_eq!(m[0].series[0].values, vec![1200]);
-        assert_eq!(m[0].series[1].counter_id, 24);
-        assert_eq!(m[0].series[1].values, vec![-1]);
-        // VM-level values by counter and sample; gaps and misses are None
-        assert_eq!(m[0].value(6, 0), Some(1200));
-        assert_eq!(m[0].value(24, 0), None);
-        assert_eq!(m[0].value(6, 1), None);
-        assert_eq!(m[0].value(7, 0), None);
     }
 
     #[test]

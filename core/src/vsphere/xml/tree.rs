@@ -3,7 +3,8 @@
 //! in depth, element count and text ([`Limits`], sized by the caller per
 //! call) so that a hostile or broken server cannot exhaust memory; nothing
 //! past a bound is read or kept. Nothing here panics on any input (see the
-//! fuzz target).
+//! fuzz target). A decoder may take some elements as they are read
+//! instead ([`Stream`], [`parse_with`]): the tree then keeps only the rest.
 
 use std::io::BufRead;
 
@@ -83,47 +84,92 @@ fn bad(e: &dyn std::fmt::Display) -> XmlError {
 }
 
 /// A local name: the part after the namespace prefix.
-fn local(name: &[u8]) -> String {
+fn local(name: &[u8]) -> std::borrow::Cow<'_, str> {
     let n = match name.iter().rposition(|&c| c == b':') {
         Some(i) => &name[i + 1..],
         None => name,
     };
-    String::from_utf8_lossy(n).into_owned()
+    String::from_utf8_lossy(n)
 }
 
-/// Parses a document (in memory) into its root element, with bounds
-/// large enough for any test document (16 MB of text, 1,000,000 elements).
+/// A decoder that takes some elements of an answer, with everything
+/// inside them, as they are read, instead of the tree keeping them: an
+/// answer of thousands of records then builds no tree of them. It sees
+/// local names and text unescaped, within the same [`Limits`], depth and
+/// well-formedness checks as the tree.
+pub trait Stream {
+    /// Whether the element `name`, inside the open elements `path` (the
+    /// root first), is taken with its subtree.
+    fn claims(&self, path: &[Element], name: &str) -> bool;
+    /// A start tag inside a taken element, or the taken element itself;
+    /// `mo_type` is its `type` attribute.
+    fn open(&mut self, name: &str, mo_type: Option<&str>) -> Result<(), XmlError>;
+    /// Text directly inside the innermost open element (it may come in
+    /// several pieces).
+    fn text(&mut self, text: &str) -> Result<(), XmlError>;
+    /// The end of the innermost open element.
+    fn close(&mut self) -> Result<(), XmlError>;
+}
+
+/// The stream that takes nothing: the whole answer is a tree.
+pub struct NoStream;
+
+impl Stream for NoStream {
+    fn claims(&self, _: &[Element], _: &str) -> bool {
+        false
+    }
+    fn open(&mut self, _: &str, _: Option<&str>) -> Result<(), XmlError> {
+        Ok(())
+    }
+    fn text(&mut self, _: &str) -> Result<(), XmlError> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), XmlError> {
+        Ok(())
+    }
+}
+
+/// Bounds large enough for any test document (16 MB of text, 1,000,000
+/// elements).
+pub(super) const IN_MEMORY: Limits = Limits {
+    nodes: 1_000_000,
+    text: 16 << 20,
+};
+
+/// Parses a document (in memory) into its root element, within
+/// [`IN_MEMORY`].
 pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
-    parse_from(
-        input,
-        Limits {
-            nodes: 1_000_000,
-            text: 16 << 20,
-        },
-    )
+    parse_from(input, IN_MEMORY)
 }
 
 /// Parses a document read from `input` into its root element, stopping
 /// with an error as soon as it exceeds `limits` (nothing past that point
 /// is read or kept).
 pub fn parse_from(input: impl BufRead, limits: Limits) -> Result<Element, XmlError> {
+    parse_with(input, limits, &mut NoStream)
+}
+
+/// Parses a document read from `input` as [`parse_from`] does, but the
+/// elements `stream` claims go to it as they are read, and the tree
+/// returned holds the rest.
+pub fn parse_with(
+    input: impl BufRead,
+    limits: Limits,
+    stream: &mut dyn Stream,
+) -> Result<Element, XmlError> {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().trim_text(false);
-    let mut tree = Builder::new(limits);
+    let mut tree = Builder::new(limits, stream);
     let mut buf = Vec::new();
     loop {
-        let ev = reader.read_event_into(&mut buf).map_err(|e| match &e {
-            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
-                XmlError::TooLarge(io.to_string())
-            }
-            quick_xml::Error::Io(io) => XmlError::Read(io.kind(), io.to_string()),
-            _ => bad(&e),
-        })?;
-        match ev {
-            Event::Start(e) => tree.open(&e, &reader, false)?,
-            Event::Empty(e) => tree.open(&e, &reader, true)?,
-            Event::End(_) => tree.close()?,
-            Event::Text(t) => {
+        // matched in place: moving the event out through `?` costs a
+        // stall per event
+        match reader.read_event_into(&mut buf) {
+            Err(e) => return Err(read_error(e)),
+            Ok(Event::Start(e)) => tree.open(&e, &reader, false)?,
+            Ok(Event::Empty(e)) => tree.open(&e, &reader, true)?,
+            Ok(Event::End(_)) => tree.close()?,
+            Ok(Event::Text(t)) => {
                 if tree.in_element() {
                     let s = t.decode().map_err(|e| bad(&e))?;
                     tree.text(&quick_xml::escape::unescape(&s).map_err(|e| bad(&e))?)?;
@@ -131,42 +177,59 @@ pub fn parse_from(input: impl BufRead, limits: Limits) -> Result<Element, XmlErr
                     return Err(XmlError::Malformed("text outside the root element".into()));
                 }
             }
-            Event::CData(t) => {
+            Ok(Event::CData(t)) => {
                 tree.spend(t.len())?;
-                tree.push_text(&String::from_utf8_lossy(&t));
+                tree.push_text(&String::from_utf8_lossy(&t))?;
             }
-            Event::GeneralRef(r) if tree.in_element() => {
+            Ok(Event::GeneralRef(r)) if tree.in_element() => {
                 let name = String::from_utf8_lossy(&r).into_owned();
                 let reference = format!("&{name};");
                 let s = quick_xml::escape::unescape(&reference).map_err(|e| bad(&e))?;
                 tree.text(&s)?;
             }
-            Event::Eof => break,
-            _ => {}
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
         }
         buf.clear();
     }
     tree.finish()
 }
 
+/// What a reader's error means: the body's cap, the connection, or the
+/// document.
+fn read_error(e: quick_xml::Error) -> XmlError {
+    match &e {
+        quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+            XmlError::TooLarge(io.to_string())
+        }
+        quick_xml::Error::Io(io) => XmlError::Read(io.kind(), io.to_string()),
+        _ => bad(&e),
+    }
+}
+
 /// The tree as it is read: the open elements, the root once closed, and
 /// what was spent of the limits.
-struct Builder {
+struct Builder<'s> {
     stack: Vec<Element>,
     root: Option<Element>,
     elements: usize,
     text: usize,
     limits: Limits,
+    stream: &'s mut dyn Stream,
+    /// How deep inside an element `stream` took (0: not inside one).
+    streamed: usize,
 }
 
-impl Builder {
-    fn new(limits: Limits) -> Builder {
+impl<'s> Builder<'s> {
+    fn new(limits: Limits, stream: &'s mut dyn Stream) -> Builder<'s> {
         Builder {
             stack: Vec::new(),
             root: None,
             elements: 0,
             text: 0,
             limits,
+            stream,
+            streamed: 0,
         }
     }
 
@@ -188,7 +251,7 @@ impl Builder {
     }
 
     fn in_element(&self) -> bool {
-        !self.stack.is_empty()
+        !self.stack.is_empty() || self.streamed > 0
     }
 
     /// A start tag (`empty`: one that closes itself).
@@ -203,28 +266,42 @@ impl Builder {
             return Err(self.too_large());
         }
         self.spend(e.name().as_ref().len())?;
-        if self.stack.len() >= MAX_DEPTH {
+        if self.stack.len() + self.streamed >= MAX_DEPTH {
             return Err(XmlError::Malformed("document too deep".into()));
         }
         if self.root.is_some() {
             return Err(XmlError::Malformed("content after the root element".into()));
         }
-        let mut node = Element {
-            name: local(e.name().as_ref()),
-            ..Element::default()
-        };
+        let qname = e.name();
+        let name = local(qname.as_ref());
+        let mut xsi_type = None;
+        let mut mo_type = None;
         for a in e.attributes() {
             let a = a.map_err(|e| bad(&e))?;
-            let val = a
-                .decode_and_unescape_value(reader.decoder())
-                .map_err(|e| bad(&e))?;
-            self.spend(val.len())?;
-            if a.key.as_ref().ends_with(b":type") {
-                node.xsi_type = Some(local(val.as_bytes()));
-            } else if a.key.as_ref() == b"type" {
-                node.mo_type = Some(val.into_owned());
+            self.spend(a.value.len())?;
+            let key = a.key.as_ref();
+            if key.ends_with(b":type") || key == b"type" {
+                let val = a
+                    .decode_and_unescape_value(reader.decoder())
+                    .map_err(|e| bad(&e))?;
+                if key == b"type" {
+                    mo_type = Some(val);
+                } else {
+                    xsi_type = Some(val);
+                }
             }
         }
+        if self.streamed > 0 || self.stream.claims(&self.stack, &name) {
+            self.streamed += 1;
+            self.stream.open(&name, mo_type.as_deref())?;
+            return if empty { self.close() } else { Ok(()) };
+        }
+        let node = Element {
+            name: name.into_owned(),
+            xsi_type: xsi_type.map(|t| local(t.as_bytes()).into_owned()),
+            mo_type: mo_type.map(|t| t.into_owned()),
+            ..Element::default()
+        };
         if empty {
             self.attach(node);
         } else {
@@ -235,6 +312,10 @@ impl Builder {
 
     /// An end tag.
     fn close(&mut self) -> Result<(), XmlError> {
+        if self.streamed > 0 {
+            self.streamed -= 1;
+            return self.stream.close();
+        }
         let node = self
             .stack
             .pop()
@@ -254,19 +335,22 @@ impl Builder {
     /// Text inside the open element, spent from the limit.
     fn text(&mut self, s: &str) -> Result<(), XmlError> {
         self.spend(s.len())?;
-        self.push_text(s);
-        Ok(())
+        self.push_text(s)
     }
 
     /// Text added to the open element (none outside: dropped).
-    fn push_text(&mut self, s: &str) {
+    fn push_text(&mut self, s: &str) -> Result<(), XmlError> {
+        if self.streamed > 0 {
+            return self.stream.text(s);
+        }
         if let Some(top) = self.stack.last_mut() {
             top.text.push_str(s);
         }
+        Ok(())
     }
 
     fn finish(self) -> Result<Element, XmlError> {
-        if !self.stack.is_empty() {
+        if self.in_element() {
             return Err(XmlError::Malformed("unexpected end of document".into()));
         }
         self.root

@@ -149,7 +149,7 @@ impl Stream for PerfStream {
                     && response.name == "QueryPerfResponse")
     }
 
-    fn open(&mut self, name: &str, _mo_type: Option<&str>) -> Result<(), XmlError> {
+    fn open(&mut self, name: &str) -> Result<(), XmlError> {
         let tag = Tag::of(self.open.last().copied(), name);
         self.open.push(tag);
         self.text.clear();

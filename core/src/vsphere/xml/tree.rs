@@ -101,9 +101,9 @@ pub trait Stream {
     /// Whether the element `name`, inside the open elements `path` (the
     /// root first), is taken with its subtree.
     fn claims(&self, path: &[Element], name: &str) -> bool;
-    /// A start tag inside a taken element, or the taken element itself;
-    /// `mo_type` is its `type` attribute.
-    fn open(&mut self, name: &str, mo_type: Option<&str>) -> Result<(), XmlError>;
+    /// A start tag inside a taken element, or the taken element itself
+    /// (attributes are checked and counted, not passed on).
+    fn open(&mut self, name: &str) -> Result<(), XmlError>;
     /// Text directly inside the innermost open element (it may come in
     /// several pieces).
     fn text(&mut self, text: &str) -> Result<(), XmlError>;
@@ -118,7 +118,7 @@ impl Stream for NoStream {
     fn claims(&self, _: &[Element], _: &str) -> bool {
         false
     }
-    fn open(&mut self, _: &str, _: Option<&str>) -> Result<(), XmlError> {
+    fn open(&mut self, _: &str) -> Result<(), XmlError> {
         Ok(())
     }
     fn text(&mut self, _: &str) -> Result<(), XmlError> {
@@ -274,32 +274,33 @@ impl<'s> Builder<'s> {
         }
         let qname = e.name();
         let name = local(qname.as_ref());
+        let streamed = self.streamed > 0 || self.stream.claims(&self.stack, &name);
         let mut xsi_type = None;
         let mut mo_type = None;
         for a in e.attributes() {
             let a = a.map_err(|e| bad(&e))?;
             self.spend(a.value.len())?;
             let key = a.key.as_ref();
-            if key.ends_with(b":type") || key == b"type" {
+            if !streamed && (key.ends_with(b":type") || key == b"type") {
                 let val = a
                     .decode_and_unescape_value(reader.decoder())
                     .map_err(|e| bad(&e))?;
                 if key == b"type" {
-                    mo_type = Some(val);
+                    mo_type = Some(val.into_owned());
                 } else {
-                    xsi_type = Some(val);
+                    xsi_type = Some(local(val.as_bytes()).into_owned());
                 }
             }
         }
-        if self.streamed > 0 || self.stream.claims(&self.stack, &name) {
+        if streamed {
             self.streamed += 1;
-            self.stream.open(&name, mo_type.as_deref())?;
+            self.stream.open(&name)?;
             return if empty { self.close() } else { Ok(()) };
         }
         let node = Element {
             name: name.into_owned(),
-            xsi_type: xsi_type.map(|t| local(t.as_bytes()).into_owned()),
-            mo_type: mo_type.map(|t| t.into_owned()),
+            xsi_type,
+            mo_type,
             ..Element::default()
         };
         if empty {

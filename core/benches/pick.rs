@@ -12,7 +12,9 @@
 //! estimate ÷ share, an estimate read per peer) and `least_time` the same
 //! on `weight=` (`mode=least_time`);
 //! `least_conn` is nginx's loop with its tie pass and per-worker counts
-//! (an upstream without `zone`); `least_conn_zone` adds the locks nginx
+//! (an upstream without `zone`); `least_conn_shared` the same loop on
+//! counts exact across workers as dwepc keeps them (shared words, an
+//! atomic add at the pick and at the end, no locks); `least_conn_zone` adds the locks nginx
 //! takes around the pick and the end of a request when the upstream has a
 //! `zone`, and `dwepc_zone` the same locks around dwepc (the module wraps
 //! nginx's round robin peer data, so it takes them too); `dwepc_paper` is
@@ -113,6 +115,42 @@ impl LeastConn {
         self.conns[best] += 1;
         best
     }
+}
+
+/// [`LeastConn::pick`] over counts in shared words, counted with an
+/// atomic add.
+fn least_conn_shared(conns: &[AtomicU64], weight: &[i64], current: &mut [i64]) -> usize {
+    let n = conns.len();
+    let c = |i: usize| conns[i].load(Relaxed);
+    let mut best = 0;
+    let mut many = false;
+    for i in 1..n {
+        let (a, b) = (c(i) * weight[best] as u64, c(best) * weight[i] as u64);
+        if a < b {
+            best = i;
+            many = false;
+        } else if a == b {
+            many = true;
+        }
+    }
+    if many {
+        let mut total = 0;
+        let mut p = usize::MAX;
+        for i in best..n {
+            if c(i) * weight[best] as u64 != c(best) * weight[i] as u64 {
+                continue;
+            }
+            current[i] += weight[i];
+            total += weight[i];
+            if p == usize::MAX || current[i] > current[p] {
+                p = i;
+            }
+        }
+        current[p] -= total;
+        best = p;
+    }
+    conns[best].fetch_add(1, Relaxed);
+    best
 }
 
 /// nginx's `ngx_rwlock_t` (src/core/ngx_rwlock.c), uncontended: the write
@@ -393,6 +431,21 @@ fn bench_nginx(g: &mut Group<'_>, n: usize) {
         b.iter(|| {
             let k = lc.pick();
             lc.conns[(k + 1) % n] = lc.conns[(k + 1) % n].saturating_sub(1);
+            black_box(k)
+        })
+    });
+    // the same loop on counts kept exact across workers as dwepc keeps
+    // them (a shared word per peer, an atomic add at the pick and at the
+    // end; no locks): the floor of a scan with dwepc's exactness
+    let shared: Vec<AtomicU64> = (0..n).map(|i| AtomicU64::new((i % 13) as u64)).collect();
+    let mut cur = vec![0i64; n];
+    g.bench_with_input(BenchmarkId::new("least_conn_shared", n), &n, |b, _| {
+        b.iter(|| {
+            let k = least_conn_shared(&shared, &lc.weight, &mut cur);
+            let j = (k + 1) % n;
+            if shared[j].load(Relaxed) > 0 {
+                shared[j].fetch_sub(1, Relaxed);
+            }
             black_box(k)
         })
     });

@@ -465,9 +465,9 @@ impl Client {
             mo("_this", &sc.perf_manager)
         );
         let budget = Budget::query_perf(vms.len(), counters.len(), samples);
-        let mut samples = xml::PerfStream::default();
-        let doc = self.call_with("QueryPerf", &body, budget, &mut samples)?;
-        xml::perf(&doc, samples).map_err(|e| Error::Malformed(e.to_string()))
+        let mut stream = xml::PerfStream::default();
+        let doc = self.call_with("QueryPerf", &body, budget, &mut stream)?;
+        xml::perf(&doc, stream).map_err(|e| Error::Malformed(e.to_string()))
     }
 
     /// RelocateVM_Task of VM `vm` (moref value) to host `host`: the task.

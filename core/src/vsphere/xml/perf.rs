@@ -77,17 +77,22 @@ impl Tag {
 }
 
 /// The `returnval`s of a QueryPerfResponse, decoded as they are read.
-/// The first non-empty `entity`, and the first `timestamp`, `interval`,
-/// `id`, `counterId` and `instance` of their parent count, as in a tree's
-/// first child by name; a `returnval` without an entity and a series without a counter are
-/// skipped; a value that is not a number is a gap (-1); a sampleInfo
-/// without a timestamp and an interval refuses the answer.
+/// The first `entity`, `timestamp`, `interval`, `id`, `counterId` and
+/// `instance` of their parent count, as in a tree's first child by name;
+/// a `returnval` whose entity is missing or empty and a series without a
+/// counter are skipped; a value that is not a number is a gap (-1); a
+/// sampleInfo without a timestamp and an interval refuses the answer.
+/// Only the text of elements without children is read (what the format
+/// has), the text after an element's last child where one has both.
 #[derive(Debug, Default)]
 pub struct PerfStream {
     out: Vec<EntityMetric>,
     open: Vec<Tag>,
-    /// Text of the innermost open element since it opened.
+    /// Text of the innermost open element since it, or its last child,
+    /// opened.
     text: String,
+    /// The returnval being read: its first entity (`Some("")` when
+    /// empty), samples and series.
     entity: Option<String>,
     samples: Vec<(u64, u32)>,
     series: Vec<Series>,
@@ -105,7 +110,7 @@ impl PerfStream {
     fn close_returnval(&mut self) {
         let samples = std::mem::take(&mut self.samples);
         let series = std::mem::take(&mut self.series);
-        if let Some(entity) = self.entity.take() {
+        if let Some(entity) = self.entity.take().filter(|e| !e.is_empty()) {
             self.out.push(EntityMetric {
                 entity,
                 samples,
@@ -168,7 +173,7 @@ impl Stream for PerfStream {
         let mut closed = Ok(());
         match self.open.pop() {
             Some(Tag::Returnval) => self.close_returnval(),
-            Some(Tag::Entity) if self.entity.is_none() && !text.is_empty() => {
+            Some(Tag::Entity) if self.entity.is_none() => {
                 self.entity = Some(text.to_string());
             }
             Some(Tag::SampleInfo) => closed = self.close_sample_info(),
@@ -252,7 +257,7 @@ pub fn perf_answer(metrics: &[EntityMetric]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vsphere::xml::{parse_from, Limits};
+    use crate::vsphere::xml::{parse_from, Limits, MAX_DEPTH};
     use proptest::prelude::*;
 
     const ENV_START: &str = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>"#;
@@ -305,6 +310,13 @@ mod tests {
     }
 
     #[test]
+    fn the_first_entity_counts_even_when_empty() {
+        let m = answer("<returnval><entity/><entity>vm-1</entity></returnval><returnval><entity>vm-2</entity><entity>vm-3</entity></returnval>").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].entity, "vm-2");
+    }
+
+    #[test]
     fn a_bad_answer_is_refused() {
         let sample = |inner: &str| {
             answer(&format!(
@@ -344,26 +356,55 @@ mod tests {
         assert_eq!(response.name, "QueryPerfResponse");
         assert!(response.children.is_empty());
         assert_eq!(perf(&root, stream).unwrap(), metrics);
-        // the streamed elements count against the answer's element budget
-        let whole = parse_from(text.as_bytes(), IN_MEMORY).unwrap();
-        let elements = count(&whole);
-        let within = |nodes| {
+        // the streamed elements count against the answer's budgets as the
+        // tree's do: the least element count and text the tree needs
+        let least = |ok: &dyn Fn(usize) -> bool| {
+            let (mut lo, mut hi) = (0, text.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if ok(mid) {
+                    hi = mid
+                } else {
+                    lo = mid + 1
+                }
+            }
+            lo
+        };
+        let big = 1 << 20;
+        let tree = |nodes, text_max| {
+            parse_from(
+                text.as_bytes(),
+                Limits {
+                    nodes,
+                    text: text_max,
+                },
+            )
+            .is_ok()
+        };
+        let streamed = |nodes, text_max| {
             let mut s = PerfStream::default();
             parse_with(
                 text.as_bytes(),
                 Limits {
                     nodes,
-                    text: 1 << 20,
+                    text: text_max,
                 },
                 &mut s,
             )
+            .is_ok()
         };
-        assert!(within(elements).is_ok());
-        assert!(matches!(within(elements - 1), Err(XmlError::TooLarge(_))));
-    }
-
-    fn count(e: &Element) -> usize {
-        1 + e.children.iter().map(count).sum::<usize>()
+        let nodes = least(&|n| tree(n, big));
+        let bytes = least(&|t| tree(big, t));
+        assert!(nodes > 50 * 30 && bytes > 50 * 100, "{nodes} {bytes}");
+        assert!(streamed(nodes, big) && !streamed(nodes - 1, big));
+        assert!(streamed(big, bytes) && !streamed(big, bytes - 1));
+        // and the depth limit holds inside a returnval
+        let deep = format!(
+            "<returnval><entity>vm-1</entity>{}{}</returnval>",
+            "<x>".repeat(MAX_DEPTH),
+            "</x>".repeat(MAX_DEPTH)
+        );
+        assert!(matches!(answer(&deep), Err(XmlError::Malformed(_))));
     }
 
     fn metric(vm: &str, counters: i32, samples: usize) -> EntityMetric {

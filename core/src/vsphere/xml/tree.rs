@@ -99,10 +99,12 @@ fn local(name: &[u8]) -> std::borrow::Cow<'_, str> {
 /// well-formedness checks as the tree.
 pub trait Stream {
     /// Whether the element `name`, inside the open elements `path` (the
-    /// root first), is taken with its subtree.
+    /// root first, never empty: the root is always the tree's), is taken
+    /// with its subtree.
     fn claims(&self, path: &[Element], name: &str) -> bool;
     /// A start tag inside a taken element, or the taken element itself
-    /// (attributes are checked and counted, not passed on).
+    /// (its attributes are decoded and counted as the tree's, not passed
+    /// on).
     fn open(&mut self, name: &str) -> Result<(), XmlError>;
     /// Text directly inside the innermost open element (it may come in
     /// several pieces).
@@ -274,22 +276,26 @@ impl<'s> Builder<'s> {
         }
         let qname = e.name();
         let name = local(qname.as_ref());
-        let streamed = self.streamed > 0 || self.stream.claims(&self.stack, &name);
+        // the root is always the tree's
+        let streamed =
+            self.streamed > 0 || (!self.stack.is_empty() && self.stream.claims(&self.stack, &name));
         let mut xsi_type = None;
         let mut mo_type = None;
         for a in e.attributes() {
             let a = a.map_err(|e| bad(&e))?;
-            self.spend(a.value.len())?;
+            // every value decoded, so that a bad one refuses the answer
+            let val = a
+                .decode_and_unescape_value(reader.decoder())
+                .map_err(|e| bad(&e))?;
+            self.spend(val.len())?;
             let key = a.key.as_ref();
-            if !streamed && (key.ends_with(b":type") || key == b"type") {
-                let val = a
-                    .decode_and_unescape_value(reader.decoder())
-                    .map_err(|e| bad(&e))?;
-                if key == b"type" {
-                    mo_type = Some(val.into_owned());
-                } else {
-                    xsi_type = Some(local(val.as_bytes()).into_owned());
-                }
+            if streamed {
+                continue;
+            }
+            if key.ends_with(b":type") {
+                xsi_type = Some(local(val.as_bytes()).into_owned());
+            } else if key == b"type" {
+                mo_type = Some(val.into_owned());
             }
         }
         if streamed {
@@ -373,6 +379,7 @@ mod tests {
             "<a/><b/>",
             "<a x='1' x='2'/>",
             "<a>&bogus;</a>",
+            "<a x='&bogus;'/>",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -8,8 +8,21 @@ use std::time::{Duration, Instant};
 use dwepc_lab::run::{self, Cadence, Cell, Policy};
 use dwepc_lab::scenario;
 
+/// The tests that run the lab, one at a time: a miniature cell measures
+/// how a policy shares the machine's CPU among its VMs, which another
+/// lab's load beside it (real CPU burnt in cgroups, a cell being stopped)
+/// would distort.
+static CELLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    CELLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn miniature_cell_side_by_side_with_an_event() {
+    let _alone = alone();
     let out = std::env::temp_dir().join(format!("dwepc-lab-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let sc = scenario::parse("mini", "workload t2\nat 6s vm5 background cpu 40-50%\n").unwrap();
@@ -95,6 +108,7 @@ fn miniature_cell_side_by_side_with_an_event() {
 /// accounting, and every cgroup is gone afterwards.
 #[test]
 fn miniature_cell_on_real_cpus() {
+    let _alone = alone();
     if !dwepc_lab::cgroup::available() {
         eprintln!("skipped: no writable cgroup v1 cpu hierarchy (needs root)");
         return;
@@ -206,6 +220,7 @@ fn descendants(pid: i32) -> Vec<i32> {
 /// workers and vcsim, then the lab itself.
 #[test]
 fn sigterm_stops_every_process_the_lab_started() {
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("dwepc-lab-sig-{}", std::process::id()));
     let mut child = std::process::Command::new(lab_binary())
         .args([

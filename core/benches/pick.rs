@@ -79,53 +79,30 @@ struct LeastConn {
 
 impl LeastConn {
     fn pick(&mut self) -> usize {
-        let n = self.conns.len();
-        let mut best = 0;
-        let mut many = false;
-        for i in 1..n {
-            let (a, b) = (
-                self.conns[i] * self.weight[best] as u64,
-                self.conns[best] * self.weight[i] as u64,
-            );
-            if a < b {
-                best = i;
-                many = false;
-            } else if a == b {
-                many = true;
-            }
-        }
-        if many {
-            let mut total = 0;
-            let mut p = usize::MAX;
-            for i in best..n {
-                if self.conns[i] * self.weight[best] as u64
-                    != self.conns[best] * self.weight[i] as u64
-                {
-                    continue;
-                }
-                self.current[i] += self.weight[i];
-                total += self.weight[i];
-                if p == usize::MAX || self.current[i] > self.current[p] {
-                    p = i;
-                }
-            }
-            self.current[p] -= total;
-            best = p;
-        }
+        let conns = &self.conns;
+        let best = least_conn(conns.len(), |i| conns[i], &self.weight, &mut self.current);
         self.conns[best] += 1;
         best
     }
 }
 
-/// [`LeastConn::pick`] over counts in shared words, counted with an
-/// atomic add.
-fn least_conn_shared(conns: &[AtomicU64], weight: &[i64], current: &mut [i64]) -> usize {
-    let n = conns.len();
-    let c = |i: usize| conns[i].load(Relaxed);
+/// nginx's least_conn loop over `n` peers with counts `conns(i)`: the
+/// least conns/weight (cross-multiplied), ties by smooth weighted round
+/// robin on `current`; the peer, not yet counted.
+#[inline(always)]
+fn least_conn(
+    n: usize,
+    conns: impl Fn(usize) -> u64,
+    weight: &[i64],
+    current: &mut [i64],
+) -> usize {
     let mut best = 0;
     let mut many = false;
     for i in 1..n {
-        let (a, b) = (c(i) * weight[best] as u64, c(best) * weight[i] as u64);
+        let (a, b) = (
+            conns(i) * weight[best] as u64,
+            conns(best) * weight[i] as u64,
+        );
         if a < b {
             best = i;
             many = false;
@@ -137,7 +114,7 @@ fn least_conn_shared(conns: &[AtomicU64], weight: &[i64], current: &mut [i64]) -
         let mut total = 0;
         let mut p = usize::MAX;
         for i in best..n {
-            if c(i) * weight[best] as u64 != c(best) * weight[i] as u64 {
+            if conns(i) * weight[best] as u64 != conns(best) * weight[i] as u64 {
                 continue;
             }
             current[i] += weight[i];
@@ -149,6 +126,13 @@ fn least_conn_shared(conns: &[AtomicU64], weight: &[i64], current: &mut [i64]) -
         current[p] -= total;
         best = p;
     }
+    best
+}
+
+/// [`LeastConn::pick`] over counts in shared words, counted with an
+/// atomic add.
+fn least_conn_shared(conns: &[AtomicU64], weight: &[i64], current: &mut [i64]) -> usize {
+    let best = least_conn(conns.len(), |i| conns[i].load(Relaxed), weight, current);
     conns[best].fetch_add(1, Relaxed);
     best
 }

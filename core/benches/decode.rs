@@ -14,27 +14,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 use dwepc_core::vsphere::budget::VMS_PER_QUERY;
-use dwepc_core::vsphere::xml::{parse, parse_perf, perf_answer, EntityMetric, Series};
+use dwepc_core::vsphere::xml::{parse, parse_perf, perf_answer, sample_metrics};
 
 fn answer(samples: usize) -> String {
-    let metrics: Vec<EntityMetric> = (0..VMS_PER_QUERY)
-        .map(|vm| EntityMetric {
-            entity: format!("vm-{}", 1000 + vm),
-            samples: (0..samples as u64)
-                .map(|i| (1_795_327_800_000 + 20_000 * i, 20))
-                .collect(),
-            series: (0..7)
-                .map(|c| Series {
-                    counter_id: 2 + 4 * c,
-                    instance: String::new(),
-                    values: (0..samples as i64)
-                        .map(|i| 1000 + 37 * i + c as i64)
-                        .collect(),
-                })
-                .collect(),
-        })
-        .collect();
-    perf_answer(&metrics)
+    perf_answer(&sample_metrics(VMS_PER_QUERY, 7, samples))
 }
 
 fn decode(c: &mut Criterion) {

@@ -7,7 +7,7 @@ pub mod perf;
 pub mod tree;
 
 pub use decode::*;
-pub use perf::{parse_perf, perf, perf_answer, EntityMetric, PerfStream, Series};
+pub use perf::{parse_perf, perf, perf_answer, sample_metrics, EntityMetric, PerfStream, Series};
 pub use tree::{
     parse, parse_from, parse_with, Element, Limits, NoStream, Stream, XmlError, MAX_DEPTH,
 };

@@ -215,6 +215,30 @@ pub fn parse_perf(input: &[u8]) -> Result<Vec<EntityMetric>, XmlError> {
     perf(&root, stream)
 }
 
+/// The samples of `vms` VMs (`vm-0`, `vm-1`, …), `counters` counters
+/// (ids 2, 3, …) and `samples` samples 20 s apart: what the decoder's tests
+/// and benchmark write with [`perf_answer`].
+#[doc(hidden)]
+pub fn sample_metrics(vms: usize, counters: i32, samples: usize) -> Vec<EntityMetric> {
+    (0..vms)
+        .map(|vm| EntityMetric {
+            entity: format!("vm-{vm}"),
+            samples: (0..samples as u64)
+                .map(|i| (1_795_327_800_000 + 20_000 * i, 20))
+                .collect(),
+            series: (0..counters)
+                .map(|c| Series {
+                    counter_id: c + 2,
+                    instance: String::new(),
+                    values: (0..samples as i64)
+                        .map(|i| 1000 + 37 * i + c as i64)
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// A QueryPerfResponse holding `metrics`, as vCenter writes it (format
 /// "normal"): what the decoder's tests and benchmark read.
 #[doc(hidden)]
@@ -347,8 +371,7 @@ mod tests {
 
     #[test]
     fn the_tree_keeps_none_of_the_samples_and_the_limits_still_hold() {
-        let metrics: Vec<EntityMetric> =
-            (0..50).map(|i| metric(&format!("vm-{i}"), 5, 3)).collect();
+        let metrics = sample_metrics(50, 5, 3);
         let text = perf_answer(&metrics);
         let mut stream = PerfStream::default();
         let root = parse_with(text.as_bytes(), IN_MEMORY, &mut stream).unwrap();
@@ -405,22 +428,6 @@ mod tests {
             "</x>".repeat(MAX_DEPTH)
         );
         assert!(matches!(answer(&deep), Err(XmlError::Malformed(_))));
-    }
-
-    fn metric(vm: &str, counters: i32, samples: usize) -> EntityMetric {
-        EntityMetric {
-            entity: vm.into(),
-            samples: (0..samples as u64)
-                .map(|i| (1_795_327_800_000 + 20_000 * i, 20))
-                .collect(),
-            series: (0..counters)
-                .map(|c| Series {
-                    counter_id: c + 2,
-                    instance: String::new(),
-                    values: (0..samples as i64).map(|i| i * 100 + c as i64).collect(),
-                })
-                .collect(),
-        }
     }
 
     fn any_metric() -> impl Strategy<Value = EntityMetric> {

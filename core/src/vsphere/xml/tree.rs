@@ -209,8 +209,9 @@ fn read_error(e: quick_xml::Error) -> XmlError {
     }
 }
 
-/// The tree as it is read: the open elements, the root once closed, and
-/// what was spent of the limits.
+/// The tree as it is read: the open elements, the root once closed, what
+/// was spent of the limits, and the stream that takes the elements it
+/// claims.
 struct Builder<'s> {
     stack: Vec<Element>,
     root: Option<Element>,

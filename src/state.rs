@@ -15,6 +15,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use dwepc_core::collector::EndpointSpec;
 use dwepc_core::conf::{NodeConf, SourceConf, UpstreamConf};
 use dwepc_core::policy::latency::PeakEwma;
+use dwepc_core::policy::pick::ShareTable;
 use dwepc_core::policy::Comparison;
 use dwepc_core::zone::slots::{SlotKind, SlotMap};
 
@@ -133,6 +134,9 @@ pub struct Servers {
     pub slot_maps: [RefCell<SlotMap>; 2],
     /// This worker's tables to draw peers from (`choices=`), per list.
     pub draw_tables: [RefCell<DrawTable>; 2],
+    /// This worker's copy of the zone's published shares and limits, by
+    /// slot (what the per-share comparisons read).
+    pub shares: RefCell<ShareTable>,
 }
 
 impl Servers {
@@ -143,6 +147,7 @@ impl Servers {
             weights: peers.iter().map(|p| p.weight.max(1.0) as u32).collect(),
             slot_maps: Default::default(),
             draw_tables: Default::default(),
+            shares: Default::default(),
             peers,
             n_primary,
             zone,

@@ -37,7 +37,7 @@ use std::cell::Cell;
 
 use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::pick::draw::draw;
-use dwepc_core::policy::pick::{with_worker_rng, Alias, SmoothTie};
+use dwepc_core::policy::pick::{with_worker_rng, Alias, ShareTable, SmoothTie};
 use dwepc_core::policy::{Compare, Comparison, Local, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
 use dwepc_core::zone::{words, UpstreamZone};
@@ -265,17 +265,21 @@ impl Scan for BenchScan<'_> {
     }
 }
 
-/// One pick of `how` over `n` peers, without response times.
+/// One pick of `how` over `n` peers, without response times (the
+/// worker's copy of the shares checked first, as the module does).
 fn pick_mode(
     zone: UpstreamZone<'_>,
     how: Comparison,
     map: &SlotMap,
     n: usize,
     tie: &mut [i64],
+    shares: &mut ShareTable,
 ) -> usize {
+    shares.refresh(zone);
     let local = Local {
         latency: &[],
         weight: &[],
+        shares,
         now_ms: 0,
         tau_ms: 1.0,
         slow_start_ms: 0,
@@ -296,10 +300,13 @@ fn pick_then_end(
     how: Comparison,
     scan: BenchScan<'_>,
     local: Local<'_>,
+    shares: &mut ShareTable,
     drawn: Option<usize>,
     epoch: u64,
 ) -> usize {
     let (zone, n) = (scan.zone, scan.n);
+    shares.refresh(zone);
+    let local = Local { shares, ..local };
     let k = how.run(scan, local, drawn);
     let j = (k + 1) % n;
     if zone.in_flight(j) > 0 {
@@ -373,6 +380,7 @@ fn shares_zone_words(n: usize) -> Vec<AtomicU64> {
 fn bench_paper(g: &mut Group<'_>, n: usize) {
     let paper = Comparison::LargestRemaining;
     let mut tie = vec![0i64; n];
+    let mut shares = ShareTable::default();
     let words = zone_words(n);
     let zone = UpstreamZone::new(&words, n).unwrap();
     let alloc: Vec<f64> = (0..n)
@@ -381,14 +389,14 @@ fn bench_paper(g: &mut Group<'_>, n: usize) {
     zone.apply(&alloc, u64::MAX, 0);
     let map = slot_map(zone, n);
     g.bench_with_input(BenchmarkId::new("dwepc_paper", n), &n, |b, &n| {
-        b.iter(|| black_box(pick_mode(zone, paper, &map, n, &mut tie)))
+        b.iter(|| black_box(pick_mode(zone, paper, &map, n, &mut tie, &mut shares)))
     });
     let twords = zone_words(n);
     let ties = UpstreamZone::new(&twords, n).unwrap();
     ties.apply(&vec![1000.0; n], u64::MAX, 0);
     let tmap = slot_map(ties, n);
     g.bench_with_input(BenchmarkId::new("dwepc_paper_all_ties", n), &n, |b, &n| {
-        b.iter(|| black_box(pick_mode(ties, paper, &tmap, n, &mut tie)))
+        b.iter(|| black_box(pick_mode(ties, paper, &tmap, n, &mut tie, &mut shares)))
     });
 }
 
@@ -460,10 +468,11 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
     let epoch = sh.epoch();
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];
+    let mut shares = ShareTable::default();
     let how = Comparison::LeastPerShare { plus_one: false };
     g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
         b.iter(|| {
-            let k = pick_mode(sh, how, &map, n, &mut tie);
+            let k = pick_mode(sh, how, &map, n, &mut tie, &mut shares);
             let j = (k + 1) % n;
             if sh.in_flight(j) > 0 {
                 sh.finish(j, epoch);
@@ -476,7 +485,7 @@ fn bench_shares(g: &mut Group<'_>, n: usize) {
     g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
         b.iter(|| {
             peers_lock.wlock();
-            let k = pick_mode(sh, how, &map, n, &mut tie);
+            let k = pick_mode(sh, how, &map, n, &mut tie, &mut shares);
             peers_lock.unlock();
             let j = (k + 1) % n;
             peers_lock.rlock();
@@ -500,11 +509,13 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
     let epoch = sh.epoch();
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];
+    let mut shares = ShareTable::default();
     let lat = estimates(n);
     let weight: Vec<u32> = (0..n).map(|i| 1 + (i % 5) as u32).collect();
     let local = Local {
         latency: &lat,
         weight: &weight,
+        shares: ShareTable::none(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,
@@ -528,7 +539,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
                     tie: &mut tie,
                     table: None,
                 };
-                black_box(pick_then_end(how, scan, local, None, epoch))
+                black_box(pick_then_end(how, scan, local, &mut shares, None, epoch))
             })
         });
     }
@@ -545,12 +556,14 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
     let epoch = sh.epoch();
     let map = slot_map(sh, n);
     let mut tie = vec![0i64; n];
+    let mut shares = ShareTable::default();
     let weights: Vec<u32> = (0..n).map(|i| sh.pick_view(i).1).collect();
     let table = Alias::new(&weights);
     let lat = estimates(n);
     let local = Local {
         latency: &lat,
         weight: &[],
+        shares: ShareTable::none(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,
@@ -575,7 +588,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
                     tie: &mut tie,
                     table: Some(&table),
                 };
-                black_box(pick_then_end(how, scan, local, Some(d), epoch))
+                black_box(pick_then_end(how, scan, local, &mut shares, Some(d), epoch))
             })
         });
     }

@@ -3,12 +3,14 @@
 // Index loops read best in these numeric checks.
 #![allow(clippy::needless_range_loop)]
 
-use dwepc_core::policy::pick::{LeastShare, SmoothTie};
+use std::sync::atomic::AtomicU64;
+
+use dwepc_core::policy::pick::{Compare, LeastShare, Local, PerShare, ShareTable, SmoothTie};
 use dwepc_core::policy::shares::math::{floored, water_fill};
 use dwepc_core::policy::shares::{ShareParams, ShareState, SharesModel};
 use dwepc_core::policy::{PeerFacts, Sample};
 use dwepc_core::resources::{Res, R};
-use dwepc_core::zone::{share_weight, weight_share};
+use dwepc_core::zone::{share_weight, weight_share, words, UpstreamZone};
 use proptest::prelude::*;
 
 fn any_value() -> impl Strategy<Value = f64> {
@@ -320,5 +322,50 @@ proptest! {
         }
         prop_assert_eq!(wins, w);
         prop_assert!(weight_share(share_weight(0.5)) == 0.5);
+    }
+
+    /// The shares mode's comparison over this worker's copy of the
+    /// published shares ([`ShareTable`]) decides as [`LeastShare`] fed the
+    /// zone's own words (a share of 0 as the smallest, a limit of 0 as
+    /// none): the same best, ties, tie weights and full peers.
+    #[test]
+    fn the_pick_over_the_copy_is_the_pick_over_the_zone(
+        peers in prop::collection::vec(
+            (0u64..50, prop_oneof![1 => Just(0.0), 4 => 0.0f64..1.0], prop_oneof![1 => Just(0u64), 3 => 0u64..40]),
+            1..40,
+        ),
+        sed in any::<bool>(),
+    ) {
+        let n = peers.len();
+        let mem: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
+        let zone = UpstreamZone::new(&mem, n).unwrap();
+        zone.init(1);
+        let shares: Vec<f64> = peers.iter().map(|p| p.1).collect();
+        let limits: Vec<u64> = peers.iter().map(|p| p.2).collect();
+        zone.apply_shares(&shares, &limits, u64::MAX, 1);
+        for (i, p) in peers.iter().enumerate() {
+            for _ in 0..p.0 {
+                zone.count(i);
+            }
+        }
+        let table = ShareTable::of(zone);
+        let local = Local { latency: &[], weight: &[], shares: &table, now_ms: 1, tau_ms: 1.0, slow_start_ms: 0 };
+        let plain = || if sed { LeastShare::expected_delay() } else { LeastShare::new() };
+        let mut copy = PerShare::new(plain(), local);
+        let mut words = plain();
+        for i in 0..n {
+            Compare::offer(&mut copy, i, i, zone);
+            let (c, w, l) = zone.pick_view(i);
+            words.offer(i, c, w, l);
+        }
+        prop_assert_eq!(Compare::best(&copy), words.best());
+        prop_assert_eq!(Compare::tied(&copy), words.tied());
+        prop_assert_eq!(Compare::limited(&copy), words.limited);
+        for i in 0..n {
+            let (c, w, l) = zone.pick_view(i);
+            let want = words.is_tied(c, w, l).then_some(w.max(1));
+            prop_assert_eq!(copy.tie_weight(i, zone), want);
+            prop_assert_eq!(copy.accepts(i, zone), l == 0 || c < l as u64);
+        }
     }
 }

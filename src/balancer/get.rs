@@ -1,8 +1,9 @@
 //! `peer.get`: one pick. Under nginx's peer lock (as least_conn takes it),
 //! the eligible peers of the list (not tried, not down, not failed, below
 //! `max_conns`) are offered to the mode's comparison on what its policy
-//! published in the zone — every one, or (`choices=`) a few drawn by share
-//! from this worker's draw table of the list; after a full scan ties go
+//! published in the zone (the shares and limits through this worker's copy
+//! of them) — every one, or (`choices=`) a few drawn by share from this
+//! worker's draw table of the list; after a full scan ties go
 //! to this worker's smooth weighted round robin on the shares, among drawn
 //! peers to the first drawn; the chosen peer is taken as round robin takes
 //! one and counted in its slot. Without usable counters the comparison's own
@@ -15,7 +16,7 @@ use core::ptr;
 use dwepc_core::policy::decision::Decision;
 use dwepc_core::policy::latency::DEFAULT_TAU_MS;
 use dwepc_core::policy::pick::draw::draw;
-use dwepc_core::policy::pick::{with_worker_rng, SmoothTie};
+use dwepc_core::policy::pick::{with_worker_rng, ShareTable, SmoothTie};
 use dwepc_core::policy::{Compare, Comparison, Local, Observe, Scan};
 use dwepc_core::zone::slots::SlotMap;
 use dwepc_core::zone::UpstreamZone;
@@ -111,14 +112,22 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     // table (if any) holds the list's peers as locked now.
     let scan =
         unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers, table.as_deref()) };
+    // this worker's copy of the published shares, rebuilt if the collector
+    // published since (held by no one else: each use ends before the next)
+    let shares = servers.shares.try_borrow_mut().ok().map(|mut t| {
+        t.refresh(zone);
+        t
+    });
     let local = Local {
         latency: &servers.latency,
         weight: &servers.weights,
+        shares: shares.as_deref().unwrap_or(ShareTable::none()),
         now_ms,
         tau_ms: DEFAULT_TAU_MS,
         slow_start_ms: ups.parsed.conf.tuning.slow_start_ms,
     };
     let (best, full) = comparison.run(scan, local, drawn);
+    drop(shares);
     drop(table);
     drop(map);
     let decision = match comparison {

@@ -52,33 +52,6 @@ impl Ramp {
         let since_ms = zone.ramp_since(slot);
         factor(since_ms, self.now_ms, self.slow_start_ms).map(|f| Ramping { f, since_ms })
     }
-
-    /// What a per-share pick reads of peer `slot` ([`UpstreamZone::pick_view`])
-    /// as slow start has it: its share and in-flight limit scaled while it
-    /// ramps; `None` at that limit.
-    #[inline(always)]
-    pub fn share_view(self, zone: UpstreamZone<'_>, slot: usize) -> Option<ShareView> {
-        let (in_flight, share, limit) = zone.pick_view(slot);
-        let ramping = self.at(zone, slot);
-        let (share, limit) = match ramping {
-            None => (share, limit),
-            Some(r) => (weight(share, r.f), self::limit(limit, r.f)),
-        };
-        (limit == 0 || in_flight < limit as u64).then_some(ShareView {
-            in_flight,
-            share,
-            ramping,
-        })
-    }
-}
-
-/// A peer below its in-flight limit, as a per-share pick sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct ShareView {
-    pub in_flight: u64,
-    /// Its share's weight (scaled while it ramps).
-    pub share: u32,
-    pub ramping: Option<Ramping>,
 }
 
 /// How far a peer's ramp is at `now_ms`: `Some(f)` with `0 ≤ f < 1` while it

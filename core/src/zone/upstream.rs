@@ -143,8 +143,9 @@ impl<'a> UpstreamZone<'a> {
     }
 
     /// When the collector last published the pick's inputs (shares,
-    /// limits, allocations), wall clock ms: what a worker's tables built
-    /// from them are checked against.
+    /// limits, allocations), wall clock ms, never the same twice (0: never
+    /// since the zone was cleared): what a worker's tables built from them
+    /// are checked against.
     #[inline]
     pub fn published_ms(&self) -> u64 {
         // pairs with the Release store after the inputs are written: a

@@ -8,14 +8,16 @@
 //!
 //! | comparison | file | compares | ties |
 //! |---|---|---|---|
-//! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`LeastShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
+//! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`PerShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
 //! | [`Comparison::LargestRemaining`] | [`largest`] | the remaining allocation `L = target − sent` ([`Argmax`]) | at random |
 //! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ `weight=`, or ÷ share below the in-flight limit ([`LeastTime`]) | smooth weighted round robin on the same weights |
 //! | [`Comparison::RandomTwo`] | [`time`] | the same, of two peers drawn at random ([`RandomTwo`]) | at random |
 //! | [`Comparison::LeastConn`] | [`share`] | in flight per `weight=`, no limit: nginx's least_conn, for observe mode ([`LeastWeight`]) | smooth weighted round robin on `weight=` |
 //!
 //! The random ones draw from the worker's generator ([`worker_rng`]), kept
-//! between picks.
+//! between picks. The per-share ones read the shares and limits from the
+//! worker's copy of what the collector published ([`share_table`]), and
+//! only the in-flight counts from the zone.
 //!
 //! How many peers a comparison sees is apart from what it compares: every
 //! eligible peer ([`Scan::scan`]), or, for large upstreams and the
@@ -25,12 +27,14 @@
 pub mod draw;
 mod largest;
 mod share;
+pub mod share_table;
 mod time;
 mod worker_rng;
 
 pub use draw::{Alias, Choices};
 pub use largest::{Argmax, Largest};
-pub use share::{LeastShare, LeastWeight, SmoothTie};
+pub use share::{LeastShare, LeastWeight, PerShare, SmoothTie};
+pub use share_table::ShareTable;
 pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 pub use worker_rng::with_worker_rng;
 
@@ -190,11 +194,15 @@ impl Comparison {
 }
 
 /// What a worker itself knows of each slot, besides the zone: its
-/// response-time estimate and its configured `weight=`.
+/// response-time estimate, its configured `weight=` and its copy of the
+/// published share and limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Local<'a> {
     pub latency: &'a [Cell<PeakEwma>],
     pub weight: &'a [u32],
+    /// The shares and limits as last published ([`ShareTable::refresh`]
+    /// before the pick; [`ShareTable::none`] for picks that read none).
+    pub shares: &'a ShareTable,
     /// The time of the pick, ms (the one clock).
     pub now_ms: u64,
     /// The estimates' time constant, ms.
@@ -218,7 +226,7 @@ impl Local<'_> {
 
     /// Slow start at the pick's time.
     #[inline]
-    fn ramp(&self) -> Ramp {
+    pub(crate) fn ramp(&self) -> Ramp {
         Ramp {
             now_ms: self.now_ms,
             slow_start_ms: self.slow_start_ms,
@@ -244,11 +252,11 @@ impl Comparison {
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => {
-                over(scan, LeastShare::new().ramped(local.ramp()), drawn)
+                over(scan, PerShare::new(LeastShare::new(), local), drawn)
             }
             Comparison::LeastPerShare { plus_one: true } => over(
                 scan,
-                LeastShare::expected_delay().ramped(local.ramp()),
+                PerShare::new(LeastShare::expected_delay(), local),
                 drawn,
             ),
             Comparison::LeastTime { per_share } => {
@@ -352,7 +360,16 @@ mod tests {
         // comparison keeps the caller's handle of the best
         z.apply_shares(&[0.5, 0.25, 0.25], &[1, 0, 0], u64::MAX, 0);
         z.count(0);
-        let mut p: LeastShare<&str> = LeastShare::new();
+        let shares = ShareTable::of(z);
+        let local = Local {
+            latency: &[],
+            weight: &[],
+            shares: &shares,
+            now_ms: 0,
+            tau_ms: 1.0,
+            slow_start_ms: 0,
+        };
+        let mut p: PerShare<&str> = PerShare::new(LeastShare::new(), local);
         Compare::offer(&mut p, "first", 0, z);
         assert!(Compare::limited(&p) && Compare::best(&p).is_none());
         Compare::offer(&mut p, "second", 1, z);
@@ -379,20 +396,13 @@ mod tests {
                 "drawn"
             }
         }
-        let local = Local {
-            latency: &[],
-            weight: &[],
-            now_ms: 0,
-            tau_ms: 1.0,
-            slow_start_ms: 0,
-        };
         assert_eq!(
             Comparison::LargestRemaining.run(Kind, local, None),
             "Largest"
         );
         assert_eq!(
             Comparison::LeastPerShare { plus_one: true }.run(Kind, local, None),
-            "LeastShare"
+            "PerShare"
         );
         let lt = Comparison::LeastTime { per_share: false };
         assert_eq!(lt.run(Kind, local, None), "LeastTime");

@@ -1,8 +1,11 @@
 //! [`super::Comparison::LeastPerShare`], the shares mode's pick: the least
 //! in flight per share, below each peer's in-flight limit, ties by smooth
-//! weighted round robin on the shares.
+//! weighted round robin on the shares ([`PerShare`], on this worker's
+//! [`ShareTable`]); and observe mode's least_conn on `weight=`
+//! ([`LeastWeight`]). Both compare with [`LeastShare`], the arithmetic.
 
-use super::Compare;
+use super::share_table::ShareTable;
+use super::{Compare, Local};
 use crate::policy::slow_start::Ramp;
 #[cfg(doc)]
 use crate::zone::share_weight;
@@ -28,8 +31,6 @@ pub struct LeastShare<T = usize> {
     ties: u32,
     /// Some eligible peer was skipped for being at its limit.
     pub limited: bool,
-    /// Slow start (off unless [`LeastShare::ramped`]).
-    ramp: Ramp,
 }
 
 impl<T: Copy> LeastShare<T> {
@@ -45,7 +46,6 @@ impl<T: Copy> LeastShare<T> {
             best_weight: 1,
             ties: 0,
             limited: false,
-            ramp: Ramp::OFF,
         }
     }
 
@@ -75,8 +75,14 @@ impl<T: Copy> LeastShare<T> {
             self.limited = true;
             return false;
         }
-        let c = self.conns(conns);
-        let w = weight.max(1) as u64;
+        self.offer_compared(i, self.conns(conns), weight.max(1))
+    }
+
+    /// [`LeastShare::offer`] of a peer below its limit with `c` in flight
+    /// as compared (below 2³²) and a weight of at least 1.
+    #[inline(always)]
+    fn offer_compared(&mut self, i: T, c: u64, weight: u32) -> bool {
+        let w = weight as u64;
         // below 2⁶⁴: c < 2³², best_weight < 2³², best_conns ≤ 2³², w < 2³²
         let lhs = c * self.best_weight;
         let rhs = self.best_conns * w;
@@ -108,10 +114,16 @@ impl<T: Copy> LeastShare<T> {
     /// `limit`) one of the tied best?
     #[inline(always)]
     pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
-        if self.best.is_none() || (limit != 0 && conns >= limit as u64) {
+        if limit != 0 && conns >= limit as u64 {
             return false;
         }
-        self.conns(conns) * self.best_weight == self.best_conns * weight.max(1) as u64
+        self.is_tied_compared(self.conns(conns), weight.max(1))
+    }
+
+    /// [`LeastShare::is_tied`] as [`LeastShare::offer_compared`] offers.
+    #[inline(always)]
+    fn is_tied_compared(&self, c: u64, weight: u32) -> bool {
+        self.best.is_some() && c * self.best_weight == self.best_conns * weight as u64
     }
 }
 
@@ -170,57 +182,77 @@ impl<T: Copy> SmoothTie<T> {
     }
 }
 
-impl<T: Copy> LeastShare<T> {
-    /// The same comparison with slow start: a ramping peer's share and
-    /// limit scaled, its in-flight count plus one ([`slow_start`]).
-    pub fn ramped(self, ramp: Ramp) -> LeastShare<T> {
-        LeastShare { ramp, ..self }
+/// [`super::Comparison::LeastPerShare`]: [`LeastShare`] over the shares
+/// and limits of this worker's [`ShareTable`] and the zone's in-flight
+/// counts, with slow start: a ramping peer's share and limit scaled, its
+/// in-flight count plus one.
+#[derive(Clone, Copy, Debug)]
+pub struct PerShare<'a, P> {
+    inner: LeastShare<P>,
+    shares: &'a ShareTable,
+    ramp: Ramp,
+}
+
+impl<'a, P: Copy> PerShare<'a, P> {
+    /// `inner` ([`LeastShare::new`] or [`LeastShare::expected_delay`]) on
+    /// `local`'s shares and slow start.
+    pub fn new(inner: LeastShare<P>, local: Local<'a>) -> PerShare<'a, P> {
+        PerShare {
+            inner,
+            shares: local.shares,
+            ramp: local.ramp(),
+        }
     }
 
     /// What the comparison counts of the peer in `slot`: its in-flight
-    /// count and share weight, or `None` at its in-flight limit (both as
-    /// slow start has them while it ramps).
+    /// count as compared and its share weight, or `None` at its in-flight
+    /// limit (both as slow start has them while it ramps).
     // always inlined: called once per peer of a scan, where a call (and
     // its Option return) doubled the scan's time
     #[inline(always)]
     fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
-        let v = self.ramp.share_view(zone, slot)?;
+        let v = self.shares.view(zone, slot, self.ramp)?;
         // a ramping peer counts one request more (expected delay)
-        let plus = if v.ramping.is_some() { 1 - self.add } else { 0 };
-        Some((v.in_flight + plus, v.share))
+        let c = v.in_flight.min(u32::MAX as u64 - 1);
+        let add = if v.ramping.is_some() {
+            1
+        } else {
+            self.inner.add
+        };
+        Some((c + add, v.share))
     }
 }
 
-impl<P: Copy> Compare<P> for LeastShare<P> {
+impl<P: Copy> Compare<P> for PerShare<'_, P> {
     #[inline(always)]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
         match self.seen(slot, zone) {
-            Some((in_flight, share)) => {
-                LeastShare::offer(self, p, in_flight, share, 0);
+            Some((c, share)) => {
+                self.inner.offer_compared(p, c, share);
             }
-            None => self.limited = true,
+            None => self.inner.limited = true,
         }
     }
 
     #[inline]
     fn best(&self) -> Option<P> {
-        LeastShare::best(self)
+        self.inner.best()
     }
 
     #[inline]
     fn tied(&self) -> bool {
-        LeastShare::tied(self)
+        self.inner.tied()
     }
 
     #[inline(always)]
     fn tie_weight(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<u32> {
-        let (in_flight, share) = self.seen(slot, zone)?;
-        self.is_tied(in_flight, share, 0).then_some(share)
+        let (c, share) = self.seen(slot, zone)?;
+        self.inner.is_tied_compared(c, share).then_some(share)
     }
 
     #[inline]
     fn limited(&self) -> bool {
-        self.limited
+        self.inner.limited
     }
 
     #[inline]
@@ -236,12 +268,12 @@ impl<P: Copy> Compare<P> for LeastShare<P> {
 #[derive(Clone, Copy, Debug)]
 pub struct LeastWeight<'a, P> {
     inner: LeastShare<P>,
-    local: super::Local<'a>,
+    local: Local<'a>,
 }
 
 impl<'a, P: Copy> LeastWeight<'a, P> {
     /// A fresh comparison with the worker's weights.
-    pub fn new(local: super::Local<'a>) -> LeastWeight<'a, P> {
+    pub fn new(local: Local<'a>) -> LeastWeight<'a, P> {
         LeastWeight {
             inner: LeastShare::new(),
             local,
@@ -306,18 +338,23 @@ mod tests {
         let z = UpstreamZone::new(&words, 2).unwrap();
         z.init(1);
         z.apply_shares(&[0.5, 0.5], &[8, 8], u64::MAX, 0);
+        let shares = ShareTable::of(z);
         for _ in 0..3 {
             z.count(1);
         }
         let pick = |now| {
-            let ramp = Ramp {
+            let local = Local {
+                latency: &[],
+                weight: &[],
+                shares: &shares,
                 now_ms: now,
+                tau_ms: 1.0,
                 slow_start_ms: 10_000,
             };
-            let mut c = LeastShare::new().ramped(ramp);
+            let mut c = PerShare::new(LeastShare::new(), local);
             Compare::offer(&mut c, 0, 0, z);
             Compare::offer(&mut c, 1, 1, z);
-            (c.best(), c.limited)
+            (Compare::best(&c), Compare::limited(&c))
         };
         // no ramp: the idle peer wins
         assert_eq!(pick(5_000), (Some(0), false));

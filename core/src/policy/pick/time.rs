@@ -5,6 +5,8 @@
 //! least_time per share the mode's share from the zone.
 
 use super::worker_rng::WorkerRng;
+#[cfg(test)]
+use super::ShareTable;
 use super::{Compare, Local};
 use crate::policy::slow_start;
 use crate::zone::UpstreamZone;
@@ -83,9 +85,8 @@ fn cost_parts(
     // in flight, the weight divided by (scaled while the peer ramps) and
     // the one ties are broken on, and the ramp
     let (in_flight, divisor, tie, ramp) = if per_share {
-        let v = local.ramp().share_view(zone, slot)?;
-        let w = v.share.max(1);
-        (v.in_flight, w as f64, w, v.ramping)
+        let v = local.shares.view(zone, slot, local.ramp())?;
+        (v.in_flight, v.share as f64, v.share, v.ramping)
     } else {
         let (w, ramp) = (local.weight(slot), local.ramp().at(zone, slot));
         let (divisor, tie) = match ramp {
@@ -161,7 +162,10 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
 
     #[inline]
     fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
-        !self.per_share || self.local.ramp().share_view(zone, slot).is_some()
+        !self.per_share
+            || (self.local.shares)
+                .view(zone, slot, self.local.ramp())
+                .is_some()
     }
 }
 
@@ -248,6 +252,7 @@ mod tests {
         let local = |now| Local {
             latency: &lat,
             weight: &weight,
+            shares: ShareTable::none(),
             now_ms: now,
             tau_ms: 10_000.0,
             slow_start_ms: 0,
@@ -311,6 +316,7 @@ mod tests {
         let local = Local {
             latency: &lat,
             weight: &weight,
+            shares: ShareTable::none(),
             now_ms: 1_000,
             tau_ms: 10_000.0,
             slow_start_ms: 0,

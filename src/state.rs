@@ -136,7 +136,7 @@ pub struct Servers {
     pub draw_tables: [RefCell<DrawTable>; 2],
     /// This worker's copy of the zone's published shares and limits, by
     /// slot (what the per-share comparisons read).
-    pub shares: RefCell<ShareTable>,
+    pub share_table: RefCell<ShareTable>,
 }
 
 impl Servers {
@@ -147,7 +147,7 @@ impl Servers {
             weights: peers.iter().map(|p| p.weight.max(1.0) as u32).collect(),
             slot_maps: Default::default(),
             draw_tables: Default::default(),
-            shares: Default::default(),
+            share_table: Default::default(),
             peers,
             n_primary,
             zone,

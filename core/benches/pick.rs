@@ -279,7 +279,7 @@ fn pick_mode(
     let local = Local {
         latency: &[],
         weight: &[],
-        shares,
+        share_table: shares,
         now_ms: 0,
         tau_ms: 1.0,
         slow_start_ms: 0,
@@ -306,7 +306,10 @@ fn pick_then_end(
 ) -> usize {
     let (zone, n) = (scan.zone, scan.n);
     shares.refresh(zone);
-    let local = Local { shares, ..local };
+    let local = Local {
+        share_table: shares,
+        ..local
+    };
     let k = how.run(scan, local, drawn);
     let j = (k + 1) % n;
     if zone.in_flight(j) > 0 {
@@ -515,7 +518,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &weight,
-        shares: ShareTable::none(),
+        share_table: ShareTable::none(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,
@@ -563,7 +566,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &[],
-        shares: ShareTable::none(),
+        share_table: ShareTable::none(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,

@@ -5,9 +5,10 @@
 
 use std::sync::atomic::AtomicU64;
 
-use dwepc_core::policy::pick::{Compare, LeastShare, Local, PerShare, ShareTable, SmoothTie};
+use dwepc_core::policy::pick::{Compare, LeastPerShare, LeastShare, Local, ShareTable, SmoothTie};
 use dwepc_core::policy::shares::math::{floored, water_fill};
 use dwepc_core::policy::shares::{ShareParams, ShareState, SharesModel};
+use dwepc_core::policy::slow_start;
 use dwepc_core::policy::{PeerFacts, Sample};
 use dwepc_core::resources::{Res, R};
 use dwepc_core::zone::{share_weight, weight_share, words, UpstreamZone};
@@ -327,7 +328,9 @@ proptest! {
     /// The shares mode's comparison over this worker's copy of the
     /// published shares ([`ShareTable`]) decides as [`LeastShare`] fed the
     /// zone's own words (a share of 0 as the smallest, a limit of 0 as
-    /// none): the same best, ties, tie weights and full peers.
+    /// none), with peer 0 in slow start or not (its share and limit scaled,
+    /// one request more in flight): the same best, ties, tie weights (a
+    /// share of 0 ties as the smallest too) and full peers.
     #[test]
     fn the_pick_over_the_copy_is_the_pick_over_the_zone(
         peers in prop::collection::vec(
@@ -335,6 +338,7 @@ proptest! {
             1..40,
         ),
         sed in any::<bool>(),
+        ramp in prop::option::of(0u64..RAMP_MS),
     ) {
         let n = peers.len();
         let mem: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
@@ -348,24 +352,48 @@ proptest! {
                 zone.count(i);
             }
         }
+        // peer 0 ramping, `elapsed` into its slow start
+        let since = 1_000;
+        let now = since + ramp.unwrap_or(RAMP_MS);
+        zone.start_ramp(0, since);
+        let f = slow_start::factor(since, now, RAMP_MS);
+        prop_assert_eq!(f.is_some(), ramp.is_some());
         let table = ShareTable::of(zone);
-        let local = Local { latency: &[], weight: &[], shares: &table, now_ms: 1, tau_ms: 1.0, slow_start_ms: 0 };
+        let local = Local { latency: &[], weight: &[], share_table: &table, now_ms: now, tau_ms: 1.0, slow_start_ms: RAMP_MS };
         let plain = || if sed { LeastShare::expected_delay() } else { LeastShare::new() };
-        let mut copy = PerShare::new(plain(), local);
+        // what the zone's words say of peer i: in flight as compared, share
+        // and limit, as slow start has them
+        let seen = |i: usize| {
+            let (c, w, l) = zone.pick_view(i);
+            match f.filter(|_| i == 0) {
+                Some(f) => (c, c + 1 - u64::from(sed), slow_start::weight(w, f), slow_start::limit(l, f)),
+                None => (c, c, w, l),
+            }
+        };
+        let mut copy = LeastPerShare::new(plain(), local);
         let mut words = plain();
+        let mut full = false;
         for i in 0..n {
             Compare::offer(&mut copy, i, i, zone);
-            let (c, w, l) = zone.pick_view(i);
-            words.offer(i, c, w, l);
+            let (c, compared, w, l) = seen(i);
+            if l != 0 && c >= l as u64 {
+                full = true;
+            } else {
+                words.offer(i, compared, w, 0);
+            }
         }
         prop_assert_eq!(Compare::best(&copy), words.best());
         prop_assert_eq!(Compare::tied(&copy), words.tied());
-        prop_assert_eq!(Compare::limited(&copy), words.limited);
+        prop_assert_eq!(Compare::limited(&copy), full);
         for i in 0..n {
-            let (c, w, l) = zone.pick_view(i);
-            let want = words.is_tied(c, w, l).then_some(w.max(1));
+            let (c, compared, w, l) = seen(i);
+            let open = l == 0 || c < l as u64;
+            let want = (open && words.is_tied(compared, w, 0)).then_some(w.max(1));
             prop_assert_eq!(copy.tie_weight(i, zone), want);
-            prop_assert_eq!(copy.accepts(i, zone), l == 0 || c < l as u64);
+            prop_assert_eq!(copy.accepts(i, zone), open);
         }
     }
 }
+
+/// The slow start of [`the_pick_over_the_copy_is_the_pick_over_the_zone`], ms.
+const RAMP_MS: u64 = 10_000;

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
 
 use dwepc_core::policy::latency::PeakEwma;
-use dwepc_core::policy::pick::{Compare, LeastShare, LeastTime, Local, PerShare, ShareTable};
+use dwepc_core::policy::pick::{Compare, LeastPerShare, LeastShare, LeastTime, Local, ShareTable};
 use dwepc_core::policy::slow_start;
 use dwepc_core::zone::{words, UpstreamZone};
 use proptest::prelude::*;
@@ -114,20 +114,20 @@ proptest! {
         let mem: Vec<AtomicU64> = (0..words(n)).map(|_| AtomicU64::new(0)).collect();
         let (zone, lat) = setup(&ps, &mem);
         let weight: Vec<u32> = ps.iter().map(|p| p.4).collect();
-        let shares = ShareTable::of(zone);
+        let table = ShareTable::of(zone);
         let (a, b) = (SINCE + early.min(later), SINCE + early.max(later));
         let local = |now, slow_start_ms| Local {
             latency: &lat,
             weight: &weight,
-            shares: &shares,
+            share_table: &table,
             now_ms: now,
             tau_ms: TAU,
             slow_start_ms,
         };
         type Pick<'a> = dyn Fn(u64, u64) -> Option<usize> + 'a;
         let picks: [(&str, Box<Pick<'_>>); 4] = [
-            ("least_conn", Box::new(|now, t| best(PerShare::new(LeastShare::new(), local(now, t)), zone, n))),
-            ("expected_delay", Box::new(|now, t| best(PerShare::new(LeastShare::expected_delay(), local(now, t)), zone, n))),
+            ("least_conn", Box::new(|now, t| best(LeastPerShare::new(LeastShare::new(), local(now, t)), zone, n))),
+            ("expected_delay", Box::new(|now, t| best(LeastPerShare::new(LeastShare::expected_delay(), local(now, t)), zone, n))),
             ("least_time", Box::new(|now, t| best(LeastTime::new(local(now, t), false), zone, n))),
             ("least_time per share", Box::new(|now, t| best(LeastTime::new(local(now, t), true), zone, n))),
         ];

@@ -19,7 +19,7 @@ use crate::state::Servers;
 #[derive(Debug, Default)]
 pub struct DrawTable {
     /// The list version and the shares' publication it was built from.
-    built_for: Option<(u64, u64)>,
+    built_for: Option<(u64, (u64, u64))>,
     /// The list's peers, by position.
     pub peers: Vec<*mut ngx_http_upstream_rr_peer_t>,
     /// Positions drawn in proportion to their shares.
@@ -47,7 +47,7 @@ pub unsafe fn draw_table<'u>(
         .try_borrow_mut()
         .ok()?;
     // SAFETY: forwarded from the caller.
-    let key = (unsafe { list_version(peers) }, zone.published_ms());
+    let key = (unsafe { list_version(peers) }, zone.publication());
     if t.built_for != Some(key) {
         // in place: no allocation once the list's size is stable
         let DrawTable {

@@ -73,6 +73,20 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         // SAFETY: pc and dp belong to this live request.
         (other, _) => return unsafe { round_robin(pc, dp, other, Decision::RoundRobin) },
     };
+    // this worker's copy of the published shares for a comparison that
+    // reads them, rebuilt if the collector published since (never held
+    // here: each use ends before the next pick, backups included)
+    let share_table = match comparison.per_share() {
+        true => match servers.share_table.try_borrow_mut() {
+            Ok(mut t) => {
+                t.refresh(zone);
+                Some(t)
+            }
+            // SAFETY: pc and dp belong to this live request.
+            Err(_) => return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) },
+        },
+        false => None,
+    };
     pc.set_cached(0);
     pc.connection = ptr::null_mut();
     // SAFETY: peers is live and not yet locked by this process.
@@ -112,22 +126,16 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     // table (if any) holds the list's peers as locked now.
     let scan =
         unsafe { ScanPeers::new(peers, dp.rrp.tried, &map, zone, servers, table.as_deref()) };
-    // this worker's copy of the published shares, rebuilt if the collector
-    // published since (held by no one else: each use ends before the next)
-    let shares = servers.shares.try_borrow_mut().ok().map(|mut t| {
-        t.refresh(zone);
-        t
-    });
     let local = Local {
         latency: &servers.latency,
         weight: &servers.weights,
-        shares: shares.as_deref().unwrap_or(ShareTable::none()),
+        share_table: share_table.as_deref().unwrap_or(ShareTable::none()),
         now_ms,
         tau_ms: DEFAULT_TAU_MS,
         slow_start_ms: ups.parsed.conf.tuning.slow_start_ms,
     };
     let (best, full) = comparison.run(scan, local, drawn);
-    drop(shares);
+    drop(share_table);
     drop(table);
     drop(map);
     let decision = match comparison {

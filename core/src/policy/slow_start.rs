@@ -37,12 +37,6 @@ pub struct Ramping {
 }
 
 impl Ramp {
-    /// Slow start off.
-    pub const OFF: Ramp = Ramp {
-        now_ms: 0,
-        slow_start_ms: 0,
-    };
-
     /// Peer `slot` of `zone` if it ramps now.
     #[inline(always)]
     pub fn at(self, zone: UpstreamZone<'_>, slot: usize) -> Option<Ramping> {

@@ -1,7 +1,8 @@
 //! Where each word of an upstream's zone lives: the header, the hot words
-//! the pick reads (packed, four per peer, so a scan of many peers touches
-//! few cache lines), and the cold words only the collector and the status
-//! pages touch.
+//! the pick reads or counts in (packed, four per peer, so a scan of many
+//! peers touches few cache lines; the per-share picks read the share word
+//! through each worker's copy of it), and the cold words only the
+//! collector and the status pages touch.
 //!
 //! ```text
 //! header   HEADER words: magic, n, names hash, valid-until, W[4],

@@ -77,13 +77,12 @@ impl UpstreamZone<'_> {
 
     /// Marks the pick's inputs in force until `valid_until_ms` (wall
     /// clock), published at `now_ms` (stamped a millisecond after the
-    /// last publication if that was as late, so that no two publications
-    /// share a stamp).
+    /// publication before if that was as late, so that no two
+    /// publications share a stamp, even from two writers at once).
     fn in_force(&self, valid_until_ms: u64, now_ms: u64) {
-        let last = self.h(H_APPLIED).load(Relaxed);
-        // after the inputs: a reader of `published_ms` sees them
-        self.h(H_APPLIED)
-            .store(now_ms.max(last.saturating_add(1)), Release);
+        // after the inputs (Release): a reader of `published_ms` sees them
+        let stamp = |last: u64| Some(now_ms.max(last.saturating_add(1)));
+        let _ = self.h(H_APPLIED).fetch_update(AcqRel, Relaxed, stamp);
         self.h(H_REASON).store(Reason::Active as u64, Relaxed);
         self.h(H_VALID_UNTIL).store(valid_until_ms, Release);
     }

@@ -143,14 +143,24 @@ impl<'a> UpstreamZone<'a> {
     }
 
     /// When the collector last published the pick's inputs (shares,
-    /// limits, allocations), wall clock ms, never the same twice (0: never
-    /// since the zone was cleared): what a worker's tables built from them
-    /// are checked against.
+    /// limits, allocations): wall clock ms, or a millisecond after the
+    /// publication before if that was as late (0: never since the zone was
+    /// cleared).
     #[inline]
     pub fn published_ms(&self) -> u64 {
         // pairs with the Release store after the inputs are written: a
         // reader that sees this publication sees its inputs
         self.h(H_APPLIED).load(Acquire)
+    }
+
+    /// Which publication of the pick's inputs the zone holds: its stamp
+    /// ([`UpstreamZone::published_ms`], never the same twice while the
+    /// zone keeps its peers) and the zone's epoch (a clear starts the
+    /// stamps again). What a worker's tables built from the inputs are
+    /// checked against; read before the inputs (Acquire).
+    #[inline]
+    pub fn publication(&self) -> (u64, u64) {
+        (self.published_ms(), self.epoch())
     }
 
     /// Counters drive the pick at wall time `now_ms` (before valid-until).
@@ -227,9 +237,10 @@ impl<'a> UpstreamZone<'a> {
         hot[P_TOTAL].load(Relaxed).saturating_sub(done)
     }
 
-    /// What the per-share pick reads of peer `i`: requests in flight, the
-    /// share's [`share_weight`] and the in-flight limit, from the peer's
-    /// four hot words (one bounds check, one cache line).
+    /// Peer `i`'s requests in flight, the share's [`share_weight`] and the
+    /// in-flight limit as published, from the peer's hot words (one bounds
+    /// check, one cache line): what a worker's copy of the shares is built
+    /// from.
     #[inline(always)]
     pub fn pick_view(&self, i: usize) -> (u64, u32, u32) {
         let hot = self.hot(i);

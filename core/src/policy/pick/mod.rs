@@ -8,7 +8,7 @@
 //!
 //! | comparison | file | compares | ties |
 //! |---|---|---|---|
-//! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`PerShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
+//! | [`Comparison::LeastPerShare`] | [`share`] | in flight per share, below each peer's in-flight limit ([`LeastPerShare`]) | smooth weighted round robin on the shares ([`SmoothTie`]), as nginx's least_conn |
 //! | [`Comparison::LargestRemaining`] | [`largest`] | the remaining allocation `L = target − sent` ([`Argmax`]) | at random |
 //! | [`Comparison::LeastTime`] | [`time`] | (in flight + 1) × response time ÷ `weight=`, or ÷ share below the in-flight limit ([`LeastTime`]) | smooth weighted round robin on the same weights |
 //! | [`Comparison::RandomTwo`] | [`time`] | the same, of two peers drawn at random ([`RandomTwo`]) | at random |
@@ -33,8 +33,8 @@ mod worker_rng;
 
 pub use draw::{Alias, Choices};
 pub use largest::{Argmax, Largest};
-pub use share::{LeastShare, LeastWeight, PerShare, SmoothTie};
-pub use share_table::ShareTable;
+pub use share::{LeastPerShare, LeastShare, LeastWeight, SmoothTie};
+pub use share_table::{ShareLimit, ShareTable};
 pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 pub use worker_rng::with_worker_rng;
 
@@ -146,14 +146,20 @@ impl Comparison {
         )
     }
 
-    /// True if a pick may offer it peers drawn at random in proportion to
-    /// their shares instead of every eligible peer (`choices=`, which only
-    /// the shares mode takes): the comparisons per share.
-    pub fn draws(self) -> bool {
+    /// True if the comparison reads each peer's published share and
+    /// in-flight limit (from the worker's [`ShareTable`]).
+    pub fn per_share(self) -> bool {
         matches!(
             self,
             Comparison::LeastPerShare { .. } | Comparison::LeastTime { per_share: true }
         )
+    }
+
+    /// True if a pick may offer it peers drawn at random in proportion to
+    /// their shares instead of every eligible peer (`choices=`, which only
+    /// the shares mode takes): the comparisons [`Comparison::per_share`].
+    pub fn draws(self) -> bool {
+        self.per_share()
     }
 
     /// How many peers a pick over a list of `n` draws under `choices`
@@ -201,8 +207,9 @@ pub struct Local<'a> {
     pub latency: &'a [Cell<PeakEwma>],
     pub weight: &'a [u32],
     /// The shares and limits as last published ([`ShareTable::refresh`]
-    /// before the pick; [`ShareTable::none`] for picks that read none).
-    pub shares: &'a ShareTable,
+    /// before the pick; [`ShareTable::none`] for picks that read none:
+    /// not [`Comparison::per_share`]).
+    pub share_table: &'a ShareTable,
     /// The time of the pick, ms (the one clock).
     pub now_ms: u64,
     /// The estimates' time constant, ms.
@@ -252,11 +259,11 @@ impl Comparison {
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => {
-                over(scan, PerShare::new(LeastShare::new(), local), drawn)
+                over(scan, LeastPerShare::new(LeastShare::new(), local), drawn)
             }
             Comparison::LeastPerShare { plus_one: true } => over(
                 scan,
-                PerShare::new(LeastShare::expected_delay(), local),
+                LeastPerShare::new(LeastShare::expected_delay(), local),
                 drawn,
             ),
             Comparison::LeastTime { per_share } => {
@@ -360,16 +367,16 @@ mod tests {
         // comparison keeps the caller's handle of the best
         z.apply_shares(&[0.5, 0.25, 0.25], &[1, 0, 0], u64::MAX, 0);
         z.count(0);
-        let shares = ShareTable::of(z);
+        let table = ShareTable::of(z);
         let local = Local {
             latency: &[],
             weight: &[],
-            shares: &shares,
+            share_table: &table,
             now_ms: 0,
             tau_ms: 1.0,
             slow_start_ms: 0,
         };
-        let mut p: PerShare<&str> = PerShare::new(LeastShare::new(), local);
+        let mut p: LeastPerShare<&str> = LeastPerShare::new(LeastShare::new(), local);
         Compare::offer(&mut p, "first", 0, z);
         assert!(Compare::limited(&p) && Compare::best(&p).is_none());
         Compare::offer(&mut p, "second", 1, z);
@@ -402,7 +409,7 @@ mod tests {
         );
         assert_eq!(
             Comparison::LeastPerShare { plus_one: true }.run(Kind, local, None),
-            "PerShare"
+            "LeastPerShare"
         );
         let lt = Comparison::LeastTime { per_share: false };
         assert_eq!(lt.run(Kind, local, None), "LeastTime");

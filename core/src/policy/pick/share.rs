@@ -1,17 +1,17 @@
 //! [`super::Comparison::LeastPerShare`], the shares mode's pick: the least
 //! in flight per share, below each peer's in-flight limit, ties by smooth
-//! weighted round robin on the shares ([`PerShare`], on this worker's
+//! weighted round robin on the shares ([`LeastPerShare`], on this worker's
 //! [`ShareTable`]); and observe mode's least_conn on `weight=`
 //! ([`LeastWeight`]). Both compare with [`LeastShare`], the arithmetic.
 
-use super::share_table::ShareTable;
+use super::share_table::{ShareLimit, ShareTable};
 use super::{Compare, Local};
 use crate::policy::slow_start::Ramp;
 #[cfg(doc)]
 use crate::zone::share_weight;
 use crate::zone::UpstreamZone;
 
-/// The per-request pick of this mode over the eligible peers: the lowest
+/// The arithmetic of the per-share picks over the eligible peers: the lowest
 /// `in-flight / share` (or `(in-flight + 1) / share` with
 /// [`LeastShare::expected_delay`]), compared by integer cross-multiplication
 /// of in-flight counts and share weights ([`share_weight`]) as
@@ -57,25 +57,28 @@ impl<T: Copy> LeastShare<T> {
         }
     }
 
-    /// In-flight count as compared: plus one for expected delay, at most
-    /// 2³² − 1 so that its product with a 32-bit weight fits 64 bits.
+    /// In-flight count as compared: plus one for expected delay, or for a
+    /// peer in slow start (`ramping`); at most 2³² − 1 so that its product
+    /// with a 32-bit weight fits 64 bits.
     #[inline(always)]
-    fn conns(&self, conns: u64) -> u64 {
-        conns.min(u32::MAX as u64 - 1) + self.add
+    fn conns(&self, conns: u64, ramping: bool) -> u64 {
+        let add = if ramping { 1 } else { self.add };
+        conns.min(u32::MAX as u64 - 1) + add
     }
 
     /// Offers peer `i` (the caller's handle of it: its position, or
     /// whatever it needs to take it) with `conns` in flight, share
-    /// `weight` and in-flight `limit` (0 = none). Returns true if it is the
-    /// best so far. A weight of 0 compares as the smallest positive one
-    /// (1 in 2³²).
+    /// `weight` and in-flight `limit` (0 = none), as [`ShareLimit::of`]
+    /// reads them: a weight of 0 compares as the smallest positive one
+    /// (1 in 2³²). Returns true if it is the best so far.
     #[inline(always)]
     pub fn offer(&mut self, i: T, conns: u64, weight: u32, limit: u32) -> bool {
-        if limit != 0 && conns >= limit as u64 {
+        let b = ShareLimit::of(weight, limit);
+        if !b.admits(conns) {
             self.limited = true;
             return false;
         }
-        self.offer_compared(i, self.conns(conns), weight.max(1))
+        self.offer_compared(i, self.conns(conns, false), b.share)
     }
 
     /// [`LeastShare::offer`] of a peer below its limit with `c` in flight
@@ -114,10 +117,8 @@ impl<T: Copy> LeastShare<T> {
     /// `limit`) one of the tied best?
     #[inline(always)]
     pub fn is_tied(&self, conns: u64, weight: u32, limit: u32) -> bool {
-        if limit != 0 && conns >= limit as u64 {
-            return false;
-        }
-        self.is_tied_compared(self.conns(conns), weight.max(1))
+        let b = ShareLimit::of(weight, limit);
+        b.admits(conns) && self.is_tied_compared(self.conns(conns, false), b.share)
     }
 
     /// [`LeastShare::is_tied`] as [`LeastShare::offer_compared`] offers.
@@ -187,19 +188,19 @@ impl<T: Copy> SmoothTie<T> {
 /// counts, with slow start: a ramping peer's share and limit scaled, its
 /// in-flight count plus one.
 #[derive(Clone, Copy, Debug)]
-pub struct PerShare<'a, P> {
+pub struct LeastPerShare<'a, P> {
     inner: LeastShare<P>,
-    shares: &'a ShareTable,
+    table: &'a ShareTable,
     ramp: Ramp,
 }
 
-impl<'a, P: Copy> PerShare<'a, P> {
+impl<'a, P: Copy> LeastPerShare<'a, P> {
     /// `inner` ([`LeastShare::new`] or [`LeastShare::expected_delay`]) on
-    /// `local`'s shares and slow start.
-    pub fn new(inner: LeastShare<P>, local: Local<'a>) -> PerShare<'a, P> {
-        PerShare {
+    /// `local`'s share table and slow start.
+    pub fn new(inner: LeastShare<P>, local: Local<'a>) -> LeastPerShare<'a, P> {
+        LeastPerShare {
             inner,
-            shares: local.shares,
+            table: local.share_table,
             ramp: local.ramp(),
         }
     }
@@ -211,19 +212,13 @@ impl<'a, P: Copy> PerShare<'a, P> {
     // its Option return) doubled the scan's time
     #[inline(always)]
     fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
-        let v = self.shares.view(zone, slot, self.ramp)?;
+        let v = self.table.view(zone, slot, self.ramp)?;
         // a ramping peer counts one request more (expected delay)
-        let c = v.in_flight.min(u32::MAX as u64 - 1);
-        let add = if v.ramping.is_some() {
-            1
-        } else {
-            self.inner.add
-        };
-        Some((c + add, v.share))
+        Some((self.inner.conns(v.in_flight, v.ramping.is_some()), v.share))
     }
 }
 
-impl<P: Copy> Compare<P> for PerShare<'_, P> {
+impl<P: Copy> Compare<P> for LeastPerShare<'_, P> {
     #[inline(always)]
     fn offer(&mut self, p: P, slot: usize, zone: UpstreamZone<'_>) {
         match self.seen(slot, zone) {
@@ -338,7 +333,7 @@ mod tests {
         let z = UpstreamZone::new(&words, 2).unwrap();
         z.init(1);
         z.apply_shares(&[0.5, 0.5], &[8, 8], u64::MAX, 0);
-        let shares = ShareTable::of(z);
+        let table = ShareTable::of(z);
         for _ in 0..3 {
             z.count(1);
         }
@@ -346,12 +341,12 @@ mod tests {
             let local = Local {
                 latency: &[],
                 weight: &[],
-                shares: &shares,
+                share_table: &table,
                 now_ms: now,
                 tau_ms: 1.0,
                 slow_start_ms: 10_000,
             };
-            let mut c = PerShare::new(LeastShare::new(), local);
+            let mut c = LeastPerShare::new(LeastShare::new(), local);
             Compare::offer(&mut c, 0, 0, z);
             Compare::offer(&mut c, 1, 1, z);
             (Compare::best(&c), Compare::limited(&c))

@@ -1,11 +1,12 @@
 //! This worker's copy of the shares and in-flight limits the collector
 //! published ([`ShareTable`]), in the form the per-share comparisons read
-//! them: a weight of at least 1 and the limit as a plain bound. A scan then
+//! them ([`ShareLimit`]): a share weight of at least 1 and the limit as a
+//! plain bound. A scan then
 //! loads only each peer's two count words from the zone, not its packed
 //! share word, and does not unpack it or test for a weight or limit of 0 per
-//! peer. Rebuilt when the zone says the collector published again
-//! ([`UpstreamZone::published_ms`], never the same twice) or was cleared:
-//! once per worker per `interval`, not per request, in place.
+//! peer. Rebuilt when the zone says the collector published again or the
+//! zone was cleared ([`UpstreamZone::publication`]): once per worker per
+//! `interval`, not per request, in place. One table per zone.
 //!
 //! The in-flight counts stay in the zone: they are what every worker must
 //! see of the others' requests.
@@ -13,42 +14,51 @@
 use crate::policy::slow_start::{self, Ramp, Ramping};
 use crate::zone::UpstreamZone;
 
-/// No in-flight limit, as a bound (a published limit of 0, or of 2³² − 1).
+/// No in-flight limit, as a bound: a published limit of 0 (or of 2³² − 1,
+/// the same).
 pub const NO_LIMIT: u32 = u32::MAX;
 
-/// A peer's share weight and in-flight limit as compared.
+/// A peer's share and in-flight limit as the per-share picks compare them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bound {
-    /// The share's weight ([`crate::zone::share_weight`]), at least 1 (a
-    /// share of 0 compares as the smallest positive one).
-    pub weight: u32,
+pub struct ShareLimit {
+    /// The share's weight ([`crate::zone::share_weight`]), at least 1: a
+    /// share of 0 compares, and ties, as the smallest positive one.
+    pub share: u32,
     /// Requests in flight below which the peer counts; [`NO_LIMIT`]: none.
     pub limit: u32,
 }
 
-impl Bound {
-    /// What nothing published stands for: the smallest weight, no limit.
-    pub const UNPUBLISHED: Bound = Bound {
-        weight: 1,
+impl ShareLimit {
+    /// What nothing published stands for: the smallest share, no limit.
+    pub const UNPUBLISHED: ShareLimit = ShareLimit {
+        share: 1,
         limit: NO_LIMIT,
     };
 
     /// A published share weight and limit (0: none) as compared.
-    #[inline]
-    pub fn of(weight: u32, limit: u32) -> Bound {
-        Bound {
-            weight: weight.max(1),
+    #[inline(always)]
+    pub fn of(share: u32, limit: u32) -> ShareLimit {
+        ShareLimit {
+            share: share.max(1),
             limit: if limit == 0 { NO_LIMIT } else { limit },
         }
     }
 
-    /// The same at ramp fraction `f` of slow start: the weight and a limit
+    /// The peer takes one more request with `in_flight` in flight (with
+    /// [`NO_LIMIT`], whatever the count: it is compared at most 2³² − 2,
+    /// as the picks compare it).
+    #[inline(always)]
+    pub fn admits(self, in_flight: u64) -> bool {
+        in_flight.min(u32::MAX as u64 - 1) < self.limit as u64
+    }
+
+    /// The same at ramp fraction `f` of slow start: the share and a limit
     /// scaled ([`slow_start::weight`], [`slow_start::limit`]); none stays
     /// none.
     #[inline]
-    fn ramped(self, f: f64) -> Bound {
-        Bound {
-            weight: slow_start::weight(self.weight, f),
+    fn ramped(self, f: f64) -> ShareLimit {
+        ShareLimit {
+            share: slow_start::weight(self.share, f),
             limit: match self.limit {
                 NO_LIMIT => NO_LIMIT,
                 l => slow_start::limit(l, f),
@@ -62,7 +72,8 @@ impl Bound {
 pub struct ShareView {
     /// Requests in flight over every worker (from the zone).
     pub in_flight: u64,
-    /// Its share's weight, at least 1 (scaled while it ramps).
+    /// Its share's weight as compared ([`ShareLimit::share`], scaled while
+    /// it ramps).
     pub share: u32,
     pub ramping: Option<Ramping>,
 }
@@ -71,16 +82,16 @@ pub struct ShareView {
 /// by slot.
 #[derive(Debug, Default)]
 pub struct ShareTable {
-    /// The zone's epoch and publication it was built from.
+    /// The zone's publication it was built from.
     built_for: Option<(u64, u64)>,
-    bounds: Vec<Bound>,
+    slots: Vec<ShareLimit>,
 }
 
-/// The table of no zone: every peer [`Bound::UNPUBLISHED`] (for picks that
-/// read no shares).
+/// The table of no zone: every peer [`ShareLimit::UNPUBLISHED`] (for picks
+/// that read no shares).
 static NONE: ShareTable = ShareTable {
     built_for: None,
-    bounds: Vec::new(),
+    slots: Vec::new(),
 };
 
 impl ShareTable {
@@ -91,7 +102,7 @@ impl ShareTable {
         t
     }
 
-    /// The empty table: every slot [`Bound::UNPUBLISHED`].
+    /// The empty table: every slot [`ShareLimit::UNPUBLISHED`].
     pub fn none() -> &'static ShareTable {
         &NONE
     }
@@ -102,24 +113,27 @@ impl ShareTable {
     pub fn refresh(&mut self, zone: UpstreamZone<'_>) -> bool {
         // the publication first (Acquire): the shares read after it are at
         // least as new
-        let key = (zone.published_ms(), zone.epoch());
-        if self.built_for == Some(key) && self.bounds.len() == zone.len() {
+        let key = zone.publication();
+        if self.built_for == Some(key) && self.slots.len() == zone.len() {
             return false;
         }
-        self.bounds.clear();
-        self.bounds.extend((0..zone.len()).map(|i| {
-            let (_, weight, limit) = zone.pick_view(i);
-            Bound::of(weight, limit)
+        self.slots.clear();
+        self.slots.extend((0..zone.len()).map(|i| {
+            let (_, share, limit) = zone.pick_view(i);
+            ShareLimit::of(share, limit)
         }));
         self.built_for = Some(key);
         true
     }
 
-    /// Slot `slot`'s share weight and limit ([`Bound::UNPUBLISHED`] past
-    /// the table's end).
+    /// Slot `slot`'s share and limit ([`ShareLimit::UNPUBLISHED`] past the
+    /// table's end).
     #[inline(always)]
-    pub fn bound(&self, slot: usize) -> Bound {
-        self.bounds.get(slot).copied().unwrap_or(Bound::UNPUBLISHED)
+    pub fn get(&self, slot: usize) -> ShareLimit {
+        self.slots
+            .get(slot)
+            .copied()
+            .unwrap_or(ShareLimit::UNPUBLISHED)
     }
 
     /// What a per-share pick reads of peer `slot`: its requests in flight
@@ -130,12 +144,12 @@ impl ShareTable {
         let in_flight = zone.in_flight(slot);
         let ramping = ramp.at(zone, slot);
         let b = match ramping {
-            None => self.bound(slot),
-            Some(r) => self.bound(slot).ramped(r.f),
+            None => self.get(slot),
+            Some(r) => self.get(slot).ramped(r.f),
         };
-        (in_flight < b.limit as u64).then_some(ShareView {
+        b.admits(in_flight).then_some(ShareView {
             in_flight,
-            share: b.weight,
+            share: b.share,
             ramping,
         })
     }
@@ -156,38 +170,36 @@ mod tests {
         z.init(1);
         // nothing published: the smallest weight, no limit
         let mut t = ShareTable::of(z);
-        assert_eq!(t.bound(0), Bound::UNPUBLISHED);
+        assert_eq!(t.get(0), ShareLimit::UNPUBLISHED);
         assert!(!t.refresh(z));
         // a publication: its shares; a share of 0 as 1, a limit of 0 none
         z.apply_shares(&[0.5, 0.0, 0.25], &[4, 2, 0], u64::MAX, 1_000);
         assert!(t.refresh(z) && !t.refresh(z));
         let half = share_weight(0.5);
         assert_eq!(
-            t.bound(0),
-            Bound {
-                weight: half,
+            t.get(0),
+            ShareLimit {
+                share: half,
                 limit: 4
             }
         );
-        assert_eq!(
-            t.bound(1),
-            Bound {
-                weight: 1,
-                limit: 2
-            }
-        );
-        assert_eq!(t.bound(2).limit, NO_LIMIT);
-        assert_eq!(t.bound(3), Bound::UNPUBLISHED, "past the end");
+        assert_eq!(t.get(1), ShareLimit { share: 1, limit: 2 });
+        assert_eq!(t.get(2).limit, NO_LIMIT);
+        assert_eq!(t.get(3), ShareLimit::UNPUBLISHED, "past the end");
         // another in the same millisecond is still seen
         z.apply_shares(&[0.25, 0.25, 0.5], &[1, 1, 1], u64::MAX, 1_000);
         assert!(t.refresh(z));
-        assert_eq!(t.bound(2).weight, half);
-        // the zone cleared for other peers (same stamp): rebuilt
+        assert_eq!(t.get(2).share, half);
+        // the zone cleared for other peers, then published with the same
+        // stamp as before: rebuilt (another epoch)
         let before = z.published_ms();
         z.init(2);
-        assert!(z.published_ms() <= before);
         assert!(t.refresh(z));
-        assert_eq!(t.bound(2), Bound::UNPUBLISHED);
+        assert_eq!(t.get(2), ShareLimit::UNPUBLISHED);
+        z.apply_shares(&[0.5, 0.5, 0.0], &[3, 3, 3], u64::MAX, before);
+        assert_eq!(z.published_ms(), before);
+        assert!(t.refresh(z));
+        assert_eq!(t.get(0).limit, 3);
     }
 
     #[test]
@@ -199,7 +211,7 @@ mod tests {
         z.init(1);
         z.apply_shares(&[0.5, 0.5], &[2, 0], u64::MAX, 1);
         let t = ShareTable::of(z);
-        let off = Ramp::OFF;
+        let off = Ramp::default();
         z.count(0);
         assert_eq!(t.view(z, 0, off).map(|v| v.in_flight), Some(1));
         z.count(0);

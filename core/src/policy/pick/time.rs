@@ -2,7 +2,7 @@
 //! eligible peer compared) and [`super::Comparison::RandomTwo`] (two drawn
 //! at random), both on `(in-flight + 1) × response time ÷ weight` from the
 //! worker's own estimates ([`Local`]); the weight is `weight=`, or for
-//! least_time per share the mode's share from the zone.
+//! least_time per share the mode's share from the worker's share table.
 
 use super::worker_rng::WorkerRng;
 #[cfg(test)]
@@ -85,7 +85,7 @@ fn cost_parts(
     // in flight, the weight divided by (scaled while the peer ramps) and
     // the one ties are broken on, and the ramp
     let (in_flight, divisor, tie, ramp) = if per_share {
-        let v = local.shares.view(zone, slot, local.ramp())?;
+        let v = local.share_table.view(zone, slot, local.ramp())?;
         (v.in_flight, v.share as f64, v.share, v.ramping)
     } else {
         let (w, ramp) = (local.weight(slot), local.ramp().at(zone, slot));
@@ -163,7 +163,7 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
     #[inline]
     fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
         !self.per_share
-            || (self.local.shares)
+            || (self.local.share_table)
                 .view(zone, slot, self.local.ramp())
                 .is_some()
     }
@@ -252,7 +252,7 @@ mod tests {
         let local = |now| Local {
             latency: &lat,
             weight: &weight,
-            shares: ShareTable::none(),
+            share_table: ShareTable::none(),
             now_ms: now,
             tau_ms: 10_000.0,
             slow_start_ms: 0,
@@ -316,7 +316,7 @@ mod tests {
         let local = Local {
             latency: &lat,
             weight: &weight,
-            shares: ShareTable::none(),
+            share_table: ShareTable::none(),
             now_ms: 1_000,
             tau_ms: 10_000.0,
             slow_start_ms: 0,

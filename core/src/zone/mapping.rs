@@ -98,13 +98,12 @@ impl UpstreamZone<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::words;
     use super::*;
     use std::sync::atomic::AtomicU64;
 
     #[test]
     fn mappings_and_vm_names_round_trip() {
-        let z: Vec<AtomicU64> = (0..words(2)).map(|_| AtomicU64::new(0)).collect();
+        let z: Vec<AtomicU64> = crate::zone::test_words(2);
         let s = UpstreamZone::new(&z, 2).unwrap();
         s.init(1);
         assert_eq!(s.mapping(0), (Mapping::Pending, None));

@@ -28,3 +28,11 @@ pub use mapping::Mapping;
 pub use publish::PeerInfo;
 pub use reason::Reason;
 pub use upstream::{share_weight, weight_share, UpstreamZone};
+
+/// The words of a zone of `n` peers, all 0, in private memory (for tests).
+#[cfg(test)]
+pub(crate) fn test_words(n: usize) -> Vec<std::sync::atomic::AtomicU64> {
+    (0..words(n))
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect()
+}

@@ -289,15 +289,10 @@ impl UpstreamZone<'_> {
 mod tests {
     use super::super::upstream::share_weight;
     use super::*;
-    use std::sync::atomic::AtomicU64;
-
-    fn zone(n: usize) -> Vec<AtomicU64> {
-        (0..words(n)).map(|_| AtomicU64::new(0)).collect()
-    }
 
     #[test]
     fn apply_count_remaining() {
-        let z = zone(3);
+        let z = crate::zone::test_words(3);
         let s = UpstreamZone::new(&z, 3).unwrap();
         assert!(!s.init(42));
         assert!(!s.usable(0));
@@ -335,7 +330,7 @@ mod tests {
         assert_eq!(share_weight(-1.0), 0);
         assert_eq!(share_weight(f64::NAN), 0);
         assert!((weight_share(share_weight(0.123_456_7)) - 0.123_456_7).abs() < 1e-9);
-        let z = zone(3);
+        let z = crate::zone::test_words(3);
         let s = UpstreamZone::new(&z, 3).unwrap();
         s.init(9);
         assert!(s.shares().is_none());

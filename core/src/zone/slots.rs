@@ -289,9 +289,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     fn zone(n: usize) -> Vec<AtomicU64> {
-        (0..super::super::layout::words(n))
-            .map(|_| AtomicU64::new(0))
-            .collect()
+        crate::zone::test_words(n)
     }
 
     fn peer<'a>(server: &'a str, name: &'a str) -> ListPeer<'a> {

@@ -297,13 +297,9 @@ impl<'a> UpstreamZone<'a> {
 mod tests {
     use super::*;
 
-    pub(crate) fn zone(n: usize) -> Vec<AtomicU64> {
-        (0..words(n)).map(|_| AtomicU64::new(0)).collect()
-    }
-
     #[test]
     fn reinit_keeps_same_upstream_and_w() {
-        let z = zone(2);
+        let z = crate::zone::test_words(2);
         let s = UpstreamZone::new(&z, 2).unwrap();
         s.init(7);
         s.count(0);
@@ -319,7 +315,7 @@ mod tests {
 
     #[test]
     fn in_flight_over_epochs() {
-        let z = zone(2);
+        let z = crate::zone::test_words(2);
         let s = UpstreamZone::new(&z, 2).unwrap();
         s.init(1);
         let e = s.epoch();
@@ -351,7 +347,7 @@ mod tests {
 
     #[test]
     fn too_small_zone_rejected() {
-        let z = zone(2);
+        let z = crate::zone::test_words(2);
         assert!(UpstreamZone::new(&z, 3).is_none());
     }
 }

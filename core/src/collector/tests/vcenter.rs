@@ -315,9 +315,7 @@ pub(super) struct Rig {
 impl Rig {
     pub(super) fn new(args: &[&str]) -> Rig {
         let rig = Rig {
-            zone: (0..crate::zone::words(2))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            zone: crate::zone::test_words(2),
             lease: (0..LEASE_WORDS).map(|_| AtomicU64::new(0)).collect(),
             conf: parse_upstream(args).unwrap(),
             rt: TestRuntime::new(),

@@ -242,9 +242,7 @@ mod tests {
     fn least_time_weighs_response_times_in_flight_and_weights() {
         use crate::policy::latency::PeakEwma;
         use std::sync::atomic::AtomicU64;
-        let words: Vec<AtomicU64> = (0..crate::zone::words(3))
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let words: Vec<AtomicU64> = crate::zone::test_words(3);
         let z = UpstreamZone::new(&words, 3).unwrap();
         z.init(1);
         let lat: Vec<Cell<PeakEwma>> = (0..3).map(|_| Cell::new(PeakEwma::default())).collect();
@@ -288,18 +286,11 @@ mod tests {
         assert_eq!(pick(61_000).0, Some(0));
     }
 
-    /// An upstream zone of `n` slots, nothing in flight.
-    fn zone_words(n: usize) -> Vec<std::sync::atomic::AtomicU64> {
-        (0..crate::zone::words(n))
-            .map(|_| std::sync::atomic::AtomicU64::new(0))
-            .collect()
-    }
-
     #[test]
     fn random_two_draws_every_pair_alike_and_takes_the_cheaper() {
         use crate::policy::latency::PeakEwma;
         let n = 5;
-        let words = zone_words(n);
+        let words = crate::zone::test_words(n);
         let z = UpstreamZone::new(&words, n).unwrap();
         z.init(1);
         // response times 10, 20, .., 50 ms: the cheaper of two drawn wins,

@@ -76,16 +76,17 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     // this worker's copy of the published shares for a comparison that
     // reads them, rebuilt if the collector published since (never held
     // here: each use ends before the next pick, backups included)
-    let share_table = match comparison.per_share() {
-        true => match servers.share_table.try_borrow_mut() {
+    let share_table = if comparison.per_share() {
+        match servers.share_table.try_borrow_mut() {
             Ok(mut t) => {
                 t.refresh(zone);
                 Some(t)
             }
             // SAFETY: pc and dp belong to this live request.
             Err(_) => return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) },
-        },
-        false => None,
+        }
+    } else {
+        None
     };
     pc.set_cached(0);
     pc.connection = ptr::null_mut();

@@ -1,12 +1,12 @@
 //! This worker's copy of the shares and in-flight limits the collector
 //! published ([`ShareTable`]), in the form the per-share comparisons read
 //! them ([`ShareLimit`]): a share weight of at least 1 and the limit as a
-//! plain bound. A scan then
-//! loads only each peer's two count words from the zone, not its packed
-//! share word, and does not unpack it or test for a weight or limit of 0 per
-//! peer. Rebuilt when the zone says the collector published again or the
-//! zone was cleared ([`UpstreamZone::publication`]): once per worker per
-//! `interval`, not per request, in place. One table per zone.
+//! plain bound. A scan then loads only each peer's two count words from
+//! the zone, not its packed share word, and does not unpack it or test for
+//! a weight or limit of 0 per peer. Rebuilt when the zone says the
+//! collector published again or the zone was cleared
+//! ([`UpstreamZone::publication`]): once per worker per `interval`, not per
+//! request, in place. One table per zone.
 //!
 //! The in-flight counts stay in the zone: they are what every worker must
 //! see of the others' requests.

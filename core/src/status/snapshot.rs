@@ -151,7 +151,6 @@ mod tests {
     #[test]
     fn snapshot_reads_the_zone_and_hides_free_spare_slots() {
         use crate::zone::UpstreamZone;
-        use std::sync::atomic::AtomicU64;
         let conf = crate::conf::UpstreamConf::default();
         let peer = |name: &'static str, spare: bool| PeerMeta {
             name,
@@ -176,7 +175,7 @@ mod tests {
             ("no_zone", "round_robin")
         );
         assert_eq!(st.peers.len(), 1);
-        let z: Vec<AtomicU64> = crate::zone::test_words(3);
+        let z = crate::zone::test_words(3);
         let sh = UpstreamZone::new(&z, 3).unwrap();
         sh.init(1);
         let a = "127.0.0.2:80".parse().unwrap();
@@ -225,7 +224,6 @@ mod tests {
         use crate::conf::parse_upstream;
         use crate::policy::pick::draw::AUTO_DRAW_ABOVE;
         use crate::zone::UpstreamZone;
-        use std::sync::atomic::AtomicU64;
         let names: Vec<String> = (0..AUTO_DRAW_ABOVE + 2)
             .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1))
             .collect();
@@ -249,7 +247,7 @@ mod tests {
                 vsphere: Some("vc"),
                 peers,
             };
-            let z: Vec<AtomicU64> = crate::zone::test_words(n);
+            let z = crate::zone::test_words(n);
             let zone = UpstreamZone::new(&z, n).unwrap();
             zone.init(1);
             zone.apply_shares(&vec![1.0 / n as f64; n], &vec![4; n], 5000, 1000);

@@ -99,11 +99,10 @@ impl UpstreamZone<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn mappings_and_vm_names_round_trip() {
-        let z: Vec<AtomicU64> = crate::zone::test_words(2);
+        let z = crate::zone::test_words(2);
         let s = UpstreamZone::new(&z, 2).unwrap();
         s.init(1);
         assert_eq!(s.mapping(0), (Mapping::Pending, None));

@@ -347,8 +347,7 @@ mod tests {
 
     #[test]
     fn comparisons_read_what_their_mode_published() {
-        use std::sync::atomic::AtomicU64;
-        let words: Vec<AtomicU64> = crate::zone::test_words(3);
+        let words = crate::zone::test_words(3);
         let z = UpstreamZone::new(&words, 3).unwrap();
         z.init(1);
         // paper: the largest remaining allocation

@@ -326,8 +326,7 @@ mod tests {
 
     #[test]
     fn a_ramping_peer_counts_one_more_on_a_scaled_share_and_limit() {
-        use std::sync::atomic::AtomicU64;
-        let words: Vec<AtomicU64> = crate::zone::test_words(2);
+        let words = crate::zone::test_words(2);
         let z = UpstreamZone::new(&words, 2).unwrap();
         z.init(1);
         z.apply_shares(&[0.5, 0.5], &[8, 8], u64::MAX, 0);

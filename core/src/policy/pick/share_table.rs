@@ -159,11 +159,10 @@ impl ShareTable {
 mod tests {
     use super::*;
     use crate::zone::share_weight;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn the_table_follows_each_publication_and_clear() {
-        let words: Vec<AtomicU64> = crate::zone::test_words(3);
+        let words = crate::zone::test_words(3);
         let z = UpstreamZone::new(&words, 3).unwrap();
         z.init(1);
         // nothing published: the smallest weight, no limit
@@ -202,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_view_is_none_at_the_limit_and_ramps_the_bound() {
-        let words: Vec<AtomicU64> = crate::zone::test_words(2);
+        let words = crate::zone::test_words(2);
         let z = UpstreamZone::new(&words, 2).unwrap();
         z.init(1);
         z.apply_shares(&[0.5, 0.5], &[2, 0], u64::MAX, 1);

@@ -241,8 +241,7 @@ mod tests {
     #[test]
     fn least_time_weighs_response_times_in_flight_and_weights() {
         use crate::policy::latency::PeakEwma;
-        use std::sync::atomic::AtomicU64;
-        let words: Vec<AtomicU64> = crate::zone::test_words(3);
+        let words = crate::zone::test_words(3);
         let z = UpstreamZone::new(&words, 3).unwrap();
         z.init(1);
         let lat: Vec<Cell<PeakEwma>> = (0..3).map(|_| Cell::new(PeakEwma::default())).collect();

@@ -275,11 +275,10 @@ fn pick_mode(
     tie: &mut [i64],
     shares: &mut ShareTable,
 ) -> usize {
-    shares.refresh(zone);
     let local = Local {
         latency: &[],
         weight: &[],
-        share_table: shares,
+        share_table: share_table(how, shares, zone),
         now_ms: 0,
         tau_ms: 1.0,
         slow_start_ms: 0,
@@ -294,6 +293,20 @@ fn pick_mode(
     how.run(scan, local, None)
 }
 
+/// The share table a pick of `how` reads, as the module's `get` has it:
+/// the worker's copy refreshed for a comparison per share, none otherwise.
+fn share_table<'t>(
+    how: Comparison,
+    shares: &'t mut ShareTable,
+    zone: UpstreamZone<'_>,
+) -> &'t ShareTable {
+    if !how.per_share() {
+        return ShareTable::none();
+    }
+    shares.refresh(zone);
+    shares
+}
+
 /// One pick of `how` over `scan` (every peer, or `drawn` drawn), then the
 /// end of a request on the next peer, as under a steady load.
 fn pick_then_end(
@@ -305,9 +318,8 @@ fn pick_then_end(
     epoch: u64,
 ) -> usize {
     let (zone, n) = (scan.zone, scan.n);
-    shares.refresh(zone);
     let local = Local {
-        share_table: shares,
+        share_table: share_table(how, shares, zone),
         ..local
     };
     let k = how.run(scan, local, drawn);

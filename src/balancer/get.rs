@@ -11,6 +11,7 @@
 //! round robin; with a peer that has no slot, round robin; the request is
 //! counted either way.
 
+use core::cell::{BorrowMutError, RefMut};
 use core::ptr;
 
 use dwepc_core::policy::decision::Decision;
@@ -73,20 +74,9 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         // SAFETY: pc and dp belong to this live request.
         (other, _) => return unsafe { round_robin(pc, dp, other, Decision::RoundRobin) },
     };
-    // this worker's copy of the published shares for a comparison that
-    // reads them, rebuilt if the collector published since (never held
-    // here: each use ends before the next pick, backups included)
-    let share_table = if comparison.per_share() {
-        match servers.share_table.try_borrow_mut() {
-            Ok(mut t) => {
-                t.refresh(zone);
-                Some(t)
-            }
-            // SAFETY: pc and dp belong to this live request.
-            Err(_) => return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) },
-        }
-    } else {
-        None
+    let Ok(share_table) = share_table(servers, comparison, zone) else {
+        // SAFETY: pc and dp belong to this live request.
+        return unsafe { round_robin(pc, dp, Some(zone), Decision::RoundRobin) };
     };
     pc.set_cached(0);
     pc.connection = ptr::null_mut();
@@ -150,6 +140,23 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
         // SAFETY: pc and dp belong to this live request; lock holds peers.
         None => unsafe { exhausted(pc, dp, lock, full, zone) },
     }
+}
+
+/// This worker's copy of the published shares for a `comparison` that
+/// reads them (`None` for one that does not), rebuilt first if the
+/// collector published since; `Err` if it is already in use (never: each
+/// use ends before the next pick, backups included).
+fn share_table<'u>(
+    servers: &'u Servers,
+    comparison: Comparison,
+    zone: UpstreamZone<'_>,
+) -> Result<Option<RefMut<'u, ShareTable>>, BorrowMutError> {
+    if !comparison.per_share() {
+        return Ok(None);
+    }
+    let mut t = servers.share_table.try_borrow_mut()?;
+    t.refresh(zone);
+    Ok(Some(t))
 }
 
 /// True if `resolve` changed the list since round robin's init for this

@@ -21,7 +21,7 @@
 //!
 //! How many peers a comparison sees is apart from what it compares: every
 //! eligible peer ([`Scan::scan`]), or, for large upstreams and the
-//! comparisons per share ([`Comparison::draws`]), `d` drawn at random in
+//! comparisons per share ([`Comparison::per_share`]), `d` drawn at random in
 //! proportion to their shares ([`Scan::draw`], [`draw`]: `choices=`).
 
 pub mod draw;
@@ -147,7 +147,10 @@ impl Comparison {
     }
 
     /// True if the comparison reads each peer's published share and
-    /// in-flight limit (from the worker's [`ShareTable`]).
+    /// in-flight limit (from the worker's [`ShareTable`]); only these may
+    /// be offered peers drawn at random in proportion to their shares
+    /// instead of every eligible peer (`choices=`, which only the shares
+    /// mode takes).
     pub fn per_share(self) -> bool {
         matches!(
             self,
@@ -155,19 +158,12 @@ impl Comparison {
         )
     }
 
-    /// True if a pick may offer it peers drawn at random in proportion to
-    /// their shares instead of every eligible peer (`choices=`, which only
-    /// the shares mode takes): the comparisons [`Comparison::per_share`].
-    pub fn draws(self) -> bool {
-        self.per_share()
-    }
-
     /// How many peers a pick over a list of `n` draws under `choices`
     /// (`None`: every eligible peer): [`Choices::drawn`] for a comparison
-    /// that [`Comparison::draws`].
+    /// [`Comparison::per_share`].
     #[inline]
     pub fn drawn(self, choices: Choices, n: usize) -> Option<usize> {
-        choices.drawn(n).filter(|_| self.draws())
+        choices.drawn(n).filter(|_| self.per_share())
     }
 
     /// True if the comparison reads the worker's response-time estimates
@@ -249,13 +245,13 @@ impl Local<'_> {
 
 impl Comparison {
     /// Runs `scan` with a fresh comparison of this kind, over every
-    /// eligible peer or (`drawn`: `Some(d)`, for a comparison that
-    /// [`Comparison::draws`]) over `d` drawn: the one dispatch of a pick,
+    /// eligible peer or (`drawn`: `Some(d)`, for a comparison
+    /// [`Comparison::per_share`]) over `d` drawn: the one dispatch of a pick,
     /// so that each comparison's loop over the peers is compiled for it
     /// alone.
     #[inline(always)]
     pub fn run<S: Scan>(self, scan: S, local: Local<'_>, drawn: Option<usize>) -> S::Out {
-        let drawn = drawn.filter(|_| self.draws());
+        let drawn = drawn.filter(|_| self.per_share());
         match self {
             Comparison::LargestRemaining => scan.scan(Largest::new()),
             Comparison::LeastPerShare { plus_one: false } => {
@@ -424,7 +420,7 @@ mod tests {
             Comparison::RandomTwo,
             Comparison::LeastConn,
         ] {
-            assert!(!c.draws());
+            assert!(!c.per_share());
             assert_ne!(c.run(Kind, local, Some(2)), "drawn");
         }
         assert!(Comparison::RandomTwo.uses_latency() && !Comparison::RandomTwo.needs_counters());

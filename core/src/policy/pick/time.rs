@@ -162,10 +162,8 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
 
     #[inline]
     fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
-        !self.per_share
-            || (self.local.share_table)
-                .view(zone, slot, self.local.ramp())
-                .is_some()
+        let shares = self.local.share_table;
+        !self.per_share || shares.view(zone, slot, self.local.ramp()).is_some()
     }
 }
 

@@ -37,7 +37,7 @@ use std::cell::Cell;
 
 use dwepc_core::policy::latency::PeakEwma;
 use dwepc_core::policy::pick::draw::draw;
-use dwepc_core::policy::pick::{with_worker_rng, Alias, ShareTable, SmoothTie};
+use dwepc_core::policy::pick::{with_worker_rng, Alias, ShareTable, Shares, SmoothTie};
 use dwepc_core::policy::{Compare, Comparison, Local, Scan};
 use dwepc_core::zone::slots::{ListPeer, SlotKind, SlotMap};
 use dwepc_core::zone::{words, UpstreamZone};
@@ -299,12 +299,12 @@ fn share_table<'t>(
     how: Comparison,
     shares: &'t mut ShareTable,
     zone: UpstreamZone<'_>,
-) -> &'t ShareTable {
+) -> Shares<'t> {
     if !how.per_share() {
-        return ShareTable::none();
+        return Shares::default();
     }
     shares.refresh(zone);
-    shares
+    shares.shares()
 }
 
 /// One pick of `how` over `scan` (every peer, or `drawn` drawn), then the
@@ -530,7 +530,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &weight,
-        share_table: ShareTable::none(),
+        share_table: Shares::default(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,
@@ -578,7 +578,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &[],
-        share_table: ShareTable::none(),
+        share_table: Shares::default(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,

@@ -120,7 +120,10 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     let local = Local {
         latency: &servers.latency,
         weight: &servers.weights,
-        share_table: share_table.as_deref().unwrap_or(ShareTable::none()),
+        share_table: share_table
+            .as_deref()
+            .map(ShareTable::shares)
+            .unwrap_or_default(),
         now_ms,
         tau_ms: DEFAULT_TAU_MS,
         slow_start_ms: ups.parsed.conf.tuning.slow_start_ms,

@@ -34,7 +34,7 @@ mod worker_rng;
 pub use draw::{Alias, Choices};
 pub use largest::{Argmax, Largest};
 pub use share::{LeastPerShare, LeastShare, LeastWeight, SmoothTie};
-pub use share_table::{ShareLimit, ShareTable};
+pub use share_table::{ShareLimit, ShareTable, Shares};
 pub use time::{LeastTime, RandomTwo, UNSEEN_PENALTY_MS};
 pub use worker_rng::with_worker_rng;
 
@@ -203,9 +203,9 @@ pub struct Local<'a> {
     pub latency: &'a [Cell<PeakEwma>],
     pub weight: &'a [u32],
     /// The shares and limits as last published ([`ShareTable::refresh`]
-    /// before the pick; [`ShareTable::none`] for picks that read none:
-    /// not [`Comparison::per_share`]).
-    pub share_table: &'a ShareTable,
+    /// before the pick; the default, none, for picks that read none: not
+    /// [`Comparison::per_share`]).
+    pub share_table: Shares<'a>,
     /// The time of the pick, ms (the one clock).
     pub now_ms: u64,
     /// The estimates' time constant, ms.
@@ -364,7 +364,7 @@ mod tests {
         let local = Local {
             latency: &[],
             weight: &[],
-            share_table: &table,
+            share_table: table.shares(),
             now_ms: 0,
             tau_ms: 1.0,
             slow_start_ms: 0,

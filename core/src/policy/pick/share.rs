@@ -4,7 +4,9 @@
 //! [`ShareTable`]); and observe mode's least_conn on `weight=`
 //! ([`LeastWeight`]). Both compare with [`LeastShare`], the arithmetic.
 
-use super::share_table::{ShareLimit, ShareTable};
+#[cfg(any(doc, test))]
+use super::share_table::ShareTable;
+use super::share_table::{ShareLimit, Shares};
 use super::{Compare, Local};
 use crate::policy::slow_start::Ramp;
 #[cfg(doc)]
@@ -190,7 +192,7 @@ impl<T: Copy> SmoothTie<T> {
 #[derive(Clone, Copy, Debug)]
 pub struct LeastPerShare<'a, P> {
     inner: LeastShare<P>,
-    table: &'a ShareTable,
+    table: Shares<'a>,
     ramp: Ramp,
 }
 
@@ -338,7 +340,7 @@ mod tests {
             let local = Local {
                 latency: &[],
                 weight: &[],
-                share_table: &table,
+                share_table: table.shares(),
                 now_ms: now,
                 tau_ms: 1.0,
                 slow_start_ms: 10_000,

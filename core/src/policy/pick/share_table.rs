@@ -87,12 +87,14 @@ pub struct ShareTable {
     slots: Vec<ShareLimit>,
 }
 
-/// The table of no zone: every peer [`ShareLimit::UNPUBLISHED`] (for picks
-/// that read no shares).
-static NONE: ShareTable = ShareTable {
-    built_for: None,
-    slots: Vec::new(),
-};
+/// What a pick reads of a [`ShareTable`]: its slots, held by value (so that
+/// a scan keeps where they are in registers rather than reloading it
+/// through the table per peer). The default is no table: every slot
+/// [`ShareLimit::UNPUBLISHED`] (for picks that read no shares).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shares<'a> {
+    slots: &'a [ShareLimit],
+}
 
 impl ShareTable {
     /// A table built from `zone` now.
@@ -102,9 +104,10 @@ impl ShareTable {
         t
     }
 
-    /// The empty table: every slot [`ShareLimit::UNPUBLISHED`].
-    pub fn none() -> &'static ShareTable {
-        &NONE
+    /// What a pick reads of the table.
+    #[inline]
+    pub fn shares(&self) -> Shares<'_> {
+        Shares { slots: &self.slots }
     }
 
     /// Rebuilds the table if the collector published again or the zone was
@@ -125,7 +128,9 @@ impl ShareTable {
         self.built_for = Some(key);
         true
     }
+}
 
+impl Shares<'_> {
     /// Slot `slot`'s share and limit ([`ShareLimit::UNPUBLISHED`] past the
     /// table's end).
     #[inline(always)]
@@ -167,36 +172,36 @@ mod tests {
         z.init(1);
         // nothing published: the smallest weight, no limit
         let mut t = ShareTable::of(z);
-        assert_eq!(t.get(0), ShareLimit::UNPUBLISHED);
+        assert_eq!(t.shares().get(0), ShareLimit::UNPUBLISHED);
         assert!(!t.refresh(z));
         // a publication: its shares; a share of 0 as 1, a limit of 0 none
         z.apply_shares(&[0.5, 0.0, 0.25], &[4, 2, 0], u64::MAX, 1_000);
         assert!(t.refresh(z) && !t.refresh(z));
         let half = share_weight(0.5);
         assert_eq!(
-            t.get(0),
+            t.shares().get(0),
             ShareLimit {
                 share: half,
                 limit: 4
             }
         );
-        assert_eq!(t.get(1), ShareLimit { share: 1, limit: 2 });
-        assert_eq!(t.get(2).limit, NO_LIMIT);
-        assert_eq!(t.get(3), ShareLimit::UNPUBLISHED, "past the end");
+        assert_eq!(t.shares().get(1), ShareLimit { share: 1, limit: 2 });
+        assert_eq!(t.shares().get(2).limit, NO_LIMIT);
+        assert_eq!(t.shares().get(3), ShareLimit::UNPUBLISHED, "past the end");
         // another in the same millisecond is still seen
         z.apply_shares(&[0.25, 0.25, 0.5], &[1, 1, 1], u64::MAX, 1_000);
         assert!(t.refresh(z));
-        assert_eq!(t.get(2).share, half);
+        assert_eq!(t.shares().get(2).share, half);
         // the zone cleared for other peers, then published with the same
         // stamp as before: rebuilt (another epoch)
         let before = z.published_ms();
         z.init(2);
         assert!(t.refresh(z));
-        assert_eq!(t.get(2), ShareLimit::UNPUBLISHED);
+        assert_eq!(t.shares().get(2), ShareLimit::UNPUBLISHED);
         z.apply_shares(&[0.5, 0.5, 0.0], &[3, 3, 3], u64::MAX, before);
         assert_eq!(z.published_ms(), before);
         assert!(t.refresh(z));
-        assert_eq!(t.get(0).limit, 3);
+        assert_eq!(t.shares().get(0).limit, 3);
     }
 
     #[test]
@@ -208,13 +213,13 @@ mod tests {
         let t = ShareTable::of(z);
         let off = Ramp::default();
         z.count(0);
-        assert_eq!(t.view(z, 0, off).map(|v| v.in_flight), Some(1));
+        assert_eq!(t.shares().view(z, 0, off).map(|v| v.in_flight), Some(1));
         z.count(0);
-        assert!(t.view(z, 0, off).is_none(), "at its limit");
+        assert!(t.shares().view(z, 0, off).is_none(), "at its limit");
         for _ in 0..1_000 {
             z.count(1);
         }
-        assert!(t.view(z, 1, off).is_some(), "no limit");
+        assert!(t.shares().view(z, 1, off).is_some(), "no limit");
         // a tenth of the way through slow start: a tenth of the share, a
         // limit of one; no limit stays none
         z.start_ramp(1, 1_000);
@@ -222,13 +227,13 @@ mod tests {
             now_ms: 2_000,
             slow_start_ms: 10_000,
         };
-        let v = t.view(z, 1, ramp).unwrap();
+        let v = t.shares().view(z, 1, ramp).unwrap();
         assert_eq!(v.share, (share_weight(0.5) as f64 * 0.1).round() as u32);
         assert!(v.ramping.is_some());
         z.start_ramp(0, 1_000);
-        assert!(t.view(z, 0, ramp).is_none());
+        assert!(t.shares().view(z, 0, ramp).is_none());
         // the empty table: unpublished
-        let v = ShareTable::none().view(z, 1, off).unwrap();
+        let v = Shares::default().view(z, 1, off).unwrap();
         assert_eq!(v.share, 1);
     }
 }

@@ -6,7 +6,7 @@
 
 use super::worker_rng::WorkerRng;
 #[cfg(test)]
-use super::ShareTable;
+use super::Shares;
 use super::{Compare, Local};
 use crate::policy::slow_start;
 use crate::zone::UpstreamZone;
@@ -247,7 +247,7 @@ mod tests {
         let local = |now| Local {
             latency: &lat,
             weight: &weight,
-            share_table: ShareTable::none(),
+            share_table: Shares::default(),
             now_ms: now,
             tau_ms: 10_000.0,
             slow_start_ms: 0,
@@ -304,7 +304,7 @@ mod tests {
         let local = Local {
             latency: &lat,
             weight: &weight,
-            share_table: ShareTable::none(),
+            share_table: Shares::default(),
             now_ms: 1_000,
             tau_ms: 10_000.0,
             slow_start_ms: 0,

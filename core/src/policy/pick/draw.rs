@@ -284,9 +284,11 @@ mod tests {
             for (i, &w) in weights.iter().enumerate() {
                 let want = if total == 0 { 1.0 / weights.len() as f64 } else { w as f64 / total as f64 };
                 let got = hits[i] as f64 / rounds as f64;
-                // about five standard deviations
+                // six standard deviations: with 256 cases of up to 40
+                // peers each, five failed by chance about once in 1,500
+                // runs (and proptest would then replay the failing seed)
                 let sd = (want * (1.0 - want) / rounds as f64).sqrt();
-                prop_assert!((got - want).abs() <= 5.0 * sd + 1e-4, "{}: {} vs {}", i, got, want);
+                prop_assert!((got - want).abs() <= 6.0 * sd + 1e-4, "{}: {} vs {}", i, got, want);
                 if w == 0 && total > 0 {
                     prop_assert_eq!(hits[i], 0);
                 }

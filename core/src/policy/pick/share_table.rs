@@ -135,10 +135,14 @@ impl Shares<'_> {
     /// table's end).
     #[inline(always)]
     pub fn get(&self, slot: usize) -> ShareLimit {
-        self.slots
-            .get(slot)
-            .copied()
-            .unwrap_or(ShareLimit::UNPUBLISHED)
+        match self.slots.get(slot) {
+            Some(&s) => s,
+            None => {
+                // a pick per share reads a table of every slot: out of line
+                std::hint::cold_path();
+                ShareLimit::UNPUBLISHED
+            }
+        }
     }
 
     /// What a per-share pick reads of peer `slot`: its requests in flight

@@ -141,27 +141,13 @@ fn bench_nginx(g: &mut Group<'_>, n: usize) {
 /// module's get and free run inside them as least_conn's do).
 fn bench_shares(g: &mut Group<'_>, n: usize) {
     let words = shares_zone_words(n);
-    let sh = UpstreamZone::new(&words, n).unwrap();
-    let epoch = sh.epoch();
-    let map = slot_map(sh, n);
-    let mut tie = vec![0i64; n];
-    let mut shares = ShareTable::default();
-    g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, &n| {
-        b.iter(|| black_box(shares_step(sh, &map, n, &mut tie, &mut shares, epoch)))
+    let mut dwepc = SharesPick::new(UpstreamZone::new(&words, n).unwrap());
+    g.bench_with_input(BenchmarkId::new("dwepc", n), &n, |b, _| {
+        b.iter(|| black_box(dwepc.step()))
     });
     let locks = ZoneLocks::new(n);
-    g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, &n| {
-        b.iter(|| {
-            black_box(shares_step_in(
-                &locks,
-                sh,
-                &map,
-                n,
-                &mut tie,
-                &mut shares,
-                epoch,
-            ))
-        })
+    g.bench_with_input(BenchmarkId::new("dwepc_zone", n), &n, |b, _| {
+        b.iter(|| black_box(dwepc.step_in(&locks)))
     });
 }
 

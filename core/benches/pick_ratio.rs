@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use common::module::*;
 use common::nginx::*;
-use dwepc_core::policy::pick::ShareTable;
 use dwepc_core::zone::UpstreamZone;
 
 /// Something timed in blocks of picks.
@@ -134,20 +133,12 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for n in [4usize, 32, 256] {
         // the module's pick, without and with the zone's locks (a zone each)
-        let words = shares_zone_words(n);
-        let zone = UpstreamZone::new(&words, n).unwrap();
-        let (epoch, map) = (zone.epoch(), slot_map(zone, n));
-        let (mut tie, mut shares) = (vec![0i64; n], ShareTable::default());
-        let mut dwepc = Timed(|| shares_step(zone, &map, n, &mut tie, &mut shares, epoch));
-        let zwords = shares_zone_words(n);
-        let zzone = UpstreamZone::new(&zwords, n).unwrap();
-        let (zepoch, zmap) = (zzone.epoch(), slot_map(zzone, n));
-        let (mut ztie, mut zshares) = (vec![0i64; n], ShareTable::default());
+        let (words, zwords) = (shares_zone_words(n), shares_zone_words(n));
+        let mut shares = SharesPick::new(UpstreamZone::new(&words, n).unwrap());
+        let mut dwepc = Timed(|| shares.step());
+        let mut zshares = SharesPick::new(UpstreamZone::new(&zwords, n).unwrap());
         let dlocks = ZoneLocks::new(n);
-        let mut dwepc_zone = Timed(|| {
-            let (map, tie, shares) = (&zmap, &mut ztie, &mut zshares);
-            shares_step_in(&dlocks, zzone, map, n, tie, shares, zepoch)
-        });
+        let mut dwepc_zone = Timed(|| zshares.step_in(&dlocks));
         // nginx's least_conn: per worker, on shared counts, with a zone
         let mut lc = LeastConn::new(n);
         let mut least_conn = Timed(|| lc.step());

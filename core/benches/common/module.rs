@@ -181,58 +181,68 @@ pub fn shares_zone_words(n: usize) -> Vec<AtomicU64> {
     words
 }
 
-/// One pick of the shares mode (`pick=least_conn`) over `n` peers, then
-/// one request's end on the next peer (counted while the zone had
-/// `epoch`).
-#[inline(always)]
-pub fn shares_step(
-    zone: UpstreamZone<'_>,
-    map: &SlotMap,
-    n: usize,
-    tie: &mut [i64],
-    shares: &mut ShareTable,
+/// The shares mode's pick (`pick=least_conn`) over a zone's peers, with
+/// what a worker keeps for it: the slot map, the tie weights and the share
+/// table.
+pub struct SharesPick<'a> {
+    zone: UpstreamZone<'a>,
+    map: SlotMap,
+    tie: Vec<i64>,
+    shares: ShareTable,
+    /// The zone's epoch when the requests it ends were counted.
     epoch: u64,
-) -> usize {
-    let k = shares_pick(zone, map, n, tie, shares);
-    shares_end(zone, (k + 1) % n, epoch);
-    k
 }
 
-/// One pick of the shares mode (`pick=least_conn`) over `n` peers.
-#[inline(always)]
-pub fn shares_pick(
-    zone: UpstreamZone<'_>,
-    map: &SlotMap,
-    n: usize,
-    tie: &mut [i64],
-    shares: &mut ShareTable,
-) -> usize {
-    let how = Comparison::LeastPerShare { plus_one: false };
-    pick_mode(zone, how, map, n, tie, shares)
-}
-
-/// The end of a request on peer `j` counted while the zone had `epoch`.
-#[inline(always)]
-pub fn shares_end(zone: UpstreamZone<'_>, j: usize, epoch: u64) {
-    if zone.in_flight(j) > 0 {
-        zone.finish(j, epoch);
+impl<'a> SharesPick<'a> {
+    /// Over every peer of `zone`.
+    pub fn new(zone: UpstreamZone<'a>) -> SharesPick<'a> {
+        SharesPick {
+            zone,
+            map: slot_map(zone, zone.len()),
+            tie: vec![0; zone.len()],
+            shares: ShareTable::default(),
+            epoch: zone.epoch(),
+        }
     }
-}
 
-/// [`shares_step`] inside the locks of an upstream with a `zone` (the
-/// module's get and free run inside them, as least_conn's do).
-#[inline(always)]
-pub fn shares_step_in(
-    locks: &ZoneLocks,
-    zone: UpstreamZone<'_>,
-    map: &SlotMap,
-    n: usize,
-    tie: &mut [i64],
-    shares: &mut ShareTable,
-    epoch: u64,
-) -> usize {
-    let k = locks.pick(|| shares_pick(zone, map, n, tie, shares));
-    let j = (k + 1) % n;
-    locks.end(j, || shares_end(zone, j, epoch));
-    k
+    /// One pick.
+    #[inline(always)]
+    pub fn pick(&mut self) -> usize {
+        let how = Comparison::LeastPerShare { plus_one: false };
+        let n = self.zone.len();
+        pick_mode(
+            self.zone,
+            how,
+            &self.map,
+            n,
+            &mut self.tie,
+            &mut self.shares,
+        )
+    }
+
+    /// The end of a request on peer `j`.
+    #[inline(always)]
+    pub fn end(&self, j: usize) {
+        if self.zone.in_flight(j) > 0 {
+            self.zone.finish(j, self.epoch);
+        }
+    }
+
+    /// One pick, then one request's end on the next peer.
+    #[inline(always)]
+    pub fn step(&mut self) -> usize {
+        let k = self.pick();
+        self.end((k + 1) % self.zone.len());
+        k
+    }
+
+    /// [`SharesPick::step`] inside the locks of an upstream with a `zone`
+    /// (the module's get and free run inside them, as least_conn's do).
+    #[inline(always)]
+    pub fn step_in(&mut self, locks: &ZoneLocks) -> usize {
+        let k = locks.pick(|| self.pick());
+        let j = (k + 1) % self.zone.len();
+        locks.end(j, || self.end(j));
+        k
+    }
 }

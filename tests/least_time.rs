@@ -106,7 +106,7 @@ fn random_two_keeps_off_the_slow_server_and_shares_the_others() {
     assert!(base.iter().all(|&n| n >= 1), "{base:?}");
     // one after another (210, 15 and 10 ms): the slow one loses every
     // draw it is in; the middle one wins its draws with the slow one (a
-    // third, 30 of 90: at least 10 but with odds of 1 in 4 million), where
+    // third, 30 of 90; fewer than 10 by chance once in 4 million), where
     // least_time sends everything to the fast one; the fast one wins at
     // least its draws with the slow one (a third, should a stalled answer
     // have made it look slower than the middle one for a while)

@@ -44,6 +44,35 @@ pub struct LeastConn {
 }
 
 impl LeastConn {
+    /// `n` peers with weights 1..5 and 0..12 connections (by position), as
+    /// the module's benchmarks set their zones up.
+    pub fn new(n: usize) -> LeastConn {
+        LeastConn {
+            conns: (0..n).map(|i| (i % 13) as u64).collect(),
+            weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
+            current: vec![0; n],
+        }
+    }
+
+    /// One pick, then one request's end on the next peer.
+    #[inline(always)]
+    pub fn step(&mut self) -> usize {
+        let k = self.pick();
+        let j = (k + 1) % self.conns.len();
+        self.conns[j] = self.conns[j].saturating_sub(1);
+        k
+    }
+
+    /// [`LeastConn::step`] inside the locks of an upstream with a `zone`.
+    #[inline(always)]
+    pub fn step_in(&mut self, locks: &ZoneLocks) -> usize {
+        let k = locks.pick(|| self.pick());
+        let j = (k + 1) % self.conns.len();
+        locks.end(j, || self.conns[j] = self.conns[j].saturating_sub(1));
+        k
+    }
+
+    /// One pick, counted.
     pub fn pick(&mut self) -> usize {
         let conns = &self.conns;
         let best = least_conn(conns.len(), |i| conns[i], &self.weight, &mut self.current);
@@ -146,43 +175,13 @@ impl NgxRwlock {
     }
 }
 
-impl LeastConn {
-    /// `n` peers with weights 1..5 and 0..12 connections (by position), as
-    /// the module's benchmarks set their zones up.
-    pub fn new(n: usize) -> LeastConn {
-        LeastConn {
-            conns: (0..n).map(|i| (i % 13) as u64).collect(),
-            weight: (0..n).map(|i| 1 + (i % 5) as i64).collect(),
-            current: vec![0; n],
-        }
-    }
-
-    /// One pick, then one request's end on the next peer.
-    #[inline(always)]
-    pub fn step(&mut self) -> usize {
-        let k = self.pick();
-        let j = (k + 1) % self.conns.len();
-        self.conns[j] = self.conns[j].saturating_sub(1);
-        k
-    }
-
-    /// [`LeastConn::step`] inside the locks of an upstream with a `zone`.
-    #[inline(always)]
-    pub fn step_in(&mut self, locks: &ZoneLocks) -> usize {
-        let k = locks.pick(|| self.pick());
-        let j = (k + 1) % self.conns.len();
-        locks.end(j, || self.conns[j] = self.conns[j].saturating_sub(1));
-        k
-    }
-}
-
 /// least_conn's loop on counts kept exact across workers as dwepc keeps
 /// them (a shared word per peer, an atomic add at the pick and at the end;
 /// no locks): the floor of a scan with dwepc's exactness.
 pub struct SharedLeastConn {
-    pub conns: Vec<AtomicU64>,
-    pub weight: Vec<i64>,
-    pub current: Vec<i64>,
+    conns: Vec<AtomicU64>,
+    weight: Vec<i64>,
+    current: Vec<i64>,
 }
 
 impl SharedLeastConn {

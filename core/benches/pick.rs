@@ -54,7 +54,7 @@ fn pick_then_end(
 ) -> usize {
     let (zone, n) = (scan.zone, scan.n);
     let local = Local {
-        share_table: share_table(how, shares, zone),
+        shares: share_table(how, shares, zone),
         ..local
     };
     let k = how.run(scan, local, drawn);
@@ -166,7 +166,7 @@ fn bench_time(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &weight,
-        share_table: Shares::default(),
+        shares: Shares::default(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,
@@ -214,7 +214,7 @@ fn bench_drawn(g: &mut Group<'_>, n: usize) {
     let local = Local {
         latency: &lat,
         weight: &[],
-        share_table: Shares::default(),
+        shares: Shares::default(),
         now_ms: 2_000,
         tau_ms: 10_000.0,
         slow_start_ms: 0,

@@ -94,7 +94,7 @@ proptest! {
         let mut last_pick = vec![now; n];
         let end = 20 * TAU as u64;
         while now < end {
-            let local = Local { latency: &lat, weight: &weight, share_table: Shares::default(), now_ms: now, tau_ms: TAU, slow_start_ms: 0 };
+            let local = Local { latency: &lat, weight: &weight, shares: Shares::default(), now_ms: now, tau_ms: TAU, slow_start_ms: 0 };
             let mut c: LeastTime<usize> = LeastTime::new(local, false);
             for i in 0..n {
                 c.offer(i, i, zone);
@@ -147,7 +147,7 @@ proptest! {
         let cost: Vec<f64> = (0..n).map(|i| (in_flight[i] + 1) as f64 * times[i]).collect();
         let max = cost.iter().cloned().fold(0.0, f64::max);
         let dearest: Vec<usize> = (0..n).filter(|&i| cost[i] == max).collect();
-        let local = Local { latency: &lat, weight: &weight, share_table: Shares::default(), now_ms: 1_000, tau_ms: TAU, slow_start_ms: 0 };
+        let local = Local { latency: &lat, weight: &weight, shares: Shares::default(), now_ms: 1_000, tau_ms: TAU, slow_start_ms: 0 };
         for _ in 0..50 {
             let mut c: RandomTwo<usize> = RandomTwo::new(local);
             for i in 0..n {

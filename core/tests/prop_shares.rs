@@ -359,7 +359,7 @@ proptest! {
         let f = slow_start::factor(since, now, RAMP_MS);
         prop_assert_eq!(f.is_some(), ramp.is_some());
         let table = ShareTable::of(zone);
-        let local = Local { latency: &[], weight: &[], share_table: table.shares(), now_ms: now, tau_ms: 1.0, slow_start_ms: RAMP_MS };
+        let local = Local { latency: &[], weight: &[], shares: table.shares(), now_ms: now, tau_ms: 1.0, slow_start_ms: RAMP_MS };
         let plain = || if sed { LeastShare::expected_delay() } else { LeastShare::new() };
         // what the zone's words say of peer i: in flight as compared, share
         // and limit, as slow start has them

@@ -119,7 +119,7 @@ proptest! {
         let local = |now, slow_start_ms| Local {
             latency: &lat,
             weight: &weight,
-            share_table: table.shares(),
+            shares: table.shares(),
             now_ms: now,
             tau_ms: TAU,
             slow_start_ms,

@@ -120,7 +120,7 @@ pub unsafe fn get_peer_inner(pc: &mut ngx_peer_connection_t, dp: &mut PeerData) 
     let local = Local {
         latency: &servers.latency,
         weight: &servers.weights,
-        share_table: share_table
+        shares: share_table
             .as_deref()
             .map(ShareTable::shares)
             .unwrap_or_default(),

@@ -110,7 +110,7 @@ pub fn pick_mode(
     let local = Local {
         latency: &[],
         weight: &[],
-        share_table: share_table(how, shares, zone),
+        shares: share_table(how, shares, zone),
         now_ms: 0,
         tau_ms: 1.0,
         slow_start_ms: 0,

@@ -205,7 +205,7 @@ pub struct Local<'a> {
     /// The shares and limits as last published ([`ShareTable::refresh`]
     /// before the pick; the default, none, for picks that read none: not
     /// [`Comparison::per_share`]).
-    pub share_table: Shares<'a>,
+    pub shares: Shares<'a>,
     /// The time of the pick, ms (the one clock).
     pub now_ms: u64,
     /// The estimates' time constant, ms.
@@ -364,7 +364,7 @@ mod tests {
         let local = Local {
             latency: &[],
             weight: &[],
-            share_table: table.shares(),
+            shares: table.shares(),
             now_ms: 0,
             tau_ms: 1.0,
             slow_start_ms: 0,

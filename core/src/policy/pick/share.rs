@@ -6,7 +6,7 @@
 
 #[cfg(any(doc, test))]
 use super::share_table::ShareTable;
-use super::share_table::{ShareLimit, Shares};
+use super::share_table::{ShareLimit, Shares, MOST_COMPARED};
 use super::{Compare, Local};
 use crate::policy::slow_start::Ramp;
 #[cfg(doc)]
@@ -60,12 +60,11 @@ impl<T: Copy> LeastShare<T> {
     }
 
     /// In-flight count as compared: plus one for expected delay, or for a
-    /// peer in slow start (`ramping`); at most 2³² − 1 so that its product
-    /// with a 32-bit weight fits 64 bits.
+    /// peer in slow start (`ramping`), of at most [`MOST_COMPARED`].
     #[inline(always)]
     fn conns(&self, conns: u64, ramping: bool) -> u64 {
         let add = if ramping { 1 } else { self.add };
-        conns.min(u32::MAX as u64 - 1) + add
+        conns.min(MOST_COMPARED) + add
     }
 
     /// Offers peer `i` (the caller's handle of it: its position, or
@@ -192,7 +191,7 @@ impl<T: Copy> SmoothTie<T> {
 #[derive(Clone, Copy, Debug)]
 pub struct LeastPerShare<'a, P> {
     inner: LeastShare<P>,
-    table: Shares<'a>,
+    shares: Shares<'a>,
     ramp: Ramp,
 }
 
@@ -202,7 +201,7 @@ impl<'a, P: Copy> LeastPerShare<'a, P> {
     pub fn new(inner: LeastShare<P>, local: Local<'a>) -> LeastPerShare<'a, P> {
         LeastPerShare {
             inner,
-            table: local.share_table,
+            shares: local.shares,
             ramp: local.ramp(),
         }
     }
@@ -214,7 +213,7 @@ impl<'a, P: Copy> LeastPerShare<'a, P> {
     // its Option return) doubled the scan's time
     #[inline(always)]
     fn seen(&self, slot: usize, zone: UpstreamZone<'_>) -> Option<(u64, u32)> {
-        let v = self.table.view(zone, slot, self.ramp)?;
+        let v = self.shares.view(zone, slot, self.ramp)?;
         // a ramping peer counts one request more (expected delay)
         Some((self.inner.conns(v.in_flight, v.ramping.is_some()), v.share))
     }
@@ -340,7 +339,7 @@ mod tests {
             let local = Local {
                 latency: &[],
                 weight: &[],
-                share_table: table.shares(),
+                shares: table.shares(),
                 now_ms: now,
                 tau_ms: 1.0,
                 slow_start_ms: 10_000,

@@ -18,6 +18,11 @@ use crate::zone::UpstreamZone;
 /// the same).
 pub const NO_LIMIT: u32 = u32::MAX;
 
+/// The most requests in flight the per-share picks compare: a count is
+/// clamped to it, so that it plus one, times a 32-bit share weight, fits
+/// 64 bits.
+pub const MOST_COMPARED: u64 = u32::MAX as u64 - 1;
+
 /// A peer's share and in-flight limit as the per-share picks compare them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShareLimit {
@@ -45,11 +50,11 @@ impl ShareLimit {
     }
 
     /// The peer takes one more request with `in_flight` in flight (with
-    /// [`NO_LIMIT`], whatever the count: it is compared at most 2³² − 2,
-    /// as the picks compare it).
+    /// [`NO_LIMIT`], whatever the count: it is compared at most
+    /// [`MOST_COMPARED`], as the picks compare it).
     #[inline(always)]
     pub fn admits(self, in_flight: u64) -> bool {
-        in_flight.min(u32::MAX as u64 - 1) < self.limit as u64
+        in_flight.min(MOST_COMPARED) < self.limit as u64
     }
 
     /// The same at ramp fraction `f` of slow start: the share and a limit

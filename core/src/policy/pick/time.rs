@@ -85,7 +85,7 @@ fn cost_parts(
     // in flight, the weight divided by (scaled while the peer ramps) and
     // the one ties are broken on, and the ramp
     let (in_flight, divisor, tie, ramp) = if per_share {
-        let v = local.share_table.view(zone, slot, local.ramp())?;
+        let v = local.shares.view(zone, slot, local.ramp())?;
         (v.in_flight, v.share as f64, v.share, v.ramping)
     } else {
         let (w, ramp) = (local.weight(slot), local.ramp().at(zone, slot));
@@ -162,7 +162,7 @@ impl<P: Copy> Compare<P> for LeastTime<'_, P> {
 
     #[inline]
     fn accepts(&self, slot: usize, zone: UpstreamZone<'_>) -> bool {
-        let shares = self.local.share_table;
+        let shares = self.local.shares;
         !self.per_share || shares.view(zone, slot, self.local.ramp()).is_some()
     }
 }
@@ -247,7 +247,7 @@ mod tests {
         let local = |now| Local {
             latency: &lat,
             weight: &weight,
-            share_table: Shares::default(),
+            shares: Shares::default(),
             now_ms: now,
             tau_ms: 10_000.0,
             slow_start_ms: 0,
@@ -304,7 +304,7 @@ mod tests {
         let local = Local {
             latency: &lat,
             weight: &weight,
-            share_table: Shares::default(),
+            shares: Shares::default(),
             now_ms: 1_000,
             tau_ms: 10_000.0,
             slow_start_ms: 0,
